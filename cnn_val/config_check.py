@@ -1,0 +1,57 @@
+"""Checks a config before anything runs, with errors that name the field, what was expected and what to do."""
+
+from __future__ import annotations
+
+from cnn_val import models, optim
+
+
+def _fail(field: str, value, expected: str) -> None:
+  raise ValueError(f"config.{field}={value!r}: expected {expected}.")
+
+
+def _positive_int(config, field: str) -> None:
+  value = config
+  for part in field.split("."):
+    value = value[part]
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    _fail(field, value, "a positive integer")
+
+
+def validate(config) -> None:
+  for field in ("num_epochs", "batch_size", "eval_batch_size", "log_every_steps", "eval_every_epochs"):
+    _positive_int(config, field)
+  if config.model.name not in models.MODELS:
+    _fail("model.name", config.model.name, f"one of {sorted(models.MODELS)}")
+  if config.optim.optimizer not in optim.OPTIMIZERS:
+    _fail("optim.optimizer", config.optim.optimizer, f"one of {list(optim.OPTIMIZERS)}")
+  if config.optim.schedule not in optim.SCHEDULES:
+    _fail("optim.schedule", config.optim.schedule, f"one of {list(optim.SCHEDULES)}")
+  if config.optim.weight_decay_mode not in optim.WEIGHT_DECAY_MODES:
+    _fail("optim.weight_decay_mode", config.optim.weight_decay_mode, f"one of {list(optim.WEIGHT_DECAY_MODES)}")
+  if not config.optim.learning_rate > 0:
+    _fail("optim.learning_rate", config.optim.learning_rate, "a positive number")
+  if config.optim.schedule == "exponential":
+    _positive_int(config, "optim.decay_steps")
+    if not 0 < config.optim.decay_rate:
+      _fail("optim.decay_rate", config.optim.decay_rate, "a positive number (< 1 decays)")
+  if config.optim.weight_decay < 0:
+    _fail("optim.weight_decay", config.optim.weight_decay, "a number >= 0")
+  for field in ("dropout_rate", "block_dropout_rate"):
+    rate = config.model[field]
+    if not 0.0 <= rate < 1.0:
+      _fail(f"model.{field}", rate, "a rate in [0, 1)")
+  if config.model.name in ("ConvNet", "ResNet") and (
+      not config.model.widths or any(int(w) <= 0 for w in config.model.widths)):
+    _fail("model.widths", config.model.widths, "a non-empty tuple of positive channel counts")
+  if config.data.max_train_examples < 0:
+    _fail("data.max_train_examples", config.data.max_train_examples, "0 (all) or a positive count")
+
+
+def validate_batch_sizes(config, num_shards: int) -> None:
+  """Global batch sizes must split evenly over all devices of all hosts."""
+  for field in ("batch_size", "eval_batch_size"):
+    value = config[field]
+    if value % num_shards:
+      raise ValueError(
+          f"config.{field}={value} does not split evenly over {num_shards} devices; use a multiple of "
+          f"{num_shards} (e.g. {max(num_shards, value // num_shards * num_shards)}), or set config.num_devices.")

@@ -1,0 +1,67 @@
+"""Prepares Fashion-MNIST from Debian's `dataset-fashion-mnist` package into TFDS's own `fashion_mnist` layout.
+
+The builder below is TFDS's `FashionMNIST` with one change: its split generators read the local IDX files
+instead of downloading them. It writes exactly what TFDS would (same name, version, features and splits), so
+the unchanged `tfds.load('fashion_mnist', data_dir=..., download=False)` reads the result.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow_datasets as tfds
+from tensorflow_datasets.image_classification import mnist as tfds_mnist
+
+DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+DEBIAN_PACKAGE = "dataset-fashion-mnist"
+_FILES = {
+    "train_data": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_data": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+def local_files(source_dir: str = DEBIAN_DIR) -> dict[str, str] | None:
+  """The four gzipped IDX files if they are all present in `source_dir`, else None."""
+  paths = {k: os.path.join(source_dir, v) for k, v in _FILES.items()}
+  return paths if all(os.path.isfile(p) for p in paths.values()) else None
+
+
+class LocalFashionMNIST(tfds_mnist.FashionMNIST, skip_registration=True):
+  """TFDS's FashionMNIST reading the gzipped IDX files from a local folder."""
+
+  name = "fashion_mnist"  # the layout and name TFDS's own builder uses
+
+  def __init__(self, *, source_dir: str = DEBIAN_DIR, **kwargs):
+    self._source_dir = source_dir
+    super().__init__(**kwargs)
+
+  def _split_generators(self, dl_manager):
+    files = local_files(self._source_dir)
+    if files is None:
+      raise FileNotFoundError(missing_message(self._source_dir))
+    extracted = dl_manager.extract(files)  # gunzip into the TFDS extraction folder; no network
+    return [
+        tfds.core.SplitGenerator(
+            name=tfds.Split.TRAIN,
+            gen_kwargs=dict(num_examples=60_000, data_path=extracted["train_data"],
+                            label_path=extracted["train_labels"])),
+        tfds.core.SplitGenerator(
+            name=tfds.Split.TEST,
+            gen_kwargs=dict(num_examples=10_000, data_path=extracted["test_data"],
+                            label_path=extracted["test_labels"])),
+    ]
+
+
+def missing_message(source_dir: str) -> str:
+  return (f"Fashion-MNIST is not prepared and its source files are missing from {source_dir} "
+          f"(expected {sorted(_FILES.values())}). Install them with `apt-get install {DEBIAN_PACKAGE}` "
+          f"(Debian/Ubuntu), or set config.data.download=True on a machine with internet.")
+
+
+def prepare(data_dir: str | None, source_dir: str = DEBIAN_DIR) -> None:
+  """Writes `fashion_mnist` into `data_dir` (TFDS's default when None) from the local files."""
+  builder = LocalFashionMNIST(data_dir=data_dir, source_dir=source_dir)
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False))

@@ -1,0 +1,131 @@
+"""Finds, prepares and opens a TFDS image-classification dataset, failing fast when it cannot be had.
+
+The offline default, Fashion-MNIST, is prepared from Debian's files on first use. Any other TFDS dataset is
+downloaded by TFDS where the internet is reachable; offline, TFDS would retry DNS for minutes, so we probe
+first and fail within seconds with a message that says what is missing and how to get it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+
+from absl import logging
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from cnn_val.data import fashion_mnist_offline
+
+# Where TFDS downloads from (its GCS mirror); reachable means "TFDS can download".
+DOWNLOAD_PROBE = ("storage.googleapis.com", 443)
+PROBE_TIMEOUT_S = 5.0
+
+
+class DatasetUnavailableError(RuntimeError):
+  """The dataset is neither prepared nor obtainable here; the message says how to get it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+  """The three splits as unbatched tf.data datasets of {'image': uint8 [H,W,C], 'label': int32}."""
+  train: tf.data.Dataset
+  validation: tf.data.Dataset
+  test: tf.data.Dataset | None
+  num_train: int
+  num_validation: int
+  num_test: int
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  class_names: tuple[str, ...]
+
+
+def internet_reachable(host_port=None, timeout: float = PROBE_TIMEOUT_S) -> bool:
+  host, port = host_port or DOWNLOAD_PROBE
+  try:
+    with socket.create_connection((host, port), timeout=timeout):
+      return True
+  except OSError:
+    return False
+
+
+def get_builder(data_config) -> tfds.core.DatasetBuilder:
+  """A prepared TFDS builder for `config.data.name`, preparing or downloading it if needed and possible."""
+  name = data_config.name
+  data_dir = data_config.data_dir or None
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(f"config.data.name={name!r} is not a TFDS dataset. Use a TFDS name such as "
+                     f"'fashion_mnist', 'mnist' or 'cifar10'.") from e
+  if builder.is_prepared():
+    return builder
+  where = builder.data_dir
+  if name == "fashion_mnist" and fashion_mnist_offline.local_files() is not None:
+    logging.info("Preparing fashion_mnist from %s into %s (once).", fashion_mnist_offline.DEBIAN_DIR, where)
+    fashion_mnist_offline.prepare(data_dir)
+    return tfds.builder(name, data_dir=data_dir)
+  hint = (f" For fashion_mnist offline: `apt-get install {fashion_mnist_offline.DEBIAN_PACKAGE}`."
+          if name == "fashion_mnist" else "")
+  if not data_config.download:
+    raise DatasetUnavailableError(
+        f"Dataset {name!r} is not prepared in {where} and config.data.download=False. Prepare it on a "
+        f"machine with internet (`tfds build {name} --data_dir=DIR`), copy DIR here and set "
+        f"config.data.data_dir=DIR, or allow the download.{hint}")
+  if not internet_reachable():
+    raise DatasetUnavailableError(
+        f"Dataset {name!r} is not prepared in {where}, and it cannot be downloaded: "
+        f"{DOWNLOAD_PROBE[0]}:{DOWNLOAD_PROBE[1]} is unreachable (no internet?). Prepare it on a machine "
+        f"with internet (`tfds build {name} --data_dir=DIR`), copy DIR here and set "
+        f"config.data.data_dir=DIR.{hint}")
+  builder.download_and_prepare()
+  return builder
+
+
+def _supervised(builder, split: str, max_examples: int) -> tuple[tf.data.Dataset, int]:
+  # We cache after selecting the split's examples; TFDS's own auto-cache would be read only partly by take().
+  ds = builder.as_dataset(split=split, shuffle_files=False, read_config=tfds.ReadConfig(try_autocache=False))
+  n = builder.info.splits[split].num_examples
+  if max_examples:
+    ds, n = ds.take(max_examples), min(n, max_examples)
+  ds = ds.map(lambda ex: {"image": ex["image"], "label": tf.cast(ex["label"], tf.int32)},
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.cache(), n  # decoded once, kept in host memory
+
+
+def load_splits(data_config) -> Splits:
+  """Train, validation (held out of the end of the training split) and test splits of the dataset."""
+  builder = get_builder(data_config)
+  info = builder.info
+  features = info.features
+  if "image" not in features or "label" not in features:
+    raise ValueError(f"config.data.name={data_config.name!r} has features {sorted(features.keys())}; "
+                     f"cnn_val needs an image-classification dataset with 'image' and 'label'.")
+  train_split = data_config.train_split
+  if train_split not in info.splits:
+    raise ValueError(f"config.data.train_split={train_split!r} is not a split of {data_config.name!r}; "
+                     f"it has {sorted(info.splits.keys())}.")
+  frac = data_config.validation_fraction
+  if not 0.0 < frac < 1.0:
+    raise ValueError(f"config.data.validation_fraction={frac}: expected a fraction in (0, 1).")
+  total = info.splits[train_split].num_examples
+  num_val = int(round(total * frac))
+  num_train = total - num_val
+  if num_val == 0 or num_train == 0:
+    raise ValueError(f"config.data.validation_fraction={frac} leaves an empty train or validation split "
+                     f"of the {total} examples in {train_split!r}.")
+  if data_config.max_train_examples:
+    num_train = min(num_train, data_config.max_train_examples)
+  train, num_train = _supervised(builder, f"{train_split}[:{num_train}]", 0)
+  validation, num_val = _supervised(
+      builder, f"{train_split}[{total - num_val}:]", data_config.max_eval_examples)
+  test, num_test = None, 0
+  if data_config.test_split:
+    if data_config.test_split not in info.splits:
+      raise ValueError(f"config.data.test_split={data_config.test_split!r} is not a split of "
+                       f"{data_config.name!r}; it has {sorted(info.splits.keys())}. Use '' for none.")
+    test, num_test = _supervised(builder, data_config.test_split, data_config.max_eval_examples)
+  label = features["label"]
+  return Splits(
+      train=train, validation=validation, test=test, num_train=num_train, num_validation=num_val,
+      num_test=num_test, num_classes=label.num_classes, image_shape=tuple(features["image"].shape),
+      class_names=tuple(label.names))

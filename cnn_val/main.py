@@ -1,0 +1,37 @@
+"""Trains and evaluates a CNN: `python -m cnn_val.main --config=configs/default.py --workdir=runs/default`.
+
+Flags only; the work is `cnn_val.train.train_and_evaluate(config, workdir)`. Override any config field on
+the command line, e.g. `--config.num_epochs=5 --config.model.dropout_rate=0.3`; the config is locked, so a
+misspelt field fails with its name.
+"""
+
+import logging as py_logging
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from cnn_val import train
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; an existing run resumes).")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries(py_logging.Filter):
+  """Keeps orbax's per-save INFO chatter out of the progress log (warnings and errors still show)."""
+
+  def filter(self, record):
+    return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

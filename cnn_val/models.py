@@ -1,0 +1,181 @@
+"""Flax linen CNN classifiers: the seed's Keras examples, a configurable ConvNet and a CIFAR ResNet.
+
+Every model maps images `[N, H, W, C]` (float, roughly in [0, 1]) to logits `[N, num_classes]` and is called as
+`model.apply(variables, images, train=..., example_ids=..., rngs={'dropout': key})`.
+
+Dropout draws its mask per example from the `dropout` RNG folded with the example's *global* index in the
+batch (`example_ids`), so a training step gives the same result whether the batch is processed on one device
+or split across several. BatchNorm statistics are synchronised across devices when the model is built with
+`axis_name` (inside `jax.pmap`); leave it `None` everywhere else (init, notebooks).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class Dropout(nn.Module):
+  """Inverted dropout whose mask for example `i` depends only on the RNG and `example_ids[i]`."""
+
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, example_ids=None):
+    if not train or self.rate == 0.0:
+      return x
+    if example_ids is None:
+      example_ids = jnp.arange(x.shape[0])
+    key = self.make_rng("dropout")
+    keep = 1.0 - self.rate
+
+    def one_mask(example_id):
+      return jax.random.bernoulli(jax.random.fold_in(key, example_id), keep, x.shape[1:])
+
+    mask = jax.vmap(one_mask)(example_ids)
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def _max_pool(x):
+  return nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+
+
+class SeedCNN(nn.Module):
+  """The seed's example 1: Conv32 3x3 relu - maxpool 2 - flatten - dense."""
+
+  num_classes: int = 10
+  axis_name: str | None = None  # unused; accepted so every model is built the same way
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, example_ids=None):
+    del train, example_ids
+    x = nn.relu(nn.Conv(32, (3, 3), padding="VALID")(x))
+    x = _max_pool(x)
+    x = x.reshape((x.shape[0], -1))
+    return nn.Dense(self.num_classes)(x)
+
+
+class SeedCNNDropout(nn.Module):
+  """The seed's example 3: Conv32 - pool - Conv64 - pool - flatten - dropout - dense."""
+
+  num_classes: int = 10
+  dropout_rate: float = 0.5
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, example_ids=None):
+    for features in (32, 64):
+      x = nn.relu(nn.Conv(features, (3, 3), padding="VALID")(x))
+      x = _max_pool(x)
+    x = x.reshape((x.shape[0], -1))
+    x = Dropout(self.dropout_rate)(x, train=train, example_ids=example_ids)
+    return nn.Dense(self.num_classes)(x)
+
+
+class ConvNet(nn.Module):
+  """Blocks of (conv 3x3 - [batchnorm] - relu) x convs_per_block - maxpool 2 - dropout, then the head.
+
+  The head is flatten - [dense(hidden_units) - [batchnorm] - relu] - dropout - dense(num_classes).
+  """
+
+  num_classes: int = 10
+  widths: Sequence[int] = (32, 64)
+  convs_per_block: int = 1
+  batchnorm: bool = False
+  block_dropout_rate: float = 0.0
+  hidden_units: int = 0
+  dropout_rate: float = 0.5
+  axis_name: str | None = None
+
+  def _norm(self, x, train):
+    if not self.batchnorm:
+      return x
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.axis_name)(x)
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, example_ids=None):
+    for features in self.widths:
+      for _ in range(self.convs_per_block):
+        # A bias before batchnorm is cancelled by its mean subtraction.
+        x = nn.Conv(features, (3, 3), padding="SAME", use_bias=not self.batchnorm)(x)
+        x = nn.relu(self._norm(x, train))
+      x = _max_pool(x)
+      x = Dropout(self.block_dropout_rate)(x, train=train, example_ids=example_ids)
+    x = x.reshape((x.shape[0], -1))
+    if self.hidden_units:
+      x = nn.Dense(self.hidden_units, use_bias=not self.batchnorm)(x)
+      x = nn.relu(self._norm(x, train))
+    x = Dropout(self.dropout_rate)(x, train=train, example_ids=example_ids)
+    return nn.Dense(self.num_classes)(x)
+
+
+class _BasicBlock(nn.Module):
+  features: int
+  strides: int
+  axis_name: str | None
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    norm = lambda **kw: nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, axis_name=self.axis_name, **kw)
+    y = nn.Conv(self.features, (3, 3), self.strides, padding="SAME", use_bias=False)(x)
+    y = nn.relu(norm()(y))
+    y = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=False)(y)
+    # Zero-initialised last scale: each block starts as the identity (Goyal et al. 2017).
+    y = norm(scale_init=nn.initializers.zeros)(y)
+    if x.shape != y.shape:
+      x = nn.Conv(self.features, (1, 1), self.strides, use_bias=False)(x)
+      x = norm()(x)
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  """CIFAR ResNet (He et al. 2016, section 4.2): depth = 6n + 2, three stages of n basic blocks."""
+
+  num_classes: int = 10
+  depth: int = 20
+  widths: Sequence[int] = (16, 32, 64)
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, example_ids=None):
+    del example_ids
+    if (self.depth - 2) % 6:
+      raise ValueError(f"config.model.depth={self.depth}: a CIFAR ResNet needs depth = 6n + 2 (20, 32, 44, 56).")
+    blocks_per_stage = (self.depth - 2) // 6
+    x = nn.Conv(self.widths[0], (3, 3), padding="SAME", use_bias=False)(x)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.axis_name)(x))
+    for stage, features in enumerate(self.widths):
+      for block in range(blocks_per_stage):
+        strides = 2 if stage > 0 and block == 0 else 1
+        x = _BasicBlock(features, strides, self.axis_name)(x, train=train)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes)(x)
+
+
+MODELS = {"SeedCNN": SeedCNN, "SeedCNNDropout": SeedCNNDropout, "ConvNet": ConvNet, "ResNet": ResNet}
+
+
+def create_model(model_config, num_classes: int, axis_name: str | None = None) -> nn.Module:
+  """Builds the model named by `config.model.name` with the fields that model uses."""
+  name = model_config.name
+  if name not in MODELS:
+    raise ValueError(f"config.model.name={name!r} is not a known model; expected one of {sorted(MODELS)}.")
+  kwargs: dict[str, Any] = {"num_classes": num_classes, "axis_name": axis_name}
+  if name == "SeedCNNDropout":
+    kwargs["dropout_rate"] = model_config.dropout_rate
+  elif name == "ConvNet":
+    kwargs.update(
+        widths=tuple(model_config.widths),
+        convs_per_block=model_config.convs_per_block,
+        batchnorm=model_config.batchnorm,
+        block_dropout_rate=model_config.block_dropout_rate,
+        hidden_units=model_config.hidden_units,
+        dropout_rate=model_config.dropout_rate,
+    )
+  elif name == "ResNet":
+    kwargs.update(depth=model_config.depth, widths=tuple(model_config.widths))
+  return MODELS[name](**kwargs)

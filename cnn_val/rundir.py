@@ -1,0 +1,108 @@
+"""The run directory's text files: `config.json` and `metrics.jsonl`, plus TensorBoard scalars.
+
+The run directory is the only interface between training and everything after it (doctor, report, ablation),
+so these formats are kept stable; see DESIGN.md. Only process 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import jax
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+# Fields that may change when a run is resumed: they do not change what is computed (the device count
+# changes results only to float round-off).
+RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices"})
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def config_to_dict(config) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def write_or_check_config(workdir: str, config) -> None:
+  """Writes config.json for a new run; for an existing run, refuses a config that would change its results."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  new = config_to_dict(config)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    old_flat, new_flat = _flatten(old), _flatten(new)
+    changed = sorted(k for k in old_flat.keys() | new_flat.keys()
+                     if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+      details = ", ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in changed)
+      raise ValueError(
+          f"--workdir={workdir} already holds a run with a different config ({details}). Resuming it would "
+          f"mix two experiments: use a new --workdir, or run again with the config in {path}.")
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(new, f, indent=2, sort_keys=True)
+
+
+def _json_safe(value):
+  if isinstance(value, float) and not math.isfinite(value):
+    return None  # JSON has no NaN/Inf; null marks a non-finite number
+  return value
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def truncate_metrics(workdir: str, last_step: int) -> None:
+  """Drops lines written after the checkpoint a run resumes from (they will be written again)."""
+  if jax.process_index() != 0:
+    return
+  rows = [r for r in read_metrics(workdir) if r["step"] <= last_step]
+  with open(os.path.join(workdir, METRICS_FILE), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+class MetricsWriter:
+  """Appends one JSON object per evaluation to metrics.jsonl and mirrors the scalars to TensorBoard."""
+
+  def __init__(self, workdir: str):
+    self._path = os.path.join(workdir, METRICS_FILE)
+    self._active = jax.process_index() == 0
+    self._tb = None
+    if self._active:
+      import tensorflow as tf  # TensorBoard's writer; imported here so the module stays light
+      self._tf = tf
+      self._tb = tf.summary.create_file_writer(workdir)
+
+  def write(self, row: dict) -> None:
+    if not self._active:
+      return
+    row = {k: ([_json_safe(x) for x in v] if isinstance(v, list) else _json_safe(v)) for k, v in row.items()}
+    with open(self._path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+    with self._tb.as_default(step=row["step"]):
+      for k, v in row.items():
+        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+          self._tf.summary.scalar(k, v)
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()

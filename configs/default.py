@@ -1,0 +1,61 @@
+"""Default: the seed's example 3 (SeedCNNDropout, Adam + exponential decay) on offline Fashion-MNIST.
+
+    python -m cnn_val.main --config=configs/default.py --workdir=runs/default
+
+Fashion-MNIST comes from Debian's `dataset-fashion-mnist` package and is prepared into TFDS's
+`fashion_mnist` layout on first use. Expected: about 91.5% test accuracy after 25 epochs (see README for
+the measured figure and wall time). Every other config starts from this one and overrides a few fields.
+"""
+
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.num_epochs = 25
+  config.batch_size = 32  # global, over all devices (Keras' default batch size, as in the seed)
+  config.eval_batch_size = 500  # global; the last batch is padded and masked, never dropped
+  config.num_devices = 0  # local devices to pmap over; 0 = all
+  config.log_every_steps = 200
+  config.eval_every_epochs = 1  # evaluate on validation and checkpoint every N epochs (and after the last)
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "fashion_mnist"  # any TFDS image-classification dataset
+  config.data.data_dir = ""  # TFDS data_dir; '' = TFDS's default (TFDS_DATA_DIR or ~/tensorflow_datasets)
+  config.data.train_split = "train"
+  config.data.test_split = "test"  # '' = no test evaluation
+  config.data.validation_fraction = 0.1  # held out of the end of train_split
+  config.data.max_train_examples = 0  # 0 = all; otherwise the first N of the training part (quick runs)
+  config.data.max_eval_examples = 0  # 0 = all; caps validation and test (quick runs and tests only)
+  config.data.shuffle_buffer = 60_000
+  config.data.download = True  # may TFDS download a dataset that is not prepared (needs internet)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "SeedCNNDropout"  # SeedCNN, SeedCNNDropout, ConvNet, ResNet
+  config.model.widths = (32, 64)  # ConvNet: channels per block; ResNet: channels per stage
+  config.model.convs_per_block = 1  # ConvNet
+  config.model.batchnorm = False  # ConvNet
+  config.model.block_dropout_rate = 0.0  # ConvNet: dropout after each block
+  config.model.hidden_units = 0  # ConvNet: 0 = no hidden dense layer in the head
+  config.model.dropout_rate = 0.5  # SeedCNNDropout, ConvNet: dropout before the last dense layer
+  config.model.depth = 20  # ResNet: 6n + 2
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.optimizer = "adam"  # adam, adamw, sgd
+  config.optim.learning_rate = 1e-3
+  config.optim.schedule = "exponential"  # constant, exponential, cosine, warmup_cosine
+  config.optim.decay_steps = 5_000  # exponential: Keras ExponentialDecay semantics
+  config.optim.decay_rate = 0.7
+  config.optim.staircase = False
+  config.optim.warmup_epochs = 0.0  # warmup_cosine
+  config.optim.cosine_alpha = 0.0  # cosine schedules end at learning_rate * cosine_alpha
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.999
+  config.optim.eps = 1e-7  # Keras' Adam epsilon
+  config.optim.momentum = 0.9  # sgd
+  config.optim.nesterov = False  # sgd
+  config.optim.weight_decay = 0.0
+  config.optim.weight_decay_mode = "decoupled"  # decoupled (masked) or l2
+  config.optim.grad_clip_norm = 0.0  # 0 = no clipping
+  return config
