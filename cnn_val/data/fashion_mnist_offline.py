@@ -7,7 +7,9 @@ the unchanged `tfds.load('fashion_mnist', data_dir=..., download=False)` reads t
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
@@ -22,8 +24,9 @@ _FILES = {
 }
 
 
-def local_files(source_dir: str = DEBIAN_DIR) -> dict[str, str] | None:
-  """The four gzipped IDX files if they are all present in `source_dir`, else None."""
+def local_files(source_dir: str | None = None) -> dict[str, str] | None:
+  """The four gzipped IDX files if they are all present in `source_dir` (default DEBIAN_DIR), else None."""
+  source_dir = source_dir or DEBIAN_DIR
   paths = {k: os.path.join(source_dir, v) for k, v in _FILES.items()}
   return paths if all(os.path.isfile(p) for p in paths.values()) else None
 
@@ -33,7 +36,7 @@ class LocalFashionMNIST(tfds_mnist.FashionMNIST, skip_registration=True):
 
   name = "fashion_mnist"  # the layout and name TFDS's own builder uses
 
-  def __init__(self, *, source_dir: str = DEBIAN_DIR, **kwargs):
+  def __init__(self, *, source_dir: str | None = None, **kwargs):
     self._source_dir = source_dir
     super().__init__(**kwargs)
 
@@ -44,23 +47,29 @@ class LocalFashionMNIST(tfds_mnist.FashionMNIST, skip_registration=True):
     extracted = dl_manager.extract(files)  # gunzip into the TFDS extraction folder; no network
     return [
         tfds.core.SplitGenerator(
-            name=tfds.Split.TRAIN,
-            gen_kwargs=dict(num_examples=60_000, data_path=extracted["train_data"],
-                            label_path=extracted["train_labels"])),
-        tfds.core.SplitGenerator(
-            name=tfds.Split.TEST,
-            gen_kwargs=dict(num_examples=10_000, data_path=extracted["test_data"],
-                            label_path=extracted["test_labels"])),
+            name=split,
+            gen_kwargs=dict(num_examples=_idx_count(files[f"{prefix}_labels"]),
+                            data_path=extracted[f"{prefix}_data"], label_path=extracted[f"{prefix}_labels"]))
+        for split, prefix in ((tfds.Split.TRAIN, "train"), (tfds.Split.TEST, "test"))
     ]
 
 
+def _idx_count(gz_path: str) -> int:
+  """The item count in an IDX file's header (60,000/10,000 for the real files)."""
+  with gzip.open(gz_path, "rb") as f:
+    magic, count = struct.unpack(">II", f.read(8))
+  if magic >> 8 != 0x08:  # IDX type byte 0x08 = unsigned byte data
+    raise ValueError(f"{gz_path} is not an IDX file of unsigned bytes (magic {magic:#x}).")
+  return count
+
+
 def missing_message(source_dir: str) -> str:
-  return (f"Fashion-MNIST is not prepared and its source files are missing from {source_dir} "
+  return (f"Fashion-MNIST is not prepared and its source files are missing from {source_dir or DEBIAN_DIR} "
           f"(expected {sorted(_FILES.values())}). Install them with `apt-get install {DEBIAN_PACKAGE}` "
           f"(Debian/Ubuntu), or set config.data.download=True on a machine with internet.")
 
 
-def prepare(data_dir: str | None, source_dir: str = DEBIAN_DIR) -> None:
+def prepare(data_dir: str | None, source_dir: str | None = None) -> None:
   """Writes `fashion_mnist` into `data_dir` (TFDS's default when None) from the local files."""
   builder = LocalFashionMNIST(data_dir=data_dir, source_dir=source_dir)
   builder.download_and_prepare(

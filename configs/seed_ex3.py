@@ -1,0 +1,13 @@
+"""The seed's example 3 as the seed wrote it: SeedCNNDropout, Adam + exponential decay, 25 epochs.
+
+    python -m cnn_val.main --config=configs/seed_ex3.py --workdir=runs/seed_ex3
+
+Identical to configs/default.py (which is this experiment); kept under the seed's name so ablations and
+reports can cite it. Expected: about 91% test accuracy, validation flat near 92% in the last third.
+"""
+
+from configs import default
+
+
+def get_config():
+  return default.get_config()
