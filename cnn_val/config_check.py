@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnn_val import models, optim
+from cnn_val import fast_ops, models, optim
 
 
 def _fail(field: str, value, expected: str) -> None:
@@ -20,6 +20,14 @@ def _positive_int(config, field: str) -> None:
 def validate(config) -> None:
   for field in ("num_epochs", "batch_size", "eval_batch_size", "log_every_steps", "eval_every_epochs"):
     _positive_int(config, field)
+  if config.dtype not in models.DTYPES:
+    _fail("dtype", config.dtype, f"one of {sorted(models.DTYPES)}")
+  if config.model.conv_impl not in fast_ops.CONV_IMPLS:
+    _fail("model.conv_impl", config.model.conv_impl, f"one of {list(fast_ops.CONV_IMPLS)}")
+  if config.model.pool_impl not in fast_ops.POOL_IMPLS:
+    _fail("model.pool_impl", config.model.pool_impl, f"one of {list(fast_ops.POOL_IMPLS)}")
+  if config.micro_batch_size < 0:
+    _fail("micro_batch_size", config.micro_batch_size, "0 (auto) or a positive count")
   if config.model.name not in models.MODELS:
     _fail("model.name", config.model.name, f"one of {sorted(models.MODELS)}")
   if config.optim.optimizer not in optim.OPTIMIZERS:

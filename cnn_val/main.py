@@ -11,6 +11,7 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+import tensorflow as tf
 
 from cnn_val import train
 
@@ -30,6 +31,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  # tf.data only feeds the host; keep TensorFlow off any accelerator so JAX gets all of its memory.
+  tf.config.set_visible_devices([], "GPU")
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -11,11 +11,14 @@ or split across several. BatchNorm statistics are synchronised across devices wh
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from cnn_val import fast_ops
 
 
 class Dropout(nn.Module):
@@ -39,8 +42,11 @@ class Dropout(nn.Module):
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
-def _max_pool(x):
-  return nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+def _conv(features, kernel_size, impl, **kwargs):
+  """`nn.Conv` (same parameters either way), computed by XLA's convolution or by `fast_ops.conv_matmul`."""
+  if impl == "matmul":
+    kwargs["conv_general_dilated"] = fast_ops.conv_matmul
+  return nn.Conv(features, kernel_size, **kwargs)
 
 
 class SeedCNN(nn.Module):
@@ -48,14 +54,17 @@ class SeedCNN(nn.Module):
 
   num_classes: int = 10
   axis_name: str | None = None  # unused; accepted so every model is built the same way
+  conv_impl: str = "xla"
+  pool_impl: str = "xla"
+  dtype: Any = jnp.float32  # computation dtype; parameters stay float32
 
   @nn.compact
   def __call__(self, x, *, train: bool, example_ids=None):
     del train, example_ids
-    x = nn.relu(nn.Conv(32, (3, 3), padding="VALID")(x))
-    x = _max_pool(x)
+    x = nn.relu(_conv(32, (3, 3), self.conv_impl, padding="VALID", dtype=self.dtype)(x))
+    x = fast_ops.max_pool(x, 2, self.pool_impl)
     x = x.reshape((x.shape[0], -1))
-    return nn.Dense(self.num_classes)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
 
 
 class SeedCNNDropout(nn.Module):
@@ -64,15 +73,18 @@ class SeedCNNDropout(nn.Module):
   num_classes: int = 10
   dropout_rate: float = 0.5
   axis_name: str | None = None
+  conv_impl: str = "xla"
+  pool_impl: str = "xla"
+  dtype: Any = jnp.float32  # computation dtype; parameters stay float32
 
   @nn.compact
   def __call__(self, x, *, train: bool, example_ids=None):
     for features in (32, 64):
-      x = nn.relu(nn.Conv(features, (3, 3), padding="VALID")(x))
-      x = _max_pool(x)
+      x = nn.relu(_conv(features, (3, 3), self.conv_impl, padding="VALID", dtype=self.dtype)(x))
+      x = fast_ops.max_pool(x, 2, self.pool_impl)
     x = x.reshape((x.shape[0], -1))
     x = Dropout(self.dropout_rate)(x, train=train, example_ids=example_ids)
-    return nn.Dense(self.num_classes)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
 
 
 class ConvNet(nn.Module):
@@ -89,45 +101,53 @@ class ConvNet(nn.Module):
   hidden_units: int = 0
   dropout_rate: float = 0.5
   axis_name: str | None = None
+  conv_impl: str = "xla"
+  pool_impl: str = "xla"
+  dtype: Any = jnp.float32  # computation dtype; parameters stay float32
 
   def _norm(self, x, train):
     if not self.batchnorm:
       return x
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.axis_name)(x)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.axis_name,
+                        dtype=self.dtype)(x)
 
   @nn.compact
   def __call__(self, x, *, train: bool, example_ids=None):
     for features in self.widths:
       for _ in range(self.convs_per_block):
         # A bias before batchnorm is cancelled by its mean subtraction.
-        x = nn.Conv(features, (3, 3), padding="SAME", use_bias=not self.batchnorm)(x)
+        x = _conv(features, (3, 3), self.conv_impl, padding="SAME", use_bias=not self.batchnorm,
+                  dtype=self.dtype)(x)
         x = nn.relu(self._norm(x, train))
-      x = _max_pool(x)
+      x = fast_ops.max_pool(x, 2, self.pool_impl)
       x = Dropout(self.block_dropout_rate)(x, train=train, example_ids=example_ids)
     x = x.reshape((x.shape[0], -1))
     if self.hidden_units:
-      x = nn.Dense(self.hidden_units, use_bias=not self.batchnorm)(x)
+      x = nn.Dense(self.hidden_units, use_bias=not self.batchnorm, dtype=self.dtype)(x)
       x = nn.relu(self._norm(x, train))
     x = Dropout(self.dropout_rate)(x, train=train, example_ids=example_ids)
-    return nn.Dense(self.num_classes)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
 
 
 class _BasicBlock(nn.Module):
   features: int
   strides: int
   axis_name: str | None
+  conv_impl: str
+  dtype: Any
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     norm = lambda **kw: nn.BatchNorm(
-        use_running_average=not train, momentum=0.9, axis_name=self.axis_name, **kw)
-    y = nn.Conv(self.features, (3, 3), self.strides, padding="SAME", use_bias=False)(x)
+        use_running_average=not train, momentum=0.9, axis_name=self.axis_name, dtype=self.dtype, **kw)
+    conv = functools.partial(_conv, impl=self.conv_impl, use_bias=False, dtype=self.dtype)
+    y = conv(self.features, (3, 3), strides=self.strides, padding="SAME")(x)
     y = nn.relu(norm()(y))
-    y = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=False)(y)
+    y = conv(self.features, (3, 3), padding="SAME")(y)
     # Zero-initialised last scale: each block starts as the identity (Goyal et al. 2017).
     y = norm(scale_init=nn.initializers.zeros)(y)
     if x.shape != y.shape:
-      x = nn.Conv(self.features, (1, 1), self.strides, use_bias=False)(x)
+      x = conv(self.features, (1, 1), strides=self.strides)(x)
       x = norm()(x)
     return nn.relu(x + y)
 
@@ -139,6 +159,8 @@ class ResNet(nn.Module):
   depth: int = 20
   widths: Sequence[int] = (16, 32, 64)
   axis_name: str | None = None
+  conv_impl: str = "xla"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, train: bool, example_ids=None):
@@ -146,25 +168,39 @@ class ResNet(nn.Module):
     if (self.depth - 2) % 6:
       raise ValueError(f"config.model.depth={self.depth}: a CIFAR ResNet needs depth = 6n + 2 (20, 32, 44, 56).")
     blocks_per_stage = (self.depth - 2) // 6
-    x = nn.Conv(self.widths[0], (3, 3), padding="SAME", use_bias=False)(x)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.axis_name)(x))
+    x = _conv(self.widths[0], (3, 3), self.conv_impl, padding="SAME", use_bias=False, dtype=self.dtype)(x)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.axis_name,
+                             dtype=self.dtype)(x))
     for stage, features in enumerate(self.widths):
       for block in range(blocks_per_stage):
         strides = 2 if stage > 0 and block == 0 else 1
-        x = _BasicBlock(features, strides, self.axis_name)(x, train=train)
+        x = _BasicBlock(features, strides, self.axis_name, self.conv_impl, self.dtype)(x, train=train)
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
 
 
 MODELS = {"SeedCNN": SeedCNN, "SeedCNNDropout": SeedCNNDropout, "ConvNet": ConvNet, "ResNet": ResNet}
 
 
-def create_model(model_config, num_classes: int, axis_name: str | None = None) -> nn.Module:
-  """Builds the model named by `config.model.name` with the fields that model uses."""
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def create_model(model_config, num_classes: int, axis_name: str | None = None,
+                 dtype: str = "float32") -> nn.Module:
+  """Builds the model named by `config.model.name` with the fields that model uses.
+
+  `dtype` ('float32' or 'bfloat16', from `config.dtype`) is the computation dtype; parameters, optimizer
+  state and BatchNorm statistics stay float32.
+  """
+  if dtype not in DTYPES:
+    raise ValueError(f"config.dtype={dtype!r}: expected one of {sorted(DTYPES)}.")
   name = model_config.name
   if name not in MODELS:
     raise ValueError(f"config.model.name={name!r} is not a known model; expected one of {sorted(MODELS)}.")
-  kwargs: dict[str, Any] = {"num_classes": num_classes, "axis_name": axis_name}
+  kwargs: dict[str, Any] = {"num_classes": num_classes, "axis_name": axis_name,
+                            "conv_impl": fast_ops.resolve_impl(model_config.conv_impl), "dtype": DTYPES[dtype]}
+  if name != "ResNet":  # ResNet downsamples with strided convolutions, not pooling
+    kwargs["pool_impl"] = fast_ops.resolve_pool_impl(model_config.pool_impl)
   if name == "SeedCNNDropout":
     kwargs["dropout_rate"] = model_config.dropout_rate
   elif name == "ConvNet":

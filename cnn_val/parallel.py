@@ -29,3 +29,27 @@ def pmap_step(step_fn, devices, *, batch_argnums: tuple[int, ...], num_args: int
   """
   in_axes = tuple(0 if i in batch_argnums else None for i in range(num_args))
   return jax.pmap(step_fn, axis_name=AXIS, in_axes=in_axes, out_axes=None, devices=devices)
+
+
+# XLA's CPU kernels run small batches faster per image than large ones (best near 32; benchmarks/).
+CPU_MICRO_BATCH = 32
+
+
+def micro_batch_size(requested: int, per_device_batch: int, *, has_batch_stats: bool) -> int:
+  """Examples per micro-batch inside a device's step (`config.micro_batch_size`; 0 = auto).
+
+  Auto splits only on CPU, only models without batch statistics (BatchNorm would then see smaller
+  batches, a different model), and only when the device batch is a multiple of CPU_MICRO_BATCH.
+  """
+  if requested < 0:
+    raise ValueError(f"config.micro_batch_size={requested}: expected 0 (auto) or a positive count.")
+  if requested == 0:
+    split = (jax.default_backend() == "cpu" and not has_batch_stats and per_device_batch > CPU_MICRO_BATCH
+             and per_device_batch % CPU_MICRO_BATCH == 0)
+    return CPU_MICRO_BATCH if split else per_device_batch
+  if requested >= per_device_batch:
+    return per_device_batch
+  if per_device_batch % requested:
+    raise ValueError(f"config.micro_batch_size={requested} does not divide the per-device batch of "
+                     f"{per_device_batch}; use a divisor of it, or 0 (auto).")
+  return requested

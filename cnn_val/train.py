@@ -1,115 +1,25 @@
-"""Training and evaluation: the state, the per-device step functions and `train_and_evaluate(config, workdir)`.
+"""`train_and_evaluate(config, workdir)`: the training loop around the pmapped steps of `steps.py`.
 
-The steps are pure top-level functions of (state, batch, key) with the model and optimizer bound by
-`functools.partial`; `parallel.pmap_step` wraps them once. Inside a step, gradients, BatchNorm statistics and
-metric sums are reduced over `parallel.AXIS`, so the state leaves the step identical on every device.
+Data in, run directory out: loads the splits, builds model, optimizer and state, resumes from the latest
+checkpoint, trains with a progress line, evaluates validation each epoch (test once, at the end), writes
+metrics.jsonl and checkpoints, and stops cleanly on a NaN.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from typing import Any
 
 from absl import logging
-import flax
 import jax
-from jax import lax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
-from cnn_val import checkpoint, config_check, models, optim, parallel, rundir
+from cnn_val import checkpoint, config_check, models, optim, parallel, rundir, steps
 from cnn_val.data import pipeline, sources
 
 
 class NonFiniteLossError(FloatingPointError):
   """The loss or gradient became NaN/Inf; the last good checkpoint is kept."""
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-
-
-def create_train_state(model, tx, key, image_shape) -> TrainState:
-  """Initialises the model (outside pmap: build it with axis_name=None) and the optimizer state."""
-  variables = model.init({"params": key}, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
-  params = variables["params"]
-  return TrainState(step=jnp.asarray(0, jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
-
-
-def _variables(state: TrainState, params=None) -> dict:
-  variables = {"params": state.params if params is None else params}
-  if state.batch_stats:
-    variables["batch_stats"] = state.batch_stats
-  return variables
-
-
-def _to_float(images):
-  return images.astype(jnp.float32) / 255.0
-
-
-def train_step(state: TrainState, batch, key, *, model, tx):
-  """One optimizer step on this device's part of the global batch; returns (new_state, metric sums)."""
-  images, labels = _to_float(batch["image"]), batch["label"]
-  local = labels.shape[0]
-  # Global index of each example in the batch: dropout masks depend on it, not on the device layout.
-  example_ids = lax.axis_index(parallel.AXIS) * local + jnp.arange(local)
-  step_key = jax.random.fold_in(key, state.step)
-
-  def loss_fn(params):
-    logits, updates = model.apply(
-        _variables(state, params), images, train=True, example_ids=example_ids,
-        rngs={"dropout": step_key}, mutable=["batch_stats"])
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, (logits, updates)
-
-  (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grads = lax.pmean(grads, parallel.AXIS)
-  loss = lax.pmean(loss, parallel.AXIS)
-  grad_norm = optax.global_norm(grads)
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-
-  param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(
-      step=state.step + 1,
-      params=optax.apply_updates(state.params, param_updates),
-      batch_stats=lax.pmean(updates.get("batch_stats", {}), parallel.AXIS),
-      opt_state=opt_state)
-  # A non-finite step changes nothing, so the state the host finds after a NaN is the last good one.
-  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
-
-  correct = jnp.sum(jnp.argmax(logits, -1) == labels)
-  metrics = {
-      "loss_sum": loss * labels.shape[0] * lax.psum(1, parallel.AXIS),
-      "correct": lax.psum(correct, parallel.AXIS),
-      "count": lax.psum(local, parallel.AXIS),
-      "grad_norm_sum": grad_norm,
-      "steps": jnp.asarray(1),
-      "nonfinite_steps": (~finite).astype(jnp.int32),
-  }
-  return new_state, metrics
-
-
-def eval_step(state: TrainState, batch, *, model, num_classes: int):
-  """Masked metric sums over this device's batch, summed over devices; includes the confusion matrix."""
-  logits = model.apply(_variables(state), _to_float(batch["image"]), train=False)
-  labels, mask = batch["label"], batch["mask"]
-  weights = mask.astype(jnp.float32)
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  preds = jnp.argmax(logits, -1)
-  confusion = jnp.zeros((num_classes, num_classes), jnp.int32).at[labels, preds].add(mask.astype(jnp.int32))
-  return lax.psum({
-      "loss_sum": jnp.sum(losses * weights),
-      "correct": jnp.sum((preds == labels) * weights),
-      "count": jnp.sum(weights),
-      "confusion": confusion,
-  }, parallel.AXIS)
 
 
 def _sum_metrics(metric_list) -> dict:
@@ -151,6 +61,46 @@ def _check_finite(metrics, step: int, workdir: str, ckpts) -> None:
         f"the learning rate or set config.optim.grad_clip_norm, and start again in a new --workdir.")
 
 
+class _Progress:
+  """Every `config.log_every_steps` steps: fetch the metric sums, check them, log a progress line."""
+
+  def __init__(self, config, total_steps: int, schedule, check):
+    self._config, self._total, self._schedule, self._check = config, total_steps, schedule, check
+    self.every = config.log_every_steps
+    self.restart()
+
+  def restart(self, step: int | None = None):
+    self._t, self._step = time.perf_counter(), step
+
+  def __call__(self, step: int, epoch: int, sums: dict):
+    self._check(sums, step)
+    now = time.perf_counter()
+    line = (f"step {step}/{self._total}  epoch {epoch}/{self._config.num_epochs}  "
+            f"loss {sums['loss_sum'] / sums['count']:.4f}  acc {sums['correct'] / sums['count']:.4f}  "
+            f"lr {float(self._schedule(step)):.3g}")
+    if self._step is not None:  # the first interval of a run includes compilation: no rate for it
+      rate = (step - self._step) * self._config.batch_size / (now - self._t)
+      line += f"  {rate:.0f} img/s  ETA {_format_duration((self._total - step) * self._config.batch_size / rate)}"
+    logging.info(line)
+    self.restart(step)
+
+
+def _train_epoch(p_train, state, batches, key, *, step: int, epoch: int, progress: _Progress):
+  """One epoch of steps; returns the new state, the step count and the epoch's summed training metrics."""
+  epoch_sums, pending = [], []
+  for batch in batches:
+    state, metrics = p_train(state, batch, key)
+    step += 1
+    pending.append(metrics)  # device arrays: fetching them every step would stall the pipeline
+    if step % progress.every == 0:
+      epoch_sums.append(_sum_metrics(pending))
+      pending = []
+      progress(step, epoch, epoch_sums[-1])
+  if pending:
+    epoch_sums.append(_sum_metrics(pending))
+  return state, step, {k: sum(m[k] for m in epoch_sums) for k in epoch_sums[0]}
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the final metrics row."""
   config_check.validate(config)
@@ -173,7 +123,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   schedule = optim.create_schedule(config.optim, steps_per_epoch, config.num_epochs)
   tx = optim.create_optimizer(config.optim, steps_per_epoch, config.num_epochs)
   init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
-  state = create_train_state(models.create_model(config.model, num_classes), tx, init_key, splits.image_shape)
+  state = steps.create_train_state(
+      models.create_model(config.model, num_classes), tx, init_key, splits.image_shape)
   logging.info("Model %s: %d parameters.", config.model.name,
                sum(x.size for x in jax.tree.leaves(state.params)))
 
@@ -188,41 +139,32 @@ def train_and_evaluate(config, workdir: str) -> dict:
                      f"{steps_per_epoch} steps: the data or batch size changed since it was written.")
   rundir.truncate_metrics(workdir, start_step)
 
-  model = models.create_model(config.model, num_classes, axis_name=parallel.AXIS)
-  p_train = parallel.pmap_step(functools.partial(train_step, model=model, tx=tx), devices,
-                               batch_argnums=(1,), num_args=3)
-  p_eval = parallel.pmap_step(functools.partial(eval_step, model=model, num_classes=num_classes), devices,
-                              batch_argnums=(1,), num_args=2)
+  model = models.create_model(config.model, num_classes, axis_name=parallel.AXIS, dtype=config.dtype)
+  per_device_batch = config.batch_size // (num_devices * jax.process_count())
+  micro_batch_size = parallel.micro_batch_size(config.micro_batch_size, per_device_batch,
+                                               has_batch_stats=bool(state.batch_stats))
+  logging.info("Per-device batch %d in micro-batches of %d; %s computation; conv %s, pool %s.",
+               per_device_batch, micro_batch_size, config.dtype, model.conv_impl,
+               getattr(model, "pool_impl", "-"))
+  p_train = parallel.pmap_step(
+      functools.partial(steps.train_step, model=model, tx=tx, micro_batch_size=micro_batch_size), devices,
+      batch_argnums=(1,), num_args=3)
+  p_eval = parallel.pmap_step(functools.partial(steps.eval_step, model=model, num_classes=num_classes),
+                              devices, batch_argnums=(1,), num_args=2)
   eval_kw = dict(config=config, num_devices=num_devices, num_classes=num_classes)
   writer = rundir.MetricsWriter(workdir)
   row = rundir.read_metrics(workdir)[-1] if start_step == total_steps and start_step else {}
 
+  progress = _Progress(config, total_steps, schedule,
+                       check=lambda sums, step: _check_finite(sums, step, workdir, ckpts))
+  step = start_step
   try:
-    step = start_step
-    t_log, step_log = time.perf_counter(), step
     for epoch in range(start_step // steps_per_epoch, config.num_epochs):
-      epoch_metrics, log_metrics = [], []
-      for batch in pipeline.train_batches(
+      batches = pipeline.train_batches(
           splits.train, global_batch=config.batch_size, num_devices=num_devices, num_classes=num_classes,
-          seed=config.seed, epoch=epoch, shuffle_buffer=config.data.shuffle_buffer):
-        state, metrics = p_train(state, batch, dropout_key)
-        step += 1
-        log_metrics.append(metrics)
-        if step % config.log_every_steps == 0:
-          sums = _sum_metrics(log_metrics)
-          epoch_metrics.append(sums)
-          log_metrics = []
-          _check_finite(sums, step, workdir, ckpts)
-          now = time.perf_counter()
-          rate = (step - step_log) * config.batch_size / (now - t_log)
-          eta = (total_steps - step) * config.batch_size / rate
-          logging.info("step %d/%d  epoch %d/%d  loss %.4f  acc %.4f  lr %.3g  %.0f img/s  ETA %s",
-                       step, total_steps, epoch + 1, config.num_epochs, sums["loss_sum"] / sums["count"],
-                       sums["correct"] / sums["count"], schedule(step), rate, _format_duration(eta))
-          t_log, step_log = now, step
-      if log_metrics:
-        epoch_metrics.append(_sum_metrics(log_metrics))
-      train = {k: sum(m[k] for m in epoch_metrics) for k in epoch_metrics[0]}
+          seed=config.seed, epoch=epoch, shuffle_buffer=config.data.shuffle_buffer)
+      state, step, train = _train_epoch(p_train, state, batches, dropout_key, step=step, epoch=epoch + 1,
+                                        progress=progress)
       _check_finite(train, step, workdir, ckpts)
 
       last_epoch = epoch + 1 == config.num_epochs
@@ -246,7 +188,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                    f" test_acc {row['test_accuracy']:.4f}" if "test_accuracy" in row else "")
       # Checkpoint after the metrics line: a run killed in between redoes this epoch and rewrites the line.
       ckpts.save(step, state, val_accuracy=val["accuracy"])
-      t_log, step_log = time.perf_counter(), step  # evaluation time is not training throughput
+      progress.restart(step)  # evaluation time is not training throughput
   finally:
     writer.close()
     ckpts.close()

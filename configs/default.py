@@ -17,6 +17,10 @@ def get_config():
   config.batch_size = 32  # global, over all devices (Keras' default batch size, as in the seed)
   config.eval_batch_size = 500  # global; the last batch is padded and masked, never dropped
   config.num_devices = 0  # local devices to pmap over; 0 = all
+  # Examples per micro-batch inside each device's step (gradients accumulated with lax.scan); 0 = auto:
+  # 32 on CPU for models without BatchNorm, else the whole device batch. Results equal the unsplit step.
+  config.micro_batch_size = 0
+  config.dtype = "float32"  # computation dtype: float32 or bfloat16 (parameters stay float32)
   config.log_every_steps = 200
   config.eval_every_epochs = 1  # evaluate on validation and checkpoint every N epochs (and after the last)
 
@@ -40,6 +44,10 @@ def get_config():
   config.model.hidden_units = 0  # ConvNet: 0 = no hidden dense layer in the head
   config.model.dropout_rate = 0.5  # SeedCNNDropout, ConvNet: dropout before the last dense layer
   config.model.depth = 20  # ResNet: 6n + 2
+  # How convolutions and max-pools are computed (same parameters and results either way; see fast_ops.py):
+  # auto = the fast CPU rewrites (matmul, reshape) on CPU, XLA's own ops on GPU/TPU.
+  config.model.conv_impl = "auto"  # auto, xla, matmul
+  config.model.pool_impl = "auto"  # auto, xla, reshape
 
   config.optim = ml_collections.ConfigDict()
   config.optim.optimizer = "adam"  # adam, adamw, sgd

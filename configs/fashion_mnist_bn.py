@@ -12,7 +12,7 @@ from configs import default
 
 def get_config():
   config = default.get_config()
-  config.num_epochs = 15
+  config.num_epochs = 20
   config.batch_size = 64
   config.model.name = "ConvNet"
   config.model.widths = (32, 64)

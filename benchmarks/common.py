@@ -1,0 +1,62 @@
+"""Shared pieces of the benchmarks: cnn_val's own pmapped train step on synthetic batches, and alternating
+measurement (every case once per round, median over rounds) so that ratios in one table share the machine's
+state."""
+
+import functools
+import time
+
+import jax
+import numpy as np
+
+from cnn_val import models, optim, parallel, steps
+
+
+def synthetic_batches(batch_size, num_batches=8, image_shape=(28, 28, 1), num_classes=10, seed=0):
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 255, (batch_size * num_batches,) + tuple(image_shape), dtype=np.uint8)
+  labels = rng.integers(0, num_classes, batch_size * num_batches).astype(np.int32)
+  return images, labels
+
+
+def cnn_val_runner(config, batch_size, num_devices, image_shape=(28, 28, 1), devices=None):
+  """`run(num_steps)` for the train step exactly as `train_and_evaluate` builds it from `config`."""
+  devices = devices or jax.local_devices()[:num_devices]
+  tx = optim.create_optimizer(config.optim, 100, 1)
+  state = steps.create_train_state(models.create_model(config.model, 10), tx, jax.random.key(0), image_shape)
+  model = models.create_model(config.model, 10, axis_name=parallel.AXIS, dtype=config.dtype)
+  micro = parallel.micro_batch_size(config.micro_batch_size, batch_size // num_devices,
+                                    has_batch_stats=bool(state.batch_stats))
+  step = parallel.pmap_step(functools.partial(steps.train_step, model=model, tx=tx, micro_batch_size=micro),
+                            devices, batch_argnums=(1,), num_args=3)
+  images, labels = synthetic_batches(batch_size, image_shape=image_shape)
+  batches = [{"image": images[i:i + batch_size].reshape((num_devices, -1) + tuple(image_shape)),
+              "label": labels[i:i + batch_size].reshape(num_devices, -1)}
+             for i in range(0, len(labels), batch_size)]
+  key = jax.random.key(1)
+  holder = [state]
+
+  def run(num_steps):
+    s = holder[0]
+    for i in range(num_steps):
+      s, metrics = step(s, batches[i % len(batches)], key)
+    jax.block_until_ready(metrics)
+    holder[0] = s
+
+  return run
+
+
+def measure(cases, rounds: int, seconds: float) -> list[float]:
+  """Median images/s of each `(run, batch_size)` case, measured alternately over `rounds` rounds."""
+  num_steps = []
+  for run, batch_size in cases:
+    run(3)  # compile and warm up
+    start = time.perf_counter()
+    run(3)
+    num_steps.append(max(3, int(seconds / ((time.perf_counter() - start) / 3))))
+  rates = [[] for _ in cases]
+  for _ in range(rounds):
+    for i, (run, batch_size) in enumerate(cases):
+      start = time.perf_counter()
+      run(num_steps[i])
+      rates[i].append(num_steps[i] * batch_size / (time.perf_counter() - start))
+  return [float(np.median(r)) for r in rates]

@@ -1,0 +1,65 @@
+"""What each CPU speed-up buys: cnn_val's train step with XLA's own ops against each fast path, in one run.
+
+    .venv/bin/python -m benchmarks.fast_paths [--batch_sizes=32,256] [--rounds=3]
+
+Per model and global batch, the variants are measured alternately and reported as images/s and as a ratio
+to the plain-XLA baseline (XLA convolution and max-pool, whole batch, 1 device, float32):
+matmul convolution + reshape max-pool; + automatic micro-batching; + all host CPU devices; + bfloat16.
+"""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
+
+from absl import app
+from absl import flags
+import jax
+
+from benchmarks import common
+from configs import default, fashion_mnist_bn, seed_ex1
+
+flags.DEFINE_string("batch_sizes", "32,256", "Global batch sizes.")
+flags.DEFINE_integer("rounds", 3, "Alternating measurement rounds; the median is reported.")
+flags.DEFINE_float("seconds", 2.0, "Approximate time per measurement.")
+FLAGS = flags.FLAGS
+
+MODELS = {"SeedCNN": seed_ex1.get_config, "SeedCNNDropout": default.get_config,
+          "ConvNet-BN": fashion_mnist_bn.get_config}
+
+
+def _variants(make_config, batch_size):
+  all_devices = len(jax.local_devices())
+
+  def config(conv, pool, micro, dtype="float32"):
+    c = make_config()
+    c.model.conv_impl, c.model.pool_impl, c.micro_batch_size, c.dtype = conv, pool, micro, dtype
+    return c
+
+  whole = batch_size  # micro_batch_size >= the device batch: no split
+  yield "xla ops, 1 device", config("xla", "xla", whole), 1
+  yield "fast ops", config("matmul", "reshape", whole), 1
+  yield "fast ops + micro-batch auto", config("matmul", "reshape", 0), 1
+  if all_devices > 1 and batch_size % all_devices == 0:
+    yield f"fast + auto, {all_devices} devices", config("matmul", "reshape", 0), all_devices
+    yield f"fast + auto, {all_devices} dev, bf16", config("matmul", "reshape", 0, "bfloat16"), all_devices
+
+
+def main(argv):
+  del argv
+  cases = []
+  for batch_size in (int(b) for b in FLAGS.batch_sizes.split(",")):
+    for name, make_config in MODELS.items():
+      for label, config, devices in _variants(make_config, batch_size):
+        cases.append((name, batch_size, label, common.cnn_val_runner(config, batch_size, devices)))
+  rates = common.measure([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)
+  print(f"{jax.default_backend()} backend, {os.cpu_count()} CPUs, JAX {jax.__version__}; "
+        f"median of {FLAGS.rounds} alternating rounds")
+  print(f"{'model':16s} {'batch':>5s}  {'variant':34s} {'img/s':>8s} {'vs xla':>7s}")
+  base = {}
+  for (name, batch_size, label, _), rate in zip(cases, rates):
+    base.setdefault((name, batch_size), rate)
+    print(f"{name:16s} {batch_size:5d}  {label:34s} {rate:8.0f} {rate / base[(name, batch_size)]:6.2f}x")
+
+
+if __name__ == "__main__":
+  app.run(main)

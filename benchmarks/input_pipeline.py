@@ -1,0 +1,65 @@
+"""The input pipeline's share of a training step: tf.data batches alone against the train step alone.
+
+    .venv/bin/python -m benchmarks.input_pipeline [--config=configs/default.py] [--batches=400]
+
+Reads `--batches` training batches of the config's dataset through `pipeline.train_batches` (shuffle,
+label check, batch, per-device reshape, prefetch) with nothing consuming them, then times the config's
+train step on the same number of batches; both measured alternately. Because batches are prefetched on
+other threads while a step runs, the pipeline costs wall time only when it is slower than the step; the
+share printed is the pipeline's time relative to the step's, an upper bound of that cost.
+"""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import itertools
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from benchmarks import common
+from cnn_val import parallel
+from cnn_val.data import pipeline, sources
+from configs import default
+
+flags.DEFINE_integer("batches", 400, "Batches per measurement.")
+flags.DEFINE_integer("rounds", 3, "Alternating rounds; the median is reported.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  config = default.get_config()
+  num_devices = len(parallel.select_devices(config.num_devices))
+  splits = sources.load_splits(config.data)
+  list(splits.train.as_numpy_iterator())  # fill the in-memory cache, as the first epoch of a run does
+
+  def read(epoch):
+    batches = pipeline.train_batches(splits.train, global_batch=config.batch_size, num_devices=num_devices,
+                                     num_classes=splits.num_classes, seed=0, epoch=epoch,
+                                     shuffle_buffer=config.data.shuffle_buffer)
+    for _ in itertools.islice(batches, FLAGS.batches):
+      pass
+
+  step = common.cnn_val_runner(config, config.batch_size, num_devices)
+  step(5)
+  times = {"pipeline": [], "step": []}
+  for r in range(FLAGS.rounds):
+    start = time.perf_counter()
+    read(r)
+    times["pipeline"].append(time.perf_counter() - start)
+    start = time.perf_counter()
+    step(FLAGS.batches)
+    times["step"].append(time.perf_counter() - start)
+  pipe, train = (float(np.median(times[k])) / FLAGS.batches * 1e3 for k in ("pipeline", "step"))
+  print(f"{config.data.name}, global batch {config.batch_size}, {num_devices} device(s), JAX {jax.__version__}")
+  print(f"input pipeline {pipe:.3f} ms/batch, train step {train:.3f} ms/batch, pipeline/step {pipe / train:.1%}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,126 @@
+"""CPU-fast convolution and max-pooling that compute exactly what `nn.Conv` and `nn.max_pool` compute.
+
+XLA's CPU kernels for convolutions and for reduce-window (max-pool) backward passes are several times slower
+than oneDNN's (see benchmarks/). Two rewrites avoid them:
+- a KxK convolution as K*K shifted slices concatenated on the channel axis and one matmul ("im2col"), which
+  XLA's CPU backend runs as a fast GEMM;
+- a non-overlapping max-pool as reshape + max, whose gradient goes to the first maximum of each window
+  (as `nn.max_pool`'s select-and-scatter does) rather than being shared among ties (as `jnp.max`'s is).
+Both are numerically equal to the XLA ops in outputs and gradients (tests/test_fast_ops.py).
+On GPU and TPU XLA's own convolution is the right choice; `resolve_impl('auto')` picks by backend.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+import flax.linen as nn
+
+CONV_IMPLS = ("auto", "xla", "matmul")
+POOL_IMPLS = ("auto", "xla", "reshape")
+_NHWC_HWIO = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
+
+
+def resolve_impl(impl: str) -> str:
+  """config.model.conv_impl: 'auto' -> 'matmul' on CPU, 'xla' elsewhere."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"config.model.conv_impl={impl!r}: expected one of {CONV_IMPLS}.")
+  if impl == "auto":
+    return "matmul" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
+def resolve_pool_impl(impl: str) -> str:
+  """config.model.pool_impl: 'auto' -> 'reshape' on CPU, 'xla' elsewhere."""
+  if impl not in POOL_IMPLS:
+    raise ValueError(f"config.model.pool_impl={impl!r}: expected one of {POOL_IMPLS}.")
+  if impl == "auto":
+    return "reshape" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
+def conv_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
+                preferred_element_type=None):
+  """`lax.conv_general_dilated` for NHWC inputs and HWIO kernels, computed as shifted slices + one matmul.
+
+  Cases it does not cover (dilation, groups, other layouts) fall back to `lax.conv_general_dilated`.
+  """
+  simple = (
+      lhs.ndim == 4 and all(d == 1 for d in (lhs_dilation or (1, 1)))
+      and all(d == 1 for d in (rhs_dilation or (1, 1))) and feature_group_count == 1
+      and batch_group_count == 1
+      and (dimension_numbers is None or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+           == _NHWC_HWIO))
+  if not simple:
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count, precision=precision,
+        preferred_element_type=preferred_element_type)
+  kh, kw, cin, cout = rhs.shape
+  sh, sw = window_strides
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
+  (pt, pb), (pl, pr) = padding
+  x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  ho = (x.shape[1] - kh) // sh + 1
+  wo = (x.shape[2] - kw) // sw + 1
+  if kh == kw == 1:
+    patches = x[:, : sh * (ho - 1) + 1: sh, : sw * (wo - 1) + 1: sw, :]
+  else:
+    # Channel order (i, j, c) matches the HWIO kernel flattened to [kh * kw * cin, cout].
+    patches = jnp.concatenate(
+        [x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :]
+         for i in range(kh) for j in range(kw)], axis=-1)
+  return jnp.dot(patches, rhs.reshape(kh * kw * cin, cout), precision=precision,
+                 preferred_element_type=preferred_element_type)
+
+
+def _windows(x, window: int):
+  n, h, w, c = x.shape
+  ho, wo = h // window, w // window
+  return x[:, : ho * window, : wo * window, :].reshape(n, ho, window, wo, window, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_pool_reshape(x, window: int = 2):
+  """`nn.max_pool(x, (window, window), strides=(window, window))` with VALID padding, via reshape + max.
+
+  The gradient goes to the first maximum of each window in row-major order, as XLA's select-and-scatter
+  does for `nn.max_pool`, so ties (common after a ReLU) give the same gradients as the XLA path.
+  """
+  return jnp.max(_windows(x, window), axis=(2, 4))
+
+
+def _max_pool_fwd(x, window):
+  out = max_pool_reshape(x, window)
+  return out, (x, out)
+
+
+def _max_pool_bwd(window, res, g):
+  x, out = res
+  windows = _windows(x, window)
+  is_max = windows == out[:, :, None, :, None, :]
+  # Rank of each maximum in row-major window order; only rank 1 (the first) receives the gradient.
+  in_row = jnp.cumsum(is_max, axis=4, dtype=jnp.int32)
+  row_total = in_row[:, :, :, :, -1:, :]
+  rows_before = jnp.cumsum(row_total, axis=2, dtype=jnp.int32) - row_total
+  first = is_max & (rows_before + in_row == 1)
+  grad = jnp.where(first, g[:, :, None, :, None, :], jnp.zeros((), g.dtype)).reshape(
+      x.shape[0], out.shape[1] * window, out.shape[2] * window, x.shape[3])
+  pad = ((0, 0), (0, x.shape[1] - grad.shape[1]), (0, x.shape[2] - grad.shape[2]), (0, 0))
+  return (jnp.pad(grad, pad),)
+
+
+max_pool_reshape.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def max_pool(x, window: int, impl: str):
+  """Non-overlapping VALID max-pooling by `impl` ('xla' or 'reshape', as resolved by resolve_pool_impl)."""
+  if impl == "reshape":
+    return max_pool_reshape(x, window)
+  return nn.max_pool(x, (window, window), strides=(window, window))

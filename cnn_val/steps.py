@@ -1,0 +1,135 @@
+"""The per-device step functions and the training state: pure functions, no data pipeline, no TensorFlow.
+
+`train_step(state, batch, key)` and `eval_step(state, batch)` take the model and optimizer bound with
+`functools.partial` and are wrapped once by `parallel.pmap_step`. Inside a step, gradients, BatchNorm
+statistics and metric sums are reduced over `parallel.AXIS`, so the state leaves the step identical on
+every device. Importable on its own into other research code (and onto machines without TensorFlow).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax
+import jax
+from jax import lax
+import jax.numpy as jnp
+import optax
+
+from cnn_val import parallel
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def create_train_state(model, tx, key, image_shape) -> TrainState:
+  """Initialises the model (outside pmap: build it with axis_name=None) and the optimizer state."""
+  variables = model.init({"params": key}, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
+  params = variables["params"]
+  return TrainState(step=jnp.asarray(0, jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+
+
+def _variables(state: TrainState) -> dict:
+  variables = {"params": state.params}
+  if state.batch_stats:
+    variables["batch_stats"] = state.batch_stats
+  return variables
+
+
+def _to_float(images):
+  return images.astype(jnp.float32) / 255.0
+
+
+def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model):
+  """Mean loss, its gradient, the correct count and the new batch statistics for one (micro-)batch."""
+
+  def loss_fn(params):
+    variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+    logits, updates = model.apply(variables, _to_float(images), train=True, example_ids=example_ids,
+                                  rngs={"dropout": step_key}, mutable=["batch_stats"])
+    logits = logits.astype(jnp.float32)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, (jnp.sum(jnp.argmax(logits, -1) == labels), updates.get("batch_stats", {}))
+
+  (loss, (correct, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  return loss, grads, correct, new_stats
+
+
+def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: int = 0):
+  """One optimizer step on this device's part of the global batch; returns (new_state, metric sums).
+
+  With `micro_batch_size` smaller than the device batch, the batch is processed in equal micro-batches by
+  `lax.scan`, accumulating gradients: the same step for models without batch statistics (to float
+  round-off), cheaper where small batches run faster. BatchNorm then normalises each micro-batch with its
+  own statistics and updates its running averages once per micro-batch.
+  """
+  images, labels = batch["image"], batch["label"]
+  local = labels.shape[0]
+  # Global index of each example in the batch: dropout masks depend on it, not on the device layout.
+  example_ids = lax.axis_index(parallel.AXIS) * local + jnp.arange(local)
+  step_key = jax.random.fold_in(key, state.step)
+  grads_of = functools.partial(_grads, step_key=step_key, model=model)
+
+  num_micro = local // micro_batch_size if micro_batch_size and micro_batch_size < local else 1
+  if num_micro == 1:
+    loss, grads, correct, batch_stats = grads_of(state.params, state.batch_stats, images, labels, example_ids)
+  else:
+    split = lambda x: x.reshape((num_micro, -1) + x.shape[1:])
+
+    def accumulate(carry, micro):
+      loss_sum, grad_sum, correct_sum, stats = carry
+      loss, grads, correct, stats = grads_of(state.params, stats, *micro)
+      return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads), correct_sum + correct, stats), None
+
+    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params), jnp.zeros((), jnp.int32),
+             state.batch_stats)
+    (loss, grads, correct, batch_stats), _ = lax.scan(
+        accumulate, zeros, (split(images), split(labels), split(example_ids)))
+    loss, grads = loss / num_micro, jax.tree.map(lambda g: g / num_micro, grads)
+
+  grads = lax.pmean(grads, parallel.AXIS)
+  loss = lax.pmean(loss, parallel.AXIS)
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+  param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=optax.apply_updates(state.params, param_updates),
+      batch_stats=lax.pmean(batch_stats, parallel.AXIS),
+      opt_state=opt_state)
+  # A non-finite step changes nothing, so the state the host finds after a NaN is the last good one.
+  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+
+  metrics = {
+      "loss_sum": loss * local * lax.psum(1, parallel.AXIS),
+      "correct": lax.psum(correct, parallel.AXIS),
+      "count": lax.psum(local, parallel.AXIS),
+      "grad_norm_sum": grad_norm,
+      "steps": jnp.asarray(1),
+      "nonfinite_steps": (~finite).astype(jnp.int32),
+  }
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch, *, model, num_classes: int):
+  """Masked metric sums over this device's batch, summed over devices; includes the confusion matrix."""
+  logits = model.apply(_variables(state), _to_float(batch["image"]), train=False).astype(jnp.float32)
+  labels, mask = batch["label"], batch["mask"]
+  weights = mask.astype(jnp.float32)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  preds = jnp.argmax(logits, -1)
+  confusion = jnp.zeros((num_classes, num_classes), jnp.int32).at[labels, preds].add(mask.astype(jnp.int32))
+  return lax.psum({
+      "loss_sum": jnp.sum(losses * weights),
+      "correct": jnp.sum((preds == labels) * weights),
+      "count": jnp.sum(weights),
+      "confusion": confusion,
+  }, parallel.AXIS)

@@ -1,0 +1,96 @@
+"""The CPU-fast convolution and max-pool equal XLA's own ops, in outputs and gradients, in every model."""
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnn_val import fast_ops, models
+from configs import cifar10_resnet, default, fashion_mnist_bn, seed_ex1
+
+
+@pytest.mark.parametrize("shape,kernel,strides,padding", [
+    ((3, 28, 28, 1), (3, 3), (1, 1), "VALID"),
+    ((3, 13, 13, 32), (3, 3), (1, 1), "VALID"),
+    ((2, 14, 14, 8), (3, 3), (1, 1), "SAME"),
+    ((2, 15, 15, 4), (3, 3), (2, 2), "SAME"),
+    ((2, 16, 16, 4), (1, 1), (2, 2), "SAME"),
+    ((2, 9, 9, 3), (5, 5), (1, 1), ((1, 2), (2, 1))),
+])
+def test_conv_matmul_equals_xla_conv(shape, kernel, strides, padding):
+  x = jax.random.normal(jax.random.key(0), shape)
+  w = jax.random.normal(jax.random.key(1), kernel + (shape[-1], 6)) * 0.2
+  dn = ("NHWC", "HWIO", "NHWC")
+
+  def xla(x, w):
+    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn)
+
+  def ours(x, w):
+    return fast_ops.conv_matmul(x, w, strides, padding, dimension_numbers=dn)
+
+  np.testing.assert_allclose(ours(x, w), xla(x, w), rtol=1e-5, atol=1e-5)
+  loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+  for got, want in zip(jax.grad(loss(ours), (0, 1))(x, w), jax.grad(loss(xla), (0, 1))(x, w)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_matmul_falls_back_for_dilation():
+  x = jax.random.normal(jax.random.key(0), (1, 9, 9, 2))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 2, 3))
+  dn = ("NHWC", "HWIO", "NHWC")
+  np.testing.assert_allclose(
+      fast_ops.conv_matmul(x, w, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=dn),
+      lax.conv_general_dilated(x, w, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=dn), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 26, 26, 3), (2, 11, 11, 5), (1, 4, 6, 1)])
+def test_max_pool_reshape_equals_nn_max_pool_with_ties(shape):
+  # relu of rounded values: many ties at zero and above it, the case where gradients could differ.
+  x = jnp.round(jax.nn.relu(jax.random.normal(jax.random.key(0), shape)) * 2) / 2
+  g = jax.random.normal(jax.random.key(1), (shape[0], shape[1] // 2, shape[2] // 2, shape[3]))
+  xla = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  ours = lambda x: fast_ops.max_pool_reshape(x, 2)
+  np.testing.assert_array_equal(ours(x), xla(x))
+  grad = lambda f: jax.grad(lambda x: jnp.sum(f(x) * g))(x)
+  np.testing.assert_array_equal(grad(ours), grad(xla))
+  constant = jnp.ones(shape)  # every element of every window ties
+  np.testing.assert_array_equal(
+      jax.grad(lambda x: jnp.sum(ours(x) * g))(constant), jax.grad(lambda x: jnp.sum(xla(x) * g))(constant))
+
+
+@pytest.mark.parametrize("config_fn,shape", [
+    (seed_ex1.get_config, (4, 28, 28, 1)),
+    (default.get_config, (4, 28, 28, 1)),
+    (fashion_mnist_bn.get_config, (4, 28, 28, 1)),
+    (cifar10_resnet.get_config, (2, 32, 32, 3)),
+])
+def test_every_model_gives_the_same_logits_and_gradients_on_both_paths(config_fn, shape):
+  outputs = {}
+  for impl, pool in (("xla", "xla"), ("matmul", "reshape")):
+    config = config_fn()
+    config.model.conv_impl, config.model.pool_impl = impl, pool
+    model = models.create_model(config.model, 10)
+    variables = model.init(jax.random.key(0), jnp.zeros(shape), train=False)
+    x = jax.random.uniform(jax.random.key(1), shape)
+
+    def loss(params):
+      logits, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"],
+                              rngs={"dropout": jax.random.key(2)})
+      return jnp.mean(jax.nn.log_softmax(logits)[:, 0]), logits
+
+    outputs[impl] = jax.grad(loss, has_aux=True)(variables["params"])
+  (grads_xla, logits_xla), (grads_mm, logits_mm) = outputs["xla"], outputs["matmul"]
+  np.testing.assert_allclose(logits_mm, logits_xla, rtol=1e-4, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5), grads_mm, grads_xla)
+
+
+def test_auto_picks_the_fast_path_on_cpu_and_rejects_unknown_names():
+  assert jax.default_backend() == "cpu"
+  assert fast_ops.resolve_impl("auto") == "matmul" and fast_ops.resolve_pool_impl("auto") == "reshape"
+  assert fast_ops.resolve_impl("xla") == "xla"
+  with pytest.raises(ValueError, match=r"config.model.conv_impl='cudnn'"):
+    fast_ops.resolve_impl("cudnn")
+  with pytest.raises(ValueError, match=r"config.model.pool_impl='avg'"):
+    fast_ops.resolve_pool_impl("avg")

@@ -1,0 +1,30 @@
+"""The command line: flags only, a locked config whose misspelt override fails with the field's name."""
+
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _main(*args):
+  return subprocess.run([sys.executable, "-m", "cnn_val.main", *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_unknown_override_fails_with_the_field_name(tmp_path):
+  result = _main("--config=configs/default.py", f"--workdir={tmp_path}", "--config.model.dropuot_rate=0.3")
+  assert result.returncode != 0
+  assert "dropuot_rate" in result.stderr
+  assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_bad_value_fails_with_field_expected_and_fix(tmp_path):
+  result = _main("--config=configs/default.py", f"--workdir={tmp_path}", "--config.optim.schedule=step")
+  assert result.returncode != 0
+  assert "config.optim.schedule='step': expected one of" in result.stderr
+
+
+def test_workdir_is_required():
+  result = _main("--config=configs/default.py")
+  assert result.returncode != 0 and "workdir" in result.stderr

@@ -1,0 +1,71 @@
+"""Micro-batched steps (lax.scan with gradient accumulation) equal the unsplit step; bfloat16 compute."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from cnn_val import models, optim, parallel, steps
+from configs import default, fashion_mnist_bn
+
+
+def _step(config, micro_batch_size, batch, num_devices=2, dtype="float32"):
+  tx = optim.create_optimizer(config.optim, 10, 1)
+  state = steps.create_train_state(models.create_model(config.model, 10), tx, jax.random.key(0), (28, 28, 1))
+  model = models.create_model(config.model, 10, axis_name=parallel.AXIS, dtype=dtype)
+  step = parallel.pmap_step(
+      functools.partial(steps.train_step, model=model, tx=tx, micro_batch_size=micro_batch_size),
+      jax.local_devices()[:num_devices], batch_argnums=(1,), num_args=3)
+  shaped = {k: v.reshape((num_devices, -1) + v.shape[1:]) for k, v in batch.items()}
+  return step(state, shaped, jax.random.key(1))
+
+
+def _batch(n=64):
+  rng = np.random.default_rng(0)
+  return {"image": rng.integers(0, 255, (n, 28, 28, 1), dtype=np.uint8),
+          "label": rng.integers(0, 10, n).astype(np.int32)}
+
+
+@pytest.mark.parametrize("micro", [8, 16])
+def test_micro_batches_equal_the_unsplit_step_without_batchnorm(micro):
+  config = default.get_config()  # SeedCNNDropout: per-example dropout, no batch statistics
+  whole_state, whole = _step(config, 0, _batch())
+  split_state, split = _step(config, micro, _batch())
+  for key in ("count", "correct", "steps"):
+    assert int(split[key]) == int(whole[key])
+  np.testing.assert_allclose(split["loss_sum"], whole["loss_sum"], rtol=1e-5)
+  np.testing.assert_allclose(split["grad_norm_sum"], whole["grad_norm_sum"], rtol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               split_state.params, whole_state.params)
+
+
+def test_micro_batches_with_batchnorm_run_and_stay_close():
+  """BatchNorm normalises each micro-batch by its own statistics: close to, not equal to, the whole batch."""
+  config = fashion_mnist_bn.get_config()
+  whole_state, whole = _step(config, 0, _batch())
+  split_state, split = _step(config, 8, _batch())
+  assert np.isfinite(float(split["loss_sum"]))
+  np.testing.assert_allclose(split["loss_sum"], whole["loss_sum"], rtol=0.05)
+  assert not np.allclose(split_state.batch_stats["BatchNorm_0"]["mean"],
+                         whole_state.batch_stats["BatchNorm_0"]["mean"], rtol=1e-6, atol=0)
+
+
+def test_micro_batch_size_resolution():
+  assert parallel.micro_batch_size(0, 128, has_batch_stats=False) == 32  # auto on CPU
+  assert parallel.micro_batch_size(0, 128, has_batch_stats=True) == 128  # never split BatchNorm silently
+  assert parallel.micro_batch_size(0, 16, has_batch_stats=False) == 16
+  assert parallel.micro_batch_size(0, 48, has_batch_stats=False) == 48
+  assert parallel.micro_batch_size(256, 128, has_batch_stats=False) == 128
+  with pytest.raises(ValueError, match="config.micro_batch_size=24 does not divide the per-device batch of 64"):
+    parallel.micro_batch_size(24, 64, has_batch_stats=False)
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_tracks_float32():
+  config = default.get_config()
+  _, f32 = _step(config, 0, _batch())
+  state, bf16 = _step(config, 0, _batch(), dtype="bfloat16")
+  assert all(p.dtype == np.float32 for p in jax.tree.leaves(state.params))
+  assert all(p.dtype == np.float32 for p in jax.tree.leaves(state.opt_state) if hasattr(p, "dtype")
+             and np.issubdtype(p.dtype, np.floating))
+  np.testing.assert_allclose(bf16["loss_sum"], f32["loss_sum"], rtol=2e-2)

@@ -1,0 +1,168 @@
+"""The training core end to end on tiny data: steps, device-count invariance, kill-and-resume, NaN, errors."""
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnn_val import models, optim, parallel, rundir, steps, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _bn_convnet(config):
+  """A small ConvNet with batchnorm and dropout: exercises synchronised BN and per-example dropout."""
+  config.model.name = "ConvNet"
+  config.model.widths = (8, 16)
+  config.model.batchnorm = True
+  config.model.block_dropout_rate = 0.1
+  config.model.hidden_units = 16
+  config.model.dropout_rate = 0.3
+  return config
+
+
+def test_one_train_step_and_eval_step_on_four_devices(tiny_config):
+  config = _bn_convnet(tiny_config)
+  tx = optim.create_optimizer(config.optim, 10, 1)
+  state = steps.create_train_state(models.create_model(config.model, 10), tx, jax.random.key(0), (28, 28, 1))
+  model = models.create_model(config.model, 10, axis_name=parallel.AXIS)
+  devices = jax.local_devices()[:4]
+  p_train = parallel.pmap_step(functools.partial(steps.train_step, model=model, tx=tx), devices,
+                               batch_argnums=(1,), num_args=3)
+  p_eval = parallel.pmap_step(functools.partial(steps.eval_step, model=model, num_classes=10), devices,
+                              batch_argnums=(1,), num_args=2)
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 255, (4, 2, 28, 28, 1), dtype=np.uint8),
+           "label": rng.integers(0, 10, (4, 2)).astype(np.int32)}
+  new_state, metrics = p_train(state, batch, jax.random.key(1))
+  assert int(new_state.step) == 1 and int(metrics["count"]) == 8 and int(metrics["nonfinite_steps"]) == 0
+  assert not np.allclose(new_state.params["Dense_1"]["kernel"], state.params["Dense_1"]["kernel"])
+  np.testing.assert_allclose(float(metrics["loss_sum"]) / 8, np.log(10), rtol=0.5)
+  mask = np.array([[True, True]] * 3 + [[True, False]])
+  out = p_eval(new_state, {**batch, "mask": mask})
+  assert float(out["count"]) == 7 and int(out["confusion"].sum()) == 7
+
+
+def _run(config, workdir):
+  row = train.train_and_evaluate(config, str(workdir))
+  return row, rundir.read_metrics(str(workdir))
+
+
+def test_four_devices_match_one_device(tiny_config, tmp_path):
+  config = _bn_convnet(tiny_config)
+  config.batch_size = 40
+  config.eval_batch_size = 40
+  rows = {}
+  for n in (1, 4):
+    config.num_devices = n
+    _, rows[n] = _run(config, tmp_path / f"dev{n}")
+  assert len(rows[1]) == 2
+  for one, four in zip(rows[1], rows[4]):
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "grad_norm"):
+      np.testing.assert_allclose(four[key], one[key], rtol=2e-4, atol=1e-5, err_msg=key)
+  np.testing.assert_allclose(rows[4][-1]["test_accuracy"], rows[1][-1]["test_accuracy"], atol=1e-6)
+
+
+def test_training_learns_and_writes_the_run_directory(tiny_config, tmp_path):
+  tiny_config.num_epochs = 3
+  row, rows = _run(tiny_config, tmp_path)
+  assert [r["epoch"] for r in rows] == [1, 2, 3]
+  assert rows[-1]["val_accuracy"] > 0.9 and rows[-1]["train_loss"] < rows[0]["train_loss"]  # learns the bars
+  for key in ("step", "epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+    assert key in rows[0]
+  assert row == rows[-1] and "test_accuracy" in row and "test_accuracy" not in rows[0]
+  assert rows[-1]["step"] == 3 * (1080 // 32)
+  assert sum(rows[-1]["val_pred_histogram"]) == 120
+  assert json.load(open(tmp_path / "config.json"))["model"]["name"] == "SeedCNNDropout"
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
+  assert os.listdir(tmp_path / "checkpoints" / "latest") == [str(rows[-1]["step"])]
+  best_step = max(rows, key=lambda r: (r["val_accuracy"], r["step"]))["step"]  # a tie keeps the later one
+  assert os.listdir(tmp_path / "checkpoints" / "best") == [str(best_step)]
+  # Running the same command on a finished run changes nothing.
+  again, rows_again = _run(tiny_config, tmp_path)
+  assert again == row and rows_again == rows
+
+
+def _main_command(workdir, data_dir, epochs):
+  return [sys.executable, "-m", "cnn_val.main", "--config=configs/default.py", f"--workdir={workdir}",
+          f"--config.data.data_dir={data_dir}", "--config.data.download=False", "--config.num_devices=1",
+          f"--config.num_epochs={epochs}", "--config.batch_size=16", "--config.log_every_steps=1",
+          "--config.optim.decay_steps=40"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_identical_metrics(tiny_data_dir, tmp_path):
+  """SIGKILL mid-epoch, start again with the same command: the metrics equal an uninterrupted run's."""
+  epochs = 3
+  full = tmp_path / "full"
+  subprocess.run(_main_command(full, tiny_data_dir, epochs), cwd=REPO, check=True, capture_output=True)
+
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(_main_command(killed, tiny_data_dir, epochs), cwd=REPO, stderr=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, text=True)
+  steps_per_epoch = 1080 // 16
+  for line in proc.stderr:  # absl logs each step; kill a few steps into epoch 2
+    if f"step {steps_per_epoch + 5}/" in line:
+      proc.send_signal(signal.SIGKILL)
+      break
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  interrupted = rundir.read_metrics(str(killed))
+  assert [r["epoch"] for r in interrupted] == [1], "the kill should land in epoch 2"
+
+  subprocess.run(_main_command(killed, tiny_data_dir, epochs), cwd=REPO, check=True, capture_output=True)
+  resumed = rundir.read_metrics(str(killed))
+  expected = rundir.read_metrics(str(full))
+  assert len(expected) == epochs
+  assert resumed == expected  # bit-identical on CPU with the same devices
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
+  tiny_config.optim.optimizer = "sgd"
+  tiny_config.optim.momentum = 0.0
+  tiny_config.optim.schedule = "constant"
+  tiny_config.optim.learning_rate = 1e-3
+  tiny_config.num_epochs = 1
+  _run(tiny_config, tmp_path / "seed")
+  # Continue the one-epoch run for two more epochs at an absurd learning rate: its loss must blow up.
+  tiny_config.num_epochs = 3
+  tiny_config.optim.learning_rate = 1e12
+  workdir = tmp_path / "seed"
+  os.remove(workdir / "config.json")  # same checkpoint, deliberately different config
+  with pytest.raises(train.NonFiniteLossError, match=r"NaN/Inf.*last good checkpoint \(step 33\)"):
+    _run(tiny_config, workdir)
+  assert os.listdir(workdir / "checkpoints" / "latest") == ["33"]
+  assert [r["epoch"] for r in rundir.read_metrics(str(workdir))] == [1]
+
+
+def test_resuming_with_a_different_config_is_refused(tiny_config, tmp_path):
+  tiny_config.num_epochs = 1
+  _run(tiny_config, tmp_path)
+  tiny_config.optim.learning_rate = 0.5
+  with pytest.raises(ValueError, match=r"different config \(optim.learning_rate: 0.001 -> 0.5\)"):
+    _run(tiny_config, tmp_path)
+
+
+def test_batch_that_does_not_split_over_devices_is_refused(tiny_config, tmp_path):
+  tiny_config.num_devices = 4
+  tiny_config.batch_size = 30
+  with pytest.raises(ValueError, match=r"config.batch_size=30 does not split evenly over 4 devices"):
+    _run(tiny_config, tmp_path)
+  assert not os.path.exists(tmp_path / "config.json")  # nothing written for a refused config
+
+
+def test_bad_config_values_name_the_field(tiny_config, tmp_path):
+  tiny_config.model.dropout_rate = 1.5
+  with pytest.raises(ValueError, match=r"config.model.dropout_rate=1.5: expected a rate in \[0, 1\)"):
+    _run(tiny_config, tmp_path)
+  tiny_config.model.dropout_rate = 0.5
+  tiny_config.num_devices = 64
+  with pytest.raises(ValueError, match=r"config.num_devices=64, but this host has 4"):
+    _run(tiny_config, tmp_path)
