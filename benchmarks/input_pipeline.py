@@ -11,7 +11,6 @@ share printed is the pipeline's time relative to the step's, an upper bound of t
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import itertools

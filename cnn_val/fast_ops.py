@@ -7,7 +7,8 @@ than oneDNN's (see benchmarks/). Two rewrites avoid them:
 - a non-overlapping max-pool as reshape + max, whose gradient goes to the first maximum of each window
   (as `nn.max_pool`'s select-and-scatter does) rather than being shared among ties (as `jnp.max`'s is).
 Both are numerically equal to the XLA ops in outputs and gradients (tests/test_fast_ops.py).
-On GPU and TPU XLA's own convolution is the right choice; `resolve_impl('auto')` picks by backend.
+On GPU and TPU XLA's own convolution is the right choice; `resolve_impl('auto')` picks by backend, and on
+CPU picks per layer by the size of the im2col buffer (large buffers make the matmul memory-bound).
 """
 
 from __future__ import annotations
@@ -19,17 +20,23 @@ from jax import lax
 import jax.numpy as jnp
 import flax.linen as nn
 
-CONV_IMPLS = ("auto", "xla", "matmul")
+CONV_IMPLS = ("auto", "xla", "matmul")  # resolved: "xla", "matmul" or "cpu_auto" (per layer)
 POOL_IMPLS = ("auto", "xla", "reshape")
 _NHWC_HWIO = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
 
 
+# The im2col buffer holds batch x output pixels x (kh * kw * Cin) values. Above about this many, its memory
+# traffic costs more than XLA's convolution saves: measured per layer on a 2-core AVX-512 CPU
+# (benchmarks/conv_layers.py), matmul won up to 3.6M (1.2-1.8x) and lost from 7.2M on (0.4-0.7x).
+MATMUL_MAX_PATCH_ELEMENTS = 4_000_000
+
+
 def resolve_impl(impl: str) -> str:
-  """config.model.conv_impl: 'auto' -> 'matmul' on CPU, 'xla' elsewhere."""
+  """config.model.conv_impl: 'auto' -> 'cpu_auto' (per layer, by size) on CPU, 'xla' elsewhere."""
   if impl not in CONV_IMPLS:
     raise ValueError(f"config.model.conv_impl={impl!r}: expected one of {CONV_IMPLS}.")
   if impl == "auto":
-    return "matmul" if jax.default_backend() == "cpu" else "xla"
+    return "cpu_auto" if jax.default_backend() == "cpu" else "xla"
   return impl
 
 
@@ -84,6 +91,22 @@ def _windows(x, window: int):
   n, h, w, c = x.shape
   ho, wo = h // window, w // window
   return x[:, : ho * window, : wo * window, :].reshape(n, ho, window, wo, window, c)
+
+
+def conv_cpu_auto(lhs, rhs, window_strides, padding, **kwargs):
+  """`conv_matmul` for layers whose im2col buffer is small enough to win, XLA's convolution otherwise."""
+  kh, kw, cin, _ = rhs.shape
+  if lhs.ndim == 4 and not isinstance(padding, str):
+    pads = padding
+  elif lhs.ndim == 4:
+    pads = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
+  else:
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+  ho = (lhs.shape[1] + sum(pads[0]) - kh) // window_strides[0] + 1
+  wo = (lhs.shape[2] + sum(pads[1]) - kw) // window_strides[1] + 1
+  if lhs.shape[0] * ho * wo * kh * kw * cin <= MATMUL_MAX_PATCH_ELEMENTS:
+    return conv_matmul(lhs, rhs, window_strides, padding, **kwargs)
+  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))

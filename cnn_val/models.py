@@ -42,10 +42,13 @@ class Dropout(nn.Module):
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+_CONV_FNS = {"matmul": fast_ops.conv_matmul, "cpu_auto": fast_ops.conv_cpu_auto}
+
+
 def _conv(features, kernel_size, impl, **kwargs):
-  """`nn.Conv` (same parameters either way), computed by XLA's convolution or by `fast_ops.conv_matmul`."""
-  if impl == "matmul":
-    kwargs["conv_general_dilated"] = fast_ops.conv_matmul
+  """`nn.Conv` (same parameters either way), computed by XLA's convolution or a `fast_ops` rewrite."""
+  if impl in _CONV_FNS:
+    kwargs["conv_general_dilated"] = _CONV_FNS[impl]
   return nn.Conv(features, kernel_size, **kwargs)
 
 

@@ -36,11 +36,8 @@ def create_train_state(model, tx, key, image_shape) -> TrainState:
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
 
-def _variables(state: TrainState) -> dict:
-  variables = {"params": state.params}
-  if state.batch_stats:
-    variables["batch_stats"] = state.batch_stats
-  return variables
+def _variables(params, batch_stats) -> dict:
+  return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
 
 
 def _to_float(images):
@@ -51,9 +48,8 @@ def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model)
   """Mean loss, its gradient, the correct count and the new batch statistics for one (micro-)batch."""
 
   def loss_fn(params):
-    variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
-    logits, updates = model.apply(variables, _to_float(images), train=True, example_ids=example_ids,
-                                  rngs={"dropout": step_key}, mutable=["batch_stats"])
+    logits, updates = model.apply(_variables(params, batch_stats), _to_float(images), train=True,
+                                  example_ids=example_ids, rngs={"dropout": step_key}, mutable=["batch_stats"])
     logits = logits.astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, (jnp.sum(jnp.argmax(logits, -1) == labels), updates.get("batch_stats", {}))
@@ -121,7 +117,8 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
 
 def eval_step(state: TrainState, batch, *, model, num_classes: int):
   """Masked metric sums over this device's batch, summed over devices; includes the confusion matrix."""
-  logits = model.apply(_variables(state), _to_float(batch["image"]), train=False).astype(jnp.float32)
+  variables = _variables(state.params, state.batch_stats)
+  logits = model.apply(variables, _to_float(batch["image"]), train=False).astype(jnp.float32)
   labels, mask = batch["label"], batch["mask"]
   weights = mask.astype(jnp.float32)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)

@@ -36,6 +36,18 @@ def test_conv_matmul_equals_xla_conv(shape, kernel, strides, padding):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_cpu_auto_picks_matmul_only_for_small_im2col_buffers(monkeypatch):
+  calls = []
+  monkeypatch.setattr(fast_ops, "conv_matmul", lambda *a, **k: calls.append("matmul"))
+  dn = ("NHWC", "HWIO", "NHWC")
+  small = jnp.zeros((32, 13, 13, 32))  # 32 * 11 * 11 * 288 = 1.1M patch values
+  large = jnp.zeros((32, 28, 28, 32))  # 32 * 28 * 28 * 288 = 7.2M
+  fast_ops.conv_cpu_auto(small, jnp.zeros((3, 3, 32, 64)), (1, 1), "VALID", dimension_numbers=dn)
+  assert calls == ["matmul"]
+  out = fast_ops.conv_cpu_auto(large, jnp.zeros((3, 3, 32, 32)), (1, 1), "SAME", dimension_numbers=dn)
+  assert calls == ["matmul"] and out.shape == (32, 28, 28, 32)
+
+
 def test_conv_matmul_falls_back_for_dilation():
   x = jax.random.normal(jax.random.key(0), (1, 9, 9, 2))
   w = jax.random.normal(jax.random.key(1), (3, 3, 2, 3))
@@ -68,7 +80,7 @@ def test_max_pool_reshape_equals_nn_max_pool_with_ties(shape):
 ])
 def test_every_model_gives_the_same_logits_and_gradients_on_both_paths(config_fn, shape):
   outputs = {}
-  for impl, pool in (("xla", "xla"), ("matmul", "reshape")):
+  for impl, pool in (("xla", "xla"), ("matmul", "reshape"), ("auto", "auto")):
     config = config_fn()
     config.model.conv_impl, config.model.pool_impl = impl, pool
     model = models.create_model(config.model, 10)
@@ -81,14 +93,16 @@ def test_every_model_gives_the_same_logits_and_gradients_on_both_paths(config_fn
       return jnp.mean(jax.nn.log_softmax(logits)[:, 0]), logits
 
     outputs[impl] = jax.grad(loss, has_aux=True)(variables["params"])
-  (grads_xla, logits_xla), (grads_mm, logits_mm) = outputs["xla"], outputs["matmul"]
-  np.testing.assert_allclose(logits_mm, logits_xla, rtol=1e-4, atol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5), grads_mm, grads_xla)
+  grads_xla, logits_xla = outputs["xla"]
+  for impl in ("matmul", "auto"):
+    grads, logits = outputs[impl]
+    np.testing.assert_allclose(logits, logits_xla, rtol=1e-4, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5), grads, grads_xla)
 
 
 def test_auto_picks_the_fast_path_on_cpu_and_rejects_unknown_names():
   assert jax.default_backend() == "cpu"
-  assert fast_ops.resolve_impl("auto") == "matmul" and fast_ops.resolve_pool_impl("auto") == "reshape"
+  assert fast_ops.resolve_impl("auto") == "cpu_auto" and fast_ops.resolve_pool_impl("auto") == "reshape"
   assert fast_ops.resolve_impl("xla") == "xla"
   with pytest.raises(ValueError, match=r"config.model.conv_impl='cudnn'"):
     fast_ops.resolve_impl("cudnn")
