@@ -2,11 +2,10 @@
 
     .venv/bin/python -m benchmarks.input_pipeline [--config=configs/default.py] [--batches=400]
 
-Reads `--batches` training batches of the config's dataset through `pipeline.train_batches` (shuffle,
-label check, batch, per-device reshape, prefetch) with nothing consuming them, then times the config's
-train step on the same number of batches; both measured alternately. Because batches are prefetched on
-other threads while a step runs, the pipeline costs wall time only when it is slower than the step; the
-share printed is the pipeline's time relative to the step's, an upper bound of that cost.
+Reads `--batches` training batches of the config's dataset through `pipeline.train_batches` (a seeded
+permutation of the in-memory split, gathered into per-device batches, starting a fresh epoch each round as
+a run does) with nothing consuming them, then times the config's train step on the same number of
+batches; both measured alternately. The share printed is the pipeline's time relative to the step's.
 """
 
 import os
@@ -36,12 +35,11 @@ def main(argv):
   config = default.get_config()
   num_devices = len(parallel.select_devices(config.num_devices))
   splits = sources.load_splits(config.data)
-  list(splits.train.as_numpy_iterator())  # fill the in-memory cache, as the first epoch of a run does
+  arrays = pipeline.to_arrays(splits.train, splits.num_classes, "train")  # once per run, as train.py does
 
   def read(epoch):
-    batches = pipeline.train_batches(splits.train, global_batch=config.batch_size, num_devices=num_devices,
-                                     num_classes=splits.num_classes, seed=0, epoch=epoch,
-                                     shuffle_buffer=config.data.shuffle_buffer)
+    batches = pipeline.train_batches(arrays, global_batch=config.batch_size, num_devices=num_devices,
+                                     seed=0, epoch=epoch)
     for _ in itertools.islice(batches, FLAGS.batches):
       pass
 

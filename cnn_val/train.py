@@ -110,6 +110,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   rundir.write_or_check_config(workdir, config)
 
   splits = sources.load_splits(config.data)
+  train_arrays = pipeline.to_arrays(splits.train, splits.num_classes, "train")
   steps_per_epoch = splits.num_train // config.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"config.batch_size={config.batch_size} exceeds the {splits.num_train} training "
@@ -160,9 +161,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   step = start_step
   try:
     for epoch in range(start_step // steps_per_epoch, config.num_epochs):
-      batches = pipeline.train_batches(
-          splits.train, global_batch=config.batch_size, num_devices=num_devices, num_classes=num_classes,
-          seed=config.seed, epoch=epoch, shuffle_buffer=config.data.shuffle_buffer)
+      batches = pipeline.train_batches(train_arrays, global_batch=config.batch_size, num_devices=num_devices,
+                                       seed=config.seed, epoch=epoch)
       state, step, train = _train_epoch(p_train, state, batches, dropout_key, step=step, epoch=epoch + 1,
                                         progress=progress)
       _check_finite(train, step, workdir, ckpts)

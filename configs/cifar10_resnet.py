@@ -14,7 +14,6 @@ from configs import default
 def get_config():
   config = default.get_config()
   config.data.name = "cifar10"
-  config.data.shuffle_buffer = 50_000
   config.num_epochs = 160
   config.batch_size = 128
   config.eval_batch_size = 1000

@@ -32,7 +32,6 @@ def get_config():
   config.data.validation_fraction = 0.1  # held out of the end of train_split
   config.data.max_train_examples = 0  # 0 = all; otherwise the first N of the training part (quick runs)
   config.data.max_eval_examples = 0  # 0 = all; caps validation and test (quick runs and tests only)
-  config.data.shuffle_buffer = 60_000
   config.data.download = True  # may TFDS download a dataset that is not prepared (needs internet)
 
   config.model = ml_collections.ConfigDict()

@@ -38,8 +38,9 @@ def test_splits_hold_out_validation_from_the_end_of_train(tiny_config):
 
 
 def _epoch_labels(splits, epoch, seed=0, num_devices=2):
-  batches = list(pipeline.train_batches(splits.train, global_batch=40, num_devices=num_devices,
-                                        num_classes=10, seed=seed, epoch=epoch, shuffle_buffer=10_000))
+  arrays = pipeline.to_arrays(splits.train, 10, "train")
+  batches = list(pipeline.train_batches(arrays, global_batch=40, num_devices=num_devices, seed=seed,
+                                        epoch=epoch))
   assert all(b["image"].shape == (num_devices, 40 // num_devices, 28, 28, 1) for b in batches)
   assert all(b["image"].dtype == np.uint8 and b["label"].dtype == np.int32 for b in batches)
   return np.concatenate([b["label"].reshape(-1) for b in batches])
@@ -49,6 +50,8 @@ def test_train_order_is_a_function_of_seed_and_epoch(tiny_config):
   splits = sources.load_splits(tiny_config.data)
   first = _epoch_labels(splits, epoch=0)
   assert len(first) == 1080 // 40 * 40  # full batches only
+  counts = np.bincount([label for _, label in _keys(splits.train)], minlength=10)
+  assert np.all(np.bincount(first, minlength=10) <= counts)  # drawn from the split, without replacement
   np.testing.assert_array_equal(first, _epoch_labels(splits, epoch=0))  # reproducible (resume)
   assert not np.array_equal(first, _epoch_labels(splits, epoch=1))  # reshuffled each epoch
   assert not np.array_equal(first, _epoch_labels(splits, epoch=0, seed=1))
@@ -64,6 +67,15 @@ def test_eval_batches_cover_every_example_once_with_a_mask(tiny_config):
   assert mask.sum() == 120 and not mask[120:].any()
   labels = np.concatenate([b["label"].reshape(-1) for b in batches])[mask]
   np.testing.assert_array_equal(labels, [label for _, label in _keys(splits.validation)])
+
+
+def test_training_arrays_check_labels_once_and_refuse_an_empty_split():
+  ds = tf.data.Dataset.from_tensor_slices(
+      {"image": np.zeros((3, 2, 2, 1), np.uint8), "label": np.array([0, 5, 1], np.int32)})
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"train: a label is >= num_classes=5"):
+    pipeline.to_arrays(ds, 5, "train")
+  with pytest.raises(ValueError, match="train split is empty"):
+    pipeline.to_arrays(ds.take(0), 5, "train")
 
 
 def test_labels_out_of_range_are_named():
