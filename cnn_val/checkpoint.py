@@ -42,10 +42,11 @@ class Checkpoints:
       return None
     return self.best.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
-  def save(self, step: int, state, *, val_accuracy: float) -> None:
+  def save(self, step: int, state, *, val_accuracy: float, best_so_far: float | None) -> None:
+    """Saves `latest`, and `best` when `val_accuracy` ties or beats `best_so_far` (ties keep the later)."""
     self.latest.save(step, args=ocp.args.StandardSave(state))
-    # The best manager keeps only the top checkpoint by val_accuracy; a worse one is written and dropped.
-    self.best.save(step, args=ocp.args.StandardSave(state), metrics={"val_accuracy": float(val_accuracy)})
+    if best_so_far is None or val_accuracy >= best_so_far:
+      self.best.save(step, args=ocp.args.StandardSave(state), metrics={"val_accuracy": float(val_accuracy)})
 
   def close(self) -> None:
     self.latest.close()

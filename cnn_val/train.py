@@ -154,7 +154,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                               devices, batch_argnums=(1,), num_args=2)
   eval_kw = dict(config=config, num_devices=num_devices, num_classes=num_classes)
   writer = rundir.MetricsWriter(workdir)
-  row = rundir.read_metrics(workdir)[-1] if start_step == total_steps and start_step else {}
+  history = rundir.read_metrics(workdir)
+  row = history[-1] if start_step == total_steps and start_step else {}
+  best_val = max((r["val_accuracy"] for r in history), default=None)
 
   progress = _Progress(config, total_steps, schedule,
                        check=lambda sums, step: _check_finite(sums, step, workdir, ckpts))
@@ -187,7 +189,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                    row["train_loss"], row["train_accuracy"], row["val_loss"], row["val_accuracy"],
                    f" test_acc {row['test_accuracy']:.4f}" if "test_accuracy" in row else "")
       # Checkpoint after the metrics line: a run killed in between redoes this epoch and rewrites the line.
-      ckpts.save(step, state, val_accuracy=val["accuracy"])
+      ckpts.save(step, state, val_accuracy=val["accuracy"], best_so_far=best_val)
+      best_val = max(best_val or 0.0, val["accuracy"])
       progress.restart(step)  # evaluation time is not training throughput
   finally:
     writer.close()
