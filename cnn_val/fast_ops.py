@@ -31,22 +31,22 @@ _NHWC_HWIO = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 
 MATMUL_MAX_PATCH_ELEMENTS = 4_000_000
 
 
+def _resolve(impl: str, choices: tuple[str, ...], field: str, on_cpu: str) -> str:
+  if impl not in choices:
+    raise ValueError(f"config.model.{field}={impl!r}: expected one of {choices}.")
+  if impl == "auto":
+    return on_cpu if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
 def resolve_impl(impl: str) -> str:
   """config.model.conv_impl: 'auto' -> 'cpu_auto' (per layer, by size) on CPU, 'xla' elsewhere."""
-  if impl not in CONV_IMPLS:
-    raise ValueError(f"config.model.conv_impl={impl!r}: expected one of {CONV_IMPLS}.")
-  if impl == "auto":
-    return "cpu_auto" if jax.default_backend() == "cpu" else "xla"
-  return impl
+  return _resolve(impl, CONV_IMPLS, "conv_impl", on_cpu="cpu_auto")
 
 
 def resolve_pool_impl(impl: str) -> str:
   """config.model.pool_impl: 'auto' -> 'reshape' on CPU, 'xla' elsewhere."""
-  if impl not in POOL_IMPLS:
-    raise ValueError(f"config.model.pool_impl={impl!r}: expected one of {POOL_IMPLS}.")
-  if impl == "auto":
-    return "reshape" if jax.default_backend() == "cpu" else "xla"
-  return impl
+  return _resolve(impl, POOL_IMPLS, "pool_impl", on_cpu="reshape")
 
 
 def conv_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
