@@ -60,3 +60,13 @@ def measure(cases, rounds: int, seconds: float) -> list[float]:
       run(num_steps[i])
       rates[i].append(num_steps[i] * batch_size / (time.perf_counter() - start))
   return [float(np.median(r)) for r in rates]
+
+
+def print_ratio_table(cases, rates, *, what: str, ratio_to: str) -> None:
+  """One line per `(model, batch, label, _)` case: images/s and the ratio to its group's first case."""
+  width = max(len(label) for _, _, label, _ in cases)
+  print(f"{'model':16s} {'batch':>5s}  {what:{width}s} {'img/s':>8s} {'vs ' + ratio_to:>12s}")
+  base = {}
+  for (name, batch_size, label, _), rate in zip(cases, rates):
+    base.setdefault((name, batch_size), rate)
+    print(f"{name:16s} {batch_size:5d}  {label:{width}s} {rate:8.0f} {rate / base[(name, batch_size)]:11.2f}x")

@@ -54,11 +54,7 @@ def main(argv):
   rates = common.measure([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)
   print(f"{jax.default_backend()} backend, {os.cpu_count()} CPUs, JAX {jax.__version__}; "
         f"median of {FLAGS.rounds} alternating rounds")
-  print(f"{'model':16s} {'batch':>5s}  {'variant':34s} {'img/s':>8s} {'vs xla':>7s}")
-  base = {}
-  for (name, batch_size, label, _), rate in zip(cases, rates):
-    base.setdefault((name, batch_size), rate)
-    print(f"{name:16s} {batch_size:5d}  {label:34s} {rate:8.0f} {rate / base[(name, batch_size)]:6.2f}x")
+  common.print_ratio_table(cases, rates, what="variant", ratio_to="xla ops")
 
 
 if __name__ == "__main__":

@@ -101,12 +101,7 @@ def main(argv):
   import torch
   print(f"{os.cpu_count()} CPUs; JAX {jax.__version__}, TensorFlow {tf.__version__} + Keras {keras.__version__}, "
         f"PyTorch {torch.__version__}; median of {FLAGS.rounds} alternating rounds")
-  print(f"{'model':16s} {'batch':>5s}  {'framework':26s} {'img/s':>8s} {'vs Keras':>9s}")
-  keras_rate = {}
-  for (name, batch_size, label, _), rate in zip(cases, rates):
-    if label.startswith("keras"):
-      keras_rate[(name, batch_size)] = rate
-    print(f"{name:16s} {batch_size:5d}  {label:26s} {rate:8.0f} {rate / keras_rate[(name, batch_size)]:8.2f}x")
+  common.print_ratio_table(cases, rates, what="framework", ratio_to="Keras")  # Keras is each group's first
 
 
 if __name__ == "__main__":
