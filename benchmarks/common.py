@@ -2,13 +2,12 @@
 measurement (every case once per round, median over rounds) so that ratios in one table share the machine's
 state."""
 
-import functools
 import time
 
 import jax
 import numpy as np
 
-from cnn_val import models, optim, parallel, steps
+from cnn_val import models, optim, steps
 
 
 def synthetic_batches(batch_size, num_batches=8, image_shape=(28, 28, 1), num_classes=10, seed=0):
@@ -18,16 +17,14 @@ def synthetic_batches(batch_size, num_batches=8, image_shape=(28, 28, 1), num_cl
   return images, labels
 
 
-def cnn_val_runner(config, batch_size, num_devices, image_shape=(28, 28, 1), devices=None):
+def cnn_val_runner(config, batch_size, num_devices, image_shape=(28, 28, 1)):
   """`run(num_steps)` for the train step exactly as `train_and_evaluate` builds it from `config`."""
-  devices = devices or jax.local_devices()[:num_devices]
+  config = config.copy_and_resolve_references()
+  config.batch_size = batch_size
   tx = optim.create_optimizer(config.optim, 100, 1)
   state = steps.create_train_state(models.create_model(config.model, 10), tx, jax.random.key(0), image_shape)
-  model = models.create_model(config.model, 10, axis_name=parallel.AXIS, dtype=config.dtype)
-  micro = parallel.micro_batch_size(config.micro_batch_size, batch_size // num_devices,
-                                    has_batch_stats=bool(state.batch_stats))
-  step = parallel.pmap_step(functools.partial(steps.train_step, model=model, tx=tx, micro_batch_size=micro),
-                            devices, batch_argnums=(1,), num_args=3)
+  step = steps.pmapped_steps(config, 10, tx, jax.local_devices()[:num_devices],
+                             has_batch_stats=bool(state.batch_stats)).train
   images, labels = synthetic_batches(batch_size, image_shape=image_shape)
   batches = [{"image": images[i:i + batch_size].reshape((num_devices, -1) + tuple(image_shape)),
               "label": labels[i:i + batch_size].reshape(num_devices, -1)}

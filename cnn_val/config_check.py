@@ -20,12 +20,10 @@ def _positive_int(config, field: str) -> None:
 def validate(config) -> None:
   for field in ("num_epochs", "batch_size", "eval_batch_size", "log_every_steps", "eval_every_epochs"):
     _positive_int(config, field)
-  if config.dtype not in models.DTYPES:
-    _fail("dtype", config.dtype, f"one of {sorted(models.DTYPES)}")
-  if config.model.conv_impl not in fast_ops.CONV_IMPLS:
-    _fail("model.conv_impl", config.model.conv_impl, f"one of {list(fast_ops.CONV_IMPLS)}")
-  if config.model.pool_impl not in fast_ops.POOL_IMPLS:
-    _fail("model.pool_impl", config.model.pool_impl, f"one of {list(fast_ops.POOL_IMPLS)}")
+  # The resolvers the model builder uses raise the same field-naming errors; call them before anything runs.
+  models.resolve_dtype(config.dtype)
+  fast_ops.resolve_impl(config.model.conv_impl)
+  fast_ops.resolve_pool_impl(config.model.pool_impl)
   if config.micro_batch_size < 0:
     _fail("micro_batch_size", config.micro_batch_size, "0 (auto) or a positive count")
   if config.model.name not in models.MODELS:

@@ -70,12 +70,8 @@ def conv_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
         preferred_element_type=preferred_element_type)
   kh, kw, cin, cout = rhs.shape
   sh, sw = window_strides
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
-  (pt, pb), (pl, pr) = padding
-  x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-  ho = (x.shape[1] - kh) // sh + 1
-  wo = (x.shape[2] - kw) // sw + 1
+  pads, ho, wo = _pads_and_output_size(lhs.shape, rhs.shape, window_strides, padding)
+  x = jnp.pad(lhs, ((0, 0), *pads, (0, 0)))
   if kh == kw == 1:
     patches = x[:, : sh * (ho - 1) + 1: sh, : sw * (wo - 1) + 1: sw, :]
   else:
@@ -93,17 +89,23 @@ def _windows(x, window: int):
   return x[:, : ho * window, : wo * window, :].reshape(n, ho, window, wo, window, c)
 
 
+def _pads_and_output_size(lhs_shape, rhs_shape, window_strides, padding):
+  """Explicit (top, bottom), (left, right) pads and the output height and width of an NHWC/HWIO conv."""
+  kh, kw = rhs_shape[:2]
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs_shape[1:3], (kh, kw), window_strides, padding)
+  pads = tuple(tuple(p) for p in padding)
+  ho = (lhs_shape[1] + sum(pads[0]) - kh) // window_strides[0] + 1
+  wo = (lhs_shape[2] + sum(pads[1]) - kw) // window_strides[1] + 1
+  return pads, ho, wo
+
+
 def conv_cpu_auto(lhs, rhs, window_strides, padding, **kwargs):
   """`conv_matmul` for layers whose im2col buffer is small enough to win, XLA's convolution otherwise."""
-  kh, kw, cin, _ = rhs.shape
-  if lhs.ndim == 4 and not isinstance(padding, str):
-    pads = padding
-  elif lhs.ndim == 4:
-    pads = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
-  else:
+  if lhs.ndim != 4:
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
-  ho = (lhs.shape[1] + sum(pads[0]) - kh) // window_strides[0] + 1
-  wo = (lhs.shape[2] + sum(pads[1]) - kw) // window_strides[1] + 1
+  kh, kw, cin, _ = rhs.shape
+  _, ho, wo = _pads_and_output_size(lhs.shape, rhs.shape, window_strides, padding)
   if lhs.shape[0] * ho * wo * kh * kw * cin <= MATMUL_MAX_PATCH_ELEMENTS:
     return conv_matmul(lhs, rhs, window_strides, padding, **kwargs)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)

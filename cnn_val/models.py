@@ -188,6 +188,13 @@ MODELS = {"SeedCNN": SeedCNN, "SeedCNNDropout": SeedCNNDropout, "ConvNet": ConvN
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def resolve_dtype(dtype: str):
+  """config.dtype as a JAX dtype, or a clear error."""
+  if dtype not in DTYPES:
+    raise ValueError(f"config.dtype={dtype!r}: expected one of {sorted(DTYPES)}.")
+  return DTYPES[dtype]
+
+
 def create_model(model_config, num_classes: int, axis_name: str | None = None,
                  dtype: str = "float32") -> nn.Module:
   """Builds the model named by `config.model.name` with the fields that model uses.
@@ -195,13 +202,12 @@ def create_model(model_config, num_classes: int, axis_name: str | None = None,
   `dtype` ('float32' or 'bfloat16', from `config.dtype`) is the computation dtype; parameters, optimizer
   state and BatchNorm statistics stay float32.
   """
-  if dtype not in DTYPES:
-    raise ValueError(f"config.dtype={dtype!r}: expected one of {sorted(DTYPES)}.")
   name = model_config.name
   if name not in MODELS:
     raise ValueError(f"config.model.name={name!r} is not a known model; expected one of {sorted(MODELS)}.")
   kwargs: dict[str, Any] = {"num_classes": num_classes, "axis_name": axis_name,
-                            "conv_impl": fast_ops.resolve_impl(model_config.conv_impl), "dtype": DTYPES[dtype]}
+                            "conv_impl": fast_ops.resolve_impl(model_config.conv_impl),
+                            "dtype": resolve_dtype(dtype)}
   if name != "ResNet":  # ResNet downsamples with strided convolutions, not pooling
     kwargs["pool_impl"] = fast_ops.resolve_pool_impl(model_config.pool_impl)
   if name == "SeedCNNDropout":

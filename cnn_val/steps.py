@@ -9,7 +9,7 @@ every device. Importable on its own into other research code (and onto machines 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -17,7 +17,7 @@ from jax import lax
 import jax.numpy as jnp
 import optax
 
-from cnn_val import parallel
+from cnn_val import models, parallel
 
 
 @flax.struct.dataclass
@@ -130,3 +130,26 @@ def eval_step(state: TrainState, batch, *, model, num_classes: int):
       "count": jnp.sum(weights),
       "confusion": confusion,
   }, parallel.AXIS)
+
+
+class PmappedSteps(NamedTuple):
+  train: Any  # (state, batch, key) -> (state, metric sums)
+  eval: Any  # (state, batch) -> metric sums
+  model: Any
+  micro_batch_size: int
+
+
+def pmapped_steps(config, num_classes: int, tx, devices, *, has_batch_stats: bool) -> PmappedSteps:
+  """The train and eval steps for `config` exactly as `train_and_evaluate` runs them, pmapped once.
+
+  The per-device batch is `config.batch_size` split over `devices` on every host; the model computes in
+  `config.dtype` with BatchNorm synchronised over `parallel.AXIS`.
+  """
+  model = models.create_model(config.model, num_classes, axis_name=parallel.AXIS, dtype=config.dtype)
+  per_device_batch = config.batch_size // (len(devices) * jax.process_count())
+  micro = parallel.micro_batch_size(config.micro_batch_size, per_device_batch, has_batch_stats=has_batch_stats)
+  p_train = parallel.pmap_step(functools.partial(train_step, model=model, tx=tx, micro_batch_size=micro),
+                               devices, batch_argnums=(1,), num_args=3)
+  p_eval = parallel.pmap_step(functools.partial(eval_step, model=model, num_classes=num_classes), devices,
+                              batch_argnums=(1,), num_args=2)
+  return PmappedSteps(p_train, p_eval, model, micro)

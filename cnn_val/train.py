@@ -7,7 +7,6 @@ metrics.jsonl and checkpoints, and stops cleanly on a NaN.
 
 from __future__ import annotations
 
-import functools
 import time
 
 from absl import logging
@@ -140,18 +139,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
                      f"{steps_per_epoch} steps: the data or batch size changed since it was written.")
   rundir.truncate_metrics(workdir, start_step)
 
-  model = models.create_model(config.model, num_classes, axis_name=parallel.AXIS, dtype=config.dtype)
-  per_device_batch = config.batch_size // (num_devices * jax.process_count())
-  micro_batch_size = parallel.micro_batch_size(config.micro_batch_size, per_device_batch,
-                                               has_batch_stats=bool(state.batch_stats))
+  pmapped = steps.pmapped_steps(config, num_classes, tx, devices, has_batch_stats=bool(state.batch_stats))
+  p_train, p_eval = pmapped.train, pmapped.eval
   logging.info("Per-device batch %d in micro-batches of %d; %s computation; conv %s, pool %s.",
-               per_device_batch, micro_batch_size, config.dtype, model.conv_impl,
-               getattr(model, "pool_impl", "-"))
-  p_train = parallel.pmap_step(
-      functools.partial(steps.train_step, model=model, tx=tx, micro_batch_size=micro_batch_size), devices,
-      batch_argnums=(1,), num_args=3)
-  p_eval = parallel.pmap_step(functools.partial(steps.eval_step, model=model, num_classes=num_classes),
-                              devices, batch_argnums=(1,), num_args=2)
+               config.batch_size // (num_devices * jax.process_count()), pmapped.micro_batch_size,
+               config.dtype, pmapped.model.conv_impl, getattr(pmapped.model, "pool_impl", "-"))
   eval_kw = dict(config=config, num_devices=num_devices, num_classes=num_classes)
   writer = rundir.MetricsWriter(workdir)
   history = rundir.read_metrics(workdir)

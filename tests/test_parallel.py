@@ -1,7 +1,5 @@
 """Micro-batched steps (lax.scan with gradient accumulation) equal the unsplit step; bfloat16 compute."""
 
-import functools
-
 import jax
 import numpy as np
 import pytest
@@ -11,12 +9,12 @@ from configs import default, fashion_mnist_bn
 
 
 def _step(config, micro_batch_size, batch, num_devices=2, dtype="float32"):
+  """One training step as train_and_evaluate builds it (micro_batch_size 0: the whole device batch here)."""
+  config.batch_size, config.micro_batch_size, config.dtype = len(batch["label"]), micro_batch_size, dtype
   tx = optim.create_optimizer(config.optim, 10, 1)
   state = steps.create_train_state(models.create_model(config.model, 10), tx, jax.random.key(0), (28, 28, 1))
-  model = models.create_model(config.model, 10, axis_name=parallel.AXIS, dtype=dtype)
-  step = parallel.pmap_step(
-      functools.partial(steps.train_step, model=model, tx=tx, micro_batch_size=micro_batch_size),
-      jax.local_devices()[:num_devices], batch_argnums=(1,), num_args=3)
+  step = steps.pmapped_steps(config, 10, tx, jax.local_devices()[:num_devices],
+                             has_batch_stats=bool(state.batch_stats)).train
   shaped = {k: v.reshape((num_devices, -1) + v.shape[1:]) for k, v in batch.items()}
   return step(state, shaped, jax.random.key(1))
 

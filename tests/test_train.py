@@ -1,6 +1,5 @@
 """The training core end to end on tiny data: steps, device-count invariance, kill-and-resume, NaN, errors."""
 
-import functools
 import json
 import os
 import signal
@@ -12,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_val import models, optim, parallel, rundir, steps, train
+from cnn_val import models, optim, rundir, steps, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,12 +31,9 @@ def test_one_train_step_and_eval_step_on_four_devices(tiny_config):
   config = _bn_convnet(tiny_config)
   tx = optim.create_optimizer(config.optim, 10, 1)
   state = steps.create_train_state(models.create_model(config.model, 10), tx, jax.random.key(0), (28, 28, 1))
-  model = models.create_model(config.model, 10, axis_name=parallel.AXIS)
-  devices = jax.local_devices()[:4]
-  p_train = parallel.pmap_step(functools.partial(steps.train_step, model=model, tx=tx), devices,
-                               batch_argnums=(1,), num_args=3)
-  p_eval = parallel.pmap_step(functools.partial(steps.eval_step, model=model, num_classes=10), devices,
-                              batch_argnums=(1,), num_args=2)
+  config.batch_size = 8
+  p_train, p_eval, _, _ = steps.pmapped_steps(config, 10, tx, jax.local_devices()[:4],
+                                              has_batch_stats=bool(state.batch_stats))
   rng = np.random.default_rng(0)
   batch = {"image": rng.integers(0, 255, (4, 2, 28, 28, 1), dtype=np.uint8),
            "label": rng.integers(0, 10, (4, 2)).astype(np.int32)}
