@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cnn_val import fast_ops, models, optim
+from cnn_val import augment, fast_ops, models, optim
+from cnn_val.data import balance
 
 
 def _fail(field: str, value, expected: str) -> None:
@@ -49,6 +50,13 @@ def validate(config) -> None:
   if config.model.name in ("ConvNet", "ResNet") and (
       not config.model.widths or any(int(w) <= 0 for w in config.model.widths)):
     _fail("model.widths", config.model.widths, "a non-empty tuple of positive channel counts")
+  augment.from_config(config.augment)  # raises naming the field
+  if config.imbalance.class_weighting not in balance.WEIGHTINGS:
+    _fail("imbalance.class_weighting", config.imbalance.class_weighting, f"one of {list(balance.WEIGHTINGS)}")
+  if config.imbalance.resampling not in balance.RESAMPLINGS:
+    _fail("imbalance.resampling", config.imbalance.resampling, f"one of {list(balance.RESAMPLINGS)}")
+  if not 0.0 <= config.imbalance.beta < 1.0:
+    _fail("imbalance.beta", config.imbalance.beta, "a number in [0, 1), e.g. 0.999")
   if config.data.max_train_examples < 0:
     _fail("data.max_train_examples", config.data.max_train_examples, "0 (all) or a positive count")
 

@@ -17,7 +17,7 @@ from jax import lax
 import jax.numpy as jnp
 import optax
 
-from cnn_val import models, parallel
+from cnn_val import augment, models, parallel
 
 
 @flax.struct.dataclass
@@ -44,22 +44,30 @@ def _to_float(images):
   return images.astype(jnp.float32) / 255.0
 
 
-def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model):
-  """Mean loss, its gradient, the correct count and the new batch statistics for one (micro-)batch."""
+def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model, class_weights):
+  """Mean (class-weighted) loss, its gradient, the correct count and the new batch statistics for one
+  (micro-)batch of float images."""
 
   def loss_fn(params):
-    logits, updates = model.apply(_variables(params, batch_stats), _to_float(images), train=True,
+    logits, updates = model.apply(_variables(params, batch_stats), images, train=True,
                                   example_ids=example_ids, rngs={"dropout": step_key}, mutable=["batch_stats"])
     logits = logits.astype(jnp.float32)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    if class_weights is not None:  # Keras' class_weight: each example's loss times its class's weight
+      losses = losses * jnp.asarray(class_weights, jnp.float32)[labels]
+    loss = losses.mean()
     return loss, (jnp.sum(jnp.argmax(logits, -1) == labels), updates.get("batch_stats", {}))
 
   (loss, (correct, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
   return loss, grads, correct, new_stats
 
 
-def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: int = 0):
+def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: int = 0,
+               augmentation: augment.Augment = augment.Augment(), class_weights: tuple | None = None):
   """One optimizer step on this device's part of the global batch; returns (new_state, metric sums).
+
+  Images are augmented here, on the device, per example (`augment.augment_batch`), and the loss is
+  weighted by `class_weights[label]` when given.
 
   With `micro_batch_size` smaller than the device batch, the batch is processed in equal micro-batches by
   `lax.scan`, accumulating gradients: the same step for models without batch statistics (to float
@@ -71,7 +79,9 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
   # Global index of each example in the batch: dropout masks depend on it, not on the device layout.
   example_ids = lax.axis_index(parallel.AXIS) * local + jnp.arange(local)
   step_key = jax.random.fold_in(key, state.step)
-  grads_of = functools.partial(_grads, step_key=step_key, model=model)
+  images = augment.preprocess(
+      augmentation, augment.augment_batch(augmentation, _to_float(images), example_ids, step_key))
+  grads_of = functools.partial(_grads, step_key=step_key, model=model, class_weights=class_weights)
 
   num_micro = local // micro_batch_size if micro_batch_size and micro_batch_size < local else 1
   if num_micro == 1:
@@ -115,10 +125,13 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch, *, model, num_classes: int):
-  """Masked metric sums over this device's batch, summed over devices; includes the confusion matrix."""
+def eval_step(state: TrainState, batch, *, model, num_classes: int,
+              augmentation: augment.Augment = augment.Augment()):
+  """Masked metric sums over this device's batch, summed over devices; includes the confusion matrix.
+  Never augmented; only `augment.preprocess` (deterministic) applies."""
   variables = _variables(state.params, state.batch_stats)
-  logits = model.apply(variables, _to_float(batch["image"]), train=False).astype(jnp.float32)
+  images = augment.preprocess(augmentation, _to_float(batch["image"]))
+  logits = model.apply(variables, images, train=False).astype(jnp.float32)
   labels, mask = batch["label"], batch["mask"]
   weights = mask.astype(jnp.float32)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -139,17 +152,23 @@ class PmappedSteps(NamedTuple):
   micro_batch_size: int
 
 
-def pmapped_steps(config, num_classes: int, tx, devices, *, has_batch_stats: bool) -> PmappedSteps:
+def pmapped_steps(config, num_classes: int, tx, devices, *, has_batch_stats: bool,
+                  class_weights: tuple | None = None) -> PmappedSteps:
   """The train and eval steps for `config` exactly as `train_and_evaluate` runs them, pmapped once.
 
   The per-device batch is `config.batch_size` split over `devices` on every host; the model computes in
-  `config.dtype` with BatchNorm synchronised over `parallel.AXIS`.
+  `config.dtype` with BatchNorm synchronised over `parallel.AXIS`; training images are augmented as
+  `config.augment` says.
   """
+  augmentation = augment.from_config(config.augment)
   model = models.create_model(config.model, num_classes, axis_name=parallel.AXIS, dtype=config.dtype)
   per_device_batch = config.batch_size // (len(devices) * jax.process_count())
   micro = parallel.micro_batch_size(config.micro_batch_size, per_device_batch, has_batch_stats=has_batch_stats)
-  p_train = parallel.pmap_step(functools.partial(train_step, model=model, tx=tx, micro_batch_size=micro),
-                               devices, batch_argnums=(1,), num_args=3)
-  p_eval = parallel.pmap_step(functools.partial(eval_step, model=model, num_classes=num_classes), devices,
-                              batch_argnums=(1,), num_args=2)
+  p_train = parallel.pmap_step(
+      functools.partial(train_step, model=model, tx=tx, micro_batch_size=micro, augmentation=augmentation,
+                        class_weights=class_weights),
+      devices, batch_argnums=(1,), num_args=3)
+  p_eval = parallel.pmap_step(
+      functools.partial(eval_step, model=model, num_classes=num_classes, augmentation=augmentation), devices,
+      batch_argnums=(1,), num_args=2)
   return PmappedSteps(p_train, p_eval, model, micro)

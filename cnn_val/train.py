@@ -7,14 +7,15 @@ metrics.jsonl and checkpoints, and stops cleanly on a NaN.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from absl import logging
 import jax
 import numpy as np
 
-from cnn_val import checkpoint, config_check, models, optim, parallel, rundir, steps
-from cnn_val.data import pipeline, sources
+from cnn_val import checkpoint, config_check, metrics, models, optim, parallel, rundir, steps
+from cnn_val.data import balance, pipeline, scenarios, sources
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -30,16 +31,12 @@ def evaluate(p_eval, state, ds, *, config, num_devices, num_classes, split_name)
   batches = pipeline.eval_batches(ds, global_batch=config.eval_batch_size, num_devices=num_devices,
                                   num_classes=num_classes, split_name=split_name)
   sums = _sum_metrics([p_eval(state, batch) for batch in batches])
-  confusion = sums["confusion"]
-  support = confusion.sum(axis=1)
-  with np.errstate(invalid="ignore", divide="ignore"):
-    recall = np.where(support > 0, np.diag(confusion) / np.maximum(support, 1), np.nan)
   return {
       "loss": float(sums["loss_sum"] / sums["count"]),
       "accuracy": float(sums["correct"] / sums["count"]),
       "count": int(sums["count"]),
-      "per_class_recall": [float(r) for r in recall],
-      "pred_histogram": [int(c) for c in confusion.sum(axis=0)],
+      "confusion": [[int(c) for c in row] for row in sums["confusion"]],
+      **metrics.from_confusion(sums["confusion"]),
   }
 
 
@@ -100,6 +97,28 @@ def _train_epoch(p_train, state, batches, key, *, step: int, epoch: int, progres
   return state, step, {k: sum(m[k] for m in epoch_sums) for k in epoch_sums[0]}
 
 
+def _load_data(config):
+  """The splits, with the training split as numpy arrays, after the fault scenario (if any) is applied."""
+  splits = sources.load_splits(config.data)
+  train_arrays = pipeline.to_arrays(splits.train, splits.num_classes, "train")
+  scenario = config.data.scenario
+  scenarios.validate(scenario, splits.num_classes)
+  if not scenarios.active(scenario):
+    return splits, train_arrays
+  arrays = {"train": train_arrays,
+            "validation": pipeline.to_arrays(splits.validation, splits.num_classes, "validation")}
+  if splits.test is not None:
+    arrays["test"] = pipeline.to_arrays(splits.test, splits.num_classes, "test")
+  arrays = scenarios.apply(scenario, arrays, splits.num_classes)
+  logging.info("Fault scenario %s: %d training examples after it.",
+               {k: v for k, v in scenario.items() if k != "seed"}, len(arrays["train"]["label"]))
+  splits = dataclasses.replace(
+      splits, num_train=len(arrays["train"]["label"]),
+      validation=pipeline.from_arrays(arrays["validation"]),
+      test=pipeline.from_arrays(arrays["test"]) if "test" in arrays else None)
+  return splits, arrays["train"]
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the final metrics row."""
   config_check.validate(config)
@@ -108,17 +127,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
   config_check.validate_batch_sizes(config, num_devices * jax.process_count())
   rundir.write_or_check_config(workdir, config)
 
-  splits = sources.load_splits(config.data)
-  train_arrays = pipeline.to_arrays(splits.train, splits.num_classes, "train")
-  steps_per_epoch = splits.num_train // config.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f"config.batch_size={config.batch_size} exceeds the {splits.num_train} training "
-                     f"examples; lower config.batch_size or raise config.data.max_train_examples.")
-  total_steps = steps_per_epoch * config.num_epochs
+  splits, train_arrays = _load_data(config)
   num_classes = splits.num_classes
-  logging.info("Data %s: %d train, %d validation, %d test examples, %d classes, images %s; %d device(s).",
-               config.data.name, splits.num_train, splits.num_validation, splits.num_test, num_classes,
-               splits.image_shape, num_devices)
+  counts = balance.class_counts(train_arrays["label"], num_classes)
+  resampling = config.imbalance.resampling
+  epoch_examples = balance.epoch_size(counts, resampling)
+  class_weights = balance.class_weights(counts, config.imbalance.class_weighting, config.imbalance.beta)
+  steps_per_epoch = epoch_examples // config.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f"config.batch_size={config.batch_size} exceeds the {epoch_examples} training "
+                     f"examples per epoch; lower config.batch_size or raise config.data.max_train_examples.")
+  total_steps = steps_per_epoch * config.num_epochs
+  logging.info("Data %s: %d train (%d per epoch, resampling %s), %d validation, %d test examples, %d classes, "
+               "images %s; %d device(s).", config.data.name, splits.num_train, epoch_examples, resampling,
+               splits.num_validation, splits.num_test, num_classes, splits.image_shape, num_devices)
+  if class_weights is not None:
+    logging.info("Class weights (%s): %s", config.imbalance.class_weighting, np.round(class_weights, 3).tolist())
 
   schedule = optim.create_schedule(config.optim, steps_per_epoch, config.num_epochs)
   tx = optim.create_optimizer(config.optim, steps_per_epoch, config.num_epochs)
@@ -139,7 +163,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                      f"{steps_per_epoch} steps: the data or batch size changed since it was written.")
   rundir.truncate_metrics(workdir, start_step)
 
-  pmapped = steps.pmapped_steps(config, num_classes, tx, devices, has_batch_stats=bool(state.batch_stats))
+  pmapped = steps.pmapped_steps(
+      config, num_classes, tx, devices, has_batch_stats=bool(state.batch_stats),
+      class_weights=None if class_weights is None else tuple(float(w) for w in class_weights))
   p_train, p_eval = pmapped.train, pmapped.eval
   logging.info("Per-device batch %d in micro-batches of %d; %s computation; conv %s, pool %s.",
                config.batch_size // (num_devices * jax.process_count()), pmapped.micro_batch_size,
@@ -156,7 +182,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   try:
     for epoch in range(start_step // steps_per_epoch, config.num_epochs):
       batches = pipeline.train_batches(train_arrays, global_batch=config.batch_size, num_devices=num_devices,
-                                       seed=config.seed, epoch=epoch)
+                                       seed=config.seed, epoch=epoch, num_classes=num_classes,
+                                       resampling=resampling)
       state, step, train = _train_epoch(p_train, state, batches, dropout_key, step=step, epoch=epoch + 1,
                                         progress=progress)
       _check_finite(train, step, workdir, ckpts)
@@ -171,8 +198,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
           "train_accuracy": float(train["correct"] / train["count"]),
           "grad_norm": float(train["grad_norm_sum"] / train["steps"]),
           "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-          "val_per_class_recall": val["per_class_recall"], "val_pred_histogram": val["pred_histogram"],
+          **{f"val_{k}": val[k] for k in ("balanced_accuracy", "macro_f1", "per_class_recall",
+                                          "per_class_precision", "pred_histogram")},
       }
+      if last_epoch or best_val is None or val["accuracy"] >= best_val:  # the best and the last evaluation
+        row["val_confusion"] = val["confusion"]
       if last_epoch and splits.test is not None:
         test = evaluate(p_eval, state, splits.test, split_name="test", **eval_kw)
         row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])

@@ -8,6 +8,7 @@ fast CPU path (91.04% with XLA's own ops); validation flat near 92.3% from epoch
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def get_config():
@@ -33,6 +34,43 @@ def get_config():
   config.data.max_train_examples = 0  # 0 = all; otherwise the first N of the training part (quick runs)
   config.data.max_eval_examples = 0  # 0 = all; caps validation and test (quick runs and tests only)
   config.data.download = True  # may TFDS download a dataset that is not prepared (needs internet)
+
+  # Fault scenarios (cnn_val/data/scenarios.py): seeded changes to the data that reproduce a known cause
+  # of stagnating validation accuracy. All off here; configs/faults/*.py switch one on each.
+  config.data.scenario = ml_collections.ConfigDict()
+  config.data.scenario.seed = 0  # fixes the fault's draws, independently of config.seed
+  config.data.scenario.orientation_pairs = ()  # ((a, b), ...): class b := class a upside down
+  config.data.scenario.imbalance_ratio = 0.0  # rho > 1: long-tailed training set (n_max / n_min)
+  config.data.scenario.minority_classes = ()  # () = exponential tail over all classes; else these get n_max/rho
+  config.data.scenario.label_noise = 0.0  # fraction of training labels replaced
+  config.data.scenario.label_noise_kind = "symmetric"  # symmetric, pair
+  config.data.scenario.train_brightness = 1.0  # lighting shift: training pixels times this (< 1 darker)
+  config.data.scenario.train_contrast = 1.0  # lighting shift: training contrast times this (< 1 flatter)
+  config.data.scenario.duplicates = 0  # validation examples copied into training (leakage)
+
+  # On-device augmentation of training images (cnn_val/augment.py). Keras ImageDataGenerator's names,
+  # meanings and units; None = the preset's value (or off). Presets: none, characters, natural.
+  config.augment = ml_collections.ConfigDict()
+  config.augment.preset = "none"
+  config.augment.rotation_range = placeholder(float)  # degrees
+  config.augment.width_shift_range = placeholder(float)  # fraction of width (< 1) or pixels
+  config.augment.height_shift_range = placeholder(float)  # fraction of height (< 1) or pixels
+  config.augment.shear_range = placeholder(float)  # degrees
+  config.augment.zoom_range = placeholder(object)  # z (factors in [1 - z, 1 + z]) or (lo, hi)
+  config.augment.horizontal_flip = placeholder(bool)
+  config.augment.vertical_flip = placeholder(bool)
+  config.augment.fill_mode = placeholder(str)  # nearest, constant, reflect, wrap
+  config.augment.cval = placeholder(float)  # constant fill, on the [0, 1] input scale
+  config.augment.brightness = placeholder(float)  # add U(-b, b)
+  config.augment.contrast = placeholder(float)  # scale about the image mean by U(1 - c, 1 + c)
+  config.augment.gamma = placeholder(float)  # x ** e, log e ~ U(-log(1 + g), log(1 + g))
+  config.augment.standardize = placeholder(bool)  # per-image standardization (train and eval)
+
+  # Class-imbalance levers (cnn_val/data/balance.py), from the training split's class counts.
+  config.imbalance = ml_collections.ConfigDict()
+  config.imbalance.class_weighting = "none"  # none, inverse, effective_number
+  config.imbalance.beta = 0.999  # effective_number (Cui et al. 2019)
+  config.imbalance.resampling = "none"  # none, oversample, undersample (each epoch class-balanced)
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "SeedCNNDropout"  # SeedCNN, SeedCNNDropout, ConvNet, ResNet

@@ -70,3 +70,13 @@ def tiny_config(tiny_data_dir):
   config.log_every_steps = 10
   config.optim.decay_steps = 50
   return config
+
+
+def real_images(num: int) -> np.ndarray:
+  """The first `num` Fashion-MNIST training images from Debian's package (installed by .ci/run), uint8 [N,28,28,1]."""
+  from cnn_val.data import fashion_mnist_offline
+  files = fashion_mnist_offline.local_files()
+  assert files is not None, f"apt-get install {fashion_mnist_offline.DEBIAN_PACKAGE} (the README's test command does)"
+  with gzip.open(files["train_data"], "rb") as f:
+    f.read(16)
+    return np.frombuffer(f.read(num * 28 * 28), np.uint8).reshape(num, 28, 28, 1)

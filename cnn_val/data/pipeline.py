@@ -17,6 +17,8 @@ import jax
 import numpy as np
 import tensorflow as tf
 
+from cnn_val.data import balance
+
 
 def _check_labels(num_classes: int, split_name: str):
   """A map over batches (not examples: per-example asserts cost 4x the rest of the pipeline)."""
@@ -45,16 +47,23 @@ def to_arrays(ds: tf.data.Dataset, num_classes: int, split_name: str) -> dict[st
   return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
+def from_arrays(arrays: dict[str, np.ndarray]) -> tf.data.Dataset:
+  """An unbatched dataset of in-memory arrays (e.g. a split changed by a fault scenario)."""
+  return tf.data.Dataset.from_tensor_slices(arrays)
+
+
 def train_batches(arrays: dict[str, np.ndarray], *, global_batch: int, num_devices: int, seed: int,
-                  epoch: int) -> Iterator[dict]:
+                  epoch: int, num_classes: int = 0, resampling: str = "none") -> Iterator[dict]:
   """One epoch of full training batches in a fresh random order (the remainder of the epoch is dropped).
+
+  With `resampling` (oversample/undersample; `balance.epoch_order`) the epoch is a class-balanced draw.
 
   The order is a permutation drawn from (seed, epoch) over the in-memory split: no shuffle buffer to refill
   at each epoch (with tf.data's that cost 1.5 s per Fashion-MNIST epoch), and every host of a multi-host
   run draws the same permutation and takes its own slice of each global batch.
   """
-  num = len(arrays["label"])
-  order = np.random.default_rng([seed, epoch]).permutation(num)
+  order = balance.epoch_order(arrays["label"], num_classes, resampling, seed=seed, epoch=epoch)
+  num = len(order)
   local_batch = global_batch // jax.process_count()
   offset = jax.process_index() * local_batch
   for start in range(0, num - global_batch + 1, global_batch):

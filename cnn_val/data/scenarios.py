@@ -1,0 +1,125 @@
+"""Fault scenarios: deterministic, seeded transforms of any dataset that reproduce why validation stagnates.
+
+`apply(scenario_config, splits, num_classes)` takes the splits as numpy arrays ({'image': uint8 [N,H,W,C],
+'label': int [N]} per split name) and returns new arrays; nothing else in the run changes. Fields of
+`config.data.scenario` (all off by default; `seed` fixes the fault, independently of the training seed):
+
+  orientation_pairs  ((a, b), ...): class b becomes "class a upside down": every class-b example, in every
+                     split, is replaced by a vertically flipped class-a image of the same split (drawn with
+                     replacement). A vertical flip or a large rotation then maps a and b into each other,
+                     so augmentation with them destroys the label.
+  imbalance_ratio    rho > 1: long-tailed training set. With `minority_classes` empty, class c keeps
+                     n_max * rho ** (-c / (K - 1)) examples (an exponential tail over the class order); else
+                     the listed classes keep n_max / rho and the rest all. Validation and test stay balanced.
+  label_noise        rate in [0, 1): that fraction of training labels is replaced, `label_noise_kind`
+                     'symmetric' (a uniformly drawn *other* class) or 'pair' (c -> c + 1 mod K).
+  train_brightness, train_contrast   lighting shift: training images only are multiplied by
+                     `train_brightness` (< 1 darker) and their deviations from each image's mean by
+                     `train_contrast` (< 1 flatter); validation and test keep the original lighting.
+  duplicates         n: n validation examples copied (exact, with their labels) into training.
+A reduced training set is `config.data.max_train_examples`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LABEL_NOISE_KINDS = ("symmetric", "pair")
+
+
+def _fail(field: str, value, expected: str):
+  raise ValueError(f"config.data.scenario.{field}={value!r}: expected {expected}.")
+
+
+def validate(scenario, num_classes: int) -> None:
+  for pair in scenario.orientation_pairs:
+    if (len(pair) != 2 or pair[0] == pair[1] or not all(0 <= int(c) < num_classes for c in pair)):
+      _fail("orientation_pairs", scenario.orientation_pairs,
+            f"pairs (a, b) of two different classes in [0, {num_classes})")
+  if scenario.imbalance_ratio and scenario.imbalance_ratio < 1:
+    _fail("imbalance_ratio", scenario.imbalance_ratio, "0 (off) or a ratio >= 1 (n_max / n_min)")
+  if any(not 0 <= int(c) < num_classes for c in scenario.minority_classes):
+    _fail("minority_classes", scenario.minority_classes, f"classes in [0, {num_classes})")
+  if not 0 <= scenario.label_noise < 1:
+    _fail("label_noise", scenario.label_noise, "a rate in [0, 1)")
+  if scenario.label_noise_kind not in LABEL_NOISE_KINDS:
+    _fail("label_noise_kind", scenario.label_noise_kind, f"one of {list(LABEL_NOISE_KINDS)}")
+  for field in ("train_brightness", "train_contrast"):
+    if not scenario[field] > 0:
+      _fail(field, scenario[field], "a positive factor (1 = unchanged)")
+  if scenario.duplicates < 0:
+    _fail("duplicates", scenario.duplicates, "0 (off) or a count of validation examples")
+
+
+def active(scenario) -> bool:
+  return bool(scenario.orientation_pairs or scenario.imbalance_ratio > 1 or scenario.label_noise
+              or scenario.train_brightness != 1 or scenario.train_contrast != 1 or scenario.duplicates)
+
+
+def _take(arrays: dict, idx) -> dict:
+  return {k: v[idx] for k, v in arrays.items()}
+
+
+def orientation(arrays: dict, pairs, rng) -> dict:
+  images, labels = arrays["image"].copy(), arrays["label"].copy()
+  for a, b in pairs:
+    sources, targets = np.flatnonzero(arrays["label"] == a), np.flatnonzero(arrays["label"] == b)
+    if len(sources) and len(targets):
+      images[targets] = arrays["image"][rng.choice(sources, len(targets))][:, ::-1]
+  return {**arrays, "image": images, "label": labels}
+
+
+def long_tail(arrays: dict, num_classes: int, rho: float, minority, rng) -> dict:
+  labels = arrays["label"]
+  counts = np.bincount(labels, minlength=num_classes)
+  n_max = counts.max()
+  if minority:
+    keep_n = {c: (int(np.ceil(n_max / rho)) if c in set(map(int, minority)) else counts[c])
+              for c in range(num_classes)}
+  else:
+    keep_n = {c: int(np.ceil(n_max * rho ** (-c / max(num_classes - 1, 1)))) for c in range(num_classes)}
+  keep = [rng.permutation(np.flatnonzero(labels == c))[:keep_n[c]] for c in range(num_classes)]
+  return _take(arrays, np.sort(np.concatenate(keep)))
+
+
+def noisy_labels(arrays: dict, num_classes: int, rate: float, kind: str, rng) -> dict:
+  labels = arrays["label"].copy()
+  flip = np.flatnonzero(rng.random(len(labels)) < rate)
+  if kind == "pair":
+    labels[flip] = (labels[flip] + 1) % num_classes
+  else:  # a uniformly drawn other class
+    labels[flip] = (labels[flip] + rng.integers(1, num_classes, len(flip))) % num_classes
+  return {**arrays, "label": labels.astype(arrays["label"].dtype)}
+
+
+def lighting(arrays: dict, brightness: float, contrast: float) -> dict:
+  images = arrays["image"].astype(np.float32)
+  mean = images.mean(axis=(1, 2, 3), keepdims=True)
+  images = ((images - mean) * contrast + mean) * brightness
+  return {**arrays, "image": np.clip(np.round(images), 0, 255).astype(arrays["image"].dtype)}
+
+
+def duplicate(train: dict, validation: dict, n: int, rng) -> dict:
+  idx = rng.choice(len(validation["label"]), min(n, len(validation["label"])), replace=False)
+  copied = _take(validation, idx)
+  return {k: np.concatenate([train[k], copied[k].astype(train[k].dtype)]) for k in train}
+
+
+def apply(scenario, splits: dict[str, dict], num_classes: int) -> dict[str, dict]:
+  """The scenario's splits ({'train': ..., 'validation': ..., optionally 'test': ...} of numpy arrays)."""
+  validate(scenario, num_classes)
+  rng = np.random.default_rng(scenario.seed)
+  out = dict(splits)
+  if scenario.orientation_pairs:
+    out = {name: orientation(arrays, scenario.orientation_pairs, rng) for name, arrays in out.items()}
+  train = out["train"]
+  if scenario.imbalance_ratio > 1:
+    train = long_tail(train, num_classes, scenario.imbalance_ratio, scenario.minority_classes, rng)
+  if scenario.label_noise:
+    train = noisy_labels(train, num_classes, scenario.label_noise, scenario.label_noise_kind, rng)
+  if scenario.train_brightness != 1 or scenario.train_contrast != 1:
+    train = lighting(train, scenario.train_brightness, scenario.train_contrast)
+  if scenario.duplicates:
+    train = duplicate(train, out["validation"], scenario.duplicates, rng)
+  out["train"] = train
+  return out
