@@ -94,6 +94,9 @@ def _supervised(builder, split: str, max_examples: int, cache: bool = True) -> t
 
 def load_splits(data_config) -> Splits:
   """Train, validation (held out of the end of the training split) and test splits of the dataset."""
+  if data_config.name == "image_folder":
+    from cnn_val.data import image_folder  # pylint: disable=import-outside-toplevel  (it imports Splits)
+    return image_folder.load_splits(data_config)
   builder = get_builder(data_config)
   info = builder.info
   features = info.features
