@@ -14,6 +14,8 @@ import jax
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+AUDIT_FILE = "audit.json"
+DIVERGED_FILE = "diverged.json"  # written when a run stops on a NaN/Inf loss
 # Fields that may change when a run is resumed: they do not change what is computed (the device count
 # changes results only to float round-off).
 RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices"})
@@ -92,7 +94,7 @@ class MetricsWriter:
   def write(self, row: dict) -> None:
     if not self._active:
       return
-    row = {k: ([_json_safe(x) for x in v] if isinstance(v, list) else _json_safe(v)) for k, v in row.items()}
+    row = _nan_to_none(row)
     with open(self._path, "a") as f:
       f.write(json.dumps(row) + "\n")
       f.flush()
@@ -106,3 +108,30 @@ class MetricsWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+
+def write_json(workdir: str, name: str, obj) -> str:
+  """Writes `obj` as `workdir/name` (process 0 only; NaN/Inf as null) and returns the path."""
+  path = os.path.join(workdir, name)
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(_nan_to_none(obj), f, indent=1)
+  return path
+
+
+def read_json(workdir: str, name: str):
+  """`workdir/name` parsed, or None when the file does not exist."""
+  path = os.path.join(workdir, name)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _nan_to_none(obj):
+  if isinstance(obj, dict):
+    return {k: _nan_to_none(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_nan_to_none(v) for v in obj]
+  return _json_safe(obj)

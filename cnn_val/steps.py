@@ -119,6 +119,8 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
       "correct": lax.psum(correct, parallel.AXIS),
       "count": lax.psum(local, parallel.AXIS),
       "grad_norm_sum": grad_norm,
+      # Size of the step relative to the weights (healthy training: ~1e-3; see diagnose.py).
+      "update_ratio_sum": optax.global_norm(param_updates) / jnp.maximum(optax.global_norm(state.params), 1e-12),
       "steps": jnp.asarray(1),
       "nonfinite_steps": (~finite).astype(jnp.int32),
   }

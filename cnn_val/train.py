@@ -14,12 +14,16 @@ from absl import logging
 import jax
 import numpy as np
 
-from cnn_val import checkpoint, config_check, metrics, models, optim, parallel, rundir, steps
+from cnn_val import audit, checkpoint, config_check, metrics, models, optim, parallel, rundir, steps
 from cnn_val.data import balance, pipeline, scenarios, sources
 
 
 class NonFiniteLossError(FloatingPointError):
   """The loss or gradient became NaN/Inf; the last good checkpoint is kept."""
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step
 
 
 def _sum_metrics(metric_list) -> dict:
@@ -54,7 +58,7 @@ def _check_finite(metrics, step: int, workdir: str, ckpts) -> None:
     raise NonFiniteLossError(
         f"Training stopped: the loss or gradient became NaN/Inf before step {step}; {kept}. This usually means "
         f"the learning rate is too high (config.optim.learning_rate) or the inputs are not normalised. Lower "
-        f"the learning rate or set config.optim.grad_clip_norm, and start again in a new --workdir.")
+        f"the learning rate or set config.optim.grad_clip_norm, and start again in a new --workdir.", step)
 
 
 class _Progress:
@@ -98,25 +102,29 @@ def _train_epoch(p_train, state, batches, key, *, step: int, epoch: int, progres
 
 
 def _load_data(config):
-  """The splits, with the training split as numpy arrays, after the fault scenario (if any) is applied."""
+  """The splits as numpy arrays ({'train', 'validation', optionally 'test'}), after the fault scenario (if
+  any), and the dataset's description (`sources.Splits`, whose datasets are rebuilt from the arrays)."""
   splits = sources.load_splits(config.data)
-  train_arrays = pipeline.to_arrays(splits.train, splits.num_classes, "train")
-  scenario = config.data.scenario
-  scenarios.validate(scenario, splits.num_classes)
-  if not scenarios.active(scenario):
-    return splits, train_arrays
-  arrays = {"train": train_arrays,
+  arrays = {"train": pipeline.to_arrays(splits.train, splits.num_classes, "train"),
             "validation": pipeline.to_arrays(splits.validation, splits.num_classes, "validation")}
   if splits.test is not None:
     arrays["test"] = pipeline.to_arrays(splits.test, splits.num_classes, "test")
-  arrays = scenarios.apply(scenario, arrays, splits.num_classes)
-  logging.info("Fault scenario %s: %d training examples after it.",
-               {k: v for k, v in scenario.items() if k != "seed"}, len(arrays["train"]["label"]))
+  scenario = config.data.scenario
+  scenarios.validate(scenario, splits.num_classes)
+  if scenarios.active(scenario):
+    arrays = scenarios.apply(scenario, arrays, splits.num_classes)
+    logging.info("Fault scenario %s: %d training examples after it.",
+                 {k: v for k, v in scenario.items() if k != "seed"}, len(arrays["train"]["label"]))
+  if config.data.remove_cross_split_duplicates:  # the fix for leakage: train never holds an eval image
+    held_out = {h for name in arrays if name != "train" for h in audit.exact_hashes(arrays[name]["image"])}
+    keep = np.array([h not in held_out for h in audit.exact_hashes(arrays["train"]["image"])], bool)
+    arrays["train"] = {k: v[keep] for k, v in arrays["train"].items()}
+    logging.info("Removed %d training examples that duplicate validation or test images.", int((~keep).sum()))
   splits = dataclasses.replace(
-      splits, num_train=len(arrays["train"]["label"]),
+      splits, num_train=len(arrays["train"]["label"]), train=None,
       validation=pipeline.from_arrays(arrays["validation"]),
       test=pipeline.from_arrays(arrays["test"]) if "test" in arrays else None)
-  return splits, arrays["train"]
+  return splits, arrays
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -127,8 +135,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   config_check.validate_batch_sizes(config, num_devices * jax.process_count())
   rundir.write_or_check_config(workdir, config)
 
-  splits, train_arrays = _load_data(config)
+  splits, arrays = _load_data(config)
+  train_arrays = arrays["train"]
   num_classes = splits.num_classes
+  if rundir.read_json(workdir, rundir.AUDIT_FILE) is None:  # once per run (a resumed run keeps its audit)
+    report = audit.audit(arrays, num_classes, splits.class_names)
+    rundir.write_json(workdir, rundir.AUDIT_FILE, report)
+    logging.info("Dataset audit written to %s/%s (%.1f s).", workdir, rundir.AUDIT_FILE, report["seconds"])
   counts = balance.class_counts(train_arrays["label"], num_classes)
   resampling = config.imbalance.resampling
   epoch_examples = balance.epoch_size(counts, resampling)
@@ -197,6 +210,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
           "train_loss": float(train["loss_sum"] / train["count"]),
           "train_accuracy": float(train["correct"] / train["count"]),
           "grad_norm": float(train["grad_norm_sum"] / train["steps"]),
+          "update_ratio": float(train["update_ratio_sum"] / train["steps"]),
           "val_loss": val["loss"], "val_accuracy": val["accuracy"],
           **{f"val_{k}": val[k] for k in ("balanced_accuracy", "macro_f1", "per_class_recall",
                                           "per_class_precision", "pred_histogram")},
@@ -214,6 +228,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       ckpts.save(step, state, val_accuracy=val["accuracy"], best_so_far=best_val)
       best_val = max(best_val or 0.0, val["accuracy"])
       progress.restart(step)  # evaluation time is not training throughput
+  except NonFiniteLossError as e:  # the doctor reads this (cause `diverged`)
+    rundir.write_json(workdir, rundir.DIVERGED_FILE, {"step": e.step, "lr": float(schedule(e.step)),
+                                                     "last_good_step": ckpts.latest_step()})
+    raise
   finally:
     writer.close()
     ckpts.close()

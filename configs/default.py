@@ -36,6 +36,8 @@ def get_config():
   config.data.validation_fraction = 0.1  # held out of the end of train_split
   config.data.max_train_examples = 0  # 0 = all; otherwise the first N of the training part (quick runs)
   config.data.max_eval_examples = 0  # 0 = all; caps validation and test (quick runs and tests only)
+  # Drop training images that also occur (byte for byte) in validation or test: the fix for leakage.
+  config.data.remove_cross_split_duplicates = False
   config.data.download = True  # may TFDS download a dataset that is not prepared (needs internet)
 
   # Fault scenarios (cnn_val/data/scenarios.py): seeded changes to the data that reproduce a known cause

@@ -52,3 +52,16 @@ def test_run_with_levers_writes_class_metrics_and_resampled_epochs(tiny_config, 
   first_best = min(i for i in range(len(rows)) if rows[i]["val_accuracy"] == rows[best]["val_accuracy"])
   assert "val_confusion" in rows[first_best]  # the best evaluation keeps its confusion matrix
   assert last["val_accuracy"] > 0.5  # augmented, noisy, imbalanced: still learns the bars
+
+
+def test_cross_split_duplicates_are_removed_when_asked(tiny_config, tmp_path):
+  from cnn_val import audit as audit_lib
+  tiny_config.num_epochs = 1
+  tiny_config.data.scenario.duplicates = 50
+  _, leaky = train._load_data(tiny_config)
+  tiny_config.data.remove_cross_split_duplicates = True
+  _, clean = train._load_data(tiny_config)
+  assert len(leaky["train"]["label"]) - len(clean["train"]["label"]) >= 50
+  report = audit_lib.audit(clean, 10)
+  assert report["duplicates"]["validation"]["exact"] == 0 and report["duplicates"]["test"]["exact"] == 0
+  assert audit_lib.audit(leaky, 10)["duplicates"]["validation"]["exact"] >= 50

@@ -81,15 +81,15 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
   return builder
 
 
-def _supervised(builder, split: str, max_examples: int, cache: bool = True) -> tuple[tf.data.Dataset, int]:
-  # We cache after selecting the split's examples; TFDS's own auto-cache would be read only partly by take().
+def _supervised(builder, split: str, max_examples: int) -> tuple[tf.data.Dataset, int]:
+  # Read once by the trainer (into numpy arrays): no TFDS auto-cache.
   ds = builder.as_dataset(split=split, shuffle_files=False, read_config=tfds.ReadConfig(try_autocache=False))
   n = builder.info.splits[split].num_examples
   if max_examples:
     ds, n = ds.take(max_examples), min(n, max_examples)
   ds = ds.map(lambda ex: {"image": ex["image"], "label": tf.cast(ex["label"], tf.int32)},
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return (ds.cache() if cache else ds), n  # evaluation splits: decoded once, kept in host memory
+  return ds, n
 
 
 def load_splits(data_config) -> Splits:
@@ -118,8 +118,7 @@ def load_splits(data_config) -> Splits:
                      f"of the {total} examples in {train_split!r}.")
   if data_config.max_train_examples:
     num_train = min(num_train, data_config.max_train_examples)
-  # The training split is read once into numpy arrays (pipeline.to_arrays): no tf.data cache for it.
-  train, num_train = _supervised(builder, f"{train_split}[:{num_train}]", 0, cache=False)
+  train, num_train = _supervised(builder, f"{train_split}[:{num_train}]", 0)
   validation, num_val = _supervised(
       builder, f"{train_split}[{total - num_val}:]", data_config.max_eval_examples)
   test, num_test = None, 0

@@ -1,0 +1,117 @@
+"""Dataset audit (`audit.json`): class counts, image statistics and their drift, cross-split duplicates.
+
+Computed once per run from the splits as the model sees them (after any fault scenario), in seconds for
+Fashion-MNIST. Per split: class counts, the imbalance ratio (largest / smallest present class), classes
+with no example, the label and pixel ranges, and per-image brightness (mean pixel, on [0, 1]), RMS contrast
+(pixel standard deviation) and per-channel means, each summarised with quantiles and a histogram. Drift of
+validation and test against train, per statistic: the two-sample Kolmogorov-Smirnov distance (the largest
+gap between the two empirical distributions, in [0, 1]) and the standardised mean difference. Duplicates:
+validation/test images whose exact bytes, or whose coarse thumbnail (block means on a grid of about 8x8,
+quantised to 8 grey levels), also occur in train.
+
+Thresholds (module constants, used by `diagnose.py`; measured on Fashion-MNIST's random 54k/6k split and on
+the fault scenarios, README "Diagnosis"):
+  DRIFT_KS          0.1: same-distribution splits measured <= 0.02; a lighting shift measured >= 0.5
+  LEAKAGE_FRACTION  0.01 of validation examples with an exact copy in train
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+
+DRIFT_KS = 0.1
+LEAKAGE_FRACTION = 0.01
+STATS = ("brightness", "contrast")
+HIST_BINS = 20
+MAX_DUPLICATE_EXAMPLES = 10
+
+
+def image_stats(images: np.ndarray) -> dict[str, np.ndarray]:
+  """Per-image brightness, RMS contrast and channel means of uint8 `[N, H, W, C]` images, on [0, 1]."""
+  x = images.reshape(len(images), -1, images.shape[-1]).astype(np.float32) / 255.0
+  return {"brightness": x.mean(axis=(1, 2)), "contrast": x.std(axis=(1, 2)), "channel_means": x.mean(axis=1)}
+
+
+def _summary(values: np.ndarray) -> dict:
+  q = np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95])
+  hist, _ = np.histogram(values, bins=HIST_BINS, range=(0.0, 1.0))
+  return {"mean": float(values.mean()), "std": float(values.std()),
+          "quantiles": {"5": q[0], "25": q[1], "50": q[2], "75": q[3], "95": q[4]},
+          "histogram": hist.tolist(), "histogram_range": [0.0, 1.0]}
+
+
+def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
+  """Two-sample Kolmogorov-Smirnov statistic: max |ECDF_a - ECDF_b|."""
+  a, b = np.sort(a), np.sort(b)
+  points = np.concatenate([a, b])
+  return float(np.max(np.abs(np.searchsorted(a, points, side="right") / len(a)
+                             - np.searchsorted(b, points, side="right") / len(b))))
+
+
+def _smd(a: np.ndarray, b: np.ndarray) -> float:
+  pooled = np.sqrt((a.var() + b.var()) / 2)
+  return float((b.mean() - a.mean()) / pooled) if pooled > 0 else 0.0
+
+
+def exact_hashes(images: np.ndarray) -> list[bytes]:
+  """One digest of each image's bytes: equal digests, identical images."""
+  return [hashlib.blake2b(img.tobytes(), digest_size=12).digest() for img in images]
+
+
+def _thumb_hashes(images: np.ndarray) -> list[bytes]:
+  n, h, w, c = images.shape
+  f = max(1, min(h, w) // 8)
+  crop = images[:, :h // f * f, :w // f * f].astype(np.float32)
+  blocks = crop.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4))
+  quantised = (blocks // 32).astype(np.uint8)
+  return [hashlib.blake2b(t.tobytes(), digest_size=12).digest() for t in quantised]
+
+
+def _duplicates(train_images, other_images) -> dict:
+  out = {}
+  for kind, fn in (("exact", exact_hashes), ("near", _thumb_hashes)):
+    index = {}
+    for i, h in enumerate(fn(train_images)):
+      index.setdefault(h, i)
+    pairs = [(index[h], j) for j, h in enumerate(fn(other_images)) if h in index]
+    out[kind] = len(pairs)
+    out[f"{kind}_fraction"] = len(pairs) / max(len(other_images), 1)
+    out[f"{kind}_examples"] = [{"train_index": int(i), "index": int(j)} for i, j in pairs[:MAX_DUPLICATE_EXAMPLES]]
+  return out
+
+
+def audit(splits: dict[str, dict], num_classes: int, class_names=()) -> dict:
+  """The audit of `splits` ({'train': {'image', 'label'}, 'validation': ..., optionally 'test'})."""
+  start = time.perf_counter()
+  result = {"num_classes": num_classes, "class_names": list(class_names), "splits": {}, "drift": {},
+            "duplicates": {}, "thresholds": {"drift_ks": DRIFT_KS, "leakage_fraction": LEAKAGE_FRACTION}}
+  stats = {}
+  for name, arrays in splits.items():
+    labels = np.asarray(arrays["label"])
+    counts = np.bincount(labels[(labels >= 0) & (labels < num_classes)], minlength=num_classes)
+    present = counts[counts > 0]
+    stats[name] = image_stats(arrays["image"])
+    result["splits"][name] = {
+        "count": int(len(labels)),
+        "class_counts": counts.tolist(),
+        "imbalance_ratio": float(present.max() / present.min()) if len(present) else None,
+        "missing_classes": np.flatnonzero(counts == 0).tolist(),
+        "labels_out_of_range": int(np.sum((labels < 0) | (labels >= num_classes))),
+        "label_range": [int(labels.min()), int(labels.max())] if len(labels) else None,
+        "pixel_range": [int(arrays["image"].min()), int(arrays["image"].max())],
+        "brightness": _summary(stats[name]["brightness"]),
+        "contrast": _summary(stats[name]["contrast"]),
+        "channel_means": stats[name]["channel_means"].mean(axis=0).tolist(),
+    }
+  for name in splits:
+    if name == "train":
+      continue
+    result["drift"][name] = {
+        s: {"ks": ks_distance(stats["train"][s], stats[name][s]),
+            "standardized_mean_difference": _smd(stats["train"][s], stats[name][s])} for s in STATS}
+    result["duplicates"][name] = _duplicates(splits["train"]["image"], splits[name]["image"])
+  result["seconds"] = time.perf_counter() - start
+  return result
