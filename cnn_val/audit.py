@@ -5,7 +5,8 @@ Fashion-MNIST. Per split: class counts, the imbalance ratio (largest / smallest 
 with no example, the label and pixel ranges, and per-image brightness (mean pixel, on [0, 1]), RMS contrast
 (pixel standard deviation) and per-channel means, each summarised with quantiles and a histogram. Drift of
 validation and test against train, per statistic: the two-sample Kolmogorov-Smirnov distance (the largest
-gap between the two empirical distributions, in [0, 1]) and the standardised mean difference. Duplicates:
+gap between the two empirical distributions, in [0, 1]) and the standardised mean difference, with the
+training examples weighted to the other split's class mix (a class imbalance alone is not drift). Duplicates:
 validation/test images whose exact bytes, or whose coarse thumbnail (block means on a grid of about 8x8,
 quantised to 8 grey levels), also occur in train.
 
@@ -43,17 +44,32 @@ def _summary(values: np.ndarray) -> dict:
           "histogram": hist.tolist(), "histogram_range": [0.0, 1.0]}
 
 
-def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
-  """Two-sample Kolmogorov-Smirnov statistic: max |ECDF_a - ECDF_b|."""
-  a, b = np.sort(a), np.sort(b)
+def _ecdf(values: np.ndarray, weights: np.ndarray, points: np.ndarray) -> np.ndarray:
+  order = np.argsort(values, kind="stable")
+  cumulative = np.concatenate([[0.0], np.cumsum(weights[order])]) / weights.sum()
+  return cumulative[np.searchsorted(values[order], points, side="right")]
+
+
+def ks_distance(a: np.ndarray, b: np.ndarray, weights_a: np.ndarray | None = None) -> float:
+  """Two-sample Kolmogorov-Smirnov statistic max |ECDF_a - ECDF_b|, `a` optionally weighted."""
+  weights_a = np.ones(len(a)) if weights_a is None else weights_a
   points = np.concatenate([a, b])
-  return float(np.max(np.abs(np.searchsorted(a, points, side="right") / len(a)
-                             - np.searchsorted(b, points, side="right") / len(b))))
+  return float(np.max(np.abs(_ecdf(a, weights_a, points) - _ecdf(b, np.ones(len(b)), points))))
 
 
-def _smd(a: np.ndarray, b: np.ndarray) -> float:
-  pooled = np.sqrt((a.var() + b.var()) / 2)
-  return float((b.mean() - a.mean()) / pooled) if pooled > 0 else 0.0
+def _smd(a: np.ndarray, b: np.ndarray, weights_a: np.ndarray) -> float:
+  mean_a = np.average(a, weights=weights_a)
+  pooled = np.sqrt((np.average((a - mean_a) ** 2, weights=weights_a) + b.var()) / 2)
+  return float((b.mean() - mean_a) / pooled) if pooled > 0 else 0.0
+
+
+def class_matching_weights(train_labels: np.ndarray, other_labels: np.ndarray, num_classes: int) -> np.ndarray:
+  """Weights that give the training examples the other split's class mix, so that drift measures how
+  images differ within classes, not how the class proportions differ (that is class imbalance)."""
+  p_train = np.bincount(train_labels, minlength=num_classes) / len(train_labels)
+  p_other = np.bincount(other_labels, minlength=num_classes) / max(len(other_labels), 1)
+  ratio = np.where(p_train > 0, p_other / np.maximum(p_train, 1e-12), 0.0)
+  return ratio[train_labels]
 
 
 def exact_hashes(images: np.ndarray) -> list[bytes]:
@@ -109,9 +125,10 @@ def audit(splits: dict[str, dict], num_classes: int, class_names=()) -> dict:
   for name in splits:
     if name == "train":
       continue
+    weights = class_matching_weights(splits["train"]["label"], splits[name]["label"], num_classes)
     result["drift"][name] = {
-        s: {"ks": ks_distance(stats["train"][s], stats[name][s]),
-            "standardized_mean_difference": _smd(stats["train"][s], stats[name][s])} for s in STATS}
+        s: {"ks": ks_distance(stats["train"][s], stats[name][s], weights),
+            "standardized_mean_difference": _smd(stats["train"][s], stats[name][s], weights)} for s in STATS}
     result["duplicates"][name] = _duplicates(splits["train"]["image"], splits[name]["image"])
   result["seconds"] = time.perf_counter() - start
   return result

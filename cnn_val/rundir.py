@@ -15,10 +15,12 @@ import jax
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 AUDIT_FILE = "audit.json"
+PREFLIGHT_FILE = "preflight.json"  # pre-flight checks (cnn_val/preflight.py)
+LR_FIND_FILE = "lr_find.json"  # LR range test (cnn_val/lr_find.py)
 DIVERGED_FILE = "diverged.json"  # written when a run stops on a NaN/Inf loss
 # Fields that may change when a run is resumed: they do not change what is computed (the device count
 # changes results only to float round-off).
-RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices"})
+RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices", "doctor", "preflight"})
 
 
 def _flatten(d, prefix=""):

@@ -14,7 +14,8 @@ from absl import logging
 import jax
 import numpy as np
 
-from cnn_val import audit, checkpoint, config_check, metrics, models, optim, parallel, rundir, steps
+from cnn_val import (audit, checkpoint, config_check, diagnose, metrics, models, optim, parallel, preflight,
+                     rundir, steps)
 from cnn_val.data import balance, pipeline, scenarios, sources
 
 
@@ -101,7 +102,7 @@ def _train_epoch(p_train, state, batches, key, *, step: int, epoch: int, progres
   return state, step, {k: sum(m[k] for m in epoch_sums) for k in epoch_sums[0]}
 
 
-def _load_data(config):
+def load_data(config):
   """The splits as numpy arrays ({'train', 'validation', optionally 'test'}), after the fault scenario (if
   any), and the dataset's description (`sources.Splits`, whose datasets are rebuilt from the arrays)."""
   splits = sources.load_splits(config.data)
@@ -135,7 +136,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   config_check.validate_batch_sizes(config, num_devices * jax.process_count())
   rundir.write_or_check_config(workdir, config)
 
-  splits, arrays = _load_data(config)
+  splits, arrays = load_data(config)
   train_arrays = arrays["train"]
   num_classes = splits.num_classes
   if rundir.read_json(workdir, rundir.AUDIT_FILE) is None:  # once per run (a resumed run keeps its audit)
@@ -175,6 +176,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
     raise ValueError(f"The checkpoint in {workdir} is at step {start_step}, not an epoch boundary of "
                      f"{steps_per_epoch} steps: the data or batch size changed since it was written.")
   rundir.truncate_metrics(workdir, start_step)
+
+  if config.preflight and start_step == 0 and rundir.read_json(workdir, rundir.PREFLIGHT_FILE) is None:
+    checks = preflight.run_checks(config, arrays, num_classes, splits.image_shape)
+    rundir.write_json(workdir, rundir.PREFLIGHT_FILE, checks)
+    failed = [c["message"] for c in checks["checks"] if not c["passed"]]
+    logging.log(logging.WARNING if failed else logging.INFO, "Pre-flight checks (%.1f s): %s", checks["seconds"],
+                "; ".join(failed) if failed else "all passed")
 
   pmapped = steps.pmapped_steps(
       config, num_classes, tx, devices, has_batch_stats=bool(state.batch_stats),
@@ -231,8 +239,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
   except NonFiniteLossError as e:  # the doctor reads this (cause `diverged`)
     rundir.write_json(workdir, rundir.DIVERGED_FILE, {"step": e.step, "lr": float(schedule(e.step)),
                                                      "last_good_step": ckpts.latest_step()})
+    _doctor(config, workdir)
     raise
   finally:
     writer.close()
     ckpts.close()
+  _doctor(config, workdir)
   return row
+
+
+def _doctor(config, workdir: str) -> None:
+  """Every run ends with the doctor's diagnosis.json, report.md and plots/ (config.doctor)."""
+  if not config.doctor or jax.process_index() != 0:
+    return
+  result = diagnose.examine(workdir)
+  logging.info("Doctor: %s; %s. Report: %s/report.md", result["verdict"],
+               ", ".join(f"{f['cause']} ({f['severity']}, {f['confidence']:.2f})" for f in result["findings"])
+               or "no findings", workdir)

@@ -1,0 +1,478 @@
+"""The doctor's rules: a run directory in, ranked findings out (`diagnosis.json`; vocabulary in DESIGN.md).
+
+Reads only the run directory (config.json, metrics.jsonl, audit.json, and where present preflight.json,
+lr_find.json, diverged.json), so it diagnoses runs made anywhere, by any version that wrote those files.
+Each rule looks at one cause and, when its evidence passes its threshold, emits a finding: cause,
+severity, confidence, the evidence numbers, an explanation, and a fix as overrides of existing config
+fields. The question the rules answer in turn: did training run at all (diverged, pipeline_bug), is the
+optimisation working (lr_too_high, lr_too_low, underfitting, lr_plateau), does the model generalise
+(overfitting, harmful_augmentation, label_noise), and is the validation data like the training data
+(distribution_shift, class_imbalance, data_leakage).
+
+Thresholds are the named constants below, measured on the fault scenarios and healthy runs (README,
+"Diagnosis"); the confidence of a finding grows with how far its evidence passes its threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from cnn_val import audit as audit_lib
+from cnn_val import rundir
+
+SEVERITIES = ("high", "medium", "low")
+CAUSES = ("overfitting", "underfitting", "lr_too_high", "lr_too_low", "lr_plateau", "diverged",
+          "class_imbalance", "distribution_shift", "harmful_augmentation", "label_noise", "data_leakage",
+          "pipeline_bug")
+DIAGNOSIS_FILE = "diagnosis.json"
+
+# Optimisation. The update/parameter ratio is ||step|| / ||weights|| averaged over an epoch's steps.
+UPDATE_RATIO_HIGH = 1e-2  # first epoch's ratio above this: steps too large for the weights
+UPDATE_RATIO_LOW = 1e-4  # first epoch's ratio below this: steps too small to move the weights
+STILL_IMPROVING = 0.02  # relative fall of the training loss over the last third of epochs
+UNDERFIT_LOSS = 0.2  # final training loss / ln(K) above this: the model does not fit its training data
+PLATEAU_GAIN = 0.003  # best validation accuracy gained in the last third of epochs, below: a plateau
+# Generalisation.
+OVERFIT_VAL_LOSS_RISE = 0.10  # median validation loss of the last third above its minimum by this fraction
+OVERFIT_GAP = 0.04  # training accuracy above validation accuracy by this much
+NOISE_GAP = 0.05  # validation accuracy above training accuracy by this much (without augmentation)
+PAIR_CONFUSION = 0.15  # classes a and b mistaken for each other, each way, at this rate
+# Data (also audit.DRIFT_KS and audit.LEAKAGE_FRACTION).
+IMBALANCE_RATIO = 3.0  # largest / smallest training class
+RECALL_DEFICIT = 0.10  # minority classes' mean validation recall below the others' by this much
+# Pre-flight.
+INIT_LOSS_TOLERANCE = 0.5  # |loss at init - ln K| / ln K above this: broken inputs, labels or head
+
+
+def _confidence(value: float, threshold: float, *, above: bool = True, log: bool = False) -> float:
+  """0.5 at the threshold, towards 0.95 as the evidence passes it (by ratio, or by decades with log)."""
+  if log:
+    excess = (math.log10(value) - math.log10(threshold)) * (1 if above else -1)
+  else:
+    excess = (value / threshold - 1.0) if above else (threshold / max(value, 1e-12) - 1.0)
+  return round(float(min(0.95, 0.5 + 0.45 * math.tanh(max(excess, 0.0)))), 3)
+
+
+def _finding(cause, severity, confidence, evidence, explanation, summary, overrides=None) -> dict:
+  assert cause in CAUSES and severity in SEVERITIES
+  return {"cause": cause, "severity": severity, "confidence": confidence,
+          "evidence": {k: (round(v, 5) if isinstance(v, float) else v) for k, v in evidence.items()},
+          "explanation": explanation, "fix": {"summary": summary, "overrides": overrides or {}},
+          "verified": None}
+
+
+class Run:
+  """What the rules read, with derived quantities computed once."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.config = rundir.read_json(workdir, rundir.CONFIG_FILE) or {}
+    self.rows = rundir.read_metrics(workdir)
+    self.audit = rundir.read_json(workdir, rundir.AUDIT_FILE)
+    self.preflight = rundir.read_json(workdir, rundir.PREFLIGHT_FILE)
+    self.lr_find = rundir.read_json(workdir, rundir.LR_FIND_FILE)
+    self.diverged = rundir.read_json(workdir, rundir.DIVERGED_FILE)
+    rows = self.rows
+    self.num_classes = (self.audit or {}).get("num_classes") or (
+        len(rows[-1]["val_per_class_recall"]) if rows else 0)
+    if not rows:
+      return
+    self.last = rows[-1]
+    self.best = max(rows, key=lambda r: r["val_accuracy"])
+    third = max(1, len(rows) // 3)
+    self.early, self.late = rows[:-third], rows[-third:]
+    self.train_acc, self.val_acc = self.last["train_accuracy"], self.last["val_accuracy"]
+    self.val_losses = [r["val_loss"] for r in rows]
+    self.train_losses = [r["train_loss"] for r in rows]
+    before = self.early[-1]["train_loss"] if self.early else rows[0]["train_loss"]
+    self.train_loss_fall = (before - self.last["train_loss"]) / max(before, 1e-12)
+    best_early = max((r["val_accuracy"] for r in self.early), default=rows[0]["val_accuracy"])
+    self.late_gain = max(r["val_accuracy"] for r in self.late) - best_early
+
+  def get(self, path: str, default=None):
+    value = self.config
+    for part in path.split("."):
+      if not isinstance(value, dict) or part not in value:
+        return default
+      value = value[part]
+    return value
+
+  @property
+  def augment(self) -> dict:
+    return self.get("augment", {}) or {}
+
+  def augmentation_on(self) -> bool:
+    a = self.augment
+    return bool(a.get("preset", "none") != "none" or a.get("rotation_range") or a.get("width_shift_range")
+                or a.get("height_shift_range") or a.get("shear_range") or a.get("zoom_range")
+                or a.get("horizontal_flip") or a.get("vertical_flip") or a.get("brightness")
+                or a.get("contrast") or a.get("gamma"))
+
+
+def _lr_fix(run: Run, factor: float) -> tuple[float, str]:
+  lr = run.get("optim.learning_rate", 1e-3)
+  if run.lr_find and run.lr_find.get("suggestion"):
+    return float(f"{run.lr_find['suggestion']:.2g}"), "the LR range test's suggestion (lr_find.json)"
+  return float(f"{lr * factor:.2g}"), f"{factor:g}x the current rate (run `python -m cnn_val.lr_find` to measure)"
+
+
+def rule_diverged(run: Run):
+  if not run.diverged:
+    return None
+  return _finding(
+      "diverged", "high", 0.95,
+      {"step": run.diverged.get("step"), "lr": run.diverged.get("lr"), "epochs_completed": len(run.rows)},
+      f"The loss or gradient became NaN/Inf at step {run.diverged.get('step')} (learning rate "
+      f"{run.diverged.get('lr'):.3g}) and training stopped. Updates of that size blow the weights up.",
+      "Lower the learning rate (and clip gradients), then train again in a new workdir.",
+      {"config.optim.learning_rate": _lr_fix(run, 0.01)[0], "config.optim.grad_clip_norm": 1.0})
+
+
+def rule_pipeline_bug(run: Run):
+  evidence, problems = {}, []
+  audit = run.audit or {}
+  for name, split in audit.get("splits", {}).items():
+    if split.get("labels_out_of_range"):
+      evidence[f"{name}_labels_out_of_range"] = split["labels_out_of_range"]
+      problems.append(f"{split['labels_out_of_range']} {name} labels lie outside [0, {run.num_classes})")
+    if split.get("pixel_range") and split["pixel_range"][1] < 16:
+      evidence[f"{name}_max_pixel"] = split["pixel_range"][1]
+      problems.append(f"the {name} images are nearly black (max pixel {split['pixel_range'][1]} of 255): "
+                      f"they were probably scaled to [0, 1] before being stored as uint8")
+  for check in (run.preflight or {}).get("checks", []):
+    if not check.get("passed", True):
+      evidence[check["name"]] = check.get("value")
+      problems.append(check.get("message", check["name"]))
+  if not problems:
+    return None
+  return _finding(
+      "pipeline_bug", "high", 0.9, evidence,
+      "Something between the files and the loss is broken, so no training setting can fix the accuracy: "
+      + "; ".join(problems) + ".",
+      "Fix the data pipeline or the model head first (the evidence names what failed).")
+
+
+def rule_lr_too_high(run: Run):
+  if not run.rows:
+    return None
+  ratio = run.rows[0].get("update_ratio")
+  lr = run.get("optim.learning_rate", 0)
+  finder = (run.lr_find or {}).get("suggestion")
+  high_ratio = ratio is not None and ratio > UPDATE_RATIO_HIGH
+  high_vs_finder = bool(finder) and lr > 10 * finder
+  if not (high_ratio or high_vs_finder):
+    return None
+  confidence = _confidence(ratio, UPDATE_RATIO_HIGH, log=True) if high_ratio else 0.6
+  new_lr, how = _lr_fix(run, 0.1)
+  return _finding(
+      "lr_too_high", "high" if high_ratio else "medium", confidence,
+      {"update_to_param_ratio_epoch1": ratio, "threshold": UPDATE_RATIO_HIGH, "learning_rate": lr,
+       "lr_find_suggestion": finder, "train_loss_final": run.last["train_loss"]},
+      f"In the first epoch each step changed the weights by {ratio:.2g} of their norm on average (healthy "
+      f"training: about 1e-3; above {UPDATE_RATIO_HIGH:g} the optimiser overshoots), so training settles at a "
+      f"loss of {run.last['train_loss']:.3f} it cannot go below.",
+      f"Lower the learning rate to {new_lr:g} ({how}).", {"config.optim.learning_rate": new_lr})
+
+
+def rule_lr_too_low(run: Run):
+  if not run.rows:
+    return None
+  ratio = run.rows[0].get("update_ratio")
+  if ratio is None or ratio >= UPDATE_RATIO_LOW:
+    return None
+  new_lr, how = _lr_fix(run, 10.0)
+  still = run.train_loss_fall > STILL_IMPROVING
+  return _finding(
+      "lr_too_low", "high" if still else "medium", _confidence(ratio, UPDATE_RATIO_LOW, above=False, log=True),
+      {"update_to_param_ratio_epoch1": ratio, "threshold": UPDATE_RATIO_LOW,
+       "learning_rate": run.get("optim.learning_rate"), "train_loss_fall_last_third": run.train_loss_fall,
+       "train_accuracy": run.train_acc},
+      f"Each step changed the weights by only {ratio:.2g} of their norm in the first epoch (healthy: about "
+      f"1e-3), and the training loss was still falling ({100 * run.train_loss_fall:.1f}% over the last third "
+      f"of the run) when it ended: the model learns, too slowly for this budget.",
+      f"Raise the learning rate to {new_lr:g} ({how}).", {"config.optim.learning_rate": new_lr})
+
+
+def rule_underfitting(run: Run):
+  if not run.rows or not run.num_classes:
+    return None
+  loss_frac = run.last["train_loss"] / math.log(run.num_classes)
+  if loss_frac <= UNDERFIT_LOSS or run.train_acc - run.val_acc > OVERFIT_GAP:
+    return None
+  if run.val_acc - run.train_acc > NOISE_GAP:  # fits training worse than validation: the labels or the
+    return None  # augmentation (other rules), not the capacity
+  ratio = run.rows[0].get("update_ratio")
+  if ratio is not None and not UPDATE_RATIO_LOW <= ratio <= UPDATE_RATIO_HIGH:
+    return None  # the learning rate explains it
+  still = run.train_loss_fall > STILL_IMPROVING
+  model = run.get("model.name")
+  widths = run.get("model.widths") or [32, 64]
+  overrides = ({"config.num_epochs": 2 * run.get("num_epochs", len(run.rows))} if still else
+               {"config.model.name": "ConvNet", "config.model.widths": [max(32, 2 * int(w)) for w in widths],
+                "config.model.hidden_units": 128})
+  return _finding(
+      "underfitting", "high" if loss_frac > 1.5 * UNDERFIT_LOSS else "medium",
+      _confidence(loss_frac, UNDERFIT_LOSS),
+      {"train_loss_over_ln_k": loss_frac, "threshold": UNDERFIT_LOSS, "train_accuracy": run.train_acc,
+       "val_accuracy": run.val_acc, "train_loss_fall_last_third": run.train_loss_fall, "model": model},
+      f"The model does not fit even its training data: the final training loss is {loss_frac:.2f} of the "
+      f"loss of guessing (ln K), with training and validation accuracy close together ({run.train_acc:.3f} "
+      f"and {run.val_acc:.3f}). " + ("The loss was still falling: training is too short." if still else
+                                     "The loss has levelled off: the model is too small for the task."),
+      "Train longer." if still else "Use a wider model.", overrides)
+
+
+def rule_lr_plateau(run: Run):
+  if not run.rows or len(run.rows) < 6 or run.get("optim.schedule") != "constant":
+    return None
+  if run.late_gain >= PLATEAU_GAIN:
+    return None
+  return _finding(
+      "lr_plateau", "medium", _confidence(max(PLATEAU_GAIN - run.late_gain, 1e-6), PLATEAU_GAIN / 2),
+      {"schedule": "constant", "val_accuracy_gain_last_third": run.late_gain, "threshold": PLATEAU_GAIN,
+       "best_val_accuracy": run.best["val_accuracy"], "best_epoch": run.best["epoch"]},
+      f"The learning rate never decays, and validation accuracy gained only {100 * run.late_gain:.2f} points "
+      f"over the last third of the run: at a constant step size the weights keep bouncing around a minimum "
+      f"that a decaying rate would settle into.",
+      "Decay the learning rate (cosine to zero over the run).", {"config.optim.schedule": "cosine"})
+
+
+def _overfit_fix(run: Run) -> dict:
+  overrides = {}
+  model, rate = run.get("model.name"), run.get("model.dropout_rate", 0.0)
+  if model == "SeedCNN":
+    overrides["config.model.name"] = "SeedCNNDropout"
+  elif model in ("SeedCNNDropout", "ConvNet") and rate < 0.6:
+    overrides["config.model.dropout_rate"] = round(min(0.7, rate + 0.2), 2)
+  if not run.augmentation_on():  # small shifts, zooms and rotations keep any label; flips only for colour
+    channels = len((run.audit or {}).get("splits", {}).get("train", {}).get("channel_means", [0]))
+    overrides["config.augment.preset"] = "characters" if channels == 1 else "natural"
+  if run.get("optim.weight_decay", 0.0) == 0.0:
+    overrides["config.optim.optimizer"] = "adamw"
+    overrides["config.optim.weight_decay"] = 1e-4
+  return overrides
+
+
+def rule_overfitting(run: Run):
+  if not run.rows or len(run.rows) < 3:
+    return None
+  min_val_loss = min(run.val_losses)
+  late_val_loss = float(np.median([r["val_loss"] for r in run.late]))  # robust to one noisy evaluation
+  rise = (late_val_loss - min_val_loss) / max(min_val_loss, 1e-12)
+  gap = run.train_acc - run.val_acc
+  if rise <= OVERFIT_VAL_LOSS_RISE and gap <= OVERFIT_GAP:
+    return None
+  confidence = max(_confidence(rise, OVERFIT_VAL_LOSS_RISE) if rise > OVERFIT_VAL_LOSS_RISE else 0,
+                   _confidence(gap, OVERFIT_GAP) if gap > OVERFIT_GAP else 0)
+  both = rise > OVERFIT_VAL_LOSS_RISE and gap > OVERFIT_GAP
+  n_train = (run.audit or {}).get("splits", {}).get("train", {}).get("count")
+  return _finding(
+      "overfitting", "high" if both else "medium", confidence,
+      {"val_loss_rise_from_min": rise, "val_loss_rise_threshold": OVERFIT_VAL_LOSS_RISE,
+       "train_minus_val_accuracy": gap, "gap_threshold": OVERFIT_GAP, "best_epoch": run.best["epoch"],
+       "epochs": run.last["epoch"], "train_examples": n_train},
+      f"The model memorises its training set: training accuracy {run.train_acc:.3f} against validation "
+      f"{run.val_acc:.3f}, and the validation loss ended {100 * rise:.0f}% above its minimum (epoch "
+      f"{run.val_losses.index(min_val_loss) + 1} of {run.last['epoch']})"
+      + (f", from only {n_train} training examples" if n_train and n_train < 5000 else "") + ".",
+      "Regularise: more dropout, data augmentation and weight decay (and keep the best checkpoint).",
+      _overfit_fix(run))
+
+
+def _confused_pairs(run: Run) -> list[tuple[int, int, float]]:
+  """Class pairs mistaken for each other both ways at >= PAIR_CONFUSION of their examples."""
+  confusion = next((r["val_confusion"] for r in reversed(run.rows) if "val_confusion" in r), None)
+  if confusion is None:
+    return []
+  c = np.asarray(confusion, float)
+  rates = c / np.maximum(c.sum(axis=1, keepdims=True), 1)
+  return [(a, b, float(min(rates[a, b], rates[b, a]))) for a in range(len(c)) for b in range(a + 1, len(c))
+          if min(rates[a, b], rates[b, a]) >= PAIR_CONFUSION]
+
+
+def rule_harmful_augmentation(run: Run):
+  if not run.rows or not run.augmentation_on():
+    return None
+  a = run.augment
+  strong = {k: a.get(k) for k in ("vertical_flip", "horizontal_flip") if a.get(k)}
+  if (a.get("rotation_range") or 0) >= 30:
+    strong["rotation_range"] = a["rotation_range"]
+  pairs = _confused_pairs(run)
+  train_below_val = run.val_acc - run.train_acc
+  if not strong and train_below_val <= NOISE_GAP:
+    return None
+  if not pairs and train_below_val <= NOISE_GAP:
+    return None
+  overrides = {}
+  if a.get("vertical_flip"):
+    overrides["config.augment.vertical_flip"] = False
+  if a.get("horizontal_flip") and pairs:
+    overrides["config.augment.horizontal_flip"] = False
+  if (a.get("rotation_range") or 0) > 10:
+    overrides["config.augment.rotation_range"] = 10.0
+  names = (run.audit or {}).get("class_names") or []
+  label = lambda i: names[i] if i < len(names) else str(i)
+  pair_text = ", ".join(f"{label(x)} <-> {label(y)} ({100 * r:.0f}%)" for x, y, r in pairs[:4])
+  evidence = {"strong_transforms": strong, "confused_pairs": [[x, y, r] for x, y, r in pairs],
+              "val_minus_train_accuracy": train_below_val}
+  confidence = 0.5 + 0.2 * bool(pairs) + 0.2 * bool(strong) + 0.05 * (train_below_val > NOISE_GAP)
+  return _finding(
+      "harmful_augmentation", "high" if pairs and strong else "medium", round(min(confidence, 0.95), 3),
+      evidence,
+      "The augmentation changes what the images mean: "
+      + (f"{', '.join(strong)} " if strong else "it ")
+      + (f"map classes into each other, and validation confuses exactly such pairs both ways: {pair_text}."
+         if pairs else f"training accuracy ({run.train_acc:.3f}) stays {100 * train_below_val:.1f} points "
+                       f"below validation accuracy, so the augmented images are harder than the real ones.")
+      ,
+      "Narrow the augmentation to transforms that keep the label (no flips, small rotations).",
+      overrides or {"config.augment.preset": "none"})
+
+
+def rule_label_noise(run: Run):
+  if not run.rows or run.augmentation_on():
+    return None
+  gap = run.val_acc - run.train_acc
+  if gap <= NOISE_GAP:
+    return None
+  noise = 1.0 - run.train_acc / max(run.val_acc, 1e-12)
+  return _finding(
+      "label_noise", "high" if gap > 2 * NOISE_GAP else "medium", _confidence(gap, NOISE_GAP),
+      {"val_minus_train_accuracy": gap, "threshold": NOISE_GAP, "train_accuracy": run.train_acc,
+       "val_accuracy": run.val_acc, "estimated_noisy_fraction": noise,
+       "dropout_rate": run.get("model.dropout_rate")},
+      f"The model scores {100 * gap:.1f} points better on validation ({run.val_acc:.3f}) than on the very "
+      f"examples it trains on ({run.train_acc:.3f}), without augmentation: about {100 * noise:.0f}% of the "
+      f"training labels disagree with what the model learns from the rest, so they are probably wrong.",
+      "Clean the training labels (relabel the examples the model most confidently disagrees with); "
+      "meanwhile keep the best checkpoint and regularise.",
+      {"config.optim.weight_decay": 1e-4, "config.optim.optimizer": "adamw"})
+
+
+def rule_distribution_shift(run: Run):
+  drift = ((run.audit or {}).get("drift") or {}).get("validation")
+  if not drift:
+    return None
+  worst = max(drift, key=lambda s: drift[s]["ks"])
+  ks = drift[worst]["ks"]
+  if ks <= audit_lib.DRIFT_KS:
+    return None
+  splits = run.audit["splits"]
+  b_train, b_val = splits["train"]["brightness"]["mean"], splits["validation"]["brightness"]["mean"]
+  c_train, c_val = splits["train"]["contrast"]["mean"], splits["validation"]["contrast"]["mean"]
+  return _finding(
+      "distribution_shift", "high" if ks > 3 * audit_lib.DRIFT_KS else "medium",
+      _confidence(ks, audit_lib.DRIFT_KS),
+      {"worst_statistic": worst, "ks": ks, "threshold": audit_lib.DRIFT_KS,
+       **{f"{s}_ks": drift[s]["ks"] for s in drift}, "train_brightness": b_train, "val_brightness": b_val,
+       "train_contrast": c_train, "val_contrast": c_val},
+      f"Validation images are not lit like training images: mean brightness {b_val:.3f} against "
+      f"{b_train:.3f} in training, RMS contrast {c_val:.3f} against {c_train:.3f} (KS distance of the "
+      f"{worst} distributions {ks:.2f}; same-distribution splits measure below {audit_lib.DRIFT_KS}). The model "
+      f"never saw validation's lighting.",
+      "Make the model independent of global lighting: per-image standardisation (or lighting augmentation "
+      f"covering the shift: config.augment.brightness={min(0.5, round(1.5 * abs(b_val - b_train), 2))}, "
+      f"config.augment.contrast={min(0.9, round(1.5 * abs(c_val / max(c_train, 1e-6) - 1), 2))}).",
+      {"config.augment.standardize": True})
+
+
+def rule_class_imbalance(run: Run):
+  splits = (run.audit or {}).get("splits", {})
+  if "train" not in splits or not run.rows:
+    return None
+  counts = np.asarray(splits["train"]["class_counts"], float)
+  ratio = splits["train"].get("imbalance_ratio") or 1.0
+  if ratio <= IMBALANCE_RATIO:
+    return None
+  recall = np.array([np.nan if r is None else r for r in run.last["val_per_class_recall"]], float)
+  minority = counts < counts.max() / IMBALANCE_RATIO
+  deficit = (float(np.nanmean(recall[~minority]) - np.nanmean(recall[minority]))
+             if minority.any() and (~minority).any() else 0.0)
+  val_ratio = splits.get("validation", {}).get("imbalance_ratio") or 1.0
+  severity = "high" if deficit > RECALL_DEFICIT else ("medium" if deficit > RECALL_DEFICIT / 2 else "low")
+  names = (run.audit or {}).get("class_names") or []
+  minority_names = [names[i] if i < len(names) else str(i) for i in np.flatnonzero(minority)]
+  return _finding(
+      "class_imbalance", severity,
+      round(0.5 * _confidence(ratio, IMBALANCE_RATIO) + 0.5 * _confidence(max(deficit, 1e-6), RECALL_DEFICIT), 3),
+      {"train_imbalance_ratio": ratio, "threshold": IMBALANCE_RATIO, "val_imbalance_ratio": val_ratio,
+       "minority_classes": np.flatnonzero(minority).tolist(), "minority_recall_deficit": deficit,
+       "balanced_accuracy": run.last.get("val_balanced_accuracy"), "accuracy": run.val_acc},
+      f"The training set holds {ratio:.0f}x more examples of its largest class than of its smallest "
+      f"(validation: {val_ratio:.1f}x), and the minority classes ({', '.join(minority_names[:6])}) are "
+      f"recalled {100 * deficit:.1f} points less often than the rest: the model learned to bet on the "
+      f"majority.",
+      "Weight the loss by class (effective number of samples), or resample each epoch to balance it.",
+      {"config.imbalance.class_weighting": "effective_number"})
+
+
+def rule_data_leakage(run: Run):
+  dups = ((run.audit or {}).get("duplicates") or {}).get("validation")
+  if not dups or dups["exact_fraction"] <= audit_lib.LEAKAGE_FRACTION:
+    return None
+  test_gap = (run.last["val_accuracy"] - run.last["test_accuracy"]
+              if run.rows and "test_accuracy" in run.last else None)
+  return _finding(
+      "data_leakage", "high" if dups["exact_fraction"] > 5 * audit_lib.LEAKAGE_FRACTION else "medium",
+      _confidence(dups["exact_fraction"], audit_lib.LEAKAGE_FRACTION),
+      {"val_exact_duplicates_in_train": dups["exact"], "fraction": dups["exact_fraction"],
+       "threshold": audit_lib.LEAKAGE_FRACTION, "near_duplicates": dups["near"],
+       "val_minus_test_accuracy": test_gap},
+      f"{dups['exact']} validation images ({100 * dups['exact_fraction']:.1f}%) are also in the training set, "
+      f"so validation accuracy measures memory, not generalisation"
+      + (f" (it exceeds test accuracy by {100 * test_gap:.1f} points)" if test_gap is not None else "") + ".",
+      "Remove the cross-split duplicates from training.", {"config.data.remove_cross_split_duplicates": True})
+
+
+# Ranking within a severity: a run that failed outright, then causes measured directly in the data (the
+# audit), then causes inferred from training signals, then the symptoms those causes also produce (a
+# class imbalance or leakage shows up as a train/validation gap too; the reverse does not happen).
+_TIER = {"diverged": 0, "pipeline_bug": 0, "data_leakage": 1, "distribution_shift": 1, "class_imbalance": 1,
+         "lr_too_high": 2, "lr_too_low": 2, "harmful_augmentation": 2, "label_noise": 2, "underfitting": 3,
+         "overfitting": 3, "lr_plateau": 3}
+
+RULES = (rule_diverged, rule_pipeline_bug, rule_data_leakage, rule_distribution_shift, rule_class_imbalance,
+         rule_harmful_augmentation, rule_label_noise, rule_lr_too_high, rule_lr_too_low, rule_underfitting,
+         rule_overfitting, rule_lr_plateau)
+
+
+def diagnose(workdir: str) -> dict:
+  """The diagnosis of the run in `workdir`, from its files alone."""
+  start = time.perf_counter()
+  run = Run(workdir)
+  findings = [f for f in (rule(run) for rule in RULES) if f is not None]
+  findings.sort(key=lambda f: (SEVERITIES.index(f["severity"]), _TIER[f["cause"]], -f["confidence"]))
+  summary = {}
+  if run.rows:
+    summary = {"epochs": run.last["epoch"], "val_accuracy": run.val_acc, "train_accuracy": run.train_acc,
+               "best_val_accuracy": run.best["val_accuracy"], "best_epoch": run.best["epoch"],
+               "test_accuracy": run.last.get("test_accuracy")}
+  return {"verdict": "problems_found" if any(f["severity"] == "high" for f in findings) else "healthy",
+          "findings": findings, "run": summary, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def audit_run(workdir: str) -> dict:
+  """Recomputes audit.json for a run from its config.json (reads the data: the one-time pass)."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from cnn_val import train  # pylint: disable=import-outside-toplevel  (TensorFlow, data loading)
+  config = ml_collections.ConfigDict(rundir.read_json(workdir, rundir.CONFIG_FILE))
+  splits, arrays = train.load_data(config)
+  report = audit_lib.audit(arrays, splits.num_classes, splits.class_names)
+  rundir.write_json(workdir, rundir.AUDIT_FILE, report)
+  return report
+
+
+def examine(workdir: str, *, reaudit: bool = False) -> dict:
+  """The doctor: (re)audits if asked or missing, diagnoses, writes diagnosis.json, report.md and plots/."""
+  from cnn_val import report  # pylint: disable=import-outside-toplevel  (matplotlib)
+  if rundir.read_json(workdir, rundir.CONFIG_FILE) is None:
+    raise FileNotFoundError(f"{workdir} has no {rundir.CONFIG_FILE}: it is not a cnn_val run directory.")
+  if reaudit or rundir.read_json(workdir, rundir.AUDIT_FILE) is None:
+    audit_run(workdir)
+  diagnosis = diagnose(workdir)
+  rundir.write_json(workdir, DIAGNOSIS_FILE, diagnosis)
+  report.write_report(workdir, diagnosis)
+  return diagnosis

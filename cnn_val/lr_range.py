@@ -1,0 +1,124 @@
+"""LR range test: train from a fresh initialisation while the learning rate grows exponentially, and
+suggest a rate from where the loss falls fastest (`lr_find.json`, `plots/lr_find.png`).
+
+The run uses the config's own model, optimizer, batches and augmentation; only the learning rate is swept
+(from MIN_LR to MAX_LR over `num_steps` steps; the optimizer's update is scaled by the sweep). It stops at
+the first non-finite loss or once the loss's moving average exceeds DIVERGE_FACTOR x its minimum.
+
+`suggest` is built against the two ways the well-known finders fail: a NaN/Inf (they plot and pick through
+it) and early spikes at tiny rates (they pick the steepest drop anywhere, often a noise spike). It cuts
+the curve at the first non-finite value, smooths with a centred moving average (no lag), skips
+the first SKIP_START of the steps, finds the minimum of the smoothed loss, and takes the rate of the
+steepest descent (in log-rate) before that minimum, kept within [min-loss rate / 100, min-loss rate / 3];
+with no clear descent it falls back to the min-loss rate / 10.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+
+from absl import logging
+import jax
+import numpy as np
+import optax
+
+from cnn_val import models, optim, parallel, rundir, steps
+
+MIN_LR, MAX_LR = 1e-7, 10.0
+SMOOTHING = 0.98
+SKIP_START = 0.1
+DIVERGE_FACTOR = 4.0
+
+
+def ema(losses) -> np.ndarray:
+  """Bias-corrected exponential moving average: the online stopping rule's view of the loss."""
+  out, avg = [], 0.0
+  for i, loss in enumerate(np.asarray(losses, float)):
+    avg = SMOOTHING * avg + (1 - SMOOTHING) * loss
+    out.append(avg / (1 - SMOOTHING ** (i + 1)))
+  return np.asarray(out)
+
+
+def smooth(losses) -> np.ndarray:
+  """Centred moving average over ~5% of the steps (no lag, unlike the EMA, which shifts a 200-step curve
+  by most of a decade of learning rate); shorter windows at the ends."""
+  losses = np.asarray(losses, float)
+  half = max(2, len(losses) // 40)
+  cumulative = np.concatenate([[0.0], np.cumsum(losses)])
+  lo = np.maximum(np.arange(len(losses)) - half, 0)
+  hi = np.minimum(np.arange(len(losses)) + half + 1, len(losses))
+  return (cumulative[hi] - cumulative[lo]) / (hi - lo)
+
+
+def suggest(lrs, losses) -> dict:
+  """The suggested learning rate and how it was found, from a sweep's rates and raw losses."""
+  lrs, losses = np.asarray(lrs, float), np.asarray(losses, float)
+  finite = np.isfinite(losses)
+  end = len(losses) if finite.all() else int(np.argmin(finite))  # cut at the first NaN/Inf
+  lrs, losses = lrs[:end], losses[:end]
+  result = {"suggestion": None, "lr_at_min_loss": None, "steepest": None, "method": "none",
+            "usable_steps": int(end)}
+  if end < 10:
+    return result
+  smoothed = smooth(losses)
+  start = max(1, int(SKIP_START * end))
+  i_min = start + int(np.argmin(smoothed[start:]))
+  lr_min = float(lrs[i_min])
+  result["lr_at_min_loss"] = lr_min
+  if i_min - start >= 5:
+    slope = np.gradient(smoothed[start:i_min + 1], np.log(lrs[start:i_min + 1]))
+    steepest = float(lrs[start + int(np.argmin(slope))])
+    result["steepest"] = steepest
+    if lr_min / 100 <= steepest <= lr_min / 3 and slope.min() < 0:
+      result.update(suggestion=steepest, method="steepest descent before the minimum")
+      return result
+  result.update(suggestion=lr_min / 10, method="min-loss rate / 10")
+  return result
+
+
+def lr_range_test(config, workdir: str, *, num_steps: int = 200) -> dict:
+  """Runs the sweep for `config` on 1 device and writes lr_find.json and plots/lr_find.png to `workdir`."""
+  from cnn_val import report, train  # pylint: disable=import-outside-toplevel  (TF, matplotlib)
+  start_time = time.perf_counter()
+  splits, arrays = train.load_data(config)
+  num_classes = splits.num_classes
+  sweep = lambda step: MIN_LR * (MAX_LR / MIN_LR) ** (step / max(num_steps - 1, 1))
+  unit = config.copy_and_resolve_references()
+  unit.optim.learning_rate, unit.optim.schedule = 1.0, "constant"
+  tx = optax.chain(optim.create_optimizer(unit.optim, num_steps, 1), optax.scale_by_schedule(sweep))
+  devices = parallel.select_devices(1)
+  state = steps.create_train_state(models.create_model(config.model, num_classes), tx,
+                                   jax.random.key(config.seed), splits.image_shape)
+  p_train = steps.pmapped_steps(config, num_classes, tx, devices, has_batch_stats=bool(state.batch_stats)).train
+  key = jax.random.key(config.seed + 1)
+  lrs, losses, best, reason = [], [], math.inf, "end of sweep"
+  for batch in itertools.islice(_batches_forever(arrays["train"], config), num_steps):
+    lr = sweep(len(losses))
+    state, metrics = p_train(state, batch, key)
+    loss = float(metrics["loss_sum"] / metrics["count"])
+    lrs.append(lr)
+    losses.append(loss)
+    if not math.isfinite(loss):
+      reason = f"non-finite loss at lr {lr:.3g}"
+      break
+    smoothed = ema(losses)[-1]
+    best = min(best, smoothed)
+    if len(losses) > SKIP_START * num_steps and smoothed > DIVERGE_FACTOR * best:
+      reason = f"smoothed loss above {DIVERGE_FACTOR:g}x its minimum at lr {lr:.3g}"
+      break
+  result = {**suggest(lrs, losses), "lrs": lrs, "losses": losses, "smoothed_loss": smooth(losses).tolist(),
+            "stopped": reason, "configured_lr": config.optim.learning_rate,
+            "seconds": round(time.perf_counter() - start_time, 1)}
+  rundir.write_json(workdir, rundir.LR_FIND_FILE, result)
+  report.plot_lr_find(workdir, result)
+  logging.info("LR range test: suggestion %s (%s); stopped: %s.", result["suggestion"], result["method"], reason)
+  return result
+
+
+def _batches_forever(train_arrays, config):
+  from cnn_val.data import pipeline  # pylint: disable=import-outside-toplevel  (TensorFlow)
+  for epoch in itertools.count():
+    yield from pipeline.train_batches(train_arrays, global_batch=config.batch_size, num_devices=1,
+                                      seed=config.seed, epoch=epoch)

@@ -1,0 +1,103 @@
+"""Pre-flight checks (`preflight.json`): seconds before the first epoch, is the pipeline able to learn at all?
+
+Each check runs the project's own train and eval steps (1 device, no augmentation) with a fixed, known-good
+optimiser (Adam at 1e-3) from a fresh initialisation, so a failure points at the data, the labels or the
+model, not at the configured optimiser:
+  init_loss        validation loss at initialisation is within INIT_LOSS_TOLERANCE of ln K (the loss of a
+                   uniform guess); far above it, the head or the inputs are off
+  overfit_batch    OVERFIT_STEPS steps on one batch of OVERFIT_BATCH training examples reach
+                   OVERFIT_ACCURACY on that batch: the model can fit labels to images
+  inputs_matter    the same number of steps on real batches reach a validation loss at most
+                   INPUTS_MATTER_RATIO of what zeroed inputs reach: the labels depend on the images
+  majority_class   the accuracy of always predicting the training split's majority class (informational:
+                   the floor any trained model must clear)
+Failures are reported, not raised: the doctor turns them into `pipeline_bug` findings.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import numpy as np
+import optax
+
+from cnn_val import models, steps
+
+INIT_LOSS_TOLERANCE = 0.5
+OVERFIT_BATCH = 32
+OVERFIT_STEPS = 100
+OVERFIT_ACCURACY = 0.9
+INPUTS_MATTER_RATIO = 0.9
+EVAL_EXAMPLES = 512
+
+
+def _plain(config):
+  """The config's model and data without augmentation, on 1 device with whole-batch steps."""
+  config = config.copy_and_resolve_references()
+  for field in list(config.augment.keys()):
+    config.augment[field] = "none" if field == "preset" else None
+  config.micro_batch_size = 0
+  return config
+
+
+def run_checks(config, arrays: dict, num_classes: int, image_shape) -> dict:
+  start = time.perf_counter()
+  config = _plain(config)
+  tx = optax.adam(1e-3)
+  device = jax.local_devices()[:1]
+  model = models.create_model(config.model, num_classes)
+  init = steps.create_train_state(model, tx, jax.random.key(config.seed), image_shape)
+  pm = steps.pmapped_steps(config, num_classes, tx, device, has_batch_stats=bool(init.batch_stats))
+  rng = np.random.default_rng(config.seed)
+  train, val = arrays["train"], arrays["validation"]
+  key = jax.random.key(config.seed + 1)
+
+  def batch_of(source, idx, zero=False):
+    images = np.zeros_like(source["image"][idx]) if zero else source["image"][idx]
+    return {"image": images[None], "label": source["label"][idx][None].astype(np.int32)}
+
+  def evaluate(state, source, idx, zero=False):
+    sums = pm.eval(state, {**batch_of(source, idx, zero), "mask": np.ones((1, len(idx)), bool)})
+    return float(sums["loss_sum"] / sums["count"]), float(sums["correct"] / sums["count"])
+
+  val_idx = rng.choice(len(val["label"]), min(EVAL_EXAMPLES, len(val["label"])), replace=False)
+  checks = []
+  ln_k = math.log(num_classes)
+  init_loss, _ = evaluate(init, val, val_idx)
+  deviation = abs(init_loss - ln_k) / ln_k
+  checks.append({"name": "init_loss", "passed": deviation <= INIT_LOSS_TOLERANCE, "value": init_loss,
+                 "expected": ln_k, "message": f"the loss at initialisation is {init_loss:.3f}, not near ln K = "
+                                              f"{ln_k:.3f}: check the input scaling and the model's output layer"})
+
+  one = rng.choice(len(train["label"]), min(OVERFIT_BATCH, len(train["label"])), replace=False)
+  state = init
+  for _ in range(OVERFIT_STEPS):
+    state, _ = pm.train(state, batch_of(train, one), key)
+  _, fit_acc = evaluate(state, train, one)
+  checks.append({"name": "overfit_batch", "passed": fit_acc >= OVERFIT_ACCURACY, "value": fit_acc,
+                 "expected": OVERFIT_ACCURACY,
+                 "message": f"after {OVERFIT_STEPS} steps on one batch of {len(one)} training examples the model "
+                            f"gets only {fit_acc:.2f} of them right: it cannot fit labels to images (labels "
+                            f"misaligned with images, or a broken model)"})
+
+  losses = {}
+  for zero in (False, True):
+    state = init
+    for _ in range(OVERFIT_STEPS):
+      state, _ = pm.train(state, batch_of(train, rng.choice(len(train["label"]), OVERFIT_BATCH), zero), key)
+    losses[zero], _ = evaluate(state, val, val_idx, zero)
+  ratio = losses[False] / max(losses[True], 1e-12)
+  checks.append({"name": "inputs_matter", "passed": ratio <= INPUTS_MATTER_RATIO, "value": ratio,
+                 "expected": INPUTS_MATTER_RATIO, "real_input_val_loss": losses[False],
+                 "zero_input_val_loss": losses[True],
+                 "message": f"training on the real images reaches a validation loss of {losses[False]:.3f}, "
+                            f"no better than training on blank images ({losses[True]:.3f}): the labels do not "
+                            f"depend on the images as loaded (shuffled labels, or images lost in the pipeline)"})
+
+  counts = np.bincount(train["label"], minlength=num_classes)
+  majority = int(np.argmax(counts))
+  checks.append({"name": "majority_class", "passed": True, "value": float(np.mean(val["label"] == majority)),
+                 "class": majority, "message": "informational: the accuracy of always predicting the majority class"})
+  return {"checks": checks, "seconds": round(time.perf_counter() - start, 2)}

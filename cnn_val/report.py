@@ -1,0 +1,198 @@
+"""`report.md` and `plots/*.png` for a run directory: what a person reads after a run.
+
+Plots (matplotlib, no display needed): learning curves (loss and accuracy, train and validation, best epoch
+and final gap marked), the learning-rate schedule, the confusion matrix (best evaluation), per-class
+validation recall, brightness and contrast histograms per split (from audit.json), and the LR range test
+when lr_find.json exists. The Markdown lists the verdict and the ranked findings with their evidence and
+fixes, then the plots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from cnn_val import rundir
+
+REPORT_FILE = "report.md"
+PLOTS_DIR = "plots"
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
+
+
+def _save(fig, workdir: str, name: str) -> str:
+  os.makedirs(os.path.join(workdir, PLOTS_DIR), exist_ok=True)
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, PLOTS_DIR, name), dpi=90)
+  _pyplot().close(fig)
+  return f"{PLOTS_DIR}/{name}"
+
+
+def plot_learning_curves(workdir, rows):
+  plt = _pyplot()
+  epochs = [r["epoch"] for r in rows]
+  best = max(rows, key=lambda r: r["val_accuracy"])
+  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+  ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+  ax_loss.plot(epochs, [r["val_loss"] for r in rows], "o-", label="validation")
+  ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+  ax_acc.plot(epochs, [r["train_accuracy"] for r in rows], "o-", label="train")
+  ax_acc.plot(epochs, [r["val_accuracy"] for r in rows], "o-", label="validation")
+  if "test_accuracy" in rows[-1]:
+    ax_acc.plot([epochs[-1]], [rows[-1]["test_accuracy"]], "k*", markersize=10, label="test (final)")
+  for ax in (ax_loss, ax_acc):
+    ax.axvline(best["epoch"], color="gray", linestyle="--", linewidth=1, label=f"best val (epoch {best['epoch']})")
+    ax.grid(alpha=0.3)
+  last = rows[-1]
+  ax_acc.annotate(f"gap {100 * (last['train_accuracy'] - last['val_accuracy']):+.1f} pts",
+                  (epochs[-1], (last["train_accuracy"] + last["val_accuracy"]) / 2), ha="right")
+  ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+  ax_acc.legend(fontsize=8)
+  return _save(fig, workdir, "learning_curves.png")
+
+
+def plot_lr(workdir, rows):
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(5, 3))
+  ax.plot([r["step"] for r in rows], [r["lr"] for r in rows], "o-")
+  ax.set(xlabel="step", ylabel="learning rate (at each evaluation)", title="Learning-rate schedule")
+  ax.grid(alpha=0.3)
+  return _save(fig, workdir, "lr_schedule.png")
+
+
+def plot_confusion(workdir, rows, class_names):
+  row = next((r for r in sorted(rows, key=lambda r: -r["val_accuracy"]) if "val_confusion" in r), None)
+  if row is None:
+    return None
+  plt = _pyplot()
+  c = np.asarray(row["val_confusion"], float)
+  rates = c / np.maximum(c.sum(axis=1, keepdims=True), 1)
+  k = len(c)
+  fig, ax = plt.subplots(figsize=(1.2 + 0.55 * k, 1.0 + 0.5 * k))
+  im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+  for i in range(k):
+    for j in range(k):
+      if c[i, j]:
+        ax.text(j, i, int(c[i, j]), ha="center", va="center", fontsize=7,
+                color="white" if rates[i, j] > 0.5 else "black")
+  labels = list(class_names) if len(class_names) == k else [str(i) for i in range(k)]
+  ax.set_xticks(range(k), labels, rotation=60, ha="right", fontsize=8)
+  ax.set_yticks(range(k), labels, fontsize=8)
+  ax.set(xlabel="predicted", ylabel="true", title=f"Validation confusion (epoch {row['epoch']})")
+  fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
+  return _save(fig, workdir, "confusion.png")
+
+
+def plot_recall(workdir, rows, class_names):
+  plt = _pyplot()
+  recall = [np.nan if r is None else r for r in rows[-1]["val_per_class_recall"]]
+  k = len(recall)
+  labels = list(class_names) if len(class_names) == k else [str(i) for i in range(k)]
+  fig, ax = plt.subplots(figsize=(max(5, 0.5 * k), 3.2))
+  ax.bar(range(k), recall)
+  ax.axhline(rows[-1]["val_accuracy"], color="gray", linestyle="--", label="accuracy")
+  ax.set_xticks(range(k), labels, rotation=60, ha="right", fontsize=8)
+  ax.set(ylim=(0, 1), ylabel="recall", title=f"Per-class validation recall (epoch {rows[-1]['epoch']})")
+  ax.legend(fontsize=8)
+  return _save(fig, workdir, "per_class_recall.png")
+
+
+def plot_image_stats(workdir, audit):
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+  for ax, stat in zip(axes, ("brightness", "contrast")):
+    for name, split in audit["splits"].items():
+      hist = np.asarray(split[stat]["histogram"], float)
+      edges = np.linspace(*split[stat]["histogram_range"], len(hist) + 1)
+      ax.step(edges[:-1], hist / max(hist.sum(), 1), where="post", label=name)
+    ks = audit.get("drift", {}).get("validation", {}).get(stat, {}).get("ks")
+    ax.set(xlabel=f"per-image {stat}", ylabel="fraction of images",
+           title=f"{stat.capitalize()}" + (f" (train vs validation KS {ks:.3f})" if ks is not None else ""))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+  return _save(fig, workdir, "image_stats.png")
+
+
+def plot_lr_find(workdir, lr_find):
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(5.5, 3.5))
+  lrs, smoothed = np.asarray(lr_find["lrs"], float), np.asarray(lr_find["smoothed_loss"], float)
+  ax.plot(lrs, np.asarray(lr_find["losses"], float), alpha=0.3, label="loss")
+  ax.plot(lrs, smoothed, label="smoothed")
+  if lr_find.get("suggestion"):
+    ax.axvline(lr_find["suggestion"], color="red", linestyle="--", label=f"suggestion {lr_find['suggestion']:.2g}")
+  ax.set_xscale("log")
+  finite = smoothed[np.isfinite(smoothed)]
+  if len(finite):
+    ax.set_ylim(finite.min() * 0.9, min(finite.max(), 3 * finite[0]) * 1.1)
+  ax.set(xlabel="learning rate", ylabel="training loss", title="LR range test")
+  ax.legend(fontsize=8)
+  return _save(fig, workdir, "lr_find.png")
+
+
+def _evidence_text(evidence: dict) -> str:
+  def fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else json.dumps(v)
+  return ", ".join(f"`{k}` = {fmt(v)}" for k, v in evidence.items() if v is not None)
+
+
+def write_report(workdir: str, diagnosis: dict) -> str:
+  """Writes plots/ and report.md for `workdir`; returns the report's path."""
+  rows = rundir.read_metrics(workdir)
+  audit = rundir.read_json(workdir, rundir.AUDIT_FILE)
+  lr_find = rundir.read_json(workdir, rundir.LR_FIND_FILE)
+  config = rundir.read_json(workdir, rundir.CONFIG_FILE) or {}
+  class_names = (audit or {}).get("class_names") or []
+  lines = [f"# cnn_val report: `{workdir}`", ""]
+  run = diagnosis.get("run") or {}
+  if run:
+    lines += [f"**Verdict: {diagnosis['verdict']}.** Validation accuracy {run['val_accuracy']:.4f} after "
+              f"{run['epochs']} epochs (best {run['best_val_accuracy']:.4f} at epoch {run['best_epoch']}; "
+              f"training {run['train_accuracy']:.4f})"
+              + (f"; test {run['test_accuracy']:.4f}" if run.get("test_accuracy") is not None else "") + ".", ""]
+  else:
+    lines += [f"**Verdict: {diagnosis['verdict']}.** No evaluation was recorded.", ""]
+  lines += [f"Model `{config.get('model', {}).get('name')}`, optimizer `{config.get('optim', {}).get('optimizer')}` "
+            f"at learning rate {config.get('optim', {}).get('learning_rate')} "
+            f"(`{config.get('optim', {}).get('schedule')}` schedule), batch {config.get('batch_size')}, "
+            f"data `{config.get('data', {}).get('name')}`.", "", "## Findings", ""]
+  if not diagnosis["findings"]:
+    lines += ["No rule fired: nothing in the metrics, the audit or the pre-flight checks points to a cause.", ""]
+  for i, f in enumerate(diagnosis["findings"], 1):
+    overrides = " ".join(f"--{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                         for k, v in f["fix"]["overrides"].items())
+    lines += [f"### {i}. `{f['cause']}` ({f['severity']} severity, confidence {f['confidence']:.2f})", "",
+              f["explanation"], "", f"- Evidence: {_evidence_text(f['evidence'])}",
+              f"- Fix: {f['fix']['summary']}" + (f" Try: `{overrides}`" if overrides else ""), ""]
+  plots = []
+  if rows:
+    plots += [("Learning curves", plot_learning_curves(workdir, rows)), ("Learning rate", plot_lr(workdir, rows)),
+              ("Confusion matrix", plot_confusion(workdir, rows, class_names)),
+              ("Per-class recall", plot_recall(workdir, rows, class_names))]
+  if audit:
+    plots.append(("Image statistics per split", plot_image_stats(workdir, audit)))
+    lines += ["## Data audit", "", "| split | examples | imbalance ratio | missing classes | brightness | contrast |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for name, split in audit["splits"].items():
+      ratio = split["imbalance_ratio"]
+      lines.append(f"| {name} | {split['count']} | {ratio:.1f} | {split['missing_classes'] or '-'} | "
+                   f"{split['brightness']['mean']:.3f} | {split['contrast']['mean']:.3f} |" if ratio else
+                   f"| {name} | {split['count']} | - | {split['missing_classes'] or '-'} | - | - |")
+    for name, dups in audit.get("duplicates", {}).items():
+      lines.append(f"\n{name}: {dups['exact']} exact and {dups['near']} near duplicates of training images.")
+    lines.append("")
+  if lr_find:
+    plots.append(("LR range test", plot_lr_find(workdir, lr_find)))
+  lines += ["## Plots", ""]
+  lines += [f"### {title}\n\n![{title}]({path})\n" for title, path in plots if path]
+  path = os.path.join(workdir, REPORT_FILE)
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+  return path
