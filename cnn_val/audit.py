@@ -7,8 +7,9 @@ with no example, the label and pixel ranges, and per-image brightness (mean pixe
 validation and test against train, per statistic: the two-sample Kolmogorov-Smirnov distance (the largest
 gap between the two empirical distributions, in [0, 1]) and the standardised mean difference, with the
 training examples weighted to the other split's class mix (a class imbalance alone is not drift). Duplicates:
-validation/test images whose exact bytes, or whose coarse thumbnail (block means on a grid of about 8x8,
-quantised to 8 grey levels), also occur in train.
+validation/test images whose exact bytes also occur in train, and near duplicates: those whose coarse
+thumbnail (block means on a grid of about 8x8) lies within NEAR_RMS grey levels (RMS) of a training
+image's thumbnail.
 
 Thresholds (module constants, used by `diagnose.py`; measured on Fashion-MNIST's random 54k/6k split and on
 the fault scenarios, README "Diagnosis"):
@@ -28,6 +29,7 @@ LEAKAGE_FRACTION = 0.01
 STATS = ("brightness", "contrast")
 HIST_BINS = 20
 MAX_DUPLICATE_EXAMPLES = 10
+NEAR_RMS = 3.0  # near duplicate: thumbnails within this RMS distance (grey levels of 255)
 
 
 def image_stats(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -77,22 +79,36 @@ def exact_hashes(images: np.ndarray) -> list[bytes]:
   return [hashlib.blake2b(img.tobytes(), digest_size=12).digest() for img in images]
 
 
-def _thumb_hashes(images: np.ndarray) -> list[bytes]:
+def thumbnails(images: np.ndarray) -> np.ndarray:
+  """Block means on a grid of about 8x8 (pixel scale 0-255), flattened: `[N, cells * C]`."""
   n, h, w, c = images.shape
   f = max(1, min(h, w) // 8)
   crop = images[:, :h // f * f, :w // f * f].astype(np.float32)
-  blocks = crop.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4))
-  quantised = (blocks // 32).astype(np.uint8)
-  return [hashlib.blake2b(t.tobytes(), digest_size=12).digest() for t in quantised]
+  return crop.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4)).reshape(n, -1)
+
+
+def _nearest(train_thumbs: np.ndarray, other_thumbs: np.ndarray, chunk: int = 512):
+  """For each row of `other_thumbs`: the index of, and the RMS distance to, the nearest training thumbnail."""
+  train_sq = (train_thumbs ** 2).sum(axis=1)
+  index, dist = [], []
+  for start in range(0, len(other_thumbs), chunk):
+    block = other_thumbs[start:start + chunk]
+    d2 = (block ** 2).sum(axis=1)[:, None] + train_sq[None, :] - 2.0 * block @ train_thumbs.T
+    i = np.argmin(d2, axis=1)
+    index.append(i)
+    dist.append(np.sqrt(np.maximum(d2[np.arange(len(block)), i], 0.0) / train_thumbs.shape[1]))
+  return np.concatenate(index), np.concatenate(dist)
 
 
 def _duplicates(train_images, other_images) -> dict:
+  index = {}
+  for i, h in enumerate(exact_hashes(train_images)):
+    index.setdefault(h, i)
+  exact = [(index[h], j) for j, h in enumerate(exact_hashes(other_images)) if h in index]
+  nearest, dist = _nearest(thumbnails(train_images), thumbnails(other_images))
+  near = [(int(nearest[j]), int(j)) for j in np.flatnonzero(dist <= NEAR_RMS)]
   out = {}
-  for kind, fn in (("exact", exact_hashes), ("near", _thumb_hashes)):
-    index = {}
-    for i, h in enumerate(fn(train_images)):
-      index.setdefault(h, i)
-    pairs = [(index[h], j) for j, h in enumerate(fn(other_images)) if h in index]
+  for kind, pairs in (("exact", exact), ("near", near)):
     out[kind] = len(pairs)
     out[f"{kind}_fraction"] = len(pairs) / max(len(other_images), 1)
     out[f"{kind}_examples"] = [{"train_index": int(i), "index": int(j)} for i, j in pairs[:MAX_DUPLICATE_EXAMPLES]]

@@ -32,7 +32,8 @@ DIAGNOSIS_FILE = "diagnosis.json"
 # Optimisation. The update/parameter ratio is ||step|| / ||weights|| averaged over an epoch's steps.
 UPDATE_RATIO_HIGH = 1e-2  # first epoch's ratio above this: steps too large for the weights
 UPDATE_RATIO_LOW = 1e-4  # first epoch's ratio below this: steps too small to move the weights
-STILL_IMPROVING = 0.02  # relative fall of the training loss over the last third of epochs
+STILL_IMPROVING = 0.02  # relative fall of the training loss over the last third of epochs: still learning
+TOO_SHORT = 0.10  # ... falling this much: underfitting is training too short, not a model too small
 UNDERFIT_LOSS = 0.2  # final training loss / ln(K) above this: the model does not fit its training data
 PLATEAU_GAIN = 0.003  # best validation accuracy gained in the last third of epochs, below: a plateau
 # Generalisation.
@@ -207,7 +208,7 @@ def rule_underfitting(run: Run):
   ratio = run.rows[0].get("update_ratio")
   if ratio is not None and not UPDATE_RATIO_LOW <= ratio <= UPDATE_RATIO_HIGH:
     return None  # the learning rate explains it
-  still = run.train_loss_fall > STILL_IMPROVING
+  still = run.train_loss_fall > TOO_SHORT
   model = run.get("model.name")
   widths = run.get("model.widths") or [32, 64]
   overrides = ({"config.num_epochs": 2 * run.get("num_epochs", len(run.rows))} if still else

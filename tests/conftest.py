@@ -69,6 +69,9 @@ def tiny_config(tiny_data_dir):
   config.num_devices = 1
   config.log_every_steps = 10
   config.optim.decay_steps = 50
+  # Pre-flight and doctor add seconds to every tiny run; tests/test_doctor.py runs them end to end.
+  config.preflight = False
+  config.doctor = False
   return config
 
 

@@ -1,0 +1,204 @@
+"""The doctor's rules on synthetic run directories: each cause fires on its evidence, and borderline cases
+just inside a threshold do not."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from cnn_val import audit, diagnose, rundir
+from configs import default
+
+K = 10
+
+
+def _rows(epochs=10, *, train_acc=(0.81, 0.905), val_acc=(0.877, 0.918), train_loss=(0.52, 0.26),
+          val_loss=(0.35, 0.24), update_ratio=3e-3, recall=None, confusion=None, val_acc_curve=None,
+          val_loss_curve=None):
+  """A healthy-looking history by default: smooth, saturating curves."""
+  rows = []
+  for e in range(1, epochs + 1):
+    t = 1 - math.exp(-3 * e / epochs)
+    t /= 1 - math.exp(-3)
+    lerp = lambda ab: ab[0] + (ab[1] - ab[0]) * t
+    va = val_acc_curve[e - 1] if val_acc_curve else lerp(val_acc)
+    rows.append({
+        "step": 1000 * e, "epoch": e, "lr": 1e-3, "train_loss": lerp(train_loss), "train_accuracy": lerp(train_acc),
+        "grad_norm": 1.0, "update_ratio": update_ratio if e == 1 else update_ratio / 2,
+        "val_loss": val_loss_curve[e - 1] if val_loss_curve else lerp(val_loss), "val_accuracy": va,
+        "val_balanced_accuracy": va, "val_macro_f1": va,
+        "val_per_class_recall": recall or [va] * K, "val_per_class_precision": [va] * K,
+        "val_pred_histogram": [600] * K,
+        "val_confusion": confusion or (np.eye(K, dtype=int) * 550 + 5).tolist()})
+  rows[-1]["test_accuracy"] = rows[-1]["val_accuracy"] - 0.01
+  return rows
+
+
+def _audit(counts=None, drift_ks=0.01, exact_dups=0, val_counts=None):
+  counts = counts or [5400] * K
+  val_counts = val_counts or [600] * K
+  def split(c):
+    present = [x for x in c if x]
+    return {"count": sum(c), "class_counts": c, "imbalance_ratio": max(present) / min(present),
+            "missing_classes": [], "labels_out_of_range": 0, "label_range": [0, K - 1], "pixel_range": [0, 255],
+            "brightness": {"mean": 0.29, "std": 0.1, "histogram": [1] * 20, "histogram_range": [0, 1]},
+            "contrast": {"mean": 0.33, "std": 0.05, "histogram": [1] * 20, "histogram_range": [0, 1]},
+            "channel_means": [0.29]}
+  return {"num_classes": K, "class_names": [f"c{i}" for i in range(K)],
+          "splits": {"train": split(counts), "validation": split(val_counts)},
+          "drift": {"validation": {"brightness": {"ks": drift_ks, "standardized_mean_difference": 0.0},
+                                   "contrast": {"ks": drift_ks / 2, "standardized_mean_difference": 0.0}}},
+          "duplicates": {"validation": {"exact": exact_dups, "exact_fraction": exact_dups / 6000, "near": exact_dups,
+                                        "near_fraction": exact_dups / 6000, "exact_examples": [],
+                                        "near_examples": []}}}
+
+
+def _run(tmp_path, rows=None, audit_dict=None, **config_fields):
+  config = default.get_config()
+  for path, value in config_fields.items():
+    node = config
+    parts = path.split("__")
+    for part in parts[:-1]:
+      node = node[part]
+    node[parts[-1]] = value
+  workdir = str(tmp_path)
+  rundir.write_or_check_config(workdir, config)
+  with open(os.path.join(workdir, rundir.METRICS_FILE), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in (_rows() if rows is None else rows))
+  rundir.write_json(workdir, rundir.AUDIT_FILE, audit_dict or _audit())
+  return diagnose.diagnose(workdir)
+
+
+def _top(result):
+  return result["findings"][0]["cause"] if result["findings"] else "healthy"
+
+
+def _causes(result, severity=None):
+  return {f["cause"] for f in result["findings"] if severity is None or f["severity"] == severity}
+
+
+def test_healthy_history_is_healthy(tmp_path):
+  result = _run(tmp_path)
+  assert result["verdict"] == "healthy" and not _causes(result, "high")
+
+
+def test_overfitting_fires_and_borderline_does_not(tmp_path):
+  losses = [0.30, 0.27, 0.25, 0.25, 0.26, 0.27, 0.29, 0.30, 0.31, 0.32]
+  result = _run(tmp_path / "a", _rows(train_acc=(0.9, 0.99), val_acc=(0.89, 0.91), train_loss=(0.3, 0.03),
+                                      val_loss_curve=losses))
+  assert _top(result) == "overfitting" and result["findings"][0]["severity"] == "high"
+  assert result["findings"][0]["fix"]["overrides"]["config.model.dropout_rate"] == 0.7
+  # just inside both thresholds: val loss 8% above its minimum, accuracy gap 3 points
+  gentle = [0.30, 0.27, 0.25, 0.25, 0.255, 0.26, 0.265, 0.27, 0.27, 0.27]
+  result = _run(tmp_path / "b", _rows(train_acc=(0.88, 0.94), val_acc=(0.88, 0.91), val_loss_curve=gentle))
+  assert "overfitting" not in _causes(result)
+
+
+@pytest.mark.parametrize("ratio,fires", [(5e-2, True), (9e-3, False)])
+def test_lr_too_high_from_the_update_ratio(tmp_path, ratio, fires):
+  result = _run(tmp_path, _rows(update_ratio=ratio, train_loss=(0.9, 0.6), train_acc=(0.7, 0.78),
+                                val_acc=(0.7, 0.79)))
+  assert (_top(result) == "lr_too_high") == fires
+  if fires:
+    assert result["findings"][0]["fix"]["overrides"] == {"config.optim.learning_rate": 1e-4}
+
+
+@pytest.mark.parametrize("ratio,fires", [(3e-5, True), (2e-4, False)])
+def test_lr_too_low_from_the_update_ratio(tmp_path, ratio, fires):
+  result = _run(tmp_path, _rows(update_ratio=ratio, train_loss=(1.6, 0.7), train_acc=(0.5, 0.75),
+                                val_acc=(0.5, 0.76)), optim__learning_rate=1e-5)
+  assert ("lr_too_low" in _causes(result)) == fires
+  if fires:
+    assert _top(result) == "lr_too_low"
+    assert result["findings"][0]["fix"]["overrides"] == {"config.optim.learning_rate": 1e-4}
+
+
+def test_lr_fix_uses_the_lr_range_test_when_present(tmp_path):
+  rundir.write_json(str(tmp_path), rundir.LR_FIND_FILE, {"suggestion": 0.0015})
+  result = _run(tmp_path, _rows(update_ratio=5e-2))
+  assert result["findings"][0]["fix"]["overrides"] == {"config.optim.learning_rate": 0.0015}
+
+
+def test_underfitting_a_small_model(tmp_path):
+  result = _run(tmp_path / "a", _rows(train_loss=(0.9, 0.62), train_acc=(0.7, 0.78), val_acc=(0.71, 0.785)),
+                model__name="ConvNet", model__widths=(2, 4))
+  assert _top(result) == "underfitting"
+  assert result["findings"][0]["fix"]["overrides"]["config.model.widths"] == [32, 32]
+  result = _run(tmp_path / "b", _rows(train_loss=(0.6, 0.40), train_acc=(0.8, 0.86), val_acc=(0.8, 0.86)))
+  assert "underfitting" not in _causes(result)  # 0.40 / ln 10 = 0.17 < 0.2
+
+
+def test_lr_plateau_needs_a_constant_schedule_and_a_flat_last_third(tmp_path):
+  flat = [0.85, 0.88, 0.89, 0.90, 0.905, 0.908, 0.909, 0.909, 0.910, 0.909]
+  assert _top(_run(tmp_path / "a", _rows(val_acc_curve=flat), optim__schedule="constant")) == "lr_plateau"
+  assert "lr_plateau" not in _causes(_run(tmp_path / "b", _rows(val_acc_curve=flat)))  # decays already
+  rising = [0.85, 0.88, 0.89, 0.90, 0.905, 0.908, 0.909, 0.912, 0.915, 0.918]
+  assert "lr_plateau" not in _causes(_run(tmp_path / "c", _rows(val_acc_curve=rising), optim__schedule="constant"))
+
+
+def test_label_noise_when_validation_beats_training_without_augmentation(tmp_path):
+  noisy = _rows(train_acc=(0.5, 0.55), val_acc=(0.8, 0.86), train_loss=(1.5, 1.3))
+  result = _run(tmp_path / "a", noisy)
+  assert _top(result) == "label_noise" and result["findings"][0]["severity"] == "high"
+  assert "underfitting" not in _causes(result)
+  assert "label_noise" not in _causes(_run(tmp_path / "b", _rows(train_acc=(0.85, 0.89), val_acc=(0.86, 0.92))))
+
+
+def test_harmful_augmentation_from_flips_and_symmetric_confusions(tmp_path):
+  confusion = np.eye(K, dtype=int) * 550 + 5
+  confusion[5, 5], confusion[5, 7], confusion[7, 7], confusion[7, 5] = 350, 200, 380, 170
+  rows = _rows(train_acc=(0.7, 0.8), val_acc=(0.8, 0.86), confusion=confusion.tolist())
+  result = _run(tmp_path / "a", rows, augment__vertical_flip=True, augment__rotation_range=180.0)
+  assert _top(result) == "harmful_augmentation" and result["findings"][0]["severity"] == "high"
+  assert result["findings"][0]["fix"]["overrides"] == {"config.augment.vertical_flip": False,
+                                                       "config.augment.rotation_range": 10.0}
+  assert "label_noise" not in _causes(result)  # augmentation explains training below validation
+  mild = _run(tmp_path / "b", _rows(), augment__preset="characters")
+  assert "harmful_augmentation" not in _causes(mild)
+
+
+@pytest.mark.parametrize("ks,fires", [(0.6, True), (0.09, False)])
+def test_distribution_shift_from_the_audit(tmp_path, ks, fires):
+  result = _run(tmp_path, audit_dict=_audit(drift_ks=ks))
+  assert (_top(result) == "distribution_shift") == fires
+  if fires:
+    assert result["findings"][0]["fix"]["overrides"] == {"config.augment.standardize": True}
+
+
+def test_class_imbalance_needs_the_ratio_and_a_recall_deficit(tmp_path):
+  counts = [108, 5400, 108, 5400, 108, 5400, 108, 5400, 5400, 5400]
+  recall = [0.4, 0.97, 0.5, 0.95, 0.45, 0.97, 0.3, 0.97, 0.97, 0.97]
+  result = _run(tmp_path / "a", _rows(recall=recall), _audit(counts=counts))
+  assert _top(result) == "class_imbalance" and result["findings"][0]["severity"] == "high"
+  assert result["findings"][0]["evidence"]["minority_classes"] == [0, 2, 4, 6]
+  mild = [2000, 5400, 5400, 5400, 5400, 5400, 5400, 5400, 5400, 5400]  # ratio 2.7
+  assert "class_imbalance" not in _causes(_run(tmp_path / "b", audit_dict=_audit(counts=mild)))
+
+
+@pytest.mark.parametrize("dups,fires", [(3000, True), (50, False)])
+def test_data_leakage_from_exact_duplicates(tmp_path, dups, fires):
+  result = _run(tmp_path, audit_dict=_audit(exact_dups=dups))
+  assert (_top(result) == "data_leakage") == fires
+  if fires:
+    assert result["findings"][0]["fix"]["overrides"] == {"config.data.remove_cross_split_duplicates": True}
+
+
+def test_diverged_run_without_metrics(tmp_path):
+  rundir.write_json(str(tmp_path), rundir.DIVERGED_FILE, {"step": 12, "lr": 50.0, "last_good_step": None})
+  result = _run(tmp_path, rows=[])
+  assert _top(result) == "diverged" and result["verdict"] == "problems_found"
+  assert result["findings"][0]["fix"]["overrides"]["config.optim.grad_clip_norm"] == 1.0
+
+
+def test_failed_preflight_is_a_pipeline_bug(tmp_path):
+  rundir.write_json(str(tmp_path), rundir.PREFLIGHT_FILE, {"checks": [
+      {"name": "inputs_matter", "passed": False, "value": 0.99, "message": "labels do not depend on images"}]})
+  result = _run(tmp_path, _rows(train_acc=(0.1, 0.11), val_acc=(0.1, 0.1), train_loss=(2.3, 2.3)))
+  assert _top(result) == "pipeline_bug"
+
+
+def test_thresholds_are_the_documented_constants():
+  assert audit.DRIFT_KS == 0.1 and audit.LEAKAGE_FRACTION == 0.01
+  assert diagnose.UPDATE_RATIO_HIGH == 1e-2 and diagnose.UPDATE_RATIO_LOW == 1e-4

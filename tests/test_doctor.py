@@ -1,0 +1,121 @@
+"""Audit on real images, the LR range test's suggestion, pre-flight checks, and the doctor end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from cnn_val import audit, diagnose, lr_range, preflight, rundir, train
+from configs import default
+from tests.conftest import real_images
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _real_splits(n_train=3000, n_val=1000):
+  images = real_images(n_train + n_val)
+  labels = np.random.default_rng(0).integers(0, 10, len(images)).astype(np.int32)  # labels do not matter here
+  return {"train": {"image": images[:n_train], "label": labels[:n_train]},
+          "validation": {"image": images[n_train:], "label": labels[n_train:]}}
+
+
+def test_same_distribution_splits_pass_and_a_lighting_shift_is_drift():
+  splits = _real_splits()
+  drift = audit.audit(splits, 10)["drift"]["validation"]
+  assert all(drift[s]["ks"] < audit.DRIFT_KS for s in audit.STATS)
+  darker = {**splits, "train": {**splits["train"], "image": (splits["train"]["image"] * 0.6).astype(np.uint8)}}
+  drift = audit.audit(darker, 10)["drift"]["validation"]
+  assert drift["brightness"]["ks"] > 3 * audit.DRIFT_KS
+  assert drift["brightness"]["standardized_mean_difference"] > 0  # validation is brighter
+
+
+def test_class_mix_alone_is_not_drift():
+  """Dropping most examples of the brightest classes changes train's brightness only through the class mix."""
+  images = real_images(6000)
+  labels = np.asarray(_fashion_labels(6000))
+  splits = {"train": {"image": images[:5000], "label": labels[:5000]},
+            "validation": {"image": images[5000:], "label": labels[5000:]}}
+  keep = np.isin(splits["train"]["label"], [1, 5, 7, 9]) | (np.arange(5000) % 20 == 0)
+  skewed = {**splits, "train": {k: v[keep] for k, v in splits["train"].items()}}
+  assert audit.audit(skewed, 10)["drift"]["validation"]["brightness"]["ks"] < audit.DRIFT_KS
+  unweighted = audit.ks_distance(audit.image_stats(skewed["train"]["image"])["brightness"],
+                                 audit.image_stats(skewed["validation"]["image"])["brightness"])
+  assert unweighted > audit.DRIFT_KS  # without class matching it would have been called drift
+
+
+def _fashion_labels(n):
+  import gzip
+  from cnn_val.data import fashion_mnist_offline
+  with gzip.open(fashion_mnist_offline.local_files()["train_labels"], "rb") as f:
+    f.read(8)
+    return np.frombuffer(f.read(n), np.uint8).astype(np.int32)
+
+
+def test_exact_and_near_duplicates_across_splits():
+  splits = _real_splits()
+  report = audit.audit(splits, 10)["duplicates"]["validation"]
+  assert report["exact"] == 0 and report["near"] <= 2  # real Fashion-MNIST: no copies
+  train = splits["train"]
+  copied = splits["validation"]["image"][:40]
+  nudged = np.clip(splits["validation"]["image"][40:70].astype(int) + 1, 0, 255).astype(np.uint8)
+  leaky = {**splits, "train": {"image": np.concatenate([train["image"], copied, nudged]),
+                               "label": np.concatenate([train["label"], np.zeros(70, np.int32)])}}
+  report = audit.audit(leaky, 10)["duplicates"]["validation"]
+  assert report["exact"] == 40 and 70 <= report["near"] <= 70 + 2
+  assert report["exact_examples"][0] == {"train_index": 3000, "index": 0}
+
+
+def test_lr_suggestion_survives_nan_and_early_spikes():
+  lrs = np.logspace(-7, 1, 200)
+  x = np.log10(lrs)
+  loss = 2.3 - 1.4 / (1 + np.exp(-(x + 3) * 3)) + np.where(x > -1.5, (x + 1.5) ** 2 * 2, 0)
+  loss = loss + np.random.default_rng(0).normal(0, 0.03, len(lrs))
+  loss[[3, 5, 8]] = [9.0, 0.05, 7.0]  # early spikes, both ways
+  loss[170:] = np.nan  # the sweep blew up
+  result = lr_range.suggest(lrs, loss)
+  assert result["method"] == "steepest descent before the minimum"
+  assert 3e-4 <= result["suggestion"] <= 3e-3  # the steepest descent is at 1e-3
+  assert result["usable_steps"] == 170
+  naive = lrs[np.argmin(np.gradient(loss[:170]))]  # a finder taking the raw steepest drop picks a spike
+  assert naive < 1e-6
+  assert lr_range.suggest(lrs[:5], loss[:5])["suggestion"] is None  # too short to say anything
+
+
+def test_preflight_passes_on_learnable_data_and_catches_shuffled_labels(tiny_config):
+  splits, arrays = train.load_data(tiny_config)
+  checks = {c["name"]: c for c in preflight.run_checks(tiny_config, arrays, 10, splits.image_shape)["checks"]}
+  assert all(c["passed"] for c in checks.values())
+  assert abs(checks["init_loss"]["value"] - np.log(10)) < 0.5
+  shuffled = {**arrays, "train": {**arrays["train"],
+                                  "label": np.random.default_rng(0).permutation(arrays["train"]["label"])}}
+  checks = {c["name"]: c for c in preflight.run_checks(tiny_config, shuffled, 10, splits.image_shape)["checks"]}
+  assert not checks["inputs_matter"]["passed"]
+
+
+def test_a_run_ends_with_the_doctor_and_the_cli_rediagnoses_it(tiny_config, tmp_path):
+  tiny_config.preflight = True
+  tiny_config.doctor = True
+  tiny_config.num_epochs = 3
+  tiny_config.data.scenario.duplicates = 60  # a fault the doctor must name
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(tiny_config, workdir)
+  for name in ("audit.json", "preflight.json", "diagnosis.json", "report.md", "plots/learning_curves.png",
+               "plots/confusion.png", "plots/image_stats.png", "plots/per_class_recall.png"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  diagnosis = rundir.read_json(workdir, diagnose.DIAGNOSIS_FILE)
+  assert diagnosis["findings"][0]["cause"] == "data_leakage"
+  report = open(os.path.join(workdir, "report.md")).read()
+  assert "data_leakage" in report and "![Learning curves](plots/learning_curves.png)" in report
+  os.remove(os.path.join(workdir, diagnose.DIAGNOSIS_FILE))
+  out = subprocess.run([sys.executable, "-m", "cnn_val.doctor", f"--workdir={workdir}"], cwd=REPO,
+                       capture_output=True, text=True, check=True).stdout
+  assert out.startswith("problems_found: data_leakage (high")
+  assert json.load(open(os.path.join(workdir, "diagnosis.json")))["findings"][0]["cause"] == "data_leakage"
+
+
+def test_doctor_on_a_directory_that_is_not_a_run(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "cnn_val.doctor", f"--workdir={tmp_path}"], cwd=REPO,
+                          capture_output=True, text=True)
+  assert result.returncode != 0 and "has no config.json: it is not a cnn_val run directory" in result.stderr
