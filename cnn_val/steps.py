@@ -63,11 +63,12 @@ def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model,
 
 
 def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: int = 0,
-               augmentation: augment.Augment = augment.Augment(), class_weights: tuple | None = None):
+               augmentation: augment.Augment = augment.Augment(), class_weights: tuple | None = None,
+               signals: bool = True):
   """One optimizer step on this device's part of the global batch; returns (new_state, metric sums).
 
   Images are augmented here, on the device, per example (`augment.augment_batch`), and the loss is
-  weighted by `class_weights[label]` when given.
+  weighted by `class_weights[label]` when given. `signals` adds the doctor's update/parameter ratio.
 
   With `micro_batch_size` smaller than the device batch, the batch is processed in equal micro-batches by
   `lax.scan`, accumulating gradients: the same step for models without batch statistics (to float
@@ -119,11 +120,12 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
       "correct": lax.psum(correct, parallel.AXIS),
       "count": lax.psum(local, parallel.AXIS),
       "grad_norm_sum": grad_norm,
-      # Size of the step relative to the weights (healthy training: ~1e-3; see diagnose.py).
-      "update_ratio_sum": optax.global_norm(param_updates) / jnp.maximum(optax.global_norm(state.params), 1e-12),
       "steps": jnp.asarray(1),
       "nonfinite_steps": (~finite).astype(jnp.int32),
   }
+  if signals:  # the size of the step relative to the weights (healthy training: ~1e-3; see diagnose.py)
+    metrics["update_ratio_sum"] = (optax.global_norm(param_updates)
+                                   / jnp.maximum(optax.global_norm(state.params), 1e-12))
   return new_state, metrics
 
 
@@ -168,7 +170,7 @@ def pmapped_steps(config, num_classes: int, tx, devices, *, has_batch_stats: boo
   micro = parallel.micro_batch_size(config.micro_batch_size, per_device_batch, has_batch_stats=has_batch_stats)
   p_train = parallel.pmap_step(
       functools.partial(train_step, model=model, tx=tx, micro_batch_size=micro, augmentation=augmentation,
-                        class_weights=class_weights),
+                        class_weights=class_weights, signals=config.signals),
       devices, batch_argnums=(1,), num_args=3)
   p_eval = parallel.pmap_step(
       functools.partial(eval_step, model=model, num_classes=num_classes, augmentation=augmentation), devices,

@@ -218,7 +218,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
           "train_loss": float(train["loss_sum"] / train["count"]),
           "train_accuracy": float(train["correct"] / train["count"]),
           "grad_norm": float(train["grad_norm_sum"] / train["steps"]),
-          "update_ratio": float(train["update_ratio_sum"] / train["steps"]),
+          **({"update_ratio": float(train["update_ratio_sum"] / train["steps"])} if config.signals else {}),
           "val_loss": val["loss"], "val_accuracy": val["accuracy"],
           **{f"val_{k}": val[k] for k in ("balanced_accuracy", "macro_f1", "per_class_recall",
                                           "per_class_precision", "pred_histogram")},

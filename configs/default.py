@@ -23,6 +23,7 @@ def get_config():
   config.micro_batch_size = 0
   config.dtype = "float32"  # computation dtype: float32 or bfloat16 (parameters stay float32)
   config.log_every_steps = 200
+  config.signals = True  # the doctor's training signals: update/parameter ratio per step
   config.preflight = True  # seconds of checks before the first epoch (cnn_val/preflight.py)
   config.doctor = True  # end every run with diagnosis.json, report.md and plots/ (cnn_val/diagnose.py)
   config.eval_every_epochs = 1  # evaluate on validation and checkpoint every N epochs (and after the last)
