@@ -26,4 +26,4 @@ run class_imbalance+oversample "$lever_seeds" configs/faults/class_imbalance.py 
   --config.imbalance.resampling=oversample
 run orientation+characters "$lever_seeds" configs/faults/orientation.py --config.augment.preset=characters \
   --config.augment.vertical_flip=False --config.augment.rotation_range=10
-"$python" -m launch.summarize "$out"
+"$python" -m launch.summarize "$out"  # accuracy and doctor tables

@@ -1,17 +1,20 @@
-"""A Markdown table of run directories grouped by name: OUT/<name>/seed_K/metrics.jsonl.
+"""Markdown tables of run directories grouped by name: OUT/<name>/seed_K/.
 
     python -m launch.summarize runs/faults
 
-Per name: seeds, the last evaluation's validation accuracy and balanced accuracy, the best validation
-accuracy, and the test accuracy (mean, and the spread over seeds when there are several).
+Accuracy table, per name: seeds, the last evaluation's validation accuracy and balanced accuracy, the best
+validation accuracy, and the test accuracy (mean, and the standard deviation over seeds when there are
+several). Doctor table, per name: the top finding of each seed's diagnosis.json with its confidence, and
+the verdicts.
 """
 
+import collections
 import os
 import sys
 
 import numpy as np
 
-from cnn_val import rundir
+from cnn_val import diagnose, rundir
 
 
 def _fmt(values):
@@ -22,12 +25,15 @@ def _fmt(values):
   return f"{mean:.2f}%" if len(values) == 1 else f"{mean:.2f} ± {100 * np.std(values, ddof=1):.2f}%"
 
 
-def summarize(out: str) -> str:
+def _seed_dirs(out, name):
+  return [os.path.join(out, name, d) for d in sorted(os.listdir(os.path.join(out, name))) if d.startswith("seed_")]
+
+
+def accuracy_table(out: str) -> str:
   lines = ["| run | seeds | val accuracy (last) | val balanced accuracy | best val accuracy | test accuracy |",
            "| --- | --- | --- | --- | --- | --- |"]
   for name in sorted(os.listdir(out)):
-    runs = [rundir.read_metrics(os.path.join(out, name, d)) for d in sorted(os.listdir(os.path.join(out, name)))
-            if d.startswith("seed_")]
+    runs = [rundir.read_metrics(d) for d in _seed_dirs(out, name)]
     runs = [r for r in runs if r and "test_accuracy" in r[-1]]  # finished runs only
     if not runs:
       continue
@@ -38,5 +44,27 @@ def summarize(out: str) -> str:
   return "\n".join(lines)
 
 
+def doctor_table(out: str) -> str:
+  lines = ["| run | seeds | top finding (seeds) | its confidence | verdicts | val accuracy (last) |",
+           "| --- | --- | --- | --- | --- | --- |"]
+  for name in sorted(os.listdir(out)):
+    results = [(rundir.read_json(d, diagnose.DIAGNOSIS_FILE), rundir.read_metrics(d)) for d in _seed_dirs(out, name)]
+    results = [(r, m) for r, m in results if r is not None]
+    if not results:
+      continue
+    tops = collections.Counter(
+        f"{r['findings'][0]['cause']} ({r['findings'][0]['severity']})" if r["findings"] else "none"
+        for r, _ in results)
+    confidences = [r["findings"][0]["confidence"] for r, _ in results if r["findings"]]
+    verdicts = collections.Counter(r["verdict"] for r, _ in results)
+    top = ", ".join(f"{k} x{v}" for k, v in tops.most_common())
+    confidence = f"{np.mean(confidences):.2f}" if confidences else "-"
+    verdict = ", ".join(f"{k} x{v}" for k, v in verdicts.most_common())
+    accuracy = _fmt([m[-1]["val_accuracy"] for _, m in results if m])
+    lines.append(f"| {name} | {len(results)} | {top} | {confidence} | {verdict} | {accuracy} |")
+  return "\n".join(lines)
+
+
 if __name__ == "__main__":
-  print(summarize(sys.argv[1] if len(sys.argv) > 1 else "runs/faults"))
+  out_dir = sys.argv[1] if len(sys.argv) > 1 else "runs/faults"
+  print(accuracy_table(out_dir) + "\n\n" + doctor_table(out_dir))
