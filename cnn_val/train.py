@@ -51,8 +51,8 @@ def _format_duration(seconds: float) -> str:
       else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def _check_finite(metrics, step: int, workdir: str, ckpts) -> None:
-  if metrics["nonfinite_steps"]:
+def _check_finite(sums, step: int, workdir: str, ckpts) -> None:
+  if sums["nonfinite_steps"]:
     last = ckpts.latest_step()
     kept = (f"the last good checkpoint (step {last}) is kept in {workdir}/checkpoints/latest"
             if last is not None else "no checkpoint had been written yet")
@@ -90,9 +90,9 @@ def _train_epoch(p_train, state, batches, key, *, step: int, epoch: int, progres
   """One epoch of steps; returns the new state, the step count and the epoch's summed training metrics."""
   epoch_sums, pending = [], []
   for batch in batches:
-    state, metrics = p_train(state, batch, key)
+    state, step_metrics = p_train(state, batch, key)
     step += 1
-    pending.append(metrics)  # device arrays: fetching them every step would stall the pipeline
+    pending.append(step_metrics)  # device arrays: fetching them every step would stall the pipeline
     if step % progress.every == 0:
       epoch_sums.append(_sum_metrics(pending))
       pending = []
