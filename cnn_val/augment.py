@@ -14,8 +14,9 @@ The geometric parameters have Keras' names, meanings and units:
   horizontal_flip, vertical_flip   each with probability 1/2, after the affine warp
   fill_mode, cval      nearest, constant (cval, on the [0, 1] input scale), reflect, wrap
 The transform matrix is Keras' own (rotation @ shift @ shear @ zoom about the image centre); the image is
-warped once with bilinear interpolation (`jax.scipy.ndimage.map_coordinates`, which measured ~28x faster
-than dm-pix's `affine_transform` here). `nearest`, `constant` and `reflect` equal `scipy.ndimage` as Keras
+warped once with bilinear interpolation (`jax.scipy.ndimage.map_coordinates` on 2-D coordinates: 491,643
+images/s for a batch of 256 28x28 images here, against 22,038 for dm-pix's `affine_transform` with the same
+matrix, which also interpolates over the channel axis; outputs equal to 4e-6). `nearest`, `constant` and `reflect` equal `scipy.ndimage` as Keras
 calls it; `wrap` is the periodic tiling Keras documents (abcd|abcd|abcd, scipy's `grid-wrap`), where
 scipy's legacy `wrap` overlaps the first and last pixel.
 
