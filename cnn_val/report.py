@@ -143,6 +143,13 @@ def _evidence_text(evidence: dict) -> str:
   return ", ".join(f"`{k}` = {fmt(v)}" for k, v in evidence.items() if v is not None)
 
 
+def _flag(field: str, value) -> str:
+  """A command-line override for cnn_val.main (tuples as '(a, b)', quoted for the shell)."""
+  if isinstance(value, (list, tuple)):
+    return f"'--{field}=({', '.join(map(str, value))}{',' if len(value) == 1 else ''})'"
+  return f"--{field}={value}"
+
+
 def write_report(workdir: str, diagnosis: dict) -> str:
   """Writes plots/ and report.md for `workdir`; returns the report's path."""
   rows = rundir.read_metrics(workdir)
@@ -166,8 +173,7 @@ def write_report(workdir: str, diagnosis: dict) -> str:
   if not diagnosis["findings"]:
     lines += ["No rule fired: nothing in the metrics, the audit or the pre-flight checks points to a cause.", ""]
   for i, f in enumerate(diagnosis["findings"], 1):
-    overrides = " ".join(f"--{k}={json.dumps(v) if not isinstance(v, str) else v}"
-                         for k, v in f["fix"]["overrides"].items())
+    overrides = " ".join(_flag(k, v) for k, v in f["fix"]["overrides"].items())
     lines += [f"### {i}. `{f['cause']}` ({f['severity']} severity, confidence {f['confidence']:.2f})", "",
               f["explanation"], "", f"- Evidence: {_evidence_text(f['evidence'])}",
               f"- Fix: {f['fix']['summary']}" + (f" Try: `{overrides}`" if overrides else ""), ""]
