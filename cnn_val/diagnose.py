@@ -226,8 +226,13 @@ def rule_underfitting(run: Run):
       "Train longer." if still else "Use a wider model.", overrides)
 
 
+def _learned(run: Run) -> bool:
+  """The model fits its training data better than a uniform guess (ln K): generalisation rules apply."""
+  return bool(run.rows) and run.num_classes > 1 and run.last["train_loss"] < math.log(run.num_classes)
+
+
 def rule_lr_plateau(run: Run):
-  if not run.rows or len(run.rows) < 6 or run.get("optim.schedule") != "constant":
+  if not _learned(run) or len(run.rows) < 6 or run.get("optim.schedule") != "constant":
     return None
   if run.late_gain >= PLATEAU_GAIN:
     return None
@@ -258,7 +263,7 @@ def _overfit_fix(run: Run) -> dict:
 
 
 def rule_overfitting(run: Run):
-  if not run.rows or len(run.rows) < 3:
+  if not _learned(run) or len(run.rows) < 3:
     return None
   min_val_loss = min(run.val_losses)
   late_val_loss = float(np.median([r["val_loss"] for r in run.late]))  # robust to one noisy evaluation
