@@ -202,3 +202,12 @@ def test_failed_preflight_is_a_pipeline_bug(tmp_path):
 def test_thresholds_are_the_documented_constants():
   assert audit.DRIFT_KS == 0.1 and audit.LEAKAGE_FRACTION == 0.01
   assert diagnose.UPDATE_RATIO_HIGH == 1e-2 and diagnose.UPDATE_RATIO_LOW == 1e-4
+
+
+def test_a_dead_network_is_an_lr_problem_not_overfitting(tmp_path):
+  """lr 50: ReLUs die, the loss stays far above ln K and validation sits at chance, with noisy val loss."""
+  rows = _rows(update_ratio=0.5, train_loss=(19.0, 18.5), train_acc=(0.1, 0.1), val_acc=(0.1, 0.1),
+               val_loss_curve=[15, 22, 17, 25, 16, 24, 18, 26, 17, 25])
+  result = _run(tmp_path, rows, optim__schedule="constant")
+  assert _top(result) == "lr_too_high"
+  assert not _causes(result) & {"overfitting", "lr_plateau", "underfitting"}
