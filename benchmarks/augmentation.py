@@ -9,7 +9,6 @@ the train step with augmentation on against off.
 2. cnn_val's whole train step (SeedCNNDropout, the default config) with that augmentation against none.
 """
 
-import time
 
 from absl import app
 from absl import flags

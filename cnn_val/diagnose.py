@@ -22,6 +22,7 @@ import numpy as np
 
 from cnn_val import audit as audit_lib
 from cnn_val import rundir
+from cnn_val.run_view import Run
 
 SEVERITIES = ("high", "medium", "low")
 CAUSES = ("overfitting", "underfitting", "lr_too_high", "lr_too_low", "lr_plateau", "diverged",
@@ -63,54 +64,6 @@ def _finding(cause, severity, confidence, evidence, explanation, summary, overri
           "evidence": {k: (round(v, 5) if isinstance(v, float) else v) for k, v in evidence.items()},
           "explanation": explanation, "fix": {"summary": summary, "overrides": overrides or {}},
           "verified": None}
-
-
-class Run:
-  """What the rules read, with derived quantities computed once."""
-
-  def __init__(self, workdir: str):
-    self.workdir = workdir
-    self.config = rundir.read_json(workdir, rundir.CONFIG_FILE) or {}
-    self.rows = rundir.read_metrics(workdir)
-    self.audit = rundir.read_json(workdir, rundir.AUDIT_FILE)
-    self.preflight = rundir.read_json(workdir, rundir.PREFLIGHT_FILE)
-    self.lr_find = rundir.read_json(workdir, rundir.LR_FIND_FILE)
-    self.diverged = rundir.read_json(workdir, rundir.DIVERGED_FILE)
-    rows = self.rows
-    self.num_classes = (self.audit or {}).get("num_classes") or (
-        len(rows[-1]["val_per_class_recall"]) if rows else 0)
-    if not rows:
-      return
-    self.last = rows[-1]
-    self.best = max(rows, key=lambda r: r["val_accuracy"])
-    third = max(1, len(rows) // 3)
-    self.early, self.late = rows[:-third], rows[-third:]
-    self.train_acc, self.val_acc = self.last["train_accuracy"], self.last["val_accuracy"]
-    self.val_losses = [r["val_loss"] for r in rows]
-    self.train_losses = [r["train_loss"] for r in rows]
-    before = self.early[-1]["train_loss"] if self.early else rows[0]["train_loss"]
-    self.train_loss_fall = (before - self.last["train_loss"]) / max(before, 1e-12)
-    best_early = max((r["val_accuracy"] for r in self.early), default=rows[0]["val_accuracy"])
-    self.late_gain = max(r["val_accuracy"] for r in self.late) - best_early
-
-  def get(self, path: str, default=None):
-    value = self.config
-    for part in path.split("."):
-      if not isinstance(value, dict) or part not in value:
-        return default
-      value = value[part]
-    return value
-
-  @property
-  def augment(self) -> dict:
-    return self.get("augment", {}) or {}
-
-  def augmentation_on(self) -> bool:
-    a = self.augment
-    return bool(a.get("preset", "none") != "none" or a.get("rotation_range") or a.get("width_shift_range")
-                or a.get("height_shift_range") or a.get("shear_range") or a.get("zoom_range")
-                or a.get("horizontal_flip") or a.get("vertical_flip") or a.get("brightness")
-                or a.get("contrast") or a.get("gamma"))
 
 
 def _lr_fix(run: Run, factor: float) -> tuple[float, str]:
@@ -226,13 +179,8 @@ def rule_underfitting(run: Run):
       "Train longer." if still else "Use a wider model.", overrides)
 
 
-def _learned(run: Run) -> bool:
-  """The model fits its training data better than a uniform guess (ln K): generalisation rules apply."""
-  return bool(run.rows) and run.num_classes > 1 and run.last["train_loss"] < math.log(run.num_classes)
-
-
 def rule_lr_plateau(run: Run):
-  if not _learned(run) or len(run.rows) < 6 or run.get("optim.schedule") != "constant":
+  if not run.learned() or len(run.rows) < 6 or run.get("optim.schedule") != "constant":
     return None
   if run.late_gain >= PLATEAU_GAIN:
     return None
@@ -263,7 +211,7 @@ def _overfit_fix(run: Run) -> dict:
 
 
 def rule_overfitting(run: Run):
-  if not _learned(run) or len(run.rows) < 3:
+  if not run.learned() or len(run.rows) < 3:
     return None
   min_val_loss = min(run.val_losses)
   late_val_loss = float(np.median([r["val_loss"] for r in run.late]))  # robust to one noisy evaluation
@@ -288,17 +236,6 @@ def rule_overfitting(run: Run):
       _overfit_fix(run))
 
 
-def _confused_pairs(run: Run) -> list[tuple[int, int, float]]:
-  """Class pairs mistaken for each other both ways at >= PAIR_CONFUSION of their examples."""
-  confusion = next((r["val_confusion"] for r in reversed(run.rows) if "val_confusion" in r), None)
-  if confusion is None:
-    return []
-  c = np.asarray(confusion, float)
-  rates = c / np.maximum(c.sum(axis=1, keepdims=True), 1)
-  return [(a, b, float(min(rates[a, b], rates[b, a]))) for a in range(len(c)) for b in range(a + 1, len(c))
-          if min(rates[a, b], rates[b, a]) >= PAIR_CONFUSION]
-
-
 def rule_harmful_augmentation(run: Run):
   if not run.rows or not run.augmentation_on():
     return None
@@ -306,7 +243,7 @@ def rule_harmful_augmentation(run: Run):
   strong = {k: a.get(k) for k in ("vertical_flip", "horizontal_flip") if a.get(k)}
   if (a.get("rotation_range") or 0) >= 30:
     strong["rotation_range"] = a["rotation_range"]
-  pairs = _confused_pairs(run)
+  pairs = run.confused_pairs(PAIR_CONFUSION)
   train_below_val = run.val_acc - run.train_acc
   if not strong and train_below_val <= NOISE_GAP:
     return None

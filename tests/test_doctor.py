@@ -8,7 +8,6 @@ import sys
 import numpy as np
 
 from cnn_val import audit, diagnose, lr_range, preflight, rundir, train
-from configs import default
 from tests.conftest import real_images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,0 +1,75 @@
+"""What the doctor's rules read: a run directory's files, with the quantities the rules share computed once.
+
+Only files (config.json, metrics.jsonl, audit.json, preflight.json, lr_find.json, diverged.json): a run made
+anywhere, by any version that wrote them, can be read.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cnn_val import rundir
+
+
+class Run:
+  """A run directory as the rules read it, with derived quantities computed once."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.config = rundir.read_json(workdir, rundir.CONFIG_FILE) or {}
+    self.rows = rundir.read_metrics(workdir)
+    self.audit = rundir.read_json(workdir, rundir.AUDIT_FILE)
+    self.preflight = rundir.read_json(workdir, rundir.PREFLIGHT_FILE)
+    self.lr_find = rundir.read_json(workdir, rundir.LR_FIND_FILE)
+    self.diverged = rundir.read_json(workdir, rundir.DIVERGED_FILE)
+    rows = self.rows
+    self.num_classes = (self.audit or {}).get("num_classes") or (
+        len(rows[-1]["val_per_class_recall"]) if rows else 0)
+    if not rows:
+      return
+    self.last = rows[-1]
+    self.best = max(rows, key=lambda r: r["val_accuracy"])
+    third = max(1, len(rows) // 3)
+    self.early, self.late = rows[:-third], rows[-third:]
+    self.train_acc, self.val_acc = self.last["train_accuracy"], self.last["val_accuracy"]
+    self.val_losses = [r["val_loss"] for r in rows]
+    self.train_losses = [r["train_loss"] for r in rows]
+    before = self.early[-1]["train_loss"] if self.early else rows[0]["train_loss"]
+    self.train_loss_fall = (before - self.last["train_loss"]) / max(before, 1e-12)
+    best_early = max((r["val_accuracy"] for r in self.early), default=rows[0]["val_accuracy"])
+    self.late_gain = max(r["val_accuracy"] for r in self.late) - best_early
+
+  def get(self, path: str, default=None):
+    value = self.config
+    for part in path.split("."):
+      if not isinstance(value, dict) or part not in value:
+        return default
+      value = value[part]
+    return value
+
+  @property
+  def augment(self) -> dict:
+    return self.get("augment", {}) or {}
+
+  def augmentation_on(self) -> bool:
+    a = self.augment
+    return bool(a.get("preset", "none") != "none" or a.get("rotation_range") or a.get("width_shift_range")
+                or a.get("height_shift_range") or a.get("shear_range") or a.get("zoom_range")
+                or a.get("horizontal_flip") or a.get("vertical_flip") or a.get("brightness")
+                or a.get("contrast") or a.get("gamma"))
+
+  def learned(self) -> bool:
+    """The model fits its training data better than a uniform guess (ln K): generalisation rules apply."""
+    return bool(self.rows) and self.num_classes > 1 and self.last["train_loss"] < math.log(self.num_classes)
+
+  def confused_pairs(self, min_rate: float) -> list[tuple[int, int, float]]:
+    """Class pairs mistaken for each other both ways at >= min_rate of their examples."""
+    confusion = next((r["val_confusion"] for r in reversed(self.rows) if "val_confusion" in r), None)
+    if confusion is None:
+      return []
+    c = np.asarray(confusion, float)
+    rates = c / np.maximum(c.sum(axis=1, keepdims=True), 1)
+    return [(a, b, float(min(rates[a, b], rates[b, a]))) for a in range(len(c)) for b in range(a + 1, len(c))
+            if min(rates[a, b], rates[b, a]) >= min_rate]
