@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cnn_val import fast_ops
 
@@ -42,6 +43,14 @@ class Dropout(nn.Module):
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+def _head(module, x):
+  """The output layer: logits, with its bias initialised to `module.head_bias` when given."""
+  bias_init = nn.initializers.zeros_init()
+  if module.head_bias is not None:
+    bias_init = lambda key, shape, dtype=jnp.float32: jnp.asarray(module.head_bias, dtype).reshape(shape)
+  return nn.Dense(module.num_classes, dtype=module.dtype, bias_init=bias_init)(x)
+
+
 _CONV_FNS = {"matmul": fast_ops.conv_matmul, "cpu_auto": fast_ops.conv_cpu_auto}
 
 
@@ -56,6 +65,7 @@ class SeedCNN(nn.Module):
   """The seed's example 1: Conv32 3x3 relu - maxpool 2 - flatten - dense."""
 
   num_classes: int = 10
+  head_bias: tuple | None = None  # initial bias of the output layer (e.g. log class prior)
   axis_name: str | None = None  # unused; accepted so every model is built the same way
   conv_impl: str = "xla"
   pool_impl: str = "xla"
@@ -67,13 +77,14 @@ class SeedCNN(nn.Module):
     x = nn.relu(_conv(32, (3, 3), self.conv_impl, padding="VALID", dtype=self.dtype)(x))
     x = fast_ops.max_pool(x, 2, self.pool_impl)
     x = x.reshape((x.shape[0], -1))
-    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+    return _head(self, x)
 
 
 class SeedCNNDropout(nn.Module):
   """The seed's example 3: Conv32 - pool - Conv64 - pool - flatten - dropout - dense."""
 
   num_classes: int = 10
+  head_bias: tuple | None = None  # initial bias of the output layer (e.g. log class prior)
   dropout_rate: float = 0.5
   axis_name: str | None = None
   conv_impl: str = "xla"
@@ -87,7 +98,7 @@ class SeedCNNDropout(nn.Module):
       x = fast_ops.max_pool(x, 2, self.pool_impl)
     x = x.reshape((x.shape[0], -1))
     x = Dropout(self.dropout_rate)(x, train=train, example_ids=example_ids)
-    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+    return _head(self, x)
 
 
 class ConvNet(nn.Module):
@@ -97,6 +108,7 @@ class ConvNet(nn.Module):
   """
 
   num_classes: int = 10
+  head_bias: tuple | None = None  # initial bias of the output layer (e.g. log class prior)
   widths: Sequence[int] = (32, 64)
   convs_per_block: int = 1
   batchnorm: bool = False
@@ -129,7 +141,7 @@ class ConvNet(nn.Module):
       x = nn.Dense(self.hidden_units, use_bias=not self.batchnorm, dtype=self.dtype)(x)
       x = nn.relu(self._norm(x, train))
     x = Dropout(self.dropout_rate)(x, train=train, example_ids=example_ids)
-    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+    return _head(self, x)
 
 
 class _BasicBlock(nn.Module):
@@ -159,6 +171,7 @@ class ResNet(nn.Module):
   """CIFAR ResNet (He et al. 2016, section 4.2): depth = 6n + 2, three stages of n basic blocks."""
 
   num_classes: int = 10
+  head_bias: tuple | None = None  # initial bias of the output layer (e.g. log class prior)
   depth: int = 20
   widths: Sequence[int] = (16, 32, 64)
   axis_name: str | None = None
@@ -179,7 +192,7 @@ class ResNet(nn.Module):
         strides = 2 if stage > 0 and block == 0 else 1
         x = _BasicBlock(features, strides, self.axis_name, self.conv_impl, self.dtype)(x, train=train)
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+    return _head(self, x)
 
 
 MODELS = {"SeedCNN": SeedCNN, "SeedCNNDropout": SeedCNNDropout, "ConvNet": ConvNet, "ResNet": ResNet}
@@ -196,11 +209,13 @@ def resolve_dtype(dtype: str):
 
 
 def create_model(model_config, num_classes: int, axis_name: str | None = None,
-                 dtype: str = "float32") -> nn.Module:
+                 dtype: str = "float32", class_prior=None) -> nn.Module:
   """Builds the model named by `config.model.name` with the fields that model uses.
 
   `dtype` ('float32' or 'bfloat16', from `config.dtype`) is the computation dtype; parameters, optimizer
-  state and BatchNorm statistics stay float32.
+  state and BatchNorm statistics stay float32. With `config.model.prior_bias_init` and a `class_prior`
+  (training class frequencies), the output bias starts at log(prior): the initial prediction is the prior,
+  not uniform (Karpathy's "init well" for imbalanced data).
   """
   name = model_config.name
   if name not in MODELS:
@@ -208,6 +223,9 @@ def create_model(model_config, num_classes: int, axis_name: str | None = None,
   kwargs: dict[str, Any] = {"num_classes": num_classes, "axis_name": axis_name,
                             "conv_impl": fast_ops.resolve_impl(model_config.conv_impl),
                             "dtype": resolve_dtype(dtype)}
+  if model_config.get("prior_bias_init") and class_prior is not None:
+    prior = np.maximum(np.asarray(class_prior, np.float64), 1e-12)
+    kwargs["head_bias"] = tuple(float(b) for b in np.log(prior / prior.sum()))
   if name != "ResNet":  # ResNet downsamples with strided convolutions, not pooling
     kwargs["pool_impl"] = fast_ops.resolve_pool_impl(model_config.pool_impl)
   if name == "SeedCNNDropout":

@@ -4,7 +4,8 @@ Each check runs the project's own train and eval steps (1 device, no augmentatio
 optimiser (Adam at 1e-3) from a fresh initialisation, so a failure points at the data, the labels or the
 model, not at the configured optimiser:
   init_loss        validation loss at initialisation is within INIT_LOSS_TOLERANCE of ln K (the loss of a
-                   uniform guess); far above it, the head or the inputs are off
+                   uniform guess), or with `config.model.prior_bias_init` of the cross-entropy of the
+                   training class prior; far from it, the head or the inputs are off
   overfit_batch    OVERFIT_STEPS steps on one batch of OVERFIT_BATCH training examples reach
                    OVERFIT_ACCURACY on that batch: the model can fit labels to images
   inputs_matter    the same number of steps on real batches reach a validation loss at most
@@ -47,7 +48,8 @@ def run_checks(config, arrays: dict, num_classes: int, image_shape) -> dict:
   config = _plain(config)
   tx = optax.adam(1e-3)
   device = jax.local_devices()[:1]
-  model = models.create_model(config.model, num_classes)
+  counts = np.bincount(arrays["train"]["label"], minlength=num_classes)
+  model = models.create_model(config.model, num_classes, class_prior=counts)
   init = steps.create_train_state(model, tx, jax.random.key(config.seed), image_shape)
   pm = steps.pmapped_steps(config, num_classes, tx, device, has_batch_stats=bool(init.batch_stats))
   rng = np.random.default_rng(config.seed)
@@ -64,12 +66,19 @@ def run_checks(config, arrays: dict, num_classes: int, image_shape) -> dict:
 
   val_idx = rng.choice(len(val["label"]), min(EVAL_EXAMPLES, len(val["label"])), replace=False)
   checks = []
-  ln_k = math.log(num_classes)
+  # The expected loss at init: ln K for a uniform guess; with the bias set to the log prior, the
+  # cross-entropy of the validation labels under the training prior.
+  if config.model.get("prior_bias_init"):
+    prior = np.maximum(counts / counts.sum(), 1e-12)
+    expected, what = float(-np.mean(np.log(prior[val["label"][val_idx]]))), "the class prior's cross-entropy"
+  else:
+    expected, what = math.log(num_classes), "ln K"
   init_loss, _ = evaluate(init, val, val_idx)
-  deviation = abs(init_loss - ln_k) / ln_k
+  deviation = abs(init_loss - expected) / expected
   checks.append({"name": "init_loss", "passed": deviation <= INIT_LOSS_TOLERANCE, "value": init_loss,
-                 "expected": ln_k, "message": f"the loss at initialisation is {init_loss:.3f}, not near ln K = "
-                                              f"{ln_k:.3f}: check the input scaling and the model's output layer"})
+                 "expected": expected, "message": f"the loss at initialisation is {init_loss:.3f}, not near "
+                                                  f"{what} = {expected:.3f}: check the input scaling and the "
+                                                  f"model's output layer"})
 
   one = rng.choice(len(train["label"]), min(OVERFIT_BATCH, len(train["label"])), replace=False)
   state = init

@@ -162,7 +162,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   tx = optim.create_optimizer(config.optim, steps_per_epoch, config.num_epochs)
   init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
   state = steps.create_train_state(
-      models.create_model(config.model, num_classes), tx, init_key, splits.image_shape)
+      models.create_model(config.model, num_classes, class_prior=counts), tx, init_key, splits.image_shape)
   logging.info("Model %s: %d parameters.", config.model.name,
                sum(x.size for x in jax.tree.leaves(state.params)))
 

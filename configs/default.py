@@ -87,6 +87,7 @@ def get_config():
   config.model.batchnorm = False  # ConvNet
   config.model.block_dropout_rate = 0.0  # ConvNet: dropout after each block
   config.model.hidden_units = 0  # ConvNet: 0 = no hidden dense layer in the head
+  config.model.prior_bias_init = False  # output bias starts at log(training class prior)
   config.model.dropout_rate = 0.5  # SeedCNNDropout, ConvNet: dropout before the last dense layer
   config.model.depth = 20  # ResNet: 6n + 2
   # How convolutions and max-pools are computed (same parameters and results either way; see fast_ops.py):

@@ -118,3 +118,13 @@ def test_doctor_on_a_directory_that_is_not_a_run(tmp_path):
   result = subprocess.run([sys.executable, "-m", "cnn_val.doctor", f"--workdir={tmp_path}"], cwd=REPO,
                           capture_output=True, text=True)
   assert result.returncode != 0 and "has no config.json: it is not a cnn_val run directory" in result.stderr
+
+
+def test_preflight_init_loss_expects_the_prior_with_prior_bias_init(tiny_config):
+  tiny_config.data.scenario.imbalance_ratio = 20.0
+  tiny_config.model.prior_bias_init = True
+  splits, arrays = train.load_data(tiny_config)
+  init = next(c for c in preflight.run_checks(tiny_config, arrays, 10, splits.image_shape)["checks"]
+              if c["name"] == "init_loss")
+  assert init["passed"] and init["expected"] > np.log(10) + 0.3  # balanced validation under a skewed prior
+  assert abs(init["value"] - init["expected"]) < 0.3

@@ -79,3 +79,22 @@ def test_resnet_rejects_bad_depth():
   config.model.depth = 21
   with pytest.raises(ValueError, match="6n \\+ 2"):
     _count(models.create_model(config.model, 10), (1, 32, 32, 3))
+
+
+def test_prior_bias_init_starts_the_output_at_the_class_prior():
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from cnn_val import models
+  from configs import default
+  config = default.get_config().model
+  counts = np.array([50, 30, 10, 5, 5, 0, 0, 0, 0, 0])
+  config.prior_bias_init = True
+  model = models.create_model(config, 10, class_prior=counts)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)["params"]
+  bias = params[sorted(k for k in params if k.startswith("Dense"))[-1]]["bias"]
+  np.testing.assert_allclose(jax.nn.softmax(bias)[:5], counts[:5] / 100, rtol=1e-5)
+  config.prior_bias_init = False
+  params = models.create_model(config, 10, class_prior=counts).init(
+      jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)["params"]
+  assert not np.any(params[sorted(k for k in params if k.startswith("Dense"))[-1]]["bias"])
