@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cnn_val import augment, fast_ops, models, optim
-from cnn_val.data import balance
+from cnn_val.data import balance, scenarios
 
 
 def _fail(field: str, value, expected: str) -> None:
@@ -51,6 +51,7 @@ def validate(config) -> None:
       not config.model.widths or any(int(w) <= 0 for w in config.model.widths)):
     _fail("model.widths", config.model.widths, "a non-empty tuple of positive channel counts")
   augment.from_config(config.augment)  # raises naming the field
+  scenarios.validate(config.data.scenario)  # class indices are checked again once the data is loaded
   if config.imbalance.class_weighting not in balance.WEIGHTINGS:
     _fail("imbalance.class_weighting", config.imbalance.class_weighting, f"one of {list(balance.WEIGHTINGS)}")
   if config.imbalance.resampling not in balance.RESAMPLINGS:

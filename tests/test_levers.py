@@ -65,3 +65,11 @@ def test_cross_split_duplicates_are_removed_when_asked(tiny_config, tmp_path):
   report = audit_lib.audit(clean, 10)
   assert report["duplicates"]["validation"]["exact"] == 0 and report["duplicates"]["test"]["exact"] == 0
   assert audit_lib.audit(leaky, 10)["duplicates"]["validation"]["exact"] >= 50
+
+
+def test_a_bad_scenario_field_fails_before_anything_is_written(tiny_config, tmp_path):
+  import os
+  tiny_config.data.scenario.label_noise = 1.5
+  with pytest.raises(ValueError, match=r"config.data.scenario.label_noise=1.5: expected a rate in \[0, 1\)"):
+    train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert not os.path.exists(tmp_path / "config.json")

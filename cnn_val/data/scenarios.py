@@ -31,15 +31,17 @@ def _fail(field: str, value, expected: str):
   raise ValueError(f"config.data.scenario.{field}={value!r}: expected {expected}.")
 
 
-def validate(scenario, num_classes: int) -> None:
+def validate(scenario, num_classes: int | None = None) -> None:
+  """Checks the fields (class indices too once `num_classes` is known)."""
+  in_range = lambda c: 0 <= int(c) < (num_classes if num_classes is not None else 2**31)
   for pair in scenario.orientation_pairs:
-    if (len(pair) != 2 or pair[0] == pair[1] or not all(0 <= int(c) < num_classes for c in pair)):
+    if len(pair) != 2 or pair[0] == pair[1] or not all(in_range(c) for c in pair):
       _fail("orientation_pairs", scenario.orientation_pairs,
-            f"pairs (a, b) of two different classes in [0, {num_classes})")
+            f"pairs (a, b) of two different classes in [0, {num_classes or 'K'})")
   if scenario.imbalance_ratio and scenario.imbalance_ratio < 1:
     _fail("imbalance_ratio", scenario.imbalance_ratio, "0 (off) or a ratio >= 1 (n_max / n_min)")
-  if any(not 0 <= int(c) < num_classes for c in scenario.minority_classes):
-    _fail("minority_classes", scenario.minority_classes, f"classes in [0, {num_classes})")
+  if any(not in_range(c) for c in scenario.minority_classes):
+    _fail("minority_classes", scenario.minority_classes, f"classes in [0, {num_classes or 'K'})")
   if not 0 <= scenario.label_noise < 1:
     _fail("label_noise", scenario.label_noise, "a rate in [0, 1)")
   if scenario.label_noise_kind not in LABEL_NOISE_KINDS:
