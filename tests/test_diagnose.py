@@ -96,7 +96,7 @@ def test_overfitting_fires_and_borderline_does_not(tmp_path):
   assert "overfitting" not in _causes(result)
 
 
-@pytest.mark.parametrize("ratio,fires", [(5e-2, True), (9e-3, False)])
+@pytest.mark.parametrize("ratio,fires", [(8e-3, True), (4.5e-3, False)])
 def test_lr_too_high_from_the_update_ratio(tmp_path, ratio, fires):
   result = _run(tmp_path, _rows(update_ratio=ratio, train_loss=(0.9, 0.6), train_acc=(0.7, 0.78),
                                 val_acc=(0.7, 0.79)))
@@ -201,7 +201,7 @@ def test_failed_preflight_is_a_pipeline_bug(tmp_path):
 
 def test_thresholds_are_the_documented_constants():
   assert audit.DRIFT_KS == 0.1 and audit.LEAKAGE_FRACTION == 0.01
-  assert diagnose.UPDATE_RATIO_HIGH == 1e-2 and diagnose.UPDATE_RATIO_LOW == 1e-4
+  assert diagnose.UPDATE_RATIO_HIGH == 5e-3 and diagnose.UPDATE_RATIO_LOW == 1e-4
 
 
 def test_a_dead_network_is_an_lr_problem_not_overfitting(tmp_path):
