@@ -31,9 +31,10 @@ CAUSES = ("overfitting", "underfitting", "lr_too_high", "lr_too_low", "lr_platea
 DIAGNOSIS_FILE = "diagnosis.json"
 
 # Optimisation. The update/parameter ratio is ||step|| / ||weights|| averaged over an epoch's steps.
-# Measured on the seed models: Adam at 1e-3 gives 2.8-3.4e-3 (15 runs), at 2e-2 7.2-7.8e-3, at 1e-5 ~3e-5.
+# Measured on the seed models, first epoch: Adam at 1e-3 gives 2.8-3.4e-3 (15 runs), at 2e-2 7.2-7.8e-3,
+# at 1e-5 8.6e-5.
 UPDATE_RATIO_HIGH = 5e-3  # first epoch's ratio above this: steps too large for the weights
-UPDATE_RATIO_LOW = 1e-4  # first epoch's ratio below this: steps too small to move the weights
+UPDATE_RATIO_LOW = 3e-4  # first epoch's ratio below this: steps too small to move the weights
 STILL_IMPROVING = 0.02  # relative fall of the training loss over the last third of epochs: still learning
 TOO_SHORT = 0.10  # ... falling this much: underfitting is training too short, not a model too small
 UNDERFIT_LOSS = 0.2  # final training loss / ln(K) above this: the model does not fit its training data

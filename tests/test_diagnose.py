@@ -105,7 +105,7 @@ def test_lr_too_high_from_the_update_ratio(tmp_path, ratio, fires):
     assert result["findings"][0]["fix"]["overrides"] == {"config.optim.learning_rate": 1e-4}
 
 
-@pytest.mark.parametrize("ratio,fires", [(3e-5, True), (2e-4, False)])
+@pytest.mark.parametrize("ratio,fires", [(1e-4, True), (4e-4, False)])
 def test_lr_too_low_from_the_update_ratio(tmp_path, ratio, fires):
   result = _run(tmp_path, _rows(update_ratio=ratio, train_loss=(1.6, 0.7), train_acc=(0.5, 0.75),
                                 val_acc=(0.5, 0.76)), optim__learning_rate=1e-5)
@@ -201,7 +201,7 @@ def test_failed_preflight_is_a_pipeline_bug(tmp_path):
 
 def test_thresholds_are_the_documented_constants():
   assert audit.DRIFT_KS == 0.1 and audit.LEAKAGE_FRACTION == 0.01
-  assert diagnose.UPDATE_RATIO_HIGH == 5e-3 and diagnose.UPDATE_RATIO_LOW == 1e-4
+  assert diagnose.UPDATE_RATIO_HIGH == 5e-3 and diagnose.UPDATE_RATIO_LOW == 3e-4
 
 
 def test_a_dead_network_is_an_lr_problem_not_overfitting(tmp_path):
