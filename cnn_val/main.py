@@ -33,7 +33,11 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   # tf.data only feeds the host; keep TensorFlow off any accelerator so JAX gets all of its memory.
   tf.config.set_visible_devices([], "GPU")
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except train.NonFiniteLossError as e:  # an outcome of training, not a bug: the message, no traceback
+    logging.error("%s The doctor's diagnosis is in %s/report.md.", e, _WORKDIR.value)
+    raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
