@@ -1,6 +1,7 @@
-"""Fault: overfitting. The seed's example-1 model (SeedCNN: no dropout, a 5408-wide dense layer) for 20
-epochs on the healthy schedule: the training loss keeps falling while the validation loss climbs from its
-minimum and the accuracy gap opens."""
+"""Fault: overfitting. The seed's example-1 model (SeedCNN: no dropout, a 5,408-wide dense layer) on 10,000
+training examples for 30 epochs: the training loss keeps falling while the validation loss climbs from its
+minimum and the accuracy gap opens. (On all 54,000 examples for 20 epochs with the healthy decay it did
+not: a 3.6-point gap and a flat validation loss, measured over 3 seeds.)"""
 
 from configs.faults import healthy
 
@@ -8,5 +9,6 @@ from configs.faults import healthy
 def get_config():
   config = healthy.get_config()
   config.model.name = "SeedCNN"
-  config.num_epochs = 20
+  config.data.max_train_examples = 10_000
+  config.num_epochs = 30
   return config
