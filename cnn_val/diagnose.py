@@ -30,11 +30,11 @@ CAUSES = ("overfitting", "underfitting", "lr_too_high", "lr_too_low", "lr_platea
           "pipeline_bug")
 DIAGNOSIS_FILE = "diagnosis.json"
 
-# Optimisation. The update/parameter ratio is ||step|| / ||weights|| averaged over an epoch's steps.
-# Measured on the seed models, first epoch: Adam at 1e-3 gives 2.8-3.4e-3 (15 runs), at 2e-2 7.2-7.8e-3,
-# at 1e-5 8.6e-5.
-UPDATE_RATIO_HIGH = 5e-3  # first epoch's ratio above this: steps too large for the weights
-UPDATE_RATIO_LOW = 3e-4  # first epoch's ratio below this: steps too small to move the weights
+# Optimisation. The update/parameter ratio is ||step|| / ||weights||, averaged over the first
+# run_view.RATIO_WINDOW_STEPS (1,500) steps in whole epochs. Measured on the seed models: Adam at 1e-3 gives
+# 2.8-3.4e-3 (15 runs of 1,687-step epochs) and 3.8e-3 (312-step epochs), at 2e-2 7.2-7.8e-3, at 1e-5 8.6e-5.
+UPDATE_RATIO_HIGH = 5e-3  # early ratio above this: steps too large for the weights
+UPDATE_RATIO_LOW = 3e-4  # early ratio below this: steps too small to move the weights
 STILL_IMPROVING = 0.02  # relative fall of the training loss over the last third of epochs: still learning
 TOO_SHORT = 0.10  # ... falling this much: underfitting is training too short, not a model too small
 UNDERFIT_LOSS = 0.2  # final training loss / ln(K) above this: the model does not fit its training data
@@ -114,7 +114,7 @@ def rule_pipeline_bug(run: Run):
 def rule_lr_too_high(run: Run):
   if not run.rows:
     return None
-  ratio = run.rows[0].get("update_ratio")
+  ratio = run.early_update_ratio
   lr = run.get("optim.learning_rate", 0)
   finder = (run.lr_find or {}).get("suggestion")
   high_ratio = ratio is not None and ratio > UPDATE_RATIO_HIGH
@@ -125,9 +125,9 @@ def rule_lr_too_high(run: Run):
   new_lr, how = _lr_fix(run, 0.1)
   return _finding(
       "lr_too_high", "high" if high_ratio else "medium", confidence,
-      {"update_to_param_ratio_epoch1": ratio, "threshold": UPDATE_RATIO_HIGH, "learning_rate": lr,
+      {"update_to_param_ratio_early": ratio, "threshold": UPDATE_RATIO_HIGH, "learning_rate": lr,
        "lr_find_suggestion": finder, "train_loss_final": run.last["train_loss"]},
-      f"In the first epoch each step changed the weights by {ratio:.2g} of their norm on average (healthy "
+      f"Early in training each step changed the weights by {ratio:.2g} of their norm on average (healthy "
       f"training here: about 3e-3; above {UPDATE_RATIO_HIGH:g} the optimiser overshoots), so training settles at a "
       f"loss of {run.last['train_loss']:.3f} it cannot go below.",
       f"Lower the learning rate to {new_lr:g} ({how}).", {"config.optim.learning_rate": new_lr})
@@ -136,17 +136,17 @@ def rule_lr_too_high(run: Run):
 def rule_lr_too_low(run: Run):
   if not run.rows:
     return None
-  ratio = run.rows[0].get("update_ratio")
+  ratio = run.early_update_ratio
   if ratio is None or ratio >= UPDATE_RATIO_LOW:
     return None
   new_lr, how = _lr_fix(run, 10.0)
   still = run.train_loss_fall > STILL_IMPROVING
   return _finding(
       "lr_too_low", "high" if still else "medium", _confidence(ratio, UPDATE_RATIO_LOW, above=False, log=True),
-      {"update_to_param_ratio_epoch1": ratio, "threshold": UPDATE_RATIO_LOW,
+      {"update_to_param_ratio_early": ratio, "threshold": UPDATE_RATIO_LOW,
        "learning_rate": run.get("optim.learning_rate"), "train_loss_fall_last_third": run.train_loss_fall,
        "train_accuracy": run.train_acc},
-      f"Each step changed the weights by only {ratio:.2g} of their norm in the first epoch (healthy: about "
+      f"Each step changed the weights by only {ratio:.2g} of their norm early in training (healthy: about "
       f"3e-3), and the training loss was still falling ({100 * run.train_loss_fall:.1f}% over the last third "
       f"of the run) when it ended: the model learns, too slowly for this budget.",
       f"Raise the learning rate to {new_lr:g} ({how}).", {"config.optim.learning_rate": new_lr})
@@ -160,7 +160,7 @@ def rule_underfitting(run: Run):
     return None
   if run.val_acc - run.train_acc > NOISE_GAP:  # fits training worse than validation: the labels or the
     return None  # augmentation (other rules), not the capacity
-  ratio = run.rows[0].get("update_ratio")
+  ratio = run.early_update_ratio
   if ratio is not None and not UPDATE_RATIO_LOW <= ratio <= UPDATE_RATIO_HIGH:
     return None  # the learning rate explains it
   still = run.train_loss_fall > TOO_SHORT
@@ -223,7 +223,7 @@ def rule_overfitting(run: Run):
     return None
   confidence = max(_confidence(rise, OVERFIT_VAL_LOSS_RISE) if rise > OVERFIT_VAL_LOSS_RISE else 0,
                    _confidence(gap, OVERFIT_GAP) if gap > OVERFIT_GAP else 0)
-  both = rise > OVERFIT_VAL_LOSS_RISE and gap > OVERFIT_GAP
+  both = (rise > OVERFIT_VAL_LOSS_RISE and gap > OVERFIT_GAP) or gap > 2 * OVERFIT_GAP
   n_train = (run.audit or {}).get("splits", {}).get("train", {}).get("count")
   return _finding(
       "overfitting", "high" if both else "medium", confidence,

@@ -12,6 +12,8 @@ import numpy as np
 
 from cnn_val import rundir
 
+RATIO_WINDOW_STEPS = 1500  # steps over which the update/parameter ratio is compared between runs
+
 
 class Run:
   """A run directory as the rules read it, with derived quantities computed once."""
@@ -40,6 +42,21 @@ class Run:
     self.train_loss_fall = (before - self.last["train_loss"]) / max(before, 1e-12)
     best_early = max((r["val_accuracy"] for r in self.early), default=rows[0]["val_accuracy"])
     self.late_gain = max(r["val_accuracy"] for r in self.late) - best_early
+    self.early_update_ratio = self._early_update_ratio()
+
+  def _early_update_ratio(self):
+    """Mean update/parameter ratio over the first RATIO_WINDOW_STEPS steps (whole epochs), so that runs
+    with short and long epochs are compared over the same stretch of training (the ratio is largest in
+    the first steps); None when the run did not log it."""
+    steps_per_epoch = self.rows[0]["step"] / max(self.rows[0]["epoch"], 1)
+    ratios = []
+    for row in self.rows:
+      if row.get("update_ratio") is None:
+        return None
+      ratios.append(row["update_ratio"])
+      if len(ratios) * steps_per_epoch >= RATIO_WINDOW_STEPS:
+        break
+    return float(np.mean(ratios))
 
   def get(self, path: str, default=None):
     value = self.config
