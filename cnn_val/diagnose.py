@@ -37,7 +37,9 @@ UPDATE_RATIO_HIGH = 5e-3  # early ratio above this: steps too large for the weig
 UPDATE_RATIO_LOW = 3e-4  # early ratio below this: steps too small to move the weights
 STILL_IMPROVING = 0.02  # relative fall of the training loss over the last third of epochs: still learning
 TOO_SHORT = 0.10  # ... falling this much: underfitting is training too short, not a model too small
-UNDERFIT_LOSS = 0.2  # final training loss / ln(K) above this: the model does not fit its training data
+# Final training loss / ln(K) above this: the model does not fit its training data. Measured: healthy runs
+# without augmentation 0.10-0.13, a 2,066-parameter ConvNet 0.16, a 1,020-parameter one 0.19-0.20.
+UNDERFIT_LOSS = 0.16
 PLATEAU_GAIN = 0.003  # best validation accuracy gained in the last third of epochs, below: a plateau
 # Generalisation.
 OVERFIT_VAL_LOSS_RISE = 0.10  # median validation loss of the last third above its minimum by this fraction
@@ -47,8 +49,8 @@ PAIR_CONFUSION = 0.15  # classes a and b mistaken for each other, each way, at t
 # Data (also audit.DRIFT_KS and audit.LEAKAGE_FRACTION).
 IMBALANCE_RATIO = 3.0  # largest / smallest training class
 RECALL_DEFICIT = 0.10  # minority classes' mean validation recall below the others' by this much
-# Pre-flight.
-INIT_LOSS_TOLERANCE = 0.5  # |loss at init - ln K| / ln K above this: broken inputs, labels or head
+# Pre-flight: failed checks are a pipeline bug when the run ends within this of the majority-class accuracy.
+PIPELINE_MARGIN = 0.05
 
 
 def _confidence(value: float, threshold: float, *, above: bool = True, log: bool = False) -> float:
@@ -98,10 +100,15 @@ def rule_pipeline_bug(run: Run):
       evidence[f"{name}_max_pixel"] = split["pixel_range"][1]
       problems.append(f"the {name} images are nearly black (max pixel {split['pixel_range'][1]} of 255): "
                       f"they were probably scaled to [0, 1] before being stored as uint8")
-  for check in (run.preflight or {}).get("checks", []):
-    if not check.get("passed", True):
-      evidence[check["name"]] = check.get("value")
-      problems.append(check.get("message", check["name"]))
+  # The pre-flight checks are a quick proxy (100 steps): a model that learns slowly fails them too. They
+  # count as a pipeline bug only if the run itself then learned nothing beyond the majority-class baseline.
+  checks = (run.preflight or {}).get("checks", [])
+  majority = next((c["value"] for c in checks if c["name"] == "majority_class"), 1 / max(run.num_classes, 1))
+  if not run.rows or run.val_acc < majority + PIPELINE_MARGIN:
+    for check in checks:
+      if not check.get("passed", True):
+        evidence[check["name"]] = check.get("value")
+        problems.append(check.get("message", check["name"]))
   if not problems:
     return None
   return _finding(
@@ -158,26 +165,31 @@ def rule_underfitting(run: Run):
   loss_frac = run.last["train_loss"] / math.log(run.num_classes)
   if loss_frac <= UNDERFIT_LOSS or run.train_acc - run.val_acc > OVERFIT_GAP:
     return None
-  if run.val_acc - run.train_acc > NOISE_GAP:  # fits training worse than validation: the labels or the
-    return None  # augmentation (other rules), not the capacity
+  if run.val_acc - run.train_acc > NOISE_GAP or run.augmentation_on():  # training accuracy and loss are
+    return None  # then measured on harder examples than validation's (label noise, augmentation rules)
   ratio = run.early_update_ratio
   if ratio is not None and not UPDATE_RATIO_LOW <= ratio <= UPDATE_RATIO_HIGH:
     return None  # the learning rate explains it
   still = run.train_loss_fall > TOO_SHORT
+  slow = [c["name"] for c in (run.preflight or {}).get("checks", [])
+          if c["name"] in ("overfit_batch", "inputs_matter") and not c.get("passed", True)]
   model = run.get("model.name")
   widths = run.get("model.widths") or [32, 64]
   overrides = ({"config.num_epochs": 2 * run.get("num_epochs", len(run.rows))} if still else
                {"config.model.name": "ConvNet", "config.model.widths": [max(32, 2 * int(w)) for w in widths],
                 "config.model.hidden_units": 128})
   return _finding(
-      "underfitting", "high" if loss_frac > 1.5 * UNDERFIT_LOSS else "medium",
-      _confidence(loss_frac, UNDERFIT_LOSS),
+      "underfitting", "high" if loss_frac > 1.5 * UNDERFIT_LOSS or slow else "medium",
+      min(0.95, _confidence(loss_frac, UNDERFIT_LOSS) + 0.15 * bool(slow)),
       {"train_loss_over_ln_k": loss_frac, "threshold": UNDERFIT_LOSS, "train_accuracy": run.train_acc,
-       "val_accuracy": run.val_acc, "train_loss_fall_last_third": run.train_loss_fall, "model": model},
+       "val_accuracy": run.val_acc, "train_loss_fall_last_third": run.train_loss_fall, "model": model,
+       "failed_preflight_checks": slow},
       f"The model does not fit even its training data: the final training loss is {loss_frac:.2f} of the "
       f"loss of guessing (ln K), with training and validation accuracy close together ({run.train_acc:.3f} "
       f"and {run.val_acc:.3f}). " + ("The loss was still falling: training is too short." if still else
-                                     "The loss has levelled off: the model is too small for the task."),
+                                     "The loss has levelled off: the model is too small for the task.")
+      + (f" Before training it also failed the pre-flight check(s) {', '.join(slow)}, which a model with "
+         f"enough capacity passes in 100 steps." if slow else ""),
       "Train longer." if still else "Use a wider model.", overrides)
 
 

@@ -126,8 +126,19 @@ def test_underfitting_a_small_model(tmp_path):
                 model__name="ConvNet", model__widths=(2, 4))
   assert _top(result) == "underfitting"
   assert result["findings"][0]["fix"]["overrides"]["config.model.widths"] == [32, 32]
-  result = _run(tmp_path / "b", _rows(train_loss=(0.6, 0.40), train_acc=(0.8, 0.86), val_acc=(0.8, 0.86)))
-  assert "underfitting" not in _causes(result)  # 0.40 / ln 10 = 0.17 < 0.2
+  result = _run(tmp_path / "b", _rows(train_loss=(0.6, 0.35), train_acc=(0.8, 0.86), val_acc=(0.8, 0.86)))
+  assert "underfitting" not in _causes(result)  # 0.35 / ln 10 = 0.152 < 0.16
+
+
+def test_failed_preflight_in_a_run_that_learned_is_underfitting_not_a_pipeline_bug(tmp_path):
+  rundir.write_json(str(tmp_path), rundir.PREFLIGHT_FILE, {"checks": [
+      {"name": "overfit_batch", "passed": False, "value": 0.6, "message": "cannot fit one batch"},
+      {"name": "majority_class", "passed": True, "value": 0.1}]})
+  result = _run(tmp_path, _rows(train_loss=(0.9, 0.45), train_acc=(0.7, 0.84), val_acc=(0.71, 0.842)),
+                model__name="ConvNet", model__widths=(1, 2))
+  assert _top(result) == "underfitting" and result["findings"][0]["severity"] == "high"
+  assert result["findings"][0]["evidence"]["failed_preflight_checks"] == ["overfit_batch"]
+  assert "pipeline_bug" not in _causes(result)
 
 
 def test_lr_plateau_needs_a_constant_schedule_and_a_flat_last_third(tmp_path):
