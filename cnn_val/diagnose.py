@@ -134,9 +134,10 @@ def rule_lr_too_high(run: Run):
       "lr_too_high", "high" if high_ratio else "medium", confidence,
       {"update_to_param_ratio_early": ratio, "threshold": UPDATE_RATIO_HIGH, "learning_rate": lr,
        "lr_find_suggestion": finder, "train_loss_final": run.last["train_loss"]},
-      f"Early in training each step changed the weights by {ratio:.2g} of their norm on average (healthy "
-      f"training here: about 3e-3; above {UPDATE_RATIO_HIGH:g} the optimiser overshoots), so training settles at a "
-      f"loss of {run.last['train_loss']:.3f} it cannot go below.",
+      (f"Early in training each step changed the weights by {ratio:.2g} of their norm on average (healthy "
+       f"training here: about 3e-3; above {UPDATE_RATIO_HIGH:g} the optimiser overshoots)" if high_ratio else
+       f"The learning rate {lr:g} is more than 10x the LR range test's suggestion {finder:.2g}")
+      + f", so training settles at a loss of {run.last['train_loss']:.3f} it cannot go below.",
       f"Lower the learning rate to {new_lr:g} ({how}).", {"config.optim.learning_rate": new_lr})
 
 

@@ -222,3 +222,13 @@ def test_a_dead_network_is_an_lr_problem_not_overfitting(tmp_path):
   result = _run(tmp_path, rows, optim__schedule="constant")
   assert _top(result) == "lr_too_high"
   assert not _causes(result) & {"overfitting", "lr_plateau", "underfitting"}
+
+
+def test_lr_too_high_from_the_lr_range_test_alone(tmp_path):
+  rundir.write_json(str(tmp_path), rundir.LR_FIND_FILE, {"suggestion": 5e-5})  # 1e-3 is 20x that
+  rows = _rows()
+  for row in rows:
+    del row["update_ratio"]  # a run made with config.signals=False
+  result = _run(tmp_path, rows)
+  assert _top(result) == "lr_too_high" and result["findings"][0]["severity"] == "medium"
+  assert "more than 10x the LR range test's suggestion" in result["findings"][0]["explanation"]
