@@ -123,7 +123,7 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
       "steps": jnp.asarray(1),
       "nonfinite_steps": (~finite).astype(jnp.int32),
   }
-  if signals:  # the size of the step relative to the weights (healthy training: ~1e-3; see diagnose.py)
+  if signals:  # the size of the step relative to the weights (seed models at Adam 1e-3: ~3e-3; diagnose.py)
     metrics["update_ratio_sum"] = (optax.global_norm(param_updates)
                                    / jnp.maximum(optax.global_norm(state.params), 1e-12))
   return new_state, metrics
@@ -170,7 +170,7 @@ def pmapped_steps(config, num_classes: int, tx, devices, *, has_batch_stats: boo
   micro = parallel.micro_batch_size(config.micro_batch_size, per_device_batch, has_batch_stats=has_batch_stats)
   p_train = parallel.pmap_step(
       functools.partial(train_step, model=model, tx=tx, micro_batch_size=micro, augmentation=augmentation,
-                        class_weights=class_weights, signals=config.signals),
+                        class_weights=class_weights, signals=config.get("signals", True)),
       devices, batch_argnums=(1,), num_args=3)
   p_eval = parallel.pmap_step(
       functools.partial(eval_step, model=model, num_classes=num_classes, augmentation=augmentation), devices,
