@@ -52,12 +52,6 @@ PRESETS = {
                     fill_mode="reflect"),
 }
 
-# The Keras-named fields and their neutral values: what a field is when neither the config nor the preset
-# sets it.
-NEUTRAL = dict(rotation_range=0.0, width_shift_range=0.0, height_shift_range=0.0, shear_range=0.0,
-               zoom_range=0.0, horizontal_flip=False, vertical_flip=False, fill_mode="nearest", cval=0.0,
-               brightness=0.0, contrast=0.0, gamma=0.0, standardize=False)
-
 # A stream of the step key no dropout draw uses (dropout folds in step numbers, far below it).
 _AUGMENT_STREAM = 2**31 - 1
 
@@ -92,6 +86,11 @@ class Augment:
   def random(self) -> bool:
     """Whether training images are changed at random (False: the step skips augmentation entirely)."""
     return self.affine or self.lighting or self.horizontal_flip or self.vertical_flip
+
+
+# The Keras-named fields and their neutral values (the dataclass defaults): what a field is when neither
+# the config nor the preset sets it.
+NEUTRAL = {f.name: f.default for f in dataclasses.fields(Augment)}
 
 
 def _fail(field: str, value, expected: str):

@@ -255,9 +255,9 @@ def rule_harmful_augmentation(run: Run):
   if not run.rows or not run.augmentation_on():
     return None
   a = run.augment
-  strong = {k: a.get(k) for k in ("vertical_flip", "horizontal_flip") if a.get(k)}
-  if (a.get("rotation_range") or 0) >= 30:
-    strong["rotation_range"] = a["rotation_range"]
+  strong = {k: True for k in ("vertical_flip", "horizontal_flip") if getattr(a, k)}
+  if a.rotation_range >= 30:
+    strong["rotation_range"] = a.rotation_range
   pairs = run.confused_pairs(PAIR_CONFUSION)
   train_below_val = run.val_acc - run.train_acc
   if not strong and train_below_val <= NOISE_GAP:
@@ -265,11 +265,11 @@ def rule_harmful_augmentation(run: Run):
   if not pairs and train_below_val <= NOISE_GAP:
     return None
   overrides = {}
-  if a.get("vertical_flip"):
+  if a.vertical_flip:
     overrides["config.augment.vertical_flip"] = False
-  if a.get("horizontal_flip") and pairs:
+  if a.horizontal_flip and pairs:
     overrides["config.augment.horizontal_flip"] = False
-  if (a.get("rotation_range") or 0) > 10:
+  if a.rotation_range > 10:
     overrides["config.augment.rotation_range"] = 10.0
   names = (run.audit or {}).get("class_names") or []
   label = lambda i: names[i] if i < len(names) else str(i)
@@ -410,6 +410,12 @@ def diagnose(workdir: str) -> dict:
                "test_accuracy": run.last.get("test_accuracy")}
   return {"verdict": "problems_found" if any(f["severity"] == "high" for f in findings) else "healthy",
           "findings": findings, "run": summary, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def summary(diagnosis: dict) -> str:
+  """One line: the verdict and the ranked findings, e.g. 'problems_found: data_leakage (high, 0.95)'."""
+  findings = ", ".join(f"{f['cause']} ({f['severity']}, {f['confidence']:.2f})" for f in diagnosis["findings"])
+  return f"{diagnosis['verdict']}: {findings or 'no findings'}"
 
 
 def audit_run(workdir: str) -> dict:

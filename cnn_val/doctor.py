@@ -7,7 +7,6 @@ in config.json.
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from cnn_val import diagnose
 
@@ -19,10 +18,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   result = diagnose.examine(_WORKDIR.value, reaudit=_REAUDIT.value)
-  logging.info("Verdict: %s; findings: %s. Report: %s/report.md", result["verdict"],
-               [(f["cause"], f["severity"], f["confidence"]) for f in result["findings"]], _WORKDIR.value)
-  print(f"{result['verdict']}: " + (", ".join(f"{f['cause']} ({f['severity']}, {f['confidence']:.2f})"
-                                              for f in result["findings"]) or "no findings"))
+  print(diagnose.summary(result))
   print(f"Report: {_WORKDIR.value}/report.md")
 
 

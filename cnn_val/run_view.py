@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 
+import ml_collections
 import numpy as np
 
+from cnn_val import augment as augment_lib
 from cnn_val import rundir
 
 RATIO_WINDOW_STEPS = 1500  # steps over which the update/parameter ratio is compared between runs
@@ -67,15 +69,12 @@ class Run:
     return value
 
   @property
-  def augment(self) -> dict:
-    return self.get("augment", {}) or {}
+  def augment(self) -> augment_lib.Augment:
+    """The run's augmentation as training resolved it (preset and explicit fields)."""
+    return augment_lib.from_config(ml_collections.ConfigDict(self.get("augment", {}) or {}))
 
   def augmentation_on(self) -> bool:
-    a = self.augment
-    return bool(a.get("preset", "none") != "none" or a.get("rotation_range") or a.get("width_shift_range")
-                or a.get("height_shift_range") or a.get("shear_range") or a.get("zoom_range")
-                or a.get("horizontal_flip") or a.get("vertical_flip") or a.get("brightness")
-                or a.get("contrast") or a.get("gamma"))
+    return self.augment.random
 
   def learned(self) -> bool:
     """The model fits its training data better than a uniform guess (ln K): generalisation rules apply."""

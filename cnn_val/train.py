@@ -253,6 +253,4 @@ def _doctor(config, workdir: str) -> None:
   if not config.doctor or jax.process_index() != 0:
     return
   result = diagnose.examine(workdir)
-  logging.info("Doctor: %s; %s. Report: %s/report.md", result["verdict"],
-               ", ".join(f"{f['cause']} ({f['severity']}, {f['confidence']:.2f})" for f in result["findings"])
-               or "no findings", workdir)
+  logging.info("Doctor: %s. Report: %s/report.md", diagnose.summary(result), workdir)
