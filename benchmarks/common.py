@@ -2,6 +2,7 @@
 measurement (every case once per round, median over rounds) so that ratios in one table share the machine's
 state."""
 
+import os
 import time
 
 import jax
@@ -17,8 +18,10 @@ def synthetic_batches(batch_size, num_batches=8, image_shape=(28, 28, 1), num_cl
   return images, labels
 
 
-def cnn_val_runner(config, batch_size, num_devices, image_shape=(28, 28, 1)):
-  """`run(num_steps)` for the train step exactly as `train_and_evaluate` builds it from `config`."""
+def cnn_val_runner(config, batch_size, num_devices, image_shape=(28, 28, 1), wait_each_step=False):
+  """`run(num_steps)` for the train step exactly as `train_and_evaluate` builds it from `config`.
+
+  `wait_each_step` blocks on every step's outputs, as `parallel.pmap_step` does for several CPU devices."""
   config = config.copy_and_resolve_references()
   config.batch_size = batch_size
   tx = optim.create_optimizer(config.optim, 100, 1)
@@ -36,6 +39,8 @@ def cnn_val_runner(config, batch_size, num_devices, image_shape=(28, 28, 1)):
     s = holder[0]
     for i in range(num_steps):
       s, metrics = step(s, batches[i % len(batches)], key)
+      if wait_each_step:
+        jax.block_until_ready(metrics)
     jax.block_until_ready(metrics)
     holder[0] = s
 

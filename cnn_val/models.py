@@ -208,6 +208,12 @@ def resolve_dtype(dtype: str):
   return DTYPES[dtype]
 
 
+def has_batch_statistics(model_config) -> bool:
+  """Whether the model named by `config.model` keeps BatchNorm statistics, from the config alone (no JAX
+  operation runs, so this can be asked before JAX starts)."""
+  return model_config.name == "ResNet" or (model_config.name == "ConvNet" and bool(model_config.batchnorm))
+
+
 def create_model(model_config, num_classes: int, axis_name: str | None = None,
                  dtype: str = "float32", class_prior=None) -> nn.Module:
   """Builds the model named by `config.model.name` with the fields that model uses.

@@ -8,7 +8,12 @@ global gather that `unreplicate` now costs. Only the batch is split over devices
 
 from __future__ import annotations
 
+import functools
+import os
+
 import jax
+
+from cnn_val import models
 
 AXIS = "batch"
 
@@ -28,7 +33,77 @@ def pmap_step(step_fn, devices, *, batch_argnums: tuple[int, ...], num_args: int
   The step's outputs must be identical on every device (reduced over `AXIS`); they come back unreplicated.
   """
   in_axes = tuple(0 if i in batch_argnums else None for i in range(num_args))
-  return jax.pmap(step_fn, axis_name=AXIS, in_axes=in_axes, out_axes=None, devices=devices)
+  step = jax.pmap(step_fn, axis_name=AXIS, in_axes=in_axes, out_axes=None, devices=devices)
+  if not one_step_in_flight(devices):
+    return step
+
+  @functools.wraps(step_fn)
+  def step_and_wait(*args):
+    outputs = step(*args)
+    jax.block_until_ready(outputs)
+    return outputs
+
+  return step_and_wait
+
+
+def one_step_in_flight(devices) -> bool:
+  """Whether a step must finish before the next is dispatched: with several host CPU devices.
+
+  XLA's CPU runtime launches each device's part of a step on a small thread pool (one thread per core)
+  and blocks a thread there until that device's inputs are ready. With many steps queued, those threads
+  can all wait on later steps while one device's part of an earlier step, which the others' all-reduce
+  waits for, finds no thread: the process aborts after 40 s ("Expected 2 threads to join the rendezvous",
+  JAX 0.10.2; within a few hundred steps of `SeedCNNDropout` on 2 devices of 2 cores). With one step in
+  flight, thousands of steps ran clean (tests/test_parallel.py); the host-device overlap it gives up is
+  measured in benchmarks/host_devices.py. Accelerators queue steps as usual.
+  """
+  return len(devices) > 1 and devices[0].platform == "cpu"
+
+
+def auto_cpu_devices(cpu_count: int, global_batch: int, *, has_batch_stats: bool, micro_batch_size: int) -> int:
+  """How many host CPU devices `config.cpu_devices=0` creates (benchmarks/host_devices.py, 2 cores).
+
+  Measured: a step that micro-batches (models without batch statistics) runs 0.8-0.9x on 2 devices,
+  since the micro-batches already run at the small-batch speed; a BatchNorm model, whose batch cannot be
+  split without changing its statistics, runs 1.17x at 64 examples per device and 1.36x at 128 (1.0x at
+  32). So: all cores, as the largest device count that divides the batch, only for such models and only
+  at >= 2 x CPU_MICRO_BATCH examples per device; else one device.
+  """
+  if cpu_count < 2 or not has_batch_stats or micro_batch_size:
+    return 1
+  devices = max(k for k in range(1, cpu_count + 1) if global_batch % k == 0)
+  return devices if devices > 1 and global_batch // devices >= 2 * CPU_MICRO_BATCH else 1
+
+
+def use_cpu_devices(config) -> int | None:
+  """Sets the number of host CPU devices from `config.cpu_devices` (0 = auto) before JAX starts.
+
+  Returns the count set, or None where the environment's choice stands: auto with XLA_FLAGS'
+  `--xla_force_host_platform_device_count` given, or JAX already started (then an explicit count must
+  match the devices it has). Only the CPU backend is affected; accelerators keep their devices.
+  """
+  requested = config.get("cpu_devices", 0)
+  if not isinstance(requested, int) or isinstance(requested, bool) or requested < 0:
+    raise ValueError(f"config.cpu_devices={requested!r}: expected 0 (auto) or a positive number of host "
+                     f"CPU devices.")
+  auto = requested == 0
+  if auto:
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+      return None
+    requested = auto_cpu_devices(
+        len(os.sched_getaffinity(0)), config.batch_size,
+        has_batch_stats=models.has_batch_statistics(config.model), micro_batch_size=config.micro_batch_size)
+  try:
+    jax.config.update("jax_num_cpu_devices", requested)
+  except RuntimeError:  # JAX already ran an operation in this process: its devices are fixed
+    have = len(jax.devices("cpu"))
+    if not auto and have != requested:
+      raise ValueError(
+          f"config.cpu_devices={requested}, but JAX already started in this process with {have} CPU "
+          f"device(s). Set it before any JAX operation (python -m cnn_val.main does), or use 0 (auto) "
+          f"and XLA_FLAGS=--xla_force_host_platform_device_count=N.") from None
+    return None
+  return requested
 
 
 # XLA's CPU kernels run small batches faster per image than large ones (best near 32; benchmarks/).

@@ -130,6 +130,7 @@ def load_data(config):
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the final metrics row."""
+  cpu_devices = parallel.use_cpu_devices(config)  # before JAX's first operation, which fixes its devices
   config_check.validate(config)
   devices = parallel.select_devices(config.num_devices)
   num_devices = len(devices)
@@ -153,8 +154,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                      f"examples per epoch; lower config.batch_size or raise config.data.max_train_examples.")
   total_steps = steps_per_epoch * config.num_epochs
   logging.info("Data %s: %d train (%d per epoch, resampling %s), %d validation, %d test examples, %d classes, "
-               "images %s; %d device(s).", config.data.name, splits.num_train, epoch_examples, resampling,
-               splits.num_validation, splits.num_test, num_classes, splits.image_shape, num_devices)
+               "images %s; %d %s device(s)%s.", config.data.name, splits.num_train, epoch_examples, resampling,
+               splits.num_validation, splits.num_test, num_classes, splits.image_shape, num_devices,
+               devices[0].platform, "" if cpu_devices is None else f" (config.cpu_devices -> {cpu_devices} CPU)")
   if class_weights is not None:
     logging.info("Class weights (%s): %s", config.imbalance.class_weighting, np.round(class_weights, 3).tolist())
 

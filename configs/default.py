@@ -18,6 +18,9 @@ def get_config():
   config.batch_size = 32  # global, over all devices (Keras' default batch size, as in the seed)
   config.eval_batch_size = 500  # global; the last batch is padded and masked, never dropped
   config.num_devices = 0  # local devices to pmap over; 0 = all
+  # Host CPU devices to create when JAX starts (CPU backend only); 0 = auto: several only where measured
+  # faster (BatchNorm models at >= 64 examples per device), unless XLA_FLAGS already forces a count.
+  config.cpu_devices = 0
   # Examples per micro-batch inside each device's step (gradients accumulated with lax.scan); 0 = auto:
   # 32 on CPU for models without BatchNorm, else the whole device batch. Results equal the unsplit step.
   config.micro_batch_size = 0
