@@ -54,7 +54,7 @@ def one_step_in_flight(devices) -> bool:
   can all wait on later steps while one device's part of an earlier step, which the others' all-reduce
   waits for, finds no thread: the process aborts after 40 s ("Expected 2 threads to join the rendezvous",
   JAX 0.10.2; within a few hundred steps of `SeedCNNDropout` on 2 devices of 2 cores). With one step in
-  flight, thousands of steps ran clean (tests/test_parallel.py); the host-device overlap it gives up is
+  flight, 3,000 steps ran clean (tests/test_host_devices.py); the host-device overlap it gives up is
   measured in benchmarks/host_devices.py. Accelerators queue steps as usual.
   """
   return len(devices) > 1 and devices[0].platform == "cpu"
@@ -63,16 +63,16 @@ def one_step_in_flight(devices) -> bool:
 def auto_cpu_devices(cpu_count: int, global_batch: int, *, has_batch_stats: bool, micro_batch_size: int) -> int:
   """How many host CPU devices `config.cpu_devices=0` creates (benchmarks/host_devices.py, 2 cores).
 
-  Measured: a step that micro-batches (models without batch statistics) runs 0.8-0.9x on 2 devices,
-  since the micro-batches already run at the small-batch speed; a BatchNorm model, whose batch cannot be
-  split without changing its statistics, runs 1.17x at 64 examples per device and 1.36x at 128 (1.0x at
-  32). So: all cores, as the largest device count that divides the batch, only for such models and only
-  at >= 2 x CPU_MICRO_BATCH examples per device; else one device.
+  Measured: a step that micro-batches (models without batch statistics) runs 0.71-0.90x on 2 devices,
+  since its micro-batches already run at the small-batch speed; a BatchNorm model, whose batch cannot be
+  split without changing its statistics, runs 1.18x at 64 examples per device and 1.31x at 128 (1.00x at
+  32, 0.72x at 16). So: the most devices, up to one per core, that divide the batch into >= 2 x
+  CPU_MICRO_BATCH examples each, only for such models; else one device.
   """
-  if cpu_count < 2 or not has_batch_stats or micro_batch_size:
+  if not has_batch_stats or micro_batch_size:
     return 1
-  devices = max(k for k in range(1, cpu_count + 1) if global_batch % k == 0)
-  return devices if devices > 1 and global_batch // devices >= 2 * CPU_MICRO_BATCH else 1
+  return max((k for k in range(2, cpu_count + 1)
+              if global_batch % k == 0 and global_batch // k >= 2 * CPU_MICRO_BATCH), default=1)
 
 
 def use_cpu_devices(config) -> int | None:

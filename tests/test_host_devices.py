@@ -35,6 +35,7 @@ def _python(code: str, *args, timeout=300):
     (3, 128, True, 0, 2),    # the largest count that divides the batch
     (4, 256, True, 0, 4),
     (8, 96, True, 0, 1),     # 96 = 6 x 16 or 4 x 24 or 3 x 32: under 64 per device on any divisor > 1
+    (8, 256, True, 0, 4),    # 8 x 32 is too small; 4 x 64 is not
 ])
 def test_auto_cpu_devices(cpus, batch, has_stats, micro, expected):
   assert parallel.auto_cpu_devices(cpus, batch, has_batch_stats=has_stats, micro_batch_size=micro) == expected
