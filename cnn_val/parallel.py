@@ -49,13 +49,12 @@ def pmap_step(step_fn, devices, *, batch_argnums: tuple[int, ...], num_args: int
 def one_step_in_flight(devices) -> bool:
   """Whether a step must finish before the next is dispatched: with several host CPU devices.
 
-  XLA's CPU runtime launches each device's part of a step on a small thread pool (one thread per core)
-  and blocks a thread there until that device's inputs are ready. With many steps queued, those threads
-  can all wait on later steps while one device's part of an earlier step, which the others' all-reduce
-  waits for, finds no thread: the process aborts after 40 s ("Expected 2 threads to join the rendezvous",
-  JAX 0.10.2; within a few hundred steps of `SeedCNNDropout` on 2 devices of 2 cores). With one step in
-  flight, 3,000 steps ran clean (tests/test_host_devices.py); the host-device overlap it gives up is
-  measured in benchmarks/host_devices.py. Accelerators queue steps as usual.
+  With steps queued, XLA's CPU runtime (JAX 0.10.2) aborted within 3,000 steps on 2 devices of 2 cores:
+  one device's all-reduce waited 40 s for the other ("Expected 2 threads to join the rendezvous") while,
+  in gdb, the launch threads sat blocked in `CpuPjRtRawLoadedExecutable::Execute` on later steps (a
+  semaphore, a buffer wait), so the missing device's part never ran. With one step in flight, 3,000 steps
+  ran clean (tests/test_host_devices.py), and the wait costs at most 7% and mostly gains
+  (benchmarks/host_devices.py, its "wait each step" column). Accelerators queue steps as usual.
   """
   return len(devices) > 1 and devices[0].platform == "cpu"
 
