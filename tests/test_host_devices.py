@@ -120,3 +120,18 @@ def test_main_creates_the_configured_cpu_devices(tmp_path, tiny_data_dir):
   assert "2 cpu device(s) (config.cpu_devices -> 2 CPU)" in result.stderr
   rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert rows[-1]["epoch"] == 1 and "test_accuracy" in rows[-1]
+
+
+def test_a_run_from_before_cpu_devices_existed_still_resumes(tmp_path):
+  """Device layout changes results only to float round-off, so `cpu_devices` (like `num_devices`) may
+  differ on resume; a config.json written before the field existed lacks it."""
+  from cnn_val import rundir
+  config = default.get_config()
+  old = rundir.config_to_dict(config)
+  del old["cpu_devices"]
+  (tmp_path / rundir.CONFIG_FILE).write_text(json.dumps(old))
+  config.cpu_devices = 2
+  rundir.write_or_check_config(str(tmp_path), config)  # no error
+  config.seed = 1
+  with pytest.raises(ValueError, match=r"different config \(seed: 0 -> 1\)"):
+    rundir.write_or_check_config(str(tmp_path), config)
