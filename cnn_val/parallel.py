@@ -53,8 +53,9 @@ def one_step_in_flight(devices) -> bool:
   one device's all-reduce waited 40 s for the other ("Expected 2 threads to join the rendezvous") while,
   in gdb, the launch threads sat blocked in `CpuPjRtRawLoadedExecutable::Execute` on later steps (a
   semaphore, a buffer wait), so the missing device's part never ran. With one step in flight, 3,000 steps
-  ran clean (tests/test_host_devices.py), and the wait costs at most 7% and mostly gains
-  (benchmarks/host_devices.py, its "wait each step" column). Accelerators queue steps as usual.
+  ran clean (tests/test_host_devices.py), and the wait costs at most 7% (benchmarks/host_devices.py, its
+  "wait each step" column). One device and accelerators queue steps as usual (on 1 CPU device the wait
+  made real training slower in 5 of 6 paired runs; README, Performance).
   """
   return len(devices) > 1 and devices[0].platform == "cpu"
 
