@@ -2,13 +2,17 @@
 measurement (every case once per round, median over rounds) so that ratios in one table share the machine's
 state."""
 
-import os
 import time
 
 import jax
 import numpy as np
 
 from cnn_val import models, optim, steps
+from configs import default, fashion_mnist_bn, seed_ex1
+
+# The models the speed benchmarks compare, by the config that defines each.
+MODEL_CONFIGS = {"SeedCNN": seed_ex1.get_config, "SeedCNNDropout": default.get_config,
+                 "ConvNet-BN": fashion_mnist_bn.get_config}
 
 
 def synthetic_batches(batch_size, num_batches=8, image_shape=(28, 28, 1), num_classes=10, seed=0):
@@ -26,8 +30,7 @@ def cnn_val_runner(config, batch_size, num_devices, image_shape=(28, 28, 1), wai
   config.batch_size = batch_size
   tx = optim.create_optimizer(config.optim, 100, 1)
   state = steps.create_train_state(models.create_model(config.model, 10), tx, jax.random.key(0), image_shape)
-  step = steps.pmapped_steps(config, 10, tx, jax.local_devices()[:num_devices],
-                             has_batch_stats=bool(state.batch_stats)).train
+  step = steps.pmapped_steps(config, 10, tx, jax.local_devices()[:num_devices]).train
   images, labels = synthetic_batches(batch_size, image_shape=image_shape)
   batches = [{"image": images[i:i + batch_size].reshape((num_devices, -1) + tuple(image_shape)),
               "label": labels[i:i + batch_size].reshape(num_devices, -1)}

@@ -15,15 +15,11 @@ from absl import flags
 import jax
 
 from benchmarks import common
-from configs import default, fashion_mnist_bn, seed_ex1
 
 flags.DEFINE_string("batch_sizes", "32,256", "Global batch sizes.")
 flags.DEFINE_integer("rounds", 3, "Alternating measurement rounds; the median is reported.")
 flags.DEFINE_float("seconds", 2.0, "Approximate time per measurement.")
 FLAGS = flags.FLAGS
-
-MODELS = {"SeedCNN": seed_ex1.get_config, "SeedCNNDropout": default.get_config,
-          "ConvNet-BN": fashion_mnist_bn.get_config}
 
 
 def _variants(make_config, batch_size):
@@ -48,7 +44,7 @@ def main(argv):
   del argv
   cases = []
   for batch_size in (int(b) for b in FLAGS.batch_sizes.split(",")):
-    for name, make_config in MODELS.items():
+    for name, make_config in common.MODEL_CONFIGS.items():
       for label, config, devices in _variants(make_config, batch_size):
         cases.append((name, batch_size, label, common.cnn_val_runner(config, batch_size, devices)))
   rates = common.measure([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)

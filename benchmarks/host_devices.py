@@ -16,7 +16,6 @@ from absl import flags
 import jax
 
 from benchmarks import common
-from configs import default, fashion_mnist_bn, seed_ex1
 
 flags.DEFINE_string("devices", "1,2", "Host device counts to compare (the first is the baseline).")
 flags.DEFINE_string("batch_sizes", "32,256", "Global batch sizes.")
@@ -24,9 +23,6 @@ flags.DEFINE_string("models", "SeedCNN,SeedCNNDropout,ConvNet-BN", "Models (conf
 flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds; the median is reported.")
 flags.DEFINE_float("seconds", 2.0, "Approximate time per measurement.")
 FLAGS = flags.FLAGS
-
-MODELS = {"SeedCNN": seed_ex1.get_config, "SeedCNNDropout": default.get_config,
-          "ConvNet-BN": fashion_mnist_bn.get_config}
 
 
 def main(argv):
@@ -38,14 +34,15 @@ def main(argv):
   cases = []
   for batch_size in (int(b) for b in FLAGS.batch_sizes.split(",")):
     for name in FLAGS.models.split(","):
+      make_config = common.MODEL_CONFIGS[name]
       for k in counts:
         if batch_size % k:
           continue
         label = f"{k} device{'s' if k > 1 else ''}"
-        cases.append((name, batch_size, label, common.cnn_val_runner(MODELS[name](), batch_size, k)))
+        cases.append((name, batch_size, label, common.cnn_val_runner(make_config(), batch_size, k)))
         if k == 1:
           cases.append((name, batch_size, "1 device, wait each step",
-                        common.cnn_val_runner(MODELS[name](), batch_size, 1, wait_each_step=True)))
+                        common.cnn_val_runner(make_config(), batch_size, 1, wait_each_step=True)))
   rates = common.measure([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)
   common.print_ratio_table(cases, rates, what="host devices", ratio_to="1 device")
 

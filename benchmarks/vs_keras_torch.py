@@ -21,14 +21,13 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from configs import default, seed_ex1
 
 flags.DEFINE_string("batch_sizes", "32,256", "Global batch sizes.")
 flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds; the median is reported.")
 flags.DEFINE_float("seconds", 2.0, "Approximate time per measurement.")
 FLAGS = flags.FLAGS
 
-MODELS = {"SeedCNN": seed_ex1.get_config, "SeedCNNDropout": default.get_config}
+MODELS = {name: common.MODEL_CONFIGS[name] for name in ("SeedCNN", "SeedCNNDropout")}
 
 
 def keras_runner(model_name, batch_size):

@@ -260,9 +260,7 @@ def rule_harmful_augmentation(run: Run):
     strong["rotation_range"] = a.rotation_range
   pairs = run.confused_pairs(PAIR_CONFUSION)
   train_below_val = run.val_acc - run.train_acc
-  if not strong and train_below_val <= NOISE_GAP:
-    return None
-  if not pairs and train_below_val <= NOISE_GAP:
+  if train_below_val <= NOISE_GAP and not (strong and pairs):
     return None
   overrides = {}
   if a.vertical_flip:
@@ -271,9 +269,7 @@ def rule_harmful_augmentation(run: Run):
     overrides["config.augment.horizontal_flip"] = False
   if a.rotation_range > 10:
     overrides["config.augment.rotation_range"] = 10.0
-  names = (run.audit or {}).get("class_names") or []
-  label = lambda i: names[i] if i < len(names) else str(i)
-  pair_text = ", ".join(f"{label(x)} <-> {label(y)} ({100 * r:.0f}%)" for x, y, r in pairs[:4])
+  pair_text = ", ".join(f"{run.class_name(x)} <-> {run.class_name(y)} ({100 * r:.0f}%)" for x, y, r in pairs[:4])
   evidence = {"strong_transforms": strong, "confused_pairs": [[x, y, r] for x, y, r in pairs],
               "val_minus_train_accuracy": train_below_val}
   confidence = 0.5 + 0.2 * bool(pairs) + 0.2 * bool(strong) + 0.05 * (train_below_val > NOISE_GAP)
@@ -351,8 +347,7 @@ def rule_class_imbalance(run: Run):
              if minority.any() and (~minority).any() else 0.0)
   val_ratio = splits.get("validation", {}).get("imbalance_ratio") or 1.0
   severity = "high" if deficit > RECALL_DEFICIT else ("medium" if deficit > RECALL_DEFICIT / 2 else "low")
-  names = (run.audit or {}).get("class_names") or []
-  minority_names = [names[i] if i < len(names) else str(i) for i in np.flatnonzero(minority)]
+  minority_names = [run.class_name(i) for i in np.flatnonzero(minority)]
   return _finding(
       "class_imbalance", severity,
       round(0.5 * _confidence(ratio, IMBALANCE_RATIO) + 0.5 * _confidence(max(deficit, 1e-6), RECALL_DEFICIT), 3),

@@ -91,7 +91,7 @@ def lr_range_test(config, workdir: str, *, num_steps: int = 200) -> dict:
   devices = parallel.select_devices(1)
   state = steps.create_train_state(models.create_model(config.model, num_classes), tx,
                                    jax.random.key(config.seed), splits.image_shape)
-  p_train = steps.pmapped_steps(config, num_classes, tx, devices, has_batch_stats=bool(state.batch_stats)).train
+  p_train = steps.pmapped_steps(config, num_classes, tx, devices).train
   key = jax.random.key(config.seed + 1)
   lrs, losses, best, reason = [], [], math.inf, "end of sweep"
   for batch in itertools.islice(_batches_forever(arrays["train"], config), num_steps):

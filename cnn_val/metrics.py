@@ -15,6 +15,12 @@ def _nan_list(values) -> list:
   return [None if np.isnan(v) else float(v) for v in values]
 
 
+def confusion_rates(confusion) -> np.ndarray:
+  """The confusion matrix as fractions of each true class (rows sum to 1; a class without examples: 0)."""
+  c = np.asarray(confusion, np.float64)
+  return c / np.maximum(c.sum(axis=1, keepdims=True), 1)
+
+
 def from_confusion(confusion) -> dict:
   """Per-class recall and precision, balanced accuracy, macro-F1 and the predicted-class histogram."""
   confusion = np.asarray(confusion, np.int64)

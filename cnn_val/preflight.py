@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from cnn_val import models, steps
+from cnn_val.data import balance
 
 INIT_LOSS_TOLERANCE = 0.5
 OVERFIT_BATCH = 32
@@ -48,10 +49,10 @@ def run_checks(config, arrays: dict, num_classes: int, image_shape) -> dict:
   config = _plain(config)
   tx = optax.adam(1e-3)
   device = jax.local_devices()[:1]
-  counts = np.bincount(arrays["train"]["label"], minlength=num_classes)
+  counts = balance.class_counts(arrays["train"]["label"], num_classes)
   model = models.create_model(config.model, num_classes, class_prior=counts)
   init = steps.create_train_state(model, tx, jax.random.key(config.seed), image_shape)
-  pm = steps.pmapped_steps(config, num_classes, tx, device, has_batch_stats=bool(init.batch_stats))
+  pm = steps.pmapped_steps(config, num_classes, tx, device)
   rng = np.random.default_rng(config.seed)
   train, val = arrays["train"], arrays["validation"]
   key = jax.random.key(config.seed + 1)
@@ -105,7 +106,6 @@ def run_checks(config, arrays: dict, num_classes: int, image_shape) -> dict:
                             f"no better than training on blank images ({losses[True]:.3f}): the labels do not "
                             f"depend on the images as loaded (shuffled labels, or images lost in the pipeline)"})
 
-  counts = np.bincount(train["label"], minlength=num_classes)
   majority = int(np.argmax(counts))
   checks.append({"name": "majority_class", "passed": True, "value": float(np.mean(val["label"] == majority)),
                  "class": majority, "message": "informational: the accuracy of always predicting the majority class"})

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from cnn_val import rundir
+from cnn_val import metrics, rundir
 
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
@@ -33,6 +33,10 @@ def _save(fig, workdir: str, name: str) -> str:
   fig.savefig(os.path.join(workdir, PLOTS_DIR, name), dpi=90)
   _pyplot().close(fig)
   return f"{PLOTS_DIR}/{name}"
+
+
+def _class_labels(class_names, k: int) -> list[str]:
+  return list(class_names) if len(class_names) == k else [str(i) for i in range(k)]
 
 
 def plot_learning_curves(workdir, rows):
@@ -73,7 +77,7 @@ def plot_confusion(workdir, rows, class_names):
     return None
   plt = _pyplot()
   c = np.asarray(row["val_confusion"], float)
-  rates = c / np.maximum(c.sum(axis=1, keepdims=True), 1)
+  rates = metrics.confusion_rates(c)
   k = len(c)
   fig, ax = plt.subplots(figsize=(1.2 + 0.55 * k, 1.0 + 0.5 * k))
   im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
@@ -82,7 +86,7 @@ def plot_confusion(workdir, rows, class_names):
       if c[i, j]:
         ax.text(j, i, int(c[i, j]), ha="center", va="center", fontsize=7,
                 color="white" if rates[i, j] > 0.5 else "black")
-  labels = list(class_names) if len(class_names) == k else [str(i) for i in range(k)]
+  labels = _class_labels(class_names, k)
   ax.set_xticks(range(k), labels, rotation=60, ha="right", fontsize=8)
   ax.set_yticks(range(k), labels, fontsize=8)
   ax.set(xlabel="predicted", ylabel="true", title=f"Validation confusion (epoch {row['epoch']})")
@@ -94,7 +98,7 @@ def plot_recall(workdir, rows, class_names):
   plt = _pyplot()
   recall = [np.nan if r is None else r for r in rows[-1]["val_per_class_recall"]]
   k = len(recall)
-  labels = list(class_names) if len(class_names) == k else [str(i) for i in range(k)]
+  labels = _class_labels(class_names, k)
   fig, ax = plt.subplots(figsize=(max(5, 0.5 * k), 3.2))
   ax.bar(range(k), recall)
   ax.axhline(rows[-1]["val_accuracy"], color="gray", linestyle="--", label="accuracy")

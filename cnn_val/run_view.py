@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 
 from cnn_val import augment as augment_lib
-from cnn_val import rundir
+from cnn_val import metrics, rundir
 
 RATIO_WINDOW_STEPS = 1500  # steps over which the update/parameter ratio is compared between runs
 
@@ -85,7 +85,12 @@ class Run:
     confusion = next((r["val_confusion"] for r in reversed(self.rows) if "val_confusion" in r), None)
     if confusion is None:
       return []
-    c = np.asarray(confusion, float)
-    rates = c / np.maximum(c.sum(axis=1, keepdims=True), 1)
-    return [(a, b, float(min(rates[a, b], rates[b, a]))) for a in range(len(c)) for b in range(a + 1, len(c))
+    rates = metrics.confusion_rates(confusion)
+    k = len(rates)
+    return [(a, b, float(min(rates[a, b], rates[b, a]))) for a in range(k) for b in range(a + 1, k)
             if min(rates[a, b], rates[b, a]) >= min_rate]
+
+  def class_name(self, index: int) -> str:
+    """The audit's name of class `index`, or the index itself."""
+    names = (self.audit or {}).get("class_names") or []
+    return names[index] if index < len(names) else str(index)

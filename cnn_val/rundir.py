@@ -20,8 +20,8 @@ LR_FIND_FILE = "lr_find.json"  # LR range test (cnn_val/lr_find.py)
 DIVERGED_FILE = "diverged.json"  # written when a run stops on a NaN/Inf loss
 # Fields that may change when a run is resumed: they do not change what is computed (the device count
 # changes results only to float round-off).
-RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices", "cpu_devices", "doctor", "preflight",
-                               "signals"})
+RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices", "cpu_devices", "doctor",
+                               "preflight", "signals"})
 
 
 def _flatten(d, prefix=""):

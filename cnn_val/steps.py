@@ -156,8 +156,7 @@ class PmappedSteps(NamedTuple):
   micro_batch_size: int
 
 
-def pmapped_steps(config, num_classes: int, tx, devices, *, has_batch_stats: bool,
-                  class_weights: tuple | None = None) -> PmappedSteps:
+def pmapped_steps(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None) -> PmappedSteps:
   """The train and eval steps for `config` exactly as `train_and_evaluate` runs them, pmapped once.
 
   The per-device batch is `config.batch_size` split over `devices` on every host; the model computes in
@@ -167,7 +166,8 @@ def pmapped_steps(config, num_classes: int, tx, devices, *, has_batch_stats: boo
   augmentation = augment.from_config(config.augment)
   model = models.create_model(config.model, num_classes, axis_name=parallel.AXIS, dtype=config.dtype)
   per_device_batch = config.batch_size // (len(devices) * jax.process_count())
-  micro = parallel.micro_batch_size(config.micro_batch_size, per_device_batch, has_batch_stats=has_batch_stats)
+  micro = parallel.micro_batch_size(config.micro_batch_size, per_device_batch,
+                                    has_batch_stats=models.has_batch_statistics(config.model))
   p_train = parallel.pmap_step(
       functools.partial(train_step, model=model, tx=tx, micro_batch_size=micro, augmentation=augmentation,
                         class_weights=class_weights, signals=config.get("signals", True)),

@@ -187,7 +187,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 "; ".join(failed) if failed else "all passed")
 
   pmapped = steps.pmapped_steps(
-      config, num_classes, tx, devices, has_batch_stats=bool(state.batch_stats),
+      config, num_classes, tx, devices,
       class_weights=None if class_weights is None else tuple(float(w) for w in class_weights))
   p_train, p_eval = pmapped.train, pmapped.eval
   logging.info("Per-device batch %d in micro-batches of %d; %s computation; conv %s, pool %s.",

@@ -38,7 +38,7 @@ def test_eval_metrics_on_four_devices_with_padding_equal_one_device():
   mask = np.arange(padded) < n
   sums = {}
   for devices in (1, 4):
-    p_eval = steps.pmapped_steps(config, 10, tx, jax.local_devices()[:devices], has_batch_stats=False).eval
+    p_eval = steps.pmapped_steps(config, 10, tx, jax.local_devices()[:devices]).eval
     batch = {"image": images, "label": labels, "mask": mask}
     sums[devices] = p_eval(state, {k: v.reshape((devices, -1) + v.shape[1:]) for k, v in batch.items()})
   np.testing.assert_array_equal(sums[1]["confusion"], sums[4]["confusion"])

@@ -13,8 +13,7 @@ def _step(config, micro_batch_size, batch, num_devices=2, dtype="float32"):
   config.batch_size, config.micro_batch_size, config.dtype = len(batch["label"]), micro_batch_size, dtype
   tx = optim.create_optimizer(config.optim, 10, 1)
   state = steps.create_train_state(models.create_model(config.model, 10), tx, jax.random.key(0), (28, 28, 1))
-  step = steps.pmapped_steps(config, 10, tx, jax.local_devices()[:num_devices],
-                             has_batch_stats=bool(state.batch_stats)).train
+  step = steps.pmapped_steps(config, 10, tx, jax.local_devices()[:num_devices]).train
   shaped = {k: v.reshape((num_devices, -1) + v.shape[1:]) for k, v in batch.items()}
   return step(state, shaped, jax.random.key(1))
 

@@ -32,8 +32,7 @@ def test_one_train_step_and_eval_step_on_four_devices(tiny_config):
   tx = optim.create_optimizer(config.optim, 10, 1)
   state = steps.create_train_state(models.create_model(config.model, 10), tx, jax.random.key(0), (28, 28, 1))
   config.batch_size = 8
-  p_train, p_eval, _, _ = steps.pmapped_steps(config, 10, tx, jax.local_devices()[:4],
-                                              has_batch_stats=bool(state.batch_stats))
+  p_train, p_eval, _, _ = steps.pmapped_steps(config, 10, tx, jax.local_devices()[:4])
   rng = np.random.default_rng(0)
   batch = {"image": rng.integers(0, 255, (4, 2, 28, 28, 1), dtype=np.uint8),
            "label": rng.integers(0, 10, (4, 2)).astype(np.int32)}

@@ -63,12 +63,12 @@ def _take(arrays: dict, idx) -> dict:
 
 
 def orientation(arrays: dict, pairs, rng) -> dict:
-  images, labels = arrays["image"].copy(), arrays["label"].copy()
+  images = arrays["image"].copy()
   for a, b in pairs:
     sources, targets = np.flatnonzero(arrays["label"] == a), np.flatnonzero(arrays["label"] == b)
     if len(sources) and len(targets):
       images[targets] = arrays["image"][rng.choice(sources, len(targets))][:, ::-1]
-  return {**arrays, "image": images, "label": labels}
+  return {**arrays, "image": images}
 
 
 def long_tail(arrays: dict, num_classes: int, rho: float, minority, rng) -> dict:
