@@ -1,0 +1,74 @@
+"""One run of a sweep, in its own process: `python -m cnn_val.ablate_worker RUN_DIR`.
+
+The ablation engine (cnn_val/ablate.py) starts one per run. It trains RUN_DIR/run_spec.json's config into
+RUN_DIR with the ordinary `train.train_and_evaluate` (so a killed run resumes from its checkpoint). Exit
+codes: 0 trained, 1 stopped on NaN/Inf (diverged.json says where: an outcome, not a failure), 2 a bad
+config or data (the message says what to change), 75 the run directory is locked by another worker.
+"""
+
+import os
+
+PARENT_ENV, CORES_ENV = "CNN_VAL_SWEEP_PID", "CNN_VAL_WORKER_CORES"
+
+
+def _attach_to_sweep() -> None:
+  """Before anything sizes a thread pool: pin to the cores the engine gave this worker, and die with the
+  engine (Linux PR_SET_PDEATHSIG), so that no orphaned worker keeps writing a run directory that the next
+  sweep resumes. Done here rather than in a preexec_fn, which would fork the multithreaded engine."""
+  if os.environ.get(CORES_ENV) and hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, [int(c) for c in os.environ[CORES_ENV].split(",")])
+  if PARENT_ENV in os.environ:
+    try:
+      import ctypes  # pylint: disable=import-outside-toplevel
+      import signal  # pylint: disable=import-outside-toplevel
+      ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+      pass  # not Linux: an orphan finishes its run; the run lock below still keeps a second one out
+    if os.getppid() != int(os.environ[PARENT_ENV]):  # the engine died before the line above took effect
+      os._exit(137)  # pylint: disable=protected-access
+
+
+if __name__ == "__main__":
+  _attach_to_sweep()
+
+# pylint: disable=wrong-import-position
+import contextlib
+import fcntl
+import json
+import sys
+
+from absl import app
+from absl import logging
+
+RUN_LOCK_FILE = ".run.lock"
+
+
+def main(argv):
+  if len(argv) != 2:
+    raise app.UsageError("Usage: python -m cnn_val.ablate_worker RUN_DIR (a sweep's runs/<arm>/seed<k>).")
+  workdir = argv[1]
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  tf.config.set_visible_devices([], "GPU")  # tf.data only feeds the host; JAX gets the accelerator
+  from cnn_val import ablate, train  # pylint: disable=import-outside-toplevel
+  with open(os.path.join(workdir, ablate.RUN_SPEC_FILE)) as f:
+    spec = json.load(f)
+  with open(os.path.join(workdir, RUN_LOCK_FILE), "a") as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      logging.error("%s is being trained by another process; not starting a second one.", workdir)
+      raise SystemExit(75) from None
+    try:
+      train.train_and_evaluate(ablate.config_from_dict(spec["config"]), workdir)
+    except train.NonFiniteLossError as e:
+      logging.error("%s", e)
+      raise SystemExit(1) from None
+    except (ValueError, FileNotFoundError) as e:  # config and data errors carry their own instructions
+      logging.error("%s", e)
+      raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+  with contextlib.suppress(KeyboardInterrupt):
+    app.run(main)
+    sys.exit(0)

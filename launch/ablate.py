@@ -1,0 +1,54 @@
+"""Ablations: a config's arms (overrides) x seeds as ordinary runs, then the comparison with the baseline.
+
+    python launch/ablate.py --config=configs/default.py --out=runs/ablate/wide --seeds=3 \
+        --arm=base: --arm=wide:model.width_multiplier=2.0 [--arm=NAME:FIELD=VALUE,FIELD=VALUE ...] \
+        [--grid=model.dropout_rate=0.3;0.5] [--sweep=my_sweep.py] [--config.FIELD=VALUE ...] \
+        [--parallel=2] [--max_runs=N] [--budget_minutes=M]
+
+`--config.*` overrides apply to every arm; an arm without overrides is the baseline (or --baseline=NAME).
+Run the same command again to resume: finished runs are skipped, killed runs resume from their checkpoints.
+Writes OUT/results.md, OUT/results.csv and OUT/plots/ (see cnn_val/ablate.py).
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from cnn_val import ablate, rundir
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Base experiment config file.", lock_config=True)
+_OUT = flags.DEFINE_string("out", None, "Sweep directory (created; an existing sweep resumes).")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per arm: the config's seed and the next ones.")
+_ARMS = flags.DEFINE_multi_string("arm", [], "NAME:FIELD=VALUE[,FIELD=VALUE...]; NAME: is the baseline.")
+_GRID = flags.DEFINE_multi_string("grid", [], "FIELD=V1;V2;...: arms for every combination of the grids.")
+_SWEEP = flags.DEFINE_string("sweep", None, "Python file with get_sweep() -> list of override dicts.")
+_BASELINE = flags.DEFINE_string("baseline", None, "The arm compared against (default: the one without overrides).")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Worker processes; CPU cores (and GPUs) are split between them.")
+_MAX_RUNS = flags.DEFINE_integer("max_runs", 0, "Refuse a sweep with more runs left to train (0 = no limit).")
+_BUDGET = flags.DEFINE_float("budget_minutes", 0.0, "Stop when the first run's time says the rest will not fit.")
+flags.mark_flags_as_required(["config", "out"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    arms = [ablate.parse_arm(a) for a in _ARMS.value] + ablate.grid_arms(_GRID.value)
+    if _SWEEP.value:
+      arms += ablate.sweep_file_arms(_SWEEP.value)
+    base = rundir.config_to_dict(_CONFIG.value)
+    seeds = [base["seed"] + i for i in range(_SEEDS.value)]
+    sweep = ablate.Sweep(base, arms, seeds, _BASELINE.value)
+    ablate.run_sweep(sweep, _OUT.value, parallel=_PARALLEL.value, max_runs=_MAX_RUNS.value,
+                     budget_minutes=_BUDGET.value)
+  except ablate.SweepError as e:  # the message says what to change: no traceback
+    print(f"Error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
+  with open(f"{_OUT.value}/{ablate.RESULTS_MD}") as f:
+    print(f.read())
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,213 @@
+"""The ablation engine: arm parsing, statistics against scipy, aggregation from run directories, and a sweep
+that survives SIGKILLs of a worker and of itself with the same table as an uninterrupted sweep."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from cnn_val import ablate, rundir, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_arms_from_flags_grids_and_sweep_files(tmp_path):
+  assert ablate.parse_arm("base:") == ablate.Arm("base", {})
+  arm = ablate.parse_arm("wide:model.widths=(64,128),config.optim.learning_rate=3e-3,augment.preset=characters")
+  assert arm.overrides == {"model.widths": (64, 128), "optim.learning_rate": 3e-3, "augment.preset": "characters"}
+  with pytest.raises(ablate.SweepError, match="expected NAME:FIELD=VALUE"):
+    ablate.parse_arm("wide")
+  arms = ablate.grid_arms(["model.dropout_rate=0.3;0.5", "optim.schedule=cosine;constant"])
+  assert [a.name for a in arms] == ["dropout_rate=0.3+schedule=cosine", "dropout_rate=0.3+schedule=constant",
+                                    "dropout_rate=0.5+schedule=cosine", "dropout_rate=0.5+schedule=constant"]
+  assert ablate.grid_arms([]) == []
+  sweep_file = tmp_path / "sweep.py"
+  sweep_file.write_text("def get_sweep():\n  return [{'name': 'base'}, {'optim.learning_rate': 1e-2}]\n")
+  assert ablate.sweep_file_arms(str(sweep_file)) == [ablate.Arm("base", {}),
+                                                     ablate.Arm("learning_rate=0.01", {"optim.learning_rate": 1e-2})]
+
+
+def test_unknown_fields_and_bad_sweeps_are_named():
+  from configs import default
+  base = rundir.config_to_dict(default.get_config())
+  with pytest.raises(ablate.SweepError, match="no field 'dropout_rat' in config.model; did you mean 'dropout_rate'"):
+    ablate.Sweep(base, [ablate.Arm("a", {"model.dropout_rat": 0.1})], [0])
+  with pytest.raises(ablate.SweepError, match="unique"):
+    ablate.Sweep(base, [ablate.Arm("a"), ablate.Arm("a")], [0])
+  with pytest.raises(ablate.SweepError, match="baseline arm 'b'"):
+    ablate.Sweep(base, [ablate.Arm("a")], [0], baseline="b")
+  sweep = ablate.Sweep(base, [ablate.Arm("x", {"model.dropout_rate": 0.2}), ablate.Arm("base")], [0, 1])
+  assert sweep.baseline == "base"  # the arm without overrides
+  config = ablate.config_from_dict(ablate.run_config(base, {"model.widths": (8, 16)}, 5))
+  assert config.seed == 5 and config.model.widths == (8, 16)
+  with pytest.raises(AttributeError):
+    config.model.not_a_field = 1  # locked, like the configs
+
+
+def test_statistics_match_scipy():
+  rng = np.random.default_rng(0)
+  for n in (2, 3, 5, 8):
+    base = rng.normal(0.9, 0.01, n)
+    treated = base + rng.normal(0.01, 0.005, n)
+    summary = ablate.mean_ci(treated)
+    assert summary["std"] == pytest.approx(np.std(treated, ddof=1))
+    assert summary["ci95"] == pytest.approx(list(stats.t.interval(0.95, n - 1, np.mean(treated), stats.sem(treated))))
+    diff = ablate.paired_difference(treated, base)
+    reference = stats.ttest_rel(treated, base)
+    assert diff["p_value"] == pytest.approx(reference.pvalue)
+    assert diff["ci95"] == pytest.approx(list(reference.confidence_interval(0.95)))
+    assert diff["mean"] == pytest.approx(np.mean(treated - base))
+  assert ablate.mean_ci([0.5]) == {"n": 1, "mean": 0.5, "std": None, "ci95": None}
+  assert ablate.paired_difference([0.6, 0.7], [0.5, 0.6])["ci95"] == pytest.approx([0.1, 0.1])  # no spread
+
+
+def _fake_run(workdir, accuracies, *, epochs=None, test=None, diverged=False, seconds=10.0):
+  os.makedirs(workdir)
+  epochs = epochs or len(accuracies)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump({"num_epochs": epochs}, f)
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    for i, acc in enumerate(accuracies):
+      row = {"step": 10 * (i + 1), "epoch": i + 1, "val_accuracy": acc}
+      if i + 1 == epochs and test is not None:
+        row["test_accuracy"] = test
+      f.write(json.dumps(row) + "\n")
+  if diverged:
+    with open(os.path.join(workdir, "diverged.json"), "w") as f:
+      json.dump({"step": 5, "lr": None, "last_good_step": None}, f)
+    with open(os.path.join(workdir, "preflight.json"), "w") as f:
+      json.dump({"checks": [{"name": "majority_class", "value": 0.1, "passed": True}]}, f)
+  with open(os.path.join(workdir, ablate.RUN_RESULT_FILE), "w") as f:
+    json.dump({"seconds": seconds}, f)
+
+
+def test_aggregation_reads_run_directories(tmp_path):
+  out = str(tmp_path)
+  sweep = ablate.Sweep({"seed": 0, "num_epochs": 3}, [ablate.Arm("base"), ablate.Arm("fix", {"num_epochs": 3})],
+                       [0, 1, 2])
+  ablate.prepare(sweep, out)
+  base = [[0.80, 0.84, 0.85], [0.81, 0.83, 0.86], [0.79, 0.84, 0.84]]
+  fix = [[0.85, 0.88, 0.90], [0.84, 0.89, 0.92], [0.86, 0.87, 0.91]]
+  for s in range(3):
+    _fake_run(ablate.run_dir(out, "base", s), base[s], test=base[s][-1] - 0.01)
+    _fake_run(ablate.run_dir(out, "fix", s), fix[s], test=fix[s][-1] - 0.02, seconds=20.0)
+  table = ablate.write_results(out)
+  arms = {a["arm"]: a for a in table["arms"]}
+  finals = ([b[-1] for b in base], [f[-1] for f in fix])
+  assert arms["fix"]["final_val_accuracy"]["mean"] == pytest.approx(np.mean(finals[1]))
+  assert arms["fix"]["best_val_accuracy"]["mean"] == pytest.approx(np.mean(finals[1]))
+  assert arms["base"]["val_minus_test_accuracy"]["mean"] == pytest.approx(0.01)
+  delta = arms["fix"]["final_val_accuracy_vs_baseline"]
+  assert delta["p_value"] == pytest.approx(stats.ttest_rel(finals[1], finals[0]).pvalue)
+  assert arms["fix"]["seconds"]["mean"] == 20.0
+  assert arms["base"]["curve"][0] == (1, pytest.approx(0.80), pytest.approx(0.01), 3)
+  md = open(os.path.join(out, ablate.RESULTS_MD)).read()
+  assert "| fix | num_epochs=3 | 3 | 91.00 ± 1.00 |" in md
+  rows = open(os.path.join(out, ablate.RESULTS_CSV)).read().splitlines()
+  assert len(rows) == 3 and rows[0].startswith("arm,baseline,overrides")
+  assert os.path.exists(os.path.join(out, "plots", "arms.png")) and os.path.exists(os.path.join(out, "plots", "curves.png"))
+  # A run still going is not counted; a diverged run counts, at the majority-class accuracy when it never
+  # reached an evaluation.
+  import shutil
+  shutil.rmtree(ablate.run_dir(out, "fix", 2))
+  _fake_run(ablate.run_dir(out, "fix", 2), [0.5], epochs=3)
+  shutil.rmtree(ablate.run_dir(out, "base", 2))
+  _fake_run(ablate.run_dir(out, "base", 2), [], epochs=3, diverged=True)
+  table = ablate.aggregate(out)
+  arms = {a["arm"]: a for a in table["arms"]}
+  assert table["incomplete"] == ["fix/seed2"]
+  assert arms["base"]["final_val_accuracy_values"][2] == 0.1 and arms["base"]["diverged"] == 1
+  assert arms["fix"]["final_val_accuracy_vs_baseline"]["n"] == 2  # paired on the seeds both finished
+
+
+def _sweep_command(out, data_dir, *extra):
+  return [sys.executable, "launch/ablate.py", "--config=configs/default.py", f"--out={out}", "--seeds=3",
+          "--arm=base:", "--arm=drop:model.dropout_rate=0.2", "--arm=lr:optim.learning_rate=3e-3",
+          f"--config.data.data_dir={data_dir}", "--config.data.download=False", "--config.num_epochs=3",
+          "--config.num_devices=1", "--config.preflight=False", "--config.doctor=False",
+          "--config.data.max_train_examples=320", "--config.eval_batch_size=64", "--config.optim.decay_steps=30",
+          "--parallel=2", *extra]
+
+
+def _children(pid):
+  with open(f"/proc/{pid}/task/{pid}/children") as f:
+    return [int(p) for p in f.read().split()]
+
+
+def _table_without_time(out):
+  table = ablate.aggregate(out)
+  for arm in table["arms"]:
+    del arm["seconds"]
+  return table
+
+
+@pytest.mark.slow
+def test_a_sweep_survives_sigkills_and_aggregates_like_an_uninterrupted_one(tiny_data_dir, tmp_path):
+  env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")}
+  clean, killed = str(tmp_path / "clean"), str(tmp_path / "killed")
+  subprocess.run(_sweep_command(clean, tiny_data_dir), cwd=REPO, env=env, check=True, capture_output=True)
+
+  sweep = subprocess.Popen(_sweep_command(killed, tiny_data_dir), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+  checkpoint = os.path.join(ablate.run_dir(killed, "base", 0), "checkpoints", "latest")
+  deadline = time.time() + 120
+  while not (os.path.isdir(checkpoint) and any(d.isdigit() for d in os.listdir(checkpoint))):
+    assert time.time() < deadline and sweep.poll() is None, "the first run never wrote a checkpoint"
+    time.sleep(0.2)
+  os.kill(_children(sweep.pid)[0], signal.SIGKILL)  # a worker, mid-run: the sweep resumes it
+  deadline = time.time() + 120
+  while sum(ablate.run_status(ablate.run_dir(killed, a, s)) == "finished"
+            for a in ("base", "drop", "lr") for s in range(3)) < 3:
+    assert time.time() < deadline and sweep.poll() is None
+    time.sleep(0.2)
+  workers = _children(sweep.pid)
+  sweep.kill()  # the sweep itself; its workers die with it
+  log = sweep.communicate()[0].decode()
+  assert "was killed (signal 9); resuming it from its checkpoint" in log
+  time.sleep(1)
+  assert not any(os.path.exists(f"/proc/{w}") and open(f"/proc/{w}/stat").read().split()[2] != "Z" for w in workers)
+
+  result = subprocess.run(_sweep_command(killed, tiny_data_dir), cwd=REPO, env=env, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "already finished" in result.stdout
+  assert _table_without_time(killed) == _table_without_time(clean)
+  for arm in ("base", "drop", "lr"):
+    for seed in range(3):
+      with open(os.path.join(ablate.run_dir(clean, arm, seed), "metrics.jsonl")) as a, \
+          open(os.path.join(ablate.run_dir(killed, arm, seed), "metrics.jsonl")) as b:
+        assert a.read() == b.read(), (arm, seed)
+  # The same command on a finished sweep trains nothing and rewrites the same table.
+  again = subprocess.run(_sweep_command(killed, tiny_data_dir), cwd=REPO, env=env, capture_output=True, text=True)
+  assert "0 to train" in again.stdout and "| lr | optim.learning_rate=0.003 | 3 |" in again.stdout
+
+
+def test_a_worker_trains_what_train_and_evaluate_trains(tiny_config, tmp_path):
+  direct = str(tmp_path / "direct")
+  train.train_and_evaluate(tiny_config, direct)
+  sweep = ablate.Sweep(rundir.config_to_dict(tiny_config), [ablate.Arm("base")], [tiny_config.seed])
+  out = str(tmp_path / "sweep")
+  table = ablate.run_sweep(sweep, out, log=lambda _: None)
+  assert table["arms"][0]["finished"] == 1
+  assert rundir.read_metrics(direct) == rundir.read_metrics(ablate.run_dir(out, "base", tiny_config.seed))
+
+
+def test_budget_and_max_runs_refuse_with_the_estimate(tiny_config, tmp_path):
+  base = rundir.config_to_dict(tiny_config)
+  sweep = ablate.Sweep(base, [ablate.Arm("base"), ablate.Arm("b", {"model.dropout_rate": 0.1})], [0, 1])
+  with pytest.raises(ablate.SweepError, match=r"4 runs to train, more than --max_runs=3"):
+    ablate.run_sweep(sweep, str(tmp_path / "a"), max_runs=3, log=lambda _: None)
+  messages = []
+  with pytest.raises(ablate.SweepError, match=r"Over budget: 3 more runs need about .* min against --budget_minutes=0.01"):
+    ablate.run_sweep(sweep, str(tmp_path / "b"), budget_minutes=0.01, log=messages.append)
+  assert any(m.startswith("Estimate: 3 runs left at") for m in messages)
+  assert ablate.run_status(ablate.run_dir(str(tmp_path / "b"), "base", 0)) == "finished"  # kept for later
+  # A second sweep process on the same directory is refused while the first holds it.
+  with ablate._sweep_lock(str(tmp_path / "b")):  # pylint: disable=protected-access
+    with pytest.raises(ablate.SweepError, match="is being run by pid"):
+      ablate.run_sweep(sweep, str(tmp_path / "b"), log=lambda _: None)
