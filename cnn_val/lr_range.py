@@ -80,9 +80,10 @@ def suggest(lrs, losses) -> dict:
 
 def lr_range_test(config, workdir: str, *, num_steps: int = 200) -> dict:
   """Runs the sweep for `config` on 1 device and writes lr_find.json and plots/lr_find.png to `workdir`."""
-  from cnn_val import report, train  # pylint: disable=import-outside-toplevel  (TF, matplotlib)
+  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel  (TensorFlow)
+  from cnn_val.doctor import report  # pylint: disable=import-outside-toplevel  (matplotlib)
   start_time = time.perf_counter()
-  splits, arrays = train.load_data(config)
+  splits, arrays = loading.load_data(config)
   num_classes = splits.num_classes
   sweep = lambda step: MIN_LR * (MAX_LR / MIN_LR) ** (step / max(num_steps - 1, 1))
   unit = config.copy_and_resolve_references()

@@ -7,16 +7,15 @@ metrics.jsonl and checkpoints, and stops cleanly on a NaN.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from absl import logging
 import jax
 import numpy as np
 
-from cnn_val import (audit, checkpoint, config_check, diagnose, metrics, models, optim, parallel, preflight,
+from cnn_val import (audit, checkpoint, config_check, doctor, metrics, models, optim, parallel, preflight,
                      rundir, steps)
-from cnn_val.data import balance, pipeline, scenarios, sources
+from cnn_val.data import balance, loading, pipeline
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -102,32 +101,6 @@ def _train_epoch(p_train, state, batches, key, *, step: int, epoch: int, progres
   return state, step, {k: sum(m[k] for m in epoch_sums) for k in epoch_sums[0]}
 
 
-def load_data(config):
-  """The splits as numpy arrays ({'train', 'validation', optionally 'test'}), after the fault scenario (if
-  any), and the dataset's description (`sources.Splits`, whose datasets are rebuilt from the arrays)."""
-  splits = sources.load_splits(config.data)
-  arrays = {"train": pipeline.to_arrays(splits.train, splits.num_classes, "train"),
-            "validation": pipeline.to_arrays(splits.validation, splits.num_classes, "validation")}
-  if splits.test is not None:
-    arrays["test"] = pipeline.to_arrays(splits.test, splits.num_classes, "test")
-  scenario = config.data.scenario
-  scenarios.validate(scenario, splits.num_classes)
-  if scenarios.active(scenario):
-    arrays = scenarios.apply(scenario, arrays, splits.num_classes)
-    logging.info("Fault scenario %s: %d training examples after it.",
-                 {k: v for k, v in scenario.items() if k != "seed"}, len(arrays["train"]["label"]))
-  if config.data.remove_cross_split_duplicates:  # the fix for leakage: train never holds an eval image
-    held_out = {h for name in arrays if name != "train" for h in audit.exact_hashes(arrays[name]["image"])}
-    keep = np.array([h not in held_out for h in audit.exact_hashes(arrays["train"]["image"])], bool)
-    arrays["train"] = {k: v[keep] for k, v in arrays["train"].items()}
-    logging.info("Removed %d training examples that duplicate validation or test images.", int((~keep).sum()))
-  splits = dataclasses.replace(
-      splits, num_train=len(arrays["train"]["label"]), train=None,
-      validation=pipeline.from_arrays(arrays["validation"]),
-      test=pipeline.from_arrays(arrays["test"]) if "test" in arrays else None)
-  return splits, arrays
-
-
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the final metrics row."""
   cpu_devices = parallel.use_cpu_devices(config)  # before JAX's first operation, which fixes its devices
@@ -137,7 +110,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   config_check.validate_batch_sizes(config, num_devices * jax.process_count())
   rundir.write_or_check_config(workdir, config)
 
-  splits, arrays = load_data(config)
+  splits, arrays = loading.load_data(config)
   train_arrays = arrays["train"]
   num_classes = splits.num_classes
   if rundir.read_json(workdir, rundir.AUDIT_FILE) is None:  # once per run (a resumed run keeps its audit)
@@ -254,5 +227,5 @@ def _doctor(config, workdir: str) -> None:
   """Every run ends with the doctor's diagnosis.json, report.md and plots/ (config.doctor)."""
   if not config.doctor or jax.process_index() != 0:
     return
-  result = diagnose.examine(workdir)
-  logging.info("Doctor: %s. Report: %s/report.md", diagnose.summary(result), workdir)
+  result = doctor.examine(workdir)
+  logging.info("Doctor: %s. Report: %s/report.md", doctor.summary(result), workdir)

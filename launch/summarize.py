@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from cnn_val import diagnose, rundir
+from cnn_val import doctor, rundir
 
 
 def _fmt(values):
@@ -48,7 +48,7 @@ def doctor_table(out: str) -> str:
   lines = ["| run | seeds | top finding (seeds) | its confidence | verdicts | val accuracy (last) |",
            "| --- | --- | --- | --- | --- | --- |"]
   for name in sorted(os.listdir(out)):
-    results = [(rundir.read_json(d, diagnose.DIAGNOSIS_FILE), rundir.read_metrics(d)) for d in _seed_dirs(out, name)]
+    results = [(rundir.read_json(d, doctor.DIAGNOSIS_FILE), rundir.read_metrics(d)) for d in _seed_dirs(out, name)]
     results = [(r, m) for r, m in results if r is not None]
     if not results:
       continue

@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from cnn_val import audit, diagnose, rundir
+from cnn_val import audit, rundir
+from cnn_val.doctor import rules
 from configs import default
 
 K = 10
@@ -68,7 +69,7 @@ def _run(tmp_path, rows=None, audit_dict=None, **config_fields):
   with open(os.path.join(workdir, rundir.METRICS_FILE), "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in (_rows() if rows is None else rows))
   rundir.write_json(workdir, rundir.AUDIT_FILE, audit_dict or _audit())
-  return diagnose.diagnose(workdir)
+  return rules.diagnose(workdir)
 
 
 def _top(result):
@@ -212,7 +213,7 @@ def test_failed_preflight_is_a_pipeline_bug(tmp_path):
 
 def test_thresholds_are_the_documented_constants():
   assert audit.DRIFT_KS == 0.1 and audit.LEAKAGE_FRACTION == 0.01
-  assert diagnose.UPDATE_RATIO_HIGH == 5e-3 and diagnose.UPDATE_RATIO_LOW == 3e-4
+  assert rules.UPDATE_RATIO_HIGH == 5e-3 and rules.UPDATE_RATIO_LOW == 3e-4
 
 
 def test_a_dead_network_is_an_lr_problem_not_overfitting(tmp_path):

@@ -7,7 +7,8 @@ import sys
 
 import numpy as np
 
-from cnn_val import audit, diagnose, lr_range, preflight, rundir, train
+from cnn_val import audit, doctor, lr_range, preflight, rundir, train
+from cnn_val.data import loading
 from tests.conftest import real_images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,7 +84,7 @@ def test_lr_suggestion_survives_nan_and_early_spikes():
 
 
 def test_preflight_passes_on_learnable_data_and_catches_shuffled_labels(tiny_config):
-  splits, arrays = train.load_data(tiny_config)
+  splits, arrays = loading.load_data(tiny_config)
   checks = {c["name"]: c for c in preflight.run_checks(tiny_config, arrays, 10, splits.image_shape)["checks"]}
   assert all(c["passed"] for c in checks.values())
   assert abs(checks["init_loss"]["value"] - np.log(10)) < 0.5
@@ -103,11 +104,11 @@ def test_a_run_ends_with_the_doctor_and_the_cli_rediagnoses_it(tiny_config, tmp_
   for name in ("audit.json", "preflight.json", "diagnosis.json", "report.md", "plots/learning_curves.png",
                "plots/confusion.png", "plots/image_stats.png", "plots/per_class_recall.png"):
     assert os.path.exists(os.path.join(workdir, name)), name
-  diagnosis = rundir.read_json(workdir, diagnose.DIAGNOSIS_FILE)
+  diagnosis = rundir.read_json(workdir, doctor.DIAGNOSIS_FILE)
   assert diagnosis["findings"][0]["cause"] == "data_leakage"
   report = open(os.path.join(workdir, "report.md")).read()
   assert "data_leakage" in report and "![Learning curves](plots/learning_curves.png)" in report
-  os.remove(os.path.join(workdir, diagnose.DIAGNOSIS_FILE))
+  os.remove(os.path.join(workdir, doctor.DIAGNOSIS_FILE))
   out = subprocess.run([sys.executable, "-m", "cnn_val.doctor", f"--workdir={workdir}"], cwd=REPO,
                        capture_output=True, text=True, check=True).stdout
   assert out.startswith("problems_found: data_leakage (high")
@@ -123,7 +124,7 @@ def test_doctor_on_a_directory_that_is_not_a_run(tmp_path):
 def test_preflight_init_loss_expects_the_prior_with_prior_bias_init(tiny_config):
   tiny_config.data.scenario.imbalance_ratio = 20.0
   tiny_config.model.prior_bias_init = True
-  splits, arrays = train.load_data(tiny_config)
+  splits, arrays = loading.load_data(tiny_config)
   init = next(c for c in preflight.run_checks(tiny_config, arrays, 10, splits.image_shape)["checks"]
               if c["name"] == "init_loss")
   assert init["passed"] and init["expected"] > np.log(10) + 0.3  # balanced validation under a skewed prior

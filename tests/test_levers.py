@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cnn_val import rundir, train
+from cnn_val.data import loading
 
 
 def _levers(config):
@@ -58,9 +59,9 @@ def test_cross_split_duplicates_are_removed_when_asked(tiny_config, tmp_path):
   from cnn_val import audit as audit_lib
   tiny_config.num_epochs = 1
   tiny_config.data.scenario.duplicates = 50
-  _, leaky = train.load_data(tiny_config)
+  _, leaky = loading.load_data(tiny_config)
   tiny_config.data.remove_cross_split_duplicates = True
-  _, clean = train.load_data(tiny_config)
+  _, clean = loading.load_data(tiny_config)
   assert len(leaky["train"]["label"]) - len(clean["train"]["label"]) >= 50
   report = audit_lib.audit(clean, 10)
   assert report["duplicates"]["validation"]["exact"] == 0 and report["duplicates"]["test"]["exact"] == 0

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from cnn_val.data import sources
+from cnn_val.data.splits import Splits
 
 SPLITS = ("train", "validation", "test")
 EXTENSIONS = (".png", ".jpg", ".jpeg")  # what TFDS's ImageFolder reads
@@ -96,7 +96,7 @@ def _read(ds, root: str, layout, channels: int, resize: bool) -> dict[str, np.nd
   return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
-def load_splits(data_config) -> sources.Splits:
+def load_splits(data_config) -> Splits:
   """Reads the image folder once into memory (decoding and checking every image) and returns its splits."""
   from cnn_val.data import pipeline  # pylint: disable=import-outside-toplevel
   root = os.path.expanduser(data_config.root)
@@ -148,7 +148,7 @@ def load_splits(data_config) -> sources.Splits:
     raise ImageFolderError(f"The splits of {root} hold images of different sizes {sorted(shapes)}; set "
                            f"config.data.image_size to resize them all.")
   count = lambda name: len(splits[name]["label"]) if name in splits else 0
-  return sources.Splits(
+  return Splits(
       train=pipeline.from_arrays(splits["train"]), validation=pipeline.from_arrays(splits["validation"]),
       test=pipeline.from_arrays(splits["test"]) if "test" in splits else None,
       num_train=count("train"), num_validation=count("validation"), num_test=count("test"),

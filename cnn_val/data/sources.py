@@ -7,14 +7,14 @@ first and fail within seconds with a message that says what is missing and how t
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 
 from absl import logging
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from cnn_val.data import fashion_mnist_offline
+from cnn_val.data import fashion_mnist_offline, image_folder
+from cnn_val.data.splits import Splits
 
 # Where TFDS downloads from (its GCS mirror); reachable means "TFDS can download".
 DOWNLOAD_PROBE = ("storage.googleapis.com", 443)
@@ -23,20 +23,6 @@ PROBE_TIMEOUT_S = 5.0
 
 class DatasetUnavailableError(RuntimeError):
   """The dataset is neither prepared nor obtainable here; the message says how to get it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Splits:
-  """The three splits as unbatched tf.data datasets of {'image': uint8 [H,W,C], 'label': int32}."""
-  train: tf.data.Dataset
-  validation: tf.data.Dataset
-  test: tf.data.Dataset | None
-  num_train: int
-  num_validation: int
-  num_test: int
-  num_classes: int
-  image_shape: tuple[int, int, int]
-  class_names: tuple[str, ...]
 
 
 def internet_reachable(host_port=None, timeout: float = PROBE_TIMEOUT_S) -> bool:
@@ -95,7 +81,6 @@ def _supervised(builder, split: str, max_examples: int) -> tuple[tf.data.Dataset
 def load_splits(data_config) -> Splits:
   """Train, validation (held out of the end of the training split) and test splits of the dataset."""
   if data_config.name == "image_folder":
-    from cnn_val.data import image_folder  # pylint: disable=import-outside-toplevel  (it imports Splits)
     return image_folder.load_splits(data_config)
   builder = get_builder(data_config)
   info = builder.info

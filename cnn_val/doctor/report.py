@@ -154,6 +154,64 @@ def _flag(field: str, value) -> str:
   return f"--{field}={value}"
 
 
+def _state(finding: dict):
+  v = finding.get("verified")
+  return None if not v else ("confirmed" if v["confirmed"] else "refuted")
+
+
+def _pts(x) -> str:
+  return "-" if x is None else f"{100 * x:.2f}"
+
+
+def _p(v: dict) -> str:
+  return "-" if v.get("p_value") is None else f"{v['p_value']:.3g}"
+
+
+def _verified_text(v: dict) -> str:
+  ci = f"95% CI [{100 * v['ci95'][0]:+.2f}, {100 * v['ci95'][1]:+.2f}] points" if v.get("ci95") else "no CI (one seed)"
+  text = (f"{v['metric']} {_pts(v['baseline']['mean'])}% -> {_pts(v['fixed']['mean'])}% over {v['seeds']} seeds, "
+          f"gain {_pts(v['delta'])} points, {ci}" + ("" if v["higher_is_better"] else " (lower is better)")
+          + f": **{'confirmed' if v['confirmed'] else 'not confirmed'}**")
+  if v.get("applied"):
+    text = "what the applied fix bought (the config without it as the comparison): " + text
+  if v.get("recovered") is not None:
+    text += f"; recovers {100 * v['recovered']:.0f}% of the loss against the reference ({_pts(v['reference'])}%)"
+  return text + f" (runs: `{v['runs']}`)."
+
+
+def _verified_section(workdir: str, diagnosis: dict) -> list[str]:
+  """The experiments: a table of every verified change, the sweep's bar chart and learning curves."""
+  info = diagnosis.get("verification")
+  if not info:
+    return []
+  lines = ["## Verified", "", f"Each change trained against the same config and seeds ({info['dir']}/). "
+           f"Verdict rule: {info['rule']}.", "",
+           "| finding | change | seeds | baseline | with the change | gain (points) | 95% CI | p | result |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for f in diagnosis["findings"]:
+    v = f.get("verified")
+    if not v:
+      continue
+    change = ", ".join(f"{k}={val}" for k, val in v.get("overrides", {}).items())
+    ci = f"[{100 * v['ci95'][0]:+.2f}, {100 * v['ci95'][1]:+.2f}]" if v.get("ci95") else "-"
+    lines.append(f"| `{f['cause']}` | {'without: ' if v.get('applied') else ''}{change} | {v['seeds']} | "
+                 f"{_pts(v['baseline']['mean'])} ± {_pts(v['baseline']['std'])} | "
+                 f"{_pts(v['fixed']['mean'])} ± {_pts(v['fixed']['std'])} | {_pts(v['delta'])} | {ci} | "
+                 f"{_p(v)} | "
+                 f"{'confirmed' if v['confirmed'] else 'refuted'} |")
+  if info.get("incomplete"):
+    lines += ["", f"Incomplete: {info['incomplete']}"]
+  lines.append("")
+  results = os.path.join(workdir, info["dir"], "results.md")
+  if os.path.exists(results):
+    lines += [f"Every arm: [{info['dir']}/results.md]({info['dir']}/results.md).", ""]
+  for title, name in (("Arms (final validation accuracy, 95% CI)", "arms.png"),
+                      ("Learning curves of the arms", "curves.png")):
+    if os.path.exists(os.path.join(workdir, info["dir"], "plots", name)):
+      lines += [f"![{title}]({info['dir']}/plots/{name})", ""]
+  return lines
+
+
 def write_report(workdir: str, diagnosis: dict) -> str:
   """Writes plots/ and report.md for `workdir`; returns the report's path."""
   rows = rundir.read_metrics(workdir)
@@ -178,9 +236,13 @@ def write_report(workdir: str, diagnosis: dict) -> str:
     lines += ["No rule fired: nothing in the metrics, the audit or the pre-flight checks points to a cause.", ""]
   for i, f in enumerate(diagnosis["findings"], 1):
     overrides = " ".join(_flag(k, v) for k, v in f["fix"]["overrides"].items())
-    lines += [f"### {i}. `{f['cause']}` ({f['severity']} severity, confidence {f['confidence']:.2f})", "",
-              f["explanation"], "", f"- Evidence: {_evidence_text(f['evidence'])}",
-              f"- Fix: {f['fix']['summary']}" + (f" Try: `{overrides}`" if overrides else ""), ""]
+    applied = f["fix"].get("applied")
+    lines += [f"### {i}. `{f['cause']}` ({f['severity']} severity, confidence {f['confidence']:.2f})"
+              + {"confirmed": ": fix confirmed by experiment", "refuted": ": fix refuted by experiment",
+                 None: ""}[_state(f)], "", f["explanation"], "", f"- Evidence: {_evidence_text(f['evidence'])}",
+              f"- Fix: {f['fix']['summary']}" + (f" Try: `{overrides}`" if overrides and not applied else ""),
+              *([f"- Verified: {_verified_text(f['verified'])}"] if f.get("verified") else []), ""]
+  lines += _verified_section(workdir, diagnosis)
   plots = []
   if rows:
     plots += [("Learning curves", plot_learning_curves(workdir, rows)), ("Learning rate", plot_lr(workdir, rows)),

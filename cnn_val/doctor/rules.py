@@ -22,7 +22,7 @@ import numpy as np
 
 from cnn_val import audit as audit_lib
 from cnn_val import rundir
-from cnn_val.run_view import Run
+from cnn_val.doctor.run_view import Run
 
 SEVERITIES = ("high", "medium", "low")
 CAUSES = ("overfitting", "underfitting", "lr_too_high", "lr_too_low", "lr_plateau", "diverged",
@@ -409,29 +409,9 @@ def diagnose(workdir: str) -> dict:
 
 def summary(diagnosis: dict) -> str:
   """One line: the verdict and the ranked findings, e.g. 'problems_found: data_leakage (high, 0.95)'."""
-  findings = ", ".join(f"{f['cause']} ({f['severity']}, {f['confidence']:.2f})" for f in diagnosis["findings"])
+  def one(f):
+    v = f.get("verified")
+    proof = "" if not v else (f", {'confirmed' if v['confirmed'] else 'refuted'} {100 * (v['delta'] or 0):+.2f} pts")
+    return f"{f['cause']} ({f['severity']}, {f['confidence']:.2f}{proof})"
+  findings = ", ".join(one(f) for f in diagnosis["findings"])
   return f"{diagnosis['verdict']}: {findings or 'no findings'}"
-
-
-def audit_run(workdir: str) -> dict:
-  """Recomputes audit.json for a run from its config.json (reads the data: the one-time pass)."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
-  from cnn_val import train  # pylint: disable=import-outside-toplevel  (TensorFlow, data loading)
-  config = ml_collections.ConfigDict(rundir.read_json(workdir, rundir.CONFIG_FILE))
-  splits, arrays = train.load_data(config)
-  report = audit_lib.audit(arrays, splits.num_classes, splits.class_names)
-  rundir.write_json(workdir, rundir.AUDIT_FILE, report)
-  return report
-
-
-def examine(workdir: str, *, reaudit: bool = False) -> dict:
-  """The doctor: (re)audits if asked or missing, diagnoses, writes diagnosis.json, report.md and plots/."""
-  from cnn_val import report  # pylint: disable=import-outside-toplevel  (matplotlib)
-  if rundir.read_json(workdir, rundir.CONFIG_FILE) is None:
-    raise FileNotFoundError(f"{workdir} has no {rundir.CONFIG_FILE}: it is not a cnn_val run directory.")
-  if reaudit or rundir.read_json(workdir, rundir.AUDIT_FILE) is None:
-    audit_run(workdir)
-  diagnosis = diagnose(workdir)
-  rundir.write_json(workdir, DIAGNOSIS_FILE, diagnosis)
-  report.write_report(workdir, diagnosis)
-  return diagnosis

@@ -1,0 +1,38 @@
+"""`load_data(config)`: a config's splits read once into host memory as numpy, after its fault scenario and
+the leakage fix. Used by training, the LR range test and the doctor's re-audit (no training loop needed)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from absl import logging
+import numpy as np
+
+from cnn_val import audit
+from cnn_val.data import pipeline, scenarios, sources
+
+
+def load_data(config):
+  """The splits as numpy arrays ({'train', 'validation', optionally 'test'}), after the fault scenario (if
+  any), and the dataset's description (`sources.Splits`, whose datasets are rebuilt from the arrays)."""
+  splits = sources.load_splits(config.data)
+  arrays = {"train": pipeline.to_arrays(splits.train, splits.num_classes, "train"),
+            "validation": pipeline.to_arrays(splits.validation, splits.num_classes, "validation")}
+  if splits.test is not None:
+    arrays["test"] = pipeline.to_arrays(splits.test, splits.num_classes, "test")
+  scenario = config.data.scenario
+  scenarios.validate(scenario, splits.num_classes)
+  if scenarios.active(scenario):
+    arrays = scenarios.apply(scenario, arrays, splits.num_classes)
+    logging.info("Fault scenario %s: %d training examples after it.",
+                 {k: v for k, v in scenario.items() if k != "seed"}, len(arrays["train"]["label"]))
+  if config.data.remove_cross_split_duplicates:  # the fix for leakage: train never holds an eval image
+    held_out = {h for name in arrays if name != "train" for h in audit.exact_hashes(arrays[name]["image"])}
+    keep = np.array([h not in held_out for h in audit.exact_hashes(arrays["train"]["image"])], bool)
+    arrays["train"] = {k: v[keep] for k, v in arrays["train"].items()}
+    logging.info("Removed %d training examples that duplicate validation or test images.", int((~keep).sum()))
+  splits = dataclasses.replace(
+      splits, num_train=len(arrays["train"]["label"]), train=None,
+      validation=pipeline.from_arrays(arrays["validation"]),
+      test=pipeline.from_arrays(arrays["test"]) if "test" in arrays else None)
+  return splits, arrays

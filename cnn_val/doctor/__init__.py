@@ -1,0 +1,47 @@
+"""The doctor: reads a run directory, names what limits it, and (with `verify`) proves the fix.
+
+    from cnn_val import doctor
+    diagnosis = doctor.examine("runs/default")                 # rules on the run's own files
+    diagnosis = doctor.examine("runs/default", verify=True)    # + experiments through the ablation engine
+
+Modules: `rules` (the single-run rules and their thresholds), `run_view` (a run directory as the rules read
+it), `experiments` (fixes and levers trained against the run's own config, over seeds, into W/verify/),
+`report` (report.md and plots/). It reads run directories and launches runs through `cnn_val.ablate`;
+nothing here imports the training loop.
+"""
+
+from __future__ import annotations
+
+from cnn_val import audit as audit_lib
+from cnn_val import rundir
+from cnn_val.doctor.rules import DIAGNOSIS_FILE, diagnose, summary
+
+__all__ = ["DIAGNOSIS_FILE", "audit_run", "diagnose", "examine", "summary"]
+
+
+def audit_run(workdir: str) -> dict:
+  """Recomputes audit.json for a run from its config.json (reads the data: the one-time pass)."""
+  from cnn_val import ablate  # pylint: disable=import-outside-toplevel
+  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel  (TensorFlow)
+  config = ablate.config_from_dict(rundir.read_json(workdir, rundir.CONFIG_FILE))
+  splits, arrays = loading.load_data(config)
+  report = audit_lib.audit(arrays, splits.num_classes, splits.class_names)
+  rundir.write_json(workdir, rundir.AUDIT_FILE, report)
+  return report
+
+
+def examine(workdir: str, *, reaudit: bool = False, verify: bool = False, **verify_options) -> dict:
+  """The doctor: (re)audits if asked or missing, diagnoses, optionally verifies the fixes by experiment
+  (`experiments.verify`, options passed on), and writes diagnosis.json, report.md and plots/."""
+  from cnn_val.doctor import report  # pylint: disable=import-outside-toplevel  (matplotlib)
+  if rundir.read_json(workdir, rundir.CONFIG_FILE) is None:
+    raise FileNotFoundError(f"{workdir} has no {rundir.CONFIG_FILE}: it is not a cnn_val run directory.")
+  if reaudit or rundir.read_json(workdir, rundir.AUDIT_FILE) is None:
+    audit_run(workdir)
+  diagnosis = diagnose(workdir)
+  if verify:
+    from cnn_val.doctor import experiments  # pylint: disable=import-outside-toplevel
+    diagnosis = experiments.verify(workdir, diagnosis, **verify_options)
+  rundir.write_json(workdir, DIAGNOSIS_FILE, diagnosis)
+  report.write_report(workdir, diagnosis)
+  return diagnosis

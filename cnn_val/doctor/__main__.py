@@ -1,0 +1,49 @@
+"""Re-diagnoses a run directory, and proves the fixes: `python -m cnn_val.doctor --workdir=W [--reaudit]
+[--verify [--seeds=3] [--parallel=2] [--budget_minutes=M] [--max_runs=N] [--explore=auto] [--reference=GLOB]]`.
+
+Writes diagnosis.json, report.md and plots/ from the run directory's files alone (no training process).
+The audit is reused from audit.json; --reaudit (or a missing audit.json) recomputes it from the data named
+in config.json. --verify trains each top fix (and, when nothing explains the run, the seed's levers)
+against the run's own config over --seeds seeds into W/verify/ (cnn_val/doctor/experiments.py).
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from cnn_val import ablate, doctor
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to diagnose.", required=True)
+_REAUDIT = flags.DEFINE_bool("reaudit", False, "Recompute audit.json from the run's data.")
+_VERIFY = flags.DEFINE_bool("verify", False, "Train the fixes against the run's config over seeds (W/verify/).")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "--verify: seeds per arm (the run's seed and the next ones).")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "--verify: worker processes (cores split between them).")
+_BUDGET = flags.DEFINE_float("budget_minutes", 0.0, "--verify: stop when the first run says the rest won't fit.")
+_MAX_RUNS = flags.DEFINE_integer("max_runs", 0, "--verify: refuse more runs than this (0 = no limit).")
+_MAX_FIXES = flags.DEFINE_integer("max_fixes", 2, "--verify: how many of the top findings' fixes to try.")
+_EXPLORE = flags.DEFINE_enum("explore", "auto", ["auto", "always", "never"],
+                             "--verify: the lever menu: auto = when no finding carries a fix or the run looks healthy.")
+_REFERENCE = flags.DEFINE_string("reference", None, "--verify: glob of healthy run directories, for the share "
+                                 "of the loss a fix recovers (e.g. 'runs/healthy/seed*').")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  options = {}
+  if _VERIFY.value:
+    options = dict(seeds=_SEEDS.value, parallel=_PARALLEL.value, budget_minutes=_BUDGET.value,
+                   max_runs=_MAX_RUNS.value, max_fixes=_MAX_FIXES.value, explore=_EXPLORE.value,
+                   reference=_REFERENCE.value)
+  try:
+    result = doctor.examine(_WORKDIR.value, reaudit=_REAUDIT.value, verify=_VERIFY.value, **options)
+  except (ValueError, FileNotFoundError, ablate.SweepError) as e:  # says what to do: no traceback
+    print(f"Error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
+  print(doctor.summary(result))
+  print(f"Report: {_WORKDIR.value}/report.md")
+
+
+if __name__ == "__main__":
+  app.run(main)

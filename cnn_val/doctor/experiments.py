@@ -1,0 +1,293 @@
+"""The doctor's experiments: each fix, and when nothing explains the run a menu of the seed's levers, trained
+against the run's own config over several seeds (through `cnn_val.ablate`, into `W/verify/`), compared with
+the baseline on the same seeds.
+
+    diagnosis = experiments.verify("runs/default", rules.diagnose("runs/default"), seeds=3)
+
+What it decides, and by which rule:
+- A finding's fix is **confirmed** when the paired 95% CI of (fix - baseline) on the same seeds lies above 0
+  (below 0 for a metric where lower is better), and **refuted** otherwise; confirmed findings rank first by
+  their verified gain, refuted ones last, and the report says which is which.
+- Each cause is judged on the metric its fix should move: validation accuracy at the last evaluation,
+  except `data_leakage`, whose fix makes validation honest rather than higher: validation minus test
+  accuracy, lower is better.
+- A lever from the menu that is confirmed becomes a finding of the cause it tests (a wider or deeper model:
+  `underfitting`; dropout, weight decay, an augmentation preset: `overfitting`; a cosine schedule:
+  `lr_plateau`; the LR range test's rate: `lr_too_high`/`lr_too_low`; an augmentation turned off:
+  `harmful_augmentation`), with severity `high` when it gains >= 1 point, else `medium`.
+- The verdict is `problems_found` when a confirmed fix or lever gains more than the noise of the seeds
+  (its mean gain exceeds twice the baseline's standard deviation over the same seeds), or when a high
+  finding was not refuted; otherwise `healthy`.
+- A fix already in the config is not run again: the finding says it is applied, and the experiment runs
+  the config *without* it (the field back at configs/default.py's value) to show what it bought.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from typing import Callable
+
+from cnn_val import ablate, rundir
+from cnn_val.doctor.run_view import Run
+
+VERIFY_DIR = "verify"
+BASELINE_ARM = "baseline"
+HIGH_GAIN = 0.01  # a confirmed gain of this much validation accuracy (1 point) or more is a high finding
+NOISE_MULTIPLE = 2.0  # a gain counts against `healthy` when it exceeds this many baseline seed std devs
+# Weight decay for the lever menu: decoupled, multiplied by the learning rate like AdamW's; 1e-2 is
+# PyTorch's AdamW default (at Adam 1e-3 it shrinks the weights by ~1e-5 per step).
+MENU_WEIGHT_DECAY = 1e-2
+MENU_BLOCK_DROPOUT = 0.2
+
+
+def _metric(cause: str) -> tuple[str, bool]:
+  """(metric key in ablate.METRICS, higher is better) on which a fix for `cause` is judged."""
+  return ("val_minus_test_accuracy", False) if cause == "data_leakage" else ("final_val_accuracy", True)
+
+
+def _strip(overrides: dict) -> dict:
+  return {(k[len("config."):] if k.startswith("config.") else k): v for k, v in overrides.items()}
+
+
+def _value(config: dict, field: str):
+  node = config
+  for part in field.split("."):
+    if not isinstance(node, dict) or part not in node:
+      return None
+    node = node[part]
+  return node
+
+
+def _same(a, b) -> bool:
+  norm = lambda v: list(v) if isinstance(v, tuple) else v  # JSON has lists where configs have tuples
+  return norm(a) == norm(b)
+
+
+def _defaults() -> dict:
+  from configs import default  # pylint: disable=import-outside-toplevel
+  return rundir.config_to_dict(default.get_config())
+
+
+def fix_arms(run: Run, findings: list[dict], max_fixes: int) -> list[tuple[ablate.Arm, dict, bool]]:
+  """(arm, finding, applied) for the top findings that carry a fix. A fix whose every field already has its
+  value in the config is `applied`: its arm then removes it (fields back at the default config's values)."""
+  out, names = [], set()
+  defaults = None
+  for finding in findings:
+    overrides = _strip(finding["fix"].get("overrides") or {})
+    if not overrides or len(out) >= max_fixes:
+      continue
+    pending = {k: v for k, v in overrides.items() if not _same(_value(run.config, k), v)}
+    applied = not pending
+    if applied:
+      defaults = defaults if defaults is not None else _defaults()
+      pending = {k: _value(defaults, k) for k in overrides if not _same(_value(defaults, k), _value(run.config, k))}
+      if not pending:
+        continue
+    name = ("without_" if applied else "") + finding["cause"]
+    while name in names:
+      name += "_"
+    names.add(name)
+    out.append((ablate.Arm(name, pending), finding, applied))
+  return out
+
+
+def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
+  """The seed's levers, each one change to the run's own model and recipe: (arm, the cause it tests)."""
+  c, arms = run.config, []
+  model = _value(c, "model.name")
+  if model in ("SeedCNN", "SeedCNNDropout") and _value(c, "model.width_multiplier") is not None:
+    arms.append((ablate.Arm("wider", {"model.width_multiplier": 2 * float(_value(c, "model.width_multiplier"))}),
+                 "underfitting"))
+    arms.append((ablate.Arm("deeper", {"model.extra_blocks": int(_value(c, "model.extra_blocks")) + 1}),
+                 "underfitting"))
+  elif model in ("ConvNet", "ResNet"):
+    widths = list(_value(c, "model.widths") or [])
+    arms.append((ablate.Arm("wider", {"model.widths": [2 * int(w) for w in widths]}), "underfitting"))
+    if model == "ConvNet":
+      arms.append((ablate.Arm("deeper", {"model.widths": widths + [2 * int(widths[-1])]}), "underfitting"))
+    else:
+      arms.append((ablate.Arm("deeper", {"model.depth": int(_value(c, "model.depth")) + 6}), "underfitting"))
+  if (_value(c, "model.block_dropout_rate") == 0.0 and
+      (model == "ConvNet" or _value(c, "model.width_multiplier") is not None)):
+    arms.append((ablate.Arm("block_dropout", {"model.block_dropout_rate": MENU_BLOCK_DROPOUT}), "overfitting"))
+  if not _value(c, "optim.weight_decay"):
+    arms.append((ablate.Arm("weight_decay", {"optim.weight_decay": MENU_WEIGHT_DECAY}), "overfitting"))
+  if _value(c, "optim.schedule") != "cosine":
+    arms.append((ablate.Arm("cosine", {"optim.schedule": "cosine"}), "lr_plateau"))
+  suggestion = (run.lr_find or {}).get("suggestion")
+  lr = _value(c, "optim.learning_rate")
+  if suggestion and lr and not 1 / 1.5 < suggestion / lr < 1.5:
+    arms.append((ablate.Arm("lr_range_test", {"optim.learning_rate": float(f"{suggestion:.2g}")}),
+                 "lr_too_low" if suggestion > lr else "lr_too_high"))
+  augment = run.augment
+  if not augment.random:
+    channels = len((run.audit or {}).get("splits", {}).get("train", {}).get("channel_means", [0]))
+    arms.append((ablate.Arm("augment", {"augment.preset": "characters" if channels == 1 else "natural"}),
+                 "overfitting"))
+  else:
+    off = {"horizontal_flip": False, "vertical_flip": False, "rotation_range": 0.0, "width_shift_range": 0.0,
+           "height_shift_range": 0.0, "shear_range": 0.0, "zoom_range": 0.0, "brightness": 0.0,
+           "contrast": 0.0, "gamma": 0.0}
+    for field, neutral in off.items():
+      value = getattr(augment, field)
+      if value and value != (1.0, 1.0):
+        arms.append((ablate.Arm(f"no_{field}", {f"augment.{field}": neutral}), "harmful_augmentation"))
+  return arms
+
+
+def _reuse_run(workdir: str, out: str, seed: int) -> None:
+  """The finished run itself is the baseline of its own seed (its config is the sweep's base): its files,
+  not its checkpoints, are copied so that the sweep never trains it again."""
+  target = ablate.run_dir(out, BASELINE_ARM, seed)
+  if ablate.run_status(target) != "missing" or ablate.run_status(workdir) != "finished":
+    return
+  os.makedirs(target)
+  for name in (rundir.CONFIG_FILE, rundir.METRICS_FILE, rundir.AUDIT_FILE, rundir.PREFLIGHT_FILE):
+    if os.path.exists(os.path.join(workdir, name)):
+      shutil.copy2(os.path.join(workdir, name), target)
+
+
+def _reference_mean(reference: str | None, metric: str):
+  """Mean `metric` over finished run directories matched by `reference` (a glob, or a sweep's runs tree)."""
+  if not reference:
+    return None
+  dirs = sorted(d for d in glob.glob(reference) if os.path.isdir(d))
+  values = [ablate.read_run(d)[metric] for d in dirs if ablate.run_status(d) == "finished"]
+  values = [v for v in values if v is not None]
+  return sum(values) / len(values) if values else None
+
+
+def _verified(table_arm: dict, base_arm: dict, metric: str, higher: bool, out_rel: str, reference: float | None,
+              applied: bool) -> dict:
+  diff = table_arm[f"{metric}_vs_baseline"]
+  sign = 1.0 if higher else -1.0
+  if applied:  # the arm removed the fix: what the fix bought is baseline - arm
+    sign = -sign
+  fixed, base = (base_arm[metric], table_arm[metric]) if applied else (table_arm[metric], base_arm[metric])
+  gain = None if diff["mean"] is None else sign * diff["mean"]
+  ci = None if not diff["ci95"] else sorted(sign * x for x in diff["ci95"])
+  confirmed = bool(ci and ci[0] > 0)
+  out = {"metric": metric, "higher_is_better": higher, "arm": table_arm["arm"], "seeds": diff["n"],
+         "baseline": {"mean": base["mean"], "std": base["std"]}, "fixed": {"mean": fixed["mean"], "std": fixed["std"]},
+         "delta": gain, "ci95": ci, "p_value": diff["p_value"], "confirmed": confirmed,
+         "runs": f"{out_rel}/runs/{table_arm['arm']}", "applied": applied}
+  if reference is not None and base["mean"] is not None and fixed["mean"] is not None:
+    direction = 1.0 if higher else -1.0
+    lost = direction * (reference - base["mean"])  # what the fault cost against the healthy reference
+    out["reference"] = reference
+    out["recovered"] = direction * (fixed["mean"] - base["mean"]) / lost if lost > 0 else None
+  return out
+
+
+def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, budget_minutes: float = 0.0,
+           max_runs: int = 0, max_fixes: int = 2, explore: str = "auto", reference: str | None = None,
+           log: Callable[[str], None] = print) -> dict:
+  """Runs the experiments for `diagnosis` (from rules.diagnose) and returns it with `verified` filled,
+  menu findings added, the findings re-ranked and the verdict read from the experiments.
+
+  explore: 'auto' (the menu when no finding carries a fix, or the verdict was healthy), 'always', 'never'.
+  reference: run directories (a glob) of a healthy reference, for the share of the loss a fix recovers.
+  """
+  if explore not in ("auto", "always", "never"):
+    raise ValueError(f"explore={explore!r}: expected auto, always or never.")
+  run = Run(workdir)
+  if not run.rows:
+    raise ValueError(f"{workdir} has no evaluation yet (metrics.jsonl is empty): train it first; there is "
+                     f"nothing to compare a fix with.")
+  findings = [dict(f) for f in diagnosis["findings"]]
+  fixes = fix_arms(run, findings, max_fixes)
+  menu = []
+  if explore == "always" or (explore == "auto" and (not fixes or diagnosis["verdict"] == "healthy")):
+    taken = {a.name for a, _, _ in fixes}
+    fix_fields = [dict(a.overrides) for a, _, _ in fixes]
+    menu = [(a, cause) for a, cause in menu_arms(run) if a.name not in taken and dict(a.overrides) not in fix_fields]
+  out = os.path.join(workdir, VERIFY_DIR)
+  first_seed = int(run.get("seed", 0))
+  sweep = ablate.Sweep(run.config, [ablate.Arm(BASELINE_ARM)] + [a for a, _, _ in fixes] + [a for a, _ in menu],
+                       [first_seed + i for i in range(seeds)], BASELINE_ARM)
+  _reuse_run(workdir, out, first_seed)
+  log(f"Verifying {len(fixes)} fix(es)" + (f" and {len(menu)} lever(s)" if menu else "") +
+      f" over {seeds} seeds in {out}.")
+  error = None
+  try:
+    table = ablate.run_sweep(sweep, out, parallel=parallel, max_runs=max_runs, budget_minutes=budget_minutes, log=log)
+  except ablate.SweepError as e:  # over budget or failed runs: judge what finished, say what did not
+    error = str(e)
+    log(f"Verification incomplete: {e}")
+    table = ablate.write_results(out) if os.path.exists(os.path.join(out, ablate.SWEEP_FILE)) else None
+  arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
+  base = arms.get(BASELINE_ARM)
+  noise = base["final_val_accuracy"]["std"] if base else None
+  out_rel = VERIFY_DIR
+  for arm, finding, applied in fixes:
+    metric, higher = _metric(finding["cause"])
+    if arm.name in arms and base and arms[arm.name].get(f"{metric}_vs_baseline", {}).get("n"):
+      finding["verified"] = _verified(arms[arm.name], base, metric, higher, out_rel,
+                                      _reference_mean(reference, metric), applied)
+      finding["verified"]["overrides"] = dict(arm.overrides)
+    if applied:
+      finding["fix"]["applied"] = True
+      finding["fix"]["summary"] = "Already applied in this config. " + finding["fix"]["summary"]
+  for arm, cause in menu:
+    entry = arms.get(arm.name)
+    if not entry or not base or not entry["final_val_accuracy_vs_baseline"]["n"]:
+      continue
+    verified = _verified(entry, base, "final_val_accuracy", True, out_rel, _reference_mean(reference, "final_val_accuracy"),
+                         False)
+    verified["overrides"] = dict(arm.overrides)
+    if not verified["confirmed"]:
+      continue
+    gain = verified["delta"]
+    overrides = {f"config.{k}": v for k, v in arm.overrides.items()}
+    findings.append({
+        "cause": cause, "severity": "high" if gain >= HIGH_GAIN else "medium",
+        "confidence": round(min(0.95, 1 - (verified["p_value"] or 0.05)), 3),
+        "evidence": {"lever": arm.name, "overrides": dict(arm.overrides), "gain": gain, "ci95": verified["ci95"],
+                     "seeds": verified["seeds"]},
+        "explanation": f"Changing one thing, {_describe(arm.overrides)}, raised validation accuracy by "
+                       f"{100 * gain:.2f} points (95% CI {100 * verified['ci95'][0]:+.2f} to "
+                       f"{100 * verified['ci95'][1]:+.2f}) over {verified['seeds']} seeds against the same seeds "
+                       f"of the unchanged config: " + _CAUSE_TEXT[cause],
+        "fix": {"summary": f"Apply {_describe(arm.overrides)}.", "overrides": overrides},
+        "verified": verified, "source": "experiment"})
+  return _rank(diagnosis, findings, noise, error)
+
+
+_CAUSE_TEXT = {
+    "underfitting": "the model is too small for what the data allows.",
+    "overfitting": "the model fits its training data more closely than it generalises; regularising helps.",
+    "lr_plateau": "the learning rate does not decay far enough to settle into the minimum.",
+    "lr_too_high": "a lower learning rate trains better.", "lr_too_low": "a higher learning rate trains better.",
+    "harmful_augmentation": "this augmentation changes what the images mean.",
+}
+
+
+def _describe(overrides) -> str:
+  return ", ".join(f"config.{k}={v}" for k, v in overrides.items())
+
+
+def _rank(diagnosis: dict, findings: list[dict], noise: float | None, error: str | None) -> dict:
+  def state(f):
+    v = f.get("verified")
+    return "unverified" if not v else ("confirmed" if v["confirmed"] else "refuted")
+  confirmed = sorted((f for f in findings if state(f) == "confirmed"), key=lambda f: -f["verified"]["delta"])
+  unverified = [f for f in findings if state(f) == "unverified"]
+  refuted = [f for f in findings if state(f) == "refuted"]
+  threshold = NOISE_MULTIPLE * (noise or 0.0)
+  beyond_noise = [f for f in confirmed if f["verified"]["delta"] > threshold]
+  problems = bool(beyond_noise) or any(f["severity"] == "high" for f in unverified)
+  out = dict(diagnosis)
+  out["findings"] = confirmed + unverified + refuted
+  out["verdict"] = "problems_found" if problems else "healthy"
+  out["verification"] = {
+      "dir": VERIFY_DIR, "confirmed": len(confirmed), "refuted": len(refuted),
+      "baseline_seed_std": noise, "noise_threshold": threshold,
+      "rule": (f"problems_found when a confirmed change gains more than {NOISE_MULTIPLE:g}x the baseline's "
+               f"standard deviation over seeds ({100 * threshold:.2f} points here), or a high finding was not "
+               f"refuted"),
+      "incomplete": error}
+  return out
+

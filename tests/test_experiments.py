@@ -1,0 +1,179 @@
+"""The doctor's experiments: which arms it runs, how it reads them (confirmed, refuted, already applied,
+lever findings, the verdict against the noise of the seeds), and --verify end to end on a tiny run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cnn_val import ablate, doctor, rundir, train
+from cnn_val.doctor import experiments
+from configs import default
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(**fields):
+  config = rundir.config_to_dict(default.get_config())
+  config["num_epochs"] = 3
+  for field, value in fields.items():
+    node = config
+    *parents, last = field.split(".")
+    for part in parents:
+      node = node[part]
+    node[last] = value
+  return config
+
+
+def _write_run(workdir, config, final_accuracy, *, test=None):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config, f)
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    for epoch in (1, 2, 3):
+      acc = final_accuracy - 0.02 * (3 - epoch)
+      row = {"step": 10 * epoch, "epoch": epoch, "lr": 1e-3, "train_loss": 0.3, "train_accuracy": acc,
+             "val_loss": 0.3, "val_accuracy": acc, "val_per_class_recall": [acc] * 10}
+      if epoch == 3:
+        row["test_accuracy"] = acc if test is None else test
+      f.write(json.dumps(row) + "\n")
+
+
+def _finding(cause, overrides, severity="high"):
+  return {"cause": cause, "severity": severity, "confidence": 0.9, "evidence": {}, "explanation": cause,
+          "fix": {"summary": f"fix {cause}", "overrides": overrides}, "verified": None}
+
+
+def _fake_sweep(workdir, config, arms: dict, seeds=(0, 1, 2)):
+  """Finished runs for every arm and seed of the doctor's sweep, so that verify() trains nothing."""
+  out = os.path.join(workdir, experiments.VERIFY_DIR)
+  for arm, (overrides, accuracies) in arms.items():
+    for seed, acc in zip(seeds, accuracies):
+      _write_run(ablate.run_dir(out, arm, seed), ablate.run_config(config, overrides, seed), acc)
+
+
+def test_a_confirmed_fix_ranks_first_and_a_refuted_one_is_demoted(tmp_path):
+  workdir = str(tmp_path)
+  config = _config()
+  _write_run(workdir, config, 0.80)
+  diagnosis = {"verdict": "problems_found", "findings": [
+      _finding("lr_too_high", {"config.optim.learning_rate": 1e-4}),
+      _finding("class_imbalance", {"config.imbalance.class_weighting": "inverse"})]}
+  _fake_sweep(workdir, config, {"baseline": ({}, [0.80, 0.81, 0.79]),
+                                "lr_too_high": ({"optim.learning_rate": 1e-4}, [0.79, 0.81, 0.80]),
+                                "class_imbalance": ({"imbalance.class_weighting": "inverse"}, [0.85, 0.87, 0.84])})
+  result = experiments.verify(workdir, diagnosis, seeds=3, log=lambda _: None)
+  first, last = result["findings"]
+  assert first["cause"] == "class_imbalance" and first["verified"]["confirmed"]
+  assert first["verified"]["delta"] == pytest.approx(0.0533333, abs=1e-6)
+  assert first["verified"]["runs"] == "verify/runs/class_imbalance"
+  assert last["cause"] == "lr_too_high" and not last["verified"]["confirmed"]
+  assert result["verdict"] == "problems_found"
+  assert result["verification"]["baseline_seed_std"] == pytest.approx(0.01)
+
+
+def test_refuted_high_findings_alone_make_a_healthy_verdict(tmp_path):
+  workdir = str(tmp_path)
+  config = _config()
+  _write_run(workdir, config, 0.80)
+  diagnosis = {"verdict": "problems_found", "findings": [_finding("lr_too_high", {"config.optim.learning_rate": 1e-4})]}
+  _fake_sweep(workdir, config, {"baseline": ({}, [0.80, 0.81, 0.79]),
+                                "lr_too_high": ({"optim.learning_rate": 1e-4}, [0.78, 0.79, 0.80])})
+  result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", log=lambda _: None)
+  assert result["verdict"] == "healthy" and not result["findings"][0]["verified"]["confirmed"]
+
+
+def test_leakage_is_judged_on_the_validation_test_gap_and_recovery_uses_the_reference(tmp_path):
+  workdir = str(tmp_path / "run")
+  config = _config()
+  _write_run(workdir, config, 0.92, test=0.90)
+  out = os.path.join(workdir, experiments.VERIFY_DIR)
+  for seed, (val, test) in enumerate([(0.92, 0.90), (0.93, 0.905), (0.925, 0.90)]):
+    _write_run(ablate.run_dir(out, "baseline", seed), ablate.run_config(config, {}, seed), val, test=test)
+  fix = {"data.remove_cross_split_duplicates": True}
+  for seed, (val, test) in enumerate([(0.905, 0.90), (0.91, 0.904), (0.908, 0.902)]):
+    _write_run(ablate.run_dir(out, "data_leakage", seed), ablate.run_config(config, fix, seed), val, test=test)
+  for seed, (val, test) in enumerate([(0.908, 0.90), (0.91, 0.903)]):  # healthy reference: gap 0.75 points
+    _write_run(str(tmp_path / "healthy" / f"seed{seed}"), config, val, test=test)
+  diagnosis = {"verdict": "problems_found",
+               "findings": [_finding("data_leakage", {"config.data.remove_cross_split_duplicates": True})]}
+  result = experiments.verify(workdir, diagnosis, seeds=3, reference=str(tmp_path / "healthy" / "seed*"),
+                              log=lambda _: None)
+  v = result["findings"][0]["verified"]
+  assert v["metric"] == "val_minus_test_accuracy" and not v["higher_is_better"]
+  assert v["delta"] > 0 and v["confirmed"]  # the gap shrank
+  lost = (0.02 + 0.025 + 0.025) / 3 - 0.0075
+  assert v["recovered"] == pytest.approx(v["delta"] / lost)
+
+
+def test_an_applied_fix_is_not_recommended_again_and_its_removal_is_measured(tmp_path):
+  workdir = str(tmp_path)
+  config = _config(**{"augment.standardize": True})
+  _write_run(workdir, config, 0.91)
+  diagnosis = {"verdict": "problems_found",
+               "findings": [_finding("distribution_shift", {"config.augment.standardize": True})]}
+  arms = experiments.fix_arms(experiments.Run(workdir), diagnosis["findings"], 2)
+  assert [(a.name, dict(a.overrides), applied) for a, _, applied in arms] == [
+      ("without_distribution_shift", {"augment.standardize": None}, True)]
+  _fake_sweep(workdir, config, {"baseline": ({}, [0.91, 0.915, 0.905]),
+                                "without_distribution_shift": ({"augment.standardize": None}, [0.88, 0.875, 0.87])})
+  result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", log=lambda _: None)
+  finding = result["findings"][0]
+  assert finding["fix"]["applied"] and finding["fix"]["summary"].startswith("Already applied")
+  assert finding["verified"]["applied"] and finding["verified"]["confirmed"]
+  assert finding["verified"]["delta"] == pytest.approx(0.035)  # what standardisation bought
+  assert finding["verified"]["fixed"]["mean"] == pytest.approx(0.91)
+
+
+def test_levers_explored_on_a_healthy_run_name_the_cause_when_they_beat_the_noise(tmp_path):
+  workdir = str(tmp_path)
+  config = _config()
+  _write_run(workdir, config, 0.91)
+  menu = {a.name: (dict(a.overrides), cause) for a, cause in experiments.menu_arms(experiments.Run(workdir))}
+  assert menu["weight_decay"][1] == "overfitting" and menu["cosine"] == ({"optim.schedule": "cosine"}, "lr_plateau")
+  assert menu["augment"] == ({"augment.preset": "characters"}, "overfitting")  # audit-less: one channel
+  if "model.width_multiplier" in json.dumps(config):
+    assert menu["wider"] == ({"model.width_multiplier": 2.0}, "underfitting")
+    assert menu["deeper"] == ({"model.extra_blocks": 1}, "underfitting")
+  base = [0.910, 0.912, 0.908]
+  accuracies = {name: [b + (0.015 if name == "cosine" else 0.0005 * (i - 1)) for i, b in enumerate(base)]
+                for name in menu}
+  _fake_sweep(workdir, config, {"baseline": ({}, base), **{n: (menu[n][0], accuracies[n]) for n in menu}})
+  result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, log=lambda _: None)
+  assert [f["cause"] for f in result["findings"]] == ["lr_plateau"]
+  top = result["findings"][0]
+  assert top["severity"] == "high" and top["fix"]["overrides"] == {"config.optim.schedule": "cosine"}
+  assert top["source"] == "experiment" and result["verdict"] == "problems_found"
+  # The same lever gaining less than twice the baseline's seed noise leaves the run healthy.
+  for seed, acc in zip((0, 1, 2), [0.9135, 0.9155, 0.9115]):
+    _write_run(ablate.run_dir(os.path.join(workdir, "verify"), "cosine", seed),
+               ablate.run_config(config, {"optim.schedule": "cosine"}, seed), acc)
+  result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, log=lambda _: None)
+  assert result["findings"][0]["verified"]["confirmed"]
+  assert result["findings"][0]["verified"]["delta"] < result["verification"]["noise_threshold"]
+  assert result["verdict"] == "healthy"
+
+
+@pytest.mark.slow
+def test_verify_end_to_end_on_a_tiny_leaky_run(tiny_config, tmp_path):
+  tiny_config.preflight = True
+  tiny_config.doctor = True
+  tiny_config.num_epochs = 2
+  tiny_config.data.scenario.duplicates = 60
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(tiny_config, workdir)
+  result = subprocess.run([sys.executable, "-m", "cnn_val.doctor", f"--workdir={workdir}", "--verify", "--seeds=2",
+                           "--parallel=2", "--explore=never", "--max_fixes=1"], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")})
+  assert result.returncode == 0, result.stderr[-3000:]
+  diagnosis = rundir.read_json(workdir, doctor.DIAGNOSIS_FILE)
+  leak = next(f for f in diagnosis["findings"] if f["cause"] == "data_leakage")
+  assert leak["verified"]["seeds"] == 2 and leak["verified"]["metric"] == "val_minus_test_accuracy"
+  # The run itself is the baseline of its own seed: copied, not trained again.
+  assert not os.path.exists(os.path.join(workdir, "verify", "runs", "baseline", "seed0", "run_spec.json"))
+  assert rundir.read_metrics(os.path.join(workdir, "verify", "runs", "baseline", "seed0")) == rundir.read_metrics(workdir)
+  report = open(os.path.join(workdir, "report.md")).read()
+  assert "## Verified" in report and "verify/plots/arms.png" in report
+  assert "data_leakage" in result.stdout.splitlines()[-2]
