@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from cnn_val import augment, fast_ops, models, optim
 from cnn_val.data import balance, scenarios
 
@@ -46,7 +48,17 @@ def validate(config) -> None:
   for field in ("dropout_rate", "block_dropout_rate"):
     rate = config.model[field]
     if not 0.0 <= rate < 1.0:
-      _fail(f"model.{field}", rate, "a rate in [0, 1)")
+      _fail(f"model.{field}", rate, "a rate in [0, 1): the fraction of units dropped, 0 for none")
+  # The seed models' levers; .get as in models.create_model, for configs written before they existed.
+  multiplier = config.model.get("width_multiplier", 1.0)
+  if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not (
+      math.isfinite(multiplier) and multiplier > 0):
+    _fail("model.width_multiplier", multiplier,
+          "a finite number > 0 that scales every conv layer's channels; 1.0 keeps the seed's, 2.0 doubles them")
+  extra_blocks = config.model.get("extra_blocks", 0)
+  if isinstance(extra_blocks, bool) or not isinstance(extra_blocks, int) or extra_blocks < 0:
+    _fail("model.extra_blocks", extra_blocks,
+          "an integer >= 0: the conv blocks added after the seed's; 0 keeps the seed's depth")
   if config.model.name in ("ConvNet", "ResNet") and (
       not config.model.widths or any(int(w) <= 0 for w in config.model.widths)):
     _fail("model.widths", config.model.widths, "a non-empty tuple of positive channel counts")

@@ -61,11 +61,69 @@ def _conv(features, kernel_size, impl, **kwargs):
   return nn.Conv(features, kernel_size, **kwargs)
 
 
+def seed_block_widths(seed_widths: Sequence[int], width_multiplier: float, extra_blocks: int) -> tuple[int, ...]:
+  """Channels of each conv block of a seed model: the seed's widened by `width_multiplier`, then `extra_blocks`
+  more, each twice as wide as the one before (pooling halves the map, so doubling keeps the work per block)."""
+  widths = [max(1, round(c * width_multiplier)) for c in seed_widths]
+  for _ in range(extra_blocks):
+    widths.append(2 * widths[-1])
+  return tuple(widths)
+
+
+def _seed_blocks_fit(module, x, num_seed_blocks: int) -> None:
+  """Raises if the seed's blocks plus `module.extra_blocks` would shrink the map of input `x` below 1x1.
+
+  Each block is a 3x3 VALID conv (size - 2) and a 2x2 max-pool (floor of half), so it needs a map of at least
+  4x4. Checked before any layer is built: past that point the head would get an empty map and fail at init
+  with a bare ZeroDivisionError from its initializer.
+  """
+  height, width = x.shape[1:3]
+  size, fitting = min(height, width), 0
+  while size >= 4:
+    size, fitting = (size - 2) // 2, fitting + 1
+  name = type(module).__name__
+  if fitting < num_seed_blocks:
+    min_size = 1
+    for _ in range(num_seed_blocks):
+      min_size = 2 * min_size + 2
+    raise ValueError(
+        f"{name} needs an input of at least {min_size}x{min_size} for its {num_seed_blocks} conv block(s); got "
+        f"{height}x{width}. Use larger images (config.data.image_size) or another config.model.name.")
+  max_extra = fitting - num_seed_blocks
+  if module.extra_blocks > max_extra:
+    raise ValueError(
+        f"config.model.extra_blocks={module.extra_blocks}: a {height}x{width} input allows at most {max_extra} "
+        f"extra block(s) after {name}'s {num_seed_blocks} (each 3x3 VALID conv + 2x2 max-pool shrinks the map; "
+        f"more would leave it smaller than 1x1). Set config.model.extra_blocks <= {max_extra}.")
+
+
+def _seed_blocks(module, x, seed_widths, *, train, example_ids):
+  """The seed's conv-relu-maxpool blocks, widened and deepened by the module's fields, each followed by dropout.
+
+  The block dropouts are named apart from the head's, so the head's dropout keeps its name (`Dropout_0`) and,
+  with it, its RNG stream: at the defaults the masks, and so the training run, are those of the seed model.
+  """
+  _seed_blocks_fit(module, x, len(seed_widths))
+  widths = seed_block_widths(seed_widths, module.width_multiplier, module.extra_blocks)
+  for i, features in enumerate(widths):
+    x = nn.relu(_conv(features, (3, 3), module.conv_impl, padding="VALID", dtype=module.dtype)(x))
+    x = fast_ops.max_pool(x, 2, module.pool_impl)
+    x = Dropout(module.block_dropout_rate, name=f"BlockDropout_{i}")(x, train=train, example_ids=example_ids)
+  return x
+
+
 class SeedCNN(nn.Module):
-  """The seed's example 1: Conv32 3x3 relu - maxpool 2 - flatten - dense."""
+  """The seed's example 1: Conv32 3x3 relu - maxpool 2 - flatten - dense.
+
+  The article's levers, off by default: `width_multiplier` (wider convs), `extra_blocks` (deeper) and
+  `block_dropout_rate` (dropout after each conv block).
+  """
 
   num_classes: int = 10
   head_bias: tuple | None = None  # initial bias of the output layer (e.g. log class prior)
+  width_multiplier: float = 1.0  # channels of every conv layer times this (rounded, >= 1)
+  extra_blocks: int = 0  # conv blocks after the seed's, each twice as wide as the previous one
+  block_dropout_rate: float = 0.0  # dropout after each conv block's max-pool
   axis_name: str | None = None  # unused; accepted so every model is built the same way
   conv_impl: str = "xla"
   pool_impl: str = "xla"
@@ -73,19 +131,24 @@ class SeedCNN(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool, example_ids=None):
-    del train, example_ids
-    x = nn.relu(_conv(32, (3, 3), self.conv_impl, padding="VALID", dtype=self.dtype)(x))
-    x = fast_ops.max_pool(x, 2, self.pool_impl)
+    x = _seed_blocks(self, x, (32,), train=train, example_ids=example_ids)
     x = x.reshape((x.shape[0], -1))
     return _head(self, x)
 
 
 class SeedCNNDropout(nn.Module):
-  """The seed's example 3: Conv32 - pool - Conv64 - pool - flatten - dropout - dense."""
+  """The seed's example 3: Conv32 - pool - Conv64 - pool - flatten - dropout - dense.
+
+  The article's levers, off by default: `width_multiplier` (wider convs), `extra_blocks` (deeper) and
+  `block_dropout_rate` (dropout after each conv block, besides `dropout_rate` before the dense layer).
+  """
 
   num_classes: int = 10
   head_bias: tuple | None = None  # initial bias of the output layer (e.g. log class prior)
   dropout_rate: float = 0.5
+  width_multiplier: float = 1.0  # channels of every conv layer times this (rounded, >= 1)
+  extra_blocks: int = 0  # conv blocks after the seed's, each twice as wide as the previous one
+  block_dropout_rate: float = 0.0  # dropout after each conv block's max-pool
   axis_name: str | None = None
   conv_impl: str = "xla"
   pool_impl: str = "xla"
@@ -93,9 +156,7 @@ class SeedCNNDropout(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool, example_ids=None):
-    for features in (32, 64):
-      x = nn.relu(_conv(features, (3, 3), self.conv_impl, padding="VALID", dtype=self.dtype)(x))
-      x = fast_ops.max_pool(x, 2, self.pool_impl)
+    x = _seed_blocks(self, x, (32, 64), train=train, example_ids=example_ids)
     x = x.reshape((x.shape[0], -1))
     x = Dropout(self.dropout_rate)(x, train=train, example_ids=example_ids)
     return _head(self, x)
@@ -234,6 +295,13 @@ def create_model(model_config, num_classes: int, axis_name: str | None = None,
     kwargs["head_bias"] = tuple(float(b) for b in np.log(prior / prior.sum()))
   if name != "ResNet":  # ResNet downsamples with strided convolutions, not pooling
     kwargs["pool_impl"] = fast_ops.resolve_pool_impl(model_config.pool_impl)
+  if name in ("SeedCNN", "SeedCNNDropout"):
+    # .get: configs written before these levers existed (e.g. an old run's config.json) build the seed model.
+    kwargs.update(
+        width_multiplier=model_config.get("width_multiplier", 1.0),
+        extra_blocks=model_config.get("extra_blocks", 0),
+        block_dropout_rate=model_config.get("block_dropout_rate", 0.0),
+    )
   if name == "SeedCNNDropout":
     kwargs["dropout_rate"] = model_config.dropout_rate
   elif name == "ConvNet":

@@ -23,6 +23,9 @@ DIVERGED_FILE = "diverged.json"  # written when a run stops on a NaN/Inf loss
 RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices", "cpu_devices", "doctor",
                                "preflight", "signals"})
 
+# Fields added after runs were made, with the value that reproduces the model those runs trained.
+FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0}
+
 
 def _flatten(d, prefix=""):
   out = {}
@@ -46,6 +49,8 @@ def write_or_check_config(workdir: str, config) -> None:
     with open(path) as f:
       old = json.load(f)
     old_flat, new_flat = _flatten(old), _flatten(new)
+    for field, neutral in FIELDS_ADDED_LATER.items():  # a run from before a field existed ran without it
+      old_flat.setdefault(field, neutral)
     changed = sorted(k for k in old_flat.keys() | new_flat.keys()
                      if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES)
     if changed:

@@ -88,11 +88,13 @@ def get_config():
   config.model.widths = (32, 64)  # ConvNet: channels per block; ResNet: channels per stage
   config.model.convs_per_block = 1  # ConvNet
   config.model.batchnorm = False  # ConvNet
-  config.model.block_dropout_rate = 0.0  # ConvNet: dropout after each block
+  config.model.block_dropout_rate = 0.0  # SeedCNN, SeedCNNDropout, ConvNet: dropout after each block's max-pool
   config.model.hidden_units = 0  # ConvNet: 0 = no hidden dense layer in the head
   config.model.prior_bias_init = False  # output bias starts at log(training class prior)
   config.model.dropout_rate = 0.5  # SeedCNNDropout, ConvNet: dropout before the last dense layer
   config.model.depth = 20  # ResNet: 6n + 2
+  config.model.width_multiplier = 1.0  # SeedCNN, SeedCNNDropout: every conv layer's channels times this (rounded, >= 1)
+  config.model.extra_blocks = 0  # SeedCNN, SeedCNNDropout: VALID conv-relu-maxpool blocks after the seed's, 2x wider
   # How convolutions and max-pools are computed (same parameters and results either way; see fast_ops.py):
   # auto = the fast CPU rewrites (matmul, reshape) on CPU, XLA's own ops on GPU/TPU.
   config.model.conv_impl = "auto"  # auto, xla, matmul

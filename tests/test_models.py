@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_val import models
+from cnn_val import config_check, models
 from configs import cifar10_resnet, default, fashion_mnist_bn
 
 
@@ -22,6 +22,122 @@ def test_seed_model_parameter_counts(name, expected):
   config = default.get_config()
   config.model.name = name
   assert _count(models.create_model(config.model, 10), (1, 28, 28, 1)) == expected
+
+
+def _seed_config(name, **fields):
+  config = default.get_config()
+  config.model.name = name
+  for field, value in fields.items():
+    config.model[field] = value
+  return config
+
+
+@pytest.mark.parametrize("name,fields,expected", [
+    # conv 3x3x1x64+64 = 640 (28 -> 26 -> pool 13); dense 13*13*64*10+10 = 108,170
+    ("SeedCNN", {"width_multiplier": 2.0}, 108_810),
+    # convs 320 + 3x3x32x64+64 = 18,496 (13 -> 11 -> pool 5); dense 5*5*64*10+10 = 16,010: example 3's layers
+    ("SeedCNN", {"extra_blocks": 1}, 34_826),
+    # convs 640 + 3x3x64x128+128 = 73,856; dense 5*5*128*10+10 = 32,010
+    ("SeedCNN", {"width_multiplier": 2.0, "extra_blocks": 1}, 106_506),
+    # convs 640 + 73,856; dense 5*5*128*10+10 = 32,010
+    ("SeedCNNDropout", {"width_multiplier": 2.0}, 106_506),
+    # convs 320 + 18,496 + 3x3x64x128+128 = 73,856 (5 -> 3 -> pool 1); dense 1*1*128*10+10 = 1,290
+    ("SeedCNNDropout", {"extra_blocks": 1}, 93_962),
+    # convs 640 + 73,856 + 3x3x128x256+256 = 295,168; dense 1*1*256*10+10 = 2,570
+    ("SeedCNNDropout", {"width_multiplier": 2.0, "extra_blocks": 1}, 372_234),
+])
+def test_wider_and_deeper_seed_models(name, fields, expected):
+  model = models.create_model(_seed_config(name, **fields).model, 10)
+  x = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
+  variables = model.init(jax.random.key(0), x, train=False)
+  assert sum(p.size for p in jax.tree.leaves(variables["params"])) == expected
+  assert model.apply(variables, x, train=False).shape == (3, 10)
+  logits = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)})
+  assert logits.shape == (3, 10) and bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_seed_block_widths_round_and_double():
+  assert models.seed_block_widths((32, 64), 1.0, 0) == (32, 64)
+  assert models.seed_block_widths((32, 64), 0.5, 2) == (16, 32, 64, 128)
+  assert models.seed_block_widths((32,), 1.3, 1) == (42, 84)  # round(41.6)
+  assert models.seed_block_widths((32,), 0.001, 1) == (1, 2)  # never below one channel
+
+
+def test_create_model_builds_the_seed_levers_from_the_config():
+  model = models.create_model(
+      _seed_config("SeedCNNDropout", width_multiplier=1.5, extra_blocks=1, block_dropout_rate=0.25).model, 10)
+  assert (model.width_multiplier, model.extra_blocks, model.block_dropout_rate, model.dropout_rate) == (
+      1.5, 1, 0.25, 0.5)
+  model = models.create_model(_seed_config("SeedCNN", extra_blocks=2).model, 10)
+  assert (model.width_multiplier, model.extra_blocks, model.block_dropout_rate) == (1.0, 2, 0.0)
+  # A config written before the levers existed (an old run's config.json) still builds the seed model.
+  config = _seed_config("SeedCNNDropout")
+  del config.model.width_multiplier, config.model.extra_blocks
+  assert _count(models.create_model(config.model, 10), (1, 28, 28, 1)) == 34_826
+
+
+@pytest.mark.parametrize("name", ["SeedCNN", "SeedCNNDropout"])
+def test_seed_block_dropout_is_per_example_and_training_only(name):
+  # dropout_rate=0: whatever changes in training comes from the dropout after the conv blocks.
+  model = models.create_model(_seed_config(name, block_dropout_rate=0.5, dropout_rate=0.0).model, 10)
+  plain = models.create_model(_seed_config(name, dropout_rate=0.0).model, 10)
+  x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+  variables = model.init(jax.random.key(0), x, train=False)  # dropout has no parameters: same for both
+  rngs = {"dropout": jax.random.key(2)}
+  ids = jnp.arange(10, 14)
+  evaluated = model.apply(variables, x, train=False)
+  np.testing.assert_array_equal(evaluated, plain.apply(variables, x, train=False))
+  trained = model.apply(variables, x, train=True, example_ids=ids, rngs=rngs)
+  np.testing.assert_array_equal(plain.apply(variables, x, train=True, example_ids=ids, rngs=rngs), evaluated)
+  assert not np.allclose(trained, evaluated, atol=1e-3)
+  # Example 2 alone with its id (as on another device) gets the mask it got in the batch of 4 ...
+  alone = model.apply(variables, x[2:3], train=True, example_ids=ids[2:3], rngs=rngs)
+  np.testing.assert_allclose(alone, trained[2:3], rtol=1e-5, atol=1e-6)
+  # ... and another id gives it another mask.
+  other = model.apply(variables, x[2:3], train=True, example_ids=ids[:1], rngs=rngs)
+  assert not np.allclose(other, trained[2:3], atol=1e-3)
+
+
+@pytest.mark.parametrize("name,shape,max_extra", [
+    ("SeedCNN", (1, 28, 28, 1), 2),  # 28 -> 13 | 13 -> 5 -> 1
+    ("SeedCNNDropout", (1, 28, 28, 1), 1),  # 28 -> 13 -> 5 | 5 -> 1
+    ("SeedCNNDropout", (1, 32, 32, 3), 1),  # 32 -> 15 -> 6 | 6 -> 2
+    ("SeedCNNDropout", (1, 28, 64, 1), 1),  # the smaller side decides
+])
+def test_too_many_extra_blocks_is_a_clear_error(name, shape, max_extra):
+  def init_shapes(extra_blocks):  # shapes only: the check runs while tracing, no convolution is computed
+    model = models.create_model(_seed_config(name, extra_blocks=extra_blocks).model, 10)
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
+
+  assert init_shapes(max_extra)["params"]
+  size = f"{shape[1]}x{shape[2]}"
+  with pytest.raises(ValueError, match=rf"config.model.extra_blocks={max_extra + 1}: a {size} input allows at most "
+                                       rf"{max_extra} extra"):
+    init_shapes(max_extra + 1)
+
+
+def test_too_small_input_for_the_seed_blocks_is_a_clear_error():
+  # 8 -> 6 -> pool 3 -> 1 -> pool 0: the seed's own two blocks need 10x10 (before: a bare ZeroDivisionError).
+  model = models.create_model(_seed_config("SeedCNNDropout").model, 10)
+  with pytest.raises(ValueError, match=r"SeedCNNDropout needs an input of at least 10x10 .* got 8x8"):
+    jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False))
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("width_multiplier", 0.0, "a finite number > 0"),
+    ("width_multiplier", float("inf"), "a finite number > 0"),
+    ("width_multiplier", float("nan"), "a finite number > 0"),
+    ("extra_blocks", -1, "an integer >= 0"),
+    ("block_dropout_rate", 1.0, r"a rate in \[0, 1\)"),
+])
+def test_config_check_rejects_bad_seed_levers(field, value, expected):
+  config = _seed_config("SeedCNN", **{field: value})
+  with pytest.raises(ValueError, match=rf"config.model.{field}={value!r}: expected {expected}"):
+    config_check.validate(config)
+
+
+def test_config_check_accepts_the_seed_levers():
+  config_check.validate(_seed_config("SeedCNNDropout", width_multiplier=0.5, extra_blocks=1, block_dropout_rate=0.3))
 
 
 def test_resnet20_parameter_count():

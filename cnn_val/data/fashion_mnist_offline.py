@@ -7,6 +7,7 @@ the unchanged `tfds.load('fashion_mnist', data_dir=..., download=False)` reads t
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import os
 import struct
@@ -70,7 +71,15 @@ def missing_message(source_dir: str) -> str:
 
 
 def prepare(data_dir: str | None, source_dir: str | None = None) -> None:
-  """Writes `fashion_mnist` into `data_dir` (TFDS's default when None) from the local files."""
+  """Writes `fashion_mnist` into `data_dir` (TFDS's default when None) from the local files.
+
+  Several processes may ask at once (the workers of a sweep on a fresh machine): an exclusive file lock
+  beside the dataset makes one prepare it while the others wait and then find it prepared."""
   builder = LocalFashionMNIST(data_dir=data_dir, source_dir=source_dir)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  os.makedirs(builder.data_dir_root, exist_ok=True)
+  with open(os.path.join(builder.data_dir_root, ".fashion_mnist.prepare.lock"), "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if LocalFashionMNIST(data_dir=data_dir, source_dir=source_dir).is_prepared():
+      return  # another process prepared it while this one waited
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
