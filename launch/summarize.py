@@ -65,6 +65,43 @@ def doctor_table(out: str) -> str:
   return "\n".join(lines)
 
 
+def _pm(stat):
+  if not stat or stat.get("mean") is None:
+    return "-"
+  return f"{100 * stat['mean']:.2f}" + ("" if stat.get("std") is None else f" ± {100 * stat['std']:.2f}")
+
+
+def verify_table(out: str) -> str:
+  """Per fault run directory OUT/<fault> with a verified diagnosis (launch/verify_faults.sh): the healthy
+  reference, the fault and the fault with the doctor's top fix (mean ± std over seeds), the share of the
+  loss recovered, the paired 95% CI of the gain, and the doctor's verdict."""
+  lines = ["| fault | top finding | fix | healthy | fault | fault + fix | recovered | gain, 95% CI (points) | "
+           "result | verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for name in sorted(os.listdir(out)):
+    diagnosis = rundir.read_json(os.path.join(out, name), doctor.DIAGNOSIS_FILE) if os.path.isdir(
+        os.path.join(out, name)) else None
+    if not diagnosis or "verification" not in diagnosis:
+      continue
+    verified = [f for f in diagnosis["findings"] if f.get("verified")]
+    if not verified:
+      lines.append(f"| {name} | - | - | - | - | - | - | - | not verified | {diagnosis['verdict']} |")
+      continue
+    f = verified[0]
+    v = f["verified"]
+    fix = ", ".join(f"{k}={val}" for k, val in v.get("overrides", {}).items())
+    metric = "" if v["higher_is_better"] else " (val - test gap)"
+    ci = f"{100 * v['delta']:+.2f} [{100 * v['ci95'][0]:+.2f}, {100 * v['ci95'][1]:+.2f}]" if v.get("ci95") else "-"
+    reference = f"{100 * v['reference']:.2f}" if v.get("reference") is not None else "-"
+    recovered = f"{100 * v['recovered']:.0f}%" if v.get("recovered") is not None else "-"
+    lines.append(f"| {name} | {f['cause']} | {fix}{metric} | {reference} | {_pm(v['baseline'])} | {_pm(v['fixed'])} | "
+                 f"{recovered} | {ci} | {'confirmed' if v['confirmed'] else 'refuted'} | {diagnosis['verdict']} |")
+  return "\n".join(lines)
+
+
 if __name__ == "__main__":
-  out_dir = sys.argv[1] if len(sys.argv) > 1 else "runs/faults"
-  print(accuracy_table(out_dir) + "\n\n" + doctor_table(out_dir))
+  args = sys.argv[1:]
+  if args and args[0] == "--verify":
+    print(verify_table(args[1] if len(args) > 1 else "runs/verify"))
+  else:
+    out_dir = args[0] if args else "runs/faults"
+    print(accuracy_table(out_dir) + "\n\n" + doctor_table(out_dir))

@@ -214,3 +214,17 @@ def test_prior_bias_init_starts_the_output_at_the_class_prior():
   params = models.create_model(config, 10, class_prior=counts).init(
       jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)["params"]
   assert not np.any(params[sorted(k for k in params if k.startswith("Dense"))[-1]]["bias"])
+
+
+def test_a_run_from_before_the_seed_levers_existed_still_resumes(tmp_path):
+  """config.json written before width_multiplier/extra_blocks existed trained the neutral values."""
+  import json
+  from cnn_val import rundir
+  config = default.get_config()
+  old = rundir.config_to_dict(config)
+  del old["model"]["width_multiplier"], old["model"]["extra_blocks"]
+  (tmp_path / rundir.CONFIG_FILE).write_text(json.dumps(old))
+  rundir.write_or_check_config(str(tmp_path), config)  # no error
+  config.model.extra_blocks = 1
+  with pytest.raises(ValueError, match=r"different config \(model.extra_blocks: 0 -> 1\)"):
+    rundir.write_or_check_config(str(tmp_path), config)

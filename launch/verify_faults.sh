@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The doctor's verified fixes on the public fault configs: the healthy reference over SEEDS seeds, then for
+# each fault its run (seed 0), the doctor's --verify of the top fix over SEEDS seeds (the run itself is the
+# baseline's first seed), and the table (python -m launch.summarize --verify OUT).
+#
+#   launch/verify_faults.sh runs/verify 3 2 [fault ...]      # OUT SEEDS PARALLEL [faults; default: all]
+set -uo pipefail
+out=${1:-runs/verify} seeds=${2:-3} parallel=${3:-2}
+shift $(( $# < 3 ? $# : 3 ))
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] && python=${PYTHON:-.venv/bin/python}
+faults=("$@")
+if [ ${#faults[@]} -eq 0 ]; then
+  for config in configs/faults/*.py; do
+    name=$(basename "$config" .py)
+    case $name in __init__|healthy|orientation_healthy) ;; *) faults+=("$name") ;; esac
+  done
+fi
+mkdir -p "$out"
+"$python" launch/ablate.py --config=configs/faults/healthy.py --out="$out/healthy" --seeds="$seeds" --arm=base: \
+  --parallel="$parallel" > "$out/healthy.log" 2>&1 || echo "healthy reference failed: $out/healthy.log"
+for name in "${faults[@]}"; do
+  start=$(date +%s)
+  # A fault that diverges exits 1 by design; the doctor has still written its diagnosis.
+  "$python" -m cnn_val.main --config="configs/faults/$name.py" --workdir="$out/$name" > "$out/$name.log" 2>&1
+  "$python" -m cnn_val.doctor --workdir="$out/$name" --verify --seeds="$seeds" --parallel="$parallel" \
+    --explore=never --max_fixes=1 --reference="$out/healthy/runs/base/seed*" >> "$out/$name.log" 2>&1
+  echo "$name: $(tail -2 "$out/$name.log" | head -1) ($(( $(date +%s) - start )) s)"
+done
+"$python" -m launch.summarize --verify "$out"
