@@ -208,6 +208,6 @@ def test_budget_and_max_runs_refuse_with_the_estimate(tiny_config, tmp_path):
   assert any(m.startswith("Estimate: 3 runs left at") for m in messages)
   assert ablate.run_status(ablate.run_dir(str(tmp_path / "b"), "base", 0)) == "finished"  # kept for later
   # A second sweep process on the same directory is refused while the first holds it.
-  with ablate._sweep_lock(str(tmp_path / "b")):  # pylint: disable=protected-access
+  with ablate.sweep_lock(str(tmp_path / "b")):
     with pytest.raises(ablate.SweepError, match="is being run by pid"):
       ablate.run_sweep(sweep, str(tmp_path / "b"), log=lambda _: None)

@@ -21,7 +21,6 @@ import time
 import numpy as np
 
 from cnn_val import audit as audit_lib
-from cnn_val import rundir
 from cnn_val.doctor.run_view import Run
 
 SEVERITIES = ("high", "medium", "low")

@@ -1,0 +1,252 @@
+"""Running a sweep: every unfinished (arm, seed) in its own worker process (`python -m cnn_val.ablate_worker`),
+`parallel` at a time with the CPU cores (and GPUs) split between them, resumable, within a budget."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import math
+import os
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+from cnn_val import ablate_worker
+from cnn_val.ablate.results import write_results
+from cnn_val.ablate.sweep import (CACHE_DIR, LOCK_FILE, RESULTS_MD, RUN_RESULT_FILE, RUN_SPEC_FILE, SWEEP_FILE,
+                                  Sweep, SweepError, read_json, run_config, run_dir, run_status, write_json)
+
+
+def _core_groups(parallel: int) -> list[list[int] | None]:
+  """The CPU cores each worker may use: the process's cores split into `parallel` disjoint groups."""
+  try:
+    cores = sorted(os.sched_getaffinity(0))
+  except AttributeError:  # not Linux
+    return [None] * parallel
+  if parallel <= 1 or len(cores) < parallel:
+    return [None] * parallel
+  return [cores[i::parallel] for i in range(parallel)]
+
+
+def _gpu_groups(parallel: int) -> list[str | None]:
+  """Visible GPUs split between workers (CUDA_VISIBLE_DEVICES), when there are several per worker or one each."""
+  visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+  if visible is None:
+    try:
+      listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+      return [None] * parallel
+    visible = ",".join(str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU"))
+  gpus = [g for g in visible.split(",") if g.strip()]
+  if parallel <= 1 or not gpus:
+    return [None] * parallel
+  if len(gpus) < parallel:
+    raise SweepError(f"--parallel={parallel} workers but {len(gpus)} GPU(s) visible: one GPU per worker at "
+                     f"least; lower --parallel to {len(gpus)}.")
+  return [",".join(gpus[i::parallel]) for i in range(parallel)]
+
+
+@dataclasses.dataclass
+class _Job:
+  arm: str
+  seed: int
+  workdir: str
+  attempts: int = 0
+  seconds: float = 0.0
+
+
+class _Worker:
+  def __init__(self, job: _Job, cores, gpus, cache_dir: str, log: Callable[[str], None]):
+    self.job, self.start = job, time.monotonic()
+    env = dict(os.environ)
+    # Runs of a sweep compile the same programs (seeds change data, not shapes): share XLA's compilations
+    # through JAX's persistent cache (measured: a tiny run 23 s -> 13 s); a cache the user set is kept.
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", cache_dir)
+    if gpus is not None:
+      env["CUDA_VISIBLE_DEVICES"] = gpus
+    # The worker pins itself to its cores and arranges to die with this process (ablate_worker.py): done
+    # there, not in a preexec_fn, which would fork this multithreaded process.
+    env[ablate_worker.PARENT_ENV] = str(os.getpid())
+    if cores is not None:
+      env[ablate_worker.CORES_ENV] = ",".join(map(str, cores))
+    job.attempts += 1
+    self.log_path = os.path.join(job.workdir, "train.log")
+    self._log_file = open(self.log_path, "a")  # pylint: disable=consider-using-with
+    self.proc = subprocess.Popen([sys.executable, "-m", "cnn_val.ablate_worker", job.workdir], env=env,
+                                 stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log(f"start {job.arm}/seed{job.seed} (attempt {job.attempts}, pid {self.proc.pid}"
+        + (f", cores {cores}" if cores else "") + (f", GPUs {gpus}" if gpus else "") + ")")
+
+  def poll(self):
+    rc = self.proc.poll()
+    if rc is not None:
+      self._log_file.close()
+      self.job.seconds += time.monotonic() - self.start
+    return rc
+
+
+@contextlib.contextmanager
+def sweep_lock(out: str):
+  """One sweep process per directory (an flock: released by the kernel when the holder dies, so a SIGKILLed
+  sweep never blocks its own resume)."""
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, LOCK_FILE), "a+") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or "another process"
+      raise SweepError(f"{out} is being run by {holder}; wait for it to finish (or stop it), then run the same "
+                       f"command again to resume.") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}")
+    f.flush()
+    yield
+
+
+def prepare(sweep: Sweep, out: str) -> None:
+  """Writes sweep.json for a new sweep, or checks that an existing one is the same sweep (arms may be added,
+  seeds extended; a changed base config or a changed arm is refused)."""
+  path = os.path.join(out, SWEEP_FILE)
+  old = read_json(path)
+  new = sweep.to_json()
+  if old is not None:
+    if old["base"] != new["base"]:
+      changed = sorted(_diff_fields(old["base"], new["base"]))
+      raise SweepError(f"{out} holds a sweep of a different base config (fields {', '.join(changed[:8])}); use a "
+                       f"new --out, or the same config and overrides as before.")
+    old_arms = {a["name"]: a["overrides"] for a in old["arms"]}
+    for a in new["arms"]:
+      if a["name"] in old_arms and old_arms[a["name"]] != a["overrides"]:
+        raise SweepError(f"Arm {a['name']!r} in {out} had overrides {old_arms[a['name']]}, now {a['overrides']}; "
+                         f"give the changed arm a new name.")
+    # Keep arms and seeds from before that this call does not name: their runs stay part of the sweep.
+    names = [a["name"] for a in new["arms"]]
+    new["arms"] += [a for a in old["arms"] if a["name"] not in names]
+    new["seeds"] += [s for s in old["seeds"] if s not in new["seeds"]]
+    if old.get("baseline") in old_arms and new["baseline"] != old["baseline"] and not any(
+        a["name"] == new["baseline"] and not a["overrides"] for a in new["arms"]):
+      new["baseline"] = old["baseline"]
+  write_json(path, new)
+
+
+def _diff_fields(a, b, prefix=""):
+  if isinstance(a, dict) and isinstance(b, dict):
+    for k in a.keys() | b.keys():
+      yield from _diff_fields(a.get(k), b.get(k), f"{prefix}{k}.")
+  elif a != b:
+    yield prefix.rstrip(".")
+
+
+def estimate_minutes(per_run_s: float, runs: int, parallel: int) -> float:
+  return per_run_s * math.ceil(runs / max(parallel, 1)) / 60.0
+
+
+def run_sweep(sweep: Sweep, out: str, *, parallel: int = 1, max_runs: int = 0, budget_minutes: float = 0.0,
+              retries: int = 1, log: Callable[[str], None] = print) -> dict:
+  """Trains every (arm, seed) of `sweep` that is not finished in `out`, `parallel` at a time, then writes
+  results.csv/md and plots. Returns the aggregate (see `aggregate`).
+
+  A run whose worker dies from a signal is retried `retries` times (it resumes from its checkpoint); a run
+  that fails otherwise is reported with its log, and the other runs go on. `max_runs` refuses a sweep with
+  more runs to train; `budget_minutes` refuses to go on once the first run's time says the rest would not fit.
+  """
+  if parallel < 1:
+    raise SweepError(f"--parallel={parallel}: expected 1 or more worker processes.")
+  with sweep_lock(out):
+    prepare(sweep, out)
+    sweep = Sweep.from_json(read_json(os.path.join(out, SWEEP_FILE)))
+    jobs, finished_s = [], []
+    for arm in sweep.arms:
+      for seed in sweep.seeds:
+        workdir = run_dir(out, arm.name, seed)
+        status = run_status(workdir)
+        if status in ("finished", "diverged"):
+          seconds = (read_json(os.path.join(workdir, RUN_RESULT_FILE)) or {}).get("seconds")
+          if seconds:
+            finished_s.append(seconds)
+          continue
+        spec_path = os.path.join(workdir, RUN_SPEC_FILE)
+        spec = {"arm": arm.name, "seed": seed, "config": run_config(sweep.base, arm.overrides, seed)}
+        old_spec = read_json(spec_path)
+        if old_spec is not None and old_spec["config"] != spec["config"]:
+          raise SweepError(f"{workdir} was started with another config; remove it to train it again.")
+        write_json(spec_path, spec)
+        record = read_json(os.path.join(workdir, RUN_RESULT_FILE)) or {}
+        jobs.append(_Job(arm.name, seed, workdir, record.get("attempts", 0), record.get("seconds", 0.0)))
+    total = len(sweep.arms) * len(sweep.seeds)
+    log(f"Sweep {out}: {len(sweep.arms)} arms x {len(sweep.seeds)} seeds = {total} runs, {total - len(jobs)} "
+        f"already finished, {len(jobs)} to train, {parallel} at a time.")
+    if max_runs and len(jobs) > max_runs:
+      raise SweepError(f"{len(jobs)} runs to train, more than --max_runs={max_runs}. Shrink the sweep (fewer "
+                       f"--seeds or arms), or raise --max_runs; finished runs are kept and never retrained.")
+    if jobs and budget_minutes and finished_s:
+      _check_budget(np.mean(finished_s), len(jobs), parallel, budget_minutes, log, "finished runs' mean")
+    failures = _execute(jobs, parallel, budget_minutes, bool(finished_s), retries, log,
+                        os.path.abspath(os.path.join(out, CACHE_DIR)))
+    table = write_results(out)
+    log(f"Results: {os.path.join(out, RESULTS_MD)}")
+    if failures:
+      raise SweepError("Runs failed (see their logs; the same command again retries them): "
+                       + "; ".join(f"{j.arm}/seed{j.seed} (exit {rc}, {j.workdir}/train.log)" for j, rc in failures))
+    return table
+
+
+def _check_budget(per_run_s, remaining, parallel, budget_minutes, log, source, spent_s=0.0):
+  minutes = estimate_minutes(per_run_s, remaining, parallel)
+  log(f"Estimate: {remaining} runs left at {per_run_s:.0f} s each ({source}), {parallel} at a time: "
+      f"{minutes:.1f} min more.")
+  if spent_s / 60 + minutes > budget_minutes:
+    raise SweepError(
+        f"Over budget: {remaining} more runs need about {minutes:.1f} min against --budget_minutes="
+        f"{budget_minutes:g} ({spent_s / 60:.1f} min already spent). Shrink the sweep (fewer --seeds or arms, "
+        f"a shorter --config.num_epochs), raise --parallel where cores allow, or raise --budget_minutes; "
+        f"finished runs are kept.")
+
+
+def _execute(jobs: list[_Job], parallel: int, budget_minutes: float, estimated: bool, retries: int, log,
+             cache_dir: str):
+  cores, gpus = _core_groups(parallel), _gpu_groups(parallel)
+  free, pending, running, failures = list(range(parallel)), list(jobs), {}, []
+  start = time.monotonic()
+  try:
+    while pending or running:
+      while pending and free:
+        slot = free.pop(0)
+        running[slot] = _Worker(pending.pop(0), cores[slot], gpus[slot], cache_dir, log)
+      time.sleep(0.2)
+      for slot, worker in list(running.items()):
+        rc = worker.poll()
+        if rc is None:
+          continue
+        del running[slot]
+        free.append(slot)
+        job = worker.job
+        status = run_status(job.workdir)
+        write_json(os.path.join(job.workdir, RUN_RESULT_FILE),
+                    {"seconds": round(job.seconds, 2), "attempts": job.attempts, "returncode": rc, "status": status})
+        if status in ("finished", "diverged"):
+          log(f"done  {job.arm}/seed{job.seed}: {status} in {job.seconds:.0f} s")
+          if budget_minutes and not estimated:
+            estimated = True
+            _check_budget(job.seconds, len(pending) + len(running), parallel, budget_minutes, log,
+                          "the first run", spent_s=time.monotonic() - start)
+        elif rc < 0 and job.attempts <= retries:
+          log(f"{job.arm}/seed{job.seed} was killed (signal {-rc}); resuming it from its checkpoint.")
+          pending.insert(0, job)
+        else:
+          log(f"FAILED {job.arm}/seed{job.seed} (exit {rc}); its log: {worker.log_path}")
+          failures.append((job, rc))
+  finally:
+    for worker in running.values():  # over budget or interrupted: stop cleanly, the runs resume later
+      with contextlib.suppress(ProcessLookupError):
+        worker.proc.terminate()
+    for worker in running.values():
+      with contextlib.suppress(subprocess.TimeoutExpired):
+        worker.proc.wait(timeout=30)
+  return failures
