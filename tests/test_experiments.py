@@ -177,3 +177,31 @@ def test_verify_end_to_end_on_a_tiny_leaky_run(tiny_config, tmp_path):
   report = open(os.path.join(workdir, "report.md")).read()
   assert "## Verified" in report and "verify/plots/arms.png" in report
   assert "data_leakage" in result.stdout.splitlines()[-2]
+
+
+def test_a_diverged_run_is_verified_against_the_majority_class(tmp_path):
+  workdir = str(tmp_path)
+  config = _config()
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config, f)
+  out = os.path.join(workdir, experiments.VERIFY_DIR)
+  for seed in (0, 1, 2):
+    d = ablate.run_dir(out, "baseline", seed)
+    os.makedirs(d)
+    with open(os.path.join(d, "config.json"), "w") as f:
+      json.dump(ablate.run_config(config, {}, seed), f)
+    for name, obj in (("diverged.json", {"step": 200, "lr": None, "last_good_step": None}),
+                      ("preflight.json", {"checks": [{"name": "majority_class", "value": 0.1, "passed": True}]})):
+      with open(os.path.join(d, name), "w") as f:
+        json.dump(obj, f)
+  for src in ("diverged.json",):
+    with open(os.path.join(workdir, src), "w") as f:
+      json.dump({"step": 200, "lr": 10.0, "last_good_step": None}, f)
+  fix = {"optim.learning_rate": 1e-3, "optim.grad_clip_norm": 1.0}
+  for seed, acc in zip((0, 1, 2), (0.90, 0.91, 0.905)):
+    _write_run(ablate.run_dir(out, "diverged", seed), ablate.run_config(config, fix, seed), acc)
+  diagnosis = {"verdict": "problems_found", "findings": [_finding("diverged", {f"config.{k}": v for k, v in fix.items()})]}
+  result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", log=lambda _: None)
+  v = result["findings"][0]["verified"]
+  assert v["confirmed"] and v["baseline"]["mean"] == pytest.approx(0.1) and v["delta"] == pytest.approx(0.805)

@@ -194,7 +194,7 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   if explore not in ("auto", "always", "never"):
     raise ValueError(f"explore={explore!r}: expected auto, always or never.")
   run = Run(workdir)
-  if not run.rows:
+  if not run.rows and not run.diverged:  # a diverged run is judged at the majority-class accuracy
     raise ValueError(f"{workdir} has no evaluation yet (metrics.jsonl is empty): train it first; there is "
                      f"nothing to compare a fix with.")
   findings = [dict(f) for f in diagnosis["findings"]]
