@@ -1,9 +1,10 @@
 """One run of a sweep, in its own process: `python -m cnn_val.ablate_worker RUN_DIR`.
 
-The ablation engine (cnn_val/ablate.py) starts one per run. It trains RUN_DIR/run_spec.json's config into
+The ablation engine (cnn_val/ablate/runner.py) starts one per run. It trains RUN_DIR/run_spec.json's config into
 RUN_DIR with the ordinary `train.train_and_evaluate` (so a killed run resumes from its checkpoint). Exit
-codes: 0 trained, 1 stopped on NaN/Inf (diverged.json says where: an outcome, not a failure), 2 a bad
-config or data (the message says what to change), 75 the run directory is locked by another worker.
+codes: 0 trained; 1 stopped on NaN/Inf (diverged.json says where: an outcome, not a failure) or crashed
+(the log has the traceback); 2 a bad config or data (the message says what to change); 75 the run directory
+is locked by another worker; 130 interrupted (the run resumes from its checkpoint).
 """
 
 import os
@@ -32,7 +33,6 @@ if __name__ == "__main__":
   _attach_to_sweep()
 
 # pylint: disable=wrong-import-position
-import contextlib
 import fcntl
 import json
 import sys
@@ -69,6 +69,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  with contextlib.suppress(KeyboardInterrupt):
+  try:
     app.run(main)
-    sys.exit(0)
+  except KeyboardInterrupt:  # the run resumes from its latest checkpoint
+    sys.exit(130)

@@ -10,6 +10,7 @@ import json
 import math
 import os
 
+from absl import logging
 import jax
 
 CONFIG_FILE = "config.json"
@@ -27,11 +28,12 @@ RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices"
 FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0}
 
 
-def _flatten(d, prefix=""):
+def flatten(d, prefix=""):
+  """{'a': {'b': 1}} -> {'a.b': 1}: a config dict as dotted fields."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
+      out.update(flatten(v, f"{prefix}{k}."))
     else:
       out[f"{prefix}{k}"] = v
   return out
@@ -45,10 +47,9 @@ def write_or_check_config(workdir: str, config) -> None:
   """Writes config.json for a new run; for an existing run, refuses a config that would change its results."""
   path = os.path.join(workdir, CONFIG_FILE)
   new = config_to_dict(config)
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    old_flat, new_flat = _flatten(old), _flatten(new)
+  old = read_json(workdir, CONFIG_FILE)
+  if old is not None:
+    old_flat, new_flat = flatten(old), flatten(new)
     for field, neutral in FIELDS_ADDED_LATER.items():  # a run from before a field existed ran without it
       old_flat.setdefault(field, neutral)
     changed = sorted(k for k in old_flat.keys() | new_flat.keys()
@@ -58,10 +59,7 @@ def write_or_check_config(workdir: str, config) -> None:
       raise ValueError(
           f"--workdir={workdir} already holds a run with a different config ({details}). Resuming it would "
           f"mix two experiments: use a new --workdir, or run again with the config in {path}.")
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(new, f, indent=2, sort_keys=True)
+  write_json(workdir, CONFIG_FILE, new)
 
 
 def _json_safe(value):
@@ -71,11 +69,24 @@ def _json_safe(value):
 
 
 def read_metrics(workdir: str) -> list[dict]:
+  """metrics.jsonl's rows. A torn last line (a kill or a full disk mid-write) is dropped with a warning: its
+  evaluation is redone on resume. A bad line before the last names the file and line."""
   path = os.path.join(workdir, METRICS_FILE)
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  rows = []
+  for i, line in enumerate(lines):
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if i == len(lines) - 1:
+        logging.warning("Dropped the torn last line of %s (%s); its evaluation is redone on resume.", path, e)
+        break
+      raise ValueError(f"{path}, line {i + 1}, is not valid JSON ({e}). Remove that line (and the ones after "
+                       f"it) and run the same command again to redo those evaluations.") from None
+  return rows
 
 
 def truncate_metrics(workdir: str, last_step: int) -> None:
@@ -121,10 +132,12 @@ class MetricsWriter:
 def write_json(workdir: str, name: str, obj) -> str:
   """Writes `obj` as `workdir/name` (process 0 only; NaN/Inf as null) and returns the path."""
   path = os.path.join(workdir, name)
-  if jax.process_index() == 0:
+  if jax.process_index() == 0:  # atomic: a reader, a kill or a full disk never leaves half a file
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
       json.dump(_nan_to_none(obj), f, indent=1)
+    os.replace(tmp, path)
   return path
 
 
@@ -134,7 +147,11 @@ def read_json(workdir: str, name: str):
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    return json.load(f)
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path} is not valid JSON ({e}); it was probably cut short by a kill or a full disk. "
+                       f"Remove it (or restore it) and run the same command again.") from None
 
 
 def _nan_to_none(obj):

@@ -7,7 +7,7 @@
 
 `--config.*` overrides apply to every arm; an arm without overrides is the baseline (or --baseline=NAME).
 Run the same command again to resume: finished runs are skipped, killed runs resume from their checkpoints.
-Writes OUT/results.md, OUT/results.csv and OUT/plots/ (see cnn_val/ablate.py).
+Writes OUT/results.md, OUT/results.csv and OUT/plots/ (see cnn_val/ablate/).
 """
 
 import sys
@@ -20,12 +20,13 @@ from cnn_val import ablate, rundir
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base experiment config file.", lock_config=True)
 _OUT = flags.DEFINE_string("out", None, "Sweep directory (created; an existing sweep resumes).")
-_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per arm: the config's seed and the next ones.")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per arm: the config's seed and the next ones.", lower_bound=1)
 _ARMS = flags.DEFINE_multi_string("arm", [], "NAME:FIELD=VALUE[,FIELD=VALUE...]; NAME: is the baseline.")
 _GRID = flags.DEFINE_multi_string("grid", [], "FIELD=V1;V2;...: arms for every combination of the grids.")
 _SWEEP = flags.DEFINE_string("sweep", None, "Python file with get_sweep() -> list of override dicts.")
 _BASELINE = flags.DEFINE_string("baseline", None, "The arm compared against (default: the one without overrides).")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "Worker processes; CPU cores (and GPUs) are split between them.")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Worker processes; CPU cores (and GPUs) are split between them.",
+                                 lower_bound=1)
 _MAX_RUNS = flags.DEFINE_integer("max_runs", 0, "Refuse a sweep with more runs left to train (0 = no limit).")
 _BUDGET = flags.DEFINE_float("budget_minutes", 0.0, "Stop when the first run's time says the rest will not fit.")
 flags.mark_flags_as_required(["config", "out"])
@@ -43,7 +44,7 @@ def main(argv):
     sweep = ablate.Sweep(base, arms, seeds, _BASELINE.value)
     ablate.run_sweep(sweep, _OUT.value, parallel=_PARALLEL.value, max_runs=_MAX_RUNS.value,
                      budget_minutes=_BUDGET.value)
-  except ablate.SweepError as e:  # the message says what to change: no traceback
+  except (ablate.SweepError, ValueError) as e:  # the message says what to change: no traceback
     print(f"Error: {e}", file=sys.stderr)
     raise SystemExit(2) from None
   with open(f"{_OUT.value}/{ablate.RESULTS_MD}") as f:

@@ -31,6 +31,14 @@ def test_arms_from_flags_grids_and_sweep_files(tmp_path):
   sweep_file.write_text("def get_sweep():\n  return [{'name': 'base'}, {'optim.learning_rate': 1e-2}]\n")
   assert ablate.sweep_file_arms(str(sweep_file)) == [ablate.Arm("base", {}),
                                                      ablate.Arm("learning_rate=0.01", {"optim.learning_rate": 1e-2})]
+  for text, message in (("def get_sweep(:\n", "could not be read: SyntaxError"),
+                        ("x = 1\n", "defines no get_sweep"),
+                        ("def get_sweep():\n  return [1]\n", r"get_sweep\(\)\[0\] is a int")):
+    sweep_file.write_text(text)
+    with pytest.raises(ablate.SweepError, match=message):
+      ablate.sweep_file_arms(str(sweep_file))
+  with pytest.raises(ablate.SweepError, match="missing.py could not be read: FileNotFoundError"):
+    ablate.sweep_file_arms(str(tmp_path / "missing.py"))
 
 
 def test_unknown_fields_and_bad_sweeps_are_named():
@@ -44,6 +52,12 @@ def test_unknown_fields_and_bad_sweeps_are_named():
     ablate.Sweep(base, [ablate.Arm("a")], [0], baseline="b")
   sweep = ablate.Sweep(base, [ablate.Arm("x", {"model.dropout_rate": 0.2}), ablate.Arm("base")], [0, 1])
   assert sweep.baseline == "base"  # the arm without overrides
+  with pytest.raises(ablate.SweepError, match=r"Arm 'x': config.optim.learning_rate='abc' is a str, but the field "
+                                               r"holds a float"):
+    ablate.Sweep(base, [ablate.Arm("x", ablate.parse_overrides("optim.learning_rate=abc"))], [0])
+  with pytest.raises(ablate.SweepError, match=r"Arm 'x': config.model.dropout_rate=1.5: expected a rate in \[0, 1\)"):
+    ablate.Sweep(base, [ablate.Arm("x", {"model.dropout_rate": 1.5})], [0])
+  assert ablate.Sweep(base, [ablate.Arm("x", {"optim.learning_rate": 1, "model.widths": (8, 16)})], [0])  # int->float
   config = ablate.config_from_dict(ablate.run_config(base, {"model.widths": (8, 16)}, 5))
   assert config.seed == 5 and config.model.widths == (8, 16)
   with pytest.raises(AttributeError):
@@ -90,7 +104,7 @@ def _fake_run(workdir, accuracies, *, epochs=None, test=None, diverged=False, se
 def test_aggregation_reads_run_directories(tmp_path):
   out = str(tmp_path)
   sweep = ablate.Sweep({"seed": 0, "num_epochs": 3}, [ablate.Arm("base"), ablate.Arm("fix", {"num_epochs": 3})],
-                       [0, 1, 2])
+                       [0, 1, 2], check=False)  # a fake base: fields only, no config_check
   ablate.prepare(sweep, out)
   base = [[0.80, 0.84, 0.85], [0.81, 0.83, 0.86], [0.79, 0.84, 0.84]]
   fix = [[0.85, 0.88, 0.90], [0.84, 0.89, 0.92], [0.86, 0.87, 0.91]]
@@ -206,8 +220,28 @@ def test_budget_and_max_runs_refuse_with_the_estimate(tiny_config, tmp_path):
   with pytest.raises(ablate.SweepError, match=r"Over budget: 3 more runs need about .* min against --budget_minutes=0.01"):
     ablate.run_sweep(sweep, str(tmp_path / "b"), budget_minutes=0.01, log=messages.append)
   assert any(m.startswith("Estimate: 3 runs left at") for m in messages)
+  assert not os.path.exists(tmp_path / "a" / ablate.SWEEP_FILE)  # refused before anything was written
+  # The sweep is what a call names: fewer seeds on the same directory shrink it (the finished run is kept).
+  smaller = ablate.Sweep(base, [ablate.Arm("base")], [0])
+  assert ablate.run_sweep(smaller, str(tmp_path / "b"), log=lambda _: None)["arms"][0]["finished"] == 1
+  assert ablate.aggregate(str(tmp_path / "b"))["seeds"] == [0]
   assert ablate.run_status(ablate.run_dir(str(tmp_path / "b"), "base", 0)) == "finished"  # kept for later
   # A second sweep process on the same directory is refused while the first holds it.
   with ablate.sweep_lock(str(tmp_path / "b")):
     with pytest.raises(ablate.SweepError, match="is being run by pid"):
       ablate.run_sweep(sweep, str(tmp_path / "b"), log=lambda _: None)
+
+
+def test_a_torn_metrics_line_is_dropped_and_a_corrupt_one_is_named(tmp_path):
+  _fake_run(str(tmp_path / "run"), [0.5, 0.6, 0.7])
+  path = tmp_path / "run" / "metrics.jsonl"
+  lines = path.read_text().splitlines(keepends=True)
+  path.write_text("".join(lines[:2]) + lines[2][:15])  # killed mid-write of the last evaluation
+  assert [r["epoch"] for r in rundir.read_metrics(str(tmp_path / "run"))] == [1, 2]
+  assert ablate.run_status(str(tmp_path / "run")) == "partial"  # its last epoch is trained again
+  path.write_text(lines[0][:15] + "\n" + "".join(lines[1:]))
+  with pytest.raises(ValueError, match=r"metrics.jsonl, line 1, is not valid JSON"):
+    rundir.read_metrics(str(tmp_path / "run"))
+  (tmp_path / "run" / "config.json").write_text('{"num_ep')
+  with pytest.raises(ValueError, match=r"config.json is not valid JSON .* Remove it"):
+    rundir.read_json(str(tmp_path / "run"), "config.json")

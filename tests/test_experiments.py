@@ -71,7 +71,7 @@ def test_a_confirmed_fix_ranks_first_and_a_refuted_one_is_demoted(tmp_path):
   assert first["verified"]["runs"] == "verify/runs/class_imbalance"
   assert last["cause"] == "lr_too_high" and not last["verified"]["confirmed"]
   assert result["verdict"] == "problems_found"
-  assert result["verification"]["baseline_seed_std"] == pytest.approx(0.01)
+  assert first["verified"]["baseline"]["std"] == pytest.approx(0.01)
 
 
 def test_refuted_high_findings_alone_make_a_healthy_verdict(tmp_path):
@@ -152,7 +152,9 @@ def test_levers_explored_on_a_healthy_run_name_the_cause_when_they_beat_the_nois
                ablate.run_config(config, {"optim.schedule": "cosine"}, seed), acc)
   result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, log=lambda _: None)
   assert result["findings"][0]["verified"]["confirmed"]
-  assert result["findings"][0]["verified"]["delta"] < result["verification"]["noise_threshold"]
+  v = result["findings"][0]["verified"]
+  assert v["delta"] < 2 * v["baseline"]["std"]
+  assert {lever["lever"]: lever["confirmed"] for lever in result["verification"]["levers"]}["weight_decay"] is False
   assert result["verdict"] == "healthy"
 
 

@@ -11,7 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
-from cnn_val.ablate.sweep import (METRICS, PLOTS_DIR, RESULTS_CSV, RESULTS_MD, SWEEP_FILE, Sweep, read_json,
+from cnn_val import rundir
+
+from cnn_val.ablate.sweep import (METRICS, PLOTS_DIR, RESULTS_CSV, RESULTS_MD, SWEEP_FILE, Sweep, SweepError,
                                   read_run, run_dir)
 
 
@@ -49,7 +51,10 @@ def paired_difference(treated: Sequence[float], baseline: Sequence[float], confi
 def aggregate(out: str) -> dict:
   """Per arm and metric: mean_ci over its seeds; per arm: the paired difference against the baseline.
   Reads sweep.json (what the arms are) and the run directories, nothing else."""
-  sweep = Sweep.from_json(read_json(os.path.join(out, SWEEP_FILE)))
+  spec = rundir.read_json(out, SWEEP_FILE)
+  if spec is None:
+    raise SweepError(f"{out} holds no {SWEEP_FILE}: it is not a sweep directory (launch/ablate.py makes one).")
+  sweep = Sweep.from_json(spec)
   runs = {(a.name, s): read_run(run_dir(out, a.name, s)) for a in sweep.arms for s in sweep.seeds}
   done = ("finished", "diverged")
   arms = []

@@ -15,10 +15,10 @@ from typing import Callable
 
 import numpy as np
 
-from cnn_val import ablate_worker
+from cnn_val import ablate_worker, rundir
 from cnn_val.ablate.results import write_results
 from cnn_val.ablate.sweep import (CACHE_DIR, LOCK_FILE, RESULTS_MD, RUN_RESULT_FILE, RUN_SPEC_FILE, SWEEP_FILE,
-                                  Sweep, SweepError, read_json, run_config, run_dir, run_status, write_json)
+                                  Sweep, SweepError, SweepIncomplete, run_config, run_dir, run_status)
 
 
 def _core_groups(parallel: int) -> list[list[int] | None]:
@@ -34,6 +34,8 @@ def _core_groups(parallel: int) -> list[list[int] | None]:
 
 def _gpu_groups(parallel: int) -> list[str | None]:
   """Visible GPUs split between workers (CUDA_VISIBLE_DEVICES), when there are several per worker or one each."""
+  if parallel <= 1:
+    return [None]
   visible = os.environ.get("CUDA_VISIBLE_DEVICES")
   if visible is None:
     try:
@@ -55,8 +57,9 @@ class _Job:
   arm: str
   seed: int
   workdir: str
-  attempts: int = 0
+  attempts: int = 0  # over every call (recorded in ablate.json)
   seconds: float = 0.0
+  restarts: int = 0  # in this call: a run killed again and again is given up, not restarted forever
 
 
 class _Worker:
@@ -76,17 +79,24 @@ class _Worker:
     job.attempts += 1
     self.log_path = os.path.join(job.workdir, "train.log")
     self._log_file = open(self.log_path, "a")  # pylint: disable=consider-using-with
-    self.proc = subprocess.Popen([sys.executable, "-m", "cnn_val.ablate_worker", job.workdir], env=env,
-                                 stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+      self.proc = subprocess.Popen([sys.executable, "-m", "cnn_val.ablate_worker", job.workdir], env=env,
+                                   stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    except OSError:
+      self._log_file.close()
+      raise
     log(f"start {job.arm}/seed{job.seed} (attempt {job.attempts}, pid {self.proc.pid}"
         + (f", cores {cores}" if cores else "") + (f", GPUs {gpus}" if gpus else "") + ")")
 
   def poll(self):
     rc = self.proc.poll()
     if rc is not None:
-      self._log_file.close()
+      self.close()
       self.job.seconds += time.monotonic() - self.start
     return rc
+
+  def close(self):
+    self._log_file.close()
 
 
 @contextlib.contextmanager
@@ -110,37 +120,23 @@ def sweep_lock(out: str):
 
 
 def prepare(sweep: Sweep, out: str) -> None:
-  """Writes sweep.json for a new sweep, or checks that an existing one is the same sweep (arms may be added,
-  seeds extended; a changed base config or a changed arm is refused)."""
-  path = os.path.join(out, SWEEP_FILE)
-  old = read_json(path)
+  """Checks that `out` holds no other sweep (a different base config, or an arm of the same name with other
+  overrides is refused), then writes sweep.json: the sweep is what this call names (arms or seeds left out
+  stay on disk but are no longer aggregated)."""
+  old = rundir.read_json(out, SWEEP_FILE)
   new = sweep.to_json()
   if old is not None:
     if old["base"] != new["base"]:
-      changed = sorted(_diff_fields(old["base"], new["base"]))
+      old_flat, new_flat = rundir.flatten(old["base"]), rundir.flatten(new["base"])
+      changed = sorted(k for k in old_flat.keys() | new_flat.keys() if old_flat.get(k) != new_flat.get(k))
       raise SweepError(f"{out} holds a sweep of a different base config (fields {', '.join(changed[:8])}); use a "
                        f"new --out, or the same config and overrides as before.")
     old_arms = {a["name"]: a["overrides"] for a in old["arms"]}
     for a in new["arms"]:
       if a["name"] in old_arms and old_arms[a["name"]] != a["overrides"]:
         raise SweepError(f"Arm {a['name']!r} in {out} had overrides {old_arms[a['name']]}, now {a['overrides']}; "
-                         f"give the changed arm a new name.")
-    # Keep arms and seeds from before that this call does not name: their runs stay part of the sweep.
-    names = [a["name"] for a in new["arms"]]
-    new["arms"] += [a for a in old["arms"] if a["name"] not in names]
-    new["seeds"] += [s for s in old["seeds"] if s not in new["seeds"]]
-    if old.get("baseline") in old_arms and new["baseline"] != old["baseline"] and not any(
-        a["name"] == new["baseline"] and not a["overrides"] for a in new["arms"]):
-      new["baseline"] = old["baseline"]
-  write_json(path, new)
-
-
-def _diff_fields(a, b, prefix=""):
-  if isinstance(a, dict) and isinstance(b, dict):
-    for k in a.keys() | b.keys():
-      yield from _diff_fields(a.get(k), b.get(k), f"{prefix}{k}.")
-  elif a != b:
-    yield prefix.rstrip(".")
+                         f"give the changed arm a new name, or remove {os.path.join(out, 'runs', a['name'])}.")
+  rundir.write_json(out, SWEEP_FILE, new)
 
 
 def estimate_minutes(per_run_s: float, runs: int, parallel: int) -> float:
@@ -159,32 +155,27 @@ def run_sweep(sweep: Sweep, out: str, *, parallel: int = 1, max_runs: int = 0, b
   if parallel < 1:
     raise SweepError(f"--parallel={parallel}: expected 1 or more worker processes.")
   with sweep_lock(out):
-    prepare(sweep, out)
-    sweep = Sweep.from_json(read_json(os.path.join(out, SWEEP_FILE)))
     jobs, finished_s = [], []
     for arm in sweep.arms:
       for seed in sweep.seeds:
         workdir = run_dir(out, arm.name, seed)
-        status = run_status(workdir)
-        if status in ("finished", "diverged"):
-          seconds = (read_json(os.path.join(workdir, RUN_RESULT_FILE)) or {}).get("seconds")
-          if seconds:
-            finished_s.append(seconds)
-          continue
-        spec_path = os.path.join(workdir, RUN_SPEC_FILE)
-        spec = {"arm": arm.name, "seed": seed, "config": run_config(sweep.base, arm.overrides, seed)}
-        old_spec = read_json(spec_path)
-        if old_spec is not None and old_spec["config"] != spec["config"]:
-          raise SweepError(f"{workdir} was started with another config; remove it to train it again.")
-        write_json(spec_path, spec)
-        record = read_json(os.path.join(workdir, RUN_RESULT_FILE)) or {}
-        jobs.append(_Job(arm.name, seed, workdir, record.get("attempts", 0), record.get("seconds", 0.0)))
+        record = rundir.read_json(workdir, RUN_RESULT_FILE) or {}
+        if run_status(workdir) in ("finished", "diverged"):
+          if record.get("seconds"):
+            finished_s.append(record["seconds"])
+        else:
+          jobs.append(_Job(arm.name, seed, workdir, record.get("attempts", 0), record.get("seconds", 0.0)))
     total = len(sweep.arms) * len(sweep.seeds)
     log(f"Sweep {out}: {len(sweep.arms)} arms x {len(sweep.seeds)} seeds = {total} runs, {total - len(jobs)} "
         f"already finished, {len(jobs)} to train, {parallel} at a time.")
     if max_runs and len(jobs) > max_runs:
       raise SweepError(f"{len(jobs)} runs to train, more than --max_runs={max_runs}. Shrink the sweep (fewer "
                        f"--seeds or arms), or raise --max_runs; finished runs are kept and never retrained.")
+    prepare(sweep, out)  # only now: a refused sweep leaves the directory as it was
+    for job in jobs:
+      arm = next(a for a in sweep.arms if a.name == job.arm)
+      rundir.write_json(job.workdir, RUN_SPEC_FILE,
+                        {"arm": job.arm, "seed": job.seed, "config": run_config(sweep.base, arm.overrides, job.seed)})
     if jobs and budget_minutes and finished_s:
       _check_budget(np.mean(finished_s), len(jobs), parallel, budget_minutes, log, "finished runs' mean")
     failures = _execute(jobs, parallel, budget_minutes, bool(finished_s), retries, log,
@@ -192,7 +183,7 @@ def run_sweep(sweep: Sweep, out: str, *, parallel: int = 1, max_runs: int = 0, b
     table = write_results(out)
     log(f"Results: {os.path.join(out, RESULTS_MD)}")
     if failures:
-      raise SweepError("Runs failed (see their logs; the same command again retries them): "
+      raise SweepIncomplete("Runs failed (see their logs; the same command again retries them): "
                        + "; ".join(f"{j.arm}/seed{j.seed} (exit {rc}, {j.workdir}/train.log)" for j, rc in failures))
     return table
 
@@ -202,7 +193,7 @@ def _check_budget(per_run_s, remaining, parallel, budget_minutes, log, source, s
   log(f"Estimate: {remaining} runs left at {per_run_s:.0f} s each ({source}), {parallel} at a time: "
       f"{minutes:.1f} min more.")
   if spent_s / 60 + minutes > budget_minutes:
-    raise SweepError(
+    raise SweepIncomplete(
         f"Over budget: {remaining} more runs need about {minutes:.1f} min against --budget_minutes="
         f"{budget_minutes:g} ({spent_s / 60:.1f} min already spent). Shrink the sweep (fewer --seeds or arms, "
         f"a shorter --config.num_epochs), raise --parallel where cores allow, or raise --budget_minutes; "
@@ -228,15 +219,16 @@ def _execute(jobs: list[_Job], parallel: int, budget_minutes: float, estimated: 
         free.append(slot)
         job = worker.job
         status = run_status(job.workdir)
-        write_json(os.path.join(job.workdir, RUN_RESULT_FILE),
-                    {"seconds": round(job.seconds, 2), "attempts": job.attempts, "returncode": rc, "status": status})
+        rundir.write_json(job.workdir, RUN_RESULT_FILE,
+                          {"seconds": round(job.seconds, 2), "attempts": job.attempts, "returncode": rc, "status": status})
         if status in ("finished", "diverged"):
           log(f"done  {job.arm}/seed{job.seed}: {status} in {job.seconds:.0f} s")
           if budget_minutes and not estimated:
             estimated = True
             _check_budget(job.seconds, len(pending) + len(running), parallel, budget_minutes, log,
                           "the first run", spent_s=time.monotonic() - start)
-        elif rc < 0 and job.attempts <= retries:
+        elif rc < 0 and job.restarts < retries:
+          job.restarts += 1
           log(f"{job.arm}/seed{job.seed} was killed (signal {-rc}); resuming it from its checkpoint.")
           pending.insert(0, job)
         else:
@@ -249,4 +241,5 @@ def _execute(jobs: list[_Job], parallel: int, budget_minutes: float, estimated: 
     for worker in running.values():
       with contextlib.suppress(subprocess.TimeoutExpired):
         worker.proc.wait(timeout=30)
+      worker.close()
   return failures

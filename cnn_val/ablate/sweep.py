@@ -4,15 +4,15 @@ sweep files; each run's config; and a run directory's status and numbers, read f
 from __future__ import annotations
 
 import ast
-import contextlib
 import copy
 import dataclasses
 import difflib
 import itertools
-import json
 import os
 import re
 from typing import Any, Mapping, Sequence
+
+from cnn_val import rundir
 
 SWEEP_FILE = "sweep.json"
 RUN_SPEC_FILE = "run_spec.json"  # the resolved config a worker trains
@@ -32,6 +32,11 @@ class SweepError(ValueError):
   says what to change."""
 
 
+class SweepIncomplete(SweepError):
+  """The sweep stopped before every run finished (over budget, or runs failed); what finished is kept and
+  aggregated, and the same command again resumes."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Arm:
   """One variant of the base config: `overrides` maps dotted config fields (without `config.`) to values."""
@@ -45,6 +50,7 @@ class Sweep:
   arms: Sequence[Arm]
   seeds: Sequence[int]
   baseline: str | None = None  # the arm the others are compared with; None: the arm without overrides
+  check: bool = dataclasses.field(default=True, repr=False, compare=False)  # types and values (check_arm)
 
   def __post_init__(self):
     names = [a.name for a in self.arms]
@@ -57,14 +63,17 @@ class Sweep:
       raise SweepError(f"Arm names must be unique; got {names}.")
     if not self.seeds or len(set(self.seeds)) != len(self.seeds):
       raise SweepError(f"Seeds must be distinct and at least one; got {list(self.seeds)}.")
-    self.arms = [Arm(a.name, {_strip(k): _jsonable(v) for k, v in a.overrides.items()}) for a in self.arms]
+    self.arms = [Arm(a.name, {strip_prefix(k): _jsonable(v) for k, v in a.overrides.items()}) for a in self.arms]
     self.seeds = [int(s) for s in self.seeds]
     if self.baseline is None:
       self.baseline = next((a.name for a in self.arms if not a.overrides), self.arms[0].name)
     elif self.baseline not in names:
       raise SweepError(f"The baseline arm {self.baseline!r} is not one of the arms {names}.")
-    for arm in self.arms:
-      run_config(self.base, arm.overrides, self.seeds[0])  # unknown fields fail now, naming the arm's field
+    for arm in self.arms:  # unknown fields, wrong types and invalid values fail now, naming the arm and field
+      if self.check:
+        check_arm(self.base, arm, self.seeds[0])
+      else:
+        run_config(self.base, arm.overrides, self.seeds[0])
 
   def to_json(self) -> dict:
     return {"base": self.base, "arms": [{"name": a.name, "overrides": dict(a.overrides)} for a in self.arms],
@@ -72,13 +81,16 @@ class Sweep:
 
   @classmethod
   def from_json(cls, d: dict) -> "Sweep":
-    return cls(d["base"], [Arm(a["name"], a["overrides"]) for a in d["arms"]], d["seeds"], d["baseline"])
+    """A sweep as sweep.json recorded it (its arms were checked when it was written)."""
+    return cls(d["base"], [Arm(a["name"], a["overrides"]) for a in d["arms"]], d["seeds"], d.get("baseline"),
+               check=False)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Configs: overrides on plain dicts, and back to a locked ConfigDict in the worker.
 
-def _strip(field: str) -> str:
+def strip_prefix(field: str) -> str:
+  """'config.optim.learning_rate' -> 'optim.learning_rate'."""
   return field[len("config."):] if field.startswith("config.") else field
 
 
@@ -102,7 +114,7 @@ def parse_overrides(text: str) -> dict:
     field, sep, value = part.partition("=")
     if not sep or not field.strip():
       raise SweepError(f"Override {part!r}: expected FIELD=VALUE, e.g. model.dropout_rate=0.3.")
-    out[_strip(field.strip())] = parse_value(value.strip())
+    out[strip_prefix(field.strip())] = parse_value(value.strip())
   return out
 
 
@@ -123,7 +135,7 @@ def grid_arms(grid: Sequence[str]) -> list[Arm]:
     field, sep, values = entry.partition("=")
     if not sep or not values:
       raise SweepError(f"--grid={entry!r}: expected FIELD=V1;V2;... e.g. model.dropout_rate=0.3;0.5;0.7.")
-    axes.append([(_strip(field.strip()), parse_value(v.strip())) for v in values.split(";")])
+    axes.append([(strip_prefix(field.strip()), parse_value(v.strip())) for v in values.split(";")])
   arms = []
   for combo in itertools.product(*axes):
     name = "+".join(f"{f.split('.')[-1]}={_dir_text(v)}" for f, v in combo)
@@ -140,12 +152,21 @@ def sweep_file_arms(path: str) -> list[Arm]:
   """Arms from a Python sweep file whose `get_sweep()` returns a list of override dicts (big_vision's habit);
   a dict's optional 'name' key names its arm."""
   namespace: dict = {"__file__": path}
-  with open(path) as f:
-    exec(compile(f.read(), path, "exec"), namespace)  # pylint: disable=exec-used  (configs are code too)
-  if "get_sweep" not in namespace:
-    raise SweepError(f"{path} defines no get_sweep(); it should return a list of override dicts.")
+  try:
+    with open(path) as f:
+      exec(compile(f.read(), path, "exec"), namespace)  # pylint: disable=exec-used  (configs are code too)
+    if "get_sweep" not in namespace:
+      raise SweepError(f"--sweep={path} defines no get_sweep(); it should return a list of override dicts.")
+    entries = list(namespace["get_sweep"]())
+  except SweepError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (the user's file: say which, and what it raised)
+    raise SweepError(f"--sweep={path} could not be read: {type(e).__name__}: {e}.") from None
   arms = []
-  for i, entry in enumerate(namespace["get_sweep"]()):
+  for i, entry in enumerate(entries):
+    if not isinstance(entry, dict):
+      raise SweepError(f"--sweep={path}: get_sweep()[{i}] is a {type(entry).__name__}; expected a dict of "
+                       f"overrides such as {{'model.dropout_rate': 0.3}}.")
     entry = dict(entry)
     name = entry.pop("name", None) or ("+".join(f"{k.split('.')[-1]}={_dir_text(v)}" for k, v in entry.items())
                                        or f"arm{i}")
@@ -172,6 +193,31 @@ def run_config(base: dict, overrides: Mapping[str, Any], seed: int) -> dict:
   return config
 
 
+def check_arm(base: dict, arm: Arm, seed: int) -> None:
+  """An arm's overrides name existing fields, keep their types (an int where a float is expected is fine),
+  and give a config that config_check accepts: a bad arm fails before any run starts."""
+  config = run_config(base, arm.overrides, seed)
+  for field, value in arm.overrides.items():
+    current = base
+    for part in field.split("."):
+      current = current[part]
+    if current is None or value is None:
+      continue  # a placeholder (None) takes any type; None restores a field's default
+    numbers = (int, float)
+    same = (isinstance(value, bool) == isinstance(current, bool)) and (
+        isinstance(value, type(current)) or (isinstance(current, float) and isinstance(value, numbers))
+        or (isinstance(current, list) and isinstance(value, (list, tuple))))
+    if not same:
+      raise SweepError(f"Arm {arm.name!r}: config.{field}={value!r} is a {type(value).__name__}, but the field "
+                       f"holds a {type(current).__name__} ({current!r}). Write the value as a Python literal "
+                       f"of that type (strings need no quotes; tuples as (a, b)).")
+  from cnn_val import config_check  # pylint: disable=import-outside-toplevel  (JAX, the model zoo)
+  try:
+    config_check.validate(config_from_dict(config))
+  except ValueError as e:
+    raise SweepError(f"Arm {arm.name!r}: {e}") from None
+
+
 def _tuples(value):
   return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
@@ -194,59 +240,41 @@ def run_dir(out: str, arm: str, seed: int) -> str:
   return os.path.join(out, "runs", arm, f"seed{seed}")
 
 
-def read_json(path: str):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except FileNotFoundError:
-    return None
-
-
-def write_json(path: str, obj) -> None:
-  """Atomic: a reader (or a kill) never sees half a file."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
-
-
-def _read_rows(workdir: str) -> list[dict]:
-  rows = []
-  with contextlib.suppress(FileNotFoundError), open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      with contextlib.suppress(json.JSONDecodeError):  # a torn last line of a killed run: not finished
-        rows.append(json.loads(line))
-  return rows
-
-
 def run_status(workdir: str) -> str:
   """'finished', 'diverged' (stopped on NaN/Inf: an outcome, not a failure), 'partial' or 'missing'."""
-  if os.path.exists(os.path.join(workdir, "diverged.json")):
+  if os.path.exists(os.path.join(workdir, rundir.DIVERGED_FILE)):
     return "diverged"
-  config = read_json(os.path.join(workdir, "config.json"))
-  rows = _read_rows(workdir)
+  if not os.path.isdir(workdir):
+    return "missing"
+  config = rundir.read_json(workdir, rundir.CONFIG_FILE)
+  rows = rundir.read_metrics(workdir)
   if config is None or not rows:
-    return "partial" if os.path.isdir(workdir) else "missing"
+    return "partial"
   return "finished" if rows[-1].get("epoch") == config.get("num_epochs") else "partial"
 
 
+def _majority_accuracy(workdir: str):
+  """The majority-class accuracy on validation: from the pre-flight checks, else from the audit's counts."""
+  checks = (rundir.read_json(workdir, rundir.PREFLIGHT_FILE) or {}).get("checks", [])
+  value = next((c.get("value") for c in checks if c.get("name") == "majority_class"), None)
+  if value is None:
+    counts = ((rundir.read_json(workdir, rundir.AUDIT_FILE) or {}).get("splits", {}).get("validation", {})
+              .get("class_counts"))
+    value = max(counts) / sum(counts) if counts and sum(counts) else None
+  return value
+
+
 def read_run(workdir: str) -> dict:
-  """One run's numbers, from its files only."""
-  rows = _read_rows(workdir)
+  """One run's numbers, from its files only. A diverged run counts at the majority-class accuracy: the model
+  it ends with is not usable, whatever it scored before it blew up (its best evaluation is kept as best)."""
+  rows = rundir.read_metrics(workdir)
   status = run_status(workdir)
-  record = read_json(os.path.join(workdir, RUN_RESULT_FILE)) or {}
-  out = {"status": status, "seconds": record.get("seconds"), "curve": [(r["epoch"], r["val_accuracy"]) for r in rows
-                                                                        if r.get("val_accuracy") is not None]}
+  record = rundir.read_json(workdir, RUN_RESULT_FILE) or {}
+  accuracies = [r["val_accuracy"] for r in rows if r.get("val_accuracy") is not None]
   last = rows[-1] if rows else {}
-  final = last.get("val_accuracy")
-  if status == "diverged" and final is None:
-    # A run that blew up before its first evaluation predicts no better than the majority class.
-    pre = read_json(os.path.join(workdir, "preflight.json")) or {}
-    final = next((c.get("value") for c in pre.get("checks", []) if c.get("name") == "majority_class"), None)
-  best = max((r["val_accuracy"] for r in rows if r.get("val_accuracy") is not None), default=final)
-  test = last.get("test_accuracy")
-  out.update(final_val_accuracy=final, best_val_accuracy=best, test_accuracy=test,
-             val_minus_test_accuracy=(last["val_accuracy"] - test) if test is not None and
-             last.get("val_accuracy") is not None else None)
-  return out
+  final = _majority_accuracy(workdir) if status == "diverged" else last.get("val_accuracy")
+  test = None if status == "diverged" else last.get("test_accuracy")
+  return {"status": status, "seconds": record.get("seconds"),
+          "curve": [(r["epoch"], r["val_accuracy"]) for r in rows if r.get("val_accuracy") is not None],
+          "final_val_accuracy": final, "best_val_accuracy": max(accuracies, default=final), "test_accuracy": test,
+          "val_minus_test_accuracy": (final - test) if test is not None and final is not None else None}

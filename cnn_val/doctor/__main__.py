@@ -17,15 +17,18 @@ from cnn_val import ablate, doctor
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to diagnose.", required=True)
 _REAUDIT = flags.DEFINE_bool("reaudit", False, "Recompute audit.json from the run's data.")
 _VERIFY = flags.DEFINE_bool("verify", False, "Train the fixes against the run's config over seeds (W/verify/).")
-_SEEDS = flags.DEFINE_integer("seeds", 3, "--verify: seeds per arm (the run's seed and the next ones).")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "--verify: worker processes (cores split between them).")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "--verify: seeds per arm (the run's seed and the next ones); a CI "
+                              "needs 2 or more.", lower_bound=2)
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "--verify: worker processes (cores split between them).",
+                                 lower_bound=1)
 _BUDGET = flags.DEFINE_float("budget_minutes", 0.0, "--verify: stop when the first run says the rest won't fit.")
 _MAX_RUNS = flags.DEFINE_integer("max_runs", 0, "--verify: refuse more runs than this (0 = no limit).")
 _MAX_FIXES = flags.DEFINE_integer("max_fixes", 2, "--verify: how many of the top findings' fixes to try.")
 _EXPLORE = flags.DEFINE_enum("explore", "auto", ["auto", "always", "never"],
                              "--verify: the lever menu: auto = when no finding carries a fix or the run looks healthy.")
-_REFERENCE = flags.DEFINE_string("reference", None, "--verify: glob of healthy run directories, for the share "
-                                 "of the loss a fix recovers (e.g. 'runs/healthy/seed*').")
+_REFERENCE = flags.DEFINE_string("reference", None, "--verify: a glob of finished healthy run directories of the "
+                                 "same budget, for the share of the loss a fix recovers (e.g. "
+                                 "'runs/healthy/runs/base/seed*').")
 
 
 def main(argv):

@@ -6,18 +6,20 @@ the baseline on the same seeds.
 
 What it decides, and by which rule:
 - A finding's fix is **confirmed** when the paired 95% CI of (fix - baseline) on the same seeds lies above 0
-  (below 0 for a metric where lower is better), and **refuted** otherwise; confirmed findings rank first by
-  their verified gain, refuted ones last, and the report says which is which.
+  (below 0 for a metric where lower is better), **refuted** when the CI reaches 0 (no gain shown), and stays
+  **unverified** when fewer than 2 seeds finished; confirmed findings rank first by their verified gain,
+  refuted ones last, and the report says which is which.
 - Each cause is judged on the metric its fix should move: validation accuracy at the last evaluation,
   except `data_leakage`, whose fix makes validation honest rather than higher: validation minus test
   accuracy, lower is better.
 - A lever from the menu that is confirmed becomes a finding of the cause it tests (a wider or deeper model:
   `underfitting`; dropout, weight decay, an augmentation preset: `overfitting`; a cosine schedule:
   `lr_plateau`; the LR range test's rate: `lr_too_high`/`lr_too_low`; an augmentation turned off:
-  `harmful_augmentation`), with severity `high` when it gains >= 1 point, else `medium`.
-- The verdict is `problems_found` when a confirmed fix or lever gains more than the noise of the seeds
-  (its mean gain exceeds twice the baseline's standard deviation over the same seeds), or when a high
-  finding was not refuted; otherwise `healthy`.
+  `harmful_augmentation`), with severity `high` when it gains >= 1 point, else `medium`. Every lever tried
+  is recorded (`verification.levers`), confirmed or not.
+- The verdict is `problems_found` when a confirmed change gains more than the noise of the seeds (its mean
+  gain exceeds twice the baseline's standard deviation of the same metric over the same seeds), or when a
+  high finding was not refuted; otherwise `healthy`. Findings whose fix is already applied do not count.
 - A fix already in the config is not run again: the finding says it is applied, and the experiment runs
   the config *without* it (the field back at configs/default.py's value) to show what it bought.
 """
@@ -47,19 +49,6 @@ def _metric(cause: str) -> tuple[str, bool]:
   return ("val_minus_test_accuracy", False) if cause == "data_leakage" else ("final_val_accuracy", True)
 
 
-def _strip(overrides: dict) -> dict:
-  return {(k[len("config."):] if k.startswith("config.") else k): v for k, v in overrides.items()}
-
-
-def _value(config: dict, field: str):
-  node = config
-  for part in field.split("."):
-    if not isinstance(node, dict) or part not in node:
-      return None
-    node = node[part]
-  return node
-
-
 def _same(a, b) -> bool:
   norm = lambda v: list(v) if isinstance(v, tuple) else v  # JSON has lists where configs have tuples
   return norm(a) == norm(b)
@@ -76,14 +65,14 @@ def fix_arms(run: Run, findings: list[dict], max_fixes: int) -> list[tuple[ablat
   out, names = [], set()
   defaults = None
   for finding in findings:
-    overrides = _strip(finding["fix"].get("overrides") or {})
+    overrides = {ablate.strip_prefix(k): v for k, v in (finding["fix"].get("overrides") or {}).items()}
     if not overrides or len(out) >= max_fixes:
       continue
-    pending = {k: v for k, v in overrides.items() if not _same(_value(run.config, k), v)}
+    pending = {k: v for k, v in overrides.items() if not _same(run.get(k), v)}
     applied = not pending
     if applied:
-      defaults = defaults if defaults is not None else _defaults()
-      pending = {k: _value(defaults, k) for k in overrides if not _same(_value(defaults, k), _value(run.config, k))}
+      defaults = defaults if defaults is not None else Run.from_config(_defaults())
+      pending = {k: defaults.get(k) for k in overrides if not _same(defaults.get(k), run.get(k))}
       if not pending:
         continue
     name = ("without_" if applied else "") + finding["cause"]
@@ -96,29 +85,29 @@ def fix_arms(run: Run, findings: list[dict], max_fixes: int) -> list[tuple[ablat
 
 def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
   """The seed's levers, each one change to the run's own model and recipe: (arm, the cause it tests)."""
-  c, arms = run.config, []
-  model = _value(c, "model.name")
-  if model in ("SeedCNN", "SeedCNNDropout") and _value(c, "model.width_multiplier") is not None:
-    arms.append((ablate.Arm("wider", {"model.width_multiplier": 2 * float(_value(c, "model.width_multiplier"))}),
+  get, arms = run.get, []
+  model = get("model.name")
+  if model in ("SeedCNN", "SeedCNNDropout") and get("model.width_multiplier") is not None:
+    arms.append((ablate.Arm("wider", {"model.width_multiplier": 2 * float(get("model.width_multiplier"))}),
                  "underfitting"))
-    arms.append((ablate.Arm("deeper", {"model.extra_blocks": int(_value(c, "model.extra_blocks")) + 1}),
+    arms.append((ablate.Arm("deeper", {"model.extra_blocks": int(get("model.extra_blocks")) + 1}),
                  "underfitting"))
   elif model in ("ConvNet", "ResNet"):
-    widths = list(_value(c, "model.widths") or [])
+    widths = list(get("model.widths") or [])
     arms.append((ablate.Arm("wider", {"model.widths": [2 * int(w) for w in widths]}), "underfitting"))
     if model == "ConvNet":
       arms.append((ablate.Arm("deeper", {"model.widths": widths + [2 * int(widths[-1])]}), "underfitting"))
     else:
-      arms.append((ablate.Arm("deeper", {"model.depth": int(_value(c, "model.depth")) + 6}), "underfitting"))
-  if (_value(c, "model.block_dropout_rate") == 0.0 and
-      (model == "ConvNet" or _value(c, "model.width_multiplier") is not None)):
+      arms.append((ablate.Arm("deeper", {"model.depth": int(get("model.depth")) + 6}), "underfitting"))
+  if (get("model.block_dropout_rate") == 0.0 and
+      (model == "ConvNet" or get("model.width_multiplier") is not None)):
     arms.append((ablate.Arm("block_dropout", {"model.block_dropout_rate": MENU_BLOCK_DROPOUT}), "overfitting"))
-  if not _value(c, "optim.weight_decay"):
+  if not get("optim.weight_decay"):
     arms.append((ablate.Arm("weight_decay", {"optim.weight_decay": MENU_WEIGHT_DECAY}), "overfitting"))
-  if _value(c, "optim.schedule") != "cosine":
+  if get("optim.schedule") != "cosine":
     arms.append((ablate.Arm("cosine", {"optim.schedule": "cosine"}), "lr_plateau"))
   suggestion = (run.lr_find or {}).get("suggestion")
-  lr = _value(c, "optim.learning_rate")
+  lr = get("optim.learning_rate")
   if suggestion and lr and not 1 / 1.5 < suggestion / lr < 1.5:
     arms.append((ablate.Arm("lr_range_test", {"optim.learning_rate": float(f"{suggestion:.2g}")}),
                  "lr_too_low" if suggestion > lr else "lr_too_high"))
@@ -174,11 +163,10 @@ def _verified(table_arm: dict, base_arm: dict, metric: str, higher: bool, out_re
          "baseline": {"mean": base["mean"], "std": base["std"]}, "fixed": {"mean": fixed["mean"], "std": fixed["std"]},
          "delta": gain, "ci95": ci, "p_value": diff["p_value"], "confirmed": confirmed,
          "runs": f"{out_rel}/runs/{table_arm['arm']}", "applied": applied}
-  if reference is not None and base["mean"] is not None and fixed["mean"] is not None:
-    direction = 1.0 if higher else -1.0
-    lost = direction * (reference - base["mean"])  # what the fault cost against the healthy reference
+  if reference is not None and base["mean"] is not None and gain is not None:
+    lost = (1.0 if higher else -1.0) * (reference - base["mean"])  # what the fault cost against the reference
     out["reference"] = reference
-    out["recovered"] = direction * (fixed["mean"] - base["mean"]) / lost if lost > 0 else None
+    out["recovered"] = gain / lost if lost > 0 else None  # the paired gain, as a share of that
   return out
 
 
@@ -214,14 +202,14 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   error = None
   try:
     table = ablate.run_sweep(sweep, out, parallel=parallel, max_runs=max_runs, budget_minutes=budget_minutes, log=log)
-  except ablate.SweepError as e:  # over budget or failed runs: judge what finished, say what did not
+  except ablate.SweepIncomplete as e:  # over budget or failed runs: judge what finished, say what did not
     error = str(e)
     log(f"Verification incomplete: {e}")
-    table = ablate.write_results(out) if os.path.exists(os.path.join(out, ablate.SWEEP_FILE)) else None
+    table = ablate.aggregate(out) if os.path.exists(os.path.join(out, ablate.SWEEP_FILE)) else None
   arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
   base = arms.get(BASELINE_ARM)
-  noise = base["final_val_accuracy"]["std"] if base else None
   out_rel = VERIFY_DIR
+  levers = []
   for arm, finding, applied in fixes:
     metric, higher = _metric(finding["cause"])
     if arm.name in arms and base and arms[arm.name].get(f"{metric}_vs_baseline", {}).get("n"):
@@ -238,6 +226,7 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
     verified = _verified(entry, base, "final_val_accuracy", True, out_rel, _reference_mean(reference, "final_val_accuracy"),
                          False)
     verified["overrides"] = dict(arm.overrides)
+    levers.append({"lever": arm.name, "cause": cause, **verified})
     if not verified["confirmed"]:
       continue
     gain = verified["delta"]
@@ -253,7 +242,7 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
                        f"of the unchanged config: " + _CAUSE_TEXT[cause],
         "fix": {"summary": f"Apply {_describe(arm.overrides)}.", "overrides": overrides},
         "verified": verified, "source": "experiment"})
-  return _rank(diagnosis, findings, noise, error)
+  return _rank(diagnosis, findings, levers, error, (table or {}).get("incomplete", []))
 
 
 _CAUSE_TEXT = {
@@ -269,25 +258,34 @@ def _describe(overrides) -> str:
   return ", ".join(f"config.{k}={v}" for k, v in overrides.items())
 
 
-def _rank(diagnosis: dict, findings: list[dict], noise: float | None, error: str | None) -> dict:
-  def state(f):
-    v = f.get("verified")
-    return "unverified" if not v else ("confirmed" if v["confirmed"] else "refuted")
-  confirmed = sorted((f for f in findings if state(f) == "confirmed"), key=lambda f: -f["verified"]["delta"])
-  unverified = [f for f in findings if state(f) == "unverified"]
-  refuted = [f for f in findings if state(f) == "refuted"]
-  threshold = NOISE_MULTIPLE * (noise or 0.0)
-  beyond_noise = [f for f in confirmed if f["verified"]["delta"] > threshold]
-  problems = bool(beyond_noise) or any(f["severity"] == "high" for f in unverified)
+def _state(finding: dict) -> str:
+  """confirmed (the gain's 95% CI above 0), refuted (a CI that reaches 0), or unverified (not tried, or too
+  few seeds finished for a CI)."""
+  v = finding.get("verified")
+  if not v or not v.get("ci95"):
+    return "unverified"
+  return "confirmed" if v["confirmed"] else "refuted"
+
+
+def _beyond_noise(verified: dict) -> bool:
+  """The gain exceeds NOISE_MULTIPLE x the baseline's standard deviation over the same seeds (same metric)."""
+  return verified["delta"] > NOISE_MULTIPLE * (verified["baseline"]["std"] or 0.0)
+
+
+def _rank(diagnosis: dict, findings: list[dict], levers: list[dict], error: str | None, incomplete: list) -> dict:
+  confirmed = sorted((f for f in findings if _state(f) == "confirmed"), key=lambda f: -f["verified"]["delta"])
+  unverified = [f for f in findings if _state(f) == "unverified"]
+  refuted = [f for f in findings if _state(f) == "refuted"]
+  live = [f for f in findings if not f["fix"].get("applied")]  # an applied fix's problem is already handled
+  problems = (any(_state(f) == "confirmed" and _beyond_noise(f["verified"]) for f in live)
+              or any(f["severity"] == "high" and _state(f) != "refuted" for f in live))
   out = dict(diagnosis)
   out["findings"] = confirmed + unverified + refuted
   out["verdict"] = "problems_found" if problems else "healthy"
   out["verification"] = {
-      "dir": VERIFY_DIR, "confirmed": len(confirmed), "refuted": len(refuted),
-      "baseline_seed_std": noise, "noise_threshold": threshold,
-      "rule": (f"problems_found when a confirmed change gains more than {NOISE_MULTIPLE:g}x the baseline's "
-               f"standard deviation over seeds ({100 * threshold:.2f} points here), or a high finding was not "
-               f"refuted"),
-      "incomplete": error}
+      "dir": VERIFY_DIR, "confirmed": len(confirmed), "refuted": len(refuted), "levers": levers,
+      "rule": (f"problems_found when a confirmed change (not one already applied) gains more than "
+               f"{NOISE_MULTIPLE:g}x the baseline's standard deviation over the same seeds, or a high finding "
+               f"was not refuted; confirmed = the paired 95% CI of the gain above 0"),
+      "incomplete": error, "unfinished_runs": incomplete}
   return out
-

@@ -156,11 +156,11 @@ def _flag(field: str, value) -> str:
 
 def _state(finding: dict):
   v = finding.get("verified")
-  return None if not v else ("confirmed" if v["confirmed"] else "refuted")
+  return None if not v or not v.get("ci95") else ("confirmed" if v["confirmed"] else "refuted")
 
 
 def _pts(x) -> str:
-  return "-" if x is None else f"{100 * x:.2f}"
+  return "-" if x is None else f"{100 * x:.2f}"  # a fraction as percentage points
 
 
 def _p(v: dict) -> str:
@@ -188,19 +188,20 @@ def _verified_section(workdir: str, diagnosis: dict) -> list[str]:
            f"Verdict rule: {info['rule']}.", "",
            "| finding | change | seeds | baseline | with the change | gain (points) | 95% CI | p | result |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-  for f in diagnosis["findings"]:
-    v = f.get("verified")
-    if not v:
-      continue
+  rows = [(f"`{f['cause']}`", f["verified"]) for f in diagnosis["findings"] if f.get("verified")]
+  rows += [(f"lever `{lever['lever']}` ({lever['cause']})", lever) for lever in info.get("levers", [])
+           if not lever["confirmed"]]  # the confirmed ones are findings above
+  for name, v in rows:
     change = ", ".join(f"{k}={val}" for k, val in v.get("overrides", {}).items())
     ci = f"[{100 * v['ci95'][0]:+.2f}, {100 * v['ci95'][1]:+.2f}]" if v.get("ci95") else "-"
-    lines.append(f"| `{f['cause']}` | {'without: ' if v.get('applied') else ''}{change} | {v['seeds']} | "
+    result = "confirmed" if v["confirmed"] else ("refuted (no gain shown)" if v.get("ci95") else "too few seeds")
+    lines.append(f"| {name} | {'without: ' if v.get('applied') else ''}{change} | {v['seeds']} | "
                  f"{_pts(v['baseline']['mean'])} ± {_pts(v['baseline']['std'])} | "
                  f"{_pts(v['fixed']['mean'])} ± {_pts(v['fixed']['std'])} | {_pts(v['delta'])} | {ci} | "
-                 f"{_p(v)} | "
-                 f"{'confirmed' if v['confirmed'] else 'refuted'} |")
+                 f"{_p(v)} | {result} |")
   if info.get("incomplete"):
-    lines += ["", f"Incomplete: {info['incomplete']}"]
+    lines += ["", f"Incomplete: {info['incomplete']}"
+              + (f" Not finished: {', '.join(info['unfinished_runs'])}." if info.get("unfinished_runs") else "")]
   lines.append("")
   results = os.path.join(workdir, info["dir"], "results.md")
   if os.path.exists(results):

@@ -60,6 +60,13 @@ class Run:
         break
     return float(np.mean(ratios))
 
+  @classmethod
+  def from_config(cls, config: dict) -> "Run":
+    """A view of a config alone (no run directory): for `get` on a config dict."""
+    run = cls.__new__(cls)
+    run.workdir, run.config, run.rows = None, config, []
+    return run
+
   def get(self, path: str, default=None):
     value = self.config
     for part in path.split("."):
