@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from cnn_val import doctor, rundir
+from cnn_val import ablate, doctor, rundir
 
 
 def _fmt(values):
@@ -65,12 +65,6 @@ def doctor_table(out: str) -> str:
   return "\n".join(lines)
 
 
-def _pm(stat):
-  if not stat or stat.get("mean") is None:
-    return "-"
-  return f"{100 * stat['mean']:.2f}" + ("" if stat.get("std") is None else f" ± {100 * stat['std']:.2f}")
-
-
 def verify_table(out: str) -> str:
   """Per fault run directory OUT/<fault> with a verified diagnosis (launch/verify_faults.sh): the healthy
   reference, the fault and the fault with the doctor's top fix (mean ± std over seeds), the share of the
@@ -93,7 +87,8 @@ def verify_table(out: str) -> str:
     ci = f"{100 * v['delta']:+.2f} [{100 * v['ci95'][0]:+.2f}, {100 * v['ci95'][1]:+.2f}]" if v.get("ci95") else "-"
     reference = f"{100 * v['reference']:.2f}" if v.get("reference") is not None else "-"
     recovered = f"{100 * v['recovered']:.0f}%" if v.get("recovered") is not None else "-"
-    lines.append(f"| {name} | {f['cause']} | {fix}{metric} | {reference} | {_pm(v['baseline'])} | {_pm(v['fixed'])} | "
+    baseline, fixed = ablate.format_percent(v["baseline"]), ablate.format_percent(v["fixed"])
+    lines.append(f"| {name} | {f['cause']} | {fix}{metric} | {reference} | {baseline} | {fixed} | "
                  f"{recovered} | {ci} | {'confirmed' if v['confirmed'] else 'refuted'} | {diagnosis['verdict']} |")
   return "\n".join(lines)
 

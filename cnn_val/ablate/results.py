@@ -87,7 +87,8 @@ def _mean_curve(curves):
           for e, v in sorted(by_epoch.items())]
 
 
-def _pct(stat: dict | None, *, signed=False) -> str:
+def format_percent(stat: dict | None, *, signed=False) -> str:
+  """A mean_ci summary of fractions as '91.00 ± 1.00' (percent), or '-'."""
   if not stat or stat.get("mean") is None:
     return "-"
   sign = "+" if signed else ""
@@ -104,7 +105,8 @@ def _ci(stat: dict | None) -> str:
   return f"[{100 * lo:+.2f}, {100 * hi:+.2f}]"
 
 
-def _p(diff: dict | None) -> str:
+def format_p(diff: dict | None) -> str:
+  """A p-value to 3 significant digits, or '-'."""
   return "-" if not diff or diff.get("p_value") is None else f"{diff['p_value']:.3g}"
 
 
@@ -119,11 +121,12 @@ def results_markdown(table: dict) -> str:
     overrides = ", ".join(f"{k}={v}" for k, v in a["overrides"].items()) or "(baseline)"
     n = f"{a['finished']}" + (f" ({a['diverged']} diverged)" if a["diverged"] else "")
     lines.append(
-        f"| {a['arm']}{' (baseline)' if a['baseline'] else ''} | {overrides} | {n} | {_pct(final)} | {ci} | "
-        f"{_pct(a['best_val_accuracy'])} | {_pct(a['test_accuracy'])} | {_pct(a['val_minus_test_accuracy'])} | "
+        f"| {a['arm']}{' (baseline)' if a['baseline'] else ''} | {overrides} | {n} | {format_percent(final)} | {ci} | "
+        f"{format_percent(a['best_val_accuracy'])} | {format_percent(a['test_accuracy'])} | "
+        f"{format_percent(a['val_minus_test_accuracy'])} | "
         f"{'-' if a['seconds']['mean'] is None else round(a['seconds']['mean'])} | "
-        f"{_pct(diff, signed=True) if diff else '-'} | {_ci(diff)} | "
-        f"{_p(diff)} |")
+        f"{format_percent(diff, signed=True) if diff else '-'} | {_ci(diff)} | "
+        f"{format_p(diff)} |")
   text = "\n".join(lines)
   if table["incomplete"]:
     text += f"\n\nNot finished (not counted): {', '.join(table['incomplete'])}."

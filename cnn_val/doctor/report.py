@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from cnn_val import metrics, rundir
+from cnn_val import ablate, metrics, rundir
 
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
@@ -163,10 +163,6 @@ def _pts(x) -> str:
   return "-" if x is None else f"{100 * x:.2f}"  # a fraction as percentage points
 
 
-def _p(v: dict) -> str:
-  return "-" if v.get("p_value") is None else f"{v['p_value']:.3g}"
-
-
 def _verified_text(v: dict) -> str:
   ci = f"95% CI [{100 * v['ci95'][0]:+.2f}, {100 * v['ci95'][1]:+.2f}] points" if v.get("ci95") else "no CI (one seed)"
   text = (f"{v['metric']} {_pts(v['baseline']['mean'])}% -> {_pts(v['fixed']['mean'])}% over {v['seeds']} seeds, "
@@ -198,7 +194,7 @@ def _verified_section(workdir: str, diagnosis: dict) -> list[str]:
     lines.append(f"| {name} | {'without: ' if v.get('applied') else ''}{change} | {v['seeds']} | "
                  f"{_pts(v['baseline']['mean'])} ± {_pts(v['baseline']['std'])} | "
                  f"{_pts(v['fixed']['mean'])} ± {_pts(v['fixed']['std'])} | {_pts(v['delta'])} | {ci} | "
-                 f"{_p(v)} | {result} |")
+                 f"{ablate.format_p(v)} | {result} |")
   if info.get("incomplete"):
     lines += ["", f"Incomplete: {info['incomplete']}"
               + (f" Not finished: {', '.join(info['unfinished_runs'])}." if info.get("unfinished_runs") else "")]
