@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The doctor's verified fixes on the public fault configs: the healthy reference over SEEDS seeds, then for
 # each fault its run (seed 0), the doctor's --verify of the top fix over SEEDS seeds (the run itself is the
-# baseline's first seed), and the table (python -m launch.summarize --verify OUT).
+# baseline's first seed), and the table (python -m launch.summarize --verify OUT). A fault the single-run rules
+# miss (no finding with a fix, or a healthy verdict) gets the lever menu instead, bounded to $LEVERS
+# (default wider,cosine,lr_range_test: the levers whose cause such faults have; LEVERS= for the whole menu).
 #
 #   launch/verify_faults.sh runs/verify 3 2 [fault ...]      # OUT SEEDS PARALLEL [faults; default: all]
 set -uo pipefail
@@ -10,6 +12,7 @@ shift $(( $# < 3 ? $# : 3 ))
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] && python=${PYTHON:-.venv/bin/python}
 faults=("$@")
+levers=${LEVERS-wider,cosine,lr_range_test}
 if [ ${#faults[@]} -eq 0 ]; then
   for config in configs/faults/*.py; do
     name=$(basename "$config" .py)
@@ -24,7 +27,8 @@ for name in "${faults[@]}"; do
   # A fault that diverges exits 1 by design; the doctor has still written its diagnosis.
   "$python" -m cnn_val.main --config="configs/faults/$name.py" --workdir="$out/$name" > "$out/$name.log" 2>&1
   "$python" -m cnn_val.doctor --workdir="$out/$name" --verify --seeds="$seeds" --parallel="$parallel" \
-    --explore=never --max_fixes=1 --reference="$out/healthy/runs/base/seed*" >> "$out/$name.log" 2>&1
+    --explore=auto ${levers:+--levers="$levers"} --max_fixes=1 --reference="$out/healthy/runs/base/seed*" \
+    >> "$out/$name.log" 2>&1
   echo "$name: $(tail -2 "$out/$name.log" | head -1) ($(( $(date +%s) - start )) s)"
 done
 "$python" -m launch.summarize --verify "$out"

@@ -158,6 +158,24 @@ def test_levers_explored_on_a_healthy_run_name_the_cause_when_they_beat_the_nois
   assert result["verdict"] == "healthy"
 
 
+def test_levers_restricts_the_menu_and_names_an_unknown_lever(tmp_path):
+  workdir = str(tmp_path)
+  config = _config()
+  _write_run(workdir, config, 0.91)
+  _fake_sweep(workdir, config, {"baseline": ({}, [0.910, 0.912, 0.908]),
+                                "cosine": ({"optim.schedule": "cosine"}, [0.925, 0.927, 0.922])})
+  lines = []
+  result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3,
+                              levers=["cosine", "lr_range_test"], log=lines.append)
+  assert "Levers that do not apply to this run (or are a fix already): lr_range_test." in lines
+  assert [lever["lever"] for lever in result["verification"]["levers"]] == ["cosine"]
+  with open(os.path.join(workdir, "verify", ablate.SWEEP_FILE)) as f:
+    assert [arm["name"] for arm in json.load(f)["arms"]] == ["baseline", "cosine"]
+  with pytest.raises(ValueError, match="not_a_lever is not a lever of the menu; choose from wider"):
+    experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, levers=["not_a_lever"],
+                       log=lambda _: None)
+
+
 @pytest.mark.slow
 def test_verify_end_to_end_on_a_tiny_leaky_run(tiny_config, tmp_path):
   tiny_config.preflight = True

@@ -26,6 +26,8 @@ _MAX_RUNS = flags.DEFINE_integer("max_runs", 0, "--verify: refuse more runs than
 _MAX_FIXES = flags.DEFINE_integer("max_fixes", 2, "--verify: how many of the top findings' fixes to try.")
 _EXPLORE = flags.DEFINE_enum("explore", "auto", ["auto", "always", "never"],
                              "--verify: the lever menu: auto = when no finding carries a fix or the run looks healthy.")
+_LEVERS = flags.DEFINE_list("levers", None, "--verify: explore only these levers of the menu (e.g. "
+                            "wider,cosine) to bound the cost; default: the whole menu.")
 _REFERENCE = flags.DEFINE_string("reference", None, "--verify: a glob of finished healthy run directories of the "
                                  "same budget, for the share of the loss a fix recovers (e.g. "
                                  "'runs/healthy/runs/base/seed*').")
@@ -38,7 +40,7 @@ def main(argv):
   if _VERIFY.value:
     options = dict(seeds=_SEEDS.value, parallel=_PARALLEL.value, budget_minutes=_BUDGET.value,
                    max_runs=_MAX_RUNS.value, max_fixes=_MAX_FIXES.value, explore=_EXPLORE.value,
-                   reference=_REFERENCE.value)
+                   reference=_REFERENCE.value, levers=_LEVERS.value)
   try:
     result = doctor.examine(_WORKDIR.value, reaudit=_REAUDIT.value, verify=_VERIFY.value, **options)
   except (ValueError, FileNotFoundError, ablate.SweepError) as e:  # says what to do: no traceback

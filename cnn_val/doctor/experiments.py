@@ -29,7 +29,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-from typing import Callable
+from typing import Callable, Sequence
 
 from cnn_val import ablate, rundir
 from cnn_val.doctor.run_view import Run
@@ -83,6 +83,13 @@ def fix_arms(run: Run, findings: list[dict], max_fixes: int) -> list[tuple[ablat
   return out
 
 
+_AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_range": 0.0, "width_shift_range": 0.0,
+                "height_shift_range": 0.0, "shear_range": 0.0, "zoom_range": 0.0, "brightness": 0.0,
+                "contrast": 0.0, "gamma": 0.0}
+LEVERS = ("wider", "deeper", "block_dropout", "weight_decay", "cosine", "lr_range_test", "augment",
+          *(f"no_{field}" for field in _AUGMENT_OFF))  # every name menu_arms can give
+
+
 def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
   """The seed's levers, each one change to the run's own model and recipe: (arm, the cause it tests)."""
   get, arms = run.get, []
@@ -117,10 +124,7 @@ def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
     arms.append((ablate.Arm("augment", {"augment.preset": "characters" if channels == 1 else "natural"}),
                  "overfitting"))
   else:
-    off = {"horizontal_flip": False, "vertical_flip": False, "rotation_range": 0.0, "width_shift_range": 0.0,
-           "height_shift_range": 0.0, "shear_range": 0.0, "zoom_range": 0.0, "brightness": 0.0,
-           "contrast": 0.0, "gamma": 0.0}
-    for field, neutral in off.items():
+    for field, neutral in _AUGMENT_OFF.items():
       value = getattr(augment, field)
       if value and value != (1.0, 1.0):
         arms.append((ablate.Arm(f"no_{field}", {f"augment.{field}": neutral}), "harmful_augmentation"))
@@ -172,12 +176,14 @@ def _verified(table_arm: dict, base_arm: dict, metric: str, higher: bool, out_re
 
 def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, budget_minutes: float = 0.0,
            max_runs: int = 0, max_fixes: int = 2, explore: str = "auto", reference: str | None = None,
-           log: Callable[[str], None] = print) -> dict:
+           levers: Sequence[str] | None = None, log: Callable[[str], None] = print) -> dict:
   """Runs the experiments for `diagnosis` (from rules.diagnose) and returns it with `verified` filled,
   menu findings added, the findings re-ranked and the verdict read from the experiments.
 
   explore: 'auto' (the menu when no finding carries a fix, or the verdict was healthy), 'always', 'never'.
   reference: run directories (a glob) of a healthy reference, for the share of the loss a fix recovers.
+  levers: when exploring, only these menu arms (names as menu_arms gives them, e.g. ['wider', 'cosine']), to
+    bound the cost; None = the whole menu.
   """
   if explore not in ("auto", "always", "never"):
     raise ValueError(f"explore={explore!r}: expected auto, always or never.")
@@ -192,6 +198,15 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
     taken = {a.name for a, _, _ in fixes}
     fix_fields = [dict(a.overrides) for a, _, _ in fixes]
     menu = [(a, cause) for a, cause in menu_arms(run) if a.name not in taken and dict(a.overrides) not in fix_fields]
+    if levers is not None:
+      unknown = sorted(set(levers) - set(LEVERS))
+      if unknown:
+        raise ValueError(f"--levers: {', '.join(unknown)} is not a lever of the menu; choose from "
+                         f"{', '.join(LEVERS)}.")
+      absent = sorted(set(levers) - {a.name for a, _ in menu})
+      if absent:  # e.g. no LR range test in the run, weight decay already on: nothing to change
+        log(f"Levers that do not apply to this run (or are a fix already): {', '.join(absent)}.")
+      menu = [(a, cause) for a, cause in menu if a.name in set(levers)]
   out = os.path.join(workdir, VERIFY_DIR)
   first_seed = int(run.get("seed", 0))
   sweep = ablate.Sweep(run.config, [ablate.Arm(BASELINE_ARM)] + [a for a, _, _ in fixes] + [a for a, _ in menu],
