@@ -12,6 +12,10 @@ def _fail(field: str, value, expected: str) -> None:
   raise ValueError(f"config.{field}={value!r}: expected {expected}.")
 
 
+def _finite(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive_int(config, field: str) -> None:
   value = config
   for part in field.split("."):
@@ -37,14 +41,16 @@ def validate(config) -> None:
     _fail("optim.schedule", config.optim.schedule, f"one of {list(optim.SCHEDULES)}")
   if config.optim.weight_decay_mode not in optim.WEIGHT_DECAY_MODES:
     _fail("optim.weight_decay_mode", config.optim.weight_decay_mode, f"one of {list(optim.WEIGHT_DECAY_MODES)}")
-  if not config.optim.learning_rate > 0:
-    _fail("optim.learning_rate", config.optim.learning_rate, "a positive number")
+  if not (_finite(config.optim.learning_rate) and config.optim.learning_rate > 0):
+    _fail("optim.learning_rate", config.optim.learning_rate, "a finite number > 0, e.g. 1e-3 for Adam")
   if config.optim.schedule == "exponential":
     _positive_int(config, "optim.decay_steps")
-    if not 0 < config.optim.decay_rate:
-      _fail("optim.decay_rate", config.optim.decay_rate, "a positive number (< 1 decays)")
-  if config.optim.weight_decay < 0:
-    _fail("optim.weight_decay", config.optim.weight_decay, "a number >= 0")
+    if not (_finite(config.optim.decay_rate) and 0 < config.optim.decay_rate <= 1):
+      _fail("optim.decay_rate", config.optim.decay_rate,
+            "a factor in (0, 1] applied every optim.decay_steps steps (above 1 the learning rate grows without "
+            "bound); e.g. 0.7, or optim.schedule='constant'")
+  if not (_finite(config.optim.weight_decay) and config.optim.weight_decay >= 0):
+    _fail("optim.weight_decay", config.optim.weight_decay, "a finite number >= 0, e.g. 1e-4, or 0 for none")
   for field in ("dropout_rate", "block_dropout_rate"):
     rate = config.model[field]
     if not 0.0 <= rate < 1.0:

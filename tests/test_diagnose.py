@@ -233,3 +233,53 @@ def test_lr_too_high_from_the_lr_range_test_alone(tmp_path):
   result = _run(tmp_path, rows)
   assert _top(result) == "lr_too_high" and result["findings"][0]["severity"] == "medium"
   assert "more than 10x the LR range test's suggestion" in result["findings"][0]["explanation"]
+
+
+@pytest.mark.parametrize("lr", [None, math.inf])
+def test_a_diverged_run_whose_rate_became_infinite_is_diagnosed(tmp_path, lr):
+  """diverged.json stores lr null (JSON has no Inf) when the schedule overflowed: the rule still reports."""
+  rundir.write_json(str(tmp_path), rundir.DIVERGED_FILE, {"step": 40, "lr": lr, "last_good_step": None})
+  result = _run(tmp_path, rows=[])
+  assert _top(result) == "diverged" and "learning rate unrecorded" in result["findings"][0]["explanation"]
+
+
+def test_a_learning_rate_fix_lands_in_the_optimizers_sane_range(tmp_path):
+  """Adam at 1e4 ends at chance without NaN: 'lower it to 1000' is no fix; Adam's usual 1e-3 is."""
+  rows = _rows(update_ratio=0.5, train_loss=(19.0, 18.5), train_acc=(0.1, 0.1), val_acc=(0.1, 0.1))
+  result = _run(tmp_path, rows, optim__learning_rate=1e4)
+  top = result["findings"][0]
+  assert top["cause"] == "lr_too_high" and top["fix"]["overrides"] == {"config.optim.learning_rate": 1e-3}
+  assert "adam's usual rate" in top["fix"]["summary"]
+
+
+def _near_chance_rows(val_final):
+  """Learning 1000x too slowly: accuracy creeps up, the loss has stopped falling noticeably (medium lr_too_low)."""
+  return _rows(update_ratio=1e-5, train_loss=(2.30, 2.25), train_acc=(0.10, val_final - 0.01),
+               val_acc=(0.10, val_final))
+
+
+def test_a_run_near_the_majority_class_accuracy_is_never_healthy(tmp_path):
+  result = _run(tmp_path, _near_chance_rows(0.16), optim__learning_rate=1e-6)  # majority class: 10%
+  top = result["findings"][0]
+  assert top["cause"] == "lr_too_low" and top["severity"] == "high" and result["verdict"] == "problems_found"
+  assert top["evidence"]["raised_to_high"]["majority_class_accuracy"] == pytest.approx(0.1)
+  assert "within 9.0 points of always answering the majority class (10.0%)" in top["explanation"]
+
+
+@pytest.mark.parametrize("val_final,majority_counts,raised", [
+    (0.185, [600] * K, True),  # 10% majority: 18.5% is within 10% of the way to 100% (9 points)
+    (0.21, [600] * K, False),  # 11 points above it: the rule's own severity (medium)
+    (0.31, [1500] + [500] * 9, True)])  # 25% majority: 31% is within 7.5 points
+def test_near_chance_is_measured_against_the_majority_class(tmp_path, val_final, majority_counts, raised):
+  result = _run(tmp_path, _near_chance_rows(val_final), optim__learning_rate=1e-6,
+                audit_dict=_audit(val_counts=majority_counts))
+  top = result["findings"][0]
+  assert top["cause"] == "lr_too_low" and top["severity"] == ("high" if raised else "medium")
+  assert ("raised_to_high" in top["evidence"]) == raised
+
+
+def test_a_near_chance_run_no_rule_explains_is_underfitting_with_the_experiment_as_its_fix(tmp_path):
+  rows = _rows(train_loss=(0.52, 0.26), train_acc=(0.12, 0.12), val_acc=(0.12, 0.12))
+  result = _run(tmp_path, rows)
+  assert [f["cause"] for f in result["findings"]] == ["underfitting"] and result["verdict"] == "problems_found"
+  assert result["findings"][0]["fix"]["overrides"] == {} and "--verify" in result["findings"][0]["fix"]["summary"]

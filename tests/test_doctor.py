@@ -9,6 +9,7 @@ import numpy as np
 
 from cnn_val import audit, doctor, lr_range, preflight, rundir, train
 from cnn_val.data import loading
+from configs import default
 from tests.conftest import real_images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,6 +120,16 @@ def test_doctor_on_a_directory_that_is_not_a_run(tmp_path):
   result = subprocess.run([sys.executable, "-m", "cnn_val.doctor", f"--workdir={tmp_path}"], cwd=REPO,
                           capture_output=True, text=True)
   assert result.returncode != 0 and "has no config.json: it is not a cnn_val run directory" in result.stderr
+
+
+def test_doctor_on_a_run_that_was_never_evaluated_says_so_and_writes_nothing(tmp_path):
+  """A run killed during pre-flight holds config.json and nothing else: not 'healthy'."""
+  rundir.write_or_check_config(str(tmp_path), default.get_config())
+  before = sorted(os.listdir(tmp_path))
+  result = subprocess.run([sys.executable, "-m", "cnn_val.doctor", f"--workdir={tmp_path}"], cwd=REPO,
+                          capture_output=True, text=True)
+  assert result.returncode == 2 and "has not been evaluated yet" in result.stderr
+  assert "Traceback" not in result.stderr and sorted(os.listdir(tmp_path)) == before
 
 
 def test_preflight_init_loss_expects_the_prior_with_prior_bias_init(tiny_config):

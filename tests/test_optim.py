@@ -95,3 +95,18 @@ def test_bad_optimizer_settings_are_clear_errors():
     optim.create_schedule(_optim_config(schedule="step"), 10, 1)
   with pytest.raises(ValueError, match="weight_decay_mode='decoupled'"):
     optim.create_optimizer(_optim_config(optimizer="adamw", weight_decay=0.1, weight_decay_mode="l2"), 10, 1)
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("learning_rate", float("inf"), r"config.optim.learning_rate=inf: expected a finite number > 0"),
+    ("learning_rate", 0.0, r"config.optim.learning_rate=0.0: expected a finite number > 0"),
+    ("weight_decay", float("nan"), r"config.optim.weight_decay=nan: expected a finite number >= 0"),
+    ("decay_rate", 100.0, r"config.optim.decay_rate=100.0: expected a factor in \(0, 1\] .*above 1 the learning "
+                          r"rate grows"),
+    ("decay_rate", float("nan"), r"config.optim.decay_rate=nan: expected a factor in \(0, 1\]")])
+def test_config_check_rejects_rates_that_cannot_train(field, value, expected):
+  from cnn_val import config_check  # pylint: disable=import-outside-toplevel
+  config = default.get_config()
+  config.optim[field] = value
+  with pytest.raises(ValueError, match=expected):
+    config_check.validate(config)

@@ -36,6 +36,10 @@ def examine(workdir: str, *, reaudit: bool = False, verify: bool = False, **veri
   from cnn_val.doctor import report  # pylint: disable=import-outside-toplevel  (matplotlib)
   if rundir.read_json(workdir, rundir.CONFIG_FILE) is None:
     raise FileNotFoundError(f"{workdir} has no {rundir.CONFIG_FILE}: it is not a cnn_val run directory.")
+  if not rundir.read_metrics(workdir) and rundir.read_json(workdir, rundir.DIVERGED_FILE) is None:
+    raise ValueError(f"{workdir} has not been evaluated yet ({rundir.METRICS_FILE} holds no epoch): there is "
+                     f"nothing to diagnose. Train it first (the same training command resumes it); the doctor "
+                     f"wrote nothing.")
   if reaudit or rundir.read_json(workdir, rundir.AUDIT_FILE) is None:
     audit_run(workdir)
   diagnosis = diagnose(workdir)

@@ -50,6 +50,11 @@ IMBALANCE_RATIO = 3.0  # largest / smallest training class
 RECALL_DEFICIT = 0.10  # minority classes' mean validation recall below the others' by this much
 # Pre-flight: failed checks are a pipeline bug when the run ends within this of the majority-class accuracy.
 PIPELINE_MARGIN = 0.05
+# The accuracy at stake: a run whose validation accuracy ends within NEAR_CHANCE_MARGIN of the majority-class
+# accuracy, or within NEAR_CHANCE_SHARE of the way from it to 100% (16% on 10 balanced classes), has learned
+# (almost) nothing. It is never healthy: every finding becomes high, and without any a finding says so.
+NEAR_CHANCE_MARGIN = 0.05
+NEAR_CHANCE_SHARE = 0.10
 
 
 def _confidence(value: float, threshold: float, *, above: bool = True, log: bool = False) -> float:
@@ -69,11 +74,27 @@ def _finding(cause, severity, confidence, evidence, explanation, summary, overri
           "verified": None}
 
 
+# A learning-rate fix lands in this range per optimizer (lowest, highest, the documented default that replaces
+# a fix outside it): a rate 10x off a rate that was already absurd (Adam at 1e4) is no fix.
+SANE_LR = {"adam": (1e-5, 1e-2, 1e-3), "adamw": (1e-5, 1e-2, 1e-3), "sgd": (1e-4, 1.0, 1e-2)}
+
+
 def _lr_fix(run: Run, factor: float) -> tuple[float, str]:
   lr = run.get("optim.learning_rate", 1e-3)
   if run.lr_find and run.lr_find.get("suggestion"):
     return float(f"{run.lr_find['suggestion']:.2g}"), "the LR range test's suggestion (lr_find.json)"
-  return float(f"{lr * factor:.2g}"), f"{factor:g}x the current rate (run `python -m cnn_val.lr_find` to measure)"
+  optimizer = run.get("optim.optimizer", "adam")
+  low, high, default = SANE_LR.get(optimizer, SANE_LR["adam"])
+  new = lr * factor if isinstance(lr, (int, float)) and math.isfinite(lr) else math.nan
+  if not low <= new <= high:
+    return default, (f"{optimizer}'s usual rate: {factor:g}x the current {lr:g} would leave [{low:g}, {high:g}]; "
+                     f"run `python -m cnn_val.lr_find` to measure")
+  return float(f"{new:.2g}"), f"{factor:g}x the current rate (run `python -m cnn_val.lr_find` to measure)"
+
+
+def _number(value, spec: str = ".3g") -> str:
+  """A number from a run file, which may hold null (JSON has no Inf/NaN) or a non-finite float."""
+  return "unrecorded" if value is None else format(value, spec)
 
 
 def rule_diverged(run: Run):
@@ -83,7 +104,7 @@ def rule_diverged(run: Run):
       "diverged", "high", 0.95,
       {"step": run.diverged.get("step"), "lr": run.diverged.get("lr"), "epochs_completed": len(run.rows)},
       f"The loss or gradient became NaN/Inf at step {run.diverged.get('step')} (learning rate "
-      f"{run.diverged.get('lr'):.3g}) and training stopped. Updates of that size blow the weights up.",
+      f"{_number(run.diverged.get('lr'))}) and training stopped. Updates of that size blow the weights up.",
       "Lower the learning rate (and clip gradients), then train again in a new workdir.",
       {"config.optim.learning_rate": _lr_fix(run, 0.01)[0], "config.optim.grad_clip_norm": 1.0})
 
@@ -391,11 +412,55 @@ RULES = (rule_diverged, rule_pipeline_bug, rule_data_leakage, rule_distribution_
          rule_overfitting, rule_lr_plateau)
 
 
+def majority_accuracy(run: Run) -> float | None:
+  """The validation accuracy of always answering the largest validation class (the audit's class counts;
+  else the pre-flight's majority check; else 1/K)."""
+  counts = ((run.audit or {}).get("splits", {}).get("validation") or {}).get("class_counts")
+  if counts and sum(counts):
+    return max(counts) / sum(counts)
+  checks = (run.preflight or {}).get("checks", [])
+  value = next((c.get("value") for c in checks if c.get("name") == "majority_class"), None)
+  if value is not None:
+    return float(value)
+  return 1 / run.num_classes if run.num_classes else None
+
+
+def near_chance(run: Run, findings: list[dict]) -> list[dict]:
+  """Severity follows the accuracy at stake: when the run ends within max(NEAR_CHANCE_MARGIN, NEAR_CHANCE_SHARE x
+  (1 - majority)) of the majority-class accuracy, every finding is raised to high (the evidence records why), and a run no rule explains gets an
+  `underfitting` finding that says it learned nothing, so that it is never called healthy."""
+  majority = majority_accuracy(run)
+  if not run.rows or majority is None or run.diverged:
+    return findings
+  margin = max(NEAR_CHANCE_MARGIN, NEAR_CHANCE_SHARE * (1 - majority))
+  if run.val_acc >= majority + margin:
+    return findings
+  stake = {"val_accuracy": run.val_acc, "majority_class_accuracy": majority, "margin": margin}
+  for f in findings:
+    if f["severity"] != "high":
+      f["severity"] = "high"
+      f["evidence"]["raised_to_high"] = stake
+      f["explanation"] += (f" Raised to high: the run ends at {100 * run.val_acc:.1f}% validation accuracy, "
+                           f"within {100 * margin:.1f} points of always answering the majority class "
+                           f"({100 * majority:.1f}%).")
+  if findings:
+    return findings
+  return [_finding(
+      "underfitting", "high", 0.9, {**stake, "train_loss_final": run.last["train_loss"],
+                                    "learning_rate": run.get("optim.learning_rate")},
+      f"The run learned (almost) nothing: {100 * run.val_acc:.1f}% validation accuracy against "
+      f"{100 * majority:.1f}% for always answering the majority class, and no rule names a cause from this run "
+      f"alone.",
+      "Find the cause by experiment: `python -m cnn_val.doctor --workdir=W --verify` trains the lever menu "
+      "(the LR range test's rate, a wider and a deeper model, ...) against this run; or measure the learning "
+      "rate with `python -m cnn_val.lr_find`.")]
+
+
 def diagnose(workdir: str) -> dict:
   """The diagnosis of the run in `workdir`, from its files alone."""
   start = time.perf_counter()
   run = Run(workdir)
-  findings = [f for f in (rule(run) for rule in RULES) if f is not None]
+  findings = near_chance(run, [f for f in (rule(run) for rule in RULES) if f is not None])
   findings.sort(key=lambda f: (SEVERITIES.index(f["severity"]), _TIER[f["cause"]], -f["confidence"]))
   summary = {}
   if run.rows:
