@@ -24,7 +24,7 @@ def _attach_to_sweep() -> None:
       import signal  # pylint: disable=import-outside-toplevel
       ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-      pass  # not Linux: an orphan finishes its run; the run lock below still keeps a second one out
+      pass  # not Linux: an orphan finishes its run; the run's lock (rundir.run_lock) still keeps a second one out
     if os.getppid() != int(os.environ[PARENT_ENV]):  # the engine died before the line above took effect
       os._exit(137)  # pylint: disable=protected-access
 
@@ -33,14 +33,11 @@ if __name__ == "__main__":
   _attach_to_sweep()
 
 # pylint: disable=wrong-import-position
-import fcntl
 import json
 import sys
 
 from absl import app
 from absl import logging
-
-RUN_LOCK_FILE = ".run.lock"
 
 
 def main(argv):
@@ -49,23 +46,20 @@ def main(argv):
   workdir = argv[1]
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   tf.config.set_visible_devices([], "GPU")  # tf.data only feeds the host; JAX gets the accelerator
-  from cnn_val import ablate, train  # pylint: disable=import-outside-toplevel
+  from cnn_val import ablate, rundir, train  # pylint: disable=import-outside-toplevel
   with open(os.path.join(workdir, ablate.RUN_SPEC_FILE)) as f:
     spec = json.load(f)
-  with open(os.path.join(workdir, RUN_LOCK_FILE), "a") as lock:
-    try:
-      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      logging.error("%s is being trained by another process; not starting a second one.", workdir)
-      raise SystemExit(75) from None
-    try:
-      train.train_and_evaluate(ablate.config_from_dict(spec["config"]), workdir)
-    except train.NonFiniteLossError as e:
-      logging.error("%s", e)
-      raise SystemExit(1) from None
-    except (ValueError, FileNotFoundError) as e:  # config and data errors carry their own instructions
-      logging.error("%s", e)
-      raise SystemExit(2) from None
+  try:
+    train.train_and_evaluate(ablate.config_from_dict(spec["config"]), workdir)  # holds the run's lock
+  except rundir.RunLockedError as e:
+    logging.error("%s", e)
+    raise SystemExit(75) from None
+  except train.NonFiniteLossError as e:
+    logging.error("%s", e)
+    raise SystemExit(1) from None
+  except (ValueError, FileNotFoundError) as e:  # config and data errors carry their own instructions
+    logging.error("%s", e)
+    raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

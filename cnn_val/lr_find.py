@@ -10,7 +10,7 @@ from absl import flags
 from ml_collections import config_flags
 import tensorflow as tf
 
-from cnn_val import lr_range
+from cnn_val import cli, lr_range
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where to write lr_find.json and plots/.", required=True)
@@ -28,4 +28,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

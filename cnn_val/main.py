@@ -13,7 +13,7 @@ from absl import logging
 from ml_collections import config_flags
 import tensorflow as tf
 
-from cnn_val import train
+from cnn_val import cli, train
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; an existing run resumes).")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -41,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

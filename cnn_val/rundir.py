@@ -6,9 +6,13 @@ so these formats are kept stable; see DESIGN.md. Only process 0 writes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
+import socket
+import time
 
 from absl import logging
 import jax
@@ -19,6 +23,7 @@ AUDIT_FILE = "audit.json"
 PREFLIGHT_FILE = "preflight.json"  # pre-flight checks (cnn_val/preflight.py)
 LR_FIND_FILE = "lr_find.json"  # LR range test (cnn_val/lr_find.py)
 DIVERGED_FILE = "diverged.json"  # written when a run stops on a NaN/Inf loss
+RUN_LOCK_FILE = ".run.lock"  # held (flock) by the process training the run
 # Fields that may change when a run is resumed: they do not change what is computed (the device count
 # changes results only to float round-off).
 RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices", "cpu_devices", "doctor",
@@ -43,11 +48,63 @@ def config_to_dict(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
+class RunLockedError(ValueError):
+  """The run directory is being trained by another live process."""
+
+
+@contextlib.contextmanager
+def run_lock(workdir: str):
+  """Holds RUN_LOCK_FILE in `workdir` for one training process; a second one is refused, naming the first.
+
+  An flock: the kernel releases it when its holder dies (even by SIGKILL), so a lock left by a dead process
+  never blocks the resume. The file keeps the holder's pid and host for the message.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, RUN_LOCK_FILE), "a+") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or "another process"
+      raise RunLockedError(
+          f"--workdir={workdir} is being trained by {holder}: a second process would write every epoch twice. "
+          f"Wait for it to finish (or stop it), then run the same command again to resume; or use a new "
+          f"--workdir.") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    f.flush()
+    try:
+      yield
+    finally:
+      f.seek(0)
+      f.truncate()  # the lock itself goes with the file descriptor
+
+
+def never_trained(workdir: str) -> bool:
+  """No evaluation, no divergence and no checkpoint: the run's config may still be changed."""
+  if read_metrics(workdir) or os.path.exists(os.path.join(workdir, DIVERGED_FILE)):
+    return False
+  checkpoints = os.path.join(workdir, "checkpoints")
+  return not any(name.isdigit() for _, dirs, _ in os.walk(checkpoints) for name in dirs)
+
+
+# Files derived from a run's data; a reconfigured run that never trained recomputes them.
+_DERIVED_FROM_DATA = (AUDIT_FILE, PREFLIGHT_FILE)
+
+
 def write_or_check_config(workdir: str, config) -> None:
-  """Writes config.json for a new run; for an existing run, refuses a config that would change its results."""
+  """Writes config.json for a new run; for an existing run, refuses a config that would change its results,
+  unless the run never trained (e.g. it stopped at a data error): that one is reconfigured."""
   path = os.path.join(workdir, CONFIG_FILE)
   new = config_to_dict(config)
   old = read_json(workdir, CONFIG_FILE)
+  if old is not None and old != new and never_trained(workdir):
+    logging.info("%s held a run that never trained; it takes the new config.", workdir)
+    for name in _DERIVED_FROM_DATA:
+      if os.path.exists(os.path.join(workdir, name)):
+        os.remove(os.path.join(workdir, name))
+    old = None
   if old is not None:
     old_flat, new_flat = flatten(old), flatten(new)
     for field, neutral in FIELDS_ADDED_LATER.items():  # a run from before a field existed ran without it

@@ -7,6 +7,7 @@ metrics.jsonl and checkpoints, and stops cleanly on a NaN.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from absl import logging
@@ -108,6 +109,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   devices = parallel.select_devices(config.num_devices)
   num_devices = len(devices)
   config_check.validate_batch_sizes(config, num_devices * jax.process_count())
+  # One training process per run directory (process 0 of a multi-host job holds it for all hosts).
+  with rundir.run_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    return _train(config, workdir, devices, cpu_devices)
+
+
+def _train(config, workdir: str, devices, cpu_devices) -> dict:
+  num_devices = len(devices)
   rundir.write_or_check_config(workdir, config)
 
   splits, arrays = loading.load_data(config)

@@ -16,7 +16,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from cnn_val import ablate, rundir
+from cnn_val import ablate, cli, rundir
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base experiment config file.", lock_config=True)
 _OUT = flags.DEFINE_string("out", None, "Sweep directory (created; an existing sweep resumes).")
@@ -52,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

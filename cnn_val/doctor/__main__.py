@@ -12,7 +12,7 @@ import sys
 from absl import app
 from absl import flags
 
-from cnn_val import ablate, doctor
+from cnn_val import ablate, cli, doctor
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to diagnose.", required=True)
 _REAUDIT = flags.DEFINE_bool("reaudit", False, "Recompute audit.json from the run's data.")
@@ -51,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,0 +1,99 @@
+"""The command-line entry points' shared wrapper: a user's mistake is one clear message, not a traceback.
+
+    if __name__ == "__main__":
+      cli.run(main)
+
+`run` is absl's `app.run` with three differences: a flag that cannot be parsed (a misspelt `--config.FIELD`,
+a value of the wrong type, a missing config file) prints one line naming the flag and exits 2, the exit code
+for usage errors; the errors a user's input causes (`USER_ERRORS`: ValueError, FileNotFoundError; their
+messages name the field or file and what to do) print `Error: ...` and exit 2 from `main` too; other OS
+errors (a full disk) print one line and exit 1; `--help` exits 0. Set CNN_VAL_TRACEBACK=1 to see the traceback behind a message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Callable
+
+from absl import app
+from absl import flags
+
+USAGE_ERROR = 2
+USER_ERRORS = (ValueError, FileNotFoundError)
+_HELP = ("--help", "-help", "-h", "--helpshort", "--helpfull", "--helpxml", "-?")
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+  """config_flags wraps a KeyError in a KeyError in an AttributeError: the chain, outermost first."""
+  chain = [error]
+  while chain[-1].__context__ is not None and chain[-1].__context__ not in chain:
+    chain.append(chain[-1].__context__)
+  return chain
+
+
+def _message(error: BaseException) -> str:
+  """An exception's text without the quoting KeyError adds (str(KeyError('x')) is "'x'")."""
+  if isinstance(error, KeyError) and error.args:
+    return " ".join(str(error.args[0]).strip("'\"").split())
+  return " ".join(str(error).split()).rstrip(".")
+
+
+def flag_error(argv: list[str], error: BaseException) -> str:
+  """One line for a flag that failed to parse, naming the flag as the user wrote it."""
+  if isinstance(error, flags.Error):
+    return f"{_message(error)}. Pass --help for the flags."
+  chain = _chain(error)
+  inner = chain[-1]
+  given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+  if isinstance(inner, KeyError):  # an unknown config field
+    missing = _message(inner)
+    field = next((g for g in given if g.rsplit(".", 1)[-1] == missing), f"--config...{missing}")
+    suggestion = next((m.group(1) for m in (re.search(r'Did you mean "([^"]+)"', str(e)) for e in chain) if m),
+                      None)
+    return (f"{field}: the config has no field '{missing}'"
+            + (f"; did you mean '{suggestion}'?" if suggestion else ".")
+            + " Every field is listed, with its meaning, in configs/default.py.")
+  return f"{_message(inner)} (in the flags {' '.join(argv[1:])}). Pass --help for the flags."
+
+
+def _parse(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except  (config_flags raises what its parsers raise)
+    if os.environ.get("CNN_VAL_TRACEBACK"):
+      raise
+    print(f"Error: {flag_error(argv, e)}", file=sys.stderr)
+    raise SystemExit(USAGE_ERROR) from None
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """app.run(main) with clean usage and input errors (exit 2) and `--help` exiting 0."""
+  def guarded(argv):
+    try:
+      return main(argv)
+    except USER_ERRORS as e:
+      if os.environ.get("CNN_VAL_TRACEBACK"):
+        raise
+      print(f"Error: {e}", file=sys.stderr)
+      raise SystemExit(USAGE_ERROR) from None
+    except OSError as e:  # config_flags loads --config lazily; otherwise the machine (a full disk, permissions)
+      if os.environ.get("CNN_VAL_TRACEBACK"):
+        raise
+      text = " ".join(str(e).split())
+      config_file = re.search(r"Failed loading config file .*?Attempted \[[^]]*\]: (\S+) (.*)$", text)
+      if "Failed loading config file" in text:
+        where = f"{config_file.group(1)}: {config_file.group(2)}" if config_file else text
+        print(f"Error: --config could not be loaded ({where}). Pass the path of a config file, e.g. "
+              f"--config=configs/default.py.", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR) from None
+      print(f"Error: {text}. Fix the cause and run the same command again: a run resumes from its latest "
+            f"checkpoint.", file=sys.stderr)
+      raise SystemExit(1) from None
+  try:
+    app.run(guarded, flags_parser=_parse)
+  except SystemExit as e:
+    if e.code == 1 and any(a in _HELP for a in sys.argv[1:]):  # absl exits 1 after printing the help
+      raise SystemExit(0) from None
+    raise
