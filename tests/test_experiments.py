@@ -158,6 +158,49 @@ def test_levers_explored_on_a_healthy_run_name_the_cause_when_they_beat_the_nois
   assert result["verdict"] == "healthy"
 
 
+def test_the_follow_up_widens_a_confirmed_wider_model_again_and_combines_the_confirmed_levers(tmp_path):
+  workdir = str(tmp_path)
+  config = _config()
+  _write_run(workdir, config, 0.910)
+  base = [0.910, 0.912, 0.908]
+  shifted = lambda gain: [b + gain + 0.0005 * (i - 1) for i, b in enumerate(base)]
+  menu = {a.name: dict(a.overrides) for a, _ in experiments.menu_arms(experiments.Run(workdir))}
+  arms = {"baseline": ({}, base), **{name: (overrides, shifted(0.0)) for name, overrides in menu.items()}}
+  arms["wider"] = (menu["wider"], shifted(0.010))
+  arms["cosine"] = (menu["cosine"], shifted(0.004))
+  _fake_sweep(workdir, config, arms)
+  stage1 = 3 * (1 + len(menu))
+  lines = []
+  result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, max_runs=stage1,
+                              log=lines.append)
+  assert any(line.startswith("Follow-up (wider_x2, combined) skipped") for line in lines)
+  assert [f["evidence"]["lever"] for f in result["findings"]] == ["wider", "cosine"]
+  # Within budget the follow-up runs: its arms are judged like any lever and the best gain ranks first.
+  _fake_sweep(workdir, config, {"wider_x2": ({"model.width_multiplier": 4.0}, shifted(0.015)),
+                                "combined": ({"model.width_multiplier": 2.0, "optim.schedule": "cosine"},
+                                             shifted(0.020))})
+  result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, log=lambda _: None)
+  assert [f["evidence"]["lever"] for f in result["findings"]] == ["combined", "wider_x2", "wider", "cosine"]
+  top = result["findings"][0]
+  assert top["cause"] == "underfitting" and top["verified"]["delta"] == pytest.approx(0.020)
+  assert top["evidence"]["follow_up"] == "the confirmed levers together: wider + cosine"
+  assert top["fix"]["overrides"] == {"config.model.width_multiplier": 2.0, "config.optim.schedule": "cosine"}
+  notes = {lever["lever"]: lever.get("follow_up") for lever in result["verification"]["levers"]}
+  assert notes["wider_x2"] == "the confirmed wider model, twice as wide again" and notes["wider"] is None
+  # Without --follow_up nothing beyond the menu is judged.
+  result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, follow_up=False,
+                              log=lambda _: None)
+  assert "combined" not in {lever["lever"] for lever in result["verification"]["levers"]}
+
+
+def test_follow_up_arms_of_convnet_widths_and_of_a_single_lever():
+  wider = experiments.ablate.Arm("wider", {"model.widths": [64, 128]})
+  cosine = experiments.ablate.Arm("cosine", {"optim.schedule": "cosine"})
+  assert [(a.name, dict(a.overrides)) for a, _, _ in experiments.follow_up_arms([(wider, "underfitting", {"delta": 0.01})])] == [
+      ("wider_x2", {"model.widths": [128, 256]})]
+  assert experiments.follow_up_arms([(cosine, "lr_plateau", {"delta": 0.01})]) == []
+
+
 def test_levers_restricts_the_menu_and_names_an_unknown_lever(tmp_path):
   workdir = str(tmp_path)
   config = _config()

@@ -17,6 +17,9 @@ What it decides, and by which rule:
   `lr_plateau`; the LR range test's rate: `lr_too_high`/`lr_too_low`; an augmentation turned off:
   `harmful_augmentation`), with severity `high` when it gains >= 1 point, else `medium`. Every lever tried
   is recorded (`verification.levers`), confirmed or not.
+- A second stage follows the menu (`follow_up_arms`, within what --max_runs and --budget_minutes leave): a
+  confirmed wider model widened once more, and all confirmed levers together; a confirmed one is a finding
+  like any lever, so the largest verified gain, single lever or combination, ranks first.
 - The verdict is `problems_found` when a confirmed change gains more than the noise of the seeds (its mean
   gain exceeds twice the baseline's standard deviation of the same metric over the same seeds), or when a
   high finding was not refuted; otherwise `healthy`. Findings whose fix is already applied do not count.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import time
 from typing import Callable, Sequence
 
 from cnn_val import ablate, rundir
@@ -176,7 +180,8 @@ def _verified(table_arm: dict, base_arm: dict, metric: str, higher: bool, out_re
 
 def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, budget_minutes: float = 0.0,
            max_runs: int = 0, max_fixes: int = 2, explore: str = "auto", reference: str | None = None,
-           levers: Sequence[str] | None = None, log: Callable[[str], None] = print) -> dict:
+           levers: Sequence[str] | None = None, follow_up: bool = True,
+           log: Callable[[str], None] = print) -> dict:
   """Runs the experiments for `diagnosis` (from rules.diagnose) and returns it with `verified` filled,
   menu findings added, the findings re-ranked and the verdict read from the experiments.
 
@@ -184,6 +189,8 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   reference: run directories (a glob) of a healthy reference, for the share of the loss a fix recovers.
   levers: when exploring, only these menu arms (names as menu_arms gives them, e.g. ['wider', 'cosine']), to
     bound the cost; None = the whole menu.
+  follow_up: after the menu, a second stage on what was confirmed (`follow_up_arms`: the wider model widened
+    again, the confirmed levers combined), within what --max_runs and --budget_minutes leave.
   """
   if explore not in ("auto", "always", "never"):
     raise ValueError(f"explore={explore!r}: expected auto, always or never.")
@@ -209,55 +216,108 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
       menu = [(a, cause) for a, cause in menu if a.name in set(levers)]
   out = os.path.join(workdir, VERIFY_DIR)
   first_seed = int(run.get("seed", 0))
-  sweep = ablate.Sweep(run.config, [ablate.Arm(BASELINE_ARM)] + [a for a, _, _ in fixes] + [a for a, _ in menu],
-                       [first_seed + i for i in range(seeds)], BASELINE_ARM)
+  seed_list = [first_seed + i for i in range(seeds)]
+  arm_list = [ablate.Arm(BASELINE_ARM)] + [a for a, _, _ in fixes] + [a for a, _ in menu]
   _reuse_run(workdir, out, first_seed)
   log(f"Verifying {len(fixes)} fix(es)" + (f" and {len(menu)} lever(s)" if menu else "") +
       f" over {seeds} seeds in {out}.")
-  error = None
-  try:
-    table = ablate.run_sweep(sweep, out, parallel=parallel, max_runs=max_runs, budget_minutes=budget_minutes, log=log)
-  except ablate.SweepIncomplete as e:  # over budget or failed runs: judge what finished, say what did not
-    error = str(e)
-    log(f"Verification incomplete: {e}")
-    table = ablate.aggregate(out) if os.path.exists(os.path.join(out, ablate.SWEEP_FILE)) else None
+  start = time.monotonic()
+  table, error = _stage(ablate.Sweep(run.config, arm_list, seed_list, BASELINE_ARM), out, parallel, max_runs,
+                        budget_minutes, log)
   arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
   base = arms.get(BASELINE_ARM)
-  out_rel = VERIFY_DIR
   levers = []
   for arm, finding, applied in fixes:
     metric, higher = _metric(finding["cause"])
     if arm.name in arms and base and arms[arm.name].get(f"{metric}_vs_baseline", {}).get("n"):
-      finding["verified"] = _verified(arms[arm.name], base, metric, higher, out_rel,
+      finding["verified"] = _verified(arms[arm.name], base, metric, higher, VERIFY_DIR,
                                       _reference_mean(reference, metric), applied)
       finding["verified"]["overrides"] = dict(arm.overrides)
     if applied:
       finding["fix"]["applied"] = True
       finding["fix"]["summary"] = "Already applied in this config. " + finding["fix"]["summary"]
+  confirmed = _read_levers(menu, arms, base, reference, levers, findings)
+  stage2 = follow_up_arms(confirmed) if follow_up and error is None else []
+  if stage2:
+    spent = len(arm_list) * seeds
+    budget_left = budget_minutes - (time.monotonic() - start) / 60 if budget_minutes else 0.0
+    if (max_runs and spent + len(stage2) * seeds > max_runs) or (budget_minutes and budget_left <= 0):
+      log(f"Follow-up ({', '.join(a.name for a, _, _ in stage2)}) skipped: --max_runs/--budget_minutes spent.")
+    else:
+      log(f"Follow-up: {', '.join(f'{a.name} ({note})' for a, _, note in stage2)} over {seeds} seeds.")
+      table, error = _stage(ablate.Sweep(run.config, arm_list + [a for a, _, _ in stage2], seed_list, BASELINE_ARM),
+                            out, parallel, max_runs and max_runs - spent, budget_left, log)
+      arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
+      _read_levers([(a, cause) for a, cause, _ in stage2], arms, arms.get(BASELINE_ARM), reference, levers, findings,
+                   notes={a.name: note for a, _, note in stage2})
+  return _rank(diagnosis, findings, levers, error, (table or {}).get("incomplete", []))
+
+
+def _stage(sweep: ablate.Sweep, out: str, parallel: int, max_runs: int, budget_minutes: float, log):
+  """Trains what `sweep` lacks in `out`; (aggregate table or None, the error that left it incomplete)."""
+  try:
+    return ablate.run_sweep(sweep, out, parallel=parallel, max_runs=max_runs, budget_minutes=budget_minutes,
+                            log=log), None
+  except ablate.SweepIncomplete as e:  # over budget or failed runs: judge what finished, say what did not
+    log(f"Verification incomplete: {e}")
+    return (ablate.aggregate(out) if os.path.exists(os.path.join(out, ablate.SWEEP_FILE)) else None), str(e)
+
+
+def _read_levers(menu, arms: dict, base: dict | None, reference, levers: list, findings: list,
+                 notes: dict | None = None) -> list[tuple[ablate.Arm, str, dict]]:
+  """Judges each lever arm against the baseline: records it in `levers`, adds a finding to `findings` when
+  it is confirmed, and returns the confirmed ones as (arm, cause, verified)."""
+  confirmed = []
   for arm, cause in menu:
     entry = arms.get(arm.name)
     if not entry or not base or not entry["final_val_accuracy_vs_baseline"]["n"]:
       continue
-    verified = _verified(entry, base, "final_val_accuracy", True, out_rel, _reference_mean(reference, "final_val_accuracy"),
-                         False)
+    verified = _verified(entry, base, "final_val_accuracy", True, VERIFY_DIR,
+                         _reference_mean(reference, "final_val_accuracy"), False)
     verified["overrides"] = dict(arm.overrides)
-    levers.append({"lever": arm.name, "cause": cause, **verified})
+    note = (notes or {}).get(arm.name)
+    levers.append({"lever": arm.name, "cause": cause, **({"follow_up": note} if note else {}), **verified})
     if not verified["confirmed"]:
       continue
+    confirmed.append((arm, cause, verified))
     gain = verified["delta"]
     overrides = {f"config.{k}": v for k, v in arm.overrides.items()}
+    what = (f"Changing {'these together' if len(arm.overrides) > 1 else 'one thing'}, {_describe(arm.overrides)}"
+            + (f" ({note})" if note else ""))
     findings.append({
         "cause": cause, "severity": "high" if gain >= HIGH_GAIN else "medium",
         "confidence": round(min(0.95, 1 - (verified["p_value"] or 0.05)), 3),
         "evidence": {"lever": arm.name, "overrides": dict(arm.overrides), "gain": gain, "ci95": verified["ci95"],
-                     "seeds": verified["seeds"]},
-        "explanation": f"Changing one thing, {_describe(arm.overrides)}, raised validation accuracy by "
-                       f"{100 * gain:.2f} points (95% CI {100 * verified['ci95'][0]:+.2f} to "
-                       f"{100 * verified['ci95'][1]:+.2f}) over {verified['seeds']} seeds against the same seeds "
-                       f"of the unchanged config: " + _CAUSE_TEXT[cause],
+                     "seeds": verified["seeds"], **({"follow_up": note} if note else {})},
+        "explanation": f"{what}, raised validation accuracy by {100 * gain:.2f} points (95% CI "
+                       f"{100 * verified['ci95'][0]:+.2f} to {100 * verified['ci95'][1]:+.2f}) over "
+                       f"{verified['seeds']} seeds against the same seeds of the unchanged config: "
+                       + _CAUSE_TEXT[cause],
         "fix": {"summary": f"Apply {_describe(arm.overrides)}.", "overrides": overrides},
         "verified": verified, "source": "experiment"})
-  return _rank(diagnosis, findings, levers, error, (table or {}).get("incomplete", []))
+  return confirmed
+
+
+def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]]) -> list[tuple[ablate.Arm, str, str]]:
+  """The second stage, more of what worked: (arm, cause, why). A confirmed `wider` lever once more (twice its
+  width again), and, when two or more levers were confirmed, all of them together (the best first, skipping a
+  lever whose fields an earlier one already sets)."""
+  out = []
+  for arm, _, _ in confirmed:
+    if arm.name == "wider":
+      doubled = {k: (2 * v if isinstance(v, (int, float)) else [2 * int(w) for w in v])
+                 for k, v in arm.overrides.items()}
+      out.append((ablate.Arm("wider_x2", doubled), "underfitting", "the confirmed wider model, twice as wide again"))
+  ranked = sorted(confirmed, key=lambda c: -c[2]["delta"])
+  combined, names, cause = {}, [], None
+  for arm, arm_cause, _ in ranked:
+    if not set(arm.overrides) & set(combined):
+      combined.update(arm.overrides)
+      names.append(arm.name)
+      cause = cause or arm_cause
+  if len(names) >= 2:
+    out.append((ablate.Arm("combined", combined), cause, f"the confirmed levers together: {' + '.join(names)}"))
+  return out
 
 
 _CAUSE_TEXT = {
