@@ -3,13 +3,43 @@
 Saves are synchronous: a checkpoint is complete on disk before training continues, so a SIGKILL at any moment
 leaves either the previous or the new checkpoint, never a torn one (orbax writes to a temporary folder and
 renames it).
+
+Each checkpoint carries a SHA-256 of the state it holds (`CHECKSUM_FILE` in its step folder), checked on
+restore: a checkpoint whose bytes changed on disk (a flipped bit, a truncated or missing file) is never
+restored silently. `latest` keeps the previous checkpoint too, and a corrupt latest one falls back to it with
+a message (the run then redoes the epochs in between, with the same result, and rewrites their checkpoints).
+`best` is saved before `latest`, so a kill between the two saves is repaired when the epoch is redone.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
+from absl import logging
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+CHECKSUM_FILE = "cnn_val_checksum.json"
+KEEP_LATEST = 2  # the latest checkpoint and the one before it, to fall back to
+
+
+class CorruptCheckpointError(ValueError):
+  """No checkpoint of a run directory could be restored intact."""
+
+
+def state_checksum(state) -> str:
+  """SHA-256 over every leaf of `state` (shape, dtype and bytes, in tree order); PRNG keys by their data."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(state):
+    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)
+    array = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
+    digest.update(f"{array.shape}{array.dtype.str}".encode())
+    digest.update(array.tobytes())
+  return digest.hexdigest()
 
 
 class Checkpoints:
@@ -19,7 +49,8 @@ class Checkpoints:
     root = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.latest = ocp.CheckpointManager(
         os.path.join(root, "latest"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False))
+        options=ocp.CheckpointManagerOptions(max_to_keep=KEEP_LATEST, create=True,
+                                             enable_async_checkpointing=False))
     self.best = ocp.CheckpointManager(
         os.path.join(root, "best"),
         options=ocp.CheckpointManagerOptions(
@@ -29,24 +60,78 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
 
+  @staticmethod
+  def _checksum_path(manager, step: int) -> str:
+    return os.path.join(str(manager.directory), str(step), CHECKSUM_FILE)
+
+  def _restore(self, manager, step: int, abstract_state):
+    """The state at `step`, checked against its checksum; raises CorruptCheckpointError naming the folder."""
+    folder = os.path.join(str(manager.directory), str(step))
+    try:
+      state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    except Exception as e:  # pylint: disable=broad-except  (tensorstore/orbax raise many kinds)
+      raise CorruptCheckpointError(f"{folder} cannot be read ({type(e).__name__}: "
+                                   f"{' '.join(str(e).split())[:300]})") from e
+    path = self._checksum_path(manager, step)
+    try:
+      with open(path) as f:
+        expected = json.load(f)["sha256"]
+    except FileNotFoundError:  # written by a version before checksums, or killed just before the checksum
+      logging.warning("%s has no %s: restored without a check.", folder, CHECKSUM_FILE)
+      return state
+    except (ValueError, KeyError) as e:
+      raise CorruptCheckpointError(f"{path} is unreadable ({e})") from e
+    actual = state_checksum(state)
+    if actual != expected:
+      raise CorruptCheckpointError(f"{folder} holds different bytes than were saved (SHA-256 {actual[:12]}..., "
+                                   f"saved {expected[:12]}...): the files changed on disk")
+    return state
+
   def restore_latest(self, abstract_state):
-    """The latest state, shaped like `abstract_state`, or None when there is no checkpoint yet."""
-    step = self.latest.latest_step()
-    if step is None:
-      return None
-    return self.latest.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    """The newest intact latest state, shaped like `abstract_state`, or None when there is no checkpoint
+    yet. A corrupt checkpoint is skipped, with a warning, for the one before it."""
+    problems = []
+    for step in sorted(self.latest.all_steps(), reverse=True):
+      try:
+        state = self._restore(self.latest, step, abstract_state)
+      except CorruptCheckpointError as e:
+        logging.warning("Checkpoint at step %d is corrupt, trying the one before it: %s", step, e)
+        problems.append(str(e))
+        continue
+      if problems:
+        logging.warning("Resuming from the intact checkpoint at step %d; the epochs after it are trained again.",
+                        step)
+      return state
+    if problems:
+      raise CorruptCheckpointError(
+          "No checkpoint could be restored intact: " + "; ".join(problems) + ". Move the checkpoints folder "
+          "aside to train this run from the start in the same workdir (metrics.jsonl is redone), or use a new "
+          "--workdir.")
+    return None
 
   def restore_best(self, abstract_state):
     step = self.best.best_step()
     if step is None:
       return None
-    return self.best.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    return self._restore(self.best, step, abstract_state)
+
+  def _save(self, manager, step: int, state, checksum: str, **kwargs) -> None:
+    if step in manager.all_steps():  # an epoch redone (a kill between the two saves, a corrupt checkpoint)
+      manager.delete(step)
+    manager.save(step, args=ocp.args.StandardSave(state), **kwargs)
+    manager.wait_until_finished()
+    path = self._checksum_path(manager, step)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+      json.dump({"sha256": checksum, "step": int(step)}, f)
+    os.replace(tmp, path)
 
   def save(self, step: int, state, *, val_accuracy: float, best_so_far: float | None) -> None:
-    """Saves `latest`, and `best` when `val_accuracy` ties or beats `best_so_far` (ties keep the later)."""
-    self.latest.save(step, args=ocp.args.StandardSave(state))
+    """Saves `best` when `val_accuracy` ties or beats `best_so_far` (ties keep the later), then `latest`."""
+    checksum = state_checksum(state)
     if best_so_far is None or val_accuracy >= best_so_far:
-      self.best.save(step, args=ocp.args.StandardSave(state), metrics={"val_accuracy": float(val_accuracy)})
+      self._save(self.best, step, state, checksum, metrics={"val_accuracy": float(val_accuracy)})
+    self._save(self.latest, step, state, checksum)
 
   def close(self) -> None:
     self.latest.close()
