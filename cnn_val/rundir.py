@@ -30,7 +30,7 @@ RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices"
                                "preflight", "signals"})
 
 # Fields added after runs were made, with the value that reproduces the model those runs trained.
-FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0}
+FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "data.scenario.missing_classes": []}
 
 
 def flatten(d, prefix=""):

@@ -126,6 +126,14 @@ def _train(config, workdir: str, devices, cpu_devices) -> dict:
     rundir.write_json(workdir, rundir.AUDIT_FILE, report)
     logging.info("Dataset audit written to %s/%s (%.1f s).", workdir, rundir.AUDIT_FILE, report["seconds"])
   counts = balance.class_counts(train_arrays["label"], num_classes)
+  missing = [c for c in range(num_classes) if counts[c] == 0]
+  if missing:  # trained anyway (an open-set evaluation may mean it); the doctor makes it a finding
+    val_counts = balance.class_counts(arrays["validation"]["label"], num_classes)
+    logging.warning("No training images for class(es) %s (validation holds %s of them): the model cannot learn "
+                    "them. Add training images, or remove the class from validation and test; the doctor reports "
+                    "it as missing_class.", ", ".join(f"{c} ({splits.class_names[c]})" if splits.class_names else
+                                                      str(c) for c in missing),
+                    ", ".join(str(int(val_counts[c])) for c in missing))
   resampling = config.imbalance.resampling
   epoch_examples = balance.epoch_size(counts, resampling)
   class_weights = balance.class_weights(counts, config.imbalance.class_weighting, config.imbalance.beta)

@@ -283,3 +283,22 @@ def test_a_near_chance_run_no_rule_explains_is_underfitting_with_the_experiment_
   result = _run(tmp_path, rows)
   assert [f["cause"] for f in result["findings"]] == ["underfitting"] and result["verdict"] == "problems_found"
   assert result["findings"][0]["fix"]["overrides"] == {} and "--verify" in result["findings"][0]["fix"]["summary"]
+
+
+def test_a_class_missing_from_training_is_the_top_finding_not_overfitting(tmp_path):
+  audit_dict = _audit(counts=[5400] * 3 + [0] + [5400] * 6)
+  audit_dict["splits"]["train"]["missing_classes"] = [3]
+  recall = [0.91] * 3 + [0.0] + [0.91] * 6
+  rows = _rows(train_acc=(0.81, 0.905), val_acc=(0.79, 0.82), recall=recall)  # 10% of validation unlearnable
+  result = _run(tmp_path, rows, audit_dict)
+  top = result["findings"][0]
+  assert top["cause"] == "missing_class" and top["severity"] == "high" and result["verdict"] == "problems_found"
+  assert top["evidence"]["missing_classes"] == [3] and top["evidence"]["validation_share"] == pytest.approx(0.1)
+  assert "c3 (600 validation images)" in top["explanation"]
+  assert "overfitting" not in _causes(result)  # the 8.5-point gap is the missing class, not memorisation
+
+
+def test_a_class_absent_from_training_and_validation_is_no_finding(tmp_path):
+  audit_dict = _audit(counts=[5400] * 3 + [0] + [5400] * 6, val_counts=[600] * 3 + [0] + [600] * 6)
+  audit_dict["splits"]["train"]["missing_classes"] = [3]
+  assert "missing_class" not in _causes(_run(tmp_path, None, audit_dict))

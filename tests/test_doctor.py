@@ -116,6 +116,16 @@ def test_a_run_ends_with_the_doctor_and_the_cli_rediagnoses_it(tiny_config, tmp_
   assert json.load(open(os.path.join(workdir, "diagnosis.json")))["findings"][0]["cause"] == "data_leakage"
 
 
+def test_a_class_missing_from_training_trains_with_a_warning_and_is_the_top_finding(tiny_config, tmp_path, caplog):
+  tiny_config.doctor = True
+  tiny_config.data.scenario.missing_classes = (1,)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(tiny_config, workdir)
+  assert "No training images for class(es) 1 (Trouser) (validation holds 10 of them)" in caplog.text
+  top = rundir.read_json(workdir, doctor.DIAGNOSIS_FILE)["findings"][0]
+  assert top["cause"] == "missing_class" and top["severity"] == "high" and top["evidence"]["missing_classes"] == [1]
+
+
 def test_doctor_on_a_directory_that_is_not_a_run(tmp_path):
   result = subprocess.run([sys.executable, "-m", "cnn_val.doctor", f"--workdir={tmp_path}"], cwd=REPO,
                           capture_output=True, text=True)

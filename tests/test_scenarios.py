@@ -84,6 +84,14 @@ def test_orientation_pairs_make_class_b_an_upside_down_class_a_in_every_split():
     np.testing.assert_array_equal(out[name]["label"], splits[name]["label"])
 
 
+def test_missing_classes_leave_training_only():
+  splits = _splits()
+  out = scenarios.apply(_scenario(missing_classes=(2, 7)), splits, 10)
+  assert scenarios.active(_scenario(missing_classes=(2,)))
+  assert np.bincount(out["train"]["label"], minlength=10).tolist() == [200, 200, 0, 200, 200, 200, 200, 0, 200, 200]
+  assert out["validation"] is splits["validation"] and out["test"] is splits["test"]
+
+
 def test_scenarios_are_seeded():
   a = scenarios.apply(_scenario(label_noise=0.2, imbalance_ratio=10.0), _splits(), 10)
   b = scenarios.apply(_scenario(label_noise=0.2, imbalance_ratio=10.0), _splits(), 10)
@@ -99,6 +107,7 @@ def test_scenarios_are_seeded():
     ("label_noise_kind", "asym", "config.data.scenario.label_noise_kind='asym'"),
     ("train_brightness", 0.0, "config.data.scenario.train_brightness=0.0"),
     ("minority_classes", (12,), "config.data.scenario.minority_classes"),
+    ("missing_classes", (10,), "config.data.scenario.missing_classes=(10,): expected classes in"),
 ])
 def test_bad_fields_name_the_field(field, value, message):
   with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

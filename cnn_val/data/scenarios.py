@@ -17,6 +17,8 @@
                      `train_brightness` (< 1 darker) and their deviations from each image's mean by
                      `train_contrast` (< 1 flatter); validation and test keep the original lighting.
   duplicates         n: n validation examples copied (exact, with their labels) into training.
+  missing_classes    (c, ...): every training example of these classes is removed; validation and test
+                     keep them (a class the model never sees).
 A reduced training set is `config.data.max_train_examples`.
 """
 
@@ -49,13 +51,17 @@ def validate(scenario, num_classes: int | None = None) -> None:
   for field in ("train_brightness", "train_contrast"):
     if not scenario[field] > 0:
       _fail(field, scenario[field], "a positive factor (1 = unchanged)")
+  missing = tuple(scenario.get("missing_classes", ()))
+  if any(not in_range(c) for c in missing):
+    _fail("missing_classes", missing, f"classes in [0, {num_classes or 'K'}) to remove from training")
   if scenario.duplicates < 0:
     _fail("duplicates", scenario.duplicates, "0 (off) or a count of validation examples")
 
 
 def active(scenario) -> bool:
   return bool(scenario.orientation_pairs or scenario.imbalance_ratio > 1 or scenario.label_noise
-              or scenario.train_brightness != 1 or scenario.train_contrast != 1 or scenario.duplicates)
+              or scenario.train_brightness != 1 or scenario.train_contrast != 1 or scenario.duplicates
+              or scenario.get("missing_classes", ()))
 
 
 def _take(arrays: dict, idx) -> dict:
@@ -123,5 +129,7 @@ def apply(scenario, splits: dict[str, dict], num_classes: int) -> dict[str, dict
     train = lighting(train, scenario.train_brightness, scenario.train_contrast)
   if scenario.duplicates:
     train = duplicate(train, out["validation"], scenario.duplicates, rng)
+  if scenario.get("missing_classes", ()):
+    train = _take(train, ~np.isin(train["label"], list(scenario.missing_classes)))
   out["train"] = train
   return out

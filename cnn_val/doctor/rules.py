@@ -26,7 +26,7 @@ from cnn_val.doctor.run_view import Run
 SEVERITIES = ("high", "medium", "low")
 CAUSES = ("overfitting", "underfitting", "lr_too_high", "lr_too_low", "lr_plateau", "diverged",
           "class_imbalance", "distribution_shift", "harmful_augmentation", "label_noise", "data_leakage",
-          "pipeline_bug")
+          "pipeline_bug", "missing_class")
 DIAGNOSIS_FILE = "diagnosis.json"
 
 # Optimisation. The update/parameter ratio is ||step|| / ||weights||, averaged over the first
@@ -48,6 +48,7 @@ PAIR_CONFUSION = 0.15  # classes a and b mistaken for each other, each way, at t
 # Data (also audit.DRIFT_KS and audit.LEAKAGE_FRACTION).
 IMBALANCE_RATIO = 3.0  # largest / smallest training class
 RECALL_DEFICIT = 0.10  # minority classes' mean validation recall below the others' by this much
+MISSING_CLASS_SHARE = 0.01  # classes without training images holding this share of validation: high
 # Pre-flight: failed checks are a pipeline bug when the run ends within this of the majority-class accuracy.
 PIPELINE_MARGIN = 0.05
 # The accuracy at stake: a run whose validation accuracy ends within NEAR_CHANCE_MARGIN of the majority-class
@@ -251,7 +252,7 @@ def rule_overfitting(run: Run):
   min_val_loss = min(run.val_losses)
   late_val_loss = float(np.median([r["val_loss"] for r in run.late]))  # robust to one noisy evaluation
   rise = (late_val_loss - min_val_loss) / max(min_val_loss, 1e-12)
-  gap = run.train_acc - run.val_acc
+  gap = run.train_acc - run.val_acc / (1 - _missing_share(run))  # on the classes training holds
   if rise <= OVERFIT_VAL_LOSS_RISE and gap <= OVERFIT_GAP:
     return None
   confidence = max(_confidence(rise, OVERFIT_VAL_LOSS_RISE) if rise > OVERFIT_VAL_LOSS_RISE else 0,
@@ -382,6 +383,36 @@ def rule_class_imbalance(run: Run):
       {"config.imbalance.class_weighting": "effective_number"})
 
 
+def _missing_share(run: Run) -> float:
+  """The share of validation in classes that have no training image (0 for most runs)."""
+  splits = (run.audit or {}).get("splits", {})
+  val_counts = (splits.get("validation") or {}).get("class_counts") or []
+  missing = [c for c in (splits.get("train") or {}).get("missing_classes", []) if c < len(val_counts)]
+  return min(0.99, sum(val_counts[c] for c in missing) / max(sum(val_counts), 1))
+
+
+def rule_missing_class(run: Run):
+  """Classes with validation images but no training image: the model can never predict them."""
+  splits = (run.audit or {}).get("splits", {})
+  if "train" not in splits or "validation" not in splits:
+    return None
+  val_counts = splits["validation"]["class_counts"]
+  missing = [c for c in splits["train"].get("missing_classes", []) if c < len(val_counts) and val_counts[c]]
+  if not missing:
+    return None
+  share = sum(val_counts[c] for c in missing) / max(sum(val_counts), 1)
+  names = ", ".join(f"{run.class_name(c)} ({val_counts[c]} validation images)" for c in missing)
+  return _finding(
+      "missing_class", "high" if share >= MISSING_CLASS_SHARE else "medium", 0.95,
+      {"missing_classes": missing, "validation_share": share,
+       "validation_counts": [val_counts[c] for c in missing], "val_accuracy": run.val_acc if run.rows else None},
+      f"The training set holds no image of {names}: the model cannot predict what it never saw, so "
+      f"{100 * share:.1f}% of validation is lost whatever the training does, and the train/validation gap it "
+      f"leaves is not overfitting.",
+      "Add training images of the missing class(es), or remove them from validation and test (and from the "
+      "label set) if the model is not meant to know them.")
+
+
 def rule_data_leakage(run: Run):
   dups = ((run.audit or {}).get("duplicates") or {}).get("validation")
   if not dups or dups["exact_fraction"] <= audit_lib.LEAKAGE_FRACTION:
@@ -403,13 +434,13 @@ def rule_data_leakage(run: Run):
 # Ranking within a severity: a run that failed outright, then causes measured directly in the data (the
 # audit), then causes inferred from training signals, then the symptoms those causes also produce (a
 # class imbalance or leakage shows up as a train/validation gap too; the reverse does not happen).
-_TIER = {"diverged": 0, "pipeline_bug": 0, "data_leakage": 1, "distribution_shift": 1, "class_imbalance": 1,
-         "lr_too_high": 2, "lr_too_low": 2, "harmful_augmentation": 2, "label_noise": 2, "underfitting": 3,
-         "overfitting": 3, "lr_plateau": 3}
+_TIER = {"diverged": 0, "pipeline_bug": 0, "missing_class": 1, "data_leakage": 1, "distribution_shift": 1,
+         "class_imbalance": 1, "lr_too_high": 2, "lr_too_low": 2, "harmful_augmentation": 2, "label_noise": 2,
+         "underfitting": 3, "overfitting": 3, "lr_plateau": 3}
 
-RULES = (rule_diverged, rule_pipeline_bug, rule_data_leakage, rule_distribution_shift, rule_class_imbalance,
-         rule_harmful_augmentation, rule_label_noise, rule_lr_too_high, rule_lr_too_low, rule_underfitting,
-         rule_overfitting, rule_lr_plateau)
+RULES = (rule_diverged, rule_pipeline_bug, rule_missing_class, rule_data_leakage, rule_distribution_shift,
+         rule_class_imbalance, rule_harmful_augmentation, rule_label_noise, rule_lr_too_high, rule_lr_too_low,
+         rule_underfitting, rule_overfitting, rule_lr_plateau)
 
 
 def majority_accuracy(run: Run) -> float | None:
