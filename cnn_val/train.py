@@ -45,6 +45,16 @@ def evaluate(p_eval, state, ds, *, config, num_devices, num_classes, split_name)
   }
 
 
+def _train_probe(train_arrays: dict, examples: int):
+  """A fixed, seeded subset of the training split (the same examples every epoch and on resume), as a dataset
+  that `evaluate` reads like validation; None when off."""
+  if not examples:
+    return None
+  n = len(train_arrays["label"])
+  idx = np.sort(np.random.default_rng(0).choice(n, min(int(examples), n), replace=False))
+  return pipeline.from_arrays({k: v[idx] for k, v in train_arrays.items()})
+
+
 def _format_duration(seconds: float) -> str:
   seconds = int(seconds)
   return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s" if seconds >= 3600 \
@@ -183,6 +193,7 @@ def _train(config, workdir: str, devices, cpu_devices) -> dict:
                config.batch_size // (num_devices * jax.process_count()), pmapped.micro_batch_size,
                config.dtype, pmapped.model.conv_impl, getattr(pmapped.model, "pool_impl", "-"))
   eval_kw = dict(config=config, num_devices=num_devices, num_classes=num_classes)
+  train_probe = _train_probe(train_arrays, config.get("train_eval_examples", 0))
   writer = rundir.MetricsWriter(workdir)
   history = rundir.read_metrics(workdir)
   row = history[-1] if start_step == total_steps and start_step else {}
@@ -214,6 +225,9 @@ def _train(config, workdir: str, devices, cpu_devices) -> dict:
           **{f"val_{k}": val[k] for k in ("balanced_accuracy", "macro_f1", "per_class_recall",
                                           "per_class_precision", "pred_histogram")},
       }
+      if train_probe is not None:  # training accuracy measured like validation's (the doctor compares them)
+        probe = evaluate(p_eval, state, train_probe, split_name="train", **eval_kw)
+        row.update(train_eval_loss=probe["loss"], train_eval_accuracy=probe["accuracy"])
       if last_epoch or best_val is None or val["accuracy"] >= best_val:  # the best and the last evaluation
         row["val_confusion"] = val["confusion"]
       if last_epoch and splits.test is not None:

@@ -27,6 +27,9 @@ def get_config():
   config.dtype = "float32"  # computation dtype: float32 or bfloat16 (parameters stay float32)
   config.log_every_steps = 200
   config.signals = True  # the doctor's training signals: update/parameter ratio per step
+  # At each evaluation, also evaluate this many training examples (a fixed, seeded subset) like validation:
+  # eval mode, no augmentation, the epoch's final weights (metrics.jsonl: train_eval_*); 0 = off.
+  config.train_eval_examples = 2000
   config.preflight = True  # seconds of checks before the first epoch (cnn_val/preflight.py)
   config.doctor = True  # end every run with diagnosis.json, report.md and plots/ (cnn_val/diagnose.py)
   config.eval_every_epochs = 1  # evaluate on validation and checkpoint every N epochs (and after the last)

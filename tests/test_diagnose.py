@@ -158,6 +158,27 @@ def test_label_noise_when_validation_beats_training_without_augmentation(tmp_pat
   assert "label_noise" not in _causes(_run(tmp_path / "b", _rows(train_acc=(0.85, 0.89), val_acc=(0.86, 0.92))))
 
 
+def _with_train_eval(rows, accuracy):
+  for row in rows:
+    row["train_eval_accuracy"], row["train_eval_loss"] = accuracy, 0.3
+  return rows
+
+
+def test_label_noise_reads_the_training_accuracy_measured_like_validation(tmp_path):
+  # A quick run: the running training accuracy (averaged over an epoch of improving weights, with dropout)
+  # lags validation by 7 points, but measured like validation's it does not: clean labels, no finding.
+  quick = _with_train_eval(_rows(epochs=3, train_acc=(0.70, 0.80), val_acc=(0.84, 0.87)), 0.875)
+  assert "label_noise" not in _causes(_run(tmp_path / "a", quick))
+  # Noisy labels show in the measured accuracy even with augmentation on (which hides the running one).
+  noisy = _with_train_eval(_rows(train_acc=(0.5, 0.55), val_acc=(0.8, 0.86)), 0.58)
+  result = _run(tmp_path / "b", noisy, augment__preset="characters")
+  finding = next(f for f in result["findings"] if f["cause"] == "label_noise")
+  assert finding["severity"] == "high" and finding["evidence"]["train_accuracy_measured_like_validation"]
+  assert finding["evidence"]["train_accuracy"] == pytest.approx(0.58)
+  # Borderline: 4.5 points below validation does not fire.
+  assert "label_noise" not in _causes(_run(tmp_path / "c", _with_train_eval(_rows(), 0.918 - 0.045)))
+
+
 def test_harmful_augmentation_from_flips_and_symmetric_confusions(tmp_path):
   confusion = np.eye(K, dtype=int) * 550 + 5
   confusion[5, 5], confusion[5, 7], confusion[7, 7], confusion[7, 5] = 350, 200, 380, 170

@@ -60,7 +60,7 @@ def test_four_devices_match_one_device(tiny_config, tmp_path):
     _, rows[n] = _run(config, tmp_path / f"dev{n}")
   assert len(rows[1]) == 2
   for one, four in zip(rows[1], rows[4]):
-    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "grad_norm"):
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "grad_norm", "train_eval_accuracy"):
       np.testing.assert_allclose(four[key], one[key], rtol=2e-4, atol=1e-5, err_msg=key)
   np.testing.assert_allclose(rows[4][-1]["test_accuracy"], rows[1][-1]["test_accuracy"], atol=1e-6)
 
@@ -70,7 +70,8 @@ def test_training_learns_and_writes_the_run_directory(tiny_config, tmp_path):
   row, rows = _run(tiny_config, tmp_path)
   assert [r["epoch"] for r in rows] == [1, 2, 3]
   assert rows[-1]["val_accuracy"] > 0.9 and rows[-1]["train_loss"] < rows[0]["train_loss"]  # learns the bars
-  for key in ("step", "epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+  for key in ("step", "epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "train_eval_loss",
+              "train_eval_accuracy"):
     assert key in rows[0]
   assert row == rows[-1] and "test_accuracy" in row and "test_accuracy" not in rows[0]
   assert rows[-1]["step"] == 3 * (1080 // 32)

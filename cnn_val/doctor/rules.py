@@ -308,19 +308,30 @@ def rule_harmful_augmentation(run: Run):
 
 
 def rule_label_noise(run: Run):
-  if not run.rows or run.augmentation_on():
+  """Validation beats the training examples' own labels. Read on the training accuracy measured like
+  validation's (`train_eval_accuracy`: eval mode, no augmentation, the epoch's final weights) when the run
+  logged it; otherwise on the running training accuracy, which dropout, augmentation and an epoch of
+  improving weights bias low, so only without augmentation."""
+  if not run.rows:
     return None
-  gap = run.val_acc - run.train_acc
+  measured = run.last.get("train_eval_accuracy")
+  if measured is None and run.augmentation_on():
+    return None
+  train_acc = run.train_acc if measured is None else measured
+  gap = run.val_acc - train_acc
   if gap <= NOISE_GAP:
     return None
-  noise = 1.0 - run.train_acc / max(run.val_acc, 1e-12)
+  noise = 1.0 - train_acc / max(run.val_acc, 1e-12)
+  how = ("measured like validation's on a fixed training subset" if measured is not None else
+         "averaged over the epoch, without augmentation")
   return _finding(
       "label_noise", "high" if gap > 2 * NOISE_GAP else "medium", _confidence(gap, NOISE_GAP),
-      {"val_minus_train_accuracy": gap, "threshold": NOISE_GAP, "train_accuracy": run.train_acc,
+      {"val_minus_train_accuracy": gap, "threshold": NOISE_GAP, "train_accuracy": train_acc,
+       "train_accuracy_measured_like_validation": measured is not None,
        "val_accuracy": run.val_acc, "estimated_noisy_fraction": noise,
        "dropout_rate": run.get("model.dropout_rate")},
       f"The model scores {100 * gap:.1f} points better on validation ({run.val_acc:.3f}) than on the very "
-      f"examples it trains on ({run.train_acc:.3f}), without augmentation: about {100 * noise:.0f}% of the "
+      f"examples it trains on ({train_acc:.3f}, {how}): about {100 * noise:.0f}% of the "
       f"training labels disagree with what the model learns from the rest, so they are probably wrong.",
       "Clean the training labels (relabel the examples the model most confidently disagrees with); "
       "meanwhile keep the best checkpoint and regularise.",
