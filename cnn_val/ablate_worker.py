@@ -4,7 +4,7 @@ The ablation engine (cnn_val/ablate/runner.py) starts one per run. It trains RUN
 RUN_DIR with the ordinary `train.train_and_evaluate` (so a killed run resumes from its checkpoint). Exit
 codes: 0 trained; 1 stopped on NaN/Inf (diverged.json says where: an outcome, not a failure) or crashed
 (the log has the traceback); 2 a bad config or data (the message says what to change); 75 the run directory
-is locked by another worker; 130 interrupted (the run resumes from its checkpoint).
+is locked by another worker; 130/143 interrupted by SIGINT/SIGTERM (the run resumes from its checkpoint).
 """
 
 import os
@@ -57,6 +57,9 @@ def main(argv):
   except train.NonFiniteLossError as e:
     logging.error("%s", e)
     raise SystemExit(1) from None
+  except train.TrainingInterrupted as e:  # the sweep stopping its workers (SIGTERM): resumable
+    logging.warning("%s", e)
+    raise SystemExit(e.exit_code) from None
   except (ValueError, FileNotFoundError) as e:  # config and data errors carry their own instructions
     logging.error("%s", e)
     raise SystemExit(2) from None

@@ -38,6 +38,9 @@ def main(argv):
   except train.NonFiniteLossError as e:  # an outcome of training, not a bug: the message, no traceback
     logging.error("%s The doctor's diagnosis is in %s/report.md.", e, _WORKDIR.value)
     raise SystemExit(1) from None
+  except train.TrainingInterrupted as e:  # SIGINT/SIGTERM: stopped at a step boundary, resumable
+    logging.warning("%s", e)
+    raise SystemExit(e.exit_code) from None
 
 
 if __name__ == "__main__":

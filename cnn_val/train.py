@@ -8,6 +8,8 @@ metrics.jsonl and checkpoints, and stops cleanly on a NaN.
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
 
 from absl import logging
@@ -96,12 +98,60 @@ class _Progress:
     self.restart(step)
 
 
-def _train_epoch(p_train, state, batches, key, *, step: int, epoch: int, progress: _Progress):
+class TrainingInterrupted(Exception):
+  """SIGINT or SIGTERM stopped training at a step boundary; the run resumes from its latest checkpoint."""
+
+  def __init__(self, signum: int, step: int, workdir: str, resume_step: int | None):
+    self.signum, self.step = signum, step
+    self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+    since = (f"from its checkpoint at step {resume_step}" if resume_step is not None else "from the start")
+    super().__init__(
+        f"Interrupted by {signal.Signals(signum).name} at step {step}; {workdir} is intact. Run the same command "
+        f"again to resume {since} (the steps since it are trained again, to the same result).")
+
+
+class _StopOnSignal:
+  """While training: SIGINT and SIGTERM ask the loop to stop at the next step boundary (a second one of the
+  same kind acts at once). Installed only from the main thread, and the previous handlers are restored, so
+  importing or calling the library elsewhere changes no process-wide state."""
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in self.SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.signum == signum:  # asked twice: stop now
+      signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+      signal.raise_signal(signum)
+      return
+    self.signum = signum
+    logging.warning("%s received: stopping at the next step (send it again to stop at once).",
+                    signal.Signals(signum).name)
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    return False
+
+
+def _train_epoch(p_train, state, batches, key, *, step: int, epoch: int, progress: _Progress,
+                 stop: _StopOnSignal | None = None, on_stop=None):
   """One epoch of steps; returns the new state, the step count and the epoch's summed training metrics."""
   epoch_sums, pending = [], []
   for batch in batches:
     state, step_metrics = p_train(state, batch, key)
     step += 1
+    if stop is not None and stop.signum is not None:
+      jax.block_until_ready(step_metrics)
+      on_stop(stop.signum, step)
     pending.append(step_metrics)  # device arrays: fetching them every step would stall the pipeline
     if step % progress.every == 0:
       epoch_sums.append(_sum_metrics(pending))
@@ -120,11 +170,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   num_devices = len(devices)
   config_check.validate_batch_sizes(config, num_devices * jax.process_count())
   # One training process per run directory (process 0 of a multi-host job holds it for all hosts).
-  with rundir.run_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
-    return _train(config, workdir, devices, cpu_devices)
+  with rundir.run_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext(), _StopOnSignal() as stop:
+    return _train(config, workdir, devices, cpu_devices, stop)
 
 
-def _train(config, workdir: str, devices, cpu_devices) -> dict:
+def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> dict:
   num_devices = len(devices)
   rundir.write_or_check_config(workdir, config)
 
@@ -202,13 +252,17 @@ def _train(config, workdir: str, devices, cpu_devices) -> dict:
   progress = _Progress(config, total_steps, schedule,
                        check=lambda sums, step: _check_finite(sums, step, workdir, ckpts))
   step = start_step
+
+  def _interrupt(signum, at_step):
+    raise TrainingInterrupted(signum, at_step, workdir, ckpts.latest_step())
+
   try:
     for epoch in range(start_step // steps_per_epoch, config.num_epochs):
       batches = pipeline.train_batches(train_arrays, global_batch=config.batch_size, num_devices=num_devices,
                                        seed=config.seed, epoch=epoch, num_classes=num_classes,
                                        resampling=resampling)
       state, step, train = _train_epoch(p_train, state, batches, dropout_key, step=step, epoch=epoch + 1,
-                                        progress=progress)
+                                        progress=progress, stop=stop, on_stop=_interrupt)
       _check_finite(train, step, workdir, ckpts)
 
       last_epoch = epoch + 1 == config.num_epochs

@@ -8,6 +8,7 @@ import dataclasses
 import fcntl
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -200,6 +201,9 @@ def _check_budget(per_run_s, remaining, parallel, budget_minutes, log, source, s
         f"finished runs are kept.")
 
 
+INTERRUPTED_EXIT_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)  # a worker that stopped on a signal
+
+
 def _execute(jobs: list[_Job], parallel: int, budget_minutes: float, estimated: bool, retries: int, log,
              cache_dir: str):
   cores, gpus = _core_groups(parallel), _gpu_groups(parallel)
@@ -227,7 +231,7 @@ def _execute(jobs: list[_Job], parallel: int, budget_minutes: float, estimated: 
             estimated = True
             _check_budget(job.seconds, len(pending) + len(running), parallel, budget_minutes, log,
                           "the first run", spent_s=time.monotonic() - start)
-        elif rc < 0 and job.restarts < retries:
+        elif (rc < 0 or rc in INTERRUPTED_EXIT_CODES) and job.restarts < retries:
           job.restarts += 1
           log(f"{job.arm}/seed{job.seed} was killed (signal {-rc}); resuming it from its checkpoint.")
           pending.insert(0, job)
