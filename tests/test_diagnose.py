@@ -218,6 +218,18 @@ def test_data_leakage_from_exact_duplicates(tmp_path, dups, fires):
     assert result["findings"][0]["fix"]["overrides"] == {"config.data.remove_cross_split_duplicates": True}
 
 
+@pytest.mark.parametrize("near,severity", [(300, "high"), (170, "medium"), (50, None)])
+def test_data_leakage_from_near_duplicates(tmp_path, near, severity):
+  audit_dict = _audit()
+  audit_dict["duplicates"]["validation"].update(near=near, near_fraction=near / 6000)
+  result = _run(tmp_path, audit_dict=audit_dict)
+  finding = next((f for f in result["findings"] if f["cause"] == "data_leakage"), None)
+  assert (finding and finding["severity"]) == severity
+  if finding:
+    assert "near copies (0 byte-identical" in finding["explanation"]
+    assert finding["evidence"]["near_fraction"] == pytest.approx(near / 6000, abs=1e-5)  # rounded to 5 places
+
+
 def test_diverged_run_without_metrics(tmp_path):
   rundir.write_json(str(tmp_path), rundir.DIVERGED_FILE, {"step": 12, "lr": 50.0, "last_good_step": None})
   result = _run(tmp_path, rows=[])

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from cnn_val import audit, doctor, lr_range, preflight, rundir, train
-from cnn_val.data import loading
+from cnn_val.data import loading, scenarios
 from configs import default
 from tests.conftest import real_images
 
@@ -62,10 +62,22 @@ def test_exact_and_near_duplicates_across_splits():
   copied = splits["validation"]["image"][:40]
   nudged = np.clip(splits["validation"]["image"][40:70].astype(int) + 1, 0, 255).astype(np.uint8)
   leaky = {**splits, "train": {"image": np.concatenate([train["image"], copied, nudged]),
-                               "label": np.concatenate([train["label"], np.zeros(70, np.int32)])}}
+                               "label": np.concatenate([train["label"], splits["validation"]["label"][:70]])}}
   report = audit.audit(leaky, 10)["duplicates"]["validation"]
   assert report["exact"] == 40 and 70 <= report["near"] <= 70 + 2
   assert report["exact_examples"][0] == {"train_index": 3000, "index": 0}
+
+
+def test_near_duplicates_moved_a_pixel_and_noised_are_found_and_removed_by_the_fix():
+  splits = _real_splits()
+  rng = np.random.default_rng(1)
+  leaky = {**splits, "train": scenarios.near_duplicate(splits["train"], splits["validation"], 50, rng)}
+  report = audit.audit(leaky, 10)["duplicates"]["validation"]
+  assert report["exact"] == 0 and 50 <= report["near"] <= 50 + 2  # no byte-identical copy, all 50 found
+  index, dist = audit.nearest_same_class(leaky["train"]["image"], leaky["train"]["label"],
+                                         splits["validation"]["image"], splits["validation"]["label"])
+  found = set(index[dist <= audit.NEAR_RMS].tolist())
+  assert set(range(3000, 3050)) <= found  # the copies themselves are what the fix removes
 
 
 def test_lr_suggestion_survives_nan_and_early_spikes():

@@ -29,8 +29,14 @@ def load_data(config):
   if config.data.remove_cross_split_duplicates:  # the fix for leakage: train never holds an eval image
     held_out = {h for name in arrays if name != "train" for h in audit.exact_hashes(arrays[name]["image"])}
     keep = np.array([h not in held_out for h in audit.exact_hashes(arrays["train"]["image"])], bool)
+    exact = int((~keep).sum())
+    for name in (n for n in arrays if n != "train"):  # near duplicates too (audit.NEAR_RMS, shift-tolerant)
+      index, dist = audit.nearest_same_class(arrays["train"]["image"], arrays["train"]["label"],
+                                             arrays[name]["image"], arrays[name]["label"])
+      keep[index[dist <= audit.NEAR_RMS]] = False
     arrays["train"] = {k: v[keep] for k, v in arrays["train"].items()}
-    logging.info("Removed %d training examples that duplicate validation or test images.", int((~keep).sum()))
+    logging.info("Removed %d training examples that duplicate validation or test images (%d exact, %d near).",
+                 int((~keep).sum()), exact, int((~keep).sum()) - exact)
   splits = dataclasses.replace(
       splits, num_train=len(arrays["train"]["label"]), train=None,
       validation=pipeline.from_arrays(arrays["validation"]),

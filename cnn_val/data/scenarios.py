@@ -17,6 +17,8 @@
                      `train_brightness` (< 1 darker) and their deviations from each image's mean by
                      `train_contrast` (< 1 flatter); validation and test keep the original lighting.
   duplicates         n: n validation examples copied (exact, with their labels) into training.
+  near_duplicates    n: n validation examples copied into training, each moved by one pixel (up, down, left
+                     or right) and given Gaussian noise of 4 grey levels: leakage no byte comparison sees.
   missing_classes    (c, ...): every training example of these classes is removed; validation and test
                      keep them (a class the model never sees).
 A reduced training set is `config.data.max_train_examples`.
@@ -54,6 +56,8 @@ def validate(scenario, num_classes: int | None = None) -> None:
   missing = tuple(scenario.get("missing_classes", ()))
   if any(not in_range(c) for c in missing):
     _fail("missing_classes", missing, f"classes in [0, {num_classes or 'K'}) to remove from training")
+  if scenario.get("near_duplicates", 0) < 0:
+    _fail("near_duplicates", scenario.near_duplicates, "0 (off) or a count of validation examples")
   if scenario.duplicates < 0:
     _fail("duplicates", scenario.duplicates, "0 (off) or a count of validation examples")
 
@@ -61,7 +65,7 @@ def validate(scenario, num_classes: int | None = None) -> None:
 def active(scenario) -> bool:
   return bool(scenario.orientation_pairs or scenario.imbalance_ratio > 1 or scenario.label_noise
               or scenario.train_brightness != 1 or scenario.train_contrast != 1 or scenario.duplicates
-              or scenario.get("missing_classes", ()))
+              or scenario.get("missing_classes", ()) or scenario.get("near_duplicates", 0))
 
 
 def _take(arrays: dict, idx) -> dict:
@@ -113,6 +117,22 @@ def duplicate(train: dict, validation: dict, n: int, rng) -> dict:
   return {k: np.concatenate([train[k], copied[k].astype(train[k].dtype)]) for k in train}
 
 
+NEAR_DUPLICATE_NOISE = 4.0  # grey levels (of 255), the standard deviation of the copies' noise
+
+
+def near_duplicate(train: dict, validation: dict, n: int, rng) -> dict:
+  idx = rng.choice(len(validation["label"]), min(n, len(validation["label"])), replace=False)
+  images = validation["image"][idx]
+  moves = ((-1, 0), (1, 0), (0, -1), (0, 1))
+  padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+  h, w = images.shape[1:3]
+  shifted = np.stack([padded[i, 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+                      for i, (dy, dx) in enumerate(moves[k] for k in rng.integers(0, 4, len(idx)))])
+  noisy = np.clip(shifted + rng.normal(0.0, NEAR_DUPLICATE_NOISE, shifted.shape), 0, 255).astype(images.dtype)
+  copied = {**_take(validation, idx), "image": noisy}
+  return {k: np.concatenate([train[k], copied[k].astype(train[k].dtype)]) for k in train}
+
+
 def apply(scenario, splits: dict[str, dict], num_classes: int) -> dict[str, dict]:
   """The scenario's splits ({'train': ..., 'validation': ..., optionally 'test': ...} of numpy arrays)."""
   validate(scenario, num_classes)
@@ -129,6 +149,8 @@ def apply(scenario, splits: dict[str, dict], num_classes: int) -> dict[str, dict
     train = lighting(train, scenario.train_brightness, scenario.train_contrast)
   if scenario.duplicates:
     train = duplicate(train, out["validation"], scenario.duplicates, rng)
+  if scenario.get("near_duplicates", 0):
+    train = near_duplicate(train, out["validation"], scenario.near_duplicates, rng)
   if scenario.get("missing_classes", ()):
     train = _take(train, ~np.isin(train["label"], list(scenario.missing_classes)))
   out["train"] = train
