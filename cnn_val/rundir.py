@@ -160,17 +160,17 @@ class MetricsWriter:
   """Appends one JSON object per evaluation to metrics.jsonl and mirrors the scalars to TensorBoard."""
 
   def __init__(self, workdir: str):
-    self._path = os.path.join(workdir, METRICS_FILE)
+    self._path, self._workdir = os.path.join(workdir, METRICS_FILE), workdir
     self._active = jax.process_index() == 0
     self._tb = None
-    if self._active:
-      import tensorflow as tf  # TensorBoard's writer; imported here so the module stays light
-      self._tf = tf
-      self._tb = tf.summary.create_file_writer(workdir)
 
   def write(self, row: dict) -> None:
     if not self._active:
       return
+    if self._tb is None:  # created on the first row: a finished run started again writes no empty event file
+      import tensorflow as tf  # TensorBoard's writer; imported here so the module stays light
+      self._tf = tf
+      self._tb = tf.summary.create_file_writer(self._workdir)
     row = _nan_to_none(row)
     with open(self._path, "a") as f:
       f.write(json.dumps(row) + "\n")

@@ -221,7 +221,12 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
   restored = ckpts.restore_latest(state)
   if restored is not None:
     state = restored
-    logging.info("Resuming from the checkpoint at step %d.", int(state.step))
+    if int(state.step) == total_steps:
+      logging.info("%s is already finished (step %d of %d): nothing to train; the doctor runs again. To train "
+                   "longer, start a new --workdir with a larger --config.num_epochs (the schedule depends on it).",
+                   workdir, total_steps, total_steps)
+    else:
+      logging.info("Resuming from the checkpoint at step %d.", int(state.step))
   start_step = int(state.step)
   if start_step % steps_per_epoch:
     raise ValueError(f"The checkpoint in {workdir} is at step {start_step}, not an epoch boundary of "

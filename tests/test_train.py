@@ -81,9 +81,11 @@ def test_training_learns_and_writes_the_run_directory(tiny_config, tmp_path):
   assert sorted(os.listdir(tmp_path / "checkpoints" / "latest"), key=int) == [str(r["step"]) for r in rows[-2:]]
   best_step = max(rows, key=lambda r: (r["val_accuracy"], r["step"]))["step"]  # a tie keeps the later one
   assert os.listdir(tmp_path / "checkpoints" / "best") == [str(best_step)]
-  # Running the same command on a finished run changes nothing.
+  # Running the same command on a finished run changes nothing, and says so (no new TensorBoard file).
+  events = sorted(n for n in os.listdir(tmp_path) if n.startswith("events.out.tfevents"))
   again, rows_again = _run(tiny_config, tmp_path)
   assert again == row and rows_again == rows
+  assert sorted(n for n in os.listdir(tmp_path) if n.startswith("events.out.tfevents")) == events
 
 
 def _main_command(workdir, data_dir, epochs):
