@@ -50,6 +50,9 @@ PRESETS = {
     # Natural images and objects seen from either side: horizontal flips and shifts of 1/8 of the size.
     "natural": dict(horizontal_flip=True, width_shift_range=0.125, height_shift_range=0.125,
                     fill_mode="reflect"),
+    # The seed's example 2, its ImageDataGenerator as written (Keras units: shear_range in degrees).
+    "seed_ex2": dict(rotation_range=20.0, width_shift_range=0.2, height_shift_range=0.2, shear_range=0.2,
+                     zoom_range=0.2, horizontal_flip=True, fill_mode="nearest"),
 }
 
 # A stream of the step key no dropout draw uses (dropout folds in step numbers, far below it).

@@ -64,6 +64,9 @@ def validate(config) -> None:
       math.isfinite(multiplier) and multiplier > 0):
     _fail("model.width_multiplier", multiplier,
           "a finite number > 0 that scales every conv layer's channels; 1.0 keeps the seed's, 2.0 doubles them")
+  kernel_init = config.model.get("kernel_init", "lecun_normal")
+  if kernel_init not in models.KERNEL_INITS:
+    _fail("model.kernel_init", kernel_init, f"one of {sorted(models.KERNEL_INITS)} (Flax's default, Keras' default)")
   extra_blocks = config.model.get("extra_blocks", 0)
   if isinstance(extra_blocks, bool) or not isinstance(extra_blocks, int) or extra_blocks < 0:
     _fail("model.extra_blocks", extra_blocks,

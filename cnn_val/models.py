@@ -43,12 +43,21 @@ class Dropout(nn.Module):
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+# Kernel initialisers of the seed models (`config.model.kernel_init`); biases start at zero either way.
+KERNEL_INITS = {"lecun_normal": nn.initializers.lecun_normal(),  # Flax's default
+                "glorot_uniform": nn.initializers.glorot_uniform()}  # Keras' default (the seed's examples)
+
+
+def _kernel_init(module):
+  return KERNEL_INITS[getattr(module, "kernel_init", "lecun_normal")]
+
+
 def _head(module, x):
   """The output layer: logits, with its bias initialised to `module.head_bias` when given."""
   bias_init = nn.initializers.zeros_init()
   if module.head_bias is not None:
     bias_init = lambda key, shape, dtype=jnp.float32: jnp.asarray(module.head_bias, dtype).reshape(shape)
-  return nn.Dense(module.num_classes, dtype=module.dtype, bias_init=bias_init)(x)
+  return nn.Dense(module.num_classes, dtype=module.dtype, bias_init=bias_init, kernel_init=_kernel_init(module))(x)
 
 
 _CONV_FNS = {"matmul": fast_ops.conv_matmul, "cpu_auto": fast_ops.conv_cpu_auto}
@@ -106,7 +115,8 @@ def _seed_blocks(module, x, seed_widths, *, train, example_ids):
   _seed_blocks_fit(module, x, len(seed_widths))
   widths = seed_block_widths(seed_widths, module.width_multiplier, module.extra_blocks)
   for i, features in enumerate(widths):
-    x = nn.relu(_conv(features, (3, 3), module.conv_impl, padding="VALID", dtype=module.dtype)(x))
+    x = nn.relu(_conv(features, (3, 3), module.conv_impl, padding="VALID", dtype=module.dtype,
+                      kernel_init=_kernel_init(module))(x))
     x = fast_ops.max_pool(x, 2, module.pool_impl)
     x = Dropout(module.block_dropout_rate, name=f"BlockDropout_{i}")(x, train=train, example_ids=example_ids)
   return x
@@ -124,6 +134,7 @@ class SeedCNN(nn.Module):
   width_multiplier: float = 1.0  # channels of every conv layer times this (rounded, >= 1)
   extra_blocks: int = 0  # conv blocks after the seed's, each twice as wide as the previous one
   block_dropout_rate: float = 0.0  # dropout after each conv block's max-pool
+  kernel_init: str = "lecun_normal"  # or "glorot_uniform", Keras' (KERNEL_INITS)
   axis_name: str | None = None  # unused; accepted so every model is built the same way
   conv_impl: str = "xla"
   pool_impl: str = "xla"
@@ -149,6 +160,7 @@ class SeedCNNDropout(nn.Module):
   width_multiplier: float = 1.0  # channels of every conv layer times this (rounded, >= 1)
   extra_blocks: int = 0  # conv blocks after the seed's, each twice as wide as the previous one
   block_dropout_rate: float = 0.0  # dropout after each conv block's max-pool
+  kernel_init: str = "lecun_normal"  # or "glorot_uniform", Keras' (KERNEL_INITS)
   axis_name: str | None = None
   conv_impl: str = "xla"
   pool_impl: str = "xla"
@@ -301,6 +313,7 @@ def create_model(model_config, num_classes: int, axis_name: str | None = None,
         width_multiplier=model_config.get("width_multiplier", 1.0),
         extra_blocks=model_config.get("extra_blocks", 0),
         block_dropout_rate=model_config.get("block_dropout_rate", 0.0),
+        kernel_init=model_config.get("kernel_init", "lecun_normal"),
     )
   if name == "SeedCNNDropout":
     kwargs["dropout_rate"] = model_config.dropout_rate

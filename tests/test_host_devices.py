@@ -130,6 +130,7 @@ def test_a_run_from_before_cpu_devices_existed_still_resumes(tmp_path):
   old = rundir.config_to_dict(config)
   del old["cpu_devices"]
   (tmp_path / rundir.CONFIG_FILE).write_text(json.dumps(old))
+  (tmp_path / rundir.METRICS_FILE).write_text('{"epoch": 1, "step": 100, "val_accuracy": 0.8}\n')  # it trained
   config.cpu_devices = 2
   rundir.write_or_check_config(str(tmp_path), config)  # no error
   config.seed = 1

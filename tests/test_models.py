@@ -224,6 +224,7 @@ def test_a_run_from_before_the_seed_levers_existed_still_resumes(tmp_path):
   old = rundir.config_to_dict(config)
   del old["model"]["width_multiplier"], old["model"]["extra_blocks"]
   (tmp_path / rundir.CONFIG_FILE).write_text(json.dumps(old))
+  (tmp_path / rundir.METRICS_FILE).write_text('{"epoch": 1, "step": 100, "val_accuracy": 0.8}\n')  # it trained
   rundir.write_or_check_config(str(tmp_path), config)  # no error
   config.model.extra_blocks = 1
   with pytest.raises(ValueError, match=r"different config \(model.extra_blocks: 0 -> 1\)"):
