@@ -17,6 +17,7 @@ Weight decay (`config.optim.weight_decay`, `config.optim.weight_decay_mode`):
 from __future__ import annotations
 
 import jax
+import ml_collections
 import optax
 
 SCHEDULES = ("constant", "exponential", "cosine", "warmup_cosine")
@@ -24,9 +25,35 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 WEIGHT_DECAY_MODES = ("decoupled", "l2")
 
 
-def create_schedule(optim_config, steps_per_epoch: int, num_epochs: int) -> optax.Schedule:
-  """The learning rate as a function of the (global) step."""
-  c = optim_config
+# configs/default.py's `config.optim` (tests/test_optim.py keeps the two equal), for callers without a config.
+DEFAULTS = dict(optimizer="adam", learning_rate=1e-3, schedule="exponential", decay_steps=5_000, decay_rate=0.7,
+                staircase=False, warmup_epochs=0.0, cosine_alpha=0.0, b1=0.9, b2=0.999, eps=1e-7, momentum=0.9,
+                nesterov=False, weight_decay=0.0, weight_decay_mode="decoupled", grad_clip_norm=0.0)
+
+
+def optim_config(**fields) -> ml_collections.ConfigDict:
+  """`config.optim` with the default values (DEFAULTS), the given fields changed (an unknown one is refused),
+  for callers without a whole config: `create_optimizer(optim_config(learning_rate=3e-4), 100, 10)`."""
+  config = ml_collections.ConfigDict(DEFAULTS)
+  unknown = sorted(set(fields) - set(config.keys()))
+  if unknown:
+    raise ValueError(f"optim_config: unknown field(s) {unknown}; the fields are {sorted(config.keys())}.")
+  config.update(fields)
+  return config
+
+
+def _resolve(optim_config_or_none, fields: dict):
+  if optim_config_or_none is None:
+    return optim_config(**fields)
+  if fields:
+    raise ValueError("Pass either a config.optim ConfigDict or keyword fields, not both.")
+  return optim_config_or_none
+
+
+def create_schedule(optim_config=None, steps_per_epoch: int = 1, num_epochs: int = 1, **fields) -> optax.Schedule:
+  """The learning rate as a function of the (global) step, from `config.optim` or keyword fields
+  (`create_schedule(schedule='cosine', steps_per_epoch=100, num_epochs=10)`; defaults as configs/default.py)."""
+  c = _resolve(optim_config, fields)
   lr = c.learning_rate
   total_steps = max(1, steps_per_epoch * num_epochs)
   if c.schedule == "constant":
@@ -49,8 +76,12 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def create_optimizer(optim_config, steps_per_epoch: int, num_epochs: int) -> optax.GradientTransformation:
-  c = optim_config
+def create_optimizer(optim_config=None, steps_per_epoch: int = 1, num_epochs: int = 1,
+                     **fields) -> optax.GradientTransformation:
+  """The optimizer chain from `config.optim`, or from keyword fields with configs/default.py's defaults:
+  `create_optimizer(learning_rate=3e-4, weight_decay=1e-4, optimizer='adamw', steps_per_epoch=100,
+  num_epochs=10)`."""
+  c = _resolve(optim_config, fields)
   schedule = create_schedule(c, steps_per_epoch, num_epochs)
   if c.optimizer in ("adam", "adamw"):
     core = optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps)

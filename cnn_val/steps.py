@@ -1,7 +1,8 @@
 """The per-device step functions and the training state: pure functions, no data pipeline, no TensorFlow.
 
 `train_step(state, batch, key)` and `eval_step(state, batch)` take the model and optimizer bound with
-`functools.partial` and are wrapped once by `parallel.pmap_step`. Inside a step, gradients, BatchNorm
+`functools.partial` and are wrapped once by `parallel.pmap_step`; with `axis_name=None` they run under plain
+`jax.jit` instead. Inside a step, gradients, BatchNorm
 statistics and metric sums are reduced over `parallel.AXIS`, so the state leaves the step identical on
 every device. Importable on its own into other research code (and onto machines without TensorFlow).
 """
@@ -41,7 +42,22 @@ def _variables(params, batch_stats) -> dict:
 
 
 def _to_float(images):
-  return images.astype(jnp.float32) / 255.0
+  """uint8 images (0-255, as the data pipeline yields them) to [0, 1]; float images are taken as already on
+  [0, 1]; any other dtype is refused (an int32 copy of 0-255 pixels would train silently at chance)."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  if jnp.issubdtype(images.dtype, jnp.floating):
+    return images.astype(jnp.float32)
+  raise TypeError(f"batch['image'] has dtype {images.dtype}: expected uint8 pixels (0-255) or floats on [0, 1].")
+
+
+# Collectives over the device axis, or nothing when a step runs without one (plain jax.jit on one device).
+def _pmean(x, axis_name):
+  return x if axis_name is None else lax.pmean(x, axis_name)
+
+
+def _psum(x, axis_name):
+  return x if axis_name is None else lax.psum(x, axis_name)
 
 
 def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model, class_weights):
@@ -64,8 +80,12 @@ def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model,
 
 def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: int = 0,
                augmentation: augment.Augment = augment.Augment(), class_weights: tuple | None = None,
-               signals: bool = True):
+               signals: bool = True, axis_name: str | None = parallel.AXIS):
   """One optimizer step on this device's part of the global batch; returns (new_state, metric sums).
+
+  Under `jax.pmap` (as `parallel.pmap_step` wraps it) gradients and metrics are reduced over `axis_name`;
+  with `axis_name=None` the same step runs under plain `jax.jit` on one device (build the model with
+  `axis_name=None` too), with the same results as a one-device pmap.
 
   Images are augmented here, on the device, per example (`augment.augment_batch`), and the loss is
   weighted by `class_weights[label]` when given. `signals` adds the doctor's update/parameter ratio.
@@ -78,7 +98,7 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
   images, labels = batch["image"], batch["label"]
   local = labels.shape[0]
   # Global index of each example in the batch: dropout masks depend on it, not on the device layout.
-  example_ids = lax.axis_index(parallel.AXIS) * local + jnp.arange(local)
+  example_ids = (0 if axis_name is None else lax.axis_index(axis_name)) * local + jnp.arange(local)
   step_key = jax.random.fold_in(key, state.step)
   images = augment.preprocess(
       augmentation, augment.augment_batch(augmentation, _to_float(images), example_ids, step_key))
@@ -101,8 +121,8 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
         accumulate, zeros, (split(images), split(labels), split(example_ids)))
     loss, grads = loss / num_micro, jax.tree.map(lambda g: g / num_micro, grads)
 
-  grads = lax.pmean(grads, parallel.AXIS)
-  loss = lax.pmean(loss, parallel.AXIS)
+  grads = _pmean(grads, axis_name)
+  loss = _pmean(loss, axis_name)
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
@@ -110,15 +130,15 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
   new_state = state.replace(
       step=state.step + 1,
       params=optax.apply_updates(state.params, param_updates),
-      batch_stats=lax.pmean(batch_stats, parallel.AXIS),
+      batch_stats=_pmean(batch_stats, axis_name),
       opt_state=opt_state)
   # A non-finite step changes nothing, so the state the host finds after a NaN is the last good one.
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
 
   metrics = {
-      "loss_sum": loss * local * lax.psum(1, parallel.AXIS),
-      "correct": lax.psum(correct, parallel.AXIS),
-      "count": lax.psum(local, parallel.AXIS),
+      "loss_sum": loss * local * _psum(1, axis_name),
+      "correct": _psum(correct, axis_name),
+      "count": _psum(local, axis_name),
       "grad_norm_sum": grad_norm,
       "steps": jnp.asarray(1),
       "nonfinite_steps": (~finite).astype(jnp.int32),
@@ -130,23 +150,25 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
 
 
 def eval_step(state: TrainState, batch, *, model, num_classes: int,
-              augmentation: augment.Augment = augment.Augment()):
-  """Masked metric sums over this device's batch, summed over devices; includes the confusion matrix.
-  Never augmented; only `augment.preprocess` (deterministic) applies."""
+              augmentation: augment.Augment = augment.Augment(), axis_name: str | None = parallel.AXIS):
+  """Masked metric sums over this device's batch, summed over devices (`axis_name`; None under plain
+  `jax.jit`); includes the confusion matrix. Never augmented; only `augment.preprocess` (deterministic)
+  applies. `batch['mask']` may be left out when every example counts."""
   variables = _variables(state.params, state.batch_stats)
   images = augment.preprocess(augmentation, _to_float(batch["image"]))
   logits = model.apply(variables, images, train=False).astype(jnp.float32)
-  labels, mask = batch["label"], batch["mask"]
+  labels = batch["label"]
+  mask = batch.get("mask", jnp.ones(labels.shape, bool))
   weights = mask.astype(jnp.float32)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   preds = jnp.argmax(logits, -1)
   confusion = jnp.zeros((num_classes, num_classes), jnp.int32).at[labels, preds].add(mask.astype(jnp.int32))
-  return lax.psum({
+  return _psum({
       "loss_sum": jnp.sum(losses * weights),
       "correct": jnp.sum((preds == labels) * weights),
       "count": jnp.sum(weights),
       "confusion": confusion,
-  }, parallel.AXIS)
+  }, axis_name)
 
 
 class PmappedSteps(NamedTuple):

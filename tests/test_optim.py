@@ -110,3 +110,16 @@ def test_config_check_rejects_rates_that_cannot_train(field, value, expected):
   config.optim[field] = value
   with pytest.raises(ValueError, match=expected):
     config_check.validate(config)
+
+
+def test_keyword_optimizer_equals_the_config_one():
+  assert optim.optim_config().to_dict() == default.get_config().optim.to_dict()  # DEFAULTS == default.py's
+  params = {"w": jnp.ones((3,)), "b": jnp.ones((2,))}
+  grads = {"w": jnp.full((3,), 0.5), "b": jnp.full((2,), -0.25)}
+  from_kwargs = optim.create_optimizer(learning_rate=3e-3, weight_decay=1e-2, steps_per_epoch=10, num_epochs=2)
+  from_config = optim.create_optimizer(_optim_config(learning_rate=3e-3, weight_decay=1e-2), 10, 2)
+  a, _ = from_kwargs.update(grads, from_kwargs.init(params), params)
+  b, _ = from_config.update(grads, from_config.init(params), params)
+  assert jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a, b) == {"w": True, "b": True}
+  with pytest.raises(ValueError, match=r"unknown field\(s\) \['learning_rte'\]"):
+    optim.create_optimizer(learning_rte=1e-3)

@@ -23,3 +23,12 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_every_config_in_the_readme_exists():
   for name in set(re.findall(r"`(\w+\.py)`", _read("README.md"))):
     assert os.path.exists(os.path.join(REPO, "configs", name)), name
+
+
+def test_the_library_example_runs():
+  text = _read("README.md")
+  section = text[text.index("## Use cnn_val from your own code"):]
+  code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+  namespace = {}
+  exec(compile(code, "README.md", "exec"), namespace)  # pylint: disable=exec-used
+  assert namespace["metrics"]["count"] == 32 and namespace["state"].step == 3

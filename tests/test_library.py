@@ -1,0 +1,54 @@
+"""cnn_val as a library: the step under plain jax.jit equals the pmapped one, images in either dtype, the
+optimizer from keywords."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnn_val import models, optim, parallel, steps
+
+
+def _setup(axis_name):
+  model = models.SeedCNNDropout(axis_name=axis_name)
+  tx = optim.create_optimizer(learning_rate=1e-3, steps_per_epoch=10, num_epochs=1)
+  state = steps.create_train_state(models.SeedCNNDropout(), tx, jax.random.key(0), (28, 28, 1))
+  return model, tx, state
+
+
+def _batch(n=16, dtype=np.uint8):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (n, 28, 28, 1)).astype(np.uint8)
+  return {"image": images if dtype == np.uint8 else (images / 255.0).astype(dtype),
+          "label": rng.integers(0, 10, n).astype(np.int32)}
+
+
+def test_train_step_runs_under_jit_with_the_results_of_a_one_device_pmap():
+  model, tx, state = _setup(None)
+  jitted = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, axis_name=None))
+  new_jit, metrics_jit = jitted(state, _batch(), jax.random.key(1))
+  p_model, _, _ = _setup(parallel.AXIS)
+  pmapped = parallel.pmap_step(functools.partial(steps.train_step, model=p_model, tx=tx), jax.local_devices()[:1],
+                               batch_argnums=(1,), num_args=3)
+  batch = {k: v[None] for k, v in _batch().items()}
+  new_pmap, metrics_pmap = pmapped(state, batch, jax.random.key(1))
+  for a, b in zip(jax.tree.leaves(new_jit.params), jax.tree.leaves(new_pmap.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  assert float(metrics_jit["loss_sum"]) == pytest.approx(float(metrics_pmap["loss_sum"]), rel=1e-6)
+  evaluated = jax.jit(functools.partial(steps.eval_step, model=model, num_classes=10, axis_name=None))(
+      new_jit, _batch())  # no mask: every example counts
+  assert int(evaluated["count"]) == 16 and int(np.sum(evaluated["confusion"])) == 16
+
+
+def test_float_images_on_0_1_equal_uint8_and_other_dtypes_are_refused():
+  model, tx, state = _setup(None)
+  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, axis_name=None))
+  from_uint8, _ = step(state, _batch(), jax.random.key(1))
+  from_float, _ = step(state, _batch(dtype=np.float32), jax.random.key(1))
+  for a, b in zip(jax.tree.leaves(from_uint8.params), jax.tree.leaves(from_float.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  wrong = {**_batch(), "image": _batch()["image"].astype(np.int32)}
+  with pytest.raises(TypeError, match=r"batch\['image'\] has dtype int32: expected uint8 pixels"):
+    step(state, wrong, jax.random.key(1))
