@@ -4,7 +4,6 @@ optimizer from keywords."""
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
