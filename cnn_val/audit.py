@@ -75,6 +75,33 @@ def class_matching_weights(train_labels: np.ndarray, other_labels: np.ndarray, n
   return ratio[train_labels]
 
 
+def class_drift(train_stats: dict, train_labels, other_stats: dict, other_labels, num_classes: int) -> dict:
+  """Per class, how the images of that class differ between train and the other split: the standardised mean
+  difference (other - train, in pooled standard deviations) of brightness, contrast and each channel's mean.
+  A shortcut (one class lit, coloured or set apart in training only) shows here even when the splits'
+  overall distributions match. Returns the per-class values and the largest |SMD| with its class and statistic."""
+  train_labels, other_labels = np.asarray(train_labels), np.asarray(other_labels)
+  per_class, worst = {}, {"class": None, "statistic": None, "smd": 0.0}
+  channels = train_stats["channel_means"].shape[1]
+  named = {"brightness": lambda st: st["brightness"], "contrast": lambda st: st["contrast"]}
+  if channels > 1:
+    named.update({f"channel_{k}": (lambda st, k=k: st["channel_means"][:, k]) for k in range(channels)})
+  for c in range(num_classes):
+    a, b = train_labels == c, other_labels == c
+    if a.sum() < 2 or b.sum() < 2:
+      continue
+    per_class[c] = {}
+    for stat, get in named.items():
+      x, y = get(train_stats)[a], get(other_stats)[b]
+      pooled = np.sqrt((x.var() + y.var()) / 2)
+      smd = float((y.mean() - x.mean()) / pooled) if pooled > 0 else 0.0
+      per_class[c][stat] = round(smd, 4)
+      if abs(smd) > abs(worst["smd"]):
+        worst = {"class": c, "statistic": stat, "smd": round(smd, 4), "train_mean": float(x.mean()),
+                 "other_mean": float(y.mean())}
+  return {"per_class_smd": {str(c): v for c, v in per_class.items()}, "worst": worst}
+
+
 def exact_hashes(images: np.ndarray) -> list[bytes]:
   """One digest of each image's bytes: equal digests, identical images."""
   return [hashlib.blake2b(img.tobytes(), digest_size=12).digest() for img in images]
@@ -177,6 +204,8 @@ def audit(splits: dict[str, dict], num_classes: int, class_names=()) -> dict:
     result["drift"][name] = {
         s: {"ks": ks_distance(stats["train"][s], stats[name][s], weights),
             "standardized_mean_difference": _smd(stats["train"][s], stats[name][s], weights)} for s in STATS}
+    result.setdefault("class_drift", {})[name] = class_drift(
+        stats["train"], splits["train"]["label"], stats[name], splits[name]["label"], num_classes)
     result["duplicates"][name] = _duplicates(splits["train"]["image"], splits["train"]["label"],
                                              splits[name]["image"], splits[name]["label"])
   result["seconds"] = time.perf_counter() - start

@@ -31,7 +31,8 @@ RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices"
 
 # Fields added after runs were made, with the value that reproduces the model those runs trained.
 FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "data.scenario.missing_classes": [],
-                      "data.scenario.near_duplicates": 0, "model.kernel_init": "lecun_normal"}
+                      "data.scenario.near_duplicates": 0, "model.kernel_init": "lecun_normal",
+                      "data.scenario.shortcut_classes": [], "data.scenario.shortcut_brightness": 1.0}
 
 
 def flatten(d, prefix=""):

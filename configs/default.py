@@ -65,6 +65,8 @@ def get_config():
   config.data.scenario.train_contrast = 1.0  # lighting shift: training contrast times this (< 1 flatter)
   config.data.scenario.duplicates = 0  # validation examples copied into training (leakage)
   config.data.scenario.near_duplicates = 0  # validation examples copied, moved a pixel and noised (leakage)
+  config.data.scenario.shortcut_classes = ()  # a lighting shortcut: these classes' training images only ...
+  config.data.scenario.shortcut_brightness = 1.0  # ... times this (validation and test keep their lighting)
   config.data.scenario.missing_classes = ()  # classes removed from training (kept in validation and test)
 
   # On-device augmentation of training images (cnn_val/augment.py). Keras ImageDataGenerator's names,

@@ -335,3 +335,25 @@ def test_a_class_absent_from_training_and_validation_is_no_finding(tmp_path):
   audit_dict = _audit(counts=[5400] * 3 + [0] + [5400] * 6, val_counts=[600] * 3 + [0] + [600] * 6)
   audit_dict["splits"]["train"]["missing_classes"] = [3]
   assert "missing_class" not in _causes(_run(tmp_path, None, audit_dict))
+
+
+@pytest.mark.parametrize("smd,severity", [(2.27, "high"), (0.8, "medium"), (0.45, None)])
+def test_a_lighting_shortcut_is_named_by_class_and_statistic(tmp_path, smd, severity):
+  audit_dict = _audit(drift_ks=0.06)  # the split-level distributions pass
+  audit_dict["class_drift"] = {"validation": {"worst": {"class": 3, "statistic": "contrast", "smd": smd,
+                                                        "train_mean": 0.20, "other_mean": 0.33}}}
+  result = _run(tmp_path, None, audit_dict)
+  finding = next((f for f in result["findings"] if f["cause"] == "distribution_shift"), None)
+  assert (finding and finding["severity"]) == severity
+  if finding:
+    assert finding["evidence"]["kind"] == "shortcut" and finding["evidence"]["class"] == 3
+    assert "training images of class c3 differ from its validation images in contrast" in finding["explanation"]
+    assert finding["fix"]["overrides"] == {"config.augment.standardize": True}
+
+
+def test_a_colour_shortcut_says_the_fix_is_not_built_yet(tmp_path):
+  audit_dict = _audit()
+  audit_dict["class_drift"] = {"validation": {"worst": {"class": 2, "statistic": "channel_0", "smd": -1.5}}}
+  finding = next(f for f in _run(tmp_path, None, audit_dict)["findings"] if f["cause"] == "distribution_shift")
+  assert "mean of colour channel 0" in finding["explanation"] and finding["fix"]["overrides"] == {}
+  assert "colour jitter (hue, saturation) is not in cnn_val's augmentation yet" in finding["fix"]["summary"]

@@ -112,3 +112,14 @@ def test_scenarios_are_seeded():
 def test_bad_fields_name_the_field(field, value, message):
   with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
     scenarios.validate(_scenario(**{field: value}), 10)
+
+
+def test_shortcut_relights_the_chosen_classes_training_images_only():
+  splits = _splits()
+  out = scenarios.apply(_scenario(shortcut_classes=(4,), shortcut_brightness=0.5), splits, 10)
+  four, other = splits["train"]["label"] == 4, splits["train"]["label"] != 4
+  assert out["train"]["image"][four].mean() == pytest.approx(0.5 * splits["train"]["image"][four].mean(), rel=0.01)
+  np.testing.assert_array_equal(out["train"]["image"][other], splits["train"]["image"][other])
+  assert out["validation"] is splits["validation"]
+  with pytest.raises(ValueError, match="config.data.scenario.shortcut_brightness=0.0"):
+    scenarios.validate(_scenario(shortcut_classes=(4,), shortcut_brightness=0.0), 10)

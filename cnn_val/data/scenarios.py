@@ -17,6 +17,9 @@
                      `train_brightness` (< 1 darker) and their deviations from each image's mean by
                      `train_contrast` (< 1 flatter); validation and test keep the original lighting.
   duplicates         n: n validation examples copied (exact, with their labels) into training.
+  shortcut_classes, shortcut_brightness   a lighting shortcut: training images of these classes only are
+                     multiplied by `shortcut_brightness`; validation and test keep their lighting, so a model
+                     that learned "this lighting means this class" loses it there.
   near_duplicates    n: n validation examples copied into training, each moved by one pixel (up, down, left
                      or right) and given Gaussian noise of 4 grey levels: leakage no byte comparison sees.
   missing_classes    (c, ...): every training example of these classes is removed; validation and test
@@ -56,6 +59,11 @@ def validate(scenario, num_classes: int | None = None) -> None:
   missing = tuple(scenario.get("missing_classes", ()))
   if any(not in_range(c) for c in missing):
     _fail("missing_classes", missing, f"classes in [0, {num_classes or 'K'}) to remove from training")
+  shortcut = tuple(scenario.get("shortcut_classes", ()))
+  if any(not in_range(c) for c in shortcut):
+    _fail("shortcut_classes", shortcut, f"classes in [0, {num_classes or 'K'}) whose training images are relit")
+  if not scenario.get("shortcut_brightness", 1.0) > 0:
+    _fail("shortcut_brightness", scenario.shortcut_brightness, "a factor > 0 (< 1 darker)")
   if scenario.get("near_duplicates", 0) < 0:
     _fail("near_duplicates", scenario.near_duplicates, "0 (off) or a count of validation examples")
   if scenario.duplicates < 0:
@@ -65,7 +73,8 @@ def validate(scenario, num_classes: int | None = None) -> None:
 def active(scenario) -> bool:
   return bool(scenario.orientation_pairs or scenario.imbalance_ratio > 1 or scenario.label_noise
               or scenario.train_brightness != 1 or scenario.train_contrast != 1 or scenario.duplicates
-              or scenario.get("missing_classes", ()) or scenario.get("near_duplicates", 0))
+              or scenario.get("missing_classes", ()) or scenario.get("near_duplicates", 0)
+              or (scenario.get("shortcut_classes", ()) and scenario.get("shortcut_brightness", 1.0) != 1))
 
 
 def _take(arrays: dict, idx) -> dict:
@@ -149,6 +158,11 @@ def apply(scenario, splits: dict[str, dict], num_classes: int) -> dict[str, dict
     train = lighting(train, scenario.train_brightness, scenario.train_contrast)
   if scenario.duplicates:
     train = duplicate(train, out["validation"], scenario.duplicates, rng)
+  if scenario.get("shortcut_classes", ()) and scenario.get("shortcut_brightness", 1.0) != 1:
+    relit = np.isin(train["label"], list(scenario.shortcut_classes))
+    images = train["image"].copy()
+    images[relit] = lighting({"image": images[relit]}, scenario.shortcut_brightness, 1.0)["image"]
+    train = {**train, "image": images}
   if scenario.get("near_duplicates", 0):
     train = near_duplicate(train, out["validation"], scenario.near_duplicates, rng)
   if scenario.get("missing_classes", ()):
