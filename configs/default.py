@@ -41,7 +41,7 @@ def get_config():
   config.data.name = "fashion_mnist"  # any TFDS image-classification dataset, or 'image_folder'
   config.data.root = ""  # image_folder: root/<split>/<class_name>/*.png|jpg (splits train, validation, test)
   config.data.image_size = 0  # image_folder: 0 = keep (one size required), S or (H, W) to resize
-  config.data.channels = 0  # image_folder: 1 grayscale, 3 RGB, 0 = as the first image is stored
+  config.data.channels = 0  # image_folder: 1 grayscale, 3 RGB, 0 = as most training images are stored
   config.data.data_dir = ""  # TFDS data_dir; '' = TFDS's default (TFDS_DATA_DIR or ~/tensorflow_datasets)
   config.data.train_split = "train"
   config.data.test_split = "test"  # '' = no test evaluation

@@ -99,3 +99,24 @@ def test_missing_root_and_missing_train_are_named(tmp_path):
   os.makedirs(tmp_path / "only" / "test" / "a")
   with pytest.raises(image_folder.ImageFolderError, match=r"has no train/ folder"):
     sources.load_splits(_config(str(tmp_path / "only")))
+
+
+@pytest.mark.parametrize("target", ["nowhere.png", "loop.png"])
+def test_broken_and_circular_symlinks_are_named(tmp_path, target):
+  root = _folder(tmp_path)
+  link = os.path.join(root, "train", "dot", "loop.png" if target == "loop.png" else "dangling.png")
+  os.symlink(target, link)  # loop.png -> loop.png is circular; nowhere.png does not exist
+  with pytest.raises(image_folder.ImageFolderError, match=rf"{os.path.basename(link)} is a broken or circular "
+                                                          rf"symbolic link \(it points to '{target}'\)"):
+    sources.load_splits(_config(root))
+
+
+def test_one_rgba_image_does_not_make_a_grayscale_folder_rgb(tmp_path, caplog):
+  import logging  # pylint: disable=import-outside-toplevel
+  caplog.set_level(logging.INFO)
+  root = _folder(tmp_path)
+  first = sorted(os.listdir(os.path.join(root, "train", "bar")))[0]
+  _write(os.path.join(root, "train", "bar", first), np.full((12, 12, 4), 200, np.uint8))  # the first image: RGBA
+  splits = sources.load_splits(_config(root))
+  assert splits.image_shape == (12, 12, 1)
+  assert "grayscale -> 1 channel(s)" in caplog.text

@@ -3,7 +3,7 @@
     config.data.name = 'image_folder'
     config.data.root = '/path/to/root'       # holds train/ and optionally validation/ and test/
     config.data.image_size = 0               # 0 = keep (all images must then be one size); S or (H, W)
-    config.data.channels = 0                 # 1 (grayscale) or 3 (RGB); 0 = as the first image is stored
+    config.data.channels = 0                 # 1 (grayscale) or 3 (RGB); 0 = as most training images are
 
 Classes are the sorted union of the class folders of all splits; validation is carved from the end of
 train (TFDS's ImageFolder lists each split in a fixed shuffled order) when there is no validation/ folder.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -53,6 +54,11 @@ def _scan(root: str) -> dict[str, dict[str, list[str]]]:
       if not os.path.isdir(class_dir):
         continue
       files = sorted(os.path.join(class_dir, f) for f in os.listdir(class_dir) if f.lower().endswith(EXTENSIONS))
+      for path in files:
+        if not os.path.isfile(path):  # a dangling or circular symbolic link (os.path.isfile follows links)
+          target = os.readlink(path) if os.path.islink(path) else "?"
+          raise ImageFolderError(f"{path} is a broken or circular symbolic link (it points to {target!r}); "
+                                 f"fix the link or remove it.")
       if not files:
         raise ImageFolderError(f"Class folder {class_dir} holds no .png/.jpg/.jpeg image. Add images or "
                                f"remove the folder (every class needs examples).")
@@ -68,7 +74,7 @@ def _find_problem(files: list[str], channels: int, resize: bool) -> str:
   for path in files:
     try:
       image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+    except tf.errors.OpError as e:
       return f"{path} cannot be read as an image ({e.message.splitlines()[0]}); fix or remove it."
     shapes.setdefault(tuple(image.shape[:2]), path)
     if len(shapes) > 1 and not resize:
@@ -76,6 +82,27 @@ def _find_problem(files: list[str], channels: int, resize: bool) -> str:
       return (f"images differ in size ({p1} is {s1[0]}x{s1[1]}, {p2} is {s2[0]}x{s2[1]}); set "
               f"config.data.image_size to resize them all (e.g. {max(s1[0], s2[0])}).")
   return ""
+
+
+CHANNEL_SAMPLE = 64  # images decoded to decide config.data.channels=0
+
+
+def _majority_channels(layout) -> int:
+  """config.data.channels=0: what most of a sample of the training images are (grayscale, with or without
+  alpha: 1; RGB, RGBA or a palette: 3), so one RGBA or palette image cannot make a grayscale dataset RGB."""
+  files = [p for paths in layout["train"].values() for p in paths]
+  sample = files[::max(1, len(files) // CHANNEL_SAMPLE)][:CHANNEL_SAMPLE]
+  gray = 0
+  for path in sample:
+    try:
+      gray += tf.io.decode_image(tf.io.read_file(path), expand_animations=False).shape[-1] in (1, 2)
+    except tf.errors.OpError as e:
+      raise ImageFolderError(f"{path} cannot be read as an image ({e.message.splitlines()[0]}); fix or remove "
+                             f"it.") from None
+  channels = 1 if 2 * gray >= len(sample) else 3
+  logging.info("config.data.channels=0: %d of %d sampled training images are grayscale -> %d channel(s); set "
+               "config.data.channels to choose.", gray, len(sample), channels)
+  return channels
 
 
 def _size(image_size):
@@ -89,7 +116,7 @@ def _size(image_size):
 def _read(ds, root: str, layout, channels: int, resize: bool) -> dict[str, np.ndarray]:
   try:
     chunks = list(ds.batch(1024).as_numpy_iterator())  # batching fails on images of different sizes
-  except tf.errors.InvalidArgumentError:
+  except tf.errors.OpError:  # a size mismatch, an undecodable or unreadable file: find and name it
     files = [p for classes in layout.values() for paths in classes.values() for p in paths]
     raise ImageFolderError(_find_problem(files, channels, resize)
                            or f"The images in {root} could not be read.") from None
@@ -103,16 +130,12 @@ def load_splits(data_config) -> Splits:
   layout = _scan(root)
   class_names = tuple(sorted(set().union(*(set(classes) for classes in layout.values()))))
   size = _size(data_config.image_size)
-  first = layout["train"][min(layout["train"])][0]
   channels = data_config.channels
   if channels not in (0, 1, 3):
-    raise ImageFolderError(f"config.data.channels={channels!r}: expected 1 (grayscale), 3 (RGB) or 0 (as "
-                           f"the first image, {first}, is stored).")
+    raise ImageFolderError(f"config.data.channels={channels!r}: expected 1 (grayscale), 3 (RGB) or 0 (as most "
+                           f"training images are stored).")
   if not channels:
-    try:
-      channels = 1 if tf.io.decode_image(tf.io.read_file(first), expand_animations=False).shape[-1] == 1 else 3
-    except tf.errors.InvalidArgumentError:
-      raise ImageFolderError(f"{first} cannot be read as an image; fix or remove it.") from None
+    channels = _majority_channels(layout)
   builder = tfds.ImageFolder(root, shape=(None, None, channels))
   # TFDS labels classes by the sorted class folders of all splits: the same order as class_names.
   assert tuple(builder.info.features["label"].names) == class_names
