@@ -142,6 +142,7 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
       "grad_norm_sum": grad_norm,
       "steps": jnp.asarray(1),
       "nonfinite_steps": (~finite).astype(jnp.int32),
+      "first_nonfinite_step": jnp.where(finite, jnp.iinfo(jnp.int32).max, state.step + 1).astype(jnp.int32),
   }
   if signals:  # the size of the step relative to the weights (seed models at Adam 1e-3: ~3e-3; diagnose.py)
     metrics["update_ratio_sum"] = (optax.global_norm(param_updates)

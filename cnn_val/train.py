@@ -8,6 +8,7 @@ metrics.jsonl and checkpoints, and stops cleanly on a NaN.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import threading
 import time
@@ -30,8 +31,10 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def _sum_metrics(metric_list) -> dict:
+  """Metric sums over steps; `first_*` metrics (e.g. the first non-finite step) take the minimum instead."""
   host = jax.device_get(metric_list)
-  return {k: np.sum([np.asarray(m[k]) for m in host], axis=0) for k in host[0]}
+  reduce = lambda k: np.min if k.startswith("first_") else functools.partial(np.sum, axis=0)
+  return {k: reduce(k)([np.asarray(m[k]) for m in host]) for k in host[0]}
 
 
 def evaluate(p_eval, state, ds, *, config, num_devices, num_classes, split_name) -> dict:
@@ -68,8 +71,10 @@ def _check_finite(sums, step: int, workdir: str, ckpts) -> None:
     last = ckpts.latest_step()
     kept = (f"the last good checkpoint (step {last}) is kept in {workdir}/checkpoints/latest"
             if last is not None else "no checkpoint had been written yet")
+    if "first_nonfinite_step" in sums:  # the step itself, not the logging boundary that found it
+      step = int(sums["first_nonfinite_step"])
     raise NonFiniteLossError(
-        f"Training stopped: the loss or gradient became NaN/Inf before step {step}; {kept}. This usually means "
+        f"Training stopped: the loss or gradient became NaN/Inf at step {step}; {kept}. This usually means "
         f"the learning rate is too high (config.optim.learning_rate) or the inputs are not normalised. Lower "
         f"the learning rate or set config.optim.grad_clip_norm, and start again in a new --workdir.", step)
 
@@ -159,7 +164,7 @@ def _train_epoch(p_train, state, batches, key, *, step: int, epoch: int, progres
       progress(step, epoch, epoch_sums[-1])
   if pending:
     epoch_sums.append(_sum_metrics(pending))
-  return state, step, {k: sum(m[k] for m in epoch_sums) for k in epoch_sums[0]}
+  return state, step, _sum_metrics(epoch_sums)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:

@@ -133,8 +133,10 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
   tiny_config.optim.learning_rate = 1e12
   workdir = tmp_path / "seed"
   os.remove(workdir / "config.json")  # same checkpoint, deliberately different config
-  with pytest.raises(train.NonFiniteLossError, match=r"NaN/Inf.*last good checkpoint \(step 33\)"):
+  with pytest.raises(train.NonFiniteLossError, match=r"NaN/Inf.*last good checkpoint \(step 33\)") as error:
     _run(tiny_config, workdir)
+  # The step where it happened, not the logging boundary (every 10 steps) that found it.
+  assert 34 <= error.value.step < 40 and f"at step {error.value.step};" in str(error.value)
   assert os.listdir(workdir / "checkpoints" / "latest") == ["33"]
   assert [r["epoch"] for r in rundir.read_metrics(str(workdir))] == [1]
 
