@@ -357,3 +357,15 @@ def test_a_colour_shortcut_says_the_fix_is_not_built_yet(tmp_path):
   finding = next(f for f in _run(tmp_path, None, audit_dict)["findings"] if f["cause"] == "distribution_shift")
   assert "mean of colour channel 0" in finding["explanation"] and finding["fix"]["overrides"] == {}
   assert "colour jitter (hue, saturation) is not in cnn_val's augmentation yet" in finding["fix"]["summary"]
+
+
+def test_a_compound_fault_names_both_causes_and_which_to_fix_first(tmp_path):
+  counts = [108, 5400, 108, 5400, 108, 5400, 108, 5400, 5400, 5400]
+  recall = [0.4, 0.97, 0.5, 0.95, 0.45, 0.97, 0.3, 0.97, 0.97, 0.97]
+  result = _run(tmp_path, _rows(recall=recall), _audit(counts=counts, drift_ks=0.6))
+  assert {"class_imbalance", "distribution_shift"} <= _causes(result, "high")
+  assert result["fix_first"]["cause"] == result["findings"][0]["cause"]
+  assert "a cause measured in the data itself" in result["fix_first"]["why"]
+  from cnn_val.doctor import report  # pylint: disable=import-outside-toplevel
+  report.write_report(str(tmp_path), result)
+  assert f"**Fix first: `{result['fix_first']['cause']}`**" in open(tmp_path / "report.md").read()

@@ -231,6 +231,10 @@ def write_report(workdir: str, diagnosis: dict) -> str:
             f"data `{config.get('data', {}).get('name')}`.", "", "## Findings", ""]
   if not diagnosis["findings"]:
     lines += ["No rule fired: nothing in the metrics, the audit or the pre-flight checks points to a cause.", ""]
+  first = diagnosis.get("fix_first")
+  if first and len([f for f in diagnosis["findings"] if f["severity"] == "high"]) > 1:
+    lines += [f"**Fix first: `{first['cause']}`** ({first['why']}), then train again and rerun the doctor: "
+              f"the other findings may be its symptoms.", ""]
   for i, f in enumerate(diagnosis["findings"], 1):
     overrides = " ".join(_flag(k, v) for k, v in f["fix"]["overrides"].items())
     applied = f["fix"].get("applied")

@@ -553,7 +553,21 @@ def diagnose(workdir: str) -> dict:
                "best_val_accuracy": run.best["val_accuracy"], "best_epoch": run.best["epoch"],
                "test_accuracy": run.last.get("test_accuracy")}
   return {"verdict": "problems_found" if any(f["severity"] == "high" for f in findings) else "healthy",
-          "findings": findings, "run": summary, "seconds": round(time.perf_counter() - start, 3)}
+          "findings": findings, "fix_first": fix_first(findings), "run": summary,
+          "seconds": round(time.perf_counter() - start, 3)}
+
+
+_TIER_WHY = {0: "the run failed outright", 1: "a cause measured in the data itself",
+             2: "a cause read from the training signals", 3: "a symptom other causes also produce"}
+
+
+def fix_first(findings: list[dict]) -> dict | None:
+  """Of several findings (a compound fault), the one to fix first: the top-ranked one (severity, then root
+  causes measured in the data before causes inferred from training, before the symptoms they produce)."""
+  if not findings:
+    return None
+  top = findings[0]
+  return {"cause": top["cause"], "why": f"{top['severity']} severity; {_TIER_WHY[_TIER[top['cause']]]}"}
 
 
 def summary(diagnosis: dict) -> str:
