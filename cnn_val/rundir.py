@@ -100,7 +100,13 @@ def write_or_check_config(workdir: str, config) -> None:
   unless the run never trained (e.g. it stopped at a data error): that one is reconfigured."""
   path = os.path.join(workdir, CONFIG_FILE)
   new = config_to_dict(config)
-  old = read_json(workdir, CONFIG_FILE)
+  try:
+    old = read_json(workdir, CONFIG_FILE)
+  except ValueError:
+    if not never_trained(workdir):
+      raise
+    logging.warning("%s is unreadable (cut short before anything trained); writing it again.", path)
+    old = None
   if old is not None and old != new and never_trained(workdir):
     logging.info("%s held a run that never trained; it takes the new config.", workdir)
     for name in _DERIVED_FROM_DATA:

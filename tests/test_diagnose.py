@@ -369,3 +369,21 @@ def test_a_compound_fault_names_both_causes_and_which_to_fix_first(tmp_path):
   from cnn_val.doctor import report  # pylint: disable=import-outside-toplevel
   report.write_report(str(tmp_path), result)
   assert f"**Fix first: `{result['fix_first']['cause']}`**" in open(tmp_path / "report.md").read()
+
+
+def test_augmentation_too_strong_for_the_model_is_underfitting_on_the_measured_training_loss(tmp_path):
+  """The seed's example 2 measured: 75.8% on its own (clean) training images, 0.30 ln K, val 75.4%."""
+  rows = _rows(train_acc=(0.6, 0.752), val_acc=(0.7, 0.754), train_loss=(1.0, 0.68))
+  for row in rows:
+    row["train_eval_accuracy"], row["train_eval_loss"] = 0.758, 0.303 * math.log(K)
+  result = _run(tmp_path / "a", rows, augment__preset="seed_ex2")
+  top = result["findings"][0]
+  assert top["cause"] == "underfitting" and top["severity"] == "high"
+  assert top["fix"]["overrides"] == {
+      "config.augment.rotation_range": 10.0, "config.augment.width_shift_range": 0.1,
+      "config.augment.height_shift_range": 0.1, "config.augment.shear_range": 0.0,
+      "config.augment.zoom_range": 0.1, "config.augment.horizontal_flip": False}
+  # The same augmentation on a model that fits its clean training images (0.09 ln K): no finding.
+  for row in rows:
+    row["train_eval_accuracy"], row["train_eval_loss"] = 0.93, 0.09 * math.log(K)
+  assert "underfitting" not in _causes(_run(tmp_path / "b", rows, augment__preset="seed_ex2"))

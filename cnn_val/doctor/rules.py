@@ -186,14 +186,31 @@ def rule_lr_too_low(run: Run):
       f"Raise the learning rate to {new_lr:g} ({how}).", {"config.optim.learning_rate": new_lr})
 
 
+def _milder_augmentation(run: Run) -> dict:
+  """Overrides that bring every augmentation stronger than the `characters` preset down to it (flips off)."""
+  a, mild = run.augment, {"rotation_range": 10.0, "width_shift_range": 0.1, "height_shift_range": 0.1,
+                          "zoom_range": 0.1, "shear_range": 0.0}
+  overrides = {f"config.augment.{k}": v for k, v in mild.items()
+               if isinstance(getattr(a, k), (int, float)) and getattr(a, k) > v}
+  if a.zoom_range != (1.0, 1.0) and max(abs(z - 1.0) for z in a.zoom_range) > mild["zoom_range"] + 1e-9:
+    overrides["config.augment.zoom_range"] = mild["zoom_range"]
+  overrides.update({f"config.augment.{k}": False for k in ("horizontal_flip", "vertical_flip") if getattr(a, k)})
+  return overrides
+
+
 def rule_underfitting(run: Run):
+  """The model does not fit its training data. Read on the training loss measured like validation's
+  (`train_eval_loss`: eval mode, no augmentation) when the run logged it, which also holds with augmentation
+  on; otherwise on the running training loss, and only without augmentation."""
   if not run.rows or not run.num_classes:
     return None
-  loss_frac = run.last["train_loss"] / math.log(run.num_classes)
-  if loss_frac <= UNDERFIT_LOSS or run.train_acc - run.val_acc > OVERFIT_GAP:
+  measured = run.last.get("train_eval_loss")
+  train_acc = run.last.get("train_eval_accuracy", run.train_acc) if measured is not None else run.train_acc
+  loss_frac = (run.last["train_loss"] if measured is None else measured) / math.log(run.num_classes)
+  if loss_frac <= UNDERFIT_LOSS or train_acc - run.val_acc > OVERFIT_GAP:
     return None
-  if run.val_acc - run.train_acc > NOISE_GAP or run.augmentation_on():  # training accuracy and loss are
-    return None  # then measured on harder examples than validation's (label noise, augmentation rules)
+  if run.val_acc - train_acc > NOISE_GAP or (measured is None and run.augmentation_on()):  # training accuracy
+    return None  # and loss are then measured on harder examples than validation's (label noise, augmentation)
   ratio = run.early_update_ratio
   if ratio is not None and not UPDATE_RATIO_LOW <= ratio <= UPDATE_RATIO_HIGH:
     return None  # the learning rate explains it
@@ -202,22 +219,32 @@ def rule_underfitting(run: Run):
           if c["name"] in ("overfit_batch", "inputs_matter") and not c.get("passed", True)]
   model = run.get("model.name")
   widths = run.get("model.widths") or [32, 64]
-  overrides = ({"config.num_epochs": 2 * run.get("num_epochs", len(run.rows))} if still else
-               {"config.model.name": "ConvNet", "config.model.widths": [max(32, 2 * int(w)) for w in widths],
-                "config.model.hidden_units": 128})
+  milder = _milder_augmentation(run) if measured is not None and run.augmentation_on() else {}
+  if milder:  # the clean training images are not fitted while the augmented ones are trained on
+    overrides, fix = milder, ("Narrow the augmentation to what the model can fit (the `characters` preset's "
+                              "strength: rotation 10°, shifts and zoom 0.1, no flips), or widen the model.")
+  elif still:
+    overrides, fix = {"config.num_epochs": 2 * run.get("num_epochs", len(run.rows))}, "Train longer."
+  else:
+    overrides, fix = ({"config.model.name": "ConvNet", "config.model.widths": [max(32, 2 * int(w)) for w in widths],
+                       "config.model.hidden_units": 128}, "Use a wider model.")
+  why = ("With augmentation this strong the model spends its capacity on transformed images and fits neither "
+         "them nor the originals." if milder else
+         "The loss was still falling: training is too short." if still else
+         "The loss has levelled off: the model is too small for the task.")
   return _finding(
       "underfitting", "high" if loss_frac > 1.5 * UNDERFIT_LOSS or slow else "medium",
       min(0.95, _confidence(loss_frac, UNDERFIT_LOSS) + 0.15 * bool(slow)),
-      {"train_loss_over_ln_k": loss_frac, "threshold": UNDERFIT_LOSS, "train_accuracy": run.train_acc,
+      {"train_loss_over_ln_k": loss_frac, "threshold": UNDERFIT_LOSS, "train_accuracy": train_acc,
+       "train_measured_like_validation": measured is not None, "augmentation_on": run.augmentation_on(),
        "val_accuracy": run.val_acc, "train_loss_fall_last_third": run.train_loss_fall, "model": model,
        "failed_preflight_checks": slow},
       f"The model does not fit even its training data: the final training loss is {loss_frac:.2f} of the "
-      f"loss of guessing (ln K), with training and validation accuracy close together ({run.train_acc:.3f} "
-      f"and {run.val_acc:.3f}). " + ("The loss was still falling: training is too short." if still else
-                                     "The loss has levelled off: the model is too small for the task.")
+      f"loss of guessing (ln K; healthy runs here: 0.07-0.13), with training and validation accuracy close "
+      f"together ({train_acc:.3f} and {run.val_acc:.3f}). " + why
       + (f" Before training it also failed the pre-flight check(s) {', '.join(slow)}, which a model with "
          f"enough capacity passes in 100 steps." if slow else ""),
-      "Train longer." if still else "Use a wider model.", overrides)
+      fix, overrides)
 
 
 def rule_lr_plateau(run: Run):

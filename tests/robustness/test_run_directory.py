@@ -80,3 +80,14 @@ def test_a_missing_config_file_is_named(tmp_path):
 def test_help_exits_0(module):
   result = _cli("--help", module=module)
   assert result.returncode == 0 and "--workdir" in result.stdout
+
+
+def test_an_unreadable_config_json_is_rewritten_only_if_nothing_trained(tmp_path):
+  workdir = str(tmp_path)
+  (tmp_path / rundir.CONFIG_FILE).write_text("")  # a full disk at start, before atomic writes
+  rundir.write_or_check_config(workdir, default.get_config())
+  assert rundir.read_json(workdir, rundir.CONFIG_FILE)["seed"] == 0
+  (tmp_path / rundir.METRICS_FILE).write_text('{"epoch": 1, "step": 10, "val_accuracy": 0.5}\n')
+  (tmp_path / rundir.CONFIG_FILE).write_text('{"seed": 0, "num_ep')
+  with pytest.raises(ValueError, match="config.json is not valid JSON"):
+    rundir.write_or_check_config(workdir, default.get_config())
