@@ -75,7 +75,9 @@ def expect_error(result: subprocess.CompletedProcess, needle: str = "") -> tuple
     return "crash", err.strip().splitlines()[-1][:150]
   if result.returncode == 0:
     return "silent wrong", "exit 0"
-  line = next((l for l in err.splitlines() if "Error" in l or "error" in l), err.strip().splitlines()[-1:] or [""])
+  lines = err.strip().splitlines() or [""]
+  line = next((l for l in lines if l.startswith("Error:")), None) or next(
+      (l for l in reversed(lines) if "rror" in l), lines[-1])
   if needle and needle not in err:
     return "silent wrong", f"exit {result.returncode} without '{needle}': {str(line)[:120]}"
   return "clear error", f"exit {result.returncode}: {str(line).strip()[:140]}"
@@ -158,8 +160,9 @@ for _name, (_flag, _needle) in _BAD_FLAGS.items():
   def _bad_flag(ctx, flag=_flag, needle=_needle):
     workdir = os.path.join(ctx.root, "run")
     outcome, note = expect_error(run(ctx.base(workdir, flag)), needle)
-    if outcome == "clear error" and os.path.exists(os.path.join(workdir, "metrics.jsonl")):
-      return "silent wrong", "refused, but it trained first"
+    path = os.path.join(workdir, "metrics.jsonl")
+    if outcome == "clear error" and os.path.exists(path) and os.path.getsize(path):
+      return "silent wrong", "refused, but only after training"
     return outcome, note
   case(f"config: {_name}")(_bad_flag)
 

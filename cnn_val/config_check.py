@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from cnn_val import augment, fast_ops, models, optim
+from cnn_val import augment, fast_ops, models, optim, parallel
 from cnn_val.data import balance, scenarios
 
 
@@ -94,3 +94,6 @@ def validate_batch_sizes(config, num_shards: int) -> None:
       raise ValueError(
           f"config.{field}={value} does not split evenly over {num_shards} devices; use a multiple of "
           f"{num_shards} (e.g. {max(num_shards, value // num_shards * num_shards)}), or set config.num_devices.")
+  # Before anything is written: the micro-batch must divide the per-device batch.
+  parallel.micro_batch_size(config.micro_batch_size, config.batch_size // num_shards,
+                            has_batch_stats=models.has_batch_statistics(config.model))
