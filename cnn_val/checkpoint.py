@@ -87,11 +87,18 @@ class Checkpoints:
                                    f"saved {expected[:12]}...): the files changed on disk")
     return state
 
-  def restore_latest(self, abstract_state):
-    """The newest intact latest state, shaped like `abstract_state`, or None when there is no checkpoint
-    yet. A corrupt checkpoint is skipped, with a warning, for the one before it."""
+  def restore_latest(self, abstract_state, max_step: int | None = None):
+    """The newest intact latest state (at step <= `max_step` when given: a checkpoint ahead of metrics.jsonl,
+    whose last line was lost, is passed over so that the epoch is redone and its line written again), shaped
+    like `abstract_state`, or None when there is none. A corrupt checkpoint is skipped, with a warning, for
+    the one before it."""
     problems = []
-    for step in sorted(self.latest.all_steps(), reverse=True):
+    steps = sorted(self.latest.all_steps(), reverse=True)
+    ahead = [s for s in steps if max_step is not None and s > max_step]
+    if ahead:
+      logging.warning("Checkpoint(s) at step %s are ahead of metrics.jsonl (last step %s): resuming from an "
+                      "earlier one so the missing evaluation is redone.", ahead, max_step)
+    for step in (s for s in steps if s not in ahead):
       try:
         state = self._restore(self.latest, step, abstract_state)
       except CorruptCheckpointError as e:

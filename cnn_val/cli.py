@@ -73,6 +73,9 @@ def run(main: Callable[[list[str]], None]) -> None:
   def guarded(argv):
     try:
       return main(argv)
+    except app.UsageError as e:  # absl would print the whole usage and exit 1
+      print(f"Error: {e} Pass --help for the flags.", file=sys.stderr)
+      raise SystemExit(USAGE_ERROR) from None
     except USER_ERRORS as e:
       if os.environ.get("CNN_VAL_TRACEBACK"):
         raise

@@ -223,7 +223,8 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
                sum(x.size for x in jax.tree.leaves(state.params)))
 
   ckpts = checkpoint.Checkpoints(workdir)
-  restored = ckpts.restore_latest(state)
+  recorded = rundir.read_metrics(workdir)
+  restored = ckpts.restore_latest(state, max_step=recorded[-1]["step"] if recorded else 0)
   if restored is not None:
     state = restored
     if int(state.step) == total_steps:

@@ -61,3 +61,18 @@ def test_a_missing_checkpoint_file_reads_the_same_way(tiny_config, tmp_path):
     os.remove(os.path.join(step, "default", "_METADATA"))
   with pytest.raises(checkpoint.CorruptCheckpointError, match=r"cannot be read"):
     train.train_and_evaluate(tiny_config, workdir)
+
+
+def test_a_torn_last_metrics_line_is_redone_even_when_the_checkpoint_is_ahead(tiny_config, tmp_path):
+  """A kill (or full disk) mid-write of the last line of a finished run: the checkpoint is ahead of
+  metrics.jsonl; the same command redoes the epoch from the checkpoint before it and writes the line again."""
+  workdir = str(tmp_path)
+  train.train_and_evaluate(tiny_config, workdir)
+  before = rundir.read_metrics(workdir)
+  path = os.path.join(workdir, rundir.METRICS_FILE)
+  with open(path) as f:
+    text = f.read()
+  with open(path, "w") as f:
+    f.write(text[:-30])
+  train.train_and_evaluate(tiny_config, workdir)
+  assert rundir.read_metrics(workdir) == before
