@@ -245,3 +245,16 @@ def test_a_torn_metrics_line_is_dropped_and_a_corrupt_one_is_named(tmp_path):
   (tmp_path / "run" / "config.json").write_text('{"num_ep')
   with pytest.raises(ValueError, match=r"config.json is not valid JSON .* Remove it"):
     rundir.read_json(str(tmp_path / "run"), "config.json")
+
+
+def test_a_sweep_from_before_a_config_field_existed_resumes_and_a_changed_base_is_refused(tmp_path):
+  from configs import default  # pylint: disable=import-outside-toplevel
+  base = rundir.config_to_dict(default.get_config())
+  old = json.loads(json.dumps(base))
+  del old["model"]["kernel_init"], old["train_eval_examples"]  # written by an older version
+  out = str(tmp_path)
+  ablate.prepare(ablate.Sweep(old, [ablate.Arm("base")], [0], check=False), out)
+  ablate.prepare(ablate.Sweep(base, [ablate.Arm("base")], [0], check=False), out)  # no error
+  base["optim"]["learning_rate"] = 0.01
+  with pytest.raises(ablate.SweepError, match=r"different base config \(fields optim.learning_rate\)"):
+    ablate.prepare(ablate.Sweep(base, [ablate.Arm("base")], [0], check=False), out)

@@ -127,9 +127,12 @@ def prepare(sweep: Sweep, out: str) -> None:
   old = rundir.read_json(out, SWEEP_FILE)
   new = sweep.to_json()
   if old is not None:
-    if old["base"] != new["base"]:
-      old_flat, new_flat = rundir.flatten(old["base"]), rundir.flatten(new["base"])
-      changed = sorted(k for k in old_flat.keys() | new_flat.keys() if old_flat.get(k) != new_flat.get(k))
+    old_flat, new_flat = rundir.flatten(old["base"]), rundir.flatten(new["base"])
+    for field, neutral in rundir.FIELDS_ADDED_LATER.items():  # a sweep from before a field existed ran without it
+      old_flat.setdefault(field, neutral)
+    changed = sorted(k for k in old_flat.keys() | new_flat.keys()
+                     if old_flat.get(k) != new_flat.get(k) and k not in rundir.RESUMABLE_CHANGES)
+    if changed:
       raise SweepError(f"{out} holds a sweep of a different base config (fields {', '.join(changed[:8])}); use a "
                        f"new --out, or the same config and overrides as before.")
     old_arms = {a["name"]: a["overrides"] for a in old["arms"]}
