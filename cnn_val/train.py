@@ -180,6 +180,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> dict:
+  run_start = time.perf_counter()
   num_devices = len(devices)
   rundir.write_or_check_config(workdir, config)
 
@@ -298,6 +299,13 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
       if last_epoch and splits.test is not None:
         test = evaluate(p_eval, state, splits.test, split_name="test", **eval_kw)
         row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
+        # The best checkpoint's test accuracy too (early stopping's answer), from the checkpoint itself.
+        if best_val is not None and val["accuracy"] < best_val:
+          best_state = ckpts.restore_best(state)
+          best_test = evaluate(p_eval, best_state, splits.test, split_name="test", **eval_kw)["accuracy"]
+          row.update(best_checkpoint_step=int(ckpts.best.best_step()), best_checkpoint_test_accuracy=best_test)
+        else:  # this evaluation is the best (ties keep the later one)
+          row.update(best_checkpoint_step=step, best_checkpoint_test_accuracy=test["accuracy"])
       writer.write(row)
       logging.info("epoch %d: train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f%s", epoch + 1,
                    row["train_loss"], row["train_accuracy"], row["val_loss"], row["val_accuracy"],
@@ -315,7 +323,23 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
     writer.close()
     ckpts.close()
   _doctor(config, workdir)
+  _summary(workdir, run_start)
   return row
+
+
+def _summary(workdir: str, run_start: float) -> None:
+  """The end-of-run line: best epoch and accuracy, test accuracy of the last and the best checkpoint, wall time
+  of this process, where the report and the checkpoints are."""
+  rows = rundir.read_metrics(workdir)
+  if not rows or jax.process_index() != 0:
+    return
+  best, last = max(rows, key=lambda r: (r["val_accuracy"], r["step"])), rows[-1]
+  tests = (f"; test {last['test_accuracy']:.4f} (last checkpoint), "
+           f"{last.get('best_checkpoint_test_accuracy', last['test_accuracy']):.4f} (best)"
+           if "test_accuracy" in last else "")
+  logging.info("Done: best validation accuracy %.4f at epoch %d of %d%s; %s this process. Report %s/report.md, "
+               "checkpoints %s/checkpoints (best, latest).", best["val_accuracy"], best["epoch"], last["epoch"],
+               tests, _format_duration(time.perf_counter() - run_start), workdir, workdir)
 
 
 def _doctor(config, workdir: str) -> None:

@@ -1,0 +1,92 @@
+"""Evaluates a run directory's checkpoint on a split, without training:
+
+    python -m cnn_val.evaluate --workdir=runs/default [--checkpoint=best|latest] [--split=test|validation]
+
+The run's own config.json rebuilds the data (with its scenario and levers), the model and the optimizer state's
+shape; the checkpoint is restored (and checked against its SHA-256) and evaluated exactly as training evaluates
+(eval mode, every example once, the last batch padded and masked), so the best checkpoint's validation
+accuracy is the one metrics.jsonl recorded for it. `evaluate_checkpoint` is the function behind the command.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+import jax
+
+from cnn_val import checkpoint, cli, models, optim, parallel, rundir, steps
+from cnn_val.data import balance, loading
+
+CHECKPOINTS = ("best", "latest")
+SPLITS = ("test", "validation", "train")
+
+
+def evaluate_checkpoint(workdir: str, checkpoint_name: str = "best", split: str = "test") -> dict:
+  """{'split', 'checkpoint', 'step', 'loss', 'accuracy', 'count', per-class metrics, 'confusion'} of the run's
+  `checkpoint_name` checkpoint on `split`."""
+  from cnn_val import train  # pylint: disable=import-outside-toplevel  (its evaluate, exactly)
+  from cnn_val.ablate.sweep import config_from_dict  # pylint: disable=import-outside-toplevel
+  if checkpoint_name not in CHECKPOINTS:
+    raise ValueError(f"--checkpoint={checkpoint_name!r}: expected one of {list(CHECKPOINTS)}.")
+  if split not in SPLITS:
+    raise ValueError(f"--split={split!r}: expected one of {list(SPLITS)}.")
+  stored = rundir.read_json(workdir, rundir.CONFIG_FILE)
+  if stored is None:
+    raise FileNotFoundError(f"{workdir} has no {rundir.CONFIG_FILE}: it is not a cnn_val run directory.")
+  config = config_from_dict(stored)
+  devices = parallel.select_devices(1)
+  splits, arrays = loading.load_data(config)
+  counts = balance.class_counts(arrays["train"]["label"], splits.num_classes)
+  tx = optim.create_optimizer(config.optim, 1, 1)  # the optimizer state's shape; its schedule is not used
+  state = steps.create_train_state(models.create_model(config.model, splits.num_classes, class_prior=counts), tx,
+                                   jax.random.key(config.seed), splits.image_shape)
+  ckpts = checkpoint.Checkpoints(workdir)
+  try:
+    if checkpoint_name == "best":
+      restored, step = ckpts.restore_best(state), ckpts.best.best_step()
+    else:
+      restored, step = ckpts.restore_latest(state), ckpts.latest_step()
+  finally:
+    ckpts.close()
+  if restored is None:
+    raise FileNotFoundError(f"{workdir}/checkpoints/{checkpoint_name} holds no checkpoint: train the run first.")
+  dataset = {"test": splits.test, "validation": splits.validation,
+             "train": None if split != "train" else _train_dataset(arrays)}[split]
+  if dataset is None:
+    raise ValueError(f"{workdir}'s data has no {split} split.")
+  eval_config = config.copy_and_resolve_references()
+  with eval_config.unlocked():
+    eval_config.num_devices = 1
+  p_eval = steps.pmapped_steps(eval_config, splits.num_classes, tx, devices).eval
+  result = train.evaluate(p_eval, restored, dataset, config=eval_config, num_devices=1,
+                          num_classes=splits.num_classes, split_name=split)
+  return {"split": split, "checkpoint": checkpoint_name, "step": int(step), **result}
+
+
+def _train_dataset(arrays):
+  from cnn_val.data import pipeline  # pylint: disable=import-outside-toplevel
+  return pipeline.from_arrays(arrays["train"])
+
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to evaluate.", required=True)
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", list(CHECKPOINTS), "Which checkpoint.")
+_SPLIT = flags.DEFINE_enum("split", "test", list(SPLITS), "Which split.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  tf.config.set_visible_devices([], "GPU")
+  result = evaluate_checkpoint(_WORKDIR.value, _CHECKPOINT.value, _SPLIT.value)
+  summary = {k: result[k] for k in ("split", "checkpoint", "step", "accuracy", "loss", "count")}
+  summary.update(balanced_accuracy=result.get("balanced_accuracy"), macro_f1=result.get("macro_f1"))
+  json.dump(summary, sys.stdout)
+  print()
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,42 @@
+"""`cnn_val.evaluate`: a run directory's checkpoint evaluated without training reproduces what training recorded."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cnn_val import evaluate, rundir, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_best_checkpoint_reproduces_the_recorded_validation_accuracy(tiny_config, tmp_path, caplog):
+  caplog.set_level(logging.INFO)
+  workdir = str(tmp_path)
+  tiny_config.num_epochs = 3
+  train.train_and_evaluate(tiny_config, workdir)
+  rows = rundir.read_metrics(workdir)
+  best = max(rows, key=lambda r: (r["val_accuracy"], r["step"]))
+  assert f"Done: best validation accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']} of 3" in caplog.text
+  result = evaluate.evaluate_checkpoint(workdir, "best", "validation")
+  assert result["step"] == best["step"] and result["accuracy"] == best["val_accuracy"]
+  assert result["count"] == 120
+  best_test = evaluate.evaluate_checkpoint(workdir, "best", "test")  # recorded at the end of the run too
+  assert rows[-1]["best_checkpoint_test_accuracy"] == best_test["accuracy"]
+  assert rows[-1]["best_checkpoint_step"] == best["step"]
+  latest = evaluate.evaluate_checkpoint(workdir, "latest", "test")
+  assert latest["accuracy"] == rows[-1]["test_accuracy"] and latest["step"] == rows[-1]["step"]
+  out = subprocess.run([sys.executable, "-m", "cnn_val.evaluate", f"--workdir={workdir}", "--split=validation"],
+                       cwd=REPO, capture_output=True, text=True, check=True).stdout
+  assert json.loads(out)["accuracy"] == best["val_accuracy"]
+
+
+def test_a_directory_without_checkpoints_is_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match="has no config.json"):
+    evaluate.evaluate_checkpoint(str(tmp_path))
+  result = subprocess.run([sys.executable, "-m", "cnn_val.evaluate", f"--workdir={tmp_path}", "--checkpoint=first"],
+                          cwd=REPO, capture_output=True, text=True)
+  assert result.returncode == 2 and "Traceback" not in result.stderr and "--checkpoint" in result.stderr
