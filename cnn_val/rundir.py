@@ -171,13 +171,25 @@ class MetricsWriter:
     self._active = jax.process_index() == 0
     self._tb = None
 
-  def write(self, row: dict) -> None:
-    if not self._active:
-      return
-    if self._tb is None:  # created on the first row: a finished run started again writes no empty event file
+  def _open(self):
+    if self._tb is None:  # created on first use: a finished run started again writes no empty event file
       import tensorflow as tf  # TensorBoard's writer; imported here so the module stays light
       self._tf = tf
       self._tb = tf.summary.create_file_writer(self._workdir)
+
+  def scalars(self, step: int, values: dict) -> None:
+    """Per-step scalars (TensorBoard only; metrics.jsonl holds one line per evaluation)."""
+    if not self._active:
+      return
+    self._open()
+    with self._tb.as_default(step=step):
+      for k, v in values.items():
+        self._tf.summary.scalar(k, v)
+
+  def write(self, row: dict) -> None:
+    if not self._active:
+      return
+    self._open()
     row = _nan_to_none(row)
     with open(self._path, "a") as f:
       f.write(json.dumps(row) + "\n")

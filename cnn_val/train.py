@@ -82,9 +82,11 @@ def _check_finite(sums, step: int, workdir: str, ckpts) -> None:
 class _Progress:
   """Every `config.log_every_steps` steps: fetch the metric sums, check them, log a progress line."""
 
-  def __init__(self, config, total_steps: int, schedule, check):
+  def __init__(self, config, total_steps: int, schedule, check, writer=None):
     self._config, self._total, self._schedule, self._check = config, total_steps, schedule, check
+    self._writer = writer
     self.every = config.log_every_steps
+    self._timed_steps, self._timed_seconds = 0, 0.0  # every interval but the first (compilation)
     self.restart()
 
   def restart(self, step: int | None = None):
@@ -93,13 +95,19 @@ class _Progress:
   def __call__(self, step: int, epoch: int, sums: dict):
     self._check(sums, step)
     now = time.perf_counter()
+    loss, acc, lr = sums["loss_sum"] / sums["count"], sums["correct"] / sums["count"], float(self._schedule(step))
     line = (f"step {step}/{self._total}  epoch {epoch}/{self._config.num_epochs}  "
-            f"loss {sums['loss_sum'] / sums['count']:.4f}  acc {sums['correct'] / sums['count']:.4f}  "
-            f"lr {float(self._schedule(step)):.3g}")
+            f"loss {loss:.4f}  acc {acc:.4f}  lr {lr:.3g}")
     if self._step is not None:  # the first interval of a run includes compilation: no rate for it
       rate = (step - self._step) * self._config.batch_size / (now - self._t)
-      line += f"  {rate:.0f} img/s  ETA {_format_duration((self._total - step) * self._config.batch_size / rate)}"
+      self._timed_steps += step - self._step
+      self._timed_seconds += now - self._t
+      # The ETA from the whole run's rate so far: one slow interval (a save, a busy neighbour) does not move it.
+      eta = (self._total - step) * self._timed_seconds / self._timed_steps
+      line += f"  {rate:.0f} img/s  ETA {_format_duration(eta)}"
     logging.info(line)
+    if self._writer is not None:  # per-step scalars in TensorBoard, besides the per-epoch ones
+      self._writer.scalars(step, {"train/loss": float(loss), "train/accuracy": float(acc), "train/lr": lr})
     self.restart(step)
 
 
@@ -262,7 +270,7 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
   best_val = max((r["val_accuracy"] for r in history), default=None)
 
   progress = _Progress(config, total_steps, schedule,
-                       check=lambda sums, step: _check_finite(sums, step, workdir, ckpts))
+                       check=lambda sums, step: _check_finite(sums, step, workdir, ckpts), writer=writer)
   step = start_step
 
   def _interrupt(signum, at_step):

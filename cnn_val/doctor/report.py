@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from cnn_val import ablate, metrics, rundir
+from cnn_val.doctor import rules
 
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
@@ -268,4 +269,24 @@ def write_report(workdir: str, diagnosis: dict) -> str:
   path = os.path.join(workdir, REPORT_FILE)
   with open(path, "w") as f:
     f.write("\n".join(lines))
+  _to_tensorboard(workdir, diagnosis, "\n".join(lines), [(t, p) for t, p in plots if p],
+                  step=rows[-1]["step"] if rows else 0)
   return path
+
+
+def _to_tensorboard(workdir: str, diagnosis: dict, report: str, plots: list, step: int) -> None:
+  """The doctor in TensorBoard, next to the run's scalars: the verdict and report as text (`doctor/verdict`,
+  `doctor/report`), each plot as an image (`doctor/<title>`). Skipped where TensorFlow is not installed."""
+  try:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return
+  writer = tf.summary.create_file_writer(workdir, filename_suffix=".doctor")
+  with writer.as_default(step=step):
+    tf.summary.text("doctor/verdict", rules.summary(diagnosis))
+    tf.summary.text("doctor/report", report)
+    for title, rel in plots:
+      with open(os.path.join(workdir, rel), "rb") as f:
+        image = tf.io.decode_png(f.read(), channels=4)
+      tf.summary.image(f"doctor/{title.lower().replace(' ', '_')}", image[None], step=step)
+  writer.close()

@@ -1,0 +1,35 @@
+"""TensorBoard holds the whole story: per-step training scalars, the per-epoch metrics, the doctor's verdict
+and report as text and its plots as images (read back from the event files)."""
+
+import glob
+import os
+
+import tensorflow as tf
+
+from cnn_val import train
+
+
+def _events(workdir):
+  tags = {}
+  for path in glob.glob(os.path.join(workdir, "events.out.tfevents*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags.setdefault(value.tag, []).append((event.step, value))
+  return tags
+
+
+def test_event_files_hold_per_step_scalars_and_the_doctors_findings_and_plots(tiny_config, tmp_path):
+  tiny_config.doctor = True
+  tiny_config.num_epochs = 2
+  tiny_config.log_every_steps = 10
+  workdir = str(tmp_path)
+  train.train_and_evaluate(tiny_config, workdir)
+  tags = _events(workdir)
+  steps = [step for step, _ in tags["train/loss"]]
+  assert steps == list(range(10, 2 * (1080 // 32) + 1, 10))  # every logging interval, not once an epoch
+  assert {"train/accuracy", "train/lr", "val_accuracy", "train_eval_accuracy"} <= set(tags)
+  verdict = tags["doctor/verdict"][0][1]
+  assert tf.make_ndarray(verdict.tensor).item().decode().startswith(("healthy", "problems_found"))
+  assert "# cnn_val report" in tf.make_ndarray(tags["doctor/report"][0][1].tensor).item().decode()
+  image = tags["doctor/learning_curves"][0][1]
+  assert image.metadata.plugin_data.plugin_name == "images"
