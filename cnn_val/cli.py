@@ -49,7 +49,8 @@ def flag_error(argv: list[str], error: BaseException) -> str:
   given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
   if isinstance(inner, KeyError):  # an unknown config field
     missing = _message(inner)
-    field = next((g for g in given if g.rsplit(".", 1)[-1] == missing), f"--config...{missing}")
+    parts = next((g.split(".") for g in given if missing in g.split(".")[1:]), None)
+    field = ".".join(parts[:parts.index(missing, 1) + 1]) if parts else f"--config.{missing}"
     suggestion = next((m.group(1) for m in (re.search(r'Did you mean "([^"]+)"', str(e)) for e in chain) if m),
                       None)
     return (f"{field}: the config has no field '{missing}'"
