@@ -7,7 +7,8 @@
 a value of the wrong type, a missing config file) prints one line naming the flag and exits 2, the exit code
 for usage errors; the errors a user's input causes (`USER_ERRORS`: ValueError, FileNotFoundError; their
 messages name the field or file and what to do) print `Error: ...` and exit 2 from `main` too; other OS
-errors (a full disk) print one line and exit 1; `--help` exits 0. Set CNN_VAL_TRACEBACK=1 to see the traceback behind a message.
+errors (a full disk) print one line and exit 1; `--help` exits 0. Set CNN_VAL_TRACEBACK=1 to see the
+traceback behind a message.
 """
 
 from __future__ import annotations

@@ -386,7 +386,7 @@ def _shortcut(run: Run):
        "train_mean": worst.get("train_mean"), "val_mean": worst.get("other_mean")},
       f"A shortcut: the training images of class {run.class_name(c)} differ from its validation images in "
       f"{what} by {abs(smd):.1f} standard deviations (train mean {worst.get('train_mean', 0):.3f}, validation "
-      f"{worst.get('other_mean', 0):.3f}; the same class in clean splits: below 0.1), while other classes do "
+      f"{worst.get('other_mean', 0):.3f}; clean Fashion-MNIST classes: below 0.1), while other classes do "
       f"not. A model can learn the {'colour' if colour else 'lighting'} as the class's sign, and validation "
       f"does not carry it.",
       ("Make the model independent of the colour: colour jitter (hue, saturation) is not in cnn_val's "
@@ -538,9 +538,10 @@ def majority_accuracy(run: Run) -> float | None:
 
 
 def near_chance(run: Run, findings: list[dict]) -> list[dict]:
-  """Severity follows the accuracy at stake: when the run ends within max(NEAR_CHANCE_MARGIN, NEAR_CHANCE_SHARE x
-  (1 - majority)) of the majority-class accuracy, every finding is raised to high (the evidence records why), and a run no rule explains gets an
-  `underfitting` finding that says it learned nothing, so that it is never called healthy."""
+  """Severity follows the accuracy at stake: when the run ends within max(NEAR_CHANCE_MARGIN,
+  NEAR_CHANCE_SHARE x (1 - majority)) of the majority-class accuracy, every finding is raised to high (the
+  evidence records why), and a run no rule explains gets an `underfitting` finding that says it learned
+  nothing, so that it is never called healthy."""
   majority = majority_accuracy(run)
   if not run.rows or majority is None or run.diverged:
     return findings

@@ -24,7 +24,8 @@ def _flip_bytes(folder: str, count: int = 64) -> str:
 
 
 def _steps(workdir: str) -> list[str]:
-  return sorted(glob.glob(os.path.join(workdir, "checkpoints", "latest", "[0-9]*")), key=lambda p: int(p.rsplit("/", 1)[-1]))
+  return sorted(glob.glob(os.path.join(workdir, "checkpoints", "latest", "[0-9]*")),
+                key=lambda p: int(p.rsplit("/", 1)[-1]))
 
 
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tiny_config, tmp_path, caplog):
