@@ -387,3 +387,17 @@ def test_augmentation_too_strong_for_the_model_is_underfitting_on_the_measured_t
   for row in rows:
     row["train_eval_accuracy"], row["train_eval_loss"] = 0.93, 0.09 * math.log(K)
   assert "underfitting" not in _causes(_run(tmp_path / "b", rows, augment__preset="seed_ex2"))
+
+
+def test_a_high_update_ratio_on_a_batchnorm_model_that_fits_is_only_medium(tmp_path):
+  rows = _rows(update_ratio=8e-3, train_loss=(0.5, 0.12))  # early mean 6e-3 (fashion_mnist_bn.py: just above)
+  result = _run(tmp_path / "a", rows, model__name="ConvNet", model__batchnorm=True)
+  finding = next(f for f in result["findings"] if f["cause"] == "lr_too_high")
+  assert finding["severity"] == "medium" and result["verdict"] == "healthy"
+  assert "with BatchNorm that ratio is weak evidence" in finding["explanation"]
+  # The same ratio with a training loss that stays high is high; on a seed model the ratio alone is high.
+  stuck = _rows(update_ratio=8e-3, train_loss=(0.9, 0.6), train_acc=(0.7, 0.78), val_acc=(0.7, 0.79))
+  high = _run(tmp_path / "b", stuck, model__name="ConvNet", model__batchnorm=True)
+  assert next(f for f in high["findings"] if f["cause"] == "lr_too_high")["severity"] == "high"
+  seed = _run(tmp_path / "c", rows)
+  assert next(f for f in seed["findings"] if f["cause"] == "lr_too_high")["severity"] == "high"
