@@ -31,6 +31,9 @@ def validate(config) -> None:
   models.resolve_dtype(config.dtype)
   fast_ops.resolve_impl(config.model.conv_impl)
   fast_ops.resolve_pool_impl(config.model.pool_impl)
+  profile = config.get("profile_steps", 0)
+  if isinstance(profile, bool) or not isinstance(profile, int) or profile < 0:
+    _fail("profile_steps", profile, "0 (off) or a number of train steps to trace")
   probe = config.get("train_eval_examples", 0)
   if isinstance(probe, bool) or not isinstance(probe, int) or probe < 0:
     _fail("train_eval_examples", probe, "0 (off) or a count of training examples evaluated like validation")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import threading
 import time
@@ -155,13 +156,46 @@ class _StopOnSignal:
     return False
 
 
+class _Profiler:
+  """`config.profile_steps` > 0: a JAX profiler trace of that many train steps, starting PROFILE_AFTER steps into
+  this process's training (past compilation), written to `workdir/profile` for TensorBoard's profile tab."""
+
+  PROFILE_AFTER = 10
+
+  def __init__(self, workdir: str, num_steps: int, start_step: int):
+    self._dir, self._n = os.path.join(workdir, "profile"), int(num_steps)
+    self._begin = start_step + self.PROFILE_AFTER
+    self._active = False
+
+  def __call__(self, step: int, outputs) -> None:
+    if not self._n:
+      return
+    if step == self._begin:
+      jax.block_until_ready(outputs)
+      jax.profiler.start_trace(self._dir)
+      self._active = True
+    elif self._active and step >= self._begin + self._n:
+      jax.block_until_ready(outputs)
+      jax.profiler.stop_trace()
+      self._active = False
+      logging.info("Profiler trace of %d steps written to %s (tensorboard --logdir %s, Profile tab).", self._n,
+                   self._dir, self._dir)
+
+  def close(self) -> None:
+    if self._active:
+      jax.profiler.stop_trace()
+      self._active = False
+
+
 def _train_epoch(p_train, state, batches, key, *, step: int, epoch: int, progress: _Progress,
-                 stop: _StopOnSignal | None = None, on_stop=None):
+                 stop: _StopOnSignal | None = None, on_stop=None, profiler: _Profiler | None = None):
   """One epoch of steps; returns the new state, the step count and the epoch's summed training metrics."""
   epoch_sums, pending = [], []
   for batch in batches:
     state, step_metrics = p_train(state, batch, key)
     step += 1
+    if profiler is not None:
+      profiler(step, step_metrics)
     if stop is not None and stop.signum is not None:
       jax.block_until_ready(step_metrics)
       on_stop(stop.signum, step)
@@ -272,6 +306,7 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
   progress = _Progress(config, total_steps, schedule,
                        check=lambda sums, step: _check_finite(sums, step, workdir, ckpts), writer=writer)
   step = start_step
+  profiler = _Profiler(workdir, config.get("profile_steps", 0), start_step)
 
   def _interrupt(signum, at_step):
     raise TrainingInterrupted(signum, at_step, workdir, ckpts.latest_step())
@@ -282,7 +317,7 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
                                        seed=config.seed, epoch=epoch, num_classes=num_classes,
                                        resampling=resampling)
       state, step, train = _train_epoch(p_train, state, batches, dropout_key, step=step, epoch=epoch + 1,
-                                        progress=progress, stop=stop, on_stop=_interrupt)
+                                        progress=progress, stop=stop, on_stop=_interrupt, profiler=profiler)
       _check_finite(train, step, workdir, ckpts)
 
       last_epoch = epoch + 1 == config.num_epochs
@@ -328,6 +363,7 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
     _doctor(config, workdir)
     raise
   finally:
+    profiler.close()
     writer.close()
     ckpts.close()
   _doctor(config, workdir)

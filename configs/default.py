@@ -35,6 +35,7 @@ def get_config():
   config.train_eval_examples = 2000
   config.preflight = True  # seconds of checks before the first epoch (cnn_val/preflight.py)
   config.doctor = True  # end every run with diagnosis.json, report.md and plots/ (cnn_val/diagnose.py)
+  config.profile_steps = 0  # > 0: a JAX profiler trace of this many train steps in workdir/profile (TensorBoard)
   config.eval_every_epochs = 1  # evaluate on validation and checkpoint every N epochs (and after the last)
 
   config.data = ml_collections.ConfigDict()

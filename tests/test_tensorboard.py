@@ -33,3 +33,11 @@ def test_event_files_hold_per_step_scalars_and_the_doctors_findings_and_plots(ti
   assert "# cnn_val report" in tf.make_ndarray(tags["doctor/report"][0][1].tensor).item().decode()
   image = tags["doctor/learning_curves"][0][1]
   assert image.metadata.plugin_data.plugin_name == "images"
+
+
+def test_a_profiler_trace_on_request(tiny_config, tmp_path):
+  tiny_config.num_epochs = 1
+  tiny_config.profile_steps = 5
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  traces = glob.glob(os.path.join(str(tmp_path), "profile", "plugins", "profile", "*", "*"))
+  assert traces and any(t.endswith((".xplane.pb", ".trace.json.gz")) for t in traces)
