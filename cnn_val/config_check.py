@@ -31,6 +31,9 @@ def validate(config) -> None:
   models.resolve_dtype(config.dtype)
   fast_ops.resolve_impl(config.model.conv_impl)
   fast_ops.resolve_pool_impl(config.model.pool_impl)
+  patience = config.get("early_stopping_patience", 0)
+  if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+    _fail("early_stopping_patience", patience, "0 (off) or a number of evaluations without improvement")
   profile = config.get("profile_steps", 0)
   if isinstance(profile, bool) or not isinstance(profile, int) or profile < 0:
     _fail("profile_steps", profile, "0 (off) or a number of train steps to trace")

@@ -23,6 +23,7 @@ AUDIT_FILE = "audit.json"
 PREFLIGHT_FILE = "preflight.json"  # pre-flight checks (cnn_val/preflight.py)
 LR_FIND_FILE = "lr_find.json"  # LR range test (cnn_val/lr_find.py)
 DIVERGED_FILE = "diverged.json"  # written when a run stops on a NaN/Inf loss
+EARLY_STOP_FILE = "early_stopped.json"  # written when config.early_stopping_patience ended the run
 RUN_LOCK_FILE = ".run.lock"  # held (flock) by the process training the run
 # Fields that may change when a run is resumed: they do not change what is computed (the device count
 # changes results only to float round-off).
@@ -32,7 +33,8 @@ RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices"
 # Fields added after runs were made, with the value that reproduces the model those runs trained.
 FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "data.scenario.missing_classes": [],
                       "data.scenario.near_duplicates": 0, "model.kernel_init": "lecun_normal",
-                      "data.scenario.shortcut_classes": [], "data.scenario.shortcut_brightness": 1.0}
+                      "data.scenario.shortcut_classes": [], "data.scenario.shortcut_brightness": 1.0,
+                      "early_stopping_patience": 0}
 
 
 def flatten(d, prefix=""):

@@ -300,7 +300,12 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
   train_probe = _train_probe(train_arrays, config.get("train_eval_examples", 0))
   writer = rundir.MetricsWriter(workdir)
   history = rundir.read_metrics(workdir)
-  row = history[-1] if start_step == total_steps and start_step else {}
+  patience = int(config.get("early_stopping_patience", 0))
+  stopped = rundir.read_json(workdir, rundir.EARLY_STOP_FILE)  # a run that stopped early is finished
+  if stopped is not None and stopped.get("step") != start_step:
+    stopped = None  # its checkpoint was lost (a fallback to an earlier one): the epochs after are redone
+  row = history[-1] if (start_step == total_steps or stopped) and start_step else {}
+  val_history = [r["val_accuracy"] for r in history]
   best_val = max((r["val_accuracy"] for r in history), default=None)
 
   progress = _Progress(config, total_steps, schedule,
@@ -312,7 +317,7 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
     raise TrainingInterrupted(signum, at_step, workdir, ckpts.latest_step())
 
   try:
-    for epoch in range(start_step // steps_per_epoch, config.num_epochs):
+    for epoch in range(start_step // steps_per_epoch, config.num_epochs if stopped is None else 0):
       batches = pipeline.train_batches(train_arrays, global_batch=config.batch_size, num_devices=num_devices,
                                        seed=config.seed, epoch=epoch, num_classes=num_classes,
                                        resampling=resampling)
@@ -324,6 +329,10 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
       if not last_epoch and (epoch + 1) % config.eval_every_epochs:
         continue
       val = evaluate(p_eval, state, splits.validation, split_name="validation", **eval_kw)
+      val_history.append(val["accuracy"])
+      since_best = len(val_history) - 1 - val_history.index(max(val_history))  # a tie is no improvement
+      stopping = bool(patience) and not last_epoch and since_best >= patience
+      last_epoch = last_epoch or stopping  # an early stop is the run's last evaluation: test metrics too
       row = {
           "step": step, "epoch": epoch + 1, "lr": float(schedule(step)),
           "train_loss": float(train["loss_sum"] / train["count"]),
@@ -357,6 +366,12 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
       ckpts.save(step, state, val_accuracy=val["accuracy"], best_so_far=best_val)
       best_val = max(best_val or 0.0, val["accuracy"])
       progress.restart(step)  # evaluation time is not training throughput
+      if stopping:
+        rundir.write_json(workdir, rundir.EARLY_STOP_FILE, {"epoch": epoch + 1, "step": step, "patience": patience,
+                                                            "best_epoch": epoch + 1 - since_best})
+        logging.info("Early stop at epoch %d: no better validation accuracy for %d evaluation(s) "
+                     "(config.early_stopping_patience=%d).", epoch + 1, since_best, patience)
+        break
   except NonFiniteLossError as e:  # the doctor reads this (cause `diverged`)
     rundir.write_json(workdir, rundir.DIVERGED_FILE, {"step": e.step, "lr": float(schedule(e.step)),
                                                      "last_good_step": ckpts.latest_step()})

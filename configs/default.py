@@ -35,6 +35,9 @@ def get_config():
   config.train_eval_examples = 2000
   config.preflight = True  # seconds of checks before the first epoch (cnn_val/preflight.py)
   config.doctor = True  # end every run with diagnosis.json, report.md and plots/ (cnn_val/diagnose.py)
+  # > 0: stop when validation accuracy has not improved for this many evaluations (the test split is then
+  # evaluated with the final and the best checkpoint; early_stopped.json says when; the run counts as finished).
+  config.early_stopping_patience = 0
   config.profile_steps = 0  # > 0: a JAX profiler trace of this many train steps in workdir/profile (TensorBoard)
   config.eval_every_epochs = 1  # evaluate on validation and checkpoint every N epochs (and after the last)
 

@@ -165,3 +165,20 @@ def test_bad_config_values_name_the_field(tiny_config, tmp_path):
   tiny_config.num_devices = 64
   with pytest.raises(ValueError, match=r"config.num_devices=64, but this host has 4"):
     _run(tiny_config, tmp_path)
+
+
+def test_early_stopping_ends_the_run_and_a_rerun_keeps_it_finished(tiny_config, tmp_path):
+  tiny_config.num_epochs = 4
+  tiny_config.optim.schedule = "constant"
+  tiny_config.optim.learning_rate = 1e-12  # nothing improves after the first evaluation
+  tiny_config.early_stopping_patience = 1
+  tiny_config.doctor = True
+  row, rows = _run(tiny_config, tmp_path)
+  assert [r["epoch"] for r in rows] == [1, 2] and "test_accuracy" in row and "best_checkpoint_test_accuracy" in row
+  # Early stopping counts a tie as no improvement (as Keras does); the best checkpoint keeps the later of a tie.
+  assert rows[1]["val_accuracy"] == rows[0]["val_accuracy"] and row["best_checkpoint_step"] == rows[1]["step"]
+  assert rundir.read_json(str(tmp_path), rundir.EARLY_STOP_FILE) == {"epoch": 2, "step": rows[1]["step"],
+                                                                     "patience": 1, "best_epoch": 1}
+  assert rundir.read_json(str(tmp_path), "diagnosis.json")["run"]["stopped_early"]["epoch"] == 2
+  again, rows_again = _run(tiny_config, tmp_path)  # the same command: finished, nothing trained
+  assert rows_again == rows and again == row

@@ -223,7 +223,9 @@ def write_report(workdir: str, diagnosis: dict) -> str:
     lines += [f"**Verdict: {diagnosis['verdict']}.** Validation accuracy {run['val_accuracy']:.4f} after "
               f"{run['epochs']} epochs (best {run['best_val_accuracy']:.4f} at epoch {run['best_epoch']}; "
               f"training {run['train_accuracy']:.4f})"
-              + (f"; test {run['test_accuracy']:.4f}" if run.get("test_accuracy") is not None else "") + ".", ""]
+              + (f"; test {run['test_accuracy']:.4f}" if run.get("test_accuracy") is not None else "") + "."
+              + (f" Stopped early at epoch {run['stopped_early']['epoch']} (no better validation accuracy for "
+                 f"{run['stopped_early']['patience']} evaluations)." if run.get("stopped_early") else ""), ""]
   else:
     lines += [f"**Verdict: {diagnosis['verdict']}.** No evaluation was recorded.", ""]
   lines += [f"Model `{config.get('model', {}).get('name')}`, optimizer `{config.get('optim', {}).get('optimizer')}` "

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from cnn_val import audit as audit_lib
+from cnn_val import rundir
 from cnn_val.doctor.run_view import Run
 
 SEVERITIES = ("high", "medium", "low")
@@ -587,7 +588,8 @@ def diagnose(workdir: str) -> dict:
   if run.rows:
     summary = {"epochs": run.last["epoch"], "val_accuracy": run.val_acc, "train_accuracy": run.train_acc,
                "best_val_accuracy": run.best["val_accuracy"], "best_epoch": run.best["epoch"],
-               "test_accuracy": run.last.get("test_accuracy")}
+               "test_accuracy": run.last.get("test_accuracy"),
+               "stopped_early": rundir.read_json(workdir, rundir.EARLY_STOP_FILE)}
   return {"verdict": "problems_found" if any(f["severity"] == "high" for f in findings) else "healthy",
           "findings": findings, "fix_first": fix_first(findings), "run": summary,
           "seconds": round(time.perf_counter() - start, 3)}
