@@ -118,7 +118,7 @@ def thumbnails(images: np.ndarray) -> np.ndarray:
 SHIFTS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
 
-def _shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+def shift_images(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
   """`images` moved by (dy, dx) pixels, the border repeated into the gap."""
   if not dy and not dx:
     return images
@@ -140,7 +140,7 @@ def nearest_same_class(train_images, train_labels, other_images, other_labels) -
     if not len(pool):
       continue
     for dy, dx in SHIFTS:
-      i, d = _nearest(train_thumbs[pool], thumbnails(_shift(other_images[rows], dy, dx)))
+      i, d = _nearest(train_thumbs[pool], thumbnails(shift_images(other_images[rows], dy, dx)))
       better = d < dist[rows]
       index[rows[better]], dist[rows[better]] = pool[i[better]], d[better]
   return index, dist

@@ -18,7 +18,7 @@ from absl import flags
 import jax
 
 from cnn_val import checkpoint, cli, models, optim, parallel, rundir, steps
-from cnn_val.data import balance, loading
+from cnn_val.data import balance, loading, pipeline
 
 CHECKPOINTS = ("best", "latest")
 SPLITS = ("test", "validation", "train")
@@ -54,7 +54,7 @@ def evaluate_checkpoint(workdir: str, checkpoint_name: str = "best", split: str 
   if restored is None:
     raise FileNotFoundError(f"{workdir}/checkpoints/{checkpoint_name} holds no checkpoint: train the run first.")
   dataset = {"test": splits.test, "validation": splits.validation,
-             "train": None if split != "train" else _train_dataset(arrays)}[split]
+             "train": pipeline.from_arrays(arrays["train"]) if split == "train" else None}[split]
   if dataset is None:
     raise ValueError(f"{workdir}'s data has no {split} split.")
   eval_config = config.copy_and_resolve_references()
@@ -64,11 +64,6 @@ def evaluate_checkpoint(workdir: str, checkpoint_name: str = "best", split: str 
   result = train.evaluate(p_eval, restored, dataset, config=eval_config, num_devices=1,
                           num_classes=splits.num_classes, split_name=split)
   return {"split": split, "checkpoint": checkpoint_name, "step": int(step), **result}
-
-
-def _train_dataset(arrays):
-  from cnn_val.data import pipeline  # pylint: disable=import-outside-toplevel
-  return pipeline.from_arrays(arrays["train"])
 
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to evaluate.", required=True)

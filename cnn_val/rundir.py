@@ -13,6 +13,7 @@ import math
 import os
 import socket
 import time
+from typing import Callable
 
 from absl import logging
 import jax
@@ -57,23 +58,20 @@ class RunLockedError(ValueError):
 
 
 @contextlib.contextmanager
-def run_lock(workdir: str):
-  """Holds RUN_LOCK_FILE in `workdir` for one training process; a second one is refused, naming the first.
+def exclusive_lock(path: str, refuse: Callable[[str], Exception]):
+  """Holds the file `path` for this process; while another process holds it, raises `refuse(holder)` (holder:
+  its pid, host and start time, as the file records them).
 
   An flock: the kernel releases it when its holder dies (even by SIGKILL), so a lock left by a dead process
-  never blocks the resume. The file keeps the holder's pid and host for the message.
+  never blocks the resume.
   """
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, RUN_LOCK_FILE), "a+") as f:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "a+") as f:
     try:
       fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       f.seek(0)
-      holder = f.read().strip() or "another process"
-      raise RunLockedError(
-          f"--workdir={workdir} is being trained by {holder}: a second process would write every epoch twice. "
-          f"Wait for it to finish (or stop it), then run the same command again to resume; or use a new "
-          f"--workdir.") from None
+      raise refuse(f.read().strip() or "another process") from None
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
@@ -83,6 +81,13 @@ def run_lock(workdir: str):
     finally:
       f.seek(0)
       f.truncate()  # the lock itself goes with the file descriptor
+
+
+def run_lock(workdir: str):
+  """Holds RUN_LOCK_FILE in `workdir` for one training process; a second one is refused, naming the first."""
+  return exclusive_lock(os.path.join(workdir, RUN_LOCK_FILE), lambda holder: RunLockedError(
+      f"--workdir={workdir} is being trained by {holder}: a second process would write every epoch twice. "
+      f"Wait for it to finish (or stop it), then run the same command again to resume; or use a new --workdir."))
 
 
 def never_trained(workdir: str) -> bool:
@@ -95,6 +100,16 @@ def never_trained(workdir: str) -> bool:
 
 # Files derived from a run's data; a reconfigured run that never trained recomputes them.
 _DERIVED_FROM_DATA = (AUDIT_FILE, PREFLIGHT_FILE)
+
+
+def config_changes(old: dict, new: dict) -> dict:
+  """{field: (old value, new value)} for the fields whose change would change what a run computes: a field
+  added since `old` was written counts at its neutral value (FIELDS_ADDED_LATER), RESUMABLE_CHANGES never."""
+  old_flat, new_flat = flatten(old), flatten(new)
+  for field, neutral in FIELDS_ADDED_LATER.items():  # a run from before a field existed ran without it
+    old_flat.setdefault(field, neutral)
+  return {k: (old_flat.get(k), new_flat.get(k)) for k in sorted(old_flat.keys() | new_flat.keys())
+          if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES}
 
 
 def write_or_check_config(workdir: str, config) -> None:
@@ -116,13 +131,9 @@ def write_or_check_config(workdir: str, config) -> None:
         os.remove(os.path.join(workdir, name))
     old = None
   if old is not None:
-    old_flat, new_flat = flatten(old), flatten(new)
-    for field, neutral in FIELDS_ADDED_LATER.items():  # a run from before a field existed ran without it
-      old_flat.setdefault(field, neutral)
-    changed = sorted(k for k in old_flat.keys() | new_flat.keys()
-                     if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES)
+    changed = config_changes(old, new)
     if changed:
-      details = ", ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in changed)
+      details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
       raise ValueError(
           f"--workdir={workdir} already holds a run with a different config ({details}). Resuming it would "
           f"mix two experiments: use a new --workdir, or run again with the config in {path}.")
@@ -156,13 +167,14 @@ def read_metrics(workdir: str) -> list[dict]:
   return rows
 
 
-def truncate_metrics(workdir: str, last_step: int) -> None:
-  """Drops lines written after the checkpoint a run resumes from (they will be written again)."""
-  if jax.process_index() != 0:
-    return
-  rows = [r for r in read_metrics(workdir) if r["step"] <= last_step]
-  with open(os.path.join(workdir, METRICS_FILE), "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
+def truncate_metrics(workdir: str, last_step: int, rows: list[dict] | None = None) -> list[dict]:
+  """Drops lines written after the checkpoint a run resumes from (they will be written again) and returns the
+  rows kept; `rows`: metrics.jsonl as already read."""
+  rows = [r for r in (read_metrics(workdir) if rows is None else rows) if r["step"] <= last_step]
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, METRICS_FILE), "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows)
+  return rows
 
 
 class MetricsWriter:

@@ -280,7 +280,7 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
   if start_step % steps_per_epoch:
     raise ValueError(f"The checkpoint in {workdir} is at step {start_step}, not an epoch boundary of "
                      f"{steps_per_epoch} steps: the data or batch size changed since it was written.")
-  rundir.truncate_metrics(workdir, start_step)
+  history = rundir.truncate_metrics(workdir, start_step, recorded)
 
   if config.preflight and start_step == 0 and rundir.read_json(workdir, rundir.PREFLIGHT_FILE) is None:
     checks = preflight.run_checks(config, arrays, num_classes, splits.image_shape)
@@ -299,14 +299,12 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
   eval_kw = dict(config=config, num_devices=num_devices, num_classes=num_classes)
   train_probe = _train_probe(train_arrays, config.get("train_eval_examples", 0))
   writer = rundir.MetricsWriter(workdir)
-  history = rundir.read_metrics(workdir)
   patience = int(config.get("early_stopping_patience", 0))
   stopped = rundir.read_json(workdir, rundir.EARLY_STOP_FILE)  # a run that stopped early is finished
   if stopped is not None and stopped.get("step") != start_step:
     stopped = None  # its checkpoint was lost (a fallback to an earlier one): the epochs after are redone
   row = history[-1] if (start_step == total_steps or stopped) and start_step else {}
   val_history = [r["val_accuracy"] for r in history]
-  best_val = max((r["val_accuracy"] for r in history), default=None)
 
   progress = _Progress(config, total_steps, schedule,
                        check=lambda sums, step: _check_finite(sums, step, workdir, ckpts), writer=writer)
@@ -329,6 +327,7 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
       if not last_epoch and (epoch + 1) % config.eval_every_epochs:
         continue
       val = evaluate(p_eval, state, splits.validation, split_name="validation", **eval_kw)
+      best_val = max(val_history, default=None)  # before this evaluation
       val_history.append(val["accuracy"])
       since_best = len(val_history) - 1 - val_history.index(max(val_history))  # a tie is no improvement
       stopping = bool(patience) and not last_epoch and since_best >= patience
@@ -364,7 +363,6 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
                    f" test_acc {row['test_accuracy']:.4f}" if "test_accuracy" in row else "")
       # Checkpoint after the metrics line: a run killed in between redoes this epoch and rewrites the line.
       ckpts.save(step, state, val_accuracy=val["accuracy"], best_so_far=best_val)
-      best_val = max(best_val or 0.0, val["accuracy"])
       progress.restart(step)  # evaluation time is not training throughput
       if stopping:
         rundir.write_json(workdir, rundir.EARLY_STOP_FILE, {"epoch": epoch + 1, "step": step, "patience": patience,

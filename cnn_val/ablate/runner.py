@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import math
 import os
 import signal
@@ -100,24 +99,11 @@ class _Worker:
     self._log_file.close()
 
 
-@contextlib.contextmanager
 def sweep_lock(out: str):
-  """One sweep process per directory (an flock: released by the kernel when the holder dies, so a SIGKILLed
-  sweep never blocks its own resume)."""
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, LOCK_FILE), "a+") as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      f.seek(0)
-      holder = f.read().strip() or "another process"
-      raise SweepError(f"{out} is being run by {holder}; wait for it to finish (or stop it), then run the same "
-                       f"command again to resume.") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()}")
-    f.flush()
-    yield
+  """One sweep process per directory (rundir.exclusive_lock: a SIGKILLed sweep never blocks its own resume)."""
+  return rundir.exclusive_lock(os.path.join(out, LOCK_FILE), lambda holder: SweepError(
+      f"{out} is being run by {holder}; wait for it to finish (or stop it), then run the same command again to "
+      f"resume."))
 
 
 def prepare(sweep: Sweep, out: str) -> None:
@@ -127,11 +113,7 @@ def prepare(sweep: Sweep, out: str) -> None:
   old = rundir.read_json(out, SWEEP_FILE)
   new = sweep.to_json()
   if old is not None:
-    old_flat, new_flat = rundir.flatten(old["base"]), rundir.flatten(new["base"])
-    for field, neutral in rundir.FIELDS_ADDED_LATER.items():  # a sweep from before a field existed ran without it
-      old_flat.setdefault(field, neutral)
-    changed = sorted(k for k in old_flat.keys() | new_flat.keys()
-                     if old_flat.get(k) != new_flat.get(k) and k not in rundir.RESUMABLE_CHANGES)
+    changed = list(rundir.config_changes(old["base"], new["base"]))  # as a run directory's resume counts them
     if changed:
       raise SweepError(f"{out} holds a sweep of a different base config (fields {', '.join(changed[:8])}); use a "
                        f"new --out, or the same config and overrides as before.")

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnn_val import audit
+
 LABEL_NOISE_KINDS = ("symmetric", "pair")
 
 
@@ -132,11 +134,10 @@ NEAR_DUPLICATE_NOISE = 4.0  # grey levels (of 255), the standard deviation of th
 def near_duplicate(train: dict, validation: dict, n: int, rng) -> dict:
   idx = rng.choice(len(validation["label"]), min(n, len(validation["label"])), replace=False)
   images = validation["image"][idx]
-  moves = ((-1, 0), (1, 0), (0, -1), (0, 1))
-  padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-  h, w = images.shape[1:3]
-  shifted = np.stack([padded[i, 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
-                      for i, (dy, dx) in enumerate(moves[k] for k in rng.integers(0, 4, len(idx)))])
+  moves = rng.integers(0, 4, len(idx))  # up, down, left or right
+  shifted = images.copy()
+  for k, (dy, dx) in enumerate(((-1, 0), (1, 0), (0, -1), (0, 1))):
+    shifted[moves == k] = audit.shift_images(images[moves == k], dy, dx)
   noisy = np.clip(shifted + rng.normal(0.0, NEAR_DUPLICATE_NOISE, shifted.shape), 0, 255).astype(images.dtype)
   copied = {**_take(validation, idx), "image": noisy}
   return {k: np.concatenate([train[k], copied[k].astype(train[k].dtype)]) for k in train}

@@ -36,7 +36,7 @@ import time
 from typing import Callable, Sequence
 
 from cnn_val import ablate, rundir
-from cnn_val.doctor import rules
+from cnn_val.doctor.rules import fix_first
 from cnn_val.doctor.run_view import Run
 
 VERIFY_DIR = "verify"
@@ -357,7 +357,7 @@ def _rank(diagnosis: dict, findings: list[dict], levers: list[dict], error: str 
               or any(f["severity"] == "high" and _state(f) != "refuted" for f in live))
   out = dict(diagnosis)
   out["findings"] = confirmed + unverified + refuted
-  out["fix_first"] = rules.fix_first(out["findings"])
+  out["fix_first"] = fix_first(out["findings"])
   if confirmed:
     top = confirmed[0]
     out["fix_first"] = {"cause": top["cause"], "why": f"its fix is confirmed by experiment, the largest verified "

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from cnn_val import ablate, metrics, rundir
-from cnn_val.doctor import rules
+from cnn_val.doctor.rules import summary as diagnosis_summary
 
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
@@ -285,7 +285,7 @@ def _to_tensorboard(workdir: str, diagnosis: dict, report: str, plots: list, ste
     return
   writer = tf.summary.create_file_writer(workdir, filename_suffix=".doctor")
   with writer.as_default(step=step):
-    tf.summary.text("doctor/verdict", rules.summary(diagnosis))
+    tf.summary.text("doctor/verdict", diagnosis_summary(diagnosis))
     tf.summary.text("doctor/report", report)
     for title, rel in plots:
       with open(os.path.join(workdir, rel), "rb") as f:

@@ -1,0 +1,170 @@
+"""The doctor's rules that read the data itself (audit.json): is the validation data like the training data?
+A class missing from training, leakage of validation images into training (exact or near copies), a lighting
+shift of the whole split or a shortcut in one class, a class imbalance the model bets on.
+
+Thresholds are the named constants below (also audit.DRIFT_KS and audit.LEAKAGE_FRACTION), measured on the
+fault scenarios and clean Fashion-MNIST (README, "The doctor").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnn_val import audit as audit_lib
+from cnn_val.doctor.finding import confidence as _confidence
+from cnn_val.doctor.finding import finding as _finding
+from cnn_val.doctor.run_view import Run
+
+IMBALANCE_RATIO = 3.0  # largest / smallest training class
+RECALL_DEFICIT = 0.10  # minority classes' mean validation recall below the others' by this much
+# Per class, |standardised mean difference| of brightness, contrast or a channel mean between the class's
+# training and validation images above this: a shortcut. Clean Fashion-MNIST: at most 0.09 over its 10 classes;
+# one class's training images at 0.8x brightness: 1.08, at 0.6x: 2.27 (split-level KS then only 0.04-0.08).
+CLASS_DRIFT_SMD = 0.5
+LEAKAGE_HIGH = 0.03  # validation share with a copy in training (exact or near) above which leakage is high
+MISSING_CLASS_SHARE = 0.01  # classes without training images holding this share of validation: high
+
+
+def _shortcut(run: Run):
+  """A class whose training images differ from its validation images (lighting, contrast, colour) by more
+  than CLASS_DRIFT_SMD pooled standard deviations: the split-level distributions may still match."""
+  worst = (((run.audit or {}).get("class_drift") or {}).get("validation") or {}).get("worst") or {}
+  if worst.get("class") is None or abs(worst["smd"]) <= CLASS_DRIFT_SMD:
+    return None
+  c, stat, smd = worst["class"], worst["statistic"], worst["smd"]
+  colour = stat.startswith("channel_")
+  what = {"brightness": "brightness", "contrast": "contrast"}.get(stat, f"mean of colour channel {stat[8:]}")
+  return _finding(
+      "distribution_shift", "high" if abs(smd) > 2 * CLASS_DRIFT_SMD else "medium",
+      _confidence(abs(smd), CLASS_DRIFT_SMD),
+      {"kind": "shortcut", "class": c, "statistic": stat, "smd": smd, "threshold": CLASS_DRIFT_SMD,
+       "train_mean": worst.get("train_mean"), "val_mean": worst.get("other_mean")},
+      f"A shortcut: the training images of class {run.class_name(c)} differ from its validation images in "
+      f"{what} by {abs(smd):.1f} standard deviations (train mean {worst.get('train_mean', 0):.3f}, validation "
+      f"{worst.get('other_mean', 0):.3f}; clean Fashion-MNIST classes: below 0.1), while other classes do "
+      f"not. A model can learn the {'colour' if colour else 'lighting'} as the class's sign, and validation "
+      f"does not carry it.",
+      ("Make the model independent of the colour: colour jitter (hue, saturation) is not in cnn_val's "
+       "augmentation yet; meanwhile train on grayscale (config.data.channels=1) or collect images of the "
+       "class in other colours." if colour else
+       "Make the model independent of lighting: per-image standardisation (or brightness/contrast "
+       "augmentation wide enough to cover the difference)."),
+      {} if colour else {"config.augment.standardize": True})
+
+
+def rule_distribution_shift(run: Run):
+  drift = ((run.audit or {}).get("drift") or {}).get("validation")
+  if not drift:
+    return None
+  worst = max(drift, key=lambda s: drift[s]["ks"])
+  ks = drift[worst]["ks"]
+  if ks <= audit_lib.DRIFT_KS:
+    return _shortcut(run)
+  splits = run.audit["splits"]
+  b_train, b_val = splits["train"]["brightness"]["mean"], splits["validation"]["brightness"]["mean"]
+  c_train, c_val = splits["train"]["contrast"]["mean"], splits["validation"]["contrast"]["mean"]
+  return _finding(
+      "distribution_shift", "high" if ks > 3 * audit_lib.DRIFT_KS else "medium",
+      _confidence(ks, audit_lib.DRIFT_KS),
+      {"worst_statistic": worst, "ks": ks, "threshold": audit_lib.DRIFT_KS,
+       **{f"{s}_ks": drift[s]["ks"] for s in drift}, "train_brightness": b_train, "val_brightness": b_val,
+       "train_contrast": c_train, "val_contrast": c_val},
+      f"Validation images are not lit like training images: mean brightness {b_val:.3f} against "
+      f"{b_train:.3f} in training, RMS contrast {c_val:.3f} against {c_train:.3f} (KS distance of the "
+      f"{worst} distributions {ks:.2f}; same-distribution splits measure below {audit_lib.DRIFT_KS}). The model "
+      f"never saw validation's lighting.",
+      "Make the model independent of global lighting: per-image standardisation (or lighting augmentation "
+      f"covering the shift: config.augment.brightness={min(0.5, round(1.5 * abs(b_val - b_train), 2))}, "
+      f"config.augment.contrast={min(0.9, round(1.5 * abs(c_val / max(c_train, 1e-6) - 1), 2))}).",
+      {"config.augment.standardize": True})
+
+
+def rule_class_imbalance(run: Run):
+  splits = (run.audit or {}).get("splits", {})
+  if "train" not in splits or not run.rows:
+    return None
+  counts = np.asarray(splits["train"]["class_counts"], float)
+  ratio = splits["train"].get("imbalance_ratio") or 1.0
+  if ratio <= IMBALANCE_RATIO:
+    return None
+  recall = np.array([np.nan if r is None else r for r in run.last["val_per_class_recall"]], float)
+  minority = counts < counts.max() / IMBALANCE_RATIO
+  deficit = (float(np.nanmean(recall[~minority]) - np.nanmean(recall[minority]))
+             if minority.any() and (~minority).any() else 0.0)
+  val_ratio = splits.get("validation", {}).get("imbalance_ratio") or 1.0
+  severity = "high" if deficit > RECALL_DEFICIT else ("medium" if deficit > RECALL_DEFICIT / 2 else "low")
+  minority_names = [run.class_name(i) for i in np.flatnonzero(minority)]
+  return _finding(
+      "class_imbalance", severity,
+      round(0.5 * _confidence(ratio, IMBALANCE_RATIO) + 0.5 * _confidence(max(deficit, 1e-6), RECALL_DEFICIT), 3),
+      {"train_imbalance_ratio": ratio, "threshold": IMBALANCE_RATIO, "val_imbalance_ratio": val_ratio,
+       "minority_classes": np.flatnonzero(minority).tolist(), "minority_recall_deficit": deficit,
+       "balanced_accuracy": run.last.get("val_balanced_accuracy"), "accuracy": run.val_acc},
+      f"The training set holds {ratio:.0f}x more examples of its largest class than of its smallest "
+      f"(validation: {val_ratio:.1f}x), and the minority classes ({', '.join(minority_names[:6])}) are "
+      f"recalled {100 * deficit:.1f} points less often than the rest: the model learned to bet on the "
+      f"majority.",
+      "Weight the loss by class (effective number of samples), or resample each epoch to balance it.",
+      {"config.imbalance.class_weighting": "effective_number"})
+
+
+def _missing_classes(run: Run) -> tuple[list[int], list[int]]:
+  """(classes with validation images but no training image, the validation class counts), from the audit."""
+  splits = (run.audit or {}).get("splits", {})
+  val_counts = (splits.get("validation") or {}).get("class_counts") or []
+  missing = (splits.get("train") or {}).get("missing_classes", [])
+  return [c for c in missing if c < len(val_counts) and val_counts[c]], val_counts
+
+
+def missing_share(run: Run) -> float:
+  """The share of validation in classes that have no training image (0 for most runs)."""
+  missing, val_counts = _missing_classes(run)
+  return min(0.99, sum(val_counts[c] for c in missing) / max(sum(val_counts), 1))
+
+
+def rule_missing_class(run: Run):
+  """Classes with validation images but no training image: the model can never predict them."""
+  missing, val_counts = _missing_classes(run)
+  if not missing:
+    return None
+  share = missing_share(run)
+  names = ", ".join(f"{run.class_name(c)} ({val_counts[c]} validation images)" for c in missing)
+  return _finding(
+      "missing_class", "high" if share >= MISSING_CLASS_SHARE else "medium", 0.95,
+      {"missing_classes": missing, "validation_share": share,
+       "validation_counts": [val_counts[c] for c in missing], "val_accuracy": run.val_acc if run.rows else None},
+      f"The training set holds no image of {names}: the model cannot predict what it never saw, so "
+      f"{100 * share:.1f}% of validation is lost whatever the training does, and the train/validation gap it "
+      f"leaves is not overfitting.",
+      "Add training images of the missing class(es), or remove them from validation and test (and from the "
+      "label set) if the model is not meant to know them.")
+
+
+def rule_data_leakage(run: Run):
+  """Validation images that training also holds: byte-identical copies, or near duplicates (a shifted, lightly
+  noised copy; audit.NEAR_RMS). Clean Fashion-MNIST has 0.07% natural near duplicates; the rule fires above
+  audit.LEAKAGE_FRACTION (1%), on the larger of the two counts (a near duplicate includes an exact one)."""
+  dups = ((run.audit or {}).get("duplicates") or {}).get("validation")
+  if not dups:
+    return None
+  exact, near = dups["exact_fraction"], dups.get("near_fraction", 0.0)
+  leaked = max(exact, near)
+  if leaked <= audit_lib.LEAKAGE_FRACTION:
+    return None
+  count = max(dups["exact"], dups.get("near", 0))
+  test_gap = (run.last["val_accuracy"] - run.last["test_accuracy"]
+              if run.rows and "test_accuracy" in run.last else None)
+  kind = ("byte-identical copies" if dups["exact"] >= dups.get("near", 0) else
+          f"near copies ({dups['exact']} byte-identical; the rest differ by a shift of a pixel or light noise)")
+  return _finding(
+      "data_leakage", "high" if leaked > LEAKAGE_HIGH else "medium",
+      _confidence(leaked, audit_lib.LEAKAGE_FRACTION),
+      {"val_exact_duplicates_in_train": dups["exact"], "fraction": exact, "val_near_duplicates_in_train":
+       dups.get("near"), "near_fraction": near, "threshold": audit_lib.LEAKAGE_FRACTION,
+       "val_minus_test_accuracy": test_gap},
+      f"{count} validation images ({100 * leaked:.1f}%) are also in the training set as {kind}, "
+      f"so validation accuracy measures memory, not generalisation"
+      + (f" (it exceeds test accuracy by {100 * test_gap:.1f} points)" if test_gap is not None else "") + ".",
+      "Remove the cross-split duplicates, exact and near, from training.",
+      {"config.data.remove_cross_split_duplicates": True})
+
