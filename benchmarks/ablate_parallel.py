@@ -1,11 +1,14 @@
-"""Sweep wall time by worker split: the same small sweep (2 arms x 2 seeds of configs/faults/healthy.py on
-10,000 Fashion-MNIST examples for 2 epochs) with `--parallel=1` (one worker using every core) and
-`--parallel=N` (N workers, the cores split between them), alternating round by round, each into a fresh
-directory with a fresh XLA cache (so neither case gains from the other's compilations).
+"""The wall time of a 3-seed verification of one fix (a baseline and a fix arm over seeds 0-2: 6 runs of
+configs/faults/healthy.py on 10,000 Fashion-MNIST examples for 2 epochs) by worker split and by train-step
+path: `--parallel=1` (one worker using every core) against `--parallel=N` (N workers, the cores split between
+them), each with the per-step loop (`steps_per_call=1`) and with fused chunks on the device-resident split
+(`steps_per_call=0`, auto). Cases alternate round by round, each into a fresh directory with a fresh XLA cache
+(so no case gains from another's compilations).
 
-    python -m benchmarks.ablate_parallel [--rounds=1] [--parallel=1,2]
+    python -m benchmarks.ablate_parallel [--rounds=1] [--parallel=1,2] [--steps_per_call=1,0]
 """
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -19,38 +22,46 @@ from configs.faults import healthy
 
 _ROUNDS = flags.DEFINE_integer("rounds", 1, "Alternating rounds (median reported).")
 _PARALLEL = flags.DEFINE_list("parallel", ["1", "2"], "Worker counts to compare.")
+_PER_CALL = flags.DEFINE_list("steps_per_call", ["1", "0"], "config.steps_per_call values to compare.")
 _EXAMPLES = flags.DEFINE_integer("examples", 10_000, "Training examples per run.")
 _EPOCHS = flags.DEFINE_integer("epochs", 2, "Epochs per run.")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per arm.")
 
 
-def _sweep():
+def _sweep(steps_per_call: int):
   config = healthy.get_config()
   config.num_epochs = _EPOCHS.value
   config.data.max_train_examples = _EXAMPLES.value
   config.doctor = False
+  config.steps_per_call = steps_per_call
   return ablate.Sweep(rundir.config_to_dict(config),
-                      [ablate.Arm("base"), ablate.Arm("drop", {"model.dropout_rate": 0.3})], [0, 1])
+                      [ablate.Arm("base"), ablate.Arm("drop", {"model.dropout_rate": 0.3})],
+                      list(range(_SEEDS.value)))
 
 
 def main(argv):
   del argv
-  times = {int(p): [] for p in _PARALLEL.value}
+  cases = list(itertools.product((int(p) for p in _PARALLEL.value), (int(k) for k in _PER_CALL.value)))
+  times = {case: [] for case in cases}
   for _ in range(_ROUNDS.value):
-    for parallel in times:
-      out = tempfile.mkdtemp(prefix=f"ablate_p{parallel}_")
+    for parallel, per_call in cases:
+      out = tempfile.mkdtemp(prefix=f"ablate_p{parallel}_k{per_call}_")
       cache = os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
       start = time.perf_counter()
-      ablate.run_sweep(_sweep(), out, parallel=parallel, log=lambda _: None)
-      times[parallel].append(time.perf_counter() - start)
+      ablate.run_sweep(_sweep(per_call), out, parallel=parallel, log=lambda _: None)
+      times[parallel, per_call].append(time.perf_counter() - start)
       if cache is not None:
         os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
       shutil.rmtree(out)
-  base = sorted(times[min(times)])[len(times[min(times)]) // 2]
-  print(f"| workers | sweep wall time (4 runs, {_EXAMPLES.value} examples x {_EPOCHS.value} epochs) | vs {min(times)} worker |")
-  print("| --- | --- | --- |")
-  for parallel, values in times.items():
-    median = sorted(values)[len(values) // 2]
-    print(f"| {parallel} | {median:.1f} s | {base / median:.2f}x |")
+  median = {case: sorted(v)[len(v) // 2] for case, v in times.items()}
+  base = median[cases[0]]
+  runs = 2 * _SEEDS.value
+  print(f"| workers | steps per call | wall time ({runs} runs, {_EXAMPLES.value} examples x {_EPOCHS.value} "
+        f"epochs) | vs the first row |")
+  print("| --- | --- | --- | --- |")
+  for (parallel, per_call), value in median.items():
+    label = {1: "1 (per-step loop)", 0: "auto (fused)"}.get(per_call, str(per_call))
+    print(f"| {parallel} | {label} | {value:.1f} s | {value / base:.2f}x |")
 
 
 if __name__ == "__main__":

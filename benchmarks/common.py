@@ -75,3 +75,37 @@ def print_ratio_table(cases, rates, *, what: str, ratio_to: str) -> None:
   for (name, batch_size, label, _), rate in zip(cases, rates):
     base.setdefault((name, batch_size), rate)
     print(f"{name:16s} {batch_size:5d}  {label:{width}s} {rate:8.0f} {rate / base[(name, batch_size)]:11.2f}x")
+
+
+def flops_per_image(config, batch_size: int, image_shape=(28, 28, 1), num_classes: int = 10) -> float:
+  """FLOPs of one training image, from XLA's cost analysis of `config`'s train step compiled for one device.
+
+  Counted on the unsplit step (micro_batch_size = batch): XLA's analysis counts a loop's body once, so a
+  micro-batched or fused step would be undercounted by its trip count; the arithmetic is the same."""
+  import functools
+  import jax.numpy as jnp
+  tx = optim.create_optimizer(config.optim, 100, 1)
+  model = models.create_model(config.model, num_classes, axis_name=None, dtype=config.dtype)
+  state = steps.create_train_state(model, tx, jax.random.key(0), image_shape)
+  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, axis_name=None,
+                                   micro_batch_size=batch_size, signals=config.get("signals", True)))
+  batch = {"image": jnp.zeros((batch_size,) + tuple(image_shape), jnp.uint8),
+           "label": jnp.zeros((batch_size,), jnp.int32)}
+  analysis = step.lower(state, batch, jax.random.key(1)).compile().cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  return float(analysis["flops"]) / batch_size
+
+
+def matmul_peak_flops(n: int = 2048, dtype="float32", seconds: float = 1.0) -> float:
+  """The machine's measured matmul FLOP/s: an n x n x n product in `dtype` on the default device, timed over
+  about `seconds` after a warm-up (the ceiling that a throughput's share of peak is read against)."""
+  import jax.numpy as jnp
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
+  matmul = jax.jit(lambda x, y: x @ y)
+  matmul(a, a).block_until_ready()
+  start, reps = time.perf_counter(), 0
+  while time.perf_counter() - start < seconds:
+    out = matmul(a, a)
+    reps += 1
+  out.block_until_ready()
+  return 2.0 * n ** 3 * reps / (time.perf_counter() - start)

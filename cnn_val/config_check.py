@@ -37,6 +37,9 @@ def validate(config) -> None:
   profile = config.get("profile_steps", 0)
   if isinstance(profile, bool) or not isinstance(profile, int) or profile < 0:
     _fail("profile_steps", profile, "0 (off) or a number of train steps to trace")
+  per_call = config.get("steps_per_call", 1)
+  if isinstance(per_call, bool) or not isinstance(per_call, int) or per_call < 0:
+    _fail("steps_per_call", per_call, "0 (auto), 1 (the per-step loop) or a number of train steps per host call")
   probe = config.get("train_eval_examples", 0)
   if isinstance(probe, bool) or not isinstance(probe, int) or probe < 0:
     _fail("train_eval_examples", probe, "0 (off) or a count of training examples evaluated like validation")

@@ -12,6 +12,7 @@ import functools
 import os
 
 import jax
+import numpy as np
 
 from cnn_val import models
 
@@ -44,6 +45,13 @@ def pmap_step(step_fn, devices, *, batch_argnums: tuple[int, ...], num_args: int
     return outputs
 
   return step_and_wait
+
+
+def replicate(x, devices):
+  """`x` (an array or a pytree of them) placed once on every device of `devices`, as the steps' replicated
+  arguments (`in_axes=None`) expect it: a call then copies nothing (a host array would be copied every call)."""
+  mesh = jax.sharding.Mesh(np.asarray(devices), (AXIS,))
+  return jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
 def one_step_in_flight(devices) -> bool:

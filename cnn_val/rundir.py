@@ -29,7 +29,7 @@ RUN_LOCK_FILE = ".run.lock"  # held (flock) by the process training the run
 # Fields that may change when a run is resumed: they do not change what is computed (the device count
 # changes results only to float round-off).
 RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices", "cpu_devices", "doctor",
-                               "preflight", "signals", "train_eval_examples", "profile_steps"})
+                               "preflight", "signals", "train_eval_examples", "profile_steps", "steps_per_call"})
 
 # Fields added after runs were made, with the value that reproduces the model those runs trained.
 FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "data.scenario.missing_classes": [],

@@ -179,6 +179,34 @@ class PmappedSteps(NamedTuple):
   micro_batch_size: int
 
 
+def train_chunk(state: TrainState, images, labels, indices, key, *, step_fn):
+  """`indices.shape[0]` consecutive train steps in one call, on a training split held on the device.
+
+  `images` and `labels` are the whole training split (the same on every device); `indices[k]` are this
+  device's examples of the k-th batch (int32, drawn by the host from (seed, epoch) exactly as
+  `pipeline.train_batches` draws them). Each step gathers its batch on the device and runs `step_fn` (the
+  bound `train_step`), so the result is the per-step loop's; each step's metric sums come back stacked
+  along a leading step axis (the host sums them as it sums the per-step loop's, to the same numbers).
+  """
+
+  def body(state, idx):
+    return step_fn(state, {"image": images[idx], "label": labels[idx]}, key)
+
+  return lax.scan(body, state, indices)
+
+
+def _bound_steps(config, num_classes: int, tx, devices, class_weights):
+  augmentation = augment.from_config(config.augment)
+  model = models.create_model(config.model, num_classes, axis_name=parallel.AXIS, dtype=config.dtype)
+  per_device_batch = config.batch_size // (len(devices) * jax.process_count())
+  micro = parallel.micro_batch_size(config.micro_batch_size, per_device_batch,
+                                    has_batch_stats=models.has_batch_statistics(config.model))
+  train = functools.partial(train_step, model=model, tx=tx, micro_batch_size=micro, augmentation=augmentation,
+                            class_weights=class_weights, signals=config.get("signals", True))
+  evaluate = functools.partial(eval_step, model=model, num_classes=num_classes, augmentation=augmentation)
+  return train, evaluate, model, micro
+
+
 def pmapped_steps(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None) -> PmappedSteps:
   """The train and eval steps for `config` exactly as `train_and_evaluate` runs them, pmapped once.
 
@@ -186,16 +214,15 @@ def pmapped_steps(config, num_classes: int, tx, devices, *, class_weights: tuple
   `config.dtype` with BatchNorm synchronised over `parallel.AXIS`; training images are augmented as
   `config.augment` says.
   """
-  augmentation = augment.from_config(config.augment)
-  model = models.create_model(config.model, num_classes, axis_name=parallel.AXIS, dtype=config.dtype)
-  per_device_batch = config.batch_size // (len(devices) * jax.process_count())
-  micro = parallel.micro_batch_size(config.micro_batch_size, per_device_batch,
-                                    has_batch_stats=models.has_batch_statistics(config.model))
-  p_train = parallel.pmap_step(
-      functools.partial(train_step, model=model, tx=tx, micro_batch_size=micro, augmentation=augmentation,
-                        class_weights=class_weights, signals=config.get("signals", True)),
-      devices, batch_argnums=(1,), num_args=3)
-  p_eval = parallel.pmap_step(
-      functools.partial(eval_step, model=model, num_classes=num_classes, augmentation=augmentation), devices,
-      batch_argnums=(1,), num_args=2)
+  train, evaluate, model, micro = _bound_steps(config, num_classes, tx, devices, class_weights)
+  p_train = parallel.pmap_step(train, devices, batch_argnums=(1,), num_args=3)
+  p_eval = parallel.pmap_step(evaluate, devices, batch_argnums=(1,), num_args=2)
   return PmappedSteps(p_train, p_eval, model, micro)
+
+
+def pmapped_train_chunk(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None):
+  """`train_chunk` with `config`'s train step, pmapped: `(state, images, labels, indices, key)` with the split
+  replicated on `devices` (`parallel.replicate`) and `indices` shaped `[devices, steps, per_device]`."""
+  train, _, _, _ = _bound_steps(config, num_classes, tx, devices, class_weights)
+  return parallel.pmap_step(functools.partial(train_chunk, step_fn=train), devices, batch_argnums=(3,),
+                            num_args=5)

@@ -93,23 +93,29 @@ class _Progress:
   def restart(self, step: int | None = None):
     self._t, self._step = time.perf_counter(), step
 
-  def __call__(self, step: int, epoch: int, sums: dict):
+  def __call__(self, step: int, epoch: int, sums: dict, executed: int | None = None):
+    """The line for the interval ending at `step`; `executed`: the step training has reached (a fused chunk
+    reports the intervals it crossed when it ends; the rate is timed over executed steps)."""
     self._check(sums, step)
+    executed = step if executed is None else executed
     now = time.perf_counter()
     loss, acc, lr = sums["loss_sum"] / sums["count"], sums["correct"] / sums["count"], float(self._schedule(step))
     line = (f"step {step}/{self._total}  epoch {epoch}/{self._config.num_epochs}  "
             f"loss {loss:.4f}  acc {acc:.4f}  lr {lr:.3g}")
-    if self._step is not None:  # the first interval of a run includes compilation: no rate for it
-      rate = (step - self._step) * self._config.batch_size / (now - self._t)
-      self._timed_steps += step - self._step
+    # The first interval of a run includes compilation, and a second interval reported by the same chunk
+    # took no time of its own: no rate for either.
+    if self._step is not None and executed > self._step:
+      rate = (executed - self._step) * self._config.batch_size / (now - self._t)
+      self._timed_steps += executed - self._step
       self._timed_seconds += now - self._t
       # The ETA from the whole run's rate so far: one slow interval (a save, a busy neighbour) does not move it.
-      eta = (self._total - step) * self._timed_seconds / self._timed_steps
+      eta = (self._total - executed) * self._timed_seconds / self._timed_steps
       line += f"  {rate:.0f} img/s  ETA {_format_duration(eta)}"
     logging.info(line)
     if self._writer is not None:  # per-step scalars in TensorBoard, besides the per-epoch ones
       self._writer.scalars(step, {"train/loss": float(loss), "train/accuracy": float(acc), "train/lr": lr})
-    self.restart(step)
+    if executed != self._step:
+      self.restart(executed)
 
 
 class TrainingInterrupted(Exception):
@@ -165,19 +171,21 @@ class _Profiler:
   def __init__(self, workdir: str, num_steps: int, start_step: int):
     self._dir, self._n = os.path.join(workdir, "profile"), int(num_steps)
     self._begin = start_step + self.PROFILE_AFTER
-    self._active = False
+    self._active = self._done = False
+    self._started_at = 0
 
   def __call__(self, step: int, outputs) -> None:
-    if not self._n:
+    """After each training call, at `step` (fused chunks advance it by several steps per call)."""
+    if not self._n or self._done:
       return
-    if step == self._begin:
+    if not self._active and step >= self._begin:
       jax.block_until_ready(outputs)
       jax.profiler.start_trace(self._dir)
-      self._active = True
-    elif self._active and step >= self._begin + self._n:
+      self._active, self._started_at = True, step
+    elif self._active and step >= self._started_at + self._n:
       jax.block_until_ready(outputs)
       jax.profiler.stop_trace()
-      self._active = False
+      self._active, self._done = False, True
       logging.info("Profiler trace of %d steps written to %s (tensorboard --logdir %s, Profile tab).", self._n,
                    self._dir, self._dir)
 
@@ -187,26 +195,98 @@ class _Profiler:
       self._active = False
 
 
-def _train_epoch(p_train, state, batches, key, *, step: int, epoch: int, progress: _Progress,
+def _per_step(host_metrics: list[dict]) -> dict:
+  """Fetched calls' metrics -> {name: one value per step} (a per-step call's scalars, a chunk's stacked rows)."""
+  return {k: np.concatenate([np.reshape(m[k], (-1,)) for m in host_metrics]) for k in host_metrics[0]}
+
+
+def _total(values: dict) -> dict:
+  """Sums over steps (`first_*`: the minimum), over one array per metric: the same steps give the same
+  numbers whichever way they were called and fetched."""
+  return {k: (np.min if k.startswith("first_") else np.sum)(v) for k, v in values.items()}
+
+
+def _train_epoch(calls, state, *, step: int, epoch: int, progress: _Progress,
                  stop: _StopOnSignal | None = None, on_stop=None, profiler: _Profiler | None = None):
-  """One epoch of steps; returns the new state, the step count and the epoch's summed training metrics."""
-  epoch_sums, pending = [], []
-  for batch in batches:
-    state, step_metrics = p_train(state, batch, key)
-    step += 1
+  """One epoch of training calls; returns the new state, the step count and the epoch's summed metrics.
+
+  `calls` yields `(fn, steps)`: `fn(state) -> (state, metric sums)` trains `steps` steps (one step of the
+  per-step loop, or a fused chunk whose metrics are stacked per step). Metrics are fetched when a call
+  crosses a multiple of `config.log_every_steps`, and a progress line reports every multiple crossed with
+  the sums of exactly its steps, whichever way they were called. NaN checks, the profiler and a stop signal
+  act between calls.
+  """
+  epoch_values, unreported, pending = [], None, []
+  reported = step  # progress has covered the epoch's steps up to here
+  for fn, num_steps in calls:
+    state, step_metrics = fn(state)
+    before, step = step, step + num_steps
     if profiler is not None:
       profiler(step, step_metrics)
     if stop is not None and stop.signum is not None:
       jax.block_until_ready(step_metrics)
       on_stop(stop.signum, step)
-    pending.append(step_metrics)  # device arrays: fetching them every step would stall the pipeline
-    if step % progress.every == 0:
-      epoch_sums.append(_sum_metrics(pending))
+    pending.append(step_metrics)  # device arrays: fetching them every call would stall the pipeline
+    if step // progress.every > before // progress.every:
+      fetched = _per_step(jax.device_get(pending))
       pending = []
-      progress(step, epoch, epoch_sums[-1])
+      epoch_values.append(fetched)
+      unreported = fetched if unreported is None else {k: np.concatenate([unreported[k], v])
+                                                       for k, v in fetched.items()}
+      for boundary in range((before // progress.every + 1) * progress.every, step + 1, progress.every):
+        upto = boundary - reported
+        progress(boundary, epoch, _total({k: v[:upto] for k, v in unreported.items()}), executed=step)
+        unreported, reported = {k: v[upto:] for k, v in unreported.items()}, boundary
   if pending:
-    epoch_sums.append(_sum_metrics(pending))
-  return state, step, _sum_metrics(epoch_sums)
+    epoch_values.append(_per_step(jax.device_get(pending)))
+  return state, step, _total({k: np.concatenate([f[k] for f in epoch_values]) for k in epoch_values[0]})
+
+
+def _step_calls(p_train, batches, key):
+  """The per-step loop's calls: one host batch each."""
+  for batch in batches:
+    yield (lambda state, batch=batch: p_train(state, batch, key)), 1
+
+
+def _chunk_calls(p_chunk, data, indices: np.ndarray, key, chunk: int):
+  """Fused calls over device-resident data: `chunk` steps each (the epoch's last call takes the rest)."""
+  for start in range(0, len(indices), chunk):
+    idx = np.ascontiguousarray(indices[start:start + chunk].swapaxes(0, 1))  # [devices, steps, per_device]
+    yield (lambda state, idx=idx: p_chunk(state, data["image"], data["label"], idx, key)), idx.shape[1]
+
+
+# Device-resident training data: at most this share of a device's memory (where the device reports it), or
+# DEVICE_DATA_MAX_BYTES where it does not (host CPU devices share the host's memory).
+DEVICE_DATA_MAX_FRACTION = 0.25
+DEVICE_DATA_MAX_BYTES = 2 << 30
+
+
+def _device_data_fits(train_arrays: dict, devices) -> tuple[bool, str]:
+  nbytes = sum(v.nbytes for v in train_arrays.values())
+  stats = devices[0].memory_stats() if hasattr(devices[0], "memory_stats") else None
+  limit = (DEVICE_DATA_MAX_FRACTION * stats["bytes_limit"] if stats and stats.get("bytes_limit")
+           else DEVICE_DATA_MAX_BYTES)
+  return nbytes <= limit, f"{nbytes / 2**20:.0f} MiB against {limit / 2**20:.0f} MiB allowed per device"
+
+
+# config.steps_per_call=0 (auto): fused chunks of this many steps where the training split fits on the device.
+AUTO_STEPS_PER_CALL = 50
+
+
+def steps_per_call(config, train_arrays: dict, devices) -> int:
+  """Train steps per host call: 1 = the per-step loop over host batches; K > 1 = fused chunks of K steps over
+  the training split held on the device (`config.steps_per_call`; 0 = auto: AUTO_STEPS_PER_CALL when the
+  split fits, else 1). An explicit K > 1 whose split does not fit falls back to 1 with a warning."""
+  requested = int(config.get("steps_per_call", 1))
+  if requested == 1:
+    return 1
+  fits, why = _device_data_fits(train_arrays, devices)
+  if not fits:
+    if requested > 1:
+      logging.warning("config.steps_per_call=%d needs the training split on the device, which does not fit "
+                      "(%s): training step by step from host batches instead.", requested, why)
+    return 1
+  return requested or AUTO_STEPS_PER_CALL
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -293,6 +373,13 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
       config, num_classes, tx, devices,
       class_weights=None if class_weights is None else tuple(float(w) for w in class_weights))
   p_train, p_eval = pmapped.train, pmapped.eval
+  chunk = steps_per_call(config, train_arrays, devices)
+  if chunk > 1:  # the training split on the device, K steps per host call
+    p_chunk = steps.pmapped_train_chunk(
+        config, num_classes, tx, devices,
+        class_weights=None if class_weights is None else tuple(float(w) for w in class_weights))
+    device_data = parallel.replicate({"image": train_arrays["image"], "label": train_arrays["label"]}, devices)
+    logging.info("Training split held on the device; %d train steps per host call.", chunk)
   logging.info("Per-device batch %d in micro-batches of %d; %s computation; conv %s, pool %s.",
                config.batch_size // (num_devices * jax.process_count()), pmapped.micro_batch_size,
                config.dtype, pmapped.model.conv_impl, getattr(pmapped.model, "pool_impl", "-"))
@@ -316,11 +403,13 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
 
   try:
     for epoch in range(start_step // steps_per_epoch, config.num_epochs if stopped is None else 0):
-      batches = pipeline.train_batches(train_arrays, global_batch=config.batch_size, num_devices=num_devices,
-                                       seed=config.seed, epoch=epoch, num_classes=num_classes,
-                                       resampling=resampling)
-      state, step, train = _train_epoch(p_train, state, batches, dropout_key, step=step, epoch=epoch + 1,
-                                        progress=progress, stop=stop, on_stop=_interrupt, profiler=profiler)
+      order = dict(global_batch=config.batch_size, num_devices=num_devices, seed=config.seed, epoch=epoch,
+                   num_classes=num_classes, resampling=resampling)
+      calls = (_chunk_calls(p_chunk, device_data, pipeline.train_indices(train_arrays["label"], **order),
+                            dropout_key, chunk) if chunk > 1 else
+               _step_calls(p_train, pipeline.train_batches(train_arrays, **order), dropout_key))
+      state, step, train = _train_epoch(calls, state, step=step, epoch=epoch + 1, progress=progress, stop=stop,
+                                        on_stop=_interrupt, profiler=profiler)
       _check_finite(train, step, workdir, ckpts)
 
       last_epoch = epoch + 1 == config.num_epochs

@@ -27,6 +27,10 @@ def get_config():
   # Examples per micro-batch inside each device's step (gradients accumulated with lax.scan); 0 = auto:
   # 32 on CPU for models without BatchNorm, else the whole device batch. Results equal the unsplit step.
   config.micro_batch_size = 0
+  # Train steps per host call: K > 1 holds the training split on the device and runs K steps per call
+  # (lax.scan; the same results as 1, the per-step loop over host batches); 0 = auto: fused where the split
+  # fits in a quarter of the device's memory (cnn_val/train.py, steps_per_call).
+  config.steps_per_call = 0
   config.dtype = "float32"  # computation dtype: float32 or bfloat16 (parameters stay float32)
   config.log_every_steps = 200
   config.signals = True  # the doctor's training signals: update/parameter ratio per step

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from cnn_val import rundir
-from tests.test_train import REPO, _main_command
+from tests.test_train import REPO, _main_command, logged_step
 
 STEPS_PER_EPOCH = 1080 // 16
 
@@ -17,7 +17,7 @@ def _interrupt(command, signum, at_step):
   lines = []
   for line in proc.stderr:
     lines.append(line)
-    if f"step {at_step}/" in line:
+    if logged_step(line) >= at_step:
       proc.send_signal(signum)
       break
   lines.extend(proc.stderr)

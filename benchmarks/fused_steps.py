@@ -1,0 +1,119 @@
+"""Fused train steps on a device-resident split against the per-step loop over host batches, in one run, with
+each model's FLOPs per image and its share of the machine's measured float32 matmul peak.
+
+    .venv/bin/python -m benchmarks.fused_steps [--models=SeedCNN,SeedCNNDropout,ConvNet-BN]
+        [--batch_sizes=32,128] [--per_call=10,50,200] [--rounds=5] [--seconds=2]
+
+Both paths are the ones `train_and_evaluate` runs (`train._step_calls`: a numpy gather of each batch from a
+51,200-image split by the epoch's permutation, then one pmapped step; `train._chunk_calls`: the split held on
+the device, K steps per call under `lax.scan`), on 1 device, measured alternately round by round (median).
+FLOPs per image come from XLA's cost analysis of the unsplit step; the peak is a 2048^3 float32 matmul
+measured in the same run, before and after the table (both printed; the share uses their mean).
+"""
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from benchmarks import common
+from cnn_val import models, optim, parallel, steps, train
+from cnn_val.data import pipeline
+
+flags.DEFINE_string("models", "SeedCNN,SeedCNNDropout,ConvNet-BN", "Models (configs) to measure.")
+flags.DEFINE_string("batch_sizes", "32,128", "Batch sizes.")
+flags.DEFINE_string("per_call", "10,50,200", "Steps per fused call to compare with the per-step loop.")
+flags.DEFINE_integer("examples", 51_200, "Size of the synthetic training split (51,200: whole chunks at every batch and K).")
+flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds; the median is reported.")
+flags.DEFINE_float("seconds", 2.0, "Approximate time per measurement.")
+FLAGS = flags.FLAGS
+
+
+def _runner(config, batch_size: int, per_call: int, arrays: dict):
+  """`run(num_steps)` through train.py's own call generators: per_call=1 is the per-step loop."""
+  config = config.copy_and_resolve_references()
+  config.batch_size = batch_size
+  devices = jax.local_devices()[:1]
+  tx = optim.create_optimizer(config.optim, 100, 1)
+  holder = [steps.create_train_state(models.create_model(config.model, 10), tx, jax.random.key(0), (28, 28, 1))]
+  key = jax.random.key(1)
+  if per_call == 1:
+    p_train = steps.pmapped_steps(config, 10, tx, devices).train
+  else:
+    p_chunk = steps.pmapped_train_chunk(config, 10, tx, devices)
+    data = parallel.replicate(arrays, devices)
+  epoch = [0]
+
+  def calls():
+    while True:  # epochs of the split, as training draws them
+      epoch[0] += 1
+      if per_call == 1:
+        yield from train._step_calls(p_train, pipeline.train_batches(
+            arrays, global_batch=batch_size, num_devices=1, seed=0, epoch=epoch[0]), key)
+      else:
+        yield from train._chunk_calls(p_chunk, data, pipeline.train_indices(
+            arrays["label"], global_batch=batch_size, num_devices=1, seed=0, epoch=epoch[0]), key, per_call)
+
+  source = calls()
+
+  def run(num_steps):
+    state, done, metrics = holder[0], 0, None
+    while done < num_steps:
+      fn, n = next(source)
+      state, metrics = fn(state)
+      done += n
+    jax.block_until_ready(metrics)
+    holder[0] = state
+    return done
+
+  return run
+
+
+def main(argv):
+  del argv
+  images, labels = common.synthetic_batches(1, num_batches=FLAGS.examples)
+  arrays = {"image": images, "label": labels}
+  per_calls = [1] + [int(k) for k in FLAGS.per_call.split(",")]
+  peak_before = common.matmul_peak_flops()
+  cases, runners = [], []
+  for batch_size in (int(b) for b in FLAGS.batch_sizes.split(",")):
+    for name in FLAGS.models.split(","):
+      config = common.MODEL_CONFIGS[name]()
+      flops = common.flops_per_image(config, batch_size)
+      for k in per_calls:
+        cases.append((name, batch_size, k, flops))
+        runners.append(_runner(config, batch_size, k, arrays))
+  rates = _measure(runners, [c[1] for c in cases])
+  peak = (peak_before + common.matmul_peak_flops()) / 2
+  print(f"JAX {jax.__version__}, {jax.devices()[0].platform}, 1 device; float32 matmul peak "
+        f"{peak_before / 1e9:.0f} GFLOP/s before, {peak / 1e9:.0f} mean; median of {FLAGS.rounds} rounds\n")
+  print("| model | batch | MFLOP/image | steps per call | images/s | vs per-step loop | GFLOP/s | share of peak |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+  base = {}
+  for (name, batch_size, k, flops), rate in zip(cases, rates):
+    base.setdefault((name, batch_size), rate)
+    label = "1 (per-step loop, host batches)" if k == 1 else f"{k} (fused, split on device)"
+    print(f"| {name} | {batch_size} | {flops / 1e6:.2f} | {label} | {rate:,.0f} | "
+          f"{rate / base[(name, batch_size)]:.2f}x | {rate * flops / 1e9:.0f} | {rate * flops / peak:.0%} |")
+
+
+def _measure(runners, batch_sizes):
+  """Median images/s per runner over alternating rounds (each measurement whole calls, about --seconds)."""
+  import time
+  num_steps = []
+  for run in runners:
+    run(1)  # compile (the fused path compiles its chunk here)
+    start = time.perf_counter()
+    done = run(3)
+    num_steps.append(max(3, int(FLAGS.seconds / ((time.perf_counter() - start) / done))))
+  rates = [[] for _ in runners]
+  for _ in range(FLAGS.rounds):
+    for i, run in enumerate(runners):
+      start = time.perf_counter()
+      done = run(num_steps[i])
+      rates[i].append(done * batch_sizes[i] / (time.perf_counter() - start))
+  return [float(np.median(r)) for r in rates]
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,60 @@
+"""Fused train steps over a device-resident training split (config.steps_per_call) against the per-step loop."""
+
+import numpy as np
+import pytest
+
+from cnn_val import rundir, train
+from cnn_val.data import pipeline
+
+
+def _bn_augmented(config):
+  """BatchNorm, dropout, on-device augmentation, class weights and oversampling: every path a step takes."""
+  config.model.name = "ConvNet"
+  config.model.widths = (8, 16)
+  config.model.batchnorm = True
+  config.model.block_dropout_rate = 0.1
+  config.model.hidden_units = 16
+  config.augment.preset = "characters"
+  config.imbalance.class_weighting = "inverse"
+  config.imbalance.resampling = "oversample"
+  config.data.max_train_examples = 600
+  return config
+
+
+@pytest.mark.parametrize("case, devices, per_call", [("seed_model", 2, 7), ("bn_augmented", 1, 0)])
+def test_fused_chunks_write_the_per_step_loops_metrics_bit_for_bit(tiny_config, tmp_path, case, devices, per_call):
+  config = _bn_augmented(tiny_config) if case == "bn_augmented" else tiny_config
+  config.num_devices = devices
+  rows = {}
+  for k in (1, per_call):
+    config.steps_per_call = k
+    train.train_and_evaluate(config, str(tmp_path / f"k{k}"))
+    rows[k] = rundir.read_metrics(str(tmp_path / f"k{k}"))
+  assert len(rows[1]) == config.num_epochs
+  assert rows[per_call] == rows[1]  # every field of every epoch, training sums included
+
+
+def test_train_indices_are_the_batches_the_host_pipeline_gathers():
+  rng = np.random.default_rng(0)
+  arrays = {"image": rng.integers(0, 255, (103, 4, 4, 1), dtype=np.uint8),
+            "label": rng.integers(0, 3, 103).astype(np.int32)}
+  kw = dict(global_batch=20, num_devices=2, seed=3, epoch=1, num_classes=3, resampling="oversample")
+  indices = pipeline.train_indices(arrays["label"], **kw)
+  batches = list(pipeline.train_batches(arrays, **kw))
+  assert indices.shape == (len(batches), 2, 10) and indices.dtype == np.int32
+  for idx, batch in zip(indices, batches):
+    np.testing.assert_array_equal(arrays["image"][idx], batch["image"])
+    np.testing.assert_array_equal(arrays["label"][idx], batch["label"])
+
+
+def test_a_split_too_big_for_the_device_falls_back_to_host_batches(tiny_config, monkeypatch, caplog):
+  import jax
+  arrays = {"image": np.zeros((1000, 28, 28, 1), np.uint8), "label": np.zeros(1000, np.int32)}
+  tiny_config.steps_per_call = 0
+  assert train.steps_per_call(tiny_config, arrays, jax.local_devices()[:1]) == train.AUTO_STEPS_PER_CALL
+  monkeypatch.setattr(train, "DEVICE_DATA_MAX_BYTES", 1000)
+  assert train.steps_per_call(tiny_config, arrays, jax.local_devices()[:1]) == 1
+  tiny_config.steps_per_call = 10
+  with caplog.at_level("WARNING"):
+    assert train.steps_per_call(tiny_config, arrays, jax.local_devices()[:1]) == 1
+  assert "does not fit" in caplog.text and "step by step" in caplog.text
