@@ -2,7 +2,7 @@
 each model's FLOPs per image and its share of the machine's measured float32 matmul peak.
 
     .venv/bin/python -m benchmarks.fused_steps [--models=SeedCNN,SeedCNNDropout,ConvNet-BN]
-        [--batch_sizes=32,128] [--per_call=10,50,200] [--rounds=5] [--seconds=2]
+        [--batch_sizes=32,128] [--per_call=10,50] [--rounds=5] [--seconds=2]
 
 Both paths are the ones `train_and_evaluate` runs (`train._step_calls`: a numpy gather of each batch from a
 51,200-image split by the epoch's permutation, then one pmapped step; `train._chunk_calls`: the split held on
@@ -10,6 +10,8 @@ the device, K steps per call under `lax.scan`), on 1 device, measured alternatel
 FLOPs per image come from XLA's cost analysis of the unsplit step; the peak is a 2048^3 float32 matmul
 measured in the same run, before and after the table (both printed; the share uses their mean).
 """
+
+import sys
 
 from absl import app
 from absl import flags
@@ -22,7 +24,7 @@ from cnn_val.data import pipeline
 
 flags.DEFINE_string("models", "SeedCNN,SeedCNNDropout,ConvNet-BN", "Models (configs) to measure.")
 flags.DEFINE_string("batch_sizes", "32,128", "Batch sizes.")
-flags.DEFINE_string("per_call", "10,50,200", "Steps per fused call to compare with the per-step loop.")
+flags.DEFINE_string("per_call", "10,50", "Steps per fused call to compare with the per-step loop.")
 flags.DEFINE_integer("examples", 51_200, "Size of the synthetic training split (51,200: whole chunks at every batch and K).")
 flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds; the median is reported.")
 flags.DEFINE_float("seconds", 2.0, "Approximate time per measurement.")
@@ -101,17 +103,21 @@ def _measure(runners, batch_sizes):
   """Median images/s per runner over alternating rounds (each measurement whole calls, about --seconds)."""
   import time
   num_steps = []
-  for run in runners:
+  for i, run in enumerate(runners):
     run(1)  # compile (the fused path compiles its chunk here)
+    run(5)  # warm
     start = time.perf_counter()
-    done = run(3)
+    done = run(20)
     num_steps.append(max(3, int(FLAGS.seconds / ((time.perf_counter() - start) / done))))
+    print(f"case {i + 1}/{len(runners)} compiled: {done * batch_sizes[i] / (time.perf_counter() - start):.0f} "
+          f"img/s", file=sys.stderr, flush=True)
   rates = [[] for _ in runners]
-  for _ in range(FLAGS.rounds):
+  for r in range(FLAGS.rounds):
     for i, run in enumerate(runners):
       start = time.perf_counter()
       done = run(num_steps[i])
       rates[i].append(done * batch_sizes[i] / (time.perf_counter() - start))
+    print(f"round {r + 1}: " + " ".join(f"{x[-1]:.0f}" for x in rates), file=sys.stderr, flush=True)
   return [float(np.median(r)) for r in rates]
 
 

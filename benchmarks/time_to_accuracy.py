@@ -23,13 +23,14 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from cnn_val import train
+from cnn_val import rundir, train
 from cnn_val.data import sources
 from configs import default
 
 flags.DEFINE_integer("epochs", 25, "Epochs for both frameworks.")
 flags.DEFINE_float("target", 0.91, "Test accuracy to reach.")
 flags.DEFINE_string("order", "keras,cnn_val", "Which runs, in which order.")
+flags.DEFINE_integer("steps_per_call", 0, "cnn_val's config.steps_per_call (0 = auto, 1 = the per-step loop).")
 FLAGS = flags.FLAGS
 
 
@@ -63,13 +64,19 @@ def run_cnn_val(config):
   with tempfile.TemporaryDirectory() as workdir:
     start = time.perf_counter()
     row = train.train_and_evaluate(config, workdir)
-    return time.perf_counter() - start, row["test_accuracy"]
+    seconds = time.perf_counter() - start
+    timing = rundir.read_json(workdir, rundir.TIMING_FILE)
+  print("cnn_val wall time by phase (timing.json):")
+  for phase, spent in list(timing["phases"].items()) + [("other", timing["other_seconds"])]:
+    print(f"| {phase} | {spent:.1f} s | {spent / timing['total_seconds']:.1%} |")
+  return seconds, row["test_accuracy"]
 
 
 def main(argv):
   del argv
   config = default.get_config()
   config.num_epochs = FLAGS.epochs
+  config.steps_per_call = FLAGS.steps_per_call
   results = {}
   for name in FLAGS.order.split(","):
     results[name] = {"keras": run_keras, "cnn_val": run_cnn_val}[name](config)

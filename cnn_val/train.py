@@ -61,6 +61,41 @@ def _train_probe(train_arrays: dict, examples: int):
   return pipeline.from_arrays({k: v[idx] for k, v in train_arrays.items()})
 
 
+class WallTime:
+  """Where this process's wall time goes: exclusive seconds per phase (a phase inside another is not counted
+  twice), written to timing.json and summarised at the end of the run."""
+
+  def __init__(self):
+    self.start = time.perf_counter()
+    self.seconds: dict[str, float] = {}
+    self._stack: list[list] = []
+
+  @contextlib.contextmanager
+  def __call__(self, phase: str):
+    begin = time.perf_counter()
+    self._stack.append([phase, 0.0])  # [name, seconds of phases nested in it]
+    try:
+      yield
+    finally:
+      _, nested = self._stack.pop()
+      spent = time.perf_counter() - begin
+      self.seconds[phase] = self.seconds.get(phase, 0.0) + spent - nested
+      if self._stack:
+        self._stack[-1][1] += spent
+
+  def as_dict(self) -> dict:
+    total = time.perf_counter() - self.start
+    phases = dict(sorted(self.seconds.items(), key=lambda kv: -kv[1]))
+    return {"total_seconds": round(total, 3), "phases": {k: round(v, 3) for k, v in phases.items()},
+            "other_seconds": round(total - sum(phases.values()), 3)}
+
+  def line(self) -> str:
+    d = self.as_dict()
+    total = max(d["total_seconds"], 1e-9)
+    parts = [f"{k} {v:.1f} s ({v / total:.0%})" for k, v in d["phases"].items() if v >= 0.05]
+    return f"{d['total_seconds']:.1f} s: " + ", ".join(parts + [f"other {d['other_seconds']:.1f} s"])
+
+
 def _format_duration(seconds: float) -> str:
   seconds = int(seconds)
   return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s" if seconds >= 3600 \
@@ -207,19 +242,25 @@ def _total(values: dict) -> dict:
 
 
 def _train_epoch(calls, state, *, step: int, epoch: int, progress: _Progress,
-                 stop: _StopOnSignal | None = None, on_stop=None, profiler: _Profiler | None = None):
+                 stop: _StopOnSignal | None = None, on_stop=None, profiler: _Profiler | None = None,
+                 clock: WallTime | None = None):
   """One epoch of training calls; returns the new state, the step count and the epoch's summed metrics.
 
   `calls` yields `(fn, steps)`: `fn(state) -> (state, metric sums)` trains `steps` steps (one step of the
   per-step loop, or a fused chunk whose metrics are stacked per step). Metrics are fetched when a call
   crosses a multiple of `config.log_every_steps`, and a progress line reports every multiple crossed with
   the sums of exactly its steps, whichever way they were called. NaN checks, the profiler and a stop signal
-  act between calls.
+  act between calls. With `clock`, the process's first call (compilation, then its steps) is timed on its own.
   """
   epoch_values, unreported, pending = [], None, []
   reported = step  # progress has covered the epoch's steps up to here
   for fn, num_steps in calls:
-    state, step_metrics = fn(state)
+    if clock is not None and "first train call (compilation)" not in clock.seconds:
+      with clock("first train call (compilation)"):
+        state, step_metrics = fn(state)
+        jax.block_until_ready(step_metrics)
+    else:
+      state, step_metrics = fn(state)
     before, step = step, step + num_steps
     if profiler is not None:
       profiler(step, step_metrics)
@@ -302,15 +343,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> dict:
-  run_start = time.perf_counter()
+  clock = WallTime()
   num_devices = len(devices)
   rundir.write_or_check_config(workdir, config)
 
-  splits, arrays = loading.load_data(config)
+  with clock("load data"):
+    splits, arrays = loading.load_data(config)
   train_arrays = arrays["train"]
   num_classes = splits.num_classes
   if rundir.read_json(workdir, rundir.AUDIT_FILE) is None:  # once per run (a resumed run keeps its audit)
-    report = audit.audit(arrays, num_classes, splits.class_names)
+    with clock("audit"):
+      report = audit.audit(arrays, num_classes, splits.class_names)
     rundir.write_json(workdir, rundir.AUDIT_FILE, report)
     logging.info("Dataset audit written to %s/%s (%.1f s).", workdir, rundir.AUDIT_FILE, report["seconds"])
   counts = balance.class_counts(train_arrays["label"], num_classes)
@@ -340,14 +383,16 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
   schedule = optim.create_schedule(config.optim, steps_per_epoch, config.num_epochs)
   tx = optim.create_optimizer(config.optim, steps_per_epoch, config.num_epochs)
   init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
-  state = steps.create_train_state(
-      models.create_model(config.model, num_classes, class_prior=counts), tx, init_key, splits.image_shape)
+  with clock("model and optimizer init"):
+    state = steps.create_train_state(
+        models.create_model(config.model, num_classes, class_prior=counts), tx, init_key, splits.image_shape)
   logging.info("Model %s: %d parameters.", config.model.name,
                sum(x.size for x in jax.tree.leaves(state.params)))
 
   ckpts = checkpoint.Checkpoints(workdir)
   recorded = rundir.read_metrics(workdir)
-  restored = ckpts.restore_latest(state, max_step=recorded[-1]["step"] if recorded else 0)
+  with clock("checkpoints"):
+    restored = ckpts.restore_latest(state, max_step=recorded[-1]["step"] if recorded else 0)
   if restored is not None:
     state = restored
     if int(state.step) == total_steps:
@@ -363,7 +408,8 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
   history = rundir.truncate_metrics(workdir, start_step, recorded)
 
   if config.preflight and start_step == 0 and rundir.read_json(workdir, rundir.PREFLIGHT_FILE) is None:
-    checks = preflight.run_checks(config, arrays, num_classes, splits.image_shape)
+    with clock("pre-flight checks"):
+      checks = preflight.run_checks(config, arrays, num_classes, splits.image_shape)
     rundir.write_json(workdir, rundir.PREFLIGHT_FILE, checks)
     failed = [c["message"] for c in checks["checks"] if not c["passed"]]
     logging.log(logging.WARNING if failed else logging.INFO, "Pre-flight checks (%.1f s): %s", checks["seconds"],
@@ -378,7 +424,8 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
     p_chunk = steps.pmapped_train_chunk(
         config, num_classes, tx, devices,
         class_weights=None if class_weights is None else tuple(float(w) for w in class_weights))
-    device_data = parallel.replicate({"image": train_arrays["image"], "label": train_arrays["label"]}, devices)
+    with clock("training split to the device"):
+      device_data = parallel.replicate({"image": train_arrays["image"], "label": train_arrays["label"]}, devices)
     logging.info("Training split held on the device; %d train steps per host call.", chunk)
   logging.info("Per-device batch %d in micro-batches of %d; %s computation; conv %s, pool %s.",
                config.batch_size // (num_devices * jax.process_count()), pmapped.micro_batch_size,
@@ -408,14 +455,16 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
       calls = (_chunk_calls(p_chunk, device_data, pipeline.train_indices(train_arrays["label"], **order),
                             dropout_key, chunk) if chunk > 1 else
                _step_calls(p_train, pipeline.train_batches(train_arrays, **order), dropout_key))
-      state, step, train = _train_epoch(calls, state, step=step, epoch=epoch + 1, progress=progress, stop=stop,
-                                        on_stop=_interrupt, profiler=profiler)
+      with clock("train steps"):
+        state, step, train = _train_epoch(calls, state, step=step, epoch=epoch + 1, progress=progress,
+                                          stop=stop, on_stop=_interrupt, profiler=profiler, clock=clock)
       _check_finite(train, step, workdir, ckpts)
 
       last_epoch = epoch + 1 == config.num_epochs
       if not last_epoch and (epoch + 1) % config.eval_every_epochs:
         continue
-      val = evaluate(p_eval, state, splits.validation, split_name="validation", **eval_kw)
+      with clock("validation"):
+        val = evaluate(p_eval, state, splits.validation, split_name="validation", **eval_kw)
       best_val = max(val_history, default=None)  # before this evaluation
       val_history.append(val["accuracy"])
       since_best = len(val_history) - 1 - val_history.index(max(val_history))  # a tie is no improvement
@@ -432,26 +481,31 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
                                           "per_class_precision", "pred_histogram")},
       }
       if train_probe is not None:  # training accuracy measured like validation's (the doctor compares them)
-        probe = evaluate(p_eval, state, train_probe, split_name="train", **eval_kw)
+        with clock("training probe"):
+          probe = evaluate(p_eval, state, train_probe, split_name="train", **eval_kw)
         row.update(train_eval_loss=probe["loss"], train_eval_accuracy=probe["accuracy"])
       if last_epoch or best_val is None or val["accuracy"] >= best_val:  # the best and the last evaluation
         row["val_confusion"] = val["confusion"]
       if last_epoch and splits.test is not None:
-        test = evaluate(p_eval, state, splits.test, split_name="test", **eval_kw)
+        with clock("test"):
+          test = evaluate(p_eval, state, splits.test, split_name="test", **eval_kw)
         row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
         # The best checkpoint's test accuracy too (early stopping's answer), from the checkpoint itself.
         if best_val is not None and val["accuracy"] < best_val:
-          best_state = ckpts.restore_best(state)
-          best_test = evaluate(p_eval, best_state, splits.test, split_name="test", **eval_kw)["accuracy"]
+          with clock("test"):
+            best_state = ckpts.restore_best(state)
+            best_test = evaluate(p_eval, best_state, splits.test, split_name="test", **eval_kw)["accuracy"]
           row.update(best_checkpoint_step=int(ckpts.best.best_step()), best_checkpoint_test_accuracy=best_test)
         else:  # this evaluation is the best (ties keep the later one)
           row.update(best_checkpoint_step=step, best_checkpoint_test_accuracy=test["accuracy"])
-      writer.write(row)
+      with clock("metrics and TensorBoard"):
+        writer.write(row)
       logging.info("epoch %d: train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f%s", epoch + 1,
                    row["train_loss"], row["train_accuracy"], row["val_loss"], row["val_accuracy"],
                    f" test_acc {row['test_accuracy']:.4f}" if "test_accuracy" in row else "")
       # Checkpoint after the metrics line: a run killed in between redoes this epoch and rewrites the line.
-      ckpts.save(step, state, val_accuracy=val["accuracy"], best_so_far=best_val)
+      with clock("checkpoints"):
+        ckpts.save(step, state, val_accuracy=val["accuracy"], best_so_far=best_val)
       progress.restart(step)  # evaluation time is not training throughput
       if stopping:
         rundir.write_json(workdir, rundir.EARLY_STOP_FILE, {"epoch": epoch + 1, "step": step, "patience": patience,
@@ -466,26 +520,31 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
     raise
   finally:
     profiler.close()
-    writer.close()
-    ckpts.close()
-  _doctor(config, workdir)
-  _summary(workdir, run_start)
+    with clock("metrics and TensorBoard"):
+      writer.close()
+    with clock("checkpoints"):
+      ckpts.close()
+  with clock("doctor"):
+    _doctor(config, workdir)
+  _summary(workdir, clock)
   return row
 
 
-def _summary(workdir: str, run_start: float) -> None:
-  """The end-of-run line: best epoch and accuracy, test accuracy of the last and the best checkpoint, wall time
-  of this process, where the report and the checkpoints are."""
+def _summary(workdir: str, clock: WallTime) -> None:
+  """The end-of-run lines: best epoch and accuracy, test accuracy of the last and the best checkpoint, wall time
+  of this process, where the report and the checkpoints are; where the time went (timing.json)."""
   rows = rundir.read_metrics(workdir)
   if not rows or jax.process_index() != 0:
     return
+  rundir.write_json(workdir, rundir.TIMING_FILE, clock.as_dict())
+  logging.info("Wall time of this process (%s/%s): %s", workdir, rundir.TIMING_FILE, clock.line())
   best, last = max(rows, key=lambda r: (r["val_accuracy"], r["step"])), rows[-1]
   tests = (f"; test {last['test_accuracy']:.4f} (last checkpoint), "
            f"{last.get('best_checkpoint_test_accuracy', last['test_accuracy']):.4f} (best)"
            if "test_accuracy" in last else "")
   logging.info("Done: best validation accuracy %.4f at epoch %d of %d%s; %s this process. Report %s/report.md, "
                "checkpoints %s/checkpoints (best, latest).", best["val_accuracy"], best["epoch"], last["epoch"],
-               tests, _format_duration(time.perf_counter() - run_start), workdir, workdir)
+               tests, _format_duration(time.perf_counter() - clock.start), workdir, workdir)
 
 
 def _doctor(config, workdir: str) -> None:

@@ -4,6 +4,7 @@
         --arm=base: --arm=wide:model.width_multiplier=2.0 [--arm=NAME:FIELD=VALUE,FIELD=VALUE ...] \
         [--grid=model.dropout_rate=0.3;0.5] [--sweep=my_sweep.py] [--config.FIELD=VALUE ...] \
         [--parallel=2] [--max_runs=N] [--budget_minutes=M]
+        [--executor=local|slurm|submitit_local] [--slurm_partition=P --slurm_timeout_min=240 --slurm_gpus_per_task=1]
 
 `--config.*` overrides apply to every arm; an arm without overrides is the baseline (or --baseline=NAME).
 Run the same command again to resume: finished runs are skipped, killed runs resume from their checkpoints.
@@ -29,6 +30,14 @@ _PARALLEL = flags.DEFINE_integer("parallel", 1, "Worker processes; CPU cores (an
                                  lower_bound=1)
 _MAX_RUNS = flags.DEFINE_integer("max_runs", 0, "Refuse a sweep with more runs left to train (0 = no limit).")
 _BUDGET = flags.DEFINE_float("budget_minutes", 0.0, "Stop when the first run's time says the rest will not fit.")
+_EXECUTOR = flags.DEFINE_enum("executor", "local", ["local", "slurm", "submitit_local"],
+                              "Where runs train: worker processes here, a SLURM job array (submitit; --parallel tasks "
+                              "at a time), or submitit's local executor (the cluster path as processes here).")
+_PARTITION = flags.DEFINE_string("slurm_partition", "", "SLURM partition ('' = the cluster's default).")
+_TIMEOUT = flags.DEFINE_integer("slurm_timeout_min", 240, "SLURM time limit of each run's task, in minutes.")
+_GPUS = flags.DEFINE_integer("slurm_gpus_per_task", 0, "GPUs each run's SLURM task asks for.")
+_CPUS = flags.DEFINE_integer("slurm_cpus_per_task", 0, "CPUs each run's SLURM task asks for (0 = default).")
+_MEM = flags.DEFINE_float("slurm_mem_gb", 0.0, "Memory each run's SLURM task asks for (0 = default).")
 flags.mark_flags_as_required(["config", "out"])
 
 
@@ -42,8 +51,10 @@ def main(argv):
     base = rundir.config_to_dict(_CONFIG.value)
     seeds = [base["seed"] + i for i in range(_SEEDS.value)]
     sweep = ablate.Sweep(base, arms, seeds, _BASELINE.value)
+    slurm = ablate.SlurmOptions(partition=_PARTITION.value, timeout_min=_TIMEOUT.value,
+                                gpus_per_task=_GPUS.value, cpus_per_task=_CPUS.value, mem_gb=_MEM.value)
     ablate.run_sweep(sweep, _OUT.value, parallel=_PARALLEL.value, max_runs=_MAX_RUNS.value,
-                     budget_minutes=_BUDGET.value)
+                     budget_minutes=_BUDGET.value, executor=_EXECUTOR.value, slurm=slurm)
   except (ablate.SweepError, ValueError) as e:  # the message says what to change: no traceback
     print(f"Error: {e}", file=sys.stderr)
     raise SystemExit(2) from None

@@ -258,3 +258,36 @@ def test_a_sweep_from_before_a_config_field_existed_resumes_and_a_changed_base_i
   base["optim"]["learning_rate"] = 0.01
   with pytest.raises(ablate.SweepError, match=r"different base config \(fields optim.learning_rate\)"):
     ablate.prepare(ablate.Sweep(base, [ablate.Arm("base")], [0], check=False), out)
+
+
+@pytest.mark.slow
+def test_the_submitit_path_trains_and_aggregates_a_2x2_sweep_like_the_local_pool(tiny_config, tmp_path):
+  """--executor=submitit_local: the cluster submission path (one task per run directory) on this machine."""
+  tiny_config.data.max_train_examples = 320
+  tiny_config.eval_batch_size = 64
+  sweep = ablate.Sweep(rundir.config_to_dict(tiny_config),
+                       [ablate.Arm("base"), ablate.Arm("drop", {"model.dropout_rate": 0.2})], [0, 1])
+  logs = []
+  tables = {kind: ablate.run_sweep(sweep, str(tmp_path / kind), parallel=2, executor=kind, log=logs.append)
+            for kind in ("local", "submitit_local")}
+  assert any("Submitted 4 runs as submitit_local job(s)" in line for line in logs)
+  assert os.listdir(tmp_path / "submitit_local" / "submitit")  # submitit's own files, one folder per task
+  for kind in tables:
+    assert [a["finished"] for a in tables[kind]["arms"]] == [2, 2]
+  assert _table_without_time(str(tmp_path / "submitit_local")) == _table_without_time(str(tmp_path / "local"))
+  for arm in ("base", "drop"):
+    for seed in (0, 1):
+      assert (rundir.read_metrics(ablate.run_dir(str(tmp_path / "submitit_local"), arm, seed))
+              == rundir.read_metrics(ablate.run_dir(str(tmp_path / "local"), arm, seed)))
+      record = rundir.read_json(ablate.run_dir(str(tmp_path / "submitit_local"), arm, seed), ablate.RUN_RESULT_FILE)
+      assert record["status"] == "finished" and record["returncode"] == 0 and record["seconds"] > 0
+  # The same call again submits nothing.
+  again = []
+  ablate.run_sweep(sweep, str(tmp_path / "submitit_local"), parallel=2, executor="submitit_local", log=again.append)
+  assert "0 to train" in again[0] and not any("Submitted" in line for line in again)
+
+
+def test_an_unknown_executor_is_refused(tiny_config, tmp_path):
+  sweep = ablate.Sweep(rundir.config_to_dict(tiny_config), [ablate.Arm("base")], [0])
+  with pytest.raises(ablate.SweepError, match="--executor='pbs': expected one of local, slurm, submitit_local"):
+    ablate.run_sweep(sweep, str(tmp_path), executor="pbs")

@@ -32,6 +32,12 @@ def test_fused_chunks_write_the_per_step_loops_metrics_bit_for_bit(tiny_config, 
     rows[k] = rundir.read_metrics(str(tmp_path / f"k{k}"))
   assert len(rows[1]) == config.num_epochs
   assert rows[per_call] == rows[1]  # every field of every epoch, training sums included
+  timing = rundir.read_json(str(tmp_path / f"k{per_call}"), rundir.TIMING_FILE)
+  phases = timing["phases"]
+  assert {"load data", "first train call (compilation)", "train steps", "validation", "test",
+          "checkpoints", "training split to the device"} <= set(phases)
+  assert all(v >= 0 for v in phases.values())
+  assert abs(sum(phases.values()) + timing["other_seconds"] - timing["total_seconds"]) < 0.01
 
 
 def test_train_indices_are_the_batches_the_host_pipeline_gathers():

@@ -18,10 +18,12 @@ Layout of a sweep directory:
 Each run executes in its own worker process (`python -m cnn_val.ablate_worker RUN_DIR`), so a crash, a
 NaN or a SIGKILL of one run never takes the others with it; the workers die with the sweep (Linux
 PR_SET_PDEATHSIG) and a killed run resumes from its latest checkpoint when the sweep is started again.
-Modules: `sweep` (arms, seeds, run configs, run directories), `runner` (the worker pool), `results`
+Modules: `sweep` (arms, seeds, run configs, run directories), `runner` (the worker pool), `cluster` (the
+same runs as a SLURM job array through submitit), `results`
 (statistics, tables, plots). Nothing here imports the training loop: the workers do.
 """
 
+from cnn_val.ablate.cluster import EXECUTORS, SlurmOptions
 from cnn_val.ablate.results import aggregate, format_p, format_percent, mean_ci, paired_difference, plot_results, results_markdown, write_results
 from cnn_val.ablate.runner import estimate_minutes, prepare, run_sweep, sweep_lock
 from cnn_val.ablate.sweep import (CACHE_DIR, METRICS, PLOTS_DIR, RESULTS_CSV, RESULTS_MD, RUN_RESULT_FILE, RUN_SPEC_FILE,

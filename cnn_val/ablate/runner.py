@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from cnn_val import ablate_worker, rundir
+from cnn_val.ablate import cluster
 from cnn_val.ablate.results import write_results
 from cnn_val.ablate.sweep import (CACHE_DIR, LOCK_FILE, RESULTS_MD, RUN_RESULT_FILE, RUN_SPEC_FILE, SWEEP_FILE,
                                   Sweep, SweepError, SweepIncomplete, run_config, run_dir, run_status)
@@ -130,9 +131,14 @@ def estimate_minutes(per_run_s: float, runs: int, parallel: int) -> float:
 
 
 def run_sweep(sweep: Sweep, out: str, *, parallel: int = 1, max_runs: int = 0, budget_minutes: float = 0.0,
-              retries: int = 1, log: Callable[[str], None] = print) -> dict:
+              retries: int = 1, log: Callable[[str], None] = print, executor: str = "local",
+              slurm: cluster.SlurmOptions | None = None) -> dict:
   """Trains every (arm, seed) of `sweep` that is not finished in `out`, `parallel` at a time, then writes
   results.csv/md and plots. Returns the aggregate (see `aggregate`).
+
+  `executor`: `local` (worker processes on this machine), `slurm` (one SLURM job array through submitit,
+  `parallel` tasks at a time, `slurm` options) or `submitit_local` (the same submission path as processes here);
+  see cluster.py. The budget estimate applies to the local pool only.
 
   A run whose worker dies from a signal is retried `retries` times (it resumes from its checkpoint); a run
   that fails otherwise is reported with its log, and the other runs go on. `max_runs` refuses a sweep with
@@ -140,6 +146,8 @@ def run_sweep(sweep: Sweep, out: str, *, parallel: int = 1, max_runs: int = 0, b
   """
   if parallel < 1:
     raise SweepError(f"--parallel={parallel}: expected 1 or more worker processes.")
+  if executor not in cluster.EXECUTORS:
+    raise SweepError(f"--executor={executor!r}: expected one of {', '.join(cluster.EXECUTORS)}.")
   with sweep_lock(out):
     jobs, finished_s = [], []
     for arm in sweep.arms:
@@ -164,8 +172,13 @@ def run_sweep(sweep: Sweep, out: str, *, parallel: int = 1, max_runs: int = 0, b
                         {"arm": job.arm, "seed": job.seed, "config": run_config(sweep.base, arm.overrides, job.seed)})
     if jobs and budget_minutes and finished_s:
       _check_budget(np.mean(finished_s), len(jobs), parallel, budget_minutes, log, "finished runs' mean")
-    failures = _execute(jobs, parallel, budget_minutes, bool(finished_s), retries, log,
-                        os.path.abspath(os.path.join(out, CACHE_DIR)))
+    cache_dir = os.path.abspath(os.path.join(out, CACHE_DIR))
+    if executor == "local":
+      failures = _execute(jobs, parallel, budget_minutes, bool(finished_s), retries, log, cache_dir)
+    else:
+      failures = cluster.execute(jobs, kind=executor, out=out, parallel=parallel, slurm=slurm or cluster.SlurmOptions(),
+                                 cache_dir=cache_dir, log=log,
+                                 record=lambda job, rc: _record(job, rc, log) in ("finished", "diverged"))
     table = write_results(out)
     log(f"Results: {os.path.join(out, RESULTS_MD)}")
     if failures:
@@ -189,6 +202,16 @@ def _check_budget(per_run_s, remaining, parallel, budget_minutes, log, source, s
 INTERRUPTED_EXIT_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)  # a worker that stopped on a signal
 
 
+def _record(job: _Job, rc: int, log) -> str:
+  """Files a run's outcome (ablate.json: wall time, attempts, exit code, status) and returns its status."""
+  status = run_status(job.workdir)
+  rundir.write_json(job.workdir, RUN_RESULT_FILE,
+                    {"seconds": round(job.seconds, 2), "attempts": job.attempts, "returncode": rc, "status": status})
+  if status in ("finished", "diverged"):
+    log(f"done  {job.arm}/seed{job.seed}: {status} in {job.seconds:.0f} s")
+  return status
+
+
 def _execute(jobs: list[_Job], parallel: int, budget_minutes: float, estimated: bool, retries: int, log,
              cache_dir: str):
   cores, gpus = _core_groups(parallel), _gpu_groups(parallel)
@@ -207,11 +230,8 @@ def _execute(jobs: list[_Job], parallel: int, budget_minutes: float, estimated: 
         del running[slot]
         free.append(slot)
         job = worker.job
-        status = run_status(job.workdir)
-        rundir.write_json(job.workdir, RUN_RESULT_FILE,
-                          {"seconds": round(job.seconds, 2), "attempts": job.attempts, "returncode": rc, "status": status})
+        status = _record(job, rc, log)
         if status in ("finished", "diverged"):
-          log(f"done  {job.arm}/seed{job.seed}: {status} in {job.seconds:.0f} s")
           if budget_minutes and not estimated:
             estimated = True
             _check_budget(job.seconds, len(pending) + len(running), parallel, budget_minutes, log,
