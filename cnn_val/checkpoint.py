@@ -42,6 +42,37 @@ def state_checksum(state) -> str:
   return digest.hexdigest()
 
 
+def _replicated_sharding():
+  return jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(jax.devices()), ("x",)),
+                                    jax.sharding.PartitionSpec())
+
+
+def _to_global(state):
+  """Multi-process: the steps' replicated, process-local state as global arrays, the form orbax saves (every
+  process passes its identical copy). One process: unchanged."""
+  if jax.process_count() == 1:
+    return state
+  sharding = _replicated_sharding()
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(jax.device_get(x))),
+                      state)
+
+
+def _abstract(state):
+  """The restore target: `state` itself on one process; global replicated shapes on several."""
+  if jax.process_count() == 1:
+    return state
+  sharding = _replicated_sharding()
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), state)
+
+
+def _to_local(state):
+  """Multi-process: a restored global state back to this process's copy on its first device."""
+  if jax.process_count() == 1:
+    return state
+  device = jax.local_devices()[0]
+  return jax.tree.map(lambda x: jax.device_put(np.asarray(x.addressable_data(0)), device), state)
+
+
 class Checkpoints:
   """The two checkpoint folders of a run directory: `checkpoints/latest` and `checkpoints/best`."""
 
@@ -68,7 +99,7 @@ class Checkpoints:
     """The state at `step`, checked against its checksum; raises CorruptCheckpointError naming the folder."""
     folder = os.path.join(str(manager.directory), str(step))
     try:
-      state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+      state = _to_local(manager.restore(step, args=ocp.args.StandardRestore(_abstract(abstract_state))))
     except Exception as e:  # pylint: disable=broad-except  (tensorstore/orbax raise many kinds)
       raise CorruptCheckpointError(f"{folder} cannot be read ({type(e).__name__}: "
                                    f"{' '.join(str(e).split())[:300]})") from e
@@ -125,8 +156,10 @@ class Checkpoints:
   def _save(self, manager, step: int, state, checksum: str, **kwargs) -> None:
     if step in manager.all_steps():  # an epoch redone (a kill between the two saves, a corrupt checkpoint)
       manager.delete(step)
-    manager.save(step, args=ocp.args.StandardSave(state), **kwargs)
+    manager.save(step, args=ocp.args.StandardSave(_to_global(state)), **kwargs)
     manager.wait_until_finished()
+    if jax.process_index() != 0:  # every process saves with orbax; the checksum file is process 0's
+      return
     path = self._checksum_path(manager, step)
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:

@@ -13,10 +13,17 @@ from absl import logging
 from ml_collections import config_flags
 import tensorflow as tf
 
-from cnn_val import cli, train
+from cnn_val import cli, parallel, train
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; an existing run resumes).")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+# One run over several processes (jax.distributed): launch/multiprocess.sh on one machine, launch/slurm_train.sh
+# on a SLURM cluster, launch/tpu_pod.sh on a Cloud TPU pod.
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Join a multi-process run, detected by JAX (SLURM, Open MPI, "
+                                 "Cloud TPU); implied by --coordinator_address.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for a multi-process run.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes in the run (with --coordinator_address).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index in [0, num_processes).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -33,6 +40,9 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   # tf.data only feeds the host; keep TensorFlow off any accelerator so JAX gets all of its memory.
   tf.config.set_visible_devices([], "GPU")
+  if _DISTRIBUTED.value or _COORDINATOR.value:  # before JAX's first operation, after its CPU device count
+    parallel.use_cpu_devices(_CONFIG.value)
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except train.NonFiniteLossError as e:  # an outcome of training, not a bug: the message, no traceback

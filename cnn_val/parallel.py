@@ -19,22 +19,56 @@ from cnn_val import models
 AXIS = "batch"
 
 
+def initialize_distributed(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1) -> None:
+  """Joins a multi-process JAX run (`jax.distributed.initialize`), before JAX's first operation.
+
+  With a coordinator address, the number of processes and this process's id are required (a local
+  multi-process run: launch/multiprocess.sh); with none, JAX detects them itself under SLURM, Open MPI and on
+  Cloud TPU. Host CPU devices talk to other processes through gloo."""
+  if coordinator_address and (num_processes < 1 or process_id < 0 or process_id >= num_processes):
+    raise ValueError(f"--coordinator_address={coordinator_address} needs --num_processes >= 1 and --process_id "
+                     f"in [0, num_processes); got {num_processes} and {process_id}.")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if coordinator_address:
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+  else:
+    jax.distributed.initialize()
+
+
+def pmap_devices(devices, across_processes: bool = True) -> list:
+  """The devices a step is pmapped over: in a multi-process run, every process's devices (the training and
+  evaluation steps: collectives span processes; `devices` must then be all of this process's), unless
+  `across_processes` is False (a check that one process runs alone, on its own devices)."""
+  if jax.process_count() > 1 and across_processes:
+    if set(devices) != set(jax.local_devices()):
+      raise ValueError(f"A step across {jax.process_count()} processes runs on all of each process's devices, "
+                       f"not {len(devices)} of its {jax.local_device_count()}.")
+    return jax.devices()
+  return list(devices)
+
+
 def select_devices(num_devices: int) -> list:
   """The first `num_devices` local devices (0 = all of them)."""
   local = jax.local_devices()
   if num_devices < 0 or num_devices > len(local):
     raise ValueError(f"config.num_devices={num_devices}, but this host has {len(local)} local "
                      f"{local[0].platform} device(s). Use 0 (all) or a number up to {len(local)}.")
+  if jax.process_count() > 1 and num_devices not in (0, len(local)):
+    raise ValueError(f"config.num_devices={num_devices} in a run of {jax.process_count()} processes: every "
+                     f"process trains on all of its devices; use 0 (all), or CUDA_VISIBLE_DEVICES to choose them.")
   return local[:num_devices] if num_devices else local
 
 
-def pmap_step(step_fn, devices, *, batch_argnums: tuple[int, ...], num_args: int):
+def pmap_step(step_fn, devices, *, batch_argnums: tuple[int, ...], num_args: int, across_processes: bool = True):
   """Wraps a per-device step: arguments in `batch_argnums` are split over devices, the rest replicated.
 
-  The step's outputs must be identical on every device (reduced over `AXIS`); they come back unreplicated.
+  The step's outputs must be identical on every device (reduced over `AXIS`); they come back unreplicated. In a
+  multi-process run the step spans every process's devices unless `across_processes` is False.
   """
   in_axes = tuple(0 if i in batch_argnums else None for i in range(num_args))
-  step = jax.pmap(step_fn, axis_name=AXIS, in_axes=in_axes, out_axes=None, devices=devices)
+  step = jax.pmap(step_fn, axis_name=AXIS, in_axes=in_axes, out_axes=None,
+                  devices=pmap_devices(devices, across_processes))
   if not one_step_in_flight(devices):
     return step
 
@@ -60,12 +94,13 @@ def one_step_in_flight(devices) -> bool:
   With steps queued, XLA's CPU runtime (JAX 0.10.2) aborted within 3,000 steps on 2 devices of 2 cores:
   one device's all-reduce waited 40 s for the other ("Expected 2 threads to join the rendezvous") while,
   in gdb, the launch threads sat blocked in `CpuPjRtRawLoadedExecutable::Execute` on later steps (a
-  semaphore, a buffer wait), so the missing device's part never ran. With one step in flight, 3,000 steps
+  semaphore, a buffer wait), so the missing device's part never ran (processes of a multi-process run wait
+  too: their CPU collectives have the same rendezvous). With one step in flight, 3,000 steps
   ran clean (tests/test_host_devices.py), and the wait costs at most 7% (benchmarks/host_devices.py, its
   "wait each step" column). One device and accelerators queue steps as usual (on 1 CPU device the wait
   made real training slower in 5 of 6 paired runs; README, Performance).
   """
-  return len(devices) > 1 and devices[0].platform == "cpu"
+  return (len(devices) > 1 or jax.process_count() > 1) and devices[0].platform == "cpu"
 
 
 def auto_cpu_devices(cpu_count: int, global_batch: int, *, has_batch_stats: bool, micro_batch_size: int) -> int:

@@ -52,7 +52,7 @@ def run_checks(config, arrays: dict, num_classes: int, image_shape) -> dict:
   counts = balance.class_counts(arrays["train"]["label"], num_classes)
   model = models.create_model(config.model, num_classes, class_prior=counts)
   init = steps.create_train_state(model, tx, jax.random.key(config.seed), image_shape)
-  pm = steps.pmapped_steps(config, num_classes, tx, device)
+  pm = steps.pmapped_steps(config, num_classes, tx, device, across_processes=False)  # process 0 runs it alone
   rng = np.random.default_rng(config.seed)
   train, val = arrays["train"], arrays["validation"]
   key = jax.random.key(config.seed + 1)

@@ -195,10 +195,10 @@ def train_chunk(state: TrainState, images, labels, indices, key, *, step_fn):
   return lax.scan(body, state, indices)
 
 
-def _bound_steps(config, num_classes: int, tx, devices, class_weights):
+def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes: int | None = None):
   augmentation = augment.from_config(config.augment)
   model = models.create_model(config.model, num_classes, axis_name=parallel.AXIS, dtype=config.dtype)
-  per_device_batch = config.batch_size // (len(devices) * jax.process_count())
+  per_device_batch = config.batch_size // (len(devices) * (processes or jax.process_count()))
   micro = parallel.micro_batch_size(config.micro_batch_size, per_device_batch,
                                     has_batch_stats=models.has_batch_statistics(config.model))
   train = functools.partial(train_step, model=model, tx=tx, micro_batch_size=micro, augmentation=augmentation,
@@ -207,16 +207,19 @@ def _bound_steps(config, num_classes: int, tx, devices, class_weights):
   return train, evaluate, model, micro
 
 
-def pmapped_steps(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None) -> PmappedSteps:
+def pmapped_steps(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None,
+                  across_processes: bool = True) -> PmappedSteps:
   """The train and eval steps for `config` exactly as `train_and_evaluate` runs them, pmapped once.
 
   The per-device batch is `config.batch_size` split over `devices` on every host; the model computes in
   `config.dtype` with BatchNorm synchronised over `parallel.AXIS`; training images are augmented as
-  `config.augment` says.
+  `config.augment` says. `across_processes=False`: steps that one process of a multi-process run runs alone.
   """
   train, evaluate, model, micro = _bound_steps(config, num_classes, tx, devices, class_weights)
-  p_train = parallel.pmap_step(train, devices, batch_argnums=(1,), num_args=3)
-  p_eval = parallel.pmap_step(evaluate, devices, batch_argnums=(1,), num_args=2)
+  if not across_processes:  # this process's devices take the whole batch
+    train, evaluate, model, micro = _bound_steps(config, num_classes, tx, devices, class_weights, processes=1)
+  p_train = parallel.pmap_step(train, devices, batch_argnums=(1,), num_args=3, across_processes=across_processes)
+  p_eval = parallel.pmap_step(evaluate, devices, batch_argnums=(1,), num_args=2, across_processes=across_processes)
   return PmappedSteps(p_train, p_eval, model, micro)
 
 

@@ -321,6 +321,11 @@ def steps_per_call(config, train_arrays: dict, devices) -> int:
   requested = int(config.get("steps_per_call", 1))
   if requested == 1:
     return 1
+  if jax.process_count() > 1:  # the device-resident split is one process's; several train step by step
+    if requested > 1:
+      logging.warning("config.steps_per_call=%d: fused chunks run in one process only; this run of %d processes "
+                      "trains step by step.", requested, jax.process_count())
+    return 1
   fits, why = _device_data_fits(train_arrays, devices)
   if not fits:
     if requested > 1:
@@ -351,7 +356,7 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
     splits, arrays = loading.load_data(config)
   train_arrays = arrays["train"]
   num_classes = splits.num_classes
-  if rundir.read_json(workdir, rundir.AUDIT_FILE) is None:  # once per run (a resumed run keeps its audit)
+  if jax.process_index() == 0 and rundir.read_json(workdir, rundir.AUDIT_FILE) is None:  # once per run
     with clock("audit"):
       report = audit.audit(arrays, num_classes, splits.class_names)
     rundir.write_json(workdir, rundir.AUDIT_FILE, report)
@@ -407,7 +412,8 @@ def _train(config, workdir: str, devices, cpu_devices, stop: _StopOnSignal) -> d
                      f"{steps_per_epoch} steps: the data or batch size changed since it was written.")
   history = rundir.truncate_metrics(workdir, start_step, recorded)
 
-  if config.preflight and start_step == 0 and rundir.read_json(workdir, rundir.PREFLIGHT_FILE) is None:
+  if (config.preflight and start_step == 0 and jax.process_index() == 0
+      and rundir.read_json(workdir, rundir.PREFLIGHT_FILE) is None):
     with clock("pre-flight checks"):
       checks = preflight.run_checks(config, arrays, num_classes, splits.image_shape)
     rundir.write_json(workdir, rundir.PREFLIGHT_FILE, checks)

@@ -85,13 +85,31 @@ def train_batches(arrays: dict[str, np.ndarray], *, global_batch: int, num_devic
 
 def eval_batches(ds: tf.data.Dataset, *, global_batch: int, num_devices: int, num_classes: int,
                  split_name: str) -> Iterator[dict]:
-  """Every example exactly once; the last batch is padded to full size and masked."""
+  """Every example exactly once; the last batch is padded to full size and masked.
+
+  In a multi-process run each process reads its shard (`shard_for_host`), and every process yields the same
+  number of batches (the largest shard's), a process with fewer examples padding with fully masked batches:
+  the steps' collectives need every process in every batch."""
   local_batch = global_batch // jax.process_count()
+  shards, target = jax.process_count(), None
+  if shards > 1:
+    total = int(ds.cardinality())
+    if total < 0:  # unknown (e.g. a filtered split): counted once
+      total = int(ds.reduce(0, lambda count, _: count + 1))
+    largest_shard = -(-total // shards)
+    target = -(-largest_shard // local_batch)
   ds = shard_for_host(ds).map(lambda ex: {**ex, "mask": tf.constant(True)})
   ds = ds.batch(local_batch).map(_check_labels(num_classes, split_name))
+  yielded, template = 0, None
   for batch in ds.prefetch(2).as_numpy_iterator():
     n = batch["label"].shape[0]
     if n < local_batch:
       batch = {k: np.concatenate([v, np.zeros((local_batch - n,) + v.shape[1:], v.dtype)])
                for k, v in batch.items()}
+    template = batch
+    yielded += 1
     yield {k: v.reshape((num_devices, -1) + v.shape[1:]) for k, v in batch.items()}
+  if target is not None and template is not None:
+    for _ in range(target - yielded):  # this shard ran out first: masked batches keep the processes in step
+      empty = {k: np.zeros_like(v) for k, v in template.items()}
+      yield {k: v.reshape((num_devices, -1) + v.shape[1:]) for k, v in empty.items()}
