@@ -33,7 +33,13 @@ def initialize_distributed(coordinator_address: str = "", num_processes: int = 0
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                process_id=process_id)
   else:
-    jax.distributed.initialize()
+    try:
+      jax.distributed.initialize()
+    except (ValueError, RuntimeError) as e:
+      raise ValueError(f"--distributed: JAX found no multi-process environment to join (SLURM, Open MPI or Cloud "
+                       f"TPU; {' '.join(str(e).split())[:200]}). Start the processes with launch/multiprocess.sh, "
+                       f"launch/slurm_train.sh or launch/tpu_pod.sh, or pass --coordinator_address, "
+                       f"--num_processes and --process_id.") from None
 
 
 def pmap_devices(devices, across_processes: bool = True) -> list:

@@ -40,24 +40,20 @@ def _assert_close(rows, expected):
 
 
 @pytest.mark.slow
-def test_two_processes_train_what_one_process_with_two_devices_trains(tiny_data_dir, tmp_path):
+def test_two_processes_train_what_one_process_with_two_devices_trains_and_resume_after_a_sigkill(tiny_data_dir,
+                                                                                                  tmp_path):
   one = tmp_path / "one"
-  subprocess.run([sys.executable, "-m", "cnn_val.main", *_flags(one, tiny_data_dir, 2)], cwd=REPO, env=ENV, check=True,
-                 capture_output=True)
-  two = tmp_path / "two"
-  proc = _two_processes(two, tiny_data_dir)
-  out = proc.communicate(timeout=600)[0]
-  assert proc.returncode == 0, out[-3000:]
-  _assert_close(rundir.read_metrics(str(two)), rundir.read_metrics(str(one)))
-  assert "test_accuracy" in rundir.read_metrics(str(two))[-1]
-  assert os.path.exists(two / "audit.json") and os.path.exists(two / "timing.json")
-
-
-@pytest.mark.slow
-def test_a_sigkilled_process_resumes_with_the_same_command(tiny_data_dir, tmp_path):
+  subprocess.run([sys.executable, "-m", "cnn_val.main", *_flags(one, tiny_data_dir, 2)], cwd=REPO, env=ENV,
+                 check=True, capture_output=True)
   full = tmp_path / "full"
   proc = _two_processes(full, tiny_data_dir)
-  assert proc.wait(timeout=600) == 0
+  out = proc.communicate(timeout=600)[0]
+  assert proc.returncode == 0, out[-3000:]
+  _assert_close(rundir.read_metrics(str(full)), rundir.read_metrics(str(one)))
+  assert "test_accuracy" in rundir.read_metrics(str(full))[-1]
+  for name in ("audit.json", "preflight.json", "timing.json"):  # process 0's
+    assert os.path.exists(full / name), name
+
   killed = tmp_path / "killed"
   proc = _two_processes(killed, tiny_data_dir)
   deadline = time.time() + 300
@@ -76,3 +72,11 @@ def test_a_sigkilled_process_resumes_with_the_same_command(tiny_data_dir, tmp_pa
   assert again.returncode == 0, out[-3000:]
   assert "Resuming from the checkpoint" in out
   assert rundir.read_metrics(str(killed)) == rundir.read_metrics(str(full))
+
+
+def test_a_coordinator_without_a_process_count_or_id_is_refused_before_anything_starts():
+  from cnn_val import parallel
+  with pytest.raises(ValueError, match="needs --num_processes >= 1 and --process_id in"):
+    parallel.initialize_distributed("localhost:1234", num_processes=2, process_id=-1)
+  with pytest.raises(ValueError, match="got 2 and 2"):
+    parallel.initialize_distributed("localhost:1234", num_processes=2, process_id=2)
