@@ -215,9 +215,8 @@ def pmapped_steps(config, num_classes: int, tx, devices, *, class_weights: tuple
   `config.dtype` with BatchNorm synchronised over `parallel.AXIS`; training images are augmented as
   `config.augment` says. `across_processes=False`: steps that one process of a multi-process run runs alone.
   """
-  train, evaluate, model, micro = _bound_steps(config, num_classes, tx, devices, class_weights)
-  if not across_processes:  # this process's devices take the whole batch
-    train, evaluate, model, micro = _bound_steps(config, num_classes, tx, devices, class_weights, processes=1)
+  train, evaluate, model, micro = _bound_steps(config, num_classes, tx, devices, class_weights,
+                                               processes=None if across_processes else 1)
   p_train = parallel.pmap_step(train, devices, batch_argnums=(1,), num_args=3, across_processes=across_processes)
   p_eval = parallel.pmap_step(evaluate, devices, batch_argnums=(1,), num_args=2, across_processes=across_processes)
   return PmappedSteps(p_train, p_eval, model, micro)

@@ -92,7 +92,12 @@ def _main_command(workdir, data_dir, epochs):
   return [sys.executable, "-m", "cnn_val.main", "--config=configs/default.py", f"--workdir={workdir}",
           f"--config.data.data_dir={data_dir}", "--config.data.download=False", "--config.num_devices=1",
           f"--config.num_epochs={epochs}", "--config.batch_size=16", "--config.log_every_steps=1",
-          "--config.optim.decay_steps=40"]
+          "--config.optim.decay_steps=40", "--config.preflight=False", "--config.doctor=False"]
+
+
+def cached_env(tmp_path) -> dict:
+  """The environment for the launches of one test: they share XLA's compilations (JAX's persistent cache)."""
+  return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")}
 
 
 def logged_step(line: str) -> int:
@@ -105,12 +110,14 @@ def logged_step(line: str) -> int:
 @pytest.mark.slow
 def test_killed_run_resumes_to_identical_metrics(tiny_data_dir, tmp_path):
   """SIGKILL mid-epoch, start again with the same command: the metrics equal an uninterrupted run's."""
-  epochs = 3
+  epochs = 2
   full = tmp_path / "full"
-  subprocess.run(_main_command(full, tiny_data_dir, epochs), cwd=REPO, check=True, capture_output=True)
+  subprocess.run(_main_command(full, tiny_data_dir, epochs), cwd=REPO, check=True, capture_output=True,
+                 env=cached_env(tmp_path))
 
   killed = tmp_path / "killed"
-  proc = subprocess.Popen(_main_command(killed, tiny_data_dir, epochs), cwd=REPO, stderr=subprocess.PIPE,
+  proc = subprocess.Popen(_main_command(killed, tiny_data_dir, epochs), cwd=REPO, env=cached_env(tmp_path),
+                          stderr=subprocess.PIPE,
                           stdout=subprocess.DEVNULL, text=True)
   steps_per_epoch = 1080 // 16
   for line in proc.stderr:  # absl logs each step; kill a few steps into epoch 2
@@ -122,7 +129,8 @@ def test_killed_run_resumes_to_identical_metrics(tiny_data_dir, tmp_path):
   interrupted = rundir.read_metrics(str(killed))
   assert [r["epoch"] for r in interrupted] == [1], "the kill should land in epoch 2"
 
-  subprocess.run(_main_command(killed, tiny_data_dir, epochs), cwd=REPO, check=True, capture_output=True)
+  subprocess.run(_main_command(killed, tiny_data_dir, epochs), cwd=REPO, check=True, capture_output=True,
+                 env=cached_env(tmp_path))
   resumed = rundir.read_metrics(str(killed))
   expected = rundir.read_metrics(str(full))
   assert len(expected) == epochs

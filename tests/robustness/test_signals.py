@@ -7,13 +7,13 @@ import subprocess
 import pytest
 
 from cnn_val import rundir
-from tests.test_train import REPO, _main_command, logged_step
+from tests.test_train import REPO, _main_command, cached_env, logged_step
 
 STEPS_PER_EPOCH = 1080 // 16
 
 
-def _interrupt(command, signum, at_step):
-  proc = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+def _interrupt(command, signum, at_step, env=None):
+  proc = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
   lines = []
   for line in proc.stderr:
     lines.append(line)
@@ -28,12 +28,13 @@ def _interrupt(command, signum, at_step):
 @pytest.mark.slow
 def test_sigterm_stops_at_a_step_and_the_same_command_resumes_to_identical_metrics(tiny_data_dir, tmp_path):
   full, stopped = tmp_path / "full", tmp_path / "stopped"
-  subprocess.run(_main_command(full, tiny_data_dir, 2), cwd=REPO, check=True, capture_output=True)
-  rc, err = _interrupt(_main_command(stopped, tiny_data_dir, 2), signal.SIGTERM, STEPS_PER_EPOCH + 5)
+  env = cached_env(tmp_path)
+  subprocess.run(_main_command(full, tiny_data_dir, 2), cwd=REPO, check=True, capture_output=True, env=env)
+  rc, err = _interrupt(_main_command(stopped, tiny_data_dir, 2), signal.SIGTERM, STEPS_PER_EPOCH + 5, env)
   assert rc == 143 and "Traceback" not in err
   assert "Interrupted by SIGTERM at step" in err and f"resume from its checkpoint at step {STEPS_PER_EPOCH}" in err
   assert [r["epoch"] for r in rundir.read_metrics(str(stopped))] == [1]
-  subprocess.run(_main_command(stopped, tiny_data_dir, 2), cwd=REPO, check=True, capture_output=True)
+  subprocess.run(_main_command(stopped, tiny_data_dir, 2), cwd=REPO, check=True, capture_output=True, env=env)
   assert rundir.read_metrics(str(stopped)) == rundir.read_metrics(str(full))
 
 
