@@ -4,8 +4,8 @@ each model's FLOPs per image and its share of the machine's measured float32 mat
     .venv/bin/python -m benchmarks.fused_steps [--models=SeedCNN,SeedCNNDropout,ConvNet-BN]
         [--batch_sizes=32,128] [--per_call=10,50] [--rounds=5] [--seconds=2]
 
-Both paths are the ones `train_and_evaluate` runs (`train._step_calls`: a numpy gather of each batch from a
-51,200-image split by the epoch's permutation, then one pmapped step; `train._chunk_calls`: the split held on
+Both paths are the ones `train_and_evaluate` runs (`train_loop.step_calls`: a numpy gather of each batch from a
+51,200-image split by the epoch's permutation, then one pmapped step; `train_loop.chunk_calls`: the split held on
 the device, K steps per call under `lax.scan`), on 1 device, measured alternately round by round (median).
 FLOPs per image come from XLA's cost analysis of the unsplit step; the peak is a 2048^3 float32 matmul
 measured in the same run, before and after the table (both printed; the share uses their mean).
@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from cnn_val import models, optim, parallel, steps, train
+from cnn_val import models, optim, parallel, steps, train_loop
 from cnn_val.data import pipeline
 
 flags.DEFINE_string("models", "SeedCNN,SeedCNNDropout,ConvNet-BN", "Models (configs) to measure.")
@@ -32,7 +32,7 @@ FLAGS = flags.FLAGS
 
 
 def _runner(config, batch_size: int, per_call: int, arrays: dict):
-  """`run(num_steps)` through train.py's own call generators: per_call=1 is the per-step loop."""
+  """`run(num_steps)` through train_loop.py's call generators: per_call=1 is the per-step loop."""
   config = config.copy_and_resolve_references()
   config.batch_size = batch_size
   devices = jax.local_devices()[:1]
@@ -50,10 +50,10 @@ def _runner(config, batch_size: int, per_call: int, arrays: dict):
     while True:  # epochs of the split, as training draws them
       epoch[0] += 1
       if per_call == 1:
-        yield from train._step_calls(p_train, pipeline.train_batches(
+        yield from train_loop.step_calls(p_train, pipeline.train_batches(
             arrays, global_batch=batch_size, num_devices=1, seed=0, epoch=epoch[0]), key)
       else:
-        yield from train._chunk_calls(p_chunk, data, pipeline.train_indices(
+        yield from train_loop.chunk_calls(p_chunk, data, pipeline.train_indices(
             arrays["label"], global_batch=batch_size, num_devices=1, seed=0, epoch=epoch[0]), key, per_call)
 
   source = calls()

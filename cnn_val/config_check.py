@@ -24,6 +24,13 @@ def _positive_int(config, field: str) -> None:
     _fail(field, value, "a positive integer")
 
 
+def _count(config, field: str, expected: str) -> None:
+  """A non-negative integer field (absent in configs from before it existed: fine)."""
+  value = config.get(field, 0)
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    _fail(field, value, expected)
+
+
 def validate(config) -> None:
   for field in ("num_epochs", "batch_size", "eval_batch_size", "log_every_steps", "eval_every_epochs"):
     _positive_int(config, field)
@@ -31,18 +38,12 @@ def validate(config) -> None:
   models.resolve_dtype(config.dtype)
   fast_ops.resolve_impl(config.model.conv_impl)
   fast_ops.resolve_pool_impl(config.model.pool_impl)
-  patience = config.get("early_stopping_patience", 0)
-  if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-    _fail("early_stopping_patience", patience, "0 (off) or a number of evaluations without improvement")
-  profile = config.get("profile_steps", 0)
-  if isinstance(profile, bool) or not isinstance(profile, int) or profile < 0:
-    _fail("profile_steps", profile, "0 (off) or a number of train steps to trace")
-  per_call = config.get("steps_per_call", 1)
-  if isinstance(per_call, bool) or not isinstance(per_call, int) or per_call < 0:
-    _fail("steps_per_call", per_call, "0 (auto), 1 (the per-step loop) or a number of train steps per host call")
-  probe = config.get("train_eval_examples", 0)
-  if isinstance(probe, bool) or not isinstance(probe, int) or probe < 0:
-    _fail("train_eval_examples", probe, "0 (off) or a count of training examples evaluated like validation")
+  for field, expected in (
+      ("early_stopping_patience", "0 (off) or a number of evaluations without improvement"),
+      ("profile_steps", "0 (off) or a number of train steps to trace"),
+      ("steps_per_call", "0 (auto), 1 (the per-step loop) or a number of train steps per host call"),
+      ("train_eval_examples", "0 (off) or a count of training examples evaluated like validation")):
+    _count(config, field, expected)
   if config.micro_batch_size < 0:
     _fail("micro_batch_size", config.micro_batch_size, "0 (auto) or a positive count")
   if config.model.name not in models.MODELS:

@@ -25,7 +25,7 @@ PREFLIGHT_FILE = "preflight.json"  # pre-flight checks (cnn_val/preflight.py)
 LR_FIND_FILE = "lr_find.json"  # LR range test (cnn_val/lr_find.py)
 DIVERGED_FILE = "diverged.json"  # written when a run stops on a NaN/Inf loss
 EARLY_STOP_FILE = "early_stopped.json"  # written when config.early_stopping_patience ended the run
-TIMING_FILE = "timing.json"  # where the last training process's wall time went, by phase (train.WallTime)
+TIMING_FILE = "timing.json"  # where the last training process's wall time went, by phase (train_loop.WallTime)
 RUN_LOCK_FILE = ".run.lock"  # held (flock) by the process training the run
 # Fields that may change when a run is resumed: they do not change what is computed (the device count
 # changes results only to float round-off).

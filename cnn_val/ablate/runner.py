@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from cnn_val import ablate_worker, rundir
-from cnn_val.ablate import cluster
+from cnn_val.ablate.cluster import EXECUTORS, SlurmOptions, execute as execute_on_cluster
 from cnn_val.ablate.results import write_results
 from cnn_val.ablate.sweep import (CACHE_DIR, LOCK_FILE, RESULTS_MD, RUN_RESULT_FILE, RUN_SPEC_FILE, SWEEP_FILE,
                                   Sweep, SweepError, SweepIncomplete, run_config, run_dir, run_status)
@@ -132,7 +132,7 @@ def estimate_minutes(per_run_s: float, runs: int, parallel: int) -> float:
 
 def run_sweep(sweep: Sweep, out: str, *, parallel: int = 1, max_runs: int = 0, budget_minutes: float = 0.0,
               retries: int = 1, log: Callable[[str], None] = print, executor: str = "local",
-              slurm: cluster.SlurmOptions | None = None) -> dict:
+              slurm: SlurmOptions | None = None) -> dict:
   """Trains every (arm, seed) of `sweep` that is not finished in `out`, `parallel` at a time, then writes
   results.csv/md and plots. Returns the aggregate (see `aggregate`).
 
@@ -146,8 +146,8 @@ def run_sweep(sweep: Sweep, out: str, *, parallel: int = 1, max_runs: int = 0, b
   """
   if parallel < 1:
     raise SweepError(f"--parallel={parallel}: expected 1 or more worker processes.")
-  if executor not in cluster.EXECUTORS:
-    raise SweepError(f"--executor={executor!r}: expected one of {', '.join(cluster.EXECUTORS)}.")
+  if executor not in EXECUTORS:
+    raise SweepError(f"--executor={executor!r}: expected one of {', '.join(EXECUTORS)}.")
   with sweep_lock(out):
     jobs, finished_s = [], []
     for arm in sweep.arms:
@@ -176,9 +176,9 @@ def run_sweep(sweep: Sweep, out: str, *, parallel: int = 1, max_runs: int = 0, b
     if executor == "local":
       failures = _execute(jobs, parallel, budget_minutes, bool(finished_s), retries, log, cache_dir)
     else:
-      failures = cluster.execute(jobs, kind=executor, out=out, parallel=parallel, slurm=slurm or cluster.SlurmOptions(),
-                                 cache_dir=cache_dir, log=log,
-                                 record=lambda job, rc: _record(job, rc, log) in ("finished", "diverged"))
+      failures = execute_on_cluster(jobs, kind=executor, out=out, parallel=parallel, slurm=slurm or SlurmOptions(),
+                                    cache_dir=cache_dir, log=log,
+                                    record=lambda job, rc: _record(job, rc, log) in ("finished", "diverged"))
     table = write_results(out)
     log(f"Results: {os.path.join(out, RESULTS_MD)}")
     if failures:
