@@ -18,7 +18,7 @@ from absl import app
 from absl import flags
 
 from cnn_val import ablate, rundir
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 _ROUNDS = flags.DEFINE_integer("rounds", 1, "Alternating rounds (median reported).")
 _PARALLEL = flags.DEFINE_list("parallel", ["1", "2"], "Worker counts to compare.")

@@ -19,7 +19,7 @@ import numpy as np
 from benchmarks import common
 from cnn_val import augment
 from cnn_val.data import fashion_mnist_offline
-from configs import default
+from cnn_val.configs import default
 
 flags.DEFINE_string("preset", "characters", "Augmentation preset (cnn_val.augment.PRESETS).")
 flags.DEFINE_integer("batch_size", 256, "Batch size for both.")

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from cnn_val import models, optim, steps
-from configs import default, fashion_mnist_bn, seed_ex1
+from cnn_val.configs import default, fashion_mnist_bn, seed_ex1
 
 # The models the speed benchmarks compare, by the config that defines each.
 MODEL_CONFIGS = {"SeedCNN": seed_ex1.get_config, "SeedCNNDropout": default.get_config,

@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmarks import common
 from cnn_val import fast_ops
-from configs import cifar10_resnet, default, seed_ex1
+from cnn_val.configs import cifar10_resnet, default, seed_ex1
 
 flags.DEFINE_integer("rounds", 3, "Alternating measurement rounds; the median is reported.")
 flags.DEFINE_float("seconds", 1.0, "Approximate time per measurement.")

@@ -23,7 +23,7 @@ import numpy as np
 from benchmarks import common
 from cnn_val import parallel
 from cnn_val.data import pipeline, sources
-from configs import default
+from cnn_val.configs import default
 
 flags.DEFINE_integer("batches", 400, "Batches per measurement.")
 flags.DEFINE_integer("rounds", 3, "Alternating rounds; the median is reported.")

@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmarks import common
 from cnn_val import models, optim, steps
-from configs import default
+from cnn_val.configs import default
 
 flags.DEFINE_string("batch_sizes", "32,256", "Global batch sizes.")
 flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds; the median is reported.")

@@ -25,7 +25,7 @@ import numpy as np
 
 from cnn_val import rundir, train
 from cnn_val.data import sources
-from configs import default
+from cnn_val.configs import default
 
 flags.DEFINE_integer("epochs", 25, "Epochs for both frameworks.")
 flags.DEFINE_float("target", 0.91, "Test accuracy to reach.")

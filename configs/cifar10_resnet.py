@@ -9,7 +9,7 @@ the 91.25% He et al. report with it. Not measured here: CIFAR-10 needs internet 
 160 epochs an accelerator (the H100 check ran its step at 80k images/s at batch 512).
 """
 
-from configs import default
+from cnn_val.configs import default
 
 
 def get_config():

@@ -7,7 +7,7 @@ above the decayed 10-epoch configs/faults/healthy.py (91.66 ± 0.16%), and the d
 (a medium `lr_plateau` on the two seeds whose last third gained < 0.3 points).
 """
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

@@ -6,7 +6,7 @@ The seed's example 3 model. Not measured here (no internet on the development ma
 convnet example, the same model, reports about 99% test accuracy.
 """
 
-from configs import default
+from cnn_val.configs import default
 
 
 def get_config():

@@ -8,7 +8,7 @@ and zero biases, Adam's Keras defaults (epsilon 1e-7), categorical cross-entropy
 epoch. At 1,687 steps an epoch the staircase decays the rate once (to 0.96e-3, from step 10,000).
 """
 
-from configs import default
+from cnn_val.configs import default
 
 
 def get_config():

@@ -8,7 +8,7 @@ Example 1's recipe (Keras' Glorot-uniform kernels and zero biases, Adam's defaul
 the article's two changes; tests/test_seed_configs.py checks each field against the article.
 """
 
-from configs import seed_ex1
+from cnn_val.configs import seed_ex1
 
 
 def get_config():

@@ -9,7 +9,7 @@ is our recipe built on this model: 25 epochs, an exponential decay to ~0.3x, Fla
 initialisation.
 """
 
-from configs import seed_ex1
+from cnn_val.configs import seed_ex1
 
 
 def get_config():

@@ -59,7 +59,7 @@ def tiny_data_dir(tmp_path_factory) -> str:
 @pytest.fixture
 def tiny_config(tiny_data_dir):
   """The default config shrunk to seconds: tiny data, 2 epochs, small batches, 1 device."""
-  from configs import default
+  from cnn_val.configs import default
   config = default.get_config()
   config.data.data_dir = tiny_data_dir
   config.data.download = False

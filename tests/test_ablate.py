@@ -42,7 +42,7 @@ def test_arms_from_flags_grids_and_sweep_files(tmp_path):
 
 
 def test_unknown_fields_and_bad_sweeps_are_named():
-  from configs import default
+  from cnn_val.configs import default
   base = rundir.config_to_dict(default.get_config())
   with pytest.raises(ablate.SweepError, match="no field 'dropout_rat' in config.model; did you mean 'dropout_rate'"):
     ablate.Sweep(base, [ablate.Arm("a", {"model.dropout_rat": 0.1})], [0])
@@ -248,7 +248,7 @@ def test_a_torn_metrics_line_is_dropped_and_a_corrupt_one_is_named(tmp_path):
 
 
 def test_a_sweep_from_before_a_config_field_existed_resumes_and_a_changed_base_is_refused(tmp_path):
-  from configs import default  # pylint: disable=import-outside-toplevel
+  from cnn_val.configs import default  # pylint: disable=import-outside-toplevel
   base = rundir.config_to_dict(default.get_config())
   old = json.loads(json.dumps(base))
   del old["model"]["kernel_init"], old["train_eval_examples"]  # written by an older version

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cnn_val import augment
-from configs import default
+from cnn_val.configs import default
 from tests.conftest import real_images
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from cnn_val import audit, rundir
 from cnn_val.doctor import rules
-from configs import default
+from cnn_val.configs import default
 
 K = 10
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from cnn_val import audit, doctor, lr_range, preflight, rundir, train
 from cnn_val.data import loading, scenarios
-from configs import default
+from cnn_val.configs import default
 from tests.conftest import real_images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

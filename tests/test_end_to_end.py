@@ -6,7 +6,7 @@ import pytest
 
 from cnn_val import train
 from cnn_val.data import fashion_mnist_offline
-from configs import default
+from cnn_val.configs import default
 
 
 @pytest.mark.slow

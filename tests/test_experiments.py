@@ -10,7 +10,7 @@ import pytest
 
 from cnn_val import ablate, doctor, rundir, train
 from cnn_val.doctor import experiments
-from configs import default
+from cnn_val.configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cnn_val import fast_ops, models
-from configs import cifar10_resnet, default, fashion_mnist_bn, seed_ex1
+from cnn_val.configs import cifar10_resnet, default, fashion_mnist_bn, seed_ex1
 
 
 @pytest.mark.parametrize("shape,kernel,strides,padding", [

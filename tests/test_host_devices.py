@@ -14,7 +14,7 @@ import jax
 import pytest
 
 from cnn_val import models, parallel
-from configs import default, fashion_mnist_bn
+from cnn_val.configs import default, fashion_mnist_bn
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,7 +68,7 @@ def test_use_cpu_devices_in_a_fresh_process():
       import json, os
       import jax
       from cnn_val import parallel
-      from configs import default
+      from cnn_val.configs import default
       config = default.get_config()
       config.cpu_devices = 3
       out = {"set": parallel.use_cpu_devices(config), "devices": len(jax.devices())}
@@ -101,7 +101,7 @@ def test_thousands_of_steps_on_two_cpu_devices_do_not_deadlock():
       import jax
       jax.config.update("jax_num_cpu_devices", 2)
       from benchmarks import common
-      from configs import seed_ex1
+      from cnn_val.configs import seed_ex1
       common.cnn_val_runner(seed_ex1.get_config(), 32, 2)(3000)
       print("done")
   """, timeout=240)

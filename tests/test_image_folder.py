@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from cnn_val import train
 from cnn_val.data import image_folder, pipeline, sources
-from configs import default
+from cnn_val.configs import default
 
 
 def _write(path, image):

@@ -1,7 +1,11 @@
 """cnn_val as a library: the step under plain jax.jit equals the pmapped one, images in either dtype, the
-optimizer from keywords."""
+optimizer from keywords; `import cnn_val` is light and its configs cannot clash with a user's own `configs`."""
 
 import functools
+import os
+import subprocess
+import sys
+import tomllib
 
 import jax
 import numpy as np
@@ -51,3 +55,31 @@ def test_float_images_on_0_1_equal_uint8_and_other_dtypes_are_refused():
   wrong = {**_batch(), "image": _batch()["image"].astype(np.int32)}
   with pytest.raises(TypeError, match=r"batch\['image'\] has dtype int32: expected uint8 pixels"):
     step(state, wrong, jax.random.key(1))
+
+
+def test_import_is_light_and_the_configs_do_not_clash_with_a_users_configs_package(tmp_path):
+  """From a project with its own top-level `configs` package: `import cnn_val` loads neither JAX nor
+  TensorFlow, the user's `configs` stays theirs, and cnn_val's experiment configs are `cnn_val.configs`."""
+  (tmp_path / "configs").mkdir()
+  (tmp_path / "configs" / "__init__.py").write_text("MINE = True\n")
+  code = ("import sys, cnn_val; heavy = sorted({'jax', 'tensorflow', 'flax'} & set(sys.modules)); "
+          "import configs; from cnn_val.configs import default; from cnn_val.configs.faults import healthy; "
+          "print(heavy, configs.MINE, default.get_config().num_epochs, healthy.get_config().num_epochs)")
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       check=True).stdout.split()
+  assert out == ["[]", "True", "25", "10"]
+
+
+def test_every_package_directory_is_installed():
+  """pyproject.toml lists the packages (cnn_val.configs maps to the top-level configs/): none may be missing."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+    listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+  found = set()
+  for top, name in (("cnn_val", "cnn_val"), ("configs", "cnn_val.configs")):
+    for folder, _, files in os.walk(os.path.join(root, top)):
+      if "__init__.py" in files:
+        rel = os.path.relpath(folder, os.path.join(root, top))
+        found.add(name if rel == "." else name + "." + rel.replace(os.sep, "."))
+  assert listed == found

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 
 from cnn_val import metrics, models, optim, steps
-from configs import default
+from cnn_val.configs import default
 
 
 def test_metrics_from_a_hand_made_confusion_matrix():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnn_val import config_check, models
-from configs import cifar10_resnet, default, fashion_mnist_bn
+from cnn_val.configs import cifar10_resnet, default, fashion_mnist_bn
 
 
 def _count(model, shape):
@@ -202,7 +202,7 @@ def test_prior_bias_init_starts_the_output_at_the_class_prior():
   import jax.numpy as jnp
   import numpy as np
   from cnn_val import models
-  from configs import default
+  from cnn_val.configs import default
   config = default.get_config().model
   counts = np.array([50, 30, 10, 5, 5, 0, 0, 0, 0, 0])
   config.prior_bias_init = True

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from cnn_val import optim
-from configs import default
+from cnn_val.configs import default
 
 
 def _optim_config(**overrides):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cnn_val import models, optim, parallel, steps
-from configs import default, fashion_mnist_bn
+from cnn_val.configs import default, fashion_mnist_bn
 
 
 def _step(config, micro_batch_size, batch, num_devices=2, dtype="float32"):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cnn_val.data import scenarios
-from configs import default
+from cnn_val.configs import default
 
 
 def _splits(n=2000, num_classes=10, seed=0):

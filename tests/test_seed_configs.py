@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnn_val import augment, models, optim
-from configs import seed_ex1, seed_ex2, seed_ex3
+from cnn_val.configs import seed_ex1, seed_ex2, seed_ex3
 
 ARTICLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared",
                        "seed", "why-is-my-cnn-failing-validation-accuracy.md")

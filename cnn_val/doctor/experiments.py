@@ -60,7 +60,7 @@ def _same(a, b) -> bool:
 
 
 def _defaults() -> dict:
-  from configs import default  # pylint: disable=import-outside-toplevel
+  from cnn_val.configs import default  # pylint: disable=import-outside-toplevel
   return rundir.config_to_dict(default.get_config())
 
 

@@ -4,7 +4,7 @@ which the model confuses with each other, keep 1/50 of their examples. Validatio
 The levers: `config.imbalance.class_weighting` (inverse, effective_number) or `config.imbalance.resampling`.
 """
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

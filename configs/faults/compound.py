@@ -5,7 +5,7 @@ fix first (`fix_first` in diagnosis.json, the report's first line under Findings
     python -m cnn_val.main --config=configs/faults/compound.py --workdir=runs/faults/compound
 """
 
-from configs.faults import class_imbalance, lighting_shift
+from cnn_val.configs.faults import class_imbalance, lighting_shift
 
 
 def get_config():

@@ -1,7 +1,7 @@
 """Fault: 3,000 of the 6,000 validation examples are also in the training set (exact copies, cross-split
 duplicates): validation accuracy overstates what the test set shows."""
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

@@ -3,7 +3,7 @@ Inf/NaN within the first few steps; the run stops, keeping its last good checkpo
 diverged.json. (At rates of 50 to 1e4 this model does not produce a NaN: its ReLUs die and the loss stays
 large but finite, which the doctor calls lr_too_high.)"""
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

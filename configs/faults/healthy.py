@@ -7,7 +7,7 @@ accuracies compare directly (README, "Fault scenarios"). The exponential decay i
 (the learning rate falls to ~0.3x by the end, as the default's does over 25 epochs).
 """
 
-from configs import default
+from cnn_val.configs import default
 
 
 def get_config():

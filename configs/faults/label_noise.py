@@ -1,6 +1,6 @@
 """Fault: 40% of the training labels replaced by a uniformly drawn other class; validation labels are clean."""
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

@@ -4,7 +4,7 @@ Training images only are scaled to 45% brightness and 60% contrast (`config.data
 The lever: lighting augmentation (`config.augment.brightness`/`contrast`) or per-image standardization.
 """
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

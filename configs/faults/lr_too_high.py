@@ -1,6 +1,6 @@
 """Fault: learning rate too high, Adam at 2e-2 (20x the healthy 1e-3): steps too large for the weights."""
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Fault: learning rate too low, Adam at 1e-5 (1/100 of the healthy 1e-3): 10 epochs are not enough."""
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

@@ -5,7 +5,7 @@ a warning naming the class; the doctor's `missing_class` finding says what to do
     python -m cnn_val.main --config=configs/faults/missing_class.py --workdir=runs/faults/missing_class
 """
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

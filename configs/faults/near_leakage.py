@@ -5,7 +5,7 @@ audit's shift-tolerant near-duplicate search does (clean Fashion-MNIST has 0.07%
     python -m cnn_val.main --config=configs/faults/near_leakage.py --workdir=runs/faults/near_leakage
 """
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

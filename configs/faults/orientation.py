@@ -6,7 +6,7 @@ The augmentation: random vertical flips and rotations up to 180 degrees, which m
 other. The lever: narrower augmentation (`config.augment.preset='characters'`: no flips, 10 degrees).
 """
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

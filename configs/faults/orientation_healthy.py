@@ -1,7 +1,7 @@
 """The orientation-sensitive task of configs/faults/orientation.py without the harmful augmentation (no
 flips, no large rotations): its baseline."""
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

@@ -3,7 +3,7 @@ training examples for 30 epochs: the training loss keeps falling while the valid
 minimum and the accuracy gap opens. (On all 54,000 examples for 20 epochs with the healthy decay it did
 not: a 3.6-point gap and a flat validation loss, measured over 3 seeds.)"""
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

@@ -6,7 +6,7 @@ split-level lighting statistics barely move (KS 0.06-0.08, below the drift thres
     python -m cnn_val.main --config=configs/faults/shortcut.py --workdir=runs/faults/shortcut
 """
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

@@ -3,7 +3,7 @@
 Trained for 100 epochs (1,562 steps, a tenth of the healthy run's steps) so that it converges on what it has.
 """
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

@@ -3,7 +3,7 @@
 lever menu (`--verify`: a wider model on the user's own architecture) is the evidence meant to find it.
 """
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

@@ -3,7 +3,7 @@ layer (~1,000 parameters); training and validation accuracy stay low together. (
 2,066 parameters, it reached 87% and a training loss of 0.16 ln K, below the doctor's 0.2 ln K: measured,
 so this fault uses the smaller model.)"""
 
-from configs.faults import healthy
+from cnn_val.configs.faults import healthy
 
 
 def get_config():

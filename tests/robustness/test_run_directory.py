@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cnn_val import rundir, train
-from configs import default
+from cnn_val.configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
