@@ -44,6 +44,9 @@ def validate(config) -> None:
       ("steps_per_call", "0 (auto), 1 (the per-step loop) or a number of train steps per host call"),
       ("train_eval_examples", "0 (off) or a count of training examples evaluated like validation")):
     _count(config, field, expected)
+  ema_decay = config.get("ema_decay", 0.0)
+  if not (_finite(ema_decay) and 0 <= ema_decay < 1):
+    _fail("ema_decay", ema_decay, "0 (off) or a decay in (0, 1), e.g. 0.999")
   if config.micro_batch_size < 0:
     _fail("micro_batch_size", config.micro_batch_size, "0 (auto) or a positive count")
   if config.model.name not in models.MODELS:

@@ -1,11 +1,14 @@
 """Evaluates a run directory's checkpoint on a split, without training:
 
     python -m cnn_val.evaluate --workdir=runs/default [--checkpoint=best|latest] [--split=test|validation]
+        [--weights=trained|ema]
 
 The run's own config.json rebuilds the data (with its scenario and levers), the model and the optimizer state's
 shape; the checkpoint is restored (and checked against its SHA-256) and evaluated exactly as training evaluates
 (eval mode, every example once, the last batch padded and masked), so the best checkpoint's validation
-accuracy is the one metrics.jsonl recorded for it. `evaluate_checkpoint` is the function behind the command.
+accuracy is the one metrics.jsonl recorded for it (`--weights=ema`: the moving average of the weights a run
+with config.ema_decay > 0 keeps, recorded as ema_val_accuracy). `evaluate_checkpoint` is the function behind
+the command.
 """
 
 from __future__ import annotations
@@ -22,27 +25,35 @@ from cnn_val.data import balance, loading, pipeline
 
 CHECKPOINTS = ("best", "latest")
 SPLITS = ("test", "validation", "train")
+WEIGHTS = ("trained", "ema")
 
 
-def evaluate_checkpoint(workdir: str, checkpoint_name: str = "best", split: str = "test") -> dict:
-  """{'split', 'checkpoint', 'step', 'loss', 'accuracy', 'count', per-class metrics, 'confusion'} of the run's
-  `checkpoint_name` checkpoint on `split`."""
+def evaluate_checkpoint(workdir: str, checkpoint_name: str = "best", split: str = "test",
+                        weights: str = "trained") -> dict:
+  """{'split', 'checkpoint', 'weights', 'step', 'loss', 'accuracy', 'count', per-class metrics, 'confusion'} of
+  the run's `checkpoint_name` checkpoint on `split`, with its trained weights or their moving average."""
   from cnn_val import train  # pylint: disable=import-outside-toplevel  (its evaluate, exactly)
   from cnn_val.ablate.sweep import config_from_dict  # pylint: disable=import-outside-toplevel
   if checkpoint_name not in CHECKPOINTS:
     raise ValueError(f"--checkpoint={checkpoint_name!r}: expected one of {list(CHECKPOINTS)}.")
   if split not in SPLITS:
     raise ValueError(f"--split={split!r}: expected one of {list(SPLITS)}.")
+  if weights not in WEIGHTS:
+    raise ValueError(f"--weights={weights!r}: expected one of {list(WEIGHTS)}.")
   stored = rundir.read_json(workdir, rundir.CONFIG_FILE)
   if stored is None:
     raise FileNotFoundError(f"{workdir} has no {rundir.CONFIG_FILE}: it is not a cnn_val run directory.")
   config = config_from_dict(stored)
+  keeps_ema = config.get("ema_decay", 0.0) > 0
+  if weights == "ema" and not keeps_ema:
+    raise ValueError(f"--weights=ema: {workdir} was trained without a moving average of its weights "
+                     "(config.ema_decay = 0); use --weights=trained, or train with --config.ema_decay=0.999.")
   devices = parallel.select_devices(1)
   splits, arrays = loading.load_data(config)
   counts = balance.class_counts(arrays["train"]["label"], splits.num_classes)
   tx = optim.create_optimizer(config.optim, 1, 1)  # the optimizer state's shape; its schedule is not used
   state = steps.create_train_state(models.create_model(config.model, splits.num_classes, class_prior=counts), tx,
-                                   jax.random.key(config.seed), splits.image_shape)
+                                   jax.random.key(config.seed), splits.image_shape, ema=keeps_ema)
   ckpts = checkpoint.Checkpoints(workdir)
   try:
     if checkpoint_name == "best":
@@ -61,14 +72,18 @@ def evaluate_checkpoint(workdir: str, checkpoint_name: str = "best", split: str 
   with eval_config.unlocked():
     eval_config.num_devices = 1
   p_eval = steps.pmapped_steps(eval_config, splits.num_classes, tx, devices).eval
+  if weights == "ema":
+    restored = steps.ema_weights(restored)
   result = train.evaluate(p_eval, restored, dataset, config=eval_config, num_devices=1,
                           num_classes=splits.num_classes, split_name=split)
-  return {"split": split, "checkpoint": checkpoint_name, "step": int(step), **result}
+  return {"split": split, "checkpoint": checkpoint_name, "weights": weights, "step": int(step), **result}
 
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to evaluate.", required=True)
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", list(CHECKPOINTS), "Which checkpoint.")
 _SPLIT = flags.DEFINE_enum("split", "test", list(SPLITS), "Which split.")
+_WEIGHTS = flags.DEFINE_enum("weights", "trained", list(WEIGHTS),
+                             "The trained weights, or their moving average (runs with config.ema_decay > 0).")
 
 
 def main(argv):
@@ -76,8 +91,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   tf.config.set_visible_devices([], "GPU")
-  result = evaluate_checkpoint(_WORKDIR.value, _CHECKPOINT.value, _SPLIT.value)
-  summary = {k: result[k] for k in ("split", "checkpoint", "step", "accuracy", "loss", "count")}
+  result = evaluate_checkpoint(_WORKDIR.value, _CHECKPOINT.value, _SPLIT.value, _WEIGHTS.value)
+  summary = {k: result[k] for k in ("split", "checkpoint", "weights", "step", "accuracy", "loss", "count")}
   summary.update(balanced_accuracy=result.get("balanced_accuracy"), macro_f1=result.get("macro_f1"))
   json.dump(summary, sys.stdout)
   print()

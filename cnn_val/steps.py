@@ -27,14 +27,36 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
+  # {'params', 'batch_stats'}: the exponential moving average of the weights (`train_step`'s ema_decay), or
+  # None when it is not kept (then the state's pytree, and its checkpoints, are what they were without it).
+  ema: Any = None
 
 
-def create_train_state(model, tx, key, image_shape) -> TrainState:
-  """Initialises the model (outside pmap: build it with axis_name=None) and the optimizer state."""
+def create_train_state(model, tx, key, image_shape, *, ema: bool = False) -> TrainState:
+  """Initialises the model (outside pmap: build it with axis_name=None) and the optimizer state; `ema`: also
+  keep a moving average of the weights, starting at the initial weights."""
   variables = model.init({"params": key}, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
   params = variables["params"]
-  return TrainState(step=jnp.asarray(0, jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+  batch_stats = variables.get("batch_stats", {})
+  return TrainState(step=jnp.asarray(0, jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params),
+                    ema={"params": params, "batch_stats": batch_stats} if ema else None)
+
+
+def ema_weights(state: TrainState) -> TrainState:
+  """The state with its moving-average weights in place of the trained ones (to evaluate them)."""
+  if state.ema is None:
+    raise ValueError("This state keeps no moving average of its weights: train with config.ema_decay > 0.")
+  return state.replace(params=state.ema["params"], batch_stats=state.ema["batch_stats"])
+
+
+def ema_update(ema, params, batch_stats, step, decay: float):
+  """One step of the weights' exponential moving average (BatchNorm statistics included), with TensorFlow's
+  `ExponentialMovingAverage(num_updates=step)` warm-up: the decay is min(decay, (1 + step) / (10 + step)),
+  so the first steps are not dominated by the random initial weights."""
+  step = jnp.asarray(step, jnp.float32)
+  rate = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  return optax.incremental_update({"params": params, "batch_stats": batch_stats}, ema, step_size=1.0 - rate)
 
 
 def _variables(params, batch_stats) -> dict:
@@ -80,7 +102,7 @@ def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model,
 
 def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: int = 0,
                augmentation: augment.Augment = augment.Augment(), class_weights: tuple | None = None,
-               signals: bool = True, axis_name: str | None = parallel.AXIS):
+               signals: bool = True, ema_decay: float = 0.0, axis_name: str | None = parallel.AXIS):
   """One optimizer step on this device's part of the global batch; returns (new_state, metric sums).
 
   Under `jax.pmap` (as `parallel.pmap_step` wraps it) gradients and metrics are reduced over `axis_name`;
@@ -88,7 +110,8 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
   `axis_name=None` too), with the same results as a one-device pmap.
 
   Images are augmented here, on the device, per example (`augment.augment_batch`), and the loss is
-  weighted by `class_weights[label]` when given. `signals` adds the doctor's update/parameter ratio.
+  weighted by `class_weights[label]` when given. `signals` adds the doctor's update/parameter ratio. A state
+  with `ema` (create_train_state(..., ema=True)) updates its moving average with `ema_decay` (`ema_update`).
 
   With `micro_batch_size` smaller than the device batch, the batch is processed in equal micro-batches by
   `lax.scan`, accumulating gradients: the same step for models without batch statistics (to float
@@ -132,6 +155,12 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
       params=optax.apply_updates(state.params, param_updates),
       batch_stats=_pmean(batch_stats, axis_name),
       opt_state=opt_state)
+  if state.ema is not None:
+    if not 0.0 < ema_decay < 1.0:
+      raise ValueError(f"The state keeps a moving average of its weights but ema_decay={ema_decay}: expected "
+                       "0 < ema_decay < 1 (config.ema_decay).")
+    new_state = new_state.replace(
+        ema=ema_update(state.ema, new_state.params, new_state.batch_stats, state.step, ema_decay))
   # A non-finite step changes nothing, so the state the host finds after a NaN is the last good one.
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
 
@@ -202,7 +231,8 @@ def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes
   micro = parallel.micro_batch_size(config.micro_batch_size, per_device_batch,
                                     has_batch_stats=models.has_batch_statistics(config.model))
   train = functools.partial(train_step, model=model, tx=tx, micro_batch_size=micro, augmentation=augmentation,
-                            class_weights=class_weights, signals=config.get("signals", True))
+                            class_weights=class_weights, signals=config.get("signals", True),
+                            ema_decay=config.get("ema_decay", 0.0))
   evaluate = functools.partial(eval_step, model=model, num_classes=num_classes, augmentation=augmentation)
   return train, evaluate, model, micro
 

@@ -179,7 +179,8 @@ def _train(config, workdir: str, devices, cpu_devices, stop: train_loop.StopOnSi
   init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
   with clock("model and optimizer init"):
     state = steps.create_train_state(
-        models.create_model(config.model, num_classes, class_prior=counts), tx, init_key, splits.image_shape)
+        models.create_model(config.model, num_classes, class_prior=counts), tx, init_key, splits.image_shape,
+        ema=config.get("ema_decay", 0.0) > 0)
   logging.info("Model %s: %d parameters.", config.model.name,
                sum(x.size for x in jax.tree.leaves(state.params)))
 
@@ -277,6 +278,10 @@ def _train(config, workdir: str, devices, cpu_devices, stop: train_loop.StopOnSi
           **{f"val_{k}": val[k] for k in ("balanced_accuracy", "macro_f1", "per_class_recall",
                                           "per_class_precision", "pred_histogram")},
       }
+      if state.ema is not None:  # the moving average of the weights, evaluated alongside (config.ema_decay)
+        with clock("validation"):
+          ema_val = evaluate(p_eval, steps.ema_weights(state), splits.validation, split_name="validation", **eval_kw)
+        row.update(ema_val_loss=ema_val["loss"], ema_val_accuracy=ema_val["accuracy"])
       if train_probe is not None:  # training accuracy measured like validation's (the doctor compares them)
         with clock("training probe"):
           probe = evaluate(p_eval, state, train_probe, split_name="train", **eval_kw)
@@ -287,6 +292,10 @@ def _train(config, workdir: str, devices, cpu_devices, stop: train_loop.StopOnSi
         with clock("test"):
           test = evaluate(p_eval, state, splits.test, split_name="test", **eval_kw)
         row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
+        if state.ema is not None:
+          with clock("test"):
+            ema_test = evaluate(p_eval, steps.ema_weights(state), splits.test, split_name="test", **eval_kw)
+          row.update(ema_test_loss=ema_test["loss"], ema_test_accuracy=ema_test["accuracy"])
         # The best checkpoint's test accuracy too (early stopping's answer), from the checkpoint itself.
         if best_val is not None and val["accuracy"] < best_val:
           with clock("test"):
@@ -297,8 +306,9 @@ def _train(config, workdir: str, devices, cpu_devices, stop: train_loop.StopOnSi
           row.update(best_checkpoint_step=step, best_checkpoint_test_accuracy=test["accuracy"])
       with clock("metrics and TensorBoard"):
         writer.write(row)
-      logging.info("epoch %d: train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f%s", epoch + 1,
+      logging.info("epoch %d: train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f%s%s", epoch + 1,
                    row["train_loss"], row["train_accuracy"], row["val_loss"], row["val_accuracy"],
+                   f" ema_val_acc {row['ema_val_accuracy']:.4f}" if "ema_val_accuracy" in row else "",
                    f" test_acc {row['test_accuracy']:.4f}" if "test_accuracy" in row else "")
       # Checkpoint after the metrics line: a run killed in between redoes this epoch and rewrites the line.
       with clock("checkpoints"):
@@ -339,6 +349,9 @@ def _summary(workdir: str, clock: train_loop.WallTime) -> None:
   tests = (f"; test {last['test_accuracy']:.4f} (last checkpoint), "
            f"{last.get('best_checkpoint_test_accuracy', last['test_accuracy']):.4f} (best)"
            if "test_accuracy" in last else "")
+  if "ema_val_accuracy" in last:
+    tests += (f"; moving-average weights: validation {last['ema_val_accuracy']:.4f}"
+              + (f", test {last['ema_test_accuracy']:.4f}" if "ema_test_accuracy" in last else ""))
   logging.info("Done: best validation accuracy %.4f at epoch %d of %d%s; %s this process. Report %s/report.md, "
                "checkpoints %s/checkpoints (best, latest).", best["val_accuracy"], best["epoch"], last["epoch"],
                tests, train_loop.format_duration(time.perf_counter() - clock.start), workdir, workdir)

@@ -42,6 +42,9 @@ def get_config():
   # > 0: stop when validation accuracy has not improved for this many evaluations (the test split is then
   # evaluated with the final and the best checkpoint; early_stopped.json says when; the run counts as finished).
   config.early_stopping_patience = 0
+  # > 0 (e.g. 0.999): keep an exponential moving average of the weights (BatchNorm statistics too; TensorFlow's
+  # warm-up min(decay, (1 + step) / (10 + step))), evaluated beside them: metrics.jsonl ema_val_* and ema_test_*.
+  config.ema_decay = 0.0
   config.profile_steps = 0  # > 0: a JAX profiler trace of this many train steps in workdir/profile (TensorBoard)
   config.eval_every_epochs = 1  # evaluate on validation and checkpoint every N epochs (and after the last)
 

@@ -40,3 +40,27 @@ def test_a_directory_without_checkpoints_is_named(tmp_path):
   result = subprocess.run([sys.executable, "-m", "cnn_val.evaluate", f"--workdir={tmp_path}", "--checkpoint=first"],
                           cwd=REPO, capture_output=True, text=True)
   assert result.returncode == 2 and "Traceback" not in result.stderr and "--checkpoint" in result.stderr
+
+
+def test_the_moving_average_is_evaluated_alongside_and_from_the_checkpoint(tiny_config, tmp_path):
+  """config.ema_decay: metrics.jsonl holds the averaged weights' validation and test accuracy beside the
+  trained ones', and `--weights=ema` reproduces them from the checkpoint; a run without it is refused."""
+  workdir = str(tmp_path / "ema")
+  tiny_config.num_epochs = 2
+  tiny_config.ema_decay = 0.9
+  train.train_and_evaluate(tiny_config, workdir)
+  last = rundir.read_metrics(workdir)[-1]
+  assert {"ema_val_accuracy", "ema_val_loss", "ema_test_accuracy", "ema_test_loss"} <= set(last)
+  assert last["ema_val_loss"] != last["val_loss"]  # other weights
+  result = evaluate.evaluate_checkpoint(workdir, "latest", "validation", weights="ema")
+  assert result["accuracy"] == last["ema_val_accuracy"] and result["loss"] == pytest.approx(last["ema_val_loss"])
+  trained = evaluate.evaluate_checkpoint(workdir, "latest", "validation")
+  assert trained["accuracy"] == last["val_accuracy"]
+  tiny_config.ema_decay = 0.0
+  plain = str(tmp_path / "plain")
+  tiny_config.num_epochs = 1
+  tiny_config.doctor = False
+  train.train_and_evaluate(tiny_config, plain)
+  assert "ema_val_accuracy" not in rundir.read_metrics(plain)[-1]
+  with pytest.raises(ValueError, match="--weights=ema: .* without a moving average"):
+    evaluate.evaluate_checkpoint(plain, "latest", "validation", weights="ema")

@@ -15,6 +15,7 @@ def _bn_augmented(config):
   config.imbalance.class_weighting = "inverse"
   config.imbalance.resampling = "oversample"
   config.data.max_train_examples = 320
+  config.ema_decay = 0.99  # the moving average of weights and BatchNorm statistics, updated inside the chunk
   return config
 
 

@@ -83,3 +83,25 @@ def test_every_package_directory_is_installed():
         rel = os.path.relpath(folder, os.path.join(root, top))
         found.add(name if rel == "." else name + "." + rel.replace(os.sep, "."))
   assert listed == found
+
+
+def test_the_moving_average_of_the_weights_follows_tensorflows_warm_up():
+  """ema_decay keeps avg <- r * avg + (1 - r) * new after each step, r = min(decay, (1 + t) / (10 + t)) at
+  step t (TensorFlow's ExponentialMovingAverage with num_updates), recomputed here from the trained weights."""
+  model, tx, _ = _setup(None)
+  state = steps.create_train_state(models.SeedCNNDropout(), tx, jax.random.key(0), (28, 28, 1), ema=True)
+  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, axis_name=None, ema_decay=0.5))
+  expected = jax.tree.map(np.asarray, state.params)
+  for t in range(4):
+    state, _ = step(state, _batch(), jax.random.key(1))
+    rate = min(0.5, (1 + t) / (10 + t))
+    expected = jax.tree.map(lambda avg, new: rate * avg + (1 - rate) * np.asarray(new), expected, state.params)
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(state.ema["params"])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  averaged = steps.ema_weights(state)
+  assert averaged.params is state.ema["params"] and averaged.step is state.step
+  plain = steps.create_train_state(models.SeedCNNDropout(), tx, jax.random.key(0), (28, 28, 1))
+  assert plain.ema is None and len(jax.tree.leaves(plain)) == len(jax.tree.leaves(state)) - len(
+      jax.tree.leaves(state.ema))  # without it, the state (and its checkpoints) are what they were
+  with pytest.raises(ValueError, match="config.ema_decay > 0"):
+    steps.ema_weights(plain)
