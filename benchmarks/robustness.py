@@ -13,6 +13,7 @@ runs the same command again. Outcomes:
   silent wrong  exit 0 (or a result) where the input was wrong, or a check that fails without a message
   crash         a Python traceback
   data lost     a finished run's files no longer hold what they held
+  not run       the machine does not allow the case (a tmpfs for the full-disk cases needs root)
 
 `--kills=N` adds the kill test: one 3-epoch run SIGKILLed N times at random moments (seeded), each time
 restarted with the same command, must end with the metrics.jsonl of an uninterrupted run. The table (case,
@@ -38,13 +39,13 @@ from typing import Callable
 from absl import app
 from absl import flags
 
-_ONLY = flags.DEFINE_string("only", "", "Run only the cases whose name contains this.")
+_ONLY = flags.DEFINE_string("only", "", "Run only the cases whose name contains this (or one of these, comma-separated).")
 _KILLS = flags.DEFINE_integer("kills", 0, "SIGKILL one run this many times at random moments (0 = skip).")
 _JOBS = flags.DEFINE_integer("jobs", 2, "Cases run at a time.")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
-OUTCOMES = ("clear error", "survived", "silent wrong", "crash", "data lost")
+OUTCOMES = ("clear error", "survived", "silent wrong", "crash", "data lost", "not run")
 
 
 @dataclasses.dataclass
@@ -156,6 +157,15 @@ _BAD_FLAGS = {
     "too many devices": ("--config.num_devices=64", "config.num_devices=64"),
     "unknown dataset": ("--config.data.name=no_such_dataset_xyz", "no_such_dataset_xyz"),
     "negative train probe": ("--config.train_eval_examples=-1", "train_eval_examples"),
+    "moving-average decay 1": ("--config.ema_decay=1.0", "config.ema_decay=1.0"),
+    "moving-average decay nan": ("--config.ema_decay=nan", "config.ema_decay=nan"),
+    "negative early-stopping patience": ("--config.early_stopping_patience=-1", "early_stopping_patience"),
+    "negative profile steps": ("--config.profile_steps=-5", "profile_steps"),
+    "negative steps per call": ("--config.steps_per_call=-2", "steps_per_call"),
+    "eval batch 0": ("--config.eval_batch_size=0", "config.eval_batch_size=0"),
+    "validation fraction 1.5": ("--config.data.validation_fraction=1.5", "validation_fraction"),
+    "unknown label-noise kind": ("--config.data.scenario.label_noise_kind=bogus", "label_noise_kind"),
+    "negative CPU devices": ("--config.cpu_devices=-1", "cpu_devices"),
 }
 for _name, (_flag, _needle) in _BAD_FLAGS.items():
   def _bad_flag(ctx, flag=_flag, needle=_needle):
@@ -477,6 +487,75 @@ def _doctor_audit(ctx):
   return expect_error(_doctor(workdir), "audit.json")
 
 
+# --- Evaluating a checkpoint without training. ---
+def _evaluate(workdir, *extra):
+  return run([PY, "-m", "cnn_val.evaluate", f"--workdir={workdir}", *extra])
+
+
+@case("evaluate: a directory that is not a run")
+def _evaluate_not_run(ctx):
+  os.makedirs(os.path.join(ctx.root, "empty"))
+  return expect_error(_evaluate(os.path.join(ctx.root, "empty")), "not a cnn_val run directory")
+
+
+@case("evaluate: --weights=ema of a run without a moving average")
+def _evaluate_no_ema(ctx):
+  return expect_error(_evaluate(ctx.copy_finished(), "--weights=ema"), "--config.ema_decay")
+
+
+@case("evaluate: an unknown split")
+def _evaluate_split(ctx):
+  return expect_error(_evaluate(ctx.copy_finished(), "--split=holdout"), "--split")
+
+
+@case("evaluate: the best checkpoint corrupt")
+def _evaluate_corrupt(ctx):
+  workdir = ctx.copy_finished()
+  for step in os.listdir(os.path.join(workdir, "checkpoints", "best")):
+    _flip(os.path.join(workdir, "checkpoints", "best", step))
+  return expect_error(_evaluate(workdir, "--checkpoint=best"), "checkpoint")
+
+
+# --- A full disk (a small tmpfs; needs root, else the case is not run). ---
+def _mount_tmpfs(path: str, size: int) -> bool:
+  os.makedirs(path, exist_ok=True)
+  return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                        capture_output=True).returncode == 0
+
+
+def _dir_bytes(path: str) -> int:
+  return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def _disk_full_case(name, fraction):
+  """A run on a tmpfs holding `fraction` of a finished run's bytes: it must stop with one clear message about
+  the disk; once space is freed (the tmpfs grown), the same command must finish with the reference metrics."""
+  def fn(ctx):
+    disk = os.path.join(ctx.root, "disk")
+    if not _mount_tmpfs(disk, max(4096, int(_dir_bytes(ctx.finished) * fraction))):
+      return "not run", "mounting a tmpfs needs root"
+    try:
+      workdir = os.path.join(disk, "run")
+      first = run(ctx.base(workdir))
+      outcome, note = expect_error(first, "No space left on device")
+      note = note.replace(ctx.root, "...")
+      if outcome != "clear error":
+        return outcome, f"full disk: {note}"
+      subprocess.run(["mount", "-o", f"remount,size={4 * _dir_bytes(ctx.finished) + (1 << 20)}", disk], check=True)
+      resumed = run(ctx.base(workdir))
+      outcome, _ = expect_ok(resumed, lambda: metrics(workdir) == metrics(ctx.finished))
+      return outcome, f"{note[:90]}; after freeing space: " + (
+          "same metrics" if outcome == "survived" else resumed.stderr.strip().splitlines()[-1][:80])
+    finally:
+      subprocess.run(["umount", "-l", disk], capture_output=True)
+  case(f"disk full: {name}")(fn)
+
+
+_disk_full_case("at start (no room for the run directory)", 0.0)
+_disk_full_case("at the first checkpoint", 0.4)
+_disk_full_case("at the last epoch's checkpoint", 1.15)
+
+
 # --- The ablation engine. ---
 def _ablate(ctx, *args):
   return run([PY, "launch/ablate.py", "--config=configs/default.py", f"--out={ctx.root}/sweep",
@@ -539,7 +618,7 @@ def main(argv):
   result = run(shared.base(shared.finished))
   if result.returncode:
     raise SystemExit(f"the reference run failed:\n{result.stderr[-2000:]}")
-  selected = [(n, f) for n, f in CASES if _ONLY.value in n]
+  selected = [(n, f) for n, f in CASES if any(part in n for part in _ONLY.value.split(","))]
 
   def one(item):
     name, fn = item

@@ -13,9 +13,11 @@ a message (the run then redoes the epochs in between, with the same result, and 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 
 from absl import logging
 import jax
@@ -73,20 +75,40 @@ def _to_local(state):
   return jax.tree.map(lambda x: jax.device_put(np.asarray(x.addressable_data(0)), device), state)
 
 
-class Checkpoints:
-  """The two checkpoint folders of a run directory: `checkpoints/latest` and `checkpoints/best`."""
+def state_bytes(state) -> int:
+  """The bytes of one copy of `state`'s arrays: about what a checkpoint of it takes on disk."""
+  total = 0
+  for leaf in jax.tree.leaves(state):
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)
+    total += int(np.prod(np.shape(leaf))) * np.dtype(leaf.dtype).itemsize
+  return total
 
-  def __init__(self, workdir: str):
+
+# Room a checkpoint needs besides its arrays: orbax's metadata and the checksum file (45 KB for the seed model).
+METADATA_BYTES = 256 << 10
+
+
+class Checkpoints:
+  """The two checkpoint folders of a run directory: `checkpoints/latest` and `checkpoints/best`.
+
+  `cleanup=True` (training, which holds the run's lock) removes the temporary folders of a save that a kill or
+  a full disk cut short; readers (evaluation, the doctor) leave them alone: a live run may be writing one."""
+
+  def __init__(self, workdir: str, cleanup: bool = False):
     root = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.latest = ocp.CheckpointManager(
         os.path.join(root, "latest"),
         options=ocp.CheckpointManagerOptions(max_to_keep=KEEP_LATEST, create=True,
-                                             enable_async_checkpointing=False))
+                                             enable_async_checkpointing=False, cleanup_tmp_directories=cleanup))
     self.best = ocp.CheckpointManager(
         os.path.join(root, "best"),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, enable_async_checkpointing=False,
+            max_to_keep=1, create=True, enable_async_checkpointing=False, cleanup_tmp_directories=cleanup,
             best_fn=lambda metrics: metrics["val_accuracy"], best_mode="max"))
+    if cleanup:  # orbax removes them in the background until the first save; the space check needs it done
+      for manager in (self.latest, self.best):
+        getattr(manager, "_maybe_await_cleanup_tmp_directory", lambda: None)()
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -156,8 +178,22 @@ class Checkpoints:
   def _save(self, manager, step: int, state, checksum: str, **kwargs) -> None:
     if step in manager.all_steps():  # an epoch redone (a kill between the two saves, a corrupt checkpoint)
       manager.delete(step)
-    manager.save(step, args=ocp.args.StandardSave(_to_global(state)), **kwargs)
-    manager.wait_until_finished()
+    # A full disk is caught before orbax starts writing (its writer threads would fail mid-checkpoint, with
+    # tracebacks): the run stops with one message and resumes from its last checkpoint once there is room.
+    folder = str(manager.directory)
+    need, free = int(state_bytes(state) * 1.05) + METADATA_BYTES, shutil.disk_usage(folder).free
+    if free < need:
+      raise OSError(errno.ENOSPC, f"No space left on device for the checkpoint of step {step} in {folder}: it "
+                    f"needs about {need / 1e6:.1f} MB, {free / 1e6:.1f} MB are free. Free space on that disk (or "
+                    f"move the run directory)")
+    try:
+      manager.save(step, args=ocp.args.StandardSave(_to_global(state)), **kwargs)
+      manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  (tensorstore reports a full disk as a ValueError)
+      if "No space left on device" not in str(e):
+        raise
+      raise OSError(errno.ENOSPC, f"No space left on device while writing the checkpoint of step {step} in "
+                    f"{folder}. Free space on that disk (or move the run directory)") from None
     if jax.process_index() != 0:  # every process saves with orbax; the checksum file is process 0's
       return
     path = self._checksum_path(manager, step)

@@ -172,9 +172,8 @@ def truncate_metrics(workdir: str, last_step: int, rows: list[dict] | None = Non
   """Drops lines written after the checkpoint a run resumes from (they will be written again) and returns the
   rows kept; `rows`: metrics.jsonl as already read."""
   rows = [r for r in (read_metrics(workdir) if rows is None else rows) if r["step"] <= last_step]
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, METRICS_FILE), "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in rows)
+  if jax.process_index() == 0:  # atomically: a full disk here must not empty the file
+    atomic_write(os.path.join(workdir, METRICS_FILE), "".join(json.dumps(r) + "\n" for r in rows))
   return rows
 
 
@@ -206,10 +205,13 @@ class MetricsWriter:
       return
     self._open()
     row = _nan_to_none(row)
-    with open(self._path, "a") as f:
-      f.write(json.dumps(row) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
+    try:  # appended; a line torn by a kill or a full disk is dropped on reading (read_metrics)
+      with open(self._path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    except OSError as e:
+      raise _naming(e, self._path) from None
     with self._tb.as_default(step=row["step"]):
       for k, v in row.items():
         if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -221,15 +223,33 @@ class MetricsWriter:
       self._tb.close()
 
 
-def write_json(workdir: str, name: str, obj) -> str:
-  """Writes `obj` as `workdir/name` (process 0 only; NaN/Inf as null) and returns the path."""
-  path = os.path.join(workdir, name)
-  if jax.process_index() == 0:  # atomic: a reader, a kill or a full disk never leaves half a file
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
+def _naming(error: OSError, path: str) -> OSError:
+  """The same OS error with the file it hit in its message (a full disk's ENOSPC names none)."""
+  return OSError(error.errno, f"{error.strerror or error} while writing {path}")
+
+
+def atomic_write(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file and a rename: a reader, a kill or a full disk sees the old
+  file or the new one, never half of one. An OS error (a full disk) names the file and leaves the old one."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  try:
     with open(tmp, "w") as f:
-      json.dump(_nan_to_none(obj), f, indent=1)
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
     os.replace(tmp, path)
+  except OSError as e:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise _naming(e, path) from None
+
+
+def write_json(workdir: str, name: str, obj) -> str:
+  """Writes `obj` as `workdir/name` (process 0 only, atomically; NaN/Inf as null) and returns the path."""
+  path = os.path.join(workdir, name)
+  if jax.process_index() == 0:
+    atomic_write(path, json.dumps(_nan_to_none(obj), indent=1))
   return path
 
 

@@ -184,7 +184,7 @@ def _train(config, workdir: str, devices, cpu_devices, stop: train_loop.StopOnSi
   logging.info("Model %s: %d parameters.", config.model.name,
                sum(x.size for x in jax.tree.leaves(state.params)))
 
-  ckpts = checkpoint.Checkpoints(workdir)
+  ckpts = checkpoint.Checkpoints(workdir, cleanup=True)  # this process holds the run's lock
   recorded = rundir.read_metrics(workdir)
   with clock("checkpoints"):
     restored = ckpts.restore_latest(state, max_step=recorded[-1]["step"] if recorded else 0)

@@ -269,8 +269,7 @@ def write_report(workdir: str, diagnosis: dict) -> str:
   lines += ["## Plots", ""]
   lines += [f"### {title}\n\n![{title}]({path})\n" for title, path in plots if path]
   path = os.path.join(workdir, REPORT_FILE)
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
+  rundir.atomic_write(path, "\n".join(lines))
   _to_tensorboard(workdir, diagnosis, "\n".join(lines), [(t, p) for t, p in plots if p],
                   step=rows[-1]["step"] if rows else 0)
   return path
