@@ -177,8 +177,23 @@ def truncate_metrics(workdir: str, last_step: int, rows: list[dict] | None = Non
   return rows
 
 
+def hparams(config_dict: dict) -> dict:
+  """A config as TensorBoard HParams: dotted fields with bool, int, float or str values (tuples and lists as
+  their text; empty values left out), so runs of a sweep line up by what differs between them."""
+  out = {}
+  for field, value in flatten(config_dict).items():
+    if isinstance(value, (list, tuple)):
+      value = str(list(value))
+    if isinstance(value, (bool, int, float, str)) and value != "" and not (
+        isinstance(value, float) and not math.isfinite(value)):
+      out[field] = value
+  return out
+
+
 class MetricsWriter:
-  """Appends one JSON object per evaluation to metrics.jsonl and mirrors the scalars to TensorBoard."""
+  """Appends one JSON object per evaluation to metrics.jsonl and mirrors the scalars to TensorBoard through
+  clu's `metric_writers.SummaryWriter` (as the flax examples do); `hparams` adds the run's config to
+  TensorBoard's HParams view, where the runs of a sweep (`tensorboard --logdir SWEEP/runs`) line up."""
 
   def __init__(self, workdir: str):
     self._path, self._workdir = os.path.join(workdir, METRICS_FILE), workdir
@@ -187,18 +202,20 @@ class MetricsWriter:
 
   def _open(self):
     if self._tb is None:  # created on first use: a finished run started again writes no empty event file
-      import tensorflow as tf  # TensorBoard's writer; imported here so the module stays light
-      self._tf = tf
-      self._tb = tf.summary.create_file_writer(self._workdir)
+      from clu import metric_writers  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
+      self._tb = metric_writers.SummaryWriter(self._workdir)
+
+  def hparams(self, config_dict: dict) -> None:
+    """The run's config in TensorBoard's HParams view (written once, when the run starts)."""
+    if self._active:
+      self._open()
+      self._tb.write_hparams(hparams(config_dict))
 
   def scalars(self, step: int, values: dict) -> None:
     """Per-step scalars (TensorBoard only; metrics.jsonl holds one line per evaluation)."""
-    if not self._active:
-      return
-    self._open()
-    with self._tb.as_default(step=step):
-      for k, v in values.items():
-        self._tf.summary.scalar(k, v)
+    if self._active:
+      self._open()
+      self._tb.write_scalars(step, values)
 
   def write(self, row: dict) -> None:
     if not self._active:
@@ -212,10 +229,8 @@ class MetricsWriter:
         os.fsync(f.fileno())
     except OSError as e:
       raise _naming(e, self._path) from None
-    with self._tb.as_default(step=row["step"]):
-      for k, v in row.items():
-        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
-          self._tf.summary.scalar(k, v)
+    self._tb.write_scalars(row["step"], {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))
+                                         and not isinstance(v, bool)})
     self._tb.flush()
 
   def close(self) -> None:

@@ -229,6 +229,8 @@ def _train(config, workdir: str, devices, cpu_devices, stop: train_loop.StopOnSi
   eval_kw = dict(config=config, num_devices=num_devices, num_classes=num_classes)
   train_probe = _train_probe(train_arrays, config.get("train_eval_examples", 0))
   writer = rundir.MetricsWriter(workdir)
+  if start_step == 0:  # TensorBoard's HParams view: the config beside the metrics, once per run
+    writer.hparams(rundir.config_to_dict(config))
   patience = int(config.get("early_stopping_patience", 0))
   stopped = rundir.read_json(workdir, rundir.EARLY_STOP_FILE)  # a run that stopped early is finished
   if stopped is not None and stopped.get("step") != start_step:

@@ -1,5 +1,5 @@
 """TensorBoard holds the whole story: per-step training scalars, the per-epoch metrics, the doctor's verdict
-and report as text and its plots as images (read back from the event files)."""
+and report as text and its plots as images, the config in the HParams view (read back from the event files)."""
 
 import glob
 import os
@@ -33,6 +33,13 @@ def test_event_files_hold_per_step_scalars_and_the_doctors_findings_and_plots(ti
   assert "# cnn_val report" in tf.make_ndarray(tags["doctor/report"][0][1].tensor).item().decode()
   image = tags["doctor/learning_curves"][0][1]
   assert image.metadata.plugin_data.plugin_name == "images"
+  # The config in the HParams view (what a sweep's runs line up by).
+  from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=import-outside-toplevel
+  session = plugin_data_pb2.HParamsPluginData.FromString(
+      tags["_hparams_/session_start_info"][0][1].metadata.plugin_data.content).session_start_info
+  assert session.hparams["optim.learning_rate"].number_value == tiny_config.optim.learning_rate
+  assert session.hparams["model.name"].string_value == tiny_config.model.name
+  assert session.hparams["seed"].number_value == tiny_config.seed
 
 
 def test_a_profiler_trace_on_request(tiny_config, tmp_path):

@@ -276,18 +276,12 @@ def write_report(workdir: str, diagnosis: dict) -> str:
 
 
 def _to_tensorboard(workdir: str, diagnosis: dict, report: str, plots: list, step: int) -> None:
-  """The doctor in TensorBoard, next to the run's scalars: the verdict and report as text (`doctor/verdict`,
-  `doctor/report`), each plot as an image (`doctor/<title>`). Skipped where TensorFlow is not installed."""
-  try:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return
-  writer = tf.summary.create_file_writer(workdir, filename_suffix=".doctor")
-  with writer.as_default(step=step):
-    tf.summary.text("doctor/verdict", diagnosis_summary(diagnosis))
-    tf.summary.text("doctor/report", report)
-    for title, rel in plots:
-      with open(os.path.join(workdir, rel), "rb") as f:
-        image = tf.io.decode_png(f.read(), channels=4)
-      tf.summary.image(f"doctor/{title.lower().replace(' ', '_')}", image[None], step=step)
+  """The doctor in TensorBoard, next to the run's scalars (clu's metric writer, an event file of its own): the
+  verdict and report as text (`doctor/verdict`, `doctor/report`), each plot as an image (`doctor/<title>`)."""
+  from clu import metric_writers  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
+  import matplotlib.image  # pylint: disable=import-outside-toplevel
+  writer = metric_writers.SummaryWriter(workdir)
+  writer.write_texts(step, {"doctor/verdict": diagnosis_summary(diagnosis), "doctor/report": report})
+  writer.write_images(step, {f"doctor/{title.lower().replace(' ', '_')}":
+                             matplotlib.image.imread(os.path.join(workdir, rel)) for title, rel in plots})
   writer.close()
