@@ -24,6 +24,10 @@ Lighting (dm-pix's adjust functions, with our own per-example draws), applied af
   brightness b   add delta ~ U(-b, b)
   contrast c     scale about the per-image channel mean by ~ U(1 - c, 1 + c)
   gamma g        x ** e with log e ~ U(-log(1 + g), log(1 + g)); the image is clipped to [0, 1] first
+Colour, for RGB images only (dm-pix's adjust functions, as `tf.image.adjust_hue`/`adjust_saturation`; drawn
+from a key of their own, so turning them on leaves every other draw unchanged), before lighting:
+  hue h          rotate the hue by delta ~ U(-h, h) of a full turn (h <= 0.5, as `tf.image.random_hue`)
+  saturation s   scale the saturation by ~ U(max(0, 1 - s), 1 + s)
 `standardize` (per-image zero mean and unit variance, as `tf.image.per_image_standardization`) is not
 random: `preprocess` applies it to training and evaluation inputs alike.
 """
@@ -74,6 +78,8 @@ class Augment:
   brightness: float = 0.0
   contrast: float = 0.0
   gamma: float = 0.0
+  hue: float = 0.0
+  saturation: float = 0.0
   standardize: bool = False
 
   @property
@@ -86,9 +92,13 @@ class Augment:
     return bool(self.brightness or self.contrast or self.gamma)
 
   @property
+  def colour(self) -> bool:
+    return bool(self.hue or self.saturation)
+
+  @property
   def random(self) -> bool:
     """Whether training images are changed at random (False: the step skips augmentation entirely)."""
-    return self.affine or self.lighting or self.horizontal_flip or self.vertical_flip
+    return self.affine or self.lighting or self.colour or self.horizontal_flip or self.vertical_flip
 
 
 # The Keras-named fields and their neutral values (the dataclass defaults): what a field is when neither
@@ -121,12 +131,14 @@ def from_config(augment_config) -> Augment:
   values = {**NEUTRAL, **PRESETS[preset],
             **{k: v for k, v in augment_config.items() if k in NEUTRAL and v is not None}}
   for field in ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "brightness",
-                "contrast", "gamma"):
+                "contrast", "gamma", "hue", "saturation"):
     v = values[field]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or math.isinf(v):
       _fail(field, v, "a number >= 0 (0 = off)")
   if values["contrast"] >= 1:
     _fail("contrast", values["contrast"], "a number in [0, 1): contrast factors lie in [1 - c, 1 + c]")
+  if values["hue"] > 0.5:
+    _fail("hue", values["hue"], "a number in [0, 0.5]: the hue turns by at most half a circle either way")
   if values["fill_mode"] not in FILL_MODES:
     _fail("fill_mode", values["fill_mode"], f"one of {list(FILL_MODES)}")
   for field in ("horizontal_flip", "vertical_flip", "standardize"):
@@ -134,7 +146,8 @@ def from_config(augment_config) -> Augment:
       _fail(field, values[field], "True or False")
   values["zoom_range"] = _zoom_pair(values["zoom_range"])
   floats = {k: float(values[k]) for k in ("rotation_range", "width_shift_range", "height_shift_range",
-                                          "shear_range", "cval", "brightness", "contrast", "gamma")}
+                                          "shear_range", "cval", "brightness", "contrast", "gamma", "hue",
+                                          "saturation")}
   return Augment(**{**values, **floats})
 
 
@@ -174,6 +187,14 @@ def warp(image, matrix, *, fill_mode: str = "nearest", cval: float = 0.0):
   return out
 
 
+def check_channels(params: Augment, channels: int) -> None:
+  """Colour jitter needs RGB images: anything else is refused with what to change."""
+  if params.colour and channels != 3:
+    raise ValueError(f"config.augment.hue and config.augment.saturation need RGB images; these have "
+                     f"{channels} channel(s). Set both to 0 (or load the data as RGB: config.data.channels=3 "
+                     f"for an image folder).")
+
+
 def _augment_one(params: Augment, image, key):
   h, w = image.shape[:2]
   u = jax.random.uniform(key, (11,))
@@ -189,13 +210,21 @@ def _augment_one(params: Augment, image, key):
     image = jnp.where(u[6] < 0.5, image[:, ::-1], image)
   if params.vertical_flip:
     image = jnp.where(u[7] < 0.5, image[::-1], image)
+  if params.colour:
+    check_channels(params, image.shape[-1])
+    v = jax.random.uniform(jax.random.fold_in(key, 1), (2,))
+    if params.saturation:
+      lo = max(0.0, 1.0 - params.saturation)
+      image = pix.adjust_saturation(jnp.clip(image, 0.0, 1.0), lo + v[0] * (1.0 + params.saturation - lo))
+    if params.hue:
+      image = pix.adjust_hue(jnp.clip(image, 0.0, 1.0), (2.0 * v[1] - 1.0) * params.hue)
   if params.contrast:
     image = pix.adjust_contrast(image, 1.0 + sym(8, params.contrast))
   if params.brightness:
     image = pix.adjust_brightness(image, sym(9, params.brightness))
   if params.gamma:
     image = pix.adjust_gamma(jnp.clip(image, 0.0, 1.0), jnp.exp(sym(10, math.log1p(params.gamma))))
-  elif params.lighting:
+  elif params.lighting or params.colour:
     image = jnp.clip(image, 0.0, 1.0)
   return image
 

@@ -36,7 +36,8 @@ RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices"
 FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "data.scenario.missing_classes": [],
                       "data.scenario.near_duplicates": 0, "model.kernel_init": "lecun_normal",
                       "data.scenario.shortcut_classes": [], "data.scenario.shortcut_brightness": 1.0,
-                      "early_stopping_patience": 0, "ema_decay": 0.0}
+                      "early_stopping_patience": 0, "ema_decay": 0.0, "augment.hue": None,
+                      "augment.saturation": None}
 
 
 def flatten(d, prefix=""):

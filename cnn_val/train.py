@@ -16,8 +16,8 @@ from absl import logging
 import jax
 import numpy as np
 
-from cnn_val import (audit, checkpoint, config_check, doctor, metrics, models, optim, parallel, preflight,
-                     rundir, steps, train_loop)
+from cnn_val import (audit, augment, checkpoint, config_check, doctor, metrics, models, optim, parallel,
+                     preflight, rundir, steps, train_loop)
 from cnn_val.data import balance, loading, pipeline
 
 
@@ -145,6 +145,7 @@ def _train(config, workdir: str, devices, cpu_devices, stop: train_loop.StopOnSi
     splits, arrays = loading.load_data(config)
   train_arrays = arrays["train"]
   num_classes = splits.num_classes
+  augment.check_channels(augment.from_config(config.augment), splits.image_shape[-1])
   if jax.process_index() == 0 and rundir.read_json(workdir, rundir.AUDIT_FILE) is None:  # once per run
     with clock("audit"):
       report = audit.audit(arrays, num_classes, splits.class_names)

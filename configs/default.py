@@ -96,6 +96,8 @@ def get_config():
   config.augment.brightness = placeholder(float)  # add U(-b, b)
   config.augment.contrast = placeholder(float)  # scale about the image mean by U(1 - c, 1 + c)
   config.augment.gamma = placeholder(float)  # x ** e, log e ~ U(-log(1 + g), log(1 + g))
+  config.augment.hue = placeholder(float)  # RGB only: turn the hue by U(-h, h) of a circle (h <= 0.5)
+  config.augment.saturation = placeholder(float)  # RGB only: scale the saturation by U(max(0, 1 - s), 1 + s)
   config.augment.standardize = placeholder(bool)  # per-image standardization (train and eval)
 
   # Class-imbalance levers (cnn_val/data/balance.py), from the training split's class counts.

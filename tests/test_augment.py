@@ -103,6 +103,36 @@ def test_lighting_semantics():
   assert np.all((exponent > 0.5 - 1e-3) & (exponent < 2.0 + 1e-3))
 
 
+def test_colour_jitter_semantics_on_rgb_and_a_clear_error_on_grayscale():
+  """hue turns every pixel's hue by one per-image delta in [-h, h] (brightness = HSV value kept); saturation
+  scales it by one factor in [1 - s, 1 + s]; other draws are unchanged by turning colour on."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.uniform(0.1, 0.9, (16, 8, 8, 3)).astype(np.float32))
+  ids, key = jnp.arange(16), jax.random.key(3)
+  hsv = lambda x: tf.image.rgb_to_hsv(np.asarray(x)).numpy()
+  before = hsv(images)
+  turned = hsv(augment.augment_batch(_params(hue=0.2), images, ids, key))
+  delta = (turned[..., 0] - before[..., 0] + 0.5) % 1.0 - 0.5  # the turn, on the circle
+  per_image = delta.reshape(16, -1)
+  np.testing.assert_allclose(per_image, per_image[:, :1] * np.ones_like(per_image), atol=2e-3)
+  assert np.all(np.abs(per_image[:, 0]) <= 0.2 + 2e-3) and per_image[:, 0].std() > 0.05
+  np.testing.assert_allclose(turned[..., 2], before[..., 2], atol=1e-5)  # value (brightness) kept
+  saturated = hsv(augment.augment_batch(_params(saturation=0.5), images, ids, key))
+  factor = (saturated[..., 1] / before[..., 1]).reshape(16, -1)
+  unclipped = (before[..., 1].reshape(16, -1) * 1.5) < 1
+  assert np.all((factor[unclipped] >= 0.5 - 1e-3) & (factor[unclipped] <= 1.5 + 1e-3))
+  # Turning colour on leaves the geometric draws as they were (its draws come from a key of their own).
+  shifted = augment.augment_batch(_params(width_shift_range=0.3), images, ids, key)
+  both = augment.augment_batch(_params(width_shift_range=0.3, saturation=1e-6), images, ids, key)
+  np.testing.assert_allclose(both, jnp.clip(shifted, 0, 1), atol=1e-5)
+  with pytest.raises(ValueError, match="config.augment.hue and config.augment.saturation need RGB images; "
+                                       "these have 1 channel"):
+    augment.augment_batch(_params(hue=0.1), images[..., :1], ids, key)
+  with pytest.raises(ValueError, match="config.augment.hue=0.7: expected a number in"):
+    _params(hue=0.7)
+
+
 def test_standardize_is_deterministic_preprocessing():
   params = _params(standardize=True)
   assert not params.random  # nothing random: the train step leaves the images alone until preprocess

@@ -44,12 +44,13 @@ def _shortcut(run: Run):
       f"{worst.get('other_mean', 0):.3f}; clean Fashion-MNIST classes: below 0.1), while other classes do "
       f"not. A model can learn the {'colour' if colour else 'lighting'} as the class's sign, and validation "
       f"does not carry it.",
-      ("Make the model independent of the colour: colour jitter (hue, saturation) is not in cnn_val's "
-       "augmentation yet; meanwhile train on grayscale (config.data.channels=1) or collect images of the "
-       "class in other colours." if colour else
+      ("Make the model independent of the colour: colour jitter (hue and saturation, the usual strengths "
+       "of timm's and torchvision's ColorJitter), or train on grayscale (config.data.channels=1), or "
+       "collect images of the class in other colours." if colour else
        "Make the model independent of lighting: per-image standardisation (or brightness/contrast "
        "augmentation wide enough to cover the difference)."),
-      {} if colour else {"config.augment.standardize": True})
+      {"config.augment.hue": 0.1, "config.augment.saturation": 0.4} if colour else
+      {"config.augment.standardize": True})
 
 
 def rule_distribution_shift(run: Run):

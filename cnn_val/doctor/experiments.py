@@ -90,7 +90,7 @@ def fix_arms(run: Run, findings: list[dict], max_fixes: int) -> list[tuple[ablat
 
 _AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_range": 0.0, "width_shift_range": 0.0,
                 "height_shift_range": 0.0, "shear_range": 0.0, "zoom_range": 0.0, "brightness": 0.0,
-                "contrast": 0.0, "gamma": 0.0}
+                "contrast": 0.0, "gamma": 0.0, "hue": 0.0, "saturation": 0.0}
 LEVERS = ("wider", "deeper", "block_dropout", "weight_decay", "cosine", "lr_range_test", "augment",
           *(f"no_{field}" for field in _AUGMENT_OFF))  # every name menu_arms can give
 
