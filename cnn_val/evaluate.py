@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import NamedTuple
 
 from absl import app
 from absl import flags
 import jax
+import numpy as np
 
 from cnn_val import checkpoint, cli, models, optim, parallel, rundir, steps
 from cnn_val.data import balance, loading, pipeline
@@ -28,16 +30,20 @@ SPLITS = ("test", "validation", "train")
 WEIGHTS = ("trained", "ema")
 
 
-def evaluate_checkpoint(workdir: str, checkpoint_name: str = "best", split: str = "test",
-                        weights: str = "trained") -> dict:
-  """{'split', 'checkpoint', 'weights', 'step', 'loss', 'accuracy', 'count', per-class metrics, 'confusion'} of
-  the run's `checkpoint_name` checkpoint on `split`, with its trained weights or their moving average."""
-  from cnn_val import train  # pylint: disable=import-outside-toplevel  (its evaluate, exactly)
+class _Restored(NamedTuple):
+  config: object  # the run's config, evaluated on one device
+  splits: object
+  arrays: dict
+  state: object
+  step: int
+  tx: object
+
+
+def _restore(workdir: str, checkpoint_name: str, weights: str) -> _Restored:
+  """The run's data (from its own config.json) and its `checkpoint_name` checkpoint, restored and checked."""
   from cnn_val.ablate.sweep import config_from_dict  # pylint: disable=import-outside-toplevel
   if checkpoint_name not in CHECKPOINTS:
     raise ValueError(f"--checkpoint={checkpoint_name!r}: expected one of {list(CHECKPOINTS)}.")
-  if split not in SPLITS:
-    raise ValueError(f"--split={split!r}: expected one of {list(SPLITS)}.")
   if weights not in WEIGHTS:
     raise ValueError(f"--weights={weights!r}: expected one of {list(WEIGHTS)}.")
   stored = rundir.read_json(workdir, rundir.CONFIG_FILE)
@@ -48,7 +54,6 @@ def evaluate_checkpoint(workdir: str, checkpoint_name: str = "best", split: str 
   if weights == "ema" and not keeps_ema:
     raise ValueError(f"--weights=ema: {workdir} was trained without a moving average of its weights "
                      "(config.ema_decay = 0); use --weights=trained, or train with --config.ema_decay=0.999.")
-  devices = parallel.select_devices(1)
   splits, arrays = loading.load_data(config)
   counts = balance.class_counts(arrays["train"]["label"], splits.num_classes)
   tx = optim.create_optimizer(config.optim, 1, 1)  # the optimizer state's shape; its schedule is not used
@@ -64,26 +69,59 @@ def evaluate_checkpoint(workdir: str, checkpoint_name: str = "best", split: str 
     ckpts.close()
   if restored is None:
     raise FileNotFoundError(f"{workdir}/checkpoints/{checkpoint_name} holds no checkpoint: train the run first.")
-  dataset = {"test": splits.test, "validation": splits.validation,
-             "train": pipeline.from_arrays(arrays["train"]) if split == "train" else None}[split]
-  if dataset is None:
-    raise ValueError(f"{workdir}'s data has no {split} split.")
+  if weights == "ema":
+    restored = steps.ema_weights(restored)
   eval_config = config.copy_and_resolve_references()
   with eval_config.unlocked():
     eval_config.num_devices = 1
-  p_eval = steps.pmapped_steps(eval_config, splits.num_classes, tx, devices).eval
-  if weights == "ema":
-    restored = steps.ema_weights(restored)
-  result = train.evaluate(p_eval, restored, dataset, config=eval_config, num_devices=1,
-                          num_classes=splits.num_classes, split_name=split)
-  return {"split": split, "checkpoint": checkpoint_name, "weights": weights, "step": int(step), **result}
+  return _Restored(eval_config, splits, arrays, restored, int(step), tx)
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to evaluate.", required=True)
-_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", list(CHECKPOINTS), "Which checkpoint.")
-_SPLIT = flags.DEFINE_enum("split", "test", list(SPLITS), "Which split.")
-_WEIGHTS = flags.DEFINE_enum("weights", "trained", list(WEIGHTS),
-                             "The trained weights, or their moving average (runs with config.ema_decay > 0).")
+def evaluate_checkpoint(workdir: str, checkpoint_name: str = "best", split: str = "test",
+                        weights: str = "trained") -> dict:
+  """{'split', 'checkpoint', 'weights', 'step', 'loss', 'accuracy', 'count', per-class metrics, 'confusion'} of
+  the run's `checkpoint_name` checkpoint on `split`, with its trained weights or their moving average."""
+  from cnn_val import train  # pylint: disable=import-outside-toplevel  (its evaluate, exactly)
+  if split not in SPLITS:
+    raise ValueError(f"--split={split!r}: expected one of {list(SPLITS)}.")
+  run = _restore(workdir, checkpoint_name, weights)
+  dataset = {"test": run.splits.test, "validation": run.splits.validation,
+             "train": pipeline.from_arrays(run.arrays["train"]) if split == "train" else None}[split]
+  if dataset is None:
+    raise ValueError(f"{workdir}'s data has no {split} split.")
+  devices = parallel.select_devices(1)
+  p_eval = steps.pmapped_steps(run.config, run.splits.num_classes, run.tx, devices).eval
+  result = train.evaluate(p_eval, run.state, dataset, config=run.config, num_devices=1,
+                          num_classes=run.splits.num_classes, split_name=split)
+  return {"split": split, "checkpoint": checkpoint_name, "weights": weights, "step": run.step, **result}
+
+
+def write_train_predictions(workdir: str, checkpoint_name: str = "latest") -> str:
+  """The doctor's label-check file (`train_predictions.npz`) for a run that lacks it (trained before training
+  wrote it, or with the file deleted): the checkpoint's outputs on the run's training probe, as training writes
+  them at its last evaluation. Returns the path."""
+  from cnn_val import train  # pylint: disable=import-outside-toplevel  (its probe and predict, exactly)
+  run = _restore(workdir, checkpoint_name, "trained")
+  train_arrays = run.arrays["train"]
+  idx = train.probe_indices(train_arrays, run.config.get("train_eval_examples", 0))
+  if idx is None:
+    raise ValueError(f"{workdir} was trained with config.train_eval_examples=0: it has no training probe.")
+  devices = parallel.select_devices(1)
+  p_predict = steps.pmapped_steps(run.config, run.splits.num_classes, run.tx, devices).predict
+  probs = train.predict(p_predict, run.state, pipeline.from_arrays({k: v[idx] for k, v in train_arrays.items()}),
+                        config=run.config, num_devices=1, num_classes=run.splits.num_classes)
+  return rundir.write_npz(workdir, rundir.TRAIN_PREDICTIONS_FILE, probs=probs.astype(np.float32),
+                          labels=train_arrays["label"][idx].astype(np.int32), index=idx)
+
+
+def _define_flags() -> None:
+  """The command's flags, defined only when it runs as a command: importing the module defines none, so it
+  imports into another absl program (whose own --workdir it would clash with)."""
+  flags.DEFINE_string("workdir", None, "Run directory to evaluate.", required=True)
+  flags.DEFINE_enum("checkpoint", "best", list(CHECKPOINTS), "Which checkpoint.")
+  flags.DEFINE_enum("split", "test", list(SPLITS), "Which split.")
+  flags.DEFINE_enum("weights", "trained", list(WEIGHTS),
+                    "The trained weights, or their moving average (runs with config.ema_decay > 0).")
 
 
 def main(argv):
@@ -91,7 +129,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   tf.config.set_visible_devices([], "GPU")
-  result = evaluate_checkpoint(_WORKDIR.value, _CHECKPOINT.value, _SPLIT.value, _WEIGHTS.value)
+  f = flags.FLAGS
+  result = evaluate_checkpoint(f.workdir, f.checkpoint, f.split, f.weights)
   summary = {k: result[k] for k in ("split", "checkpoint", "weights", "step", "accuracy", "loss", "count")}
   summary.update(balanced_accuracy=result.get("balanced_accuracy"), macro_f1=result.get("macro_f1"))
   json.dump(summary, sys.stdout)
@@ -99,4 +138,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   cli.run(main)

@@ -27,20 +27,28 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
-  # {'params', 'batch_stats'}: the exponential moving average of the weights (`train_step`'s ema_decay), or
-  # None when it is not kept (then the state's pytree, and its checkpoints, are what they were without it).
+
+  ema = None  # a TrainState keeps no moving average of its weights (EmaTrainState does)
+
+
+@flax.struct.dataclass
+class EmaTrainState(TrainState):
+  """A TrainState that also keeps `ema`, {'params', 'batch_stats'}: the exponential moving average of the
+  weights (`train_step`'s ema_decay). A class of its own, so that a TrainState's pytree, and the checkpoints of
+  runs without a moving average, stay exactly what they were before it existed."""
   ema: Any = None
 
 
 def create_train_state(model, tx, key, image_shape, *, ema: bool = False) -> TrainState:
   """Initialises the model (outside pmap: build it with axis_name=None) and the optimizer state; `ema`: also
-  keep a moving average of the weights, starting at the initial weights."""
+  keep a moving average of the weights, starting at the initial weights (an EmaTrainState)."""
   variables = model.init({"params": key}, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
-  return TrainState(step=jnp.asarray(0, jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params),
-                    ema={"params": params, "batch_stats": batch_stats} if ema else None)
+  fields = dict(step=jnp.asarray(0, jnp.int32), params=params, batch_stats=batch_stats, opt_state=tx.init(params))
+  if ema:
+    return EmaTrainState(**fields, ema={"params": params, "batch_stats": batch_stats})
+  return TrainState(**fields)
 
 
 def ema_weights(state: TrainState) -> TrainState:
@@ -201,11 +209,23 @@ def eval_step(state: TrainState, batch, *, model, num_classes: int,
   }, axis_name)
 
 
+def predict_step(state: TrainState, batch, *, model, augmentation: augment.Augment = augment.Augment(),
+                 axis_name: str | None = parallel.AXIS):
+  """Each example's softmax probabilities in eval mode, `{'probs': [..., K], 'mask': [...]}`; under pmap gathered
+  over `axis_name` (device-major: `[devices, per_device, K]`, the same on every device)."""
+  variables = _variables(state.params, state.batch_stats)
+  images = augment.preprocess(augmentation, _to_float(batch["image"]))
+  out = {"probs": jax.nn.softmax(model.apply(variables, images, train=False).astype(jnp.float32)),
+         "mask": batch.get("mask", jnp.ones(batch["label"].shape, bool))}
+  return out if axis_name is None else lax.all_gather(out, axis_name)
+
+
 class PmappedSteps(NamedTuple):
   train: Any  # (state, batch, key) -> (state, metric sums)
   eval: Any  # (state, batch) -> metric sums
   model: Any
   micro_batch_size: int
+  predict: Any = None  # (state, batch) -> {'probs', 'mask'} gathered over devices
 
 
 def train_chunk(state: TrainState, images, labels, indices, key, *, step_fn):
@@ -249,7 +269,10 @@ def pmapped_steps(config, num_classes: int, tx, devices, *, class_weights: tuple
                                                processes=None if across_processes else 1)
   p_train = parallel.pmap_step(train, devices, batch_argnums=(1,), num_args=3, across_processes=across_processes)
   p_eval = parallel.pmap_step(evaluate, devices, batch_argnums=(1,), num_args=2, across_processes=across_processes)
-  return PmappedSteps(p_train, p_eval, model, micro)
+  p_predict = parallel.pmap_step(
+      functools.partial(predict_step, model=model, augmentation=augment.from_config(config.augment)), devices,
+      batch_argnums=(1,), num_args=2, across_processes=across_processes)
+  return PmappedSteps(p_train, p_eval, model, micro, p_predict)
 
 
 def pmapped_train_chunk(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None):

@@ -77,3 +77,13 @@ def test_a_torn_last_metrics_line_is_redone_even_when_the_checkpoint_is_ahead(ti
     f.write(text[:-30])
   train.train_and_evaluate(tiny_config, workdir)
   assert rundir.read_metrics(workdir) == before
+
+
+def test_the_train_states_checkpoint_layout_is_what_earlier_versions_wrote():
+  """Checkpoints restore into the state's pytree: a field added to TrainState (even one that is None) makes
+  every checkpoint written before it unreadable. Its fields stay those of every earlier version; the moving
+  average lives in a subclass of its own."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from cnn_val import steps  # pylint: disable=import-outside-toplevel
+  assert [f.name for f in dataclasses.fields(steps.TrainState)] == ["step", "params", "batch_stats", "opt_state"]
+  assert [f.name for f in dataclasses.fields(steps.EmaTrainState)][4:] == ["ema"]
