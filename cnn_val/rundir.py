@@ -17,6 +17,7 @@ from typing import Callable
 
 from absl import logging
 import jax
+import numpy as np
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -26,6 +27,8 @@ LR_FIND_FILE = "lr_find.json"  # LR range test (cnn_val/lr_find.py)
 DIVERGED_FILE = "diverged.json"  # written when a run stops on a NaN/Inf loss
 EARLY_STOP_FILE = "early_stopped.json"  # written when config.early_stopping_patience ended the run
 TIMING_FILE = "timing.json"  # where the last training process's wall time went, by phase (train_loop.WallTime)
+# The training probe's softmax outputs with the final weights (the doctor's label check reads them).
+TRAIN_PREDICTIONS_FILE = "train_predictions.npz"
 RUN_LOCK_FILE = ".run.lock"  # held (flock) by the process training the run
 # Fields that may change when a run is resumed: they do not change what is computed (the device count
 # changes results only to float round-off).
@@ -259,6 +262,25 @@ def atomic_write(path: str, text: str) -> None:
     with contextlib.suppress(OSError):
       os.remove(tmp)
     raise _naming(e, path) from None
+
+
+def write_npz(workdir: str, name: str, **arrays) -> str:
+  """Writes numpy arrays as `workdir/name` (process 0 only, atomically; no pickle: numeric and text arrays only)
+  and returns the path."""
+  path = os.path.join(workdir, name)
+  if jax.process_index() == 0:
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+      with open(tmp, "wb") as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(tmp, path)
+    except OSError as e:
+      with contextlib.suppress(OSError):
+        os.remove(tmp)
+      raise _naming(e, path) from None
+  return path
 
 
 def write_json(workdir: str, name: str, obj) -> str:

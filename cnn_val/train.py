@@ -49,14 +49,21 @@ def evaluate(p_eval, state, ds, *, config, num_devices, num_classes, split_name)
   }
 
 
-def _train_probe(train_arrays: dict, examples: int):
-  """A fixed, seeded subset of the training split (the same examples every epoch and on resume), as a dataset
-  that `evaluate` reads like validation; None when off."""
+def probe_indices(train_arrays: dict, examples: int) -> np.ndarray | None:
+  """A fixed, seeded subset of the training split (the same examples every epoch and on resume); None when off."""
   if not examples:
     return None
   n = len(train_arrays["label"])
-  idx = np.sort(np.random.default_rng(0).choice(n, min(int(examples), n), replace=False))
-  return pipeline.from_arrays({k: v[idx] for k, v in train_arrays.items()})
+  return np.sort(np.random.default_rng(0).choice(n, min(int(examples), n), replace=False))
+
+
+def predict(p_predict, state, ds, *, config, num_devices, num_classes) -> np.ndarray:
+  """Softmax probabilities `[N, K]` of every example of `ds`, in order (one process)."""
+  batches = pipeline.eval_batches(ds, global_batch=config.eval_batch_size, num_devices=num_devices,
+                                  num_classes=num_classes, split_name="train")
+  out = [jax.device_get(p_predict(state, batch)) for batch in batches]
+  probs = np.concatenate([o["probs"].reshape(-1, num_classes) for o in out])
+  return probs[np.concatenate([o["mask"].reshape(-1) for o in out])]
 
 
 def _check_finite(sums, step: int, workdir: str, ckpts) -> None:
@@ -228,7 +235,8 @@ def _train(config, workdir: str, devices, cpu_devices, stop: train_loop.StopOnSi
                config.batch_size // (num_devices * jax.process_count()), pmapped.micro_batch_size,
                config.dtype, pmapped.model.conv_impl, getattr(pmapped.model, "pool_impl", "-"))
   eval_kw = dict(config=config, num_devices=num_devices, num_classes=num_classes)
-  train_probe = _train_probe(train_arrays, config.get("train_eval_examples", 0))
+  probe_idx = probe_indices(train_arrays, config.get("train_eval_examples", 0))
+  train_probe = None if probe_idx is None else pipeline.from_arrays({k: v[probe_idx] for k, v in train_arrays.items()})
   writer = rundir.MetricsWriter(workdir)
   if start_step == 0:  # TensorBoard's HParams view: the config beside the metrics, once per run
     writer.hparams(rundir.config_to_dict(config))
@@ -289,6 +297,11 @@ def _train(config, workdir: str, devices, cpu_devices, stop: train_loop.StopOnSi
         with clock("training probe"):
           probe = evaluate(p_eval, state, train_probe, split_name="train", **eval_kw)
         row.update(train_eval_loss=probe["loss"], train_eval_accuracy=probe["accuracy"])
+        if last_epoch and jax.process_count() == 1:  # the doctor's label check (cleanlab) reads these
+          with clock("training probe"):
+            probs = predict(pmapped.predict, state, train_probe, **eval_kw)
+          rundir.write_npz(workdir, rundir.TRAIN_PREDICTIONS_FILE, probs=probs.astype(np.float32),
+                           labels=train_arrays["label"][probe_idx].astype(np.int32), index=probe_idx)
       if last_epoch or best_val is None or val["accuracy"] >= best_val:  # the best and the last evaluation
         row["val_confusion"] = val["confusion"]
       if last_epoch and splits.test is not None:

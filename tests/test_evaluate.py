@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cnn_val import evaluate, rundir, train
@@ -32,6 +33,16 @@ def test_the_best_checkpoint_reproduces_the_recorded_validation_accuracy(tiny_co
   out = subprocess.run([sys.executable, "-m", "cnn_val.evaluate", f"--workdir={workdir}", "--split=validation"],
                        cwd=REPO, capture_output=True, text=True, check=True).stdout
   assert json.loads(out)["accuracy"] == best["val_accuracy"]
+  # The doctor's label-check file, as training wrote it and as the latest checkpoint gives it back.
+  path = os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE)
+  with np.load(path) as f:
+    written = {k: f[k] for k in f.files}
+  assert written["probs"].shape == (1080, 10) and np.array_equal(written["index"], np.arange(1080))
+  os.remove(path)
+  evaluate.write_train_predictions(workdir)
+  with np.load(path) as f:
+    np.testing.assert_allclose(f["probs"], written["probs"], rtol=1e-5, atol=1e-7)
+    assert np.array_equal(f["labels"], written["labels"]) and np.array_equal(f["index"], written["index"])
 
 
 def test_a_directory_without_checkpoints_is_named(tmp_path):

@@ -145,7 +145,34 @@ def plot_lr_find(workdir, lr_find):
 def _evidence_text(evidence: dict) -> str:
   def fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else json.dumps(v)
-  return ", ".join(f"`{k}` = {fmt(v)}" for k, v in evidence.items() if v is not None)
+  return ", ".join(f"`{k}` = {fmt(v)}" for k, v in evidence.items()
+                   if v is not None and k != "likely_wrong_labels")  # that one has a section of its own
+
+
+def _label_section(workdir: str, class_names) -> list[str]:
+  """The likely-wrong training labels (cleanlab on train_predictions.npz), by class pair and example."""
+  from cnn_val.doctor import label_check  # pylint: disable=import-outside-toplevel
+  issues = label_check.label_issues(workdir)
+  if not issues:
+    return []
+  lines = ["## Likely-wrong training labels", ""]
+  if issues.get("skipped"):
+    return lines + [f"Not checked: {issues['skipped']}.", ""]
+  name = lambda c: class_names[c] if c < len(class_names) else str(c)
+  lines += [f"Confident learning (cleanlab, on the outputs of the final weights for the {issues['examples']:,} "
+            f"training examples `train_eval_*` is measured on) flags {issues['flagged']:,} "
+            f"({100 * issues['fraction']:.1f}%) whose label the model most confidently disagrees with. The "
+            f"outputs are in-sample, so a label the model has memorised is missed: a lower bound. Clean data "
+            f"has some too (ambiguous images); what points to wrong labels is a share well above a clean run's "
+            f"of the same data, concentrated on a few class pairs.", ""]
+  if issues["pairs"]:
+    lines += ["| labelled | the model sees | flagged | share of the label's examples |", "| --- | --- | --- | --- |"]
+    lines += [f"| {name(p['given'])} | {name(p['suggested'])} | {p['count']} | {100 * p['share_of_given']:.1f}% |"
+              for p in issues["pairs"]]
+    lines += ["", "Least confident in their label (index in the training split as loaded, after any scenario): "
+              + ", ".join(f"{w['index']} ({name(w['given'])} -> {name(w['suggested'])}, "
+                          f"p = {w['given_probability']:.2f})" for w in issues["worst"][:10]) + ".", ""]
+  return lines
 
 
 def _flag(field: str, value) -> str:
@@ -247,6 +274,7 @@ def write_report(workdir: str, diagnosis: dict) -> str:
               f"- Fix: {f['fix']['summary']}" + (f" Try: `{overrides}`" if overrides and not applied else ""),
               *([f"- Verified: {_verified_text(f['verified'])}"] if f.get("verified") else []), ""]
   lines += _verified_section(workdir, diagnosis)
+  lines += _label_section(workdir, class_names)
   plots = []
   if rows:
     plots += [("Learning curves", plot_learning_curves(workdir, rows)), ("Learning rate", plot_lr(workdir, rows)),

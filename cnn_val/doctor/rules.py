@@ -342,17 +342,28 @@ def rule_label_noise(run: Run):
   noise = 1.0 - train_acc / max(run.val_acc, 1e-12)
   how = ("measured like validation's on a fixed training subset" if measured is not None else
          "averaged over the epoch, without augmentation")
+  issues = run.label_issues
+  listed = bool(issues and not issues.get("skipped") and issues["flagged"])
+  which = ""
+  if listed:
+    top = issues["pairs"][0]
+    which = (f" Confident learning (cleanlab) on {issues['examples']:,} training examples flags "
+             f"{issues['flagged']:,} ({100 * issues['fraction']:.1f}%) as probably mislabelled, most often "
+             f"labelled {run.class_name(top['given'])} where the model sees {run.class_name(top['suggested'])} "
+             f"({top['count']}, {100 * top['share_of_given']:.0f}% of that label's examples); the report lists "
+             f"them by class pair and index in the training split.")
   return _finding(
       "label_noise", "high" if gap > 2 * NOISE_GAP else "medium", _confidence(gap, NOISE_GAP),
       {"val_minus_train_accuracy": gap, "threshold": NOISE_GAP, "train_accuracy": train_acc,
        "train_accuracy_measured_like_validation": measured is not None,
        "val_accuracy": run.val_acc, "estimated_noisy_fraction": noise,
-       "dropout_rate": run.get("model.dropout_rate")},
+       "dropout_rate": run.get("model.dropout_rate"),
+       **({"likely_wrong_labels": issues} if listed else {})},
       f"The model scores {100 * gap:.1f} points better on validation ({run.val_acc:.3f}) than on the very "
       f"examples it trains on ({train_acc:.3f}, {how}): about {100 * noise:.0f}% of the "
-      f"training labels disagree with what the model learns from the rest, so they are probably wrong.",
-      "Clean the training labels (relabel the examples the model most confidently disagrees with); "
-      "meanwhile keep the best checkpoint and regularise.",
+      f"training labels disagree with what the model learns from the rest, so they are probably wrong." + which,
+      "Clean the training labels (relabel the examples the model most confidently disagrees with"
+      + ("; the report lists them" if listed else "") + "); meanwhile keep the best checkpoint and regularise.",
       {"config.optim.weight_decay": 1e-4, "config.optim.optimizer": "adamw"})
 
 

@@ -1,11 +1,12 @@
 """What the doctor's rules read: a run directory's files, with the quantities the rules share computed once.
 
-Only files (config.json, metrics.jsonl, audit.json, preflight.json, lr_find.json, diverged.json): a run made
-anywhere, by any version that wrote them, can be read.
+Only files (config.json, metrics.jsonl, audit.json, preflight.json, lr_find.json, diverged.json,
+train_predictions.npz): a run made anywhere, by any version that wrote them, can be read.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import ml_collections
@@ -59,6 +60,12 @@ class Run:
       if len(ratios) * steps_per_epoch >= RATIO_WINDOW_STEPS:
         break
     return float(np.mean(ratios))
+
+  @functools.cached_property
+  def label_issues(self) -> dict | None:
+    """The likely-wrong training labels (cleanlab on train_predictions.npz; label_check.py), or None."""
+    from cnn_val.doctor import label_check  # pylint: disable=import-outside-toplevel
+    return label_check.label_issues(self.workdir) if self.workdir else None
 
   @classmethod
   def from_config(cls, config: dict) -> "Run":

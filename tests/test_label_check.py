@@ -1,0 +1,75 @@
+"""The doctor's label check: cleanlab's confident learning on the training probe's outputs finds labels swapped
+between two classes, flags nothing on confident clean outputs, feeds the label_noise finding and the report, and
+never stops the doctor (an unreadable file or a missing package skip it with the reason)."""
+
+import os
+
+import numpy as np
+
+from cnn_val import rundir
+from cnn_val.doctor import label_check, report, rules
+from tests.test_diagnose import _rows, _run
+
+K = 10
+
+
+def _predictions(workdir, *, swapped: float, n: int = 2000, seed: int = 0):
+  """Outputs of a model that learned the true classes (probability 0.9 on the true class, a little noise),
+  with `swapped` of class 3's labels given as class 5."""
+  rng = np.random.default_rng(seed)
+  true = np.arange(n) % K
+  probs = rng.dirichlet(np.ones(K) * 0.5, n) * 0.1
+  probs[np.arange(n), true] += 0.9
+  labels = true.copy()
+  threes = np.flatnonzero(true == 3)
+  flipped = threes[: int(swapped * len(threes))]
+  labels[flipped] = 5
+  os.makedirs(workdir, exist_ok=True)
+  rundir.write_npz(workdir, rundir.TRAIN_PREDICTIONS_FILE, probs=probs.astype(np.float32),
+                   labels=labels.astype(np.int32), index=np.arange(n) * 3)
+  return flipped
+
+
+def test_labels_swapped_between_two_classes_are_found_and_clean_ones_are_not(tmp_path):
+  flipped = _predictions(str(tmp_path / "swapped"), swapped=0.3)
+  issues = label_check.label_issues(str(tmp_path / "swapped"))
+  assert len(flipped) == 60 and 20 <= issues["flagged"] <= 60  # cleanlab's estimate of the count is conservative
+  assert len(issues["pairs"]) == 1 and (issues["pairs"][0]["given"], issues["pairs"][0]["suggested"]) == (5, 3)
+  assert issues["pairs"][0]["share_of_given"] == issues["flagged"] / 260
+  assert {w["index"] for w in issues["worst"]} <= set(flipped * 3)  # only swapped ones, by training-split index
+  _predictions(str(tmp_path / "clean"), swapped=0.0)
+  clean = label_check.label_issues(str(tmp_path / "clean"))
+  assert clean["flagged"] == 0 and clean["pairs"] == []
+  assert label_check.label_issues(str(tmp_path / "none")) is None  # a run without the file: no check
+
+
+def test_the_label_noise_finding_and_the_report_list_them(tmp_path):
+  noisy = _rows(train_acc=(0.5, 0.55), val_acc=(0.8, 0.86), train_loss=(1.5, 1.3))
+  workdir = str(tmp_path)
+  _predictions(workdir, swapped=0.3)
+  result = _run(tmp_path, noisy)
+  finding = next(f for f in result["findings"] if f["cause"] == "label_noise")
+  count = finding["evidence"]["likely_wrong_labels"]["flagged"]
+  assert "cleanlab" in finding["explanation"]
+  assert f"labelled c5 where the model sees c3 ({count}," in finding["explanation"]
+  text = open(report.write_report(workdir, result)).read()
+  assert "## Likely-wrong training labels" in text and f"| c5 | c3 | {count} | {100 * count / 260:.1f}% |" in text
+  assert "likely_wrong_labels" not in text.split("## Likely-wrong")[0]  # not dumped among the evidence
+  quiet = rules.diagnose(str(tmp_path))  # the same verdict with the file gone, without the listing
+  os.remove(os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE))
+  plain = next(f for f in rules.diagnose(workdir)["findings"] if f["cause"] == "label_noise")
+  assert "likely_wrong_labels" not in plain["evidence"] and quiet["verdict"] == result["verdict"]
+
+
+def test_an_unreadable_file_or_a_missing_package_skips_the_check(tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  with open(os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE), "wb") as f:
+    f.write(b"PK\x03\x04 torn")
+  issues = label_check.label_issues(workdir)
+  assert issues["flagged"] == 0 and "cannot be read" in issues["skipped"]
+  _predictions(workdir, swapped=0.3)
+  import builtins  # pylint: disable=import-outside-toplevel
+  real_import = builtins.__import__
+  monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                      if name.startswith("cleanlab") else real_import(name, *a, **k))
+  assert "pip install cleanlab" in label_check.label_issues(workdir)["skipped"]
