@@ -20,7 +20,6 @@ from typing import NamedTuple
 from absl import app
 from absl import flags
 import jax
-import numpy as np
 
 from cnn_val import checkpoint, cli, models, optim, parallel, rundir, steps
 from cnn_val.data import balance, loading, pipeline
@@ -98,20 +97,14 @@ def evaluate_checkpoint(workdir: str, checkpoint_name: str = "best", split: str 
 
 def write_train_predictions(workdir: str, checkpoint_name: str = "latest") -> str:
   """The doctor's label-check file (`train_predictions.npz`) for a run that lacks it (trained before training
-  wrote it, or with the file deleted): the checkpoint's outputs on the run's training probe, as training writes
-  them at its last evaluation. Returns the path."""
-  from cnn_val import train  # pylint: disable=import-outside-toplevel  (its probe and predict, exactly)
+  wrote it, or with the file deleted): the checkpoint's outputs on the training split, as training writes them
+  at its last evaluation. Returns the path."""
+  from cnn_val import train  # pylint: disable=import-outside-toplevel  (the same function training calls)
   run = _restore(workdir, checkpoint_name, "trained")
-  train_arrays = run.arrays["train"]
-  idx = train.probe_indices(train_arrays, run.config.get("train_eval_examples", 0))
-  if idx is None:
-    raise ValueError(f"{workdir} was trained with config.train_eval_examples=0: it has no training probe.")
   devices = parallel.select_devices(1)
   p_predict = steps.pmapped_steps(run.config, run.splits.num_classes, run.tx, devices).predict
-  probs = train.predict(p_predict, run.state, pipeline.from_arrays({k: v[idx] for k, v in train_arrays.items()}),
-                        config=run.config, num_devices=1, num_classes=run.splits.num_classes)
-  return rundir.write_npz(workdir, rundir.TRAIN_PREDICTIONS_FILE, probs=probs.astype(np.float32),
-                          labels=train_arrays["label"][idx].astype(np.int32), index=idx)
+  return train.write_train_predictions(workdir, p_predict, run.state, run.arrays["train"], config=run.config,
+                                       num_devices=1, num_classes=run.splits.num_classes)
 
 
 def _define_flags() -> None:

@@ -49,12 +49,14 @@ def evaluate(p_eval, state, ds, *, config, num_devices, num_classes, split_name)
   }
 
 
-def probe_indices(train_arrays: dict, examples: int) -> np.ndarray | None:
-  """A fixed, seeded subset of the training split (the same examples every epoch and on resume); None when off."""
+def _train_probe(train_arrays: dict, examples: int):
+  """A fixed, seeded subset of the training split (the same examples every epoch and on resume), as a dataset
+  that `evaluate` reads like validation; None when off."""
   if not examples:
     return None
   n = len(train_arrays["label"])
-  return np.sort(np.random.default_rng(0).choice(n, min(int(examples), n), replace=False))
+  idx = np.sort(np.random.default_rng(0).choice(n, min(int(examples), n), replace=False))
+  return pipeline.from_arrays({k: v[idx] for k, v in train_arrays.items()})
 
 
 def predict(p_predict, state, ds, *, config, num_devices, num_classes) -> np.ndarray:
@@ -64,6 +66,14 @@ def predict(p_predict, state, ds, *, config, num_devices, num_classes) -> np.nda
   out = [jax.device_get(p_predict(state, batch)) for batch in batches]
   probs = np.concatenate([o["probs"].reshape(-1, num_classes) for o in out])
   return probs[np.concatenate([o["mask"].reshape(-1) for o in out])]
+
+
+def write_train_predictions(workdir: str, p_predict, state, train_arrays: dict, **eval_kw) -> str:
+  """`train_predictions.npz`: every training example's softmax outputs (float16) with `state`, its label and
+  index in the training split as loaded (the doctor's label check; about one forward pass over the split)."""
+  probs = predict(p_predict, state, pipeline.from_arrays(train_arrays), **eval_kw)
+  return rundir.write_npz(workdir, rundir.TRAIN_PREDICTIONS_FILE, probs=probs.astype(np.float16),
+                          labels=train_arrays["label"].astype(np.int32), index=np.arange(len(probs)))
 
 
 def _check_finite(sums, step: int, workdir: str, ckpts) -> None:
@@ -235,8 +245,7 @@ def _train(config, workdir: str, devices, cpu_devices, stop: train_loop.StopOnSi
                config.batch_size // (num_devices * jax.process_count()), pmapped.micro_batch_size,
                config.dtype, pmapped.model.conv_impl, getattr(pmapped.model, "pool_impl", "-"))
   eval_kw = dict(config=config, num_devices=num_devices, num_classes=num_classes)
-  probe_idx = probe_indices(train_arrays, config.get("train_eval_examples", 0))
-  train_probe = None if probe_idx is None else pipeline.from_arrays({k: v[probe_idx] for k, v in train_arrays.items()})
+  train_probe = _train_probe(train_arrays, config.get("train_eval_examples", 0))
   writer = rundir.MetricsWriter(workdir)
   if start_step == 0:  # TensorBoard's HParams view: the config beside the metrics, once per run
     writer.hparams(rundir.config_to_dict(config))
@@ -297,11 +306,9 @@ def _train(config, workdir: str, devices, cpu_devices, stop: train_loop.StopOnSi
         with clock("training probe"):
           probe = evaluate(p_eval, state, train_probe, split_name="train", **eval_kw)
         row.update(train_eval_loss=probe["loss"], train_eval_accuracy=probe["accuracy"])
-        if last_epoch and jax.process_count() == 1:  # the doctor's label check (cleanlab) reads these
-          with clock("training probe"):
-            probs = predict(pmapped.predict, state, train_probe, **eval_kw)
-          rundir.write_npz(workdir, rundir.TRAIN_PREDICTIONS_FILE, probs=probs.astype(np.float32),
-                           labels=train_arrays["label"][probe_idx].astype(np.int32), index=probe_idx)
+      if last_epoch and jax.process_count() == 1:  # the doctor's label check (cleanlab) reads these
+        with clock("training predictions"):
+          write_train_predictions(workdir, pmapped.predict, state, train_arrays, **eval_kw)
       if last_epoch or best_val is None or val["accuracy"] >= best_val:  # the best and the last evaluation
         row["val_confusion"] = val["confusion"]
       if last_epoch and splits.test is not None:

@@ -61,6 +61,9 @@ def get_config():
   config.data.max_eval_examples = 0  # 0 = all; caps validation and test (quick runs and tests only)
   # Drop training images that also occur (byte for byte) in validation or test: the fix for leakage.
   config.data.remove_cross_split_duplicates = False
+  # A JSON file {"indices": [...]} of training examples to leave out (indices into the training split as
+  # loaded): the doctor's label_issues.json, its fix for likely-wrong labels. '' = none.
+  config.data.exclude_train_examples = ""
   config.data.download = True  # may TFDS download a dataset that is not prepared (needs internet)
 
   # Fault scenarios (cnn_val/data/scenarios.py): seeded changes to the data that reproduce a known cause

@@ -41,7 +41,7 @@ def test_the_best_checkpoint_reproduces_the_recorded_validation_accuracy(tiny_co
   os.remove(path)
   evaluate.write_train_predictions(workdir)
   with np.load(path) as f:
-    np.testing.assert_allclose(f["probs"], written["probs"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(f["probs"], written["probs"], atol=1e-3)  # float16
     assert np.array_equal(f["labels"], written["labels"]) and np.array_equal(f["index"], written["index"])
 
 

@@ -5,6 +5,7 @@ never stops the doctor (an unreadable file or a missing package skip it with the
 import os
 
 import numpy as np
+import pytest
 
 from cnn_val import rundir
 from cnn_val.doctor import label_check, report, rules
@@ -55,6 +56,11 @@ def test_the_label_noise_finding_and_the_report_list_them(tmp_path):
   text = open(report.write_report(workdir, result)).read()
   assert "## Likely-wrong training labels" in text and f"| c5 | c3 | {count} | {100 * count / 260:.1f}% |" in text
   assert "likely_wrong_labels" not in text.split("## Likely-wrong")[0]  # not dumped among the evidence
+  assert finding["fix"]["overrides"] == {
+      "config.data.exclude_train_examples": os.path.join(os.path.abspath(workdir), "label_issues.json")}
+  label_check.write_flagged(workdir)  # as the doctor's examine() writes it: every flagged training index
+  listed = rundir.read_json(workdir, label_check.LABEL_ISSUES_FILE)["indices"]
+  assert len(listed) == count and set(listed) <= set(range(3, 2000 * 3, 3))
   quiet = rules.diagnose(str(tmp_path))  # the same verdict with the file gone, without the listing
   os.remove(os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE))
   plain = next(f for f in rules.diagnose(workdir)["findings"] if f["cause"] == "label_noise")
@@ -73,3 +79,23 @@ def test_an_unreadable_file_or_a_missing_package_skips_the_check(tmp_path, monke
   monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
                       if name.startswith("cleanlab") else real_import(name, *a, **k))
   assert "pip install cleanlab" in label_check.label_issues(workdir)["skipped"]
+
+
+def test_training_leaves_out_the_listed_examples_and_a_bad_list_is_named(tiny_config, tmp_path):
+  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel
+  full = loading.load_data(tiny_config)[1]["train"]
+  listing = tmp_path / "label_issues.json"
+  listing.write_text('{"indices": [0, 5, 5, 1079]}')
+  tiny_config.data.exclude_train_examples = str(listing)
+  kept = loading.load_data(tiny_config)[1]["train"]
+  keep = np.setdiff1d(np.arange(len(full["label"])), [0, 5, 1079])
+  assert np.array_equal(kept["label"], full["label"][keep]) and np.array_equal(kept["image"], full["image"][keep])
+  listing.write_text('{"indices": [1080]}')
+  with pytest.raises(ValueError, match=r"every index must be an integer in \[0, 1080\)"):
+    loading.load_data(tiny_config)
+  listing.write_text('[1, 2]')
+  with pytest.raises(ValueError, match="expected a JSON object with a list of training indices"):
+    loading.load_data(tiny_config)
+  tiny_config.data.exclude_train_examples = str(tmp_path / "missing.json")
+  with pytest.raises(FileNotFoundError, match="no such file"):
+    loading.load_data(tiny_config)

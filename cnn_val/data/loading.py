@@ -4,12 +4,32 @@ the leakage fix. Used by training, the LR range test and the doctor's re-audit (
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from absl import logging
 import numpy as np
 
 from cnn_val import audit
 from cnn_val.data import pipeline, scenarios, sources
+
+
+def excluded_indices(path: str, num_train: int) -> np.ndarray:
+  """The training indices `config.data.exclude_train_examples` names: a JSON file {"indices": [...]} (the
+  doctor's label_issues.json), indices into the training split as loaded (after the scenario)."""
+  field = "config.data.exclude_train_examples"
+  try:
+    with open(path) as f:
+      indices = json.load(f)["indices"]
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{field}={path!r}: no such file. It is the doctor's label_issues.json of a run "
+                            f"with these data (or any JSON file {{\"indices\": [...]}}).") from None
+  except (json.JSONDecodeError, KeyError, TypeError) as e:
+    raise ValueError(f"{field}={path!r}: expected a JSON object with a list of training indices under "
+                     f"\"indices\" ({type(e).__name__}: {e}).") from None
+  if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < num_train for i in indices):
+    raise ValueError(f"{field}={path!r}: every index must be an integer in [0, {num_train}), the training split "
+                     f"as loaded; these data have another split (another scenario or dataset?).")
+  return np.asarray(sorted(set(indices)), int)
 
 
 def load_data(config):
@@ -37,6 +57,12 @@ def load_data(config):
     arrays["train"] = {k: v[keep] for k, v in arrays["train"].items()}
     logging.info("Removed %d training examples that duplicate validation or test images (%d exact, %d near).",
                  int((~keep).sum()), exact, int((~keep).sum()) - exact)
+  if config.data.get("exclude_train_examples"):  # the label_noise fix: train without the flagged examples
+    drop = excluded_indices(config.data.exclude_train_examples, len(arrays["train"]["label"]))
+    keep = np.ones(len(arrays["train"]["label"]), bool)
+    keep[drop] = False
+    arrays["train"] = {k: v[keep] for k, v in arrays["train"].items()}
+    logging.info("Excluded %d training examples listed in %s.", len(drop), config.data.exclude_train_examples)
   splits = dataclasses.replace(
       splits, num_train=len(arrays["train"]["label"]), train=None,
       validation=pipeline.from_arrays(arrays["validation"]),

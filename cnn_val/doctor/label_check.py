@@ -1,11 +1,13 @@
-"""The likely-wrong training labels of a run: cleanlab's confident learning on the training probe's outputs.
+"""The likely-wrong training labels of a run: cleanlab's confident learning on the training split's outputs.
 
 Training writes `train_predictions.npz` at its last evaluation: the softmax outputs, with the final weights in
-eval mode, of the fixed training subset that `train_eval_*` is measured on (`config.train_eval_examples`),
-with the labels the run trained on and each example's index in the training split. Confident learning
+eval mode, of every training example, with the label the run trained on and its index in the training split
+as loaded (after any scenario). Confident learning
 (`cleanlab.filter.find_label_issues`, pruning by the estimated noise rate) flags the examples whose given label
 the model, having learned from the rest, most confidently disagrees with; they are counted per (given,
 suggested) class pair, so that labels swapped between two classes show up as one dominant pair.
+`write_flagged` writes their indices to `label_issues.json`, which `config.data.exclude_train_examples` reads
+to train without them: the label_noise finding's fix, verified like any other.
 
 The outputs are in-sample (the model trained on these examples), where cleanlab recommends out-of-sample
 ones: a model that has memorised a wrong label agrees with it, so the count is a lower bound, tightest on
@@ -15,6 +17,7 @@ short and regularised runs. Reads files only; needs the `cleanlab` package (in c
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import zipfile
 
@@ -26,33 +29,62 @@ MAX_PAIRS = 5  # class pairs reported
 MAX_EXAMPLES = 20  # flagged examples listed, least confident in their given label first
 
 
-def label_issues(workdir: str) -> dict | None:
-  """{'examples', 'flagged', 'fraction', 'pairs': [{'given', 'suggested', 'count', 'share_of_given'}],
-  'worst': [{'index', 'given', 'suggested', 'given_probability'}]}, or None when the run wrote no
-  predictions (probe off, a multi-process run, or a run from before the file existed)."""
-  path = os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE)
-  if not os.path.exists(path):
-    return None
+LABEL_ISSUES_FILE = "label_issues.json"  # every flagged training index, for config.data.exclude_train_examples
+
+
+@functools.lru_cache(maxsize=8)
+def _flagged(path: str, mtime: float):
+  """(probs, labels, index, flagged positions ranked by self-confidence) of a predictions file, or a reason
+  it was skipped (str). Cached per file version: the rules and the doctor's file writer share one run."""
+  del mtime  # part of the cache key only
   try:
     with np.load(path, allow_pickle=False) as data:
       probs, labels, index = data["probs"].astype(np.float64), data["labels"].astype(int), data["index"]
-  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # an optional file: the check is skipped, not the doctor
-    return {"examples": 0, "flagged": 0, "fraction": 0.0, "pairs": [], "worst": [],
-            "skipped": f"{path} cannot be read ({e}); to check the labels again, delete it and write it anew "
-                       f"(cnn_val.evaluate.write_train_predictions)"}
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # optional: skipped, not fatal
+    return (f"{path} cannot be read ({e}); to check the labels again, delete it and write it anew "
+            f"(cnn_val.evaluate.write_train_predictions)")
   num_classes = probs.shape[1]
   present = np.bincount(labels, minlength=num_classes)
   if len(labels) < 2 * num_classes or (present[present > 0] < 2).any():
-    return {"examples": int(len(labels)), "flagged": 0, "fraction": 0.0, "pairs": [], "worst": [],
-            "skipped": "too few examples per class for confident learning"}
+    return "too few examples per class for confident learning"
   try:
     from cleanlab import filter as cl_filter  # pylint: disable=import-outside-toplevel  (pandas, sklearn)
   except ImportError:
-    return {"examples": int(len(labels)), "flagged": 0, "fraction": 0.0, "pairs": [], "worst": [],
-            "skipped": "the cleanlab package is not installed (pip install cleanlab)"}
+    return "the cleanlab package is not installed (pip install cleanlab)"
   probs = probs / probs.sum(axis=1, keepdims=True)
   flagged = np.asarray(cl_filter.find_label_issues(labels, probs, filter_by="prune_by_noise_rate",
                                                    return_indices_ranked_by="self_confidence", n_jobs=1), int)
+  return probs, labels, index, flagged
+
+
+def write_flagged(workdir: str) -> str | None:
+  """Writes every flagged example's training index to `label_issues.json` (for
+  config.data.exclude_train_examples) and returns its path; None when there is nothing to write."""
+  path = os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE)
+  if not os.path.exists(path):
+    return None
+  result = _flagged(path, os.path.getmtime(path))
+  if isinstance(result, str) or not len(result[3]):
+    return None
+  _, _, index, flagged = result
+  rundir.write_json(workdir, LABEL_ISSUES_FILE, {
+      "indices": sorted(int(i) for i in index[flagged]),
+      "how": "cleanlab.filter.find_label_issues(filter_by='prune_by_noise_rate') on train_predictions.npz"})
+  return os.path.join(workdir, LABEL_ISSUES_FILE)
+
+
+def label_issues(workdir: str) -> dict | None:
+  """{'examples', 'flagged', 'fraction', 'pairs': [{'given', 'suggested', 'count', 'share_of_given'}],
+  'worst': [{'index', 'given', 'suggested', 'given_probability'}]}, or None when the run wrote no
+  predictions (a multi-process run, or a run from before the file existed)."""
+  path = os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE)
+  if not os.path.exists(path):
+    return None
+  result = _flagged(path, os.path.getmtime(path))
+  if isinstance(result, str):
+    return {"examples": 0, "flagged": 0, "fraction": 0.0, "pairs": [], "worst": [], "skipped": result}
+  probs, labels, index, flagged = result
+  present = np.bincount(labels, minlength=probs.shape[1])
   suggested = probs.argmax(axis=1)
   counts = collections.Counter((int(labels[i]), int(suggested[i])) for i in flagged)
   pairs = [{"given": g, "suggested": s, "count": c, "share_of_given": c / max(int(present[g]), 1)}

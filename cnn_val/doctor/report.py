@@ -159,12 +159,14 @@ def _label_section(workdir: str, class_names) -> list[str]:
   if issues.get("skipped"):
     return lines + [f"Not checked: {issues['skipped']}.", ""]
   name = lambda c: class_names[c] if c < len(class_names) else str(c)
-  lines += [f"Confident learning (cleanlab, on the outputs of the final weights for the {issues['examples']:,} "
-            f"training examples `train_eval_*` is measured on) flags {issues['flagged']:,} "
+  lines += [f"Confident learning (cleanlab, on the final weights' outputs for the {issues['examples']:,} "
+            f"training examples) flags {issues['flagged']:,} "
             f"({100 * issues['fraction']:.1f}%) whose label the model most confidently disagrees with. The "
             f"outputs are in-sample, so a label the model has memorised is missed: a lower bound. Clean data "
             f"has some too (ambiguous images); what points to wrong labels is a share well above a clean run's "
-            f"of the same data, concentrated on a few class pairs.", ""]
+            f"of the same data, concentrated on a few class pairs. Their indices are in `label_issues.json` when "
+            f"a `label_noise` finding cites them; `--config.data.exclude_train_examples=` that file trains "
+            f"without them.", ""]
   if issues["pairs"]:
     lines += ["| labelled | the model sees | flagged | share of the label's examples |", "| --- | --- | --- | --- |"]
     lines += [f"| {name(p['given'])} | {name(p['suggested'])} | {p['count']} | {100 * p['share_of_given']:.1f}% |"

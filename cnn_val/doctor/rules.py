@@ -17,6 +17,7 @@ Thresholds are the named constants below, measured on the fault scenarios and he
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -28,6 +29,7 @@ from cnn_val.doctor.data_rules import (missing_share, rule_class_imbalance, rule
 from cnn_val.doctor.finding import SEVERITIES
 from cnn_val.doctor.finding import confidence as _confidence
 from cnn_val.doctor.finding import finding as _finding
+from cnn_val.doctor.label_check import LABEL_ISSUES_FILE
 from cnn_val.doctor.run_view import Run
 
 DIAGNOSIS_FILE = "diagnosis.json"
@@ -362,9 +364,12 @@ def rule_label_noise(run: Run):
       f"The model scores {100 * gap:.1f} points better on validation ({run.val_acc:.3f}) than on the very "
       f"examples it trains on ({train_acc:.3f}, {how}): about {100 * noise:.0f}% of the "
       f"training labels disagree with what the model learns from the rest, so they are probably wrong." + which,
-      "Clean the training labels (relabel the examples the model most confidently disagrees with"
-      + ("; the report lists them" if listed else "") + "); meanwhile keep the best checkpoint and regularise.",
-      {"config.optim.weight_decay": 1e-4, "config.optim.optimizer": "adamw"})
+      ("Train without the likely-wrong labels (the flagged examples, label_issues.json; the report lists them), "
+       "then relabel them: confident learning's remedy." if listed else
+       "Clean the training labels (relabel the examples the model most confidently disagrees with); "
+       "meanwhile keep the best checkpoint and regularise."),
+      {"config.data.exclude_train_examples": os.path.abspath(os.path.join(run.workdir, LABEL_ISSUES_FILE))}
+      if listed else {"config.optim.weight_decay": 1e-4, "config.optim.optimizer": "adamw"})
 
 
 # Ranking within a severity: a run that failed outright, then causes measured directly in the data (the
