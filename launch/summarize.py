@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 from cnn_val import ablate, doctor, rundir
+from cnn_val.doctor.finding import verification_result
 
 
 def _fmt(values):
@@ -89,7 +90,7 @@ def verify_table(out: str) -> str:
     recovered = f"{100 * v['recovered']:.0f}%" if v.get("recovered") is not None else "-"
     baseline, fixed = ablate.format_percent(v["baseline"]), ablate.format_percent(v["fixed"])
     lines.append(f"| {name} | {f['cause']} | {fix}{metric} | {reference} | {baseline} | {fixed} | "
-                 f"{recovered} | {ci} | {'confirmed' if v['confirmed'] else 'refuted'} | {diagnosis['verdict']} |")
+                 f"{recovered} | {ci} | {verification_result(v) or 'unverified'} | {diagnosis['verdict']} |")
   return "\n".join(lines)
 
 

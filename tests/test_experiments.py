@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cnn_val import ablate, doctor, rundir, train
-from cnn_val.doctor import experiments
+from cnn_val.doctor import experiments, rules
 from cnn_val.configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -268,3 +268,20 @@ def test_a_diverged_run_is_verified_against_the_majority_class(tmp_path):
   result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", log=lambda _: None)
   v = result["findings"][0]["verified"]
   assert v["confirmed"] and v["baseline"]["mean"] == pytest.approx(0.1) and v["delta"] == pytest.approx(0.805)
+
+
+def test_an_inconclusive_fix_leaves_a_high_finding_standing(tmp_path):
+  """A fix with a positive mean gain whose CI reaches 0 is inconclusive, not refuted: the single-run evidence
+  stands (problems_found); a fix that gains nothing on average refutes (the test above)."""
+  workdir = str(tmp_path)
+  config = _config()
+  _write_run(workdir, config, 0.80)
+  diagnosis = {"verdict": "problems_found",
+               "findings": [_finding("label_noise", {"config.optim.weight_decay": 1e-4})]}
+  _fake_sweep(workdir, config, {"baseline": ({}, [0.80, 0.81, 0.79]),
+                                "label_noise": ({"optim.weight_decay": 1e-4}, [0.815, 0.80, 0.80])})
+  result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", log=lambda _: None)
+  v = result["findings"][0]["verified"]
+  assert v["delta"] > 0 and v["ci95"][0] < 0 and not v["confirmed"]
+  assert result["verdict"] == "problems_found" and result["verification"]["inconclusive"] == 1
+  assert "label_noise (high, 0.90, inconclusive +0.50 pts)" in rules.summary(result)

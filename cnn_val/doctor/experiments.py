@@ -6,9 +6,10 @@ the baseline on the same seeds.
 
 What it decides, and by which rule:
 - A finding's fix is **confirmed** when the paired 95% CI of (fix - baseline) on the same seeds lies above 0
-  (below 0 for a metric where lower is better), **refuted** when the CI reaches 0 (no gain shown), and stays
-  **unverified** when fewer than 2 seeds finished; confirmed findings rank first by their verified gain,
-  refuted ones last, and the report says which is which.
+  (below 0 for a metric where lower is better), **inconclusive** when its mean gain is positive but the CI
+  reaches 0, **refuted** when it gains nothing on average, and stays **unverified** when fewer than 2 seeds
+  finished; confirmed findings rank first by their verified gain, refuted ones last, and the report says
+  which is which.
 - Each cause is judged on the metric its fix should move: validation accuracy at the last evaluation,
   except `data_leakage`, whose fix makes validation honest rather than higher: validation minus test
   accuracy, lower is better.
@@ -22,7 +23,7 @@ What it decides, and by which rule:
   like any lever, so the largest verified gain, single lever or combination, ranks first.
 - The verdict is `problems_found` when a confirmed change gains more than the noise of the seeds (its mean
   gain exceeds twice the baseline's standard deviation of the same metric over the same seeds), or when a
-  high finding was not refuted; otherwise `healthy`. Findings whose fix is already applied do not count.
+  high finding was not refuted (an inconclusive fix leaves its cause standing); otherwise `healthy`. Findings whose fix is already applied do not count.
 - A fix already in the config is not run again: the finding says it is applied, and the experiment runs
   the config *without* it (the field back at configs/default.py's value) to show what it bought.
 """
@@ -36,6 +37,7 @@ import time
 from typing import Callable, Sequence
 
 from cnn_val import ablate, rundir
+from cnn_val.doctor.finding import verification_result
 from cnn_val.doctor.rules import fix_first
 from cnn_val.doctor.run_view import Run
 
@@ -335,12 +337,9 @@ def _describe(overrides) -> str:
 
 
 def _state(finding: dict) -> str:
-  """confirmed (the gain's 95% CI above 0), refuted (a CI that reaches 0), or unverified (not tried, or too
-  few seeds finished for a CI)."""
-  v = finding.get("verified")
-  if not v or not v.get("ci95"):
-    return "unverified"
-  return "confirmed" if v["confirmed"] else "refuted"
+  """confirmed, inconclusive or refuted (finding.verification_result), or unverified (not tried, or too few
+  seeds finished for a CI)."""
+  return verification_result(finding.get("verified")) or "unverified"
 
 
 def _beyond_noise(verified: dict) -> bool:
@@ -350,7 +349,7 @@ def _beyond_noise(verified: dict) -> bool:
 
 def _rank(diagnosis: dict, findings: list[dict], levers: list[dict], error: str | None, incomplete: list) -> dict:
   confirmed = sorted((f for f in findings if _state(f) == "confirmed"), key=lambda f: -f["verified"]["delta"])
-  unverified = [f for f in findings if _state(f) == "unverified"]
+  unverified = [f for f in findings if _state(f) in ("unverified", "inconclusive")]
   refuted = [f for f in findings if _state(f) == "refuted"]
   live = [f for f in findings if not f["fix"].get("applied")]  # an applied fix's problem is already handled
   problems = (any(_state(f) == "confirmed" and _beyond_noise(f["verified"]) for f in live)
@@ -364,9 +363,11 @@ def _rank(diagnosis: dict, findings: list[dict], levers: list[dict], error: str 
                                                       f"gain: {100 * top['verified']['delta']:+.2f} points"}
   out["verdict"] = "problems_found" if problems else "healthy"
   out["verification"] = {
-      "dir": VERIFY_DIR, "confirmed": len(confirmed), "refuted": len(refuted), "levers": levers,
+      "dir": VERIFY_DIR, "confirmed": len(confirmed), "refuted": len(refuted),
+      "inconclusive": sum(_state(f) == "inconclusive" for f in findings), "levers": levers,
       "rule": (f"problems_found when a confirmed change (not one already applied) gains more than "
                f"{NOISE_MULTIPLE:g}x the baseline's standard deviation over the same seeds, or a high finding "
-               f"was not refuted; confirmed = the paired 95% CI of the gain above 0"),
+               f"was not refuted; confirmed = the paired 95% CI of the gain above 0, refuted = no gain on "
+               f"average, inconclusive = a positive mean gain whose CI reaches 0"),
       "incomplete": error, "unfinished_runs": incomplete}
   return out

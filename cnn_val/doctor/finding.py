@@ -27,3 +27,16 @@ def finding(cause, severity, confidence, evidence, explanation, summary, overrid
           "explanation": explanation, "fix": {"summary": summary, "overrides": overrides or {}},
           "verified": None}
 
+
+
+def verification_result(verified: dict | None) -> str | None:
+  """What an experiment says of a fix (`verified`, oriented so that a positive `delta` is better):
+  `confirmed` (the paired 95% CI of the gain lies above 0), `inconclusive` (a positive mean gain whose CI
+  reaches 0: more seeds would tell), `refuted` (no gain on average), or None (not tried, or too few seeds for
+  a CI). Only `refuted` takes a finding's cause out of the verdict: a fix not shown to help leaves the
+  single-run evidence standing."""
+  if not verified or not verified.get("ci95"):
+    return None
+  if verified["confirmed"]:
+    return "confirmed"
+  return "inconclusive" if (verified.get("delta") or 0.0) > 0 else "refuted"

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from cnn_val import ablate, metrics, rundir
+from cnn_val.doctor.finding import verification_result
 from cnn_val.doctor.rules import summary as diagnosis_summary
 
 REPORT_FILE = "report.md"
@@ -186,7 +187,7 @@ def _flag(field: str, value) -> str:
 
 def _state(finding: dict):
   v = finding.get("verified")
-  return None if not v or not v.get("ci95") else ("confirmed" if v["confirmed"] else "refuted")
+  return verification_result(v)
 
 
 def _pts(x) -> str:
@@ -220,7 +221,8 @@ def _verified_section(workdir: str, diagnosis: dict) -> list[str]:
   for name, v in rows:
     change = ", ".join(f"{k}={val}" for k, val in v.get("overrides", {}).items())
     ci = f"[{100 * v['ci95'][0]:+.2f}, {100 * v['ci95'][1]:+.2f}]" if v.get("ci95") else "-"
-    result = "confirmed" if v["confirmed"] else ("refuted (no gain shown)" if v.get("ci95") else "too few seeds")
+    result = {"confirmed": "confirmed", "inconclusive": "inconclusive (CI reaches 0)",
+              "refuted": "refuted (no gain)", None: "too few seeds"}[verification_result(v)]
     lines.append(f"| {name} | {'without: ' if v.get('applied') else ''}{change} | {v['seeds']} | "
                  f"{_pts(v['baseline']['mean'])} ± {_pts(v['baseline']['std'])} | "
                  f"{_pts(v['fixed']['mean'])} ± {_pts(v['fixed']['std'])} | {_pts(v['delta'])} | {ci} | "
@@ -272,6 +274,7 @@ def write_report(workdir: str, diagnosis: dict) -> str:
     applied = f["fix"].get("applied")
     lines += [f"### {i}. `{f['cause']}` ({f['severity']} severity, confidence {f['confidence']:.2f})"
               + {"confirmed": ": fix confirmed by experiment", "refuted": ": fix refuted by experiment",
+                 "inconclusive": ": fix not shown by experiment (inconclusive; the cause stands)",
                  None: ""}[_state(f)], "", f["explanation"], "", f"- Evidence: {_evidence_text(f['evidence'])}",
               f"- Fix: {f['fix']['summary']}" + (f" Try: `{overrides}`" if overrides and not applied else ""),
               *([f"- Verified: {_verified_text(f['verified'])}"] if f.get("verified") else []), ""]

@@ -29,6 +29,7 @@ from cnn_val.doctor.data_rules import (missing_share, rule_class_imbalance, rule
 from cnn_val.doctor.finding import SEVERITIES
 from cnn_val.doctor.finding import confidence as _confidence
 from cnn_val.doctor.finding import finding as _finding
+from cnn_val.doctor.finding import verification_result
 from cnn_val.doctor.label_check import LABEL_ISSUES_FILE
 from cnn_val.doctor.run_view import Run
 
@@ -463,7 +464,7 @@ def summary(diagnosis: dict) -> str:
   """One line: the verdict and the ranked findings, e.g. 'problems_found: data_leakage (high, 0.95)'."""
   def one(f):
     v = f.get("verified")
-    proof = "" if not v else (f", {'confirmed' if v['confirmed'] else 'refuted'} {100 * (v['delta'] or 0):+.2f} pts")
+    proof = "" if not v else f", {verification_result(v) or 'unverified'} {100 * (v['delta'] or 0):+.2f} pts"
     return f"{f['cause']} ({f['severity']}, {f['confidence']:.2f}{proof})"
   findings = ", ".join(one(f) for f in diagnosis["findings"])
   return f"{diagnosis['verdict']}: {findings or 'no findings'}"
