@@ -102,7 +102,7 @@ def write_train_predictions(workdir: str, checkpoint_name: str = "latest") -> st
   from cnn_val import train  # pylint: disable=import-outside-toplevel  (the same function training calls)
   run = _restore(workdir, checkpoint_name, "trained")
   devices = parallel.select_devices(1)
-  p_predict = steps.pmapped_steps(run.config, run.splits.num_classes, run.tx, devices).predict
+  p_predict = steps.pmapped_predict(run.config, run.splits.num_classes, devices)
   return train.write_train_predictions(workdir, p_predict, run.state, run.arrays["train"], config=run.config,
                                        num_devices=1, num_classes=run.splits.num_classes)
 

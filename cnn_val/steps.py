@@ -225,7 +225,6 @@ class PmappedSteps(NamedTuple):
   eval: Any  # (state, batch) -> metric sums
   model: Any
   micro_batch_size: int
-  predict: Any = None  # (state, batch) -> {'probs', 'mask'} gathered over devices
 
 
 def train_chunk(state: TrainState, images, labels, indices, key, *, step_fn):
@@ -269,10 +268,16 @@ def pmapped_steps(config, num_classes: int, tx, devices, *, class_weights: tuple
                                                processes=None if across_processes else 1)
   p_train = parallel.pmap_step(train, devices, batch_argnums=(1,), num_args=3, across_processes=across_processes)
   p_eval = parallel.pmap_step(evaluate, devices, batch_argnums=(1,), num_args=2, across_processes=across_processes)
-  p_predict = parallel.pmap_step(
+  return PmappedSteps(p_train, p_eval, model, micro)
+
+
+def pmapped_predict(config, num_classes: int, devices):
+  """`predict_step` for `config`'s model and preprocessing, pmapped: `(state, batch) -> {'probs', 'mask'}`
+  gathered over the devices (one process)."""
+  model = models.create_model(config.model, num_classes, axis_name=parallel.AXIS, dtype=config.dtype)
+  return parallel.pmap_step(
       functools.partial(predict_step, model=model, augmentation=augment.from_config(config.augment)), devices,
-      batch_argnums=(1,), num_args=2, across_processes=across_processes)
-  return PmappedSteps(p_train, p_eval, model, micro, p_predict)
+      batch_argnums=(1,), num_args=2)
 
 
 def pmapped_train_chunk(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None):

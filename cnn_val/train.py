@@ -308,7 +308,8 @@ def _train(config, workdir: str, devices, cpu_devices, stop: train_loop.StopOnSi
         row.update(train_eval_loss=probe["loss"], train_eval_accuracy=probe["accuracy"])
       if last_epoch and jax.process_count() == 1:  # the doctor's label check (cleanlab) reads these
         with clock("training predictions"):
-          write_train_predictions(workdir, pmapped.predict, state, train_arrays, **eval_kw)
+          write_train_predictions(workdir, steps.pmapped_predict(config, num_classes, devices), state,
+                                  train_arrays, **eval_kw)
       if last_epoch or best_val is None or val["accuracy"] >= best_val:  # the best and the last evaluation
         row["val_confusion"] = val["confusion"]
       if last_epoch and splits.test is not None:
