@@ -1,7 +1,7 @@
 """The seed's three Keras examples against cnn_val's seed configs: test accuracy over seeds, side by side.
 
     .venv/bin/pip install -e '.[bench]'
-    .venv/bin/python -m benchmarks.seed_parity [--examples=1,2,3] [--seeds=3] [--epochs=10]
+    .venv/bin/python -m benchmarks.seed_parity [--examples=1,2,3] [--seeds=3] [--first_seed=0] [--epochs=10]
         [--max_train_examples=0]
 
 Each example as the article (../shared/seed/) writes it, in Keras: the model, Adam (Keras' defaults; example 1
@@ -34,7 +34,8 @@ from cnn_val.configs import seed_ex1, seed_ex2, seed_ex3
 from cnn_val.data import sources
 
 _EXAMPLES = flags.DEFINE_list("examples", ["1", "2", "3"], "Which of the seed's examples.")
-_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1 for each framework.")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds first_seed..first_seed+N-1 for each framework.")
+_FIRST_SEED = flags.DEFINE_integer("first_seed", 0, "The first seed (to add seeds to an earlier run).")
 _EPOCHS = flags.DEFINE_integer("epochs", 10, "Epochs (the article's 10).")
 _MAX_TRAIN = flags.DEFINE_integer("max_train_examples", 0, "Fewer training examples (a quick check); 0 = all.")
 _ORDER = flags.DEFINE_list("frameworks", ["keras", "cnn_val"], "Which frameworks, in which order.")
@@ -120,7 +121,7 @@ def main(argv):
   results = {e: {f: [] for f in _ORDER.value} for e in _EXAMPLES.value}
   start = time.perf_counter()
   for example in _EXAMPLES.value:
-    for seed in range(_SEEDS.value):
+    for seed in range(_FIRST_SEED.value, _FIRST_SEED.value + _SEEDS.value):
       for framework in _ORDER.value:
         t0 = time.perf_counter()
         accuracy = runners[framework](example, seed)

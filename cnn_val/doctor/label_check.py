@@ -2,10 +2,10 @@
 
 Training writes `train_predictions.npz` at its last evaluation: the softmax outputs, with the final weights in
 eval mode, of every training example, with the label the run trained on and its index in the training split
-as loaded (after any scenario). Confident learning
-(`cleanlab.filter.find_label_issues`, pruning by the estimated noise rate) flags the examples whose given label
-the model, having learned from the rest, most confidently disagrees with; they are counted per (given,
-suggested) class pair, so that labels swapped between two classes show up as one dominant pair.
+as loaded (after any scenario). Confident learning (`cleanlab.filter.find_label_issues`, pruning by the
+estimated noise rate) flags the examples whose given label the model, having learned from the rest, most
+confidently disagrees with; they are counted per (given, suggested) class pair, so that labels swapped
+between two classes show up as one dominant pair.
 `write_flagged` writes their indices to `label_issues.json`, which `config.data.exclude_train_examples` reads
 to train without them: the label_noise finding's fix, verified like any other.
 
@@ -27,8 +27,6 @@ from cnn_val import rundir
 
 MAX_PAIRS = 5  # class pairs reported
 MAX_EXAMPLES = 20  # flagged examples listed, least confident in their given label first
-
-
 LABEL_ISSUES_FILE = "label_issues.json"  # every flagged training index, for config.data.exclude_train_examples
 
 
