@@ -444,8 +444,12 @@ _signal_case("SIGINT (Ctrl-C) mid-epoch", signal.SIGINT, 130)
 
 
 # --- The doctor. ---
-def _doctor(workdir, *extra):
-  return run([PY, "-m", "cnn_val.doctor", f"--workdir={workdir}", *extra])
+def _command(module: str):
+  """`python -m cnn_val.<module> --workdir=W [flags]` as a function of (W, *flags)."""
+  return lambda workdir, *extra: run([PY, "-m", f"cnn_val.{module}", f"--workdir={workdir}", *extra])
+
+
+_doctor = _command("doctor")
 
 
 @case("doctor: a directory that is not a run")
@@ -488,8 +492,7 @@ def _doctor_audit(ctx):
 
 
 # --- Evaluating a checkpoint without training. ---
-def _evaluate(workdir, *extra):
-  return run([PY, "-m", "cnn_val.evaluate", f"--workdir={workdir}", *extra])
+_evaluate = _command("evaluate")
 
 
 @case("evaluate: a directory that is not a run")

@@ -247,14 +247,15 @@ def _naming(error: OSError, path: str) -> OSError:
   return OSError(error.errno, f"{error.strerror or error} while writing {path}")
 
 
-def atomic_write(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file and a rename: a reader, a kill or a full disk sees the old
-  file or the new one, never half of one. An OS error (a full disk) names the file and leaves the old one."""
+def _atomically(path: str, mode: str, write: Callable) -> None:
+  """`write(f)` into a temporary file beside `path`, flushed to disk, then renamed over `path`: a reader, a kill
+  or a full disk sees the old file or the new one, never half of one. An OS error (a full disk) names the file
+  and leaves the old one."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   tmp = f"{path}.tmp{os.getpid()}"
   try:
-    with open(tmp, "w") as f:
-      f.write(text)
+    with open(tmp, mode) as f:
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -264,22 +265,17 @@ def atomic_write(path: str, text: str) -> None:
     raise _naming(e, path) from None
 
 
+def atomic_write(path: str, text: str) -> None:
+  """Writes `text` to `path` atomically (`_atomically`)."""
+  _atomically(path, "w", lambda f: f.write(text))
+
+
 def write_npz(workdir: str, name: str, **arrays) -> str:
   """Writes numpy arrays as `workdir/name` (process 0 only, atomically; no pickle: numeric and text arrays only)
   and returns the path."""
   path = os.path.join(workdir, name)
   if jax.process_index() == 0:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-      with open(tmp, "wb") as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, path)
-    except OSError as e:
-      with contextlib.suppress(OSError):
-        os.remove(tmp)
-      raise _naming(e, path) from None
+    _atomically(path, "wb", lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
   return path
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnn_val import audit, rundir
-from cnn_val.doctor import rules
+from cnn_val.doctor import rules, signal_rules
 from cnn_val.configs import default
 
 K = 10
@@ -246,7 +246,7 @@ def test_failed_preflight_is_a_pipeline_bug(tmp_path):
 
 def test_thresholds_are_the_documented_constants():
   assert audit.DRIFT_KS == 0.1 and audit.LEAKAGE_FRACTION == 0.01
-  assert rules.UPDATE_RATIO_HIGH == 5e-3 and rules.UPDATE_RATIO_LOW == 3e-4
+  assert signal_rules.UPDATE_RATIO_HIGH == 5e-3 and signal_rules.UPDATE_RATIO_LOW == 3e-4
 
 
 def test_a_dead_network_is_an_lr_problem_not_overfitting(tmp_path):

@@ -44,8 +44,8 @@ def examine(workdir: str, *, reaudit: bool = False, verify: bool = False, **veri
     audit_run(workdir)
   diagnosis = diagnose(workdir)
   if any("likely_wrong_labels" in f["evidence"] for f in diagnosis["findings"]):
-    from cnn_val.doctor import label_check  # pylint: disable=import-outside-toplevel
-    label_check.write_flagged(workdir)  # the label_noise fix's file (config.data.exclude_train_examples)
+    from cnn_val.doctor.label_check import write_flagged  # pylint: disable=import-outside-toplevel
+    write_flagged(workdir)  # the label_noise fix's file (config.data.exclude_train_examples)
   if verify:
     from cnn_val.doctor import experiments  # pylint: disable=import-outside-toplevel
     diagnosis = experiments.verify(workdir, diagnosis, **verify_options)

@@ -16,6 +16,7 @@ import numpy as np
 
 from cnn_val import ablate, metrics, rundir
 from cnn_val.doctor.finding import verification_result
+from cnn_val.doctor.label_check import label_issues
 from cnn_val.doctor.rules import summary as diagnosis_summary
 
 REPORT_FILE = "report.md"
@@ -152,8 +153,7 @@ def _evidence_text(evidence: dict) -> str:
 
 def _label_section(workdir: str, class_names) -> list[str]:
   """The likely-wrong training labels (cleanlab on train_predictions.npz), by class pair and example."""
-  from cnn_val.doctor import label_check  # pylint: disable=import-outside-toplevel
-  issues = label_check.label_issues(workdir)
+  issues = label_issues(workdir)
   if not issues:
     return []
   lines = ["## Likely-wrong training labels", ""]

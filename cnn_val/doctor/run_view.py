@@ -14,6 +14,7 @@ import numpy as np
 
 from cnn_val import augment as augment_lib
 from cnn_val import metrics, rundir
+from cnn_val.doctor.label_check import label_issues
 
 RATIO_WINDOW_STEPS = 1500  # steps over which the update/parameter ratio is compared between runs
 
@@ -64,8 +65,7 @@ class Run:
   @functools.cached_property
   def label_issues(self) -> dict | None:
     """The likely-wrong training labels (cleanlab on train_predictions.npz; label_check.py), or None."""
-    from cnn_val.doctor import label_check  # pylint: disable=import-outside-toplevel
-    return label_check.label_issues(self.workdir) if self.workdir else None
+    return label_issues(self.workdir) if self.workdir else None
 
   @classmethod
   def from_config(cls, config: dict) -> "Run":

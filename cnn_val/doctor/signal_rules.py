@@ -1,0 +1,354 @@
+"""The rules that read the training signals: did training run at all (diverged, pipeline_bug), is the
+optimisation working (lr_too_high, lr_too_low, underfitting, lr_plateau), does the model generalise
+(overfitting, harmful_augmentation, label_noise). Each reads a `Run` and returns a finding or None.
+
+Thresholds are the named constants below, measured on the fault scenarios and healthy runs (README,
+"Diagnosis"); the confidence of a finding grows with how far its evidence passes its threshold. The rules that
+read the audit are in data_rules.py; the ranking, severity and verdict in rules.py.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from cnn_val import augment as augment_lib
+from cnn_val.doctor.data_rules import missing_share
+from cnn_val.doctor.finding import confidence as _confidence
+from cnn_val.doctor.finding import finding as _finding
+from cnn_val.doctor.label_check import LABEL_ISSUES_FILE
+from cnn_val.doctor.run_view import Run
+
+# Optimisation. The update/parameter ratio is ||step|| / ||weights||, averaged over the first
+# run_view.RATIO_WINDOW_STEPS (1,500) steps in whole epochs. Measured on the seed models: Adam at 1e-3 gives
+# 2.8-3.4e-3 (15 runs of 1,687-step epochs) and 3.8e-3 (312-step epochs), at 2e-2 7.2-7.8e-3, at 1e-5 8.6e-5.
+UPDATE_RATIO_HIGH = 5e-3  # early ratio above this: steps too large for the weights
+UPDATE_RATIO_LOW = 3e-4  # early ratio below this: steps too small to move the weights
+STILL_IMPROVING = 0.02  # relative fall of the training loss over the last third of epochs: still learning
+TOO_SHORT = 0.10  # ... falling this much: underfitting is training too short, not a model too small
+# Final training loss / ln(K) above this: the model does not fit its training data. Measured: healthy runs
+# without augmentation 0.10-0.13, a 2,066-parameter ConvNet 0.16, a 1,020-parameter one 0.19-0.20.
+UNDERFIT_LOSS = 0.16
+PLATEAU_GAIN = 0.003  # best validation accuracy gained in the last third of epochs, below: a plateau
+# Generalisation.
+OVERFIT_VAL_LOSS_RISE = 0.10  # median validation loss of the last third above its minimum by this fraction
+OVERFIT_GAP = 0.04  # training accuracy above validation accuracy by this much
+NOISE_GAP = 0.05  # validation accuracy above training accuracy by this much (without augmentation)
+PAIR_CONFUSION = 0.15  # classes a and b mistaken for each other, each way, at this rate
+# Pre-flight: failed checks are a pipeline bug when the run ends within this of the majority-class accuracy.
+PIPELINE_MARGIN = 0.05
+
+
+# A learning-rate fix lands in this range per optimizer (lowest, highest, the documented default that replaces
+# a fix outside it): a rate 10x off a rate that was already absurd (Adam at 1e4) is no fix.
+SANE_LR = {"adam": (1e-5, 1e-2, 1e-3), "adamw": (1e-5, 1e-2, 1e-3), "sgd": (1e-4, 1.0, 1e-2)}
+
+
+def _lr_fix(run: Run, factor: float) -> tuple[float, str]:
+  lr = run.get("optim.learning_rate", 1e-3)
+  if run.lr_find and run.lr_find.get("suggestion"):
+    return float(f"{run.lr_find['suggestion']:.2g}"), "the LR range test's suggestion (lr_find.json)"
+  optimizer = run.get("optim.optimizer", "adam")
+  low, high, default = SANE_LR.get(optimizer, SANE_LR["adam"])
+  new = lr * factor if isinstance(lr, (int, float)) and math.isfinite(lr) else math.nan
+  if not low <= new <= high:
+    return default, (f"{optimizer}'s usual rate: {factor:g}x the current {lr:g} would leave [{low:g}, {high:g}]; "
+                     f"run `python -m cnn_val.lr_find` to measure")
+  return float(f"{new:.2g}"), f"{factor:g}x the current rate (run `python -m cnn_val.lr_find` to measure)"
+
+
+def _number(value, spec: str = ".3g") -> str:
+  """A number from a run file, which may hold null (JSON has no Inf/NaN) or a non-finite float."""
+  return "unrecorded" if value is None else format(value, spec)
+
+
+def rule_diverged(run: Run):
+  if not run.diverged:
+    return None
+  return _finding(
+      "diverged", "high", 0.95,
+      {"step": run.diverged.get("step"), "lr": run.diverged.get("lr"), "epochs_completed": len(run.rows)},
+      f"The loss or gradient became NaN/Inf at step {run.diverged.get('step')} (learning rate "
+      f"{_number(run.diverged.get('lr'))}) and training stopped. Updates of that size blow the weights up.",
+      "Lower the learning rate (and clip gradients), then train again in a new workdir.",
+      {"config.optim.learning_rate": _lr_fix(run, 0.01)[0], "config.optim.grad_clip_norm": 1.0})
+
+
+def rule_pipeline_bug(run: Run):
+  evidence, problems = {}, []
+  audit = run.audit or {}
+  for name, split in audit.get("splits", {}).items():
+    if split.get("labels_out_of_range"):
+      evidence[f"{name}_labels_out_of_range"] = split["labels_out_of_range"]
+      problems.append(f"{split['labels_out_of_range']} {name} labels lie outside [0, {run.num_classes})")
+    if split.get("pixel_range") and split["pixel_range"][1] < 16:
+      evidence[f"{name}_max_pixel"] = split["pixel_range"][1]
+      problems.append(f"the {name} images are nearly black (max pixel {split['pixel_range'][1]} of 255): "
+                      f"they were probably scaled to [0, 1] before being stored as uint8")
+  # The pre-flight checks are a quick proxy (100 steps): a model that learns slowly fails them too. They
+  # count as a pipeline bug only if the run itself then learned nothing beyond the majority-class baseline.
+  checks = (run.preflight or {}).get("checks", [])
+  majority = next((c["value"] for c in checks if c["name"] == "majority_class"), 1 / max(run.num_classes, 1))
+  if not run.rows or run.val_acc < majority + PIPELINE_MARGIN:
+    for check in checks:
+      if not check.get("passed", True):
+        evidence[check["name"]] = check.get("value")
+        problems.append(check.get("message", check["name"]))
+  if not problems:
+    return None
+  return _finding(
+      "pipeline_bug", "high", 0.9, evidence,
+      "Something between the files and the loss is broken, so no training setting can fix the accuracy: "
+      + "; ".join(problems) + ".",
+      "Fix the data pipeline or the model head first (the evidence names what failed).")
+
+
+def rule_lr_too_high(run: Run):
+  if not run.rows:
+    return None
+  ratio = run.early_update_ratio
+  lr = run.get("optim.learning_rate", 0)
+  finder = (run.lr_find or {}).get("suggestion")
+  high_ratio = ratio is not None and ratio > UPDATE_RATIO_HIGH
+  high_vs_finder = bool(finder) and lr > 10 * finder
+  if not (high_ratio or high_vs_finder):
+    return None
+  confidence = _confidence(ratio, UPDATE_RATIO_HIGH, log=True) if high_ratio else 0.6
+  new_lr, how = _lr_fix(run, 0.1)
+  # The ratio's threshold was measured on the seed models. BatchNorm networks (and their larger fan-ins) run
+  # higher ratios at a healthy rate (fashion_mnist_bn.py, 94% test: just above it), so there the ratio alone is
+  # medium evidence, high only when the training loss did not fall below UNDERFIT_LOSS as well.
+  normalised = run.get("model.name") == "ResNet" or bool(run.get("model.batchnorm"))
+  fitted = run.last["train_loss"] / math.log(max(run.num_classes, 2)) <= UNDERFIT_LOSS
+  weak = high_ratio and normalised and fitted
+  return _finding(
+      "lr_too_high", "high" if high_ratio and not weak else "medium", confidence,
+      {"update_to_param_ratio_early": ratio, "threshold": UPDATE_RATIO_HIGH, "learning_rate": lr,
+       "lr_find_suggestion": finder, "train_loss_final": run.last["train_loss"]},
+      (f"Early in training each step changed the weights by {ratio:.2g} of their norm on average (healthy "
+       f"training here: about 3e-3; above {UPDATE_RATIO_HIGH:g} the optimiser overshoots)" if high_ratio else
+       f"The learning rate {lr:g} is more than 10x the LR range test's suggestion {finder:.2g}")
+      + (f"; with BatchNorm that ratio is weak evidence, and the training loss fell to "
+         f"{run.last['train_loss']:.3f}: a lower rate may still help (--verify tests it)." if weak else
+         f", so training settles at a loss of {run.last['train_loss']:.3f} it cannot go below."),
+      f"Lower the learning rate to {new_lr:g} ({how}).", {"config.optim.learning_rate": new_lr})
+
+
+def rule_lr_too_low(run: Run):
+  if not run.rows:
+    return None
+  ratio = run.early_update_ratio
+  if ratio is None or ratio >= UPDATE_RATIO_LOW:
+    return None
+  new_lr, how = _lr_fix(run, 10.0)
+  still = run.train_loss_fall > STILL_IMPROVING
+  return _finding(
+      "lr_too_low", "high" if still else "medium", _confidence(ratio, UPDATE_RATIO_LOW, above=False, log=True),
+      {"update_to_param_ratio_early": ratio, "threshold": UPDATE_RATIO_LOW,
+       "learning_rate": run.get("optim.learning_rate"), "train_loss_fall_last_third": run.train_loss_fall,
+       "train_accuracy": run.train_acc},
+      f"Each step changed the weights by only {ratio:.2g} of their norm early in training (healthy: about "
+      f"3e-3), and the training loss was still falling ({100 * run.train_loss_fall:.1f}% over the last third "
+      f"of the run) when it ended: the model learns, too slowly for this budget.",
+      f"Raise the learning rate to {new_lr:g} ({how}).", {"config.optim.learning_rate": new_lr})
+
+
+def _milder_augmentation(run: Run) -> dict:
+  """Overrides that bring every augmentation stronger than the `characters` preset down to it (flips off)."""
+  preset = augment_lib.PRESETS["characters"]
+  a, mild = run.augment, {k: float(preset.get(k, 0.0)) for k in ("rotation_range", "width_shift_range",
+                                                                 "height_shift_range", "zoom_range", "shear_range")}
+  overrides = {f"config.augment.{k}": v for k, v in mild.items()
+               if isinstance(getattr(a, k), (int, float)) and getattr(a, k) > v}
+  if a.zoom_range != (1.0, 1.0) and max(abs(z - 1.0) for z in a.zoom_range) > mild["zoom_range"] + 1e-9:
+    overrides["config.augment.zoom_range"] = mild["zoom_range"]
+  overrides.update({f"config.augment.{k}": False for k in ("horizontal_flip", "vertical_flip") if getattr(a, k)})
+  return overrides
+
+
+def rule_underfitting(run: Run):
+  """The model does not fit its training data. Read on the training loss measured like validation's
+  (`train_eval_loss`: eval mode, no augmentation) when the run logged it, which also holds with augmentation
+  on; otherwise on the running training loss, and only without augmentation."""
+  if not run.rows or not run.num_classes:
+    return None
+  measured = run.last.get("train_eval_loss")
+  train_acc = run.last.get("train_eval_accuracy", run.train_acc) if measured is not None else run.train_acc
+  loss_frac = (run.last["train_loss"] if measured is None else measured) / math.log(run.num_classes)
+  if loss_frac <= UNDERFIT_LOSS or train_acc - run.val_acc > OVERFIT_GAP:
+    return None
+  if run.val_acc - train_acc > NOISE_GAP or (measured is None and run.augmentation_on()):  # training accuracy
+    return None  # and loss are then measured on harder examples than validation's (label noise, augmentation)
+  ratio = run.early_update_ratio
+  if ratio is not None and not UPDATE_RATIO_LOW <= ratio <= UPDATE_RATIO_HIGH:
+    return None  # the learning rate explains it
+  still = run.train_loss_fall > TOO_SHORT
+  slow = [c["name"] for c in (run.preflight or {}).get("checks", [])
+          if c["name"] in ("overfit_batch", "inputs_matter") and not c.get("passed", True)]
+  model = run.get("model.name")
+  widths = run.get("model.widths") or [32, 64]
+  milder = _milder_augmentation(run) if measured is not None and run.augmentation_on() else {}
+  if milder:  # the clean training images are not fitted while the augmented ones are trained on
+    overrides, fix = milder, ("Narrow the augmentation to what the model can fit (the `characters` preset's "
+                              "strength: rotation 10°, shifts and zoom 0.1, no flips), or widen the model.")
+  elif still:
+    overrides, fix = {"config.num_epochs": 2 * run.get("num_epochs", len(run.rows))}, "Train longer."
+  else:
+    overrides, fix = ({"config.model.name": "ConvNet", "config.model.widths": [max(32, 2 * int(w)) for w in widths],
+                       "config.model.hidden_units": 128}, "Use a wider model.")
+  why = ("With augmentation this strong the model spends its capacity on transformed images and fits neither "
+         "them nor the originals." if milder else
+         "The loss was still falling: training is too short." if still else
+         "The loss has levelled off: the model is too small for the task.")
+  return _finding(
+      "underfitting", "high" if loss_frac > 1.5 * UNDERFIT_LOSS or slow else "medium",
+      min(0.95, _confidence(loss_frac, UNDERFIT_LOSS) + 0.15 * bool(slow)),
+      {"train_loss_over_ln_k": loss_frac, "threshold": UNDERFIT_LOSS, "train_accuracy": train_acc,
+       "train_measured_like_validation": measured is not None, "augmentation_on": run.augmentation_on(),
+       "val_accuracy": run.val_acc, "train_loss_fall_last_third": run.train_loss_fall, "model": model,
+       "failed_preflight_checks": slow},
+      f"The model does not fit even its training data: the final training loss is {loss_frac:.2f} of the "
+      f"loss of guessing (ln K; healthy runs here: 0.07-0.13), with training and validation accuracy close "
+      f"together ({train_acc:.3f} and {run.val_acc:.3f}). " + why
+      + (f" Before training it also failed the pre-flight check(s) {', '.join(slow)}, which a model with "
+         f"enough capacity passes in 100 steps." if slow else ""),
+      fix, overrides)
+
+
+def rule_lr_plateau(run: Run):
+  if not run.learned() or len(run.rows) < 6 or run.get("optim.schedule") != "constant":
+    return None
+  if run.late_gain >= PLATEAU_GAIN:
+    return None
+  return _finding(
+      "lr_plateau", "medium", _confidence(max(PLATEAU_GAIN - run.late_gain, 1e-6), PLATEAU_GAIN / 2),
+      {"schedule": "constant", "val_accuracy_gain_last_third": run.late_gain, "threshold": PLATEAU_GAIN,
+       "best_val_accuracy": run.best["val_accuracy"], "best_epoch": run.best["epoch"]},
+      f"The learning rate never decays, and validation accuracy gained only {100 * run.late_gain:.2f} points "
+      f"over the last third of the run: at a constant step size the weights keep bouncing around a minimum "
+      f"that a decaying rate would settle into.",
+      "Decay the learning rate (cosine to zero over the run).", {"config.optim.schedule": "cosine"})
+
+
+def _overfit_fix(run: Run) -> dict:
+  overrides = {}
+  model, rate = run.get("model.name"), run.get("model.dropout_rate", 0.0)
+  if model == "SeedCNN":
+    overrides["config.model.name"] = "SeedCNNDropout"
+  elif model in ("SeedCNNDropout", "ConvNet") and rate < 0.6:
+    overrides["config.model.dropout_rate"] = round(min(0.7, rate + 0.2), 2)
+  if not run.augmentation_on():  # small shifts, zooms and rotations keep any label; flips only for colour
+    channels = len((run.audit or {}).get("splits", {}).get("train", {}).get("channel_means", [0]))
+    overrides["config.augment.preset"] = "characters" if channels == 1 else "natural"
+  if run.get("optim.weight_decay", 0.0) == 0.0:
+    overrides["config.optim.optimizer"] = "adamw"
+    overrides["config.optim.weight_decay"] = 1e-4
+  return overrides
+
+
+def rule_overfitting(run: Run):
+  if not run.learned() or len(run.rows) < 3:
+    return None
+  min_val_loss = min(run.val_losses)
+  late_val_loss = float(np.median([r["val_loss"] for r in run.late]))  # robust to one noisy evaluation
+  rise = (late_val_loss - min_val_loss) / max(min_val_loss, 1e-12)
+  gap = run.train_acc - run.val_acc / (1 - missing_share(run))  # on the classes training holds
+  if rise <= OVERFIT_VAL_LOSS_RISE and gap <= OVERFIT_GAP:
+    return None
+  confidence = max(_confidence(rise, OVERFIT_VAL_LOSS_RISE) if rise > OVERFIT_VAL_LOSS_RISE else 0,
+                   _confidence(gap, OVERFIT_GAP) if gap > OVERFIT_GAP else 0)
+  both = (rise > OVERFIT_VAL_LOSS_RISE and gap > OVERFIT_GAP) or gap > 2 * OVERFIT_GAP
+  n_train = (run.audit or {}).get("splits", {}).get("train", {}).get("count")
+  return _finding(
+      "overfitting", "high" if both else "medium", confidence,
+      {"val_loss_rise_from_min": rise, "val_loss_rise_threshold": OVERFIT_VAL_LOSS_RISE,
+       "train_minus_val_accuracy": gap, "gap_threshold": OVERFIT_GAP, "best_epoch": run.best["epoch"],
+       "epochs": run.last["epoch"], "train_examples": n_train},
+      f"The model memorises its training set: training accuracy {run.train_acc:.3f} against validation "
+      f"{run.val_acc:.3f}, and the validation loss ended {100 * rise:.0f}% above its minimum (epoch "
+      f"{run.val_losses.index(min_val_loss) + 1} of {run.last['epoch']})"
+      + (f", from only {n_train} training examples" if n_train and n_train < 5000 else "") + ".",
+      "Regularise: more dropout, data augmentation and weight decay (and keep the best checkpoint).",
+      _overfit_fix(run))
+
+
+def rule_harmful_augmentation(run: Run):
+  if not run.rows or not run.augmentation_on():
+    return None
+  a = run.augment
+  strong = {k: True for k in ("vertical_flip", "horizontal_flip") if getattr(a, k)}
+  if a.rotation_range >= 30:
+    strong["rotation_range"] = a.rotation_range
+  pairs = run.confused_pairs(PAIR_CONFUSION)
+  train_below_val = run.val_acc - run.train_acc
+  if train_below_val <= NOISE_GAP and not (strong and pairs):
+    return None
+  overrides = {}
+  if a.vertical_flip:
+    overrides["config.augment.vertical_flip"] = False
+  if a.horizontal_flip and pairs:
+    overrides["config.augment.horizontal_flip"] = False
+  if a.rotation_range > 10:
+    overrides["config.augment.rotation_range"] = 10.0
+  pair_text = ", ".join(f"{run.class_name(x)} <-> {run.class_name(y)} ({100 * r:.0f}%)" for x, y, r in pairs[:4])
+  evidence = {"strong_transforms": strong, "confused_pairs": [[x, y, r] for x, y, r in pairs],
+              "val_minus_train_accuracy": train_below_val}
+  confidence = 0.5 + 0.2 * bool(pairs) + 0.2 * bool(strong) + 0.05 * (train_below_val > NOISE_GAP)
+  return _finding(
+      "harmful_augmentation", "high" if pairs and strong else "medium", round(min(confidence, 0.95), 3),
+      evidence,
+      "The augmentation changes what the images mean: "
+      + (f"{', '.join(strong)} " if strong else "it ")
+      + (f"map classes into each other, and validation confuses exactly such pairs both ways: {pair_text}."
+         if pairs else f"training accuracy ({run.train_acc:.3f}) stays {100 * train_below_val:.1f} points "
+                       f"below validation accuracy, so the augmented images are harder than the real ones.")
+      ,
+      "Narrow the augmentation to transforms that keep the label (no flips, small rotations).",
+      overrides or {"config.augment.preset": "none"})
+
+
+def rule_label_noise(run: Run):
+  """Validation beats the training examples' own labels. Read on the training accuracy measured like
+  validation's (`train_eval_accuracy`: eval mode, no augmentation, the epoch's final weights) when the run
+  logged it; otherwise on the running training accuracy, which dropout, augmentation and an epoch of
+  improving weights bias low, so only without augmentation."""
+  if not run.rows:
+    return None
+  measured = run.last.get("train_eval_accuracy")
+  if measured is None and run.augmentation_on():
+    return None
+  train_acc = run.train_acc if measured is None else measured
+  gap = run.val_acc - train_acc
+  if gap <= NOISE_GAP:
+    return None
+  noise = 1.0 - train_acc / max(run.val_acc, 1e-12)
+  how = ("measured like validation's on a fixed training subset" if measured is not None else
+         "averaged over the epoch, without augmentation")
+  issues = run.label_issues
+  listed = bool(issues and not issues.get("skipped") and issues["flagged"])
+  which = ""
+  if listed:
+    top = issues["pairs"][0]
+    which = (f" Confident learning (cleanlab) on {issues['examples']:,} training examples flags "
+             f"{issues['flagged']:,} ({100 * issues['fraction']:.1f}%) as probably mislabelled, most often "
+             f"labelled {run.class_name(top['given'])} where the model sees {run.class_name(top['suggested'])} "
+             f"({top['count']}, {100 * top['share_of_given']:.0f}% of that label's examples); the report lists "
+             f"them by class pair and index in the training split.")
+  return _finding(
+      "label_noise", "high" if gap > 2 * NOISE_GAP else "medium", _confidence(gap, NOISE_GAP),
+      {"val_minus_train_accuracy": gap, "threshold": NOISE_GAP, "train_accuracy": train_acc,
+       "train_accuracy_measured_like_validation": measured is not None,
+       "val_accuracy": run.val_acc, "estimated_noisy_fraction": noise,
+       "dropout_rate": run.get("model.dropout_rate"),
+       **({"likely_wrong_labels": issues} if listed else {})},
+      f"The model scores {100 * gap:.1f} points better on validation ({run.val_acc:.3f}) than on the very "
+      f"examples it trains on ({train_acc:.3f}, {how}): about {100 * noise:.0f}% of the "
+      f"training labels disagree with what the model learns from the rest, so they are probably wrong." + which,
+      ("Train without the likely-wrong labels (the flagged examples, label_issues.json; the report lists them), "
+       "then relabel them: confident learning's remedy." if listed else
+       "Clean the training labels (relabel the examples the model most confidently disagrees with); "
+       "meanwhile keep the best checkpoint and regularise."),
+      {"config.data.exclude_train_examples": os.path.abspath(os.path.join(run.workdir, LABEL_ISSUES_FILE))}
+      if listed else {"config.optim.weight_decay": 1e-4, "config.optim.optimizer": "adamw"})
