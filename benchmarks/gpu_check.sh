@@ -1,11 +1,50 @@
 #!/usr/bin/env bash
-# GPU check on a machine with an accelerator and JAX (CUDA) but perhaps without this project's pure-Python
-# dependencies: wheels carried in .whl/ (e.g. ml-collections) are installed to /tmp/site first.
-set -euo pipefail
+# GPU check on a machine with an accelerator and JAX (CUDA) but perhaps without TensorFlow or this project's
+# pure-Python dependencies: wheels carried in .whl/ (ml-collections, dm-pix, cleanlab, termcolor) are installed
+# to /tmp/site first. Training reads Fashion-MNIST from an .npz (config.data.name='npz'; no TensorFlow needed):
+# NPZ=path (default .gpu_data/fm.npz, written here from TFDS by `python -m cnn_val.data.npz` where TensorFlow is).
+#
+#   bash benchmarks/gpu_check.sh [default] [population] [bn] [fused] [steps]     (default: all, in that order)
+#
+# steps: train-step throughput against PyTorch eager (benchmarks/gpu_check.py); fused: per-step loop against
+# fused chunks (benchmarks/fused_steps.py); population: P = 1..64 seed models at once (benchmarks/population.py);
+# default, bn: configs/default.py (25 epochs) and configs/fashion_mnist_bn.py (20 epochs) end to end, wall time
+# and timing.json (EXTRA="--config.FIELD=VALUE ..." adds overrides). OUT=dir keeps the logs and the runs' timing, metrics and reports.
+set -uo pipefail
 cd "$(dirname "$0")/.."
+py=${PYTHON:-python3}
 if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
+# cnn_val.configs is the top-level configs/ (installed so by pip); without an install, point at it.
+[ -e cnn_val/configs ] || "$py" -c "import cnn_val.configs" 2>/dev/null || ln -s ../configs cnn_val/configs
+export PYTHONPATH=.:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+out=${OUT:-/tmp/gpu_check} npz=${NPZ:-.gpu_data/fm.npz}
+mkdir -p "$out"
+parts=("$@"); [ ${#parts[@]} -eq 0 ] && parts=(default population bn fused steps)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-PYTHONPATH=.:${PYTHONPATH:-} python3 -m benchmarks.gpu_check "$@"
+"$py" -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
+e2e() {  # NAME CONFIG [overrides...]
+  local name=$1 config=$2; shift 2
+  local start=$(date +%s.%N)
+  timeout 200 "$py" -m cnn_val.main --config="$config" --workdir="/tmp/runs/$name" --config.data.name=npz \
+    --config.data.root="$npz" "$@" 2>&1 | tail -32
+  echo "$name: wall $("$py" -c "print(round($(date +%s.%N) - $start, 1))") s"
+  cp "/tmp/runs/$name/timing.json" "$out/${name}_timing.json" 2>/dev/null
+  cp "/tmp/runs/$name/metrics.jsonl" "$out/${name}_metrics.jsonl" 2>/dev/null
+  head -c 4000 "/tmp/runs/$name/report.md" > "$out/${name}_report.md" 2>/dev/null
+}
+for part in "${parts[@]}"; do
+  echo "=== $part ($(date +%T))"
+  case $part in
+    steps) timeout 120 "$py" -m benchmarks.gpu_check --rounds=3 --seconds=0.5 2>&1 | grep -v "^[IW][0-9]" ;;
+    fused) timeout 120 "$py" -m benchmarks.fused_steps --models=SeedCNN,SeedCNNDropout,ConvNet-BN --batch_sizes=32 \
+             --per_call=50 --rounds=3 --seconds=1 2>&1 | grep -v "^[IW][0-9]" ;;
+    population) timeout 180 "$py" -m benchmarks.population --members=1,2,4,8,16,32,64 --rounds=3 --seconds=1 \
+                  2>&1 | grep -v "^[IW][0-9]" ;;
+    default) e2e default configs/default.py ${EXTRA:-} ;;
+    bn) e2e fashion_mnist_bn configs/fashion_mnist_bn.py ${EXTRA:-} ;;
+    *) echo "unknown part $part (steps, fused, population, default, bn)" ;;
+  esac
+done 2>&1 | tee "$out/log.txt"

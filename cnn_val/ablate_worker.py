@@ -44,9 +44,8 @@ def main(argv):
   if len(argv) != 2:
     raise app.UsageError("Usage: python -m cnn_val.ablate_worker RUN_DIR (a sweep's runs/<arm>/seed<k>).")
   workdir = argv[1]
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  tf.config.set_visible_devices([], "GPU")  # tf.data only feeds the host; JAX gets the accelerator
-  from cnn_val import ablate, rundir, train  # pylint: disable=import-outside-toplevel
+  from cnn_val import ablate, cli, rundir, train  # pylint: disable=import-outside-toplevel
+  cli.keep_tensorflow_off_accelerators()
   with open(os.path.join(workdir, ablate.RUN_SPEC_FILE)) as f:
     spec = json.load(f)
   try:

@@ -26,6 +26,17 @@ USER_ERRORS = (ValueError, FileNotFoundError)
 _HELP = ("--help", "-help", "-h", "--helpshort", "--helpfull", "--helpxml", "-?")
 
 
+def keep_tensorflow_off_accelerators() -> None:
+  """tf.data only feeds the host: where TensorFlow is installed, hide the GPUs from it so JAX gets all of their
+  memory (TensorFlow would otherwise reserve most of it on first use). Without TensorFlow (`config.data.name=
+  'npz'` needs none) there is nothing to hide."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  if importlib.util.find_spec("tensorflow") is None:
+    return
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  tf.config.set_visible_devices([], "GPU")
+
+
 def _chain(error: BaseException) -> list[BaseException]:
   """config_flags wraps a KeyError in a KeyError in an AttributeError: the chain, outermost first."""
   chain = [error]

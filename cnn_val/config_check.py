@@ -89,7 +89,7 @@ def validate(config) -> None:
     _fail("model.widths", config.model.widths, "a non-empty tuple of positive channel counts")
   augment.from_config(config.augment)  # raises naming the field
   frac = config.data.validation_fraction
-  if config.data.name != "image_folder" and not (_finite(frac) and 0 < frac < 1):  # a folder may bring its own
+  if config.data.name not in ("image_folder", "npz") and not (_finite(frac) and 0 < frac < 1):  # a folder may bring its own
     _fail("data.validation_fraction", frac, "a fraction in (0, 1)")
   scenarios.validate(config.data.scenario)  # class indices are checked again once the data is loaded
   if config.imbalance.class_weighting not in balance.WEIGHTINGS:

@@ -22,7 +22,7 @@ from absl import flags
 import jax
 
 from cnn_val import checkpoint, cli, models, optim, parallel, rundir, steps
-from cnn_val.data import balance, loading, pipeline
+from cnn_val.data import balance, loading
 
 CHECKPOINTS = ("best", "latest")
 SPLITS = ("test", "validation", "train")
@@ -85,7 +85,7 @@ def evaluate_checkpoint(workdir: str, checkpoint_name: str = "best", split: str 
     raise ValueError(f"--split={split!r}: expected one of {list(SPLITS)}.")
   run = _restore(workdir, checkpoint_name, weights)
   dataset = {"test": run.splits.test, "validation": run.splits.validation,
-             "train": pipeline.from_arrays(run.arrays["train"]) if split == "train" else None}[split]
+             "train": run.arrays["train"]}[split]
   if dataset is None:
     raise ValueError(f"{workdir}'s data has no {split} split.")
   devices = parallel.select_devices(1)
@@ -120,8 +120,7 @@ def _define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  tf.config.set_visible_devices([], "GPU")
+  cli.keep_tensorflow_off_accelerators()
   f = flags.FLAGS
   result = evaluate_checkpoint(f.workdir, f.checkpoint, f.split, f.weights)
   summary = {k: result[k] for k in ("split", "checkpoint", "weights", "step", "accuracy", "loss", "count")}

@@ -8,7 +8,6 @@ in the run directory it diagnoses.
 from absl import app
 from absl import flags
 from ml_collections import config_flags
-import tensorflow as tf
 
 from cnn_val import cli, lr_range
 
@@ -21,7 +20,7 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  tf.config.set_visible_devices([], "GPU")  # tf.data feeds the host; the accelerator is JAX's
+  cli.keep_tensorflow_off_accelerators()
   result = lr_range.lr_range_test(_CONFIG.value, _WORKDIR.value, num_steps=_STEPS.value)
   print(f"Suggested learning rate: {result['suggestion']} ({result['method']}); configured: "
         f"{result['configured_lr']}. Plot: {_WORKDIR.value}/plots/lr_find.png")

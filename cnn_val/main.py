@@ -11,7 +11,6 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
-import tensorflow as tf
 
 from cnn_val import cli, parallel, train
 
@@ -38,8 +37,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  # tf.data only feeds the host; keep TensorFlow off any accelerator so JAX gets all of its memory.
-  tf.config.set_visible_devices([], "GPU")
+  cli.keep_tensorflow_off_accelerators()
   if _DISTRIBUTED.value or _COORDINATOR.value:  # before JAX's first operation, after its CPU device count
     parallel.use_cpu_devices(_CONFIG.value)
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

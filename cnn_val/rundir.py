@@ -194,6 +194,32 @@ def hparams(config_dict: dict) -> dict:
   return out
 
 
+class _NoTensorBoard:
+  """Stands in for clu's writer where TensorFlow is missing: metrics.jsonl still holds every evaluation."""
+
+  def __getattr__(self, name):
+    return lambda *args, **kwargs: None
+
+
+def tensorboard_writer(workdir: str):
+  """clu's `metric_writers.SummaryWriter` on `workdir`; where TensorFlow (which it writes through) or clu is
+  not installed (an accelerator machine with JAX alone, training on `config.data.name='npz'`), a writer that
+  writes nothing, with one warning."""
+  try:
+    from clu import metric_writers  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
+  except ImportError as e:
+    global _WARNED_NO_TENSORBOARD
+    if not _WARNED_NO_TENSORBOARD:
+      logging.warning("No TensorBoard summaries: %s (clu's writer needs TensorFlow: pip install tensorflow-cpu "
+                      "clu). metrics.jsonl holds every evaluation.", e)
+      _WARNED_NO_TENSORBOARD = True
+    return _NoTensorBoard()
+  return metric_writers.SummaryWriter(workdir)
+
+
+_WARNED_NO_TENSORBOARD = False
+
+
 class MetricsWriter:
   """Appends one JSON object per evaluation to metrics.jsonl and mirrors the scalars to TensorBoard through
   clu's `metric_writers.SummaryWriter` (as the flax examples do); `hparams` adds the run's config to
@@ -206,8 +232,7 @@ class MetricsWriter:
 
   def _open(self):
     if self._tb is None:  # created on first use: a finished run started again writes no empty event file
-      from clu import metric_writers  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
-      self._tb = metric_writers.SummaryWriter(self._workdir)
+      self._tb = tensorboard_writer(self._workdir)
 
   def hparams(self, config_dict: dict) -> None:
     """The run's config in TensorBoard's HParams view (written once, when the run starts)."""

@@ -51,12 +51,12 @@ def evaluate(p_eval, state, ds, *, config, num_devices, num_classes, split_name)
 
 def _train_probe(train_arrays: dict, examples: int):
   """A fixed, seeded subset of the training split (the same examples every epoch and on resume), as a dataset
-  that `evaluate` reads like validation; None when off."""
+  that `evaluate` reads like validation (arrays); None when off."""
   if not examples:
     return None
   n = len(train_arrays["label"])
   idx = np.sort(np.random.default_rng(0).choice(n, min(int(examples), n), replace=False))
-  return pipeline.from_arrays({k: v[idx] for k, v in train_arrays.items()})
+  return {k: v[idx] for k, v in train_arrays.items()}
 
 
 def predict(p_predict, state, ds, *, config, num_devices, num_classes) -> np.ndarray:
@@ -71,7 +71,7 @@ def predict(p_predict, state, ds, *, config, num_devices, num_classes) -> np.nda
 def write_train_predictions(workdir: str, p_predict, state, train_arrays: dict, **eval_kw) -> str:
   """`train_predictions.npz`: every training example's softmax outputs (float16) with `state`, its label and
   index in the training split as loaded (the doctor's label check; about one forward pass over the split)."""
-  probs = predict(p_predict, state, pipeline.from_arrays(train_arrays), **eval_kw)
+  probs = predict(p_predict, state, train_arrays, **eval_kw)
   return rundir.write_npz(workdir, rundir.TRAIN_PREDICTIONS_FILE, probs=probs.astype(np.float16),
                           labels=train_arrays["label"].astype(np.int32), index=np.arange(len(probs)))
 

@@ -72,8 +72,10 @@ def test_eval_batches_cover_every_example_once_with_a_mask(tiny_config):
 def test_training_arrays_check_labels_once_and_refuse_an_empty_split():
   ds = tf.data.Dataset.from_tensor_slices(
       {"image": np.zeros((3, 2, 2, 1), np.uint8), "label": np.array([0, 5, 1], np.int32)})
-  with pytest.raises(tf.errors.InvalidArgumentError, match=r"train: a label is >= num_classes=5"):
+  with pytest.raises(ValueError, match=r"train: a label is >= num_classes=5 \(5\)"):
     pipeline.to_arrays(ds, 5, "train")
+  with pytest.raises(ValueError, match=r"validation: a label is negative \(-1\)"):
+    pipeline.to_arrays({"image": np.zeros((2, 2, 2, 1), np.uint8), "label": np.array([0, -1])}, 5, "validation")
   with pytest.raises(ValueError, match="train split is empty"):
     pipeline.to_arrays(ds.take(0), 5, "train")
 
@@ -81,8 +83,9 @@ def test_training_arrays_check_labels_once_and_refuse_an_empty_split():
 def test_labels_out_of_range_are_named():
   ds = tf.data.Dataset.from_tensor_slices(
       {"image": np.zeros((4, 2, 2, 1), np.uint8), "label": np.array([0, 1, 7, 2], np.int32)})
-  with pytest.raises(tf.errors.InvalidArgumentError, match=r"validation: a label is >= num_classes=5"):
-    list(pipeline.eval_batches(ds, global_batch=4, num_devices=1, num_classes=5, split_name="validation"))
+  for split in (ds, pipeline.to_arrays(ds, 8, "validation")):  # a tf.data split, or arrays
+    with pytest.raises(ValueError, match=r"validation: a label is >= num_classes=5 \(7\)"):
+      list(pipeline.eval_batches(split, global_batch=4, num_devices=1, num_classes=5, split_name="validation"))
 
 
 def test_missing_dataset_offline_fails_fast_with_instructions(tiny_config, tmp_path, monkeypatch):

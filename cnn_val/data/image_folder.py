@@ -125,7 +125,6 @@ def _read(ds, root: str, layout, channels: int, resize: bool) -> dict[str, np.nd
 
 def load_splits(data_config) -> Splits:
   """Reads the image folder once into memory (decoding and checking every image) and returns its splits."""
-  from cnn_val.data import pipeline  # pylint: disable=import-outside-toplevel
   root = os.path.expanduser(data_config.root)
   layout = _scan(root)
   class_names = tuple(sorted(set().union(*(set(classes) for classes in layout.values()))))
@@ -172,7 +171,6 @@ def load_splits(data_config) -> Splits:
                            f"config.data.image_size to resize them all.")
   count = lambda name: len(splits[name]["label"]) if name in splits else 0
   return Splits(
-      train=pipeline.from_arrays(splits["train"]), validation=pipeline.from_arrays(splits["validation"]),
-      test=pipeline.from_arrays(splits["test"]) if "test" in splits else None,
+      train=splits["train"], validation=splits["validation"], test=splits.get("test"),
       num_train=count("train"), num_validation=count("validation"), num_test=count("test"),
       num_classes=len(class_names), image_shape=tuple(int(s) for s in shapes.pop()), class_names=class_names)

@@ -34,7 +34,7 @@ def excluded_indices(path: str, num_train: int) -> np.ndarray:
 
 def load_data(config):
   """The splits as numpy arrays ({'train', 'validation', optionally 'test'}), after the fault scenario (if
-  any), and the dataset's description (`sources.Splits`, whose datasets are rebuilt from the arrays)."""
+  any), and the dataset's description (`sources.Splits`, whose validation and test are those arrays)."""
   splits = sources.load_splits(config.data)
   arrays = {"train": pipeline.to_arrays(splits.train, splits.num_classes, "train"),
             "validation": pipeline.to_arrays(splits.validation, splits.num_classes, "validation")}
@@ -65,6 +65,5 @@ def load_data(config):
     logging.info("Excluded %d training examples listed in %s.", len(drop), config.data.exclude_train_examples)
   splits = dataclasses.replace(
       splits, num_train=len(arrays["train"]["label"]), train=None,
-      validation=pipeline.from_arrays(arrays["validation"]),
-      test=pipeline.from_arrays(arrays["test"]) if "test" in arrays else None)
+      validation=arrays["validation"], test=arrays.get("test"))
   return splits, arrays

@@ -1,12 +1,13 @@
-"""Host-side batching: seeded per-epoch permutations for training, padded and masked tf.data batches for eval.
+"""Host-side batching: seeded per-epoch permutations for training, padded and masked batches for eval.
 
 Batches come out as numpy dicts shaped for `jax.pmap`: `image` uint8 `[devices, per_device, H, W, C]`,
 `label` int32 `[devices, per_device]` and, for evaluation, `mask` bool `[devices, per_device]` (False on
 padding). Images stay uint8 on the host; the step converts them on the device (4x less to copy).
 
 Training order depends only on (seed, epoch), so a run resumed at an epoch boundary sees exactly the batches
-an uninterrupted run would. The training split is held in host memory as numpy arrays (tf.data reads and
-decodes it once).
+an uninterrupted run would. Every split is held in host memory as numpy arrays (tf.data reads and decodes a
+TFDS split once, in `to_arrays`); batching is numpy alone, so a dataset given as arrays (`config.data.name=
+'npz'`) trains without TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,40 +16,38 @@ from typing import Iterator
 
 import jax
 import numpy as np
-import tensorflow as tf
 
 from cnn_val.data import balance
 
 
-def _check_labels(num_classes: int, split_name: str):
-  """A map over batches (not examples: per-example asserts cost 4x the rest of the pipeline)."""
-  def check(ex):
-    label = ex["label"]
-    tf.debugging.assert_non_negative(label, message=f"{split_name}: a label is negative")
-    tf.debugging.assert_less(
-        label, num_classes,
-        message=f"{split_name}: a label is >= num_classes={num_classes}; labels must lie in [0, {num_classes})")
-    return ex
-  return check
+def check_labels(labels: np.ndarray, num_classes: int, split_name: str) -> None:
+  """Every label an integer in [0, num_classes), checked once per split."""
+  labels = np.asarray(labels)
+  if labels.size and labels.min() < 0:
+    raise ValueError(f"{split_name}: a label is negative ({int(labels.min())}); labels must lie in "
+                     f"[0, {num_classes})")
+  if labels.size and labels.max() >= num_classes:
+    raise ValueError(f"{split_name}: a label is >= num_classes={num_classes} ({int(labels.max())}); labels must "
+                     f"lie in [0, {num_classes})")
 
 
-def shard_for_host(ds: tf.data.Dataset) -> tf.data.Dataset:
-  """Each host reads its own slice (multi-host runs); a no-op on one host."""
-  if jax.process_count() > 1:
-    ds = ds.shard(jax.process_count(), jax.process_index())
-  return ds
-
-
-def to_arrays(ds: tf.data.Dataset, num_classes: int, split_name: str) -> dict[str, np.ndarray]:
-  """The whole (in-memory) split as numpy arrays, labels checked once: the source of training batches."""
-  chunks = list(ds.batch(4096).map(_check_labels(num_classes, split_name)).as_numpy_iterator())
-  if not chunks:
+def to_arrays(ds, num_classes: int, split_name: str) -> dict[str, np.ndarray]:
+  """The whole (in-memory) split as numpy arrays {'image', 'label'}, labels checked once: the source of every
+  batch. `ds` is an unbatched tf.data dataset (a TFDS split, read once) or already such a dict of arrays."""
+  if isinstance(ds, dict):
+    arrays = {k: np.asarray(v) for k, v in ds.items()}
+  else:
+    chunks = list(ds.batch(4096).as_numpy_iterator())
+    arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else {}
+  if not arrays or not len(arrays["label"]):
     raise ValueError(f"The {split_name} split is empty; check config.data.train_split and max_train_examples.")
-  return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+  check_labels(arrays["label"], num_classes, split_name)
+  return arrays
 
 
-def from_arrays(arrays: dict[str, np.ndarray]) -> tf.data.Dataset:
-  """An unbatched dataset of in-memory arrays (e.g. a split changed by a fault scenario)."""
+def from_arrays(arrays: dict[str, np.ndarray]):
+  """An unbatched tf.data dataset of in-memory arrays (for code that wants one; cnn_val batches arrays)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   return tf.data.Dataset.from_tensor_slices(arrays)
 
 
@@ -83,33 +82,28 @@ def train_batches(arrays: dict[str, np.ndarray], *, global_batch: int, num_devic
     yield {k: v[flat].reshape((num_devices, -1) + v.shape[1:]) for k, v in arrays.items()}
 
 
-def eval_batches(ds: tf.data.Dataset, *, global_batch: int, num_devices: int, num_classes: int,
+def eval_batches(arrays, *, global_batch: int, num_devices: int, num_classes: int,
                  split_name: str) -> Iterator[dict]:
-  """Every example exactly once; the last batch is padded to full size and masked.
+  """Every example exactly once, in order; the last batch is padded to full size and masked.
 
-  In a multi-process run each process reads its shard (`shard_for_host`), and every process yields the same
-  number of batches (the largest shard's), a process with fewer examples padding with fully masked batches:
-  the steps' collectives need every process in every batch."""
+  `arrays` is a split as a dict of numpy arrays (`to_arrays`; a tf.data dataset is read into one first). In a
+  multi-process run each process takes every `process_count`-th example from its index on, and every process
+  yields the same number of batches (the largest shard's), a process with fewer examples padding with fully
+  masked batches: the steps' collectives need every process in every batch."""
+  if isinstance(arrays, dict):
+    check_labels(arrays["label"], num_classes, split_name)
+  else:
+    arrays = to_arrays(arrays, num_classes, split_name)
   local_batch = global_batch // jax.process_count()
-  shards, target = jax.process_count(), None
+  shards, total = jax.process_count(), len(arrays["label"])
   if shards > 1:
-    total = int(ds.cardinality())
-    if total < 0:  # unknown (e.g. a filtered split): counted once
-      total = int(ds.reduce(0, lambda count, _: count + 1))
-    largest_shard = -(-total // shards)
-    target = -(-largest_shard // local_batch)
-  ds = shard_for_host(ds).map(lambda ex: {**ex, "mask": tf.constant(True)})
-  ds = ds.batch(local_batch).map(_check_labels(num_classes, split_name))
-  yielded, template = 0, None
-  for batch in ds.prefetch(2).as_numpy_iterator():
-    n = batch["label"].shape[0]
-    if n < local_batch:
-      batch = {k: np.concatenate([v, np.zeros((local_batch - n,) + v.shape[1:], v.dtype)])
-               for k, v in batch.items()}
-    template = batch
-    yielded += 1
+    arrays = {k: v[jax.process_index()::shards] for k, v in arrays.items()}
+  largest_shard = -(-total // shards)
+  num_batches = -(-largest_shard // local_batch)
+  for start in range(0, num_batches * local_batch, local_batch):
+    batch = {k: v[start:start + local_batch] for k, v in arrays.items()}
+    batch["mask"] = np.ones(len(batch["label"]), bool)
+    short = local_batch - len(batch["label"])
+    if short:
+      batch = {k: np.concatenate([v, np.zeros((short,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
     yield {k: v.reshape((num_devices, -1) + v.shape[1:]) for k, v in batch.items()}
-  if target is not None and template is not None:
-    for _ in range(target - yielded):  # this shard ran out first: masked batches keep the processes in step
-      empty = {k: np.zeros_like(v) for k, v in template.items()}
-      yield {k: v.reshape((num_devices, -1) + v.shape[1:]) for k, v in empty.items()}

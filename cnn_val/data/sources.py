@@ -1,5 +1,8 @@
 """Finds, prepares and opens a TFDS image-classification dataset, failing fast when it cannot be had.
 
+(`config.data.name='image_folder'` reads your own image files, `'npz'` numpy arrays without TensorFlow; both
+modules are beside this one. TensorFlow and TFDS are imported only for a TFDS dataset or an image folder.)
+
 The offline default, Fashion-MNIST, is prepared from Debian's files on first use. Any other TFDS dataset is
 downloaded by TFDS where the internet is reachable; offline, TFDS would retry DNS for minutes, so we probe
 first and fail within seconds with a message that says what is missing and how to get it.
@@ -10,10 +13,8 @@ from __future__ import annotations
 import socket
 
 from absl import logging
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from cnn_val.data import fashion_mnist_offline, image_folder
+from cnn_val.data import npz
 from cnn_val.data.splits import Splits
 
 # Where TFDS downloads from (its GCS mirror); reachable means "TFDS can download".
@@ -34,8 +35,10 @@ def internet_reachable(host_port=None, timeout: float = PROBE_TIMEOUT_S) -> bool
     return False
 
 
-def get_builder(data_config) -> tfds.core.DatasetBuilder:
+def get_builder(data_config):
   """A prepared TFDS builder for `config.data.name`, preparing or downloading it if needed and possible."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from cnn_val.data import fashion_mnist_offline  # pylint: disable=import-outside-toplevel  (TFDS)
   name = data_config.name
   data_dir = data_config.data_dir or None
   try:
@@ -67,8 +70,11 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
   return builder
 
 
-def _supervised(builder, split: str, max_examples: int) -> tuple[tf.data.Dataset, int]:
-  # Read once by the trainer (into numpy arrays): no TFDS auto-cache.
+def _supervised(builder, split: str, max_examples: int):
+  """(an unbatched tf.data dataset of {'image', 'label' int32}, its size). Read once by the trainer (into numpy
+  arrays): no TFDS auto-cache."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   ds = builder.as_dataset(split=split, shuffle_files=False, read_config=tfds.ReadConfig(try_autocache=False))
   n = builder.info.splits[split].num_examples
   if max_examples:
@@ -80,7 +86,10 @@ def _supervised(builder, split: str, max_examples: int) -> tuple[tf.data.Dataset
 
 def load_splits(data_config) -> Splits:
   """Train, validation (held out of the end of the training split) and test splits of the dataset."""
+  if data_config.name == "npz":
+    return npz.load_splits(data_config)
   if data_config.name == "image_folder":
+    from cnn_val.data import image_folder  # pylint: disable=import-outside-toplevel  (TensorFlow)
     return image_folder.load_splits(data_config)
   builder = get_builder(data_config)
   info = builder.info

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-
-import tensorflow as tf
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-  """The three splits as unbatched tf.data datasets of {'image': uint8 [H,W,C], 'label': int32}."""
-  train: tf.data.Dataset
-  validation: tf.data.Dataset
-  test: tf.data.Dataset | None
+  """The three splits, each {'image': uint8 [N,H,W,C], 'label': int32 [N]} numpy arrays or (a TFDS split not
+  yet read) an unbatched tf.data dataset of such examples; `loading.load_data` gives arrays."""
+  train: Any
+  validation: Any
+  test: Any | None
   num_train: int
   num_validation: int
   num_test: int

@@ -311,9 +311,8 @@ def write_report(workdir: str, diagnosis: dict) -> str:
 def _to_tensorboard(workdir: str, diagnosis: dict, report: str, plots: list, step: int) -> None:
   """The doctor in TensorBoard, next to the run's scalars (clu's metric writer, an event file of its own): the
   verdict and report as text (`doctor/verdict`, `doctor/report`), each plot as an image (`doctor/<title>`)."""
-  from clu import metric_writers  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
   import matplotlib.image  # pylint: disable=import-outside-toplevel
-  writer = metric_writers.SummaryWriter(workdir)
+  writer = rundir.tensorboard_writer(workdir)
   writer.write_texts(step, {"doctor/verdict": diagnosis_summary(diagnosis), "doctor/report": report})
   writer.write_images(step, {f"doctor/{title.lower().replace(' ', '_')}":
                              matplotlib.image.imread(os.path.join(workdir, rel)) for title, rel in plots})
