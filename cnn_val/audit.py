@@ -77,7 +77,9 @@ def class_matching_weights(train_labels: np.ndarray, other_labels: np.ndarray, n
 
 def class_drift(train_stats: dict, train_labels, other_stats: dict, other_labels, num_classes: int) -> dict:
   """Per class, how the images of that class differ between train and the other split: the standardised mean
-  difference (other - train, in pooled standard deviations) of brightness, contrast and each channel's mean.
+  difference (other - train, in pooled standard deviations) of brightness, contrast, each channel's mean and,
+  for colour images, each channel's share of the image's channel means (`chroma_k`: the colour without the
+  lighting, whose spread would otherwise hide a hue that one class has in training only).
   A shortcut (one class lit, coloured or set apart in training only) shows here even when the splits'
   overall distributions match. Returns the per-class values and the largest |SMD| with its class and statistic."""
   train_labels, other_labels = np.asarray(train_labels), np.asarray(other_labels)
@@ -86,6 +88,8 @@ def class_drift(train_stats: dict, train_labels, other_stats: dict, other_labels
   named = {"brightness": lambda st: st["brightness"], "contrast": lambda st: st["contrast"]}
   if channels > 1:
     named.update({f"channel_{k}": (lambda st, k=k: st["channel_means"][:, k]) for k in range(channels)})
+    share = lambda st, k: st["channel_means"][:, k] / np.maximum(st["channel_means"].sum(axis=1), 1e-6)
+    named.update({f"chroma_{k}": (lambda st, k=k: share(st, k)) for k in range(channels)})
   for c in range(num_classes):
     a, b = train_labels == c, other_labels == c
     if a.sum() < 2 or b.sum() < 2:

@@ -82,6 +82,9 @@ def get_config():
   config.data.scenario.shortcut_classes = ()  # a lighting shortcut: these classes' training images only ...
   config.data.scenario.shortcut_brightness = 1.0  # ... times this (validation and test keep their lighting)
   config.data.scenario.missing_classes = ()  # classes removed from training (kept in validation and test)
+  config.data.scenario.colorize = 0.0  # s > 0: a coloured variant (each image a random hue at saturation s)
+  config.data.scenario.colour_shortcut_classes = ()  # a colour shortcut: these classes' training images ...
+  config.data.scenario.colour_shortcut_hue = 0.0  # ... all get this hue (0 red, 1/3 green, 2/3 blue)
 
   # On-device augmentation of training images (cnn_val/augment.py). Keras ImageDataGenerator's names,
   # meanings and units; None = the preset's value (or off). Presets: none, characters, natural.

@@ -16,7 +16,7 @@ levers=${LEVERS-wider,cosine,lr_range_test}
 if [ ${#faults[@]} -eq 0 ]; then
   for config in configs/faults/*.py; do
     name=$(basename "$config" .py)
-    case $name in __init__|healthy|orientation_healthy) ;; *) faults+=("$name") ;; esac
+    case $name in __init__|healthy|orientation_healthy|colour_healthy) ;; *) faults+=("$name") ;; esac
   done
 fi
 mkdir -p "$out"

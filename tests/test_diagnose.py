@@ -356,8 +356,8 @@ def test_a_colour_shortcut_is_fixed_with_colour_jitter(tmp_path):
   audit_dict["class_drift"] = {"validation": {"worst": {"class": 2, "statistic": "channel_0", "smd": -1.5}}}
   finding = next(f for f in _run(tmp_path, None, audit_dict)["findings"] if f["cause"] == "distribution_shift")
   assert "mean of colour channel 0" in finding["explanation"]
-  assert finding["fix"]["overrides"] == {"config.augment.hue": 0.1, "config.augment.saturation": 0.4}
-  assert "colour jitter (hue and saturation" in finding["fix"]["summary"]
+  assert finding["fix"]["overrides"] == {"config.augment.hue": 0.5, "config.augment.saturation": 0.4}
+  assert "colour jitter over the whole hue circle" in finding["fix"]["summary"]
 
 
 def test_a_compound_fault_names_both_causes_and_which_to_fix_first(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 
 from cnn_val import audit, doctor, lr_range, preflight, rundir, train
 from cnn_val.data import loading, scenarios
+from cnn_val.doctor import data_rules
 from cnn_val.configs import default
 from tests.conftest import real_images
 
@@ -78,6 +79,16 @@ def test_a_lighting_shortcut_on_one_class_shows_in_the_class_drift():
   worst = report["class_drift"]["validation"]["worst"]
   assert worst["class"] == 3 and abs(worst["smd"]) > 1.0  # (the split-level KS moves far less: 0.06-0.08 on
   # full Fashion-MNIST, below its threshold; this 3,000-image sample with random classes is noisier)
+
+
+def test_a_colour_shortcut_on_the_coloured_variant_shows_in_a_channel_of_one_class():
+  splits = _real_splits()
+  coloured = scenarios.apply(_scenario_config(colorize=0.6), splits, 10)
+  clean = audit.audit(coloured, 10)["class_drift"]["validation"]["worst"]
+  assert abs(clean["smd"]) < data_rules.CLASS_DRIFT_SMD, clean  # random hues in every split: the rule stays quiet
+  shortcut = _scenario_config(colorize=0.6, colour_shortcut_classes=(7,), colour_shortcut_hue=0.0)
+  worst = audit.audit(scenarios.apply(shortcut, splits, 10), 10)["class_drift"]["validation"]["worst"]
+  assert worst["class"] == 7 and worst["statistic"].startswith("chroma_") and abs(worst["smd"]) > 2.0, worst
 
 
 def _scenario_config(**fields):

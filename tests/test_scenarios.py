@@ -114,6 +114,30 @@ def test_bad_fields_name_the_field(field, value, message):
     scenarios.validate(_scenario(**{field: value}), 10)
 
 
+def test_the_coloured_variant_tints_every_split_and_the_shortcut_fixes_one_hue_in_training():
+  import colorsys
+  splits = _splits()
+  out = scenarios.apply(_scenario(colorize=0.6, colour_shortcut_classes=(4,), colour_shortcut_hue=0.0), splits, 10)
+  for name in ("train", "validation", "test"):
+    assert out[name]["image"].shape == splits[name]["image"].shape[:3] + (3,)
+    np.testing.assert_array_equal(out[name]["label"], splits[name]["label"])
+  four = splits["train"]["label"] == 4
+  red = np.asarray(colorsys.hsv_to_rgb(0.0, 0.6, 1.0), np.float32)
+  expected = np.clip(np.round(splits["train"]["image"][four].astype(np.float32) * red), 0, 255)
+  np.testing.assert_array_equal(out["train"]["image"][four], expected)
+  # Elsewhere the hue is drawn per image: class 4's validation images are not all red.
+  val_four = out["validation"]["image"][splits["validation"]["label"] == 4].astype(float)
+  assert np.std(val_four[..., 1].mean(axis=(1, 2)) / np.maximum(val_four[..., 0].mean(axis=(1, 2)), 1)) > 0.1
+  again = scenarios.apply(_scenario(colorize=0.6, colour_shortcut_classes=(4,)), splits, 10)
+  np.testing.assert_array_equal(again["validation"]["image"], out["validation"]["image"])  # seeded
+  with pytest.raises(ValueError, match="colour_shortcut_classes=.*unless config.data.scenario.colorize > 0"):
+    scenarios.validate(_scenario(colour_shortcut_classes=(4,)), 10)
+  with pytest.raises(ValueError, match="colour_shortcut_hue=1.0: expected a hue in"):
+    scenarios.validate(_scenario(colorize=0.5, colour_shortcut_hue=1.0), 10)
+  with pytest.raises(ValueError, match="made from grayscale"):
+    scenarios.apply(_scenario(colorize=0.5), out, 10)
+
+
 def test_shortcut_relights_the_chosen_classes_training_images_only():
   splits = _splits()
   out = scenarios.apply(_scenario(shortcut_classes=(4,), shortcut_brightness=0.5), splits, 10)

@@ -65,5 +65,6 @@ def load_data(config):
     logging.info("Excluded %d training examples listed in %s.", len(drop), config.data.exclude_train_examples)
   splits = dataclasses.replace(
       splits, num_train=len(arrays["train"]["label"]), train=None,
+      image_shape=tuple(int(s) for s in arrays["train"]["image"].shape[1:]),  # a scenario may colour them
       validation=arrays["validation"], test=arrays.get("test"))
   return splits, arrays

@@ -24,6 +24,12 @@
                      or right) and given Gaussian noise of 4 grey levels: leakage no byte comparison sees.
   missing_classes    (c, ...): every training example of these classes is removed; validation and test
                      keep them (a class the model never sees).
+  colorize           s in (0, 1]: a coloured variant of a grayscale dataset, in every split: each image is
+                     tinted with a hue drawn uniformly for it, at saturation s (pixel = grey x the tint's RGB,
+                     value 1), so colour carries no information about the class.
+  colour_shortcut_classes, colour_shortcut_hue   a colour shortcut on the coloured variant: training images
+                     of these classes all get this hue (in [0, 1): 0 red, 1/3 green, 2/3 blue); validation and
+                     test keep uniformly drawn hues, so a model that learned "red means this class" loses it.
 A reduced training set is `config.data.max_train_examples`.
 """
 
@@ -66,6 +72,18 @@ def validate(scenario, num_classes: int | None = None) -> None:
     _fail("shortcut_classes", shortcut, f"classes in [0, {num_classes or 'K'}) whose training images are relit")
   if not scenario.get("shortcut_brightness", 1.0) > 0:
     _fail("shortcut_brightness", scenario.shortcut_brightness, "a factor > 0 (< 1 darker)")
+  colorize = scenario.get("colorize", 0.0)
+  if not 0 <= colorize <= 1:
+    _fail("colorize", colorize, "0 (off) or a saturation in (0, 1] for the coloured variant")
+  colour_shortcut = tuple(scenario.get("colour_shortcut_classes", ()))
+  if colour_shortcut and not colorize:
+    _fail("colour_shortcut_classes", colour_shortcut, "() unless config.data.scenario.colorize > 0 (the "
+          "shortcut is a hue of the coloured variant)")
+  if any(not in_range(c) for c in colour_shortcut):
+    _fail("colour_shortcut_classes", colour_shortcut, f"classes in [0, {num_classes or 'K'}) whose training "
+          f"images all get colour_shortcut_hue")
+  if not 0 <= scenario.get("colour_shortcut_hue", 0.0) < 1:
+    _fail("colour_shortcut_hue", scenario.colour_shortcut_hue, "a hue in [0, 1) (0 red, 1/3 green, 2/3 blue)")
   if scenario.get("near_duplicates", 0) < 0:
     _fail("near_duplicates", scenario.near_duplicates, "0 (off) or a count of validation examples")
   if scenario.duplicates < 0:
@@ -76,7 +94,8 @@ def active(scenario) -> bool:
   return bool(scenario.orientation_pairs or scenario.imbalance_ratio > 1 or scenario.label_noise
               or scenario.train_brightness != 1 or scenario.train_contrast != 1 or scenario.duplicates
               or scenario.get("missing_classes", ()) or scenario.get("near_duplicates", 0)
-              or (scenario.get("shortcut_classes", ()) and scenario.get("shortcut_brightness", 1.0) != 1))
+              or (scenario.get("shortcut_classes", ()) and scenario.get("shortcut_brightness", 1.0) != 1)
+              or scenario.get("colorize", 0.0))
 
 
 def _take(arrays: dict, idx) -> dict:
@@ -122,6 +141,26 @@ def lighting(arrays: dict, brightness: float, contrast: float) -> dict:
   return {**arrays, "image": np.clip(np.round(images), 0, 255).astype(arrays["image"].dtype)}
 
 
+def hue_tints(hues: np.ndarray, saturation: float) -> np.ndarray:
+  """RGB multipliers `[N, 3]` of the colours (hue, saturation, value 1): HSV to RGB, as colorsys computes it."""
+  k = (np.asarray([5.0, 3.0, 1.0])[None] + 6.0 * np.asarray(hues, np.float64)[:, None]) % 6.0
+  return 1.0 - saturation * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+def colourize(arrays: dict, saturation: float, rng, fixed_classes=(), fixed_hue: float = 0.0) -> dict:
+  """Grayscale images tinted, each with a uniformly drawn hue (`fixed_hue` for the examples of
+  `fixed_classes`): uint8 `[N, H, W, 3]`."""
+  if arrays["image"].shape[-1] != 1:
+    raise ValueError(f"config.data.scenario.colorize: the dataset's images have {arrays['image'].shape[-1]} "
+                     f"channels; the coloured variant is made from grayscale (1-channel) images.")
+  hues = rng.random(len(arrays["label"]))
+  if fixed_classes:
+    hues[np.isin(arrays["label"], list(fixed_classes))] = fixed_hue
+  tints = hue_tints(hues, saturation).astype(np.float32)
+  images = arrays["image"].astype(np.float32) * tints[:, None, None, :]
+  return {**arrays, "image": np.clip(np.round(images), 0, 255).astype(np.uint8)}
+
+
 def duplicate(train: dict, validation: dict, n: int, rng) -> dict:
   idx = rng.choice(len(validation["label"]), min(n, len(validation["label"])), replace=False)
   copied = _take(validation, idx)
@@ -150,6 +189,11 @@ def apply(scenario, splits: dict[str, dict], num_classes: int) -> dict[str, dict
   out = dict(splits)
   if scenario.orientation_pairs:
     out = {name: orientation(arrays, scenario.orientation_pairs, rng) for name, arrays in out.items()}
+  if scenario.get("colorize", 0.0):  # every split coloured, the shortcut's hue in training only
+    out = {name: colourize(arrays, scenario.colorize, rng,
+                           scenario.get("colour_shortcut_classes", ()) if name == "train" else (),
+                           scenario.get("colour_shortcut_hue", 0.0))
+           for name, arrays in out.items()}
   train = out["train"]
   if scenario.imbalance_ratio > 1:
     train = long_tail(train, num_classes, scenario.imbalance_ratio, scenario.minority_classes, rng)

@@ -32,8 +32,10 @@ def _shortcut(run: Run):
   if worst.get("class") is None or abs(worst["smd"]) <= CLASS_DRIFT_SMD:
     return None
   c, stat, smd = worst["class"], worst["statistic"], worst["smd"]
-  colour = stat.startswith("channel_")
-  what = {"brightness": "brightness", "contrast": "contrast"}.get(stat, f"mean of colour channel {stat[8:]}")
+  colour = stat.startswith(("channel_", "chroma_"))
+  what = {"brightness": "brightness", "contrast": "contrast"}.get(stat) or (
+      f"mean of colour channel {stat[8:]}" if stat.startswith("channel_") else
+      f"share of colour channel {stat[7:]} (its mean over the sum of the channel means: the colour, not the lighting)")
   return _finding(
       "distribution_shift", "high" if abs(smd) > 2 * CLASS_DRIFT_SMD else "medium",
       _confidence(abs(smd), CLASS_DRIFT_SMD),
@@ -44,12 +46,13 @@ def _shortcut(run: Run):
       f"{worst.get('other_mean', 0):.3f}; clean Fashion-MNIST classes: below 0.1), while other classes do "
       f"not. A model can learn the {'colour' if colour else 'lighting'} as the class's sign, and validation "
       f"does not carry it.",
-      ("Make the model independent of the colour: colour jitter (hue and saturation, the usual strengths "
-       "of timm's and torchvision's ColorJitter), or train on grayscale (config.data.channels=1), or "
-       "collect images of the class in other colours." if colour else
+      ("Make the model independent of the colour: colour jitter over the whole hue circle (a turn of "
+       "+-0.1 leaves a class that is one hue in training near that hue, so the cue survives) and of the "
+       "saturation, or train on grayscale (config.data.channels=1), or collect images of the class in "
+       "other colours." if colour else
        "Make the model independent of lighting: per-image standardisation (or brightness/contrast "
        "augmentation wide enough to cover the difference)."),
-      {"config.augment.hue": 0.1, "config.augment.saturation": 0.4} if colour else
+      {"config.augment.hue": 0.5, "config.augment.saturation": 0.4} if colour else
       {"config.augment.standardize": True})
 
 
