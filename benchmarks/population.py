@@ -9,7 +9,8 @@ split held on the device, K steps per call), with its own initial weights, dropo
 i). The P=1 case is one ordinary run's fused path; P sequential runs cost P times its time, so "vs P
 sequential runs" is (images/s of all members) / (images/s of P=1). Before measuring, member 1 of the largest
 population is checked against the same seed trained alone for one chunk (largest absolute difference of the
-weights printed: equal to float round-off). FLOPs per image from XLA's cost analysis, the share of the
+weights printed: 6e-8 on CPU; on a GPU, whose default float32 precision lets convolutions use TF32, 1.3e-2
+after 50 steps, and 1.4e-5 with JAX_DEFAULT_MATMUL_PRECISION=highest). FLOPs per image from XLA's cost analysis, the share of the
 machine's float32 matmul peak measured in the same run.
 
 This measures the step only; the trainer does not yet run populations (each member would still need its own
@@ -113,6 +114,9 @@ def main(argv):
   arrays = {"image": images, "label": labels}
   sizes = [int(p) for p in FLAGS.members.split(",")]
   b, k = FLAGS.batch_size, FLAGS.per_call
+  if k > FLAGS.examples // b:
+    raise app.UsageError(f"--per_call={k} is more than an epoch's {FLAGS.examples // b} steps "
+                         f"(--examples={FLAGS.examples} at --batch_size={b}); lower it or raise --examples.")
   if max(sizes) >= 2:
     print(f"member 1 of P={max(sizes)} vs seed 1 trained alone, after {k} steps: largest weight difference "
           f"{_check_member(config, arrays, b, k, max(sizes)):.2e}", flush=True)

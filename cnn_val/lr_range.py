@@ -80,7 +80,7 @@ def suggest(lrs, losses) -> dict:
 
 def lr_range_test(config, workdir: str, *, num_steps: int = 200) -> dict:
   """Runs the sweep for `config` on 1 device and writes lr_find.json and plots/lr_find.png to `workdir`."""
-  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel  (TensorFlow)
+  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel  (the data sources)
   from cnn_val.doctor import report  # pylint: disable=import-outside-toplevel  (matplotlib)
   start_time = time.perf_counter()
   splits, arrays = loading.load_data(config)
@@ -119,7 +119,7 @@ def lr_range_test(config, workdir: str, *, num_steps: int = 200) -> dict:
 
 
 def _batches_forever(train_arrays, config):
-  from cnn_val.data import pipeline  # pylint: disable=import-outside-toplevel  (TensorFlow)
+  from cnn_val.data import pipeline  # pylint: disable=import-outside-toplevel
   for epoch in itertools.count():
     yield from pipeline.train_batches(train_arrays, global_batch=config.batch_size, num_devices=1,
                                       seed=config.seed, epoch=epoch)

@@ -49,8 +49,10 @@ def get_config():
   config.eval_every_epochs = 1  # evaluate on validation and checkpoint every N epochs (and after the last)
 
   config.data = ml_collections.ConfigDict()
-  config.data.name = "fashion_mnist"  # any TFDS image-classification dataset, or 'image_folder'
-  config.data.root = ""  # image_folder: root/<split>/<class_name>/*.png|jpg (splits train, validation, test)
+  config.data.name = "fashion_mnist"  # any TFDS image-classification dataset, 'image_folder' or 'npz'
+  # image_folder: root/<split>/<class_name>/*.png|jpg (splits train, validation, test); npz: the .npz file
+  # (train_image, train_label, ...; cnn_val/data/npz.py), which trains without TensorFlow
+  config.data.root = ""
   config.data.image_size = 0  # image_folder: 0 = keep (one size required), S or (H, W) to resize
   config.data.channels = 0  # image_folder: 1 grayscale, 3 RGB, 0 = as most training images are stored
   config.data.data_dir = ""  # TFDS data_dir; '' = TFDS's default (TFDS_DATA_DIR or ~/tensorflow_datasets)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The doctor's verified fixes on the public fault configs: the healthy reference over SEEDS seeds, then for
-# each fault its run (seed 0), the doctor's --verify of the top fix over SEEDS seeds (the run itself is the
+# The doctor's verified fixes on the public fault configs: the healthy reference over SEEDS seeds (for a fault
+# that changes the task, its own: orientation_healthy, colour_healthy; resumable sweeps), then for each fault
+# its run (seed 0), the doctor's --verify of the top fix over SEEDS seeds (the run itself is the
 # baseline's first seed), and the table (python -m launch.summarize --verify OUT). A fault the single-run rules
 # miss (no finding with a fix, or a healthy verdict) gets the lever menu instead, bounded to $LEVERS
 # (default wider,cosine,lr_range_test: the levers whose cause such faults have; LEVERS= for the whole menu).
@@ -24,10 +25,14 @@ mkdir -p "$out"
   --parallel="$parallel" > "$out/healthy.log" 2>&1 || echo "healthy reference failed: $out/healthy.log"
 for name in "${faults[@]}"; do
   start=$(date +%s)
+  ref=healthy  # the same task without the fault: a fault that changes the task has its own reference
+  case $name in orientation) ref=orientation_healthy ;; colour_shortcut) ref=colour_healthy ;; esac
+  [ "$ref" != healthy ] && "$python" launch/ablate.py --config="configs/faults/$ref.py" --out="$out/$ref" \
+    --seeds="$seeds" --arm=base: --parallel="$parallel" > "$out/$ref.log" 2>&1
   # A fault that diverges exits 1 by design; the doctor has still written its diagnosis.
   "$python" -m cnn_val.main --config="configs/faults/$name.py" --workdir="$out/$name" > "$out/$name.log" 2>&1
   "$python" -m cnn_val.doctor --workdir="$out/$name" --verify --seeds="$seeds" --parallel="$parallel" \
-    --explore=auto ${levers:+--levers="$levers"} --max_fixes=1 --reference="$out/healthy/runs/base/seed*" \
+    --explore=auto ${levers:+--levers="$levers"} --max_fixes=1 --reference="$out/$ref/runs/base/seed*" \
     >> "$out/$name.log" 2>&1
   echo "$name: $(tail -2 "$out/$name.log" | head -1) ($(( $(date +%s) - start )) s)"
 done

@@ -106,6 +106,13 @@ def test_a_file_with_its_own_validation_grayscale_and_numbered_classes(tmp_path)
       "class_names": np.array(["a", "b"])}, {}, "a label is 3 but class_names names 2 classes"),
     ({"train_image": np.zeros((4, 2, 2), np.uint8), "train_label": np.zeros(4, int)},
      {"validation_fraction": 0.05}, "leaves an empty train or validation split of the 4"),
+    ({"train_image": np.zeros((40, 2, 2), np.uint8), "train_label": np.zeros(40, int)},
+     {"validation_fraction": float("nan")}, "validation_fraction=nan leaves an empty train or validation"),
+    ({"train_image": np.zeros((0, 2, 2), np.uint8), "train_label": np.zeros(0, int),
+      "validation_image": np.zeros((3, 2, 2), np.uint8), "validation_label": np.zeros(3, int)}, {},
+     "hold no examples"),
+    ({"train_image": np.zeros((40, 2, 2), np.uint8), "train_label": np.zeros(40, int),
+      "class_names": np.array(["a", 1], dtype=object)}, {}, "class_names is stored as Python objects"),
     ({"train_image": np.zeros((40, 2, 2), np.uint8), "train_label": np.zeros(40, int),
       "test_image": np.zeros((4, 3, 2), np.uint8), "test_label": np.zeros(4, int)}, {}, "differ in shape"),
 ])

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cnn_val import models, optim, rundir, steps, train
+from cnn_val.configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -163,6 +164,21 @@ def test_resuming_with_a_different_config_is_refused(tiny_config, tmp_path):
   tiny_config.optim.learning_rate = 0.5
   with pytest.raises(ValueError, match=r"different config \(optim.learning_rate: 0.001 -> 0.5\)"):
     _run(tiny_config, tmp_path)
+
+
+def test_every_field_added_since_a_dated_snapshot_has_its_neutral_value():
+  """A run made before a config field existed must stay resumable: each field of configs/default.py is either
+  in the snapshot of an earlier default's fields or listed in rundir.FIELDS_ADDED_LATER (with the value that
+  reproduces what those runs trained)."""
+  snapshot = os.path.join(os.path.dirname(__file__), "data", "config_fields_before_colorize.txt")
+  with open(snapshot) as f:
+    earlier = {line.strip() for line in f if line.strip() and not line.startswith("#")}
+  current = rundir.flatten(rundir.config_to_dict(default.get_config()))
+  missing = sorted(set(current) - earlier - set(rundir.FIELDS_ADDED_LATER))
+  assert not missing, f"add these to rundir.FIELDS_ADDED_LATER with their neutral values: {missing}"
+  for field, neutral in rundir.FIELDS_ADDED_LATER.items():
+    if field not in earlier:  # the default must compute what runs without the field computed
+      assert current[field] == neutral or (current[field] is None and neutral is None), field
 
 
 def test_batch_that_does_not_split_over_devices_is_refused(tiny_config, tmp_path):

@@ -44,8 +44,16 @@ def _open(path: str):
                        f"--from_tfds=NAME --out={path}` or np.savez(path, train_image=..., train_label=...).")
   try:
     return np.load(path, allow_pickle=False)
-  except (OSError, ValueError, zipfile.BadZipFile) as e:
+  except (OSError, ValueError, zipfile.BadZipFile) as e:  # (ValueError: not an .npy or .npz at all)
     raise NpzDataError(f"{FIELD}={path!r} cannot be read as a .npz file ({type(e).__name__}: {e}).") from None
+
+
+def _array(data, path: str, key: str) -> np.ndarray:
+  try:
+    return data[key]
+  except ValueError as e:  # an object array (pickled), which np.load refuses without allow_pickle
+    raise NpzDataError(f"{FIELD}={path!r}: {key} is stored as Python objects ({e}); save it as a numeric or "
+                       f"string array (np.asarray(x, dtype=...)).") from None
 
 
 def _split(data, path: str, name: str) -> dict[str, np.ndarray] | None:
@@ -57,7 +65,7 @@ def _split(data, path: str, name: str) -> dict[str, np.ndarray] | None:
     missing = keys[present.index(False)]
     raise NpzDataError(f"{FIELD}={path!r} has {keys[present.index(True)]!r} but no {missing!r}; a split needs "
                        f"both (it holds {sorted(data.files)}).")
-  image, label = data[keys[0]], data[keys[1]]
+  image, label = _array(data, path, keys[0]), _array(data, path, keys[1])
   if image.dtype != np.uint8:
     raise NpzDataError(f"{FIELD}={path!r}: {keys[0]} is {image.dtype}; expected uint8 pixels in [0, 255] "
                        f"(convert with (x * 255).round().astype(np.uint8) if they are floats in [0, 1]).")
@@ -77,18 +85,19 @@ def _split(data, path: str, name: str) -> dict[str, np.ndarray] | None:
 
 def load_splits(data_config) -> Splits:
   """The file's splits, as `sources.load_splits` gives a TFDS dataset's (but as arrays)."""
-  path = data_config.root
+  path = os.path.expanduser(data_config.root)
   with _open(path) as data:
     splits = {name: _split(data, path, name) for name in SPLITS}
-    class_names = tuple(str(c) for c in data["class_names"]) if "class_names" in data.files else None
+    class_names = (tuple(str(c) for c in _array(data, path, "class_names")) if "class_names" in data.files
+                   else None)
   if splits["train"] is None:
     raise NpzDataError(f"{FIELD}={path!r} has no train_image and train_label arrays.")
   train = splits["train"]
   if splits["validation"] is None:
     frac = data_config.validation_fraction
     total = len(train["label"])
-    num_val = int(round(total * frac))
-    if not 0.0 < frac < 1.0 or num_val == 0 or num_val == total:
+    num_val = int(round(total * frac)) if 0.0 < frac < 1.0 else 0  # (NaN fails the comparison too)
+    if num_val == 0 or num_val == total:
       raise NpzDataError(f"config.data.validation_fraction={frac} leaves an empty train or validation split of "
                          f"the {total} training examples in {path}; use a fraction in (0, 1) that leaves both, "
                          f"or add validation_image and validation_label.")
@@ -106,6 +115,8 @@ def load_splits(data_config) -> Splits:
   if len(shapes) > 1:
     raise NpzDataError(f"{FIELD}={path!r}: the splits' images differ in shape "
                        f"({ {name: s['image'].shape[1:] for name, s in present.items()} }).")
+  if not len(splits["train"]["label"]):
+    raise NpzDataError(f"{FIELD}={path!r}: train_image and train_label hold no examples.")
   largest = max(int(s["label"].max()) for s in present.values() if len(s["label"]))
   if class_names is None:
     class_names = tuple(str(i) for i in range(largest + 1))

@@ -40,7 +40,10 @@ def to_arrays(ds, num_classes: int, split_name: str) -> dict[str, np.ndarray]:
     chunks = list(ds.batch(4096).as_numpy_iterator())
     arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else {}
   if not arrays or not len(arrays["label"]):
-    raise ValueError(f"The {split_name} split is empty; check config.data.train_split and max_train_examples.")
+    raise ValueError(f"The {split_name} split is empty; " + (
+        "check config.data.train_split and max_train_examples." if split_name == "train" else
+        "check the dataset's split (config.data.test_split, validation_fraction, max_eval_examples, or the "
+        "arrays of an npz file)."))
   check_labels(arrays["label"], num_classes, split_name)
   return arrays
 

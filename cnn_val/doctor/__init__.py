@@ -22,7 +22,7 @@ __all__ = ["DIAGNOSIS_FILE", "audit_run", "diagnose", "examine", "summary"]
 def audit_run(workdir: str) -> dict:
   """Recomputes audit.json for a run from its config.json (reads the data: the one-time pass)."""
   from cnn_val import ablate  # pylint: disable=import-outside-toplevel
-  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel  (TensorFlow)
+  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel  (the data sources)
   config = ablate.config_from_dict(rundir.read_json(workdir, rundir.CONFIG_FILE))
   splits, arrays = loading.load_data(config)
   report = audit_lib.audit(arrays, splits.num_classes, splits.class_names)

@@ -48,8 +48,8 @@ def _shortcut(run: Run):
       f"does not carry it.",
       ("Make the model independent of the colour: colour jitter over the whole hue circle (a turn of "
        "+-0.1 leaves a class that is one hue in training near that hue, so the cue survives) and of the "
-       "saturation, or train on grayscale (config.data.channels=1), or collect images of the class in "
-       "other colours." if colour else
+       "saturation, or train on grayscale (for an image folder: config.data.channels=1), or collect "
+       "images of the class in other colours." if colour else
        "Make the model independent of lighting: per-image standardisation (or brightness/contrast "
        "augmentation wide enough to cover the difference)."),
       {"config.augment.hue": 0.5, "config.augment.saturation": 0.4} if colour else
