@@ -85,6 +85,36 @@ def test_refuted_high_findings_alone_make_a_healthy_verdict(tmp_path):
   assert result["verdict"] == "healthy" and not result["findings"][0]["verified"]["confirmed"]
 
 
+def test_when_every_fix_is_refuted_the_menu_is_tried_and_a_confirmed_lever_names_the_cause(tmp_path):
+  workdir = str(tmp_path)
+  config = _config()
+  _write_run(workdir, config, 0.80)
+  bundle = {"config.augment.preset": "characters", "config.optim.weight_decay": 1e-4}
+  diagnosis = {"verdict": "problems_found", "findings": [_finding("overfitting", bundle)]}
+  base = [0.80, 0.81, 0.79]
+  arms = {"baseline": ({}, base),
+          "overfitting": ({k[len("config."):]: v for k, v in bundle.items()}, [0.78, 0.79, 0.785])}
+  _fake_sweep(workdir, config, arms)
+  # The bundle is refuted; of the menu only `cosine` and `block_dropout` are asked for, and `block_dropout`
+  # wins: the cause is named from the lever that worked, not from the refuted fix.
+  _fake_sweep(workdir, config, {"block_dropout": ({"model.block_dropout_rate": 0.2}, [0.82, 0.83, 0.815]),
+                                "cosine": ({"optim.schedule": "cosine"}, [0.80, 0.81, 0.79])})
+  lines = []
+  result = experiments.verify(workdir, diagnosis, seeds=3, levers=["cosine", "block_dropout"], log=lines.append)
+  assert any(line.startswith("Every fix was refuted; trying the lever menu: block_dropout, cosine") for line in lines)
+  top = result["findings"][0]
+  assert top["source"] == "experiment" and top["evidence"]["lever"] == "block_dropout"
+  assert top["cause"] == "overfitting" and top["verified"]["confirmed"]
+  assert result["verdict"] == "problems_found"
+  assert [f["cause"] for f in result["findings"]][-1] == "overfitting"  # the refuted bundle, demoted
+  # Under a --max_runs that the fixes' stage used up, the menu is skipped and said so.
+  lines = []
+  result = experiments.verify(workdir, diagnosis, seeds=3, levers=["cosine", "block_dropout"], max_runs=6,
+                              log=lines.append)
+  assert any("skipped: --max_runs/--budget_minutes spent" in line for line in lines)
+  assert result["verdict"] == "healthy"
+
+
 def test_leakage_is_judged_on_the_validation_test_gap_and_recovery_uses_the_reference(tmp_path):
   workdir = str(tmp_path / "run")
   config = _config()

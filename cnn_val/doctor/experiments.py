@@ -18,6 +18,8 @@ What it decides, and by which rule:
   `lr_plateau`; the LR range test's rate: `lr_too_high`/`lr_too_low`; an augmentation turned off:
   `harmful_augmentation`), with severity `high` when it gains >= 1 point, else `medium`. Every lever tried
   is recorded (`verification.levers`), confirmed or not.
+- When every fix tried is refuted (`explore='auto'`), the menu runs as a stage of its own after them: the
+  findings explained nothing that an experiment could win back, so the levers get their turn.
 - A second stage follows the menu (`follow_up_arms`, within what --max_runs and --budget_minutes leave): a
   confirmed wider model widened once more, and all confirmed levers together; a confirmed one is a finding
   like any lever, so the largest verified gain, single lever or combination, ranks first.
@@ -188,7 +190,8 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   """Runs the experiments for `diagnosis` (from rules.diagnose) and returns it with `verified` filled,
   menu findings added, the findings re-ranked and the verdict read from the experiments.
 
-  explore: 'auto' (the menu when no finding carries a fix, or the verdict was healthy), 'always', 'never'.
+  explore: 'auto' (the menu when no finding carries a fix, or the verdict was healthy, and, as a second
+    stage, when every fix tried was refuted: the findings then explain nothing), 'always', 'never'.
   reference: run directories (a glob) of a healthy reference, for the share of the loss a fix recovers.
   levers: when exploring, only these menu arms (names as menu_arms gives them, e.g. ['wider', 'cosine']), to
     bound the cost; None = the whole menu.
@@ -203,20 +206,14 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
                      f"nothing to compare a fix with.")
   findings = [dict(f) for f in diagnosis["findings"]]
   fixes = fix_arms(run, findings, max_fixes)
-  menu = []
+  if levers is not None:
+    unknown = sorted(set(levers) - set(LEVERS))
+    if unknown:
+      raise ValueError(f"--levers: {', '.join(unknown)} is not a lever of the menu; choose from "
+                       f"{', '.join(LEVERS)}.")
+  lever_names, menu = levers, []
   if explore == "always" or (explore == "auto" and (not fixes or diagnosis["verdict"] == "healthy")):
-    taken = {a.name for a, _, _ in fixes}
-    fix_fields = [dict(a.overrides) for a, _, _ in fixes]
-    menu = [(a, cause) for a, cause in menu_arms(run) if a.name not in taken and dict(a.overrides) not in fix_fields]
-    if levers is not None:
-      unknown = sorted(set(levers) - set(LEVERS))
-      if unknown:
-        raise ValueError(f"--levers: {', '.join(unknown)} is not a lever of the menu; choose from "
-                         f"{', '.join(LEVERS)}.")
-      absent = sorted(set(levers) - {a.name for a, _ in menu})
-      if absent:  # e.g. no LR range test in the run, weight decay already on: nothing to change
-        log(f"Levers that do not apply to this run (or are a fix already): {', '.join(absent)}.")
-      menu = [(a, cause) for a, cause in menu if a.name in set(levers)]
+    menu = _menu(run, fixes, lever_names, log)
   out = os.path.join(workdir, VERIFY_DIR)
   first_seed = int(run.get("seed", 0))
   seed_list = [first_seed + i for i in range(seeds)]
@@ -240,6 +237,24 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
       finding["fix"]["applied"] = True
       finding["fix"]["summary"] = "Already applied in this config. " + finding["fix"]["summary"]
   confirmed = _read_levers(menu, arms, base, reference, levers, findings)
+  refuted = [f for _, f, applied in fixes if not applied and verification_result(f.get("verified")) == "refuted"]
+  if explore == "auto" and not menu and fixes and error is None and len(refuted) == len(fixes):
+    # Every fix was refuted: the single-run findings explain nothing the experiment could win back, which is
+    # the case the menu is for (e.g. a bundle of regularisers that costs more than the overfitting it cures).
+    menu = _menu(run, fixes, lever_names, log)
+    spent = len(arm_list) * seeds
+    budget_left = budget_minutes - (time.monotonic() - start) / 60 if budget_minutes else 0.0
+    if menu and ((max_runs and spent + len(menu) * seeds > max_runs) or (budget_minutes and budget_left <= 0)):
+      log(f"The lever menu ({', '.join(a.name for a, _ in menu)}) skipped: --max_runs/--budget_minutes spent.")
+      menu = []
+    if menu:
+      log(f"Every fix was refuted; trying the lever menu: {', '.join(a.name for a, _ in menu)} over {seeds} seeds.")
+      arm_list = arm_list + [a for a, _ in menu]
+      table, error = _stage(ablate.Sweep(run.config, arm_list, seed_list, BASELINE_ARM), out, parallel,
+                            max_runs and max_runs - spent, budget_left, log)
+      arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
+      base = arms.get(BASELINE_ARM)
+      confirmed = _read_levers(menu, arms, base, reference, levers, findings)
   stage2 = follow_up_arms(confirmed) if follow_up and error is None else []
   if stage2:
     spent = len(arm_list) * seeds
@@ -254,6 +269,19 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
       _read_levers([(a, cause) for a, cause, _ in stage2], arms, arms.get(BASELINE_ARM), reference, levers, findings,
                    notes={a.name: note for a, _, note in stage2})
   return _rank(diagnosis, findings, levers, error, (table or {}).get("incomplete", []))
+
+
+def _menu(run: Run, fixes, levers: Sequence[str] | None, log) -> list[tuple[ablate.Arm, str]]:
+  """The lever menu for this run, less the arms a fix already trains, bounded to `levers` (names)."""
+  taken = {a.name for a, _, _ in fixes}
+  fix_fields = [dict(a.overrides) for a, _, _ in fixes]
+  menu = [(a, cause) for a, cause in menu_arms(run) if a.name not in taken and dict(a.overrides) not in fix_fields]
+  if levers is not None:
+    absent = sorted(set(levers) - {a.name for a, _ in menu})
+    if absent:  # e.g. no LR range test in the run, weight decay already on: nothing to change
+      log(f"Levers that do not apply to this run (or are a fix already): {', '.join(absent)}.")
+    menu = [(a, cause) for a, cause in menu if a.name in set(levers)]
+  return menu
 
 
 def _stage(sweep: ablate.Sweep, out: str, parallel: int, max_runs: int, budget_minutes: float, log):
