@@ -106,6 +106,22 @@ def test_lr_too_high_from_the_update_ratio(tmp_path, ratio, fires):
     assert result["findings"][0]["fix"]["overrides"] == {"config.optim.learning_rate": 1e-4}
 
 
+@pytest.mark.parametrize("steps_per_epoch,severity", [(62, "medium"), (140, "medium"), (150, "high")])
+def test_a_high_update_ratio_over_fewer_steps_than_its_window_is_only_medium(tmp_path, steps_per_epoch, severity):
+  """A quick run (1 epoch of 2,000 examples: 62 steps) averages only its first, largest updates: the ratio
+  then says little (healthy runs read 7.3e-3 there), and the finding is medium; 10 epochs of 150 steps fill
+  the 1,500-step window and the same ratio is high evidence again."""
+  rows = _rows(update_ratio=8e-3, train_loss=(0.9, 0.6), train_acc=(0.7, 0.78), val_acc=(0.7, 0.79))
+  for row in rows:
+    row["step"] = steps_per_epoch * row["epoch"]
+    row["update_ratio"] = 8e-3
+  finding = next(f for f in _run(tmp_path, rows)["findings"] if f["cause"] == "lr_too_high")
+  assert finding["severity"] == severity
+  assert finding["evidence"]["ratio_window_steps"] == min(10 * steps_per_epoch, -(-1500 // steps_per_epoch) * steps_per_epoch)
+  if severity == "medium":
+    assert f"over only {10 * steps_per_epoch} steps, fewer than the 1500" in finding["explanation"]
+
+
 @pytest.mark.parametrize("ratio,fires", [(1e-4, True), (4e-4, False)])
 def test_lr_too_low_from_the_update_ratio(tmp_path, ratio, fires):
   result = _run(tmp_path, _rows(update_ratio=ratio, train_loss=(1.6, 0.7), train_acc=(0.5, 0.75),

@@ -46,21 +46,22 @@ class Run:
     self.train_loss_fall = (before - self.last["train_loss"]) / max(before, 1e-12)
     best_early = max((r["val_accuracy"] for r in self.early), default=rows[0]["val_accuracy"])
     self.late_gain = max(r["val_accuracy"] for r in self.late) - best_early
-    self.early_update_ratio = self._early_update_ratio()
+    self.early_update_ratio, self.ratio_steps = self._early_update_ratio()
 
   def _early_update_ratio(self):
-    """Mean update/parameter ratio over the first RATIO_WINDOW_STEPS steps (whole epochs), so that runs
-    with short and long epochs are compared over the same stretch of training (the ratio is largest in
-    the first steps); None when the run did not log it."""
+    """(mean update/parameter ratio over the first RATIO_WINDOW_STEPS steps (whole epochs), the steps it
+    covers), so that runs with short and long epochs are compared over the same stretch of training (the
+    ratio is largest in the first steps: a run shorter than the window reads high); (None, 0) when the run
+    did not log it."""
     steps_per_epoch = self.rows[0]["step"] / max(self.rows[0]["epoch"], 1)
     ratios = []
     for row in self.rows:
       if row.get("update_ratio") is None:
-        return None
+        return None, 0
       ratios.append(row["update_ratio"])
       if len(ratios) * steps_per_epoch >= RATIO_WINDOW_STEPS:
         break
-    return float(np.mean(ratios))
+    return float(np.mean(ratios)), int(round(len(ratios) * steps_per_epoch))
 
   @functools.cached_property
   def label_issues(self) -> dict | None:

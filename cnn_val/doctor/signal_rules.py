@@ -19,7 +19,7 @@ from cnn_val.doctor.data_rules import missing_share
 from cnn_val.doctor.finding import confidence as _confidence
 from cnn_val.doctor.finding import finding as _finding
 from cnn_val.doctor.label_check import LABEL_ISSUES_FILE
-from cnn_val.doctor.run_view import Run
+from cnn_val.doctor.run_view import RATIO_WINDOW_STEPS, Run
 
 # Optimisation. The update/parameter ratio is ||step|| / ||weights||, averaged over the first
 # run_view.RATIO_WINDOW_STEPS (1,500) steps in whole epochs. Measured on the seed models: Adam at 1e-3 gives
@@ -123,15 +123,23 @@ def rule_lr_too_high(run: Run):
   normalised = run.get("model.name") == "ResNet" or bool(run.get("model.batchnorm"))
   fitted = run.last["train_loss"] / math.log(max(run.num_classes, 2)) <= UNDERFIT_LOSS
   weak = high_ratio and normalised and fitted
+  # A run shorter than the window averages only its first steps, whose updates are the largest of any run
+  # (Adam's first steps move every weight by about the learning rate): a healthy 1-epoch run on 2,000
+  # examples (62 steps) read 7.3e-3. Medium at most there, unless the LR range test says so too.
+  short = high_ratio and run.ratio_steps < RATIO_WINDOW_STEPS and not high_vs_finder
   return _finding(
-      "lr_too_high", "high" if high_ratio and not weak else "medium", confidence,
+      "lr_too_high", "high" if high_ratio and not weak and not short else "medium", confidence,
       {"update_to_param_ratio_early": ratio, "threshold": UPDATE_RATIO_HIGH, "learning_rate": lr,
-       "lr_find_suggestion": finder, "train_loss_final": run.last["train_loss"]},
+       "lr_find_suggestion": finder, "train_loss_final": run.last["train_loss"],
+       "ratio_window_steps": run.ratio_steps},
       (f"Early in training each step changed the weights by {ratio:.2g} of their norm on average (healthy "
        f"training here: about 3e-3; above {UPDATE_RATIO_HIGH:g} the optimiser overshoots)" if high_ratio else
        f"The learning rate {lr:g} is more than 10x the LR range test's suggestion {finder:.2g}")
       + (f"; with BatchNorm that ratio is weak evidence, and the training loss fell to "
          f"{run.last['train_loss']:.3f}: a lower rate may still help (--verify tests it)." if weak else
+         f"; but over only {run.ratio_steps} steps, fewer than the {RATIO_WINDOW_STEPS} the threshold was "
+         f"measured on, where the first steps' large updates weigh more: weak evidence (--verify tests "
+         f"it)." if short else
          f", so training settles at a loss of {run.last['train_loss']:.3f} it cannot go below."),
       f"Lower the learning rate to {new_lr:g} ({how}).", {"config.optim.learning_rate": new_lr})
 
