@@ -21,6 +21,8 @@ the fault scenarios, README "Diagnosis"):
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import time
 
 import numpy as np
@@ -176,6 +178,44 @@ def _duplicates(train_images, train_labels, other_images, other_labels) -> dict:
     out[f"{kind}_fraction"] = len(pairs) / max(len(other_images), 1)
     out[f"{kind}_examples"] = [{"train_index": int(i), "index": int(j)} for i, j in pairs[:MAX_DUPLICATE_EXAMPLES]]
   return out
+
+
+CACHE_ENV = "CNN_VAL_AUDIT_CACHE"  # a folder; set by the ablation engine for the runs of one sweep
+
+
+def cached_audit(splits: dict[str, dict], num_classes: int, class_names=(), cache_dir: str | None = None) -> dict:
+  """`audit`, reused from `cache_dir` (default: $CNN_VAL_AUDIT_CACHE; none: no cache) when the same data was
+  audited before by the same code: the key hashes every array's bytes, the classes and this module's source,
+  so a run whose data differ in a single pixel or label (another scenario, a removed example), or an edited
+  audit, computes its own. The runs of a sweep share it (a 3-seed verification audits its data once)."""
+  cache_dir = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV, "")
+  if not cache_dir:
+    return audit(splits, num_classes, class_names)
+  digest = hashlib.blake2b(digest_size=16)
+  with open(__file__, "rb") as f:
+    digest.update(f.read())
+  digest.update(json.dumps([num_classes, list(class_names)]).encode())
+  for name in sorted(splits):
+    for key in ("image", "label"):
+      array = np.ascontiguousarray(splits[name][key])
+      digest.update(f"{name}/{key}/{array.dtype}/{array.shape}".encode())
+      digest.update(array.data)
+  path = os.path.join(cache_dir, f"audit-{digest.hexdigest()}.json")
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):  # absent, or torn by a kill: computed again
+    pass
+  report = audit(splits, num_classes, class_names)
+  try:
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+      json.dump(report, f)
+    os.replace(tmp, path)  # concurrent workers may both write it: the same content, renamed atomically
+  except OSError:
+    pass  # a cache that cannot be written only costs time
+  return report
 
 
 def audit(splits: dict[str, dict], num_classes: int, class_names=()) -> dict:

@@ -165,7 +165,7 @@ def _train(config, workdir: str, devices, cpu_devices, stop: train_loop.StopOnSi
   augment.check_channels(augment.from_config(config.augment), splits.image_shape[-1])
   if jax.process_index() == 0 and rundir.read_json(workdir, rundir.AUDIT_FILE) is None:  # once per run
     with clock("audit"):
-      report = audit.audit(arrays, num_classes, splits.class_names)
+      report = audit.cached_audit(arrays, num_classes, splits.class_names)  # shared by a sweep's runs
     rundir.write_json(workdir, rundir.AUDIT_FILE, report)
     logging.info("Dataset audit written to %s/%s (%.1f s).", workdir, rundir.AUDIT_FILE, report["seconds"])
   counts = balance.class_counts(train_arrays["label"], num_classes)

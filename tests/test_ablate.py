@@ -209,6 +209,10 @@ def test_a_worker_trains_what_train_and_evaluate_trains(tiny_config, tmp_path):
   table = ablate.run_sweep(sweep, out, log=lambda _: None)
   assert table["arms"][0]["finished"] == 1
   assert rundir.read_metrics(direct) == rundir.read_metrics(ablate.run_dir(out, "base", tiny_config.seed))
+  # The sweep's runs share their audit through a cache keyed by the data: the same audit as a run alone.
+  assert len(os.listdir(os.path.join(out, ablate.CACHE_DIR + "_audit"))) == 1
+  read = lambda d: {k: v for k, v in rundir.read_json(d, rundir.AUDIT_FILE).items() if k != "seconds"}
+  assert read(ablate.run_dir(out, "base", tiny_config.seed)) == read(direct)
 
 
 def test_budget_and_max_runs_refuse_with_the_estimate(tiny_config, tmp_path):

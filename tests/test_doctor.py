@@ -91,6 +91,23 @@ def test_a_colour_shortcut_on_the_coloured_variant_shows_in_a_channel_of_one_cla
   assert worst["class"] == 7 and worst["statistic"].startswith("chroma_") and abs(worst["smd"]) > 2.0, worst
 
 
+def test_the_audit_cache_reuses_the_same_data_and_recomputes_on_one_changed_label(tmp_path, monkeypatch):
+  rng = np.random.default_rng(0)
+  splits = {name: {"image": rng.integers(0, 255, (n, 8, 8, 1), dtype=np.uint8),
+                   "label": rng.integers(0, 10, n).astype(np.int32)} for name, n in (("train", 300), ("validation", 60))}
+  first = audit.cached_audit(splits, 10, cache_dir=str(tmp_path))
+  assert len(os.listdir(tmp_path)) == 1
+  calls = []
+  monkeypatch.setattr(audit, "audit", lambda *a, **k: calls.append(1) or {"recomputed": True})
+  assert audit.cached_audit(splits, 10, cache_dir=str(tmp_path)) == json.loads(json.dumps(first)) and not calls
+  changed = {**splits, "train": {**splits["train"], "label": splits["train"]["label"].copy()}}
+  changed["train"]["label"][0] = (changed["train"]["label"][0] + 1) % 10
+  assert audit.cached_audit(changed, 10, cache_dir=str(tmp_path)) == {"recomputed": True}
+  assert audit.cached_audit(splits, 10, cache_dir="") == {"recomputed": True}  # no cache: always computed
+  monkeypatch.setenv(audit.CACHE_ENV, str(tmp_path))
+  assert audit.cached_audit(splits, 10) == json.loads(json.dumps(first))
+
+
 def _scenario_config(**fields):
   scenario = default.get_config().data.scenario
   scenario.update(fields)

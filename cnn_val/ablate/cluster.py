@@ -22,6 +22,8 @@ import sys
 import time
 from typing import Callable
 
+from cnn_val import audit
+
 EXECUTORS = ("local", "slurm", "submitit_local")
 SUBMITIT_DIR = "submitit"
 
@@ -45,6 +47,7 @@ class RunTask:
   def __call__(self, workdir: str) -> tuple[int, float]:
     env = dict(os.environ)
     env.setdefault("JAX_COMPILATION_CACHE_DIR", self.cache_dir)  # the sweep's shared compilation cache
+    env.setdefault(audit.CACHE_ENV, self.cache_dir + "_audit")  # and audit of the same data
     start = time.monotonic()
     with open(os.path.join(workdir, "train.log"), "a") as log:
       rc = subprocess.run([sys.executable, "-m", "cnn_val.ablate_worker", workdir], env=env, stdout=log,

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from cnn_val import ablate_worker, rundir
+from cnn_val import ablate_worker, audit, rundir
 from cnn_val.ablate.cluster import EXECUTORS, SlurmOptions, execute as execute_on_cluster
 from cnn_val.ablate.results import write_results
 from cnn_val.ablate.sweep import (CACHE_DIR, LOCK_FILE, RESULTS_MD, RUN_RESULT_FILE, RUN_SPEC_FILE, SWEEP_FILE,
@@ -70,6 +70,8 @@ class _Worker:
     # Runs of a sweep compile the same programs (seeds change data, not shapes): share XLA's compilations
     # through JAX's persistent cache (measured: a tiny run 23 s -> 13 s); a cache the user set is kept.
     env.setdefault("JAX_COMPILATION_CACHE_DIR", cache_dir)
+    # ... and the audit of the same data (audit.cached_audit: keyed by the data's bytes).
+    env.setdefault(audit.CACHE_ENV, cache_dir + "_audit")
     if gpus is not None:
       env["CUDA_VISIBLE_DEVICES"] = gpus
     # The worker pins itself to its cores and arranges to die with this process (ablate_worker.py): done
