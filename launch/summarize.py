@@ -26,6 +26,11 @@ def _fmt(values):
   return f"{mean:.2f}%" if len(values) == 1 else f"{mean:.2f} ± {100 * np.std(values, ddof=1):.2f}%"
 
 
+def _names(out):
+  """The run groups of `out`: its folders (logs and other files beside them are skipped)."""
+  return [n for n in sorted(os.listdir(out)) if os.path.isdir(os.path.join(out, n))]
+
+
 def _seed_dirs(out, name):
   return [os.path.join(out, name, d) for d in sorted(os.listdir(os.path.join(out, name))) if d.startswith("seed_")]
 
@@ -33,7 +38,7 @@ def _seed_dirs(out, name):
 def accuracy_table(out: str) -> str:
   lines = ["| run | seeds | val accuracy (last) | val balanced accuracy | best val accuracy | test accuracy |",
            "| --- | --- | --- | --- | --- | --- |"]
-  for name in sorted(os.listdir(out)):
+  for name in _names(out):
     runs = [rundir.read_metrics(d) for d in _seed_dirs(out, name)]
     runs = [r for r in runs if r and "test_accuracy" in r[-1]]  # finished runs only
     if not runs:
@@ -48,7 +53,7 @@ def accuracy_table(out: str) -> str:
 def doctor_table(out: str) -> str:
   lines = ["| run | seeds | top finding (seeds) | its confidence | verdicts | val accuracy (last) |",
            "| --- | --- | --- | --- | --- | --- |"]
-  for name in sorted(os.listdir(out)):
+  for name in _names(out):
     results = [(rundir.read_json(d, doctor.DIAGNOSIS_FILE), rundir.read_metrics(d)) for d in _seed_dirs(out, name)]
     results = [(r, m) for r, m in results if r is not None]
     if not results:
@@ -72,7 +77,7 @@ def verify_table(out: str) -> str:
   loss recovered, the paired 95% CI of the gain, and the doctor's verdict."""
   lines = ["| fault | top finding | fix | healthy | fault | fault + fix | recovered | gain, 95% CI (points) | "
            "result | verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-  for name in sorted(os.listdir(out)):
+  for name in _names(out):
     diagnosis = rundir.read_json(os.path.join(out, name), doctor.DIAGNOSIS_FILE) if os.path.isdir(
         os.path.join(out, name)) else None
     if not diagnosis or "verification" not in diagnosis:
