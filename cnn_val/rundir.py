@@ -115,6 +115,7 @@ def config_changes(old: dict, new: dict) -> dict:
   old_flat, new_flat = flatten(old), flatten(new)
   for field, neutral in FIELDS_ADDED_LATER.items():  # a run from before a field existed ran without it
     old_flat.setdefault(field, neutral)
+    new_flat.setdefault(field, neutral)  # both may predate it (a sweep of an old run, checked again)
   return {k: (old_flat.get(k), new_flat.get(k)) for k in sorted(old_flat.keys() | new_flat.keys())
           if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES}
 

@@ -179,6 +179,11 @@ def test_every_field_added_since_a_dated_snapshot_has_its_neutral_value():
   for field, neutral in rundir.FIELDS_ADDED_LATER.items():
     if field not in earlier:  # the default must compute what runs without the field computed
       assert current[field] == neutral or (current[field] is None and neutral is None), field
+  # Two configs that both predate a field (a sweep of an old run, checked again by a second stage) agree.
+  old = rundir.config_to_dict(default.get_config())
+  del old["data"]["scenario"]["colorize"], old["ema_decay"]
+  assert rundir.config_changes(old, old) == {}
+  assert rundir.config_changes(old, rundir.config_to_dict(default.get_config())) == {}
 
 
 def test_batch_that_does_not_split_over_devices_is_refused(tiny_config, tmp_path):
