@@ -238,36 +238,41 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
       finding["fix"]["summary"] = "Already applied in this config. " + finding["fix"]["summary"]
   confirmed = _read_levers(menu, arms, base, reference, levers, findings)
   refuted = [f for _, f, applied in fixes if not applied and verification_result(f.get("verified")) == "refuted"]
+
+  def extend(new_arms: list, skipped: str, starting: str):
+    """Trains `new_arms` beside the sweep's arms, within what --max_runs and --budget_minutes leave: the new
+    aggregate table and error, or None (logged) when nothing is left for them."""
+    nonlocal arm_list
+    spent = len(arm_list) * seeds
+    budget_left = budget_minutes - (time.monotonic() - start) / 60 if budget_minutes else 0.0
+    if (max_runs and spent + len(new_arms) * seeds > max_runs) or (budget_minutes and budget_left <= 0):
+      log(f"{skipped} skipped: --max_runs/--budget_minutes spent.")
+      return None
+    log(starting)
+    arm_list = arm_list + new_arms
+    return _stage(ablate.Sweep(run.config, arm_list, seed_list, BASELINE_ARM), out, parallel,
+                  max_runs and max_runs - spent, budget_left, log)
+
   if explore == "auto" and not menu and fixes and error is None and len(refuted) == len(fixes):
     # Every fix was refuted: the single-run findings explain nothing the experiment could win back, which is
     # the case the menu is for (e.g. a bundle of regularisers that costs more than the overfitting it cures).
     menu = _menu(run, fixes, lever_names, log)
-    spent = len(arm_list) * seeds
-    budget_left = budget_minutes - (time.monotonic() - start) / 60 if budget_minutes else 0.0
-    if menu and ((max_runs and spent + len(menu) * seeds > max_runs) or (budget_minutes and budget_left <= 0)):
-      log(f"The lever menu ({', '.join(a.name for a, _ in menu)}) skipped: --max_runs/--budget_minutes spent.")
-      menu = []
-    if menu:
-      log(f"Every fix was refuted; trying the lever menu: {', '.join(a.name for a, _ in menu)} over {seeds} seeds.")
-      arm_list = arm_list + [a for a, _ in menu]
-      table, error = _stage(ablate.Sweep(run.config, arm_list, seed_list, BASELINE_ARM), out, parallel,
-                            max_runs and max_runs - spent, budget_left, log)
+    names = ", ".join(a.name for a, _ in menu)
+    staged = menu and extend([a for a, _ in menu], f"The lever menu ({names})",
+                             f"Every fix was refuted; trying the lever menu: {names} over {seeds} seeds.")
+    if staged:
+      table, error = staged
       arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
-      base = arms.get(BASELINE_ARM)
-      confirmed = _read_levers(menu, arms, base, reference, levers, findings)
+      confirmed = _read_levers(menu, arms, arms.get(BASELINE_ARM), reference, levers, findings)
   stage2 = follow_up_arms(confirmed) if follow_up and error is None else []
-  if stage2:
-    spent = len(arm_list) * seeds
-    budget_left = budget_minutes - (time.monotonic() - start) / 60 if budget_minutes else 0.0
-    if (max_runs and spent + len(stage2) * seeds > max_runs) or (budget_minutes and budget_left <= 0):
-      log(f"Follow-up ({', '.join(a.name for a, _, _ in stage2)}) skipped: --max_runs/--budget_minutes spent.")
-    else:
-      log(f"Follow-up: {', '.join(f'{a.name} ({note})' for a, _, note in stage2)} over {seeds} seeds.")
-      table, error = _stage(ablate.Sweep(run.config, arm_list + [a for a, _, _ in stage2], seed_list, BASELINE_ARM),
-                            out, parallel, max_runs and max_runs - spent, budget_left, log)
-      arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
-      _read_levers([(a, cause) for a, cause, _ in stage2], arms, arms.get(BASELINE_ARM), reference, levers, findings,
-                   notes={a.name: note for a, _, note in stage2})
+  staged = stage2 and extend(
+      [a for a, _, _ in stage2], f"Follow-up ({', '.join(a.name for a, _, _ in stage2)})",
+      f"Follow-up: {', '.join(f'{a.name} ({note})' for a, _, note in stage2)} over {seeds} seeds.")
+  if staged:
+    table, error = staged
+    arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
+    _read_levers([(a, cause) for a, cause, _ in stage2], arms, arms.get(BASELINE_ARM), reference, levers, findings,
+                 notes={a.name: note for a, _, note in stage2})
   return _rank(diagnosis, findings, levers, error, (table or {}).get("incomplete", []))
 
 
