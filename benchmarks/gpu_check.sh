@@ -2,7 +2,7 @@
 # GPU check on a machine with an accelerator and JAX (CUDA) but perhaps without TensorFlow or this project's
 # pure-Python dependencies: wheels carried in .whl/ (ml-collections, dm-pix, cleanlab, termcolor) are installed
 # to /tmp/site first. Training reads Fashion-MNIST from an .npz (config.data.name='npz'; no TensorFlow needed):
-# NPZ=path (default .gpu_data/fm.npz, written here from TFDS by `python -m cnn_val.data.npz` where TensorFlow is).
+# NPZ=path (default .gpu_data/fm.npz, written here from TFDS by `python -m cnn_val.data.export_npz` where TensorFlow is).
 #
 #   bash benchmarks/gpu_check.sh [default] [population] [bn] [fused] [steps]     (default: all, in that order)
 #

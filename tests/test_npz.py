@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cnn_val import train
-from cnn_val.data import loading, npz, sources
+from cnn_val.data import export_npz, loading, npz, sources
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def exported(tiny_data_dir, tmp_path_factory):
   path = str(tmp_path_factory.mktemp("npz") / "fm.npz")
-  counts = npz.export_tfds("fashion_mnist", path, data_dir=tiny_data_dir)
+  counts = export_npz.export_tfds("fashion_mnist", path, data_dir=tiny_data_dir)
   assert counts == {"train": 1200, "test": 200}
   return path
 

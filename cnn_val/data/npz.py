@@ -11,9 +11,10 @@ split is held out of the end of train by `config.data.validation_fraction`, as f
 training: a missing file or array, a length or shape mismatch, images that are not uint8.
 
 Any TFDS dataset becomes such a file, its splits in TFDS's order, so that training on the file is training on
-the dataset (the same examples, batches and metrics):
+the dataset (the same examples, batches and metrics; `cnn_val/data/export_npz.py`, beside this reader, which
+imports no TFDS):
 
-    python -m cnn_val.data.npz --from_tfds=fashion_mnist --out=/tmp/fashion_mnist.npz [--data_dir=DIR]
+    python -m cnn_val.data.export_npz --from_tfds=fashion_mnist --out=/tmp/fashion_mnist.npz [--data_dir=DIR]
 
 This is how cnn_val runs where TensorFlow cannot be installed (an accelerator machine with JAX alone).
 """
@@ -40,7 +41,7 @@ def _open(path: str):
     raise NpzDataError(f"{FIELD} is empty: with config.data.name='npz' it names the .npz file (train_image, "
                        f"train_label, optionally test_image, test_label, class_names).")
   if not os.path.isfile(path):
-    raise NpzDataError(f"{FIELD}={path!r}: no such file. Write one with `python -m cnn_val.data.npz "
+    raise NpzDataError(f"{FIELD}={path!r}: no such file. Write one with `python -m cnn_val.data.export_npz "
                        f"--from_tfds=NAME --out={path}` or np.savez(path, train_image=..., train_label=...).")
   try:
     return np.load(path, allow_pickle=False)
@@ -128,46 +129,3 @@ def load_splits(data_config) -> Splits:
                 num_train=count("train"), num_validation=count("validation"), num_test=count("test"),
                 num_classes=len(class_names), image_shape=tuple(int(s) for s in shapes.pop()),
                 class_names=class_names)
-
-
-def export_tfds(name: str, out: str, data_dir: str = "", train_split: str = "train",
-                test_split: str = "test") -> dict:
-  """Writes a TFDS dataset's train and test splits (in TFDS's order) and class names to `out` (.npz).
-  Returns {'train': N, 'test': M}."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
-  from cnn_val.data import pipeline, sources  # pylint: disable=import-outside-toplevel  (TensorFlow)
-  builder = sources.get_builder(ml_collections.ConfigDict({"name": name, "data_dir": data_dir, "download": True}))
-  num_classes = builder.info.features["label"].num_classes
-  arrays = {}
-  for split in (s for s in (train_split, test_split) if s):
-    ds, _ = sources._supervised(builder, split, 0)  # pylint: disable=protected-access
-    arrays[split] = pipeline.to_arrays(ds, num_classes, split)
-  target = os.path.abspath(out)
-  os.makedirs(os.path.dirname(target), exist_ok=True)
-  tmp = target + ".tmp.npz"
-  np.savez(tmp, train_image=arrays[train_split]["image"], train_label=arrays[train_split]["label"],
-           class_names=np.asarray(builder.info.features["label"].names),
-           **({"test_image": arrays[test_split]["image"], "test_label": arrays[test_split]["label"]}
-              if test_split else {}))
-  os.replace(tmp, target)
-  return {split: len(a["label"]) for split, a in arrays.items()}
-
-
-def main(argv):
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  del argv
-  f = flags.FLAGS
-  counts = export_tfds(f.from_tfds, f.out, f.data_dir, f.train_split, f.test_split)
-  print(f"{f.out}: {', '.join(f'{k} {v:,}' for k, v in counts.items())} examples of {f.from_tfds!r}; train on it "
-        f"with --config.data.name=npz --config.data.root={f.out}")
-
-
-if __name__ == "__main__":
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from cnn_val import cli  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string("from_tfds", "fashion_mnist", "The TFDS dataset to write.")
-  flags.DEFINE_string("out", None, "The .npz file to write.", required=True)
-  flags.DEFINE_string("data_dir", "", "TFDS data_dir ('' = TFDS's default).")
-  flags.DEFINE_string("train_split", "train", "The TFDS split written as train_image/train_label.")
-  flags.DEFINE_string("test_split", "test", "The TFDS split written as test_image/test_label ('' = none).")
-  cli.run(main)
