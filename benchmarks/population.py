@@ -43,9 +43,7 @@ FLAGS = flags.FLAGS
 
 def _bound_step(config):
   """`train_step` bound as `train_and_evaluate` binds it, for plain `jit` (no pmap axis)."""
-  config = config.copy_and_resolve_references()
-  if config.model.conv_impl == "auto" and jax.devices()[0].platform == "cpu":
-    config.model.conv_impl = "matmul"  # as steps.pmapped_train_chunk does inside a chunk on CPU
+  config = steps.chunk_config(config, jax.devices()[0].platform)  # as steps.pmapped_train_chunk does
   tx = optim.create_optimizer(config.optim, 100, 1)
   model = models.create_model(config.model, 10, axis_name=None, dtype=config.dtype)
   step = functools.partial(steps.train_step, model=model, tx=tx, axis_name=None,

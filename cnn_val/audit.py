@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from cnn_val import rundir
+
 DRIFT_KS = 0.1
 LEAKAGE_FRACTION = 0.01
 STATS = ("brightness", "contrast")
@@ -207,12 +209,8 @@ def cached_audit(splits: dict[str, dict], num_classes: int, class_names=(), cach
   except (OSError, ValueError):  # absent, or torn by a kill: computed again
     pass
   report = audit(splits, num_classes, class_names)
-  try:
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-      json.dump(report, f)
-    os.replace(tmp, path)  # concurrent workers may both write it: the same content, renamed atomically
+  try:  # concurrent workers may both write it: the same content, renamed atomically
+    rundir.atomic_write(path, json.dumps(report))
   except OSError:
     pass  # a cache that cannot be written only costs time
   return report

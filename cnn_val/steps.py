@@ -280,16 +280,22 @@ def pmapped_predict(config, num_classes: int, devices):
       batch_argnums=(1,), num_args=2)
 
 
+def chunk_config(config, platform: str):
+  """`config` as a fused chunk runs it on `platform`. On CPU XLA's own convolution runs 15-27x slower inside a
+  loop body than as a step of its own (ConvNet-BN, batch 32-128; benchmarks/fused_steps.py), while the matmul
+  convolution runs faster there: inside a chunk, every convolution is a matmul (the same to float round-off;
+  bit-identical to the per-step loop where its per-layer choice was matmul already, as for the seed models)."""
+  if config.model.conv_impl != "auto" or platform != "cpu":
+    return config
+  config = config.copy_and_resolve_references()
+  config.model.conv_impl = "matmul"
+  return config
+
+
 def pmapped_train_chunk(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None):
   """`train_chunk` with `config`'s train step, pmapped: `(state, images, labels, indices, key)` with the split
   replicated on `devices` (`parallel.replicate`) and `indices` shaped `[devices, steps, per_device]`."""
-  if config.model.conv_impl == "auto" and devices[0].platform == "cpu":
-    # XLA's CPU convolution runs 15-27x slower inside a loop body than as a step of its own (ConvNet-BN,
-    # batch 32-128; benchmarks/fused_steps.py), while the matmul convolution runs faster there: inside a chunk,
-    # every convolution is a matmul (the same to float round-off; bit-identical to the per-step loop where its
-    # per-layer choice was matmul already, as for the seed models).
-    config = config.copy_and_resolve_references()
-    config.model.conv_impl = "matmul"
-  train, _, _, _ = _bound_steps(config, num_classes, tx, devices, class_weights)
+  train, _, _, _ = _bound_steps(chunk_config(config, devices[0].platform), num_classes, tx, devices,
+                                class_weights)
   return parallel.pmap_step(functools.partial(train_chunk, step_fn=train), devices, batch_argnums=(3,),
                             num_args=5)
