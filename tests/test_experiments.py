@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from cnn_val import ablate, doctor, rundir, train
-from cnn_val.doctor import experiments, rules
+from cnn_val.doctor import experiments, report, rules, signal_rules
+from cnn_val.doctor.finding import verification_result
 from cnn_val.configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,6 +116,74 @@ def test_when_every_fix_is_refuted_the_menu_is_tried_and_a_confirmed_lever_names
   assert result["verdict"] == "healthy"
 
 
+def _options_finding(cause, options):
+  finding = _finding(cause, options[0][1])
+  finding["fix"]["options"] = [{"name": name, "overrides": o} for name, o in options]
+  return finding
+
+
+def test_a_fix_with_options_trains_each_and_keeps_the_one_the_experiment_favours(tmp_path):
+  workdir = str(tmp_path)
+  config = _config()
+  _write_run(workdir, config, 0.80)
+  options = [("dropout", {"config.model.dropout_rate": 0.7}), ("weight_decay", {"config.optim.weight_decay": 1e-2}),
+             ("augment", {"config.augment.preset": "characters"})]
+  diagnosis = {"verdict": "problems_found", "findings": [_options_finding("overfitting", options)]}
+  arms = experiments.fix_arms(experiments.Run(workdir), diagnosis["findings"], 1)
+  assert [(a.name, option) for a, _, _, option in arms] == [
+      ("overfitting_dropout", "dropout"), ("overfitting_weight_decay", "weight_decay"),
+      ("overfitting_augment", "augment")]
+  base = [0.80, 0.81, 0.79]
+  _fake_sweep(workdir, config, {"baseline": ({}, base),
+                                "overfitting_dropout": ({"model.dropout_rate": 0.7}, [0.801, 0.812, 0.789]),
+                                "overfitting_weight_decay": ({"optim.weight_decay": 1e-2}, [0.81, 0.82, 0.80]),
+                                "overfitting_augment": ({"augment.preset": "characters"}, [0.78, 0.79, 0.77])})
+  result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", log=lambda _: None)
+  finding = result["findings"][0]
+  v = finding["verified"]
+  # The one confirmed option is kept even though the bundle's first option was dropout; the fix now says so.
+  assert v["option"] == "weight_decay" and v["confirmed"] and v["delta"] == pytest.approx(0.01)
+  assert finding["fix"]["overrides"] == {"config.optim.weight_decay": 1e-2}
+  assert "`weight_decay` did best (+1.00 points)" in finding["fix"]["summary"]
+  results = {o["option"]: verification_result(o) for o in v["options"]}
+  assert results == {"dropout": "inconclusive", "weight_decay": "confirmed", "augment": "refuted"}
+  assert "options" not in v["options"][1]  # the records are copies, not the kept record itself
+  assert result["verdict"] == "problems_found"
+  with open(report.write_report(workdir, result)) as f:
+    text = f.read()
+  assert "| `overfitting`: option `weight_decay` (kept) | optim.weight_decay=0.01 |" in text
+  assert "| `overfitting`: option `augment` | augment.preset=characters |" in text
+  # Every option refuted: the finding is refuted (by its best option) and the menu gets its turn.
+  _fake_sweep(workdir, config, {"overfitting_weight_decay": ({"optim.weight_decay": 1e-2}, [0.79, 0.80, 0.785])})
+  _fake_sweep(workdir, config, {"overfitting_dropout": ({"model.dropout_rate": 0.7}, [0.79, 0.80, 0.78])})
+  lines = []
+  result = experiments.verify(workdir, diagnosis, seeds=3, levers=["cosine"], log=lines.append, max_runs=12)
+  assert verification_result(result["findings"][-1]["verified"]) == "refuted"
+  assert any("skipped: --max_runs/--budget_minutes spent" in line for line in lines)
+
+
+def test_an_applied_option_is_measured_by_its_removal_and_the_others_are_not_tried(tmp_path):
+  workdir = str(tmp_path)
+  config = _config(**{"imbalance.resampling": "oversample"})
+  _write_run(workdir, config, 0.80)
+  options = [("effective_number", {"config.imbalance.class_weighting": "effective_number"}),
+             ("oversample", {"config.imbalance.resampling": "oversample"})]
+  arms = experiments.fix_arms(experiments.Run(workdir), [_options_finding("class_imbalance", options)], 2)
+  assert [(a.name, dict(a.overrides), applied) for a, _, applied, _ in arms] == [
+      ("without_class_imbalance_oversample", {"imbalance.resampling": "none"}, True)]
+
+
+def test_the_overfitting_rule_offers_its_remedies_one_by_one(tmp_path):
+  _write_run(str(tmp_path / "a"), _config(**{"model.name": "SeedCNN"}), 0.9)
+  options = {name: o for name, o in signal_rules._overfit_options(experiments.Run(str(tmp_path / "a")))}
+  assert options == {"dropout": {"config.model.name": "SeedCNNDropout"},
+                     "weight_decay": {"config.optim.weight_decay": 1e-2, "config.optim.weight_decay_mode": "decoupled"},
+                     "augment": {"config.augment.preset": "characters"}}
+  _write_run(str(tmp_path / "b"), _config(**{"model.dropout_rate": 0.7, "optim.weight_decay": 1e-4,
+                                             "augment.preset": "characters"}), 0.9)
+  assert signal_rules._overfit_options(experiments.Run(str(tmp_path / "b"))) == []  # nothing left to add
+
+
 def test_leakage_is_judged_on_the_validation_test_gap_and_recovery_uses_the_reference(tmp_path):
   workdir = str(tmp_path / "run")
   config = _config()
@@ -145,7 +214,7 @@ def test_an_applied_fix_is_not_recommended_again_and_its_removal_is_measured(tmp
   diagnosis = {"verdict": "problems_found",
                "findings": [_finding("distribution_shift", {"config.augment.standardize": True})]}
   arms = experiments.fix_arms(experiments.Run(workdir), diagnosis["findings"], 2)
-  assert [(a.name, dict(a.overrides), applied) for a, _, applied in arms] == [
+  assert [(a.name, dict(a.overrides), applied) for a, _, applied, _ in arms] == [
       ("without_distribution_shift", {"augment.standardize": None}, True)]
   _fake_sweep(workdir, config, {"baseline": ({}, [0.91, 0.915, 0.905]),
                                 "without_distribution_shift": ({"augment.standardize": None}, [0.88, 0.875, 0.87])})

@@ -39,7 +39,7 @@ import time
 from typing import Callable, Sequence
 
 from cnn_val import ablate, rundir
-from cnn_val.doctor.finding import verification_result
+from cnn_val.doctor.finding import WEIGHT_DECAY, verification_result
 from cnn_val.doctor.rules import fix_first
 from cnn_val.doctor.run_view import Run
 
@@ -47,9 +47,7 @@ VERIFY_DIR = "verify"
 BASELINE_ARM = "baseline"
 HIGH_GAIN = 0.01  # a confirmed gain of this much validation accuracy (1 point) or more is a high finding
 NOISE_MULTIPLE = 2.0  # a gain counts against `healthy` when it exceeds this many baseline seed std devs
-# Weight decay for the lever menu: decoupled, multiplied by the learning rate like AdamW's; 1e-2 is
-# PyTorch's AdamW default (at Adam 1e-3 it shrinks the weights by ~1e-5 per step).
-MENU_WEIGHT_DECAY = 1e-2
+MENU_WEIGHT_DECAY = WEIGHT_DECAY  # the lever menu's, the overfitting fix's: finding.WEIGHT_DECAY
 MENU_BLOCK_DROPOUT = 0.2
 
 
@@ -68,27 +66,37 @@ def _defaults() -> dict:
   return rundir.config_to_dict(default.get_config())
 
 
-def fix_arms(run: Run, findings: list[dict], max_fixes: int) -> list[tuple[ablate.Arm, dict, bool]]:
-  """(arm, finding, applied) for the top findings that carry a fix. A fix whose every field already has its
-  value in the config is `applied`: its arm then removes it (fields back at the default config's values)."""
-  out, names = [], set()
+def fix_arms(run: Run, findings: list[dict], max_fixes: int) -> list[tuple[ablate.Arm, dict, bool, str | None]]:
+  """(arm, finding, applied, option) for the top `max_fixes` findings that carry a fix: one arm per fix, or
+  per option of a fix that has several (`fix.options`, named `<cause>_<option>`). A fix (or an option) whose
+  every field already has its value in the config is `applied`: its arm then removes it (fields back at the
+  default config's values), and the finding's other options are not tried: the config has its remedy."""
+  out, names, tried = [], set(), 0
   defaults = None
   for finding in findings:
-    overrides = {ablate.strip_prefix(k): v for k, v in (finding["fix"].get("overrides") or {}).items()}
-    if not overrides or len(out) >= max_fixes:
+    options = finding["fix"].get("options") or [{"name": None, "overrides": finding["fix"].get("overrides") or {}}]
+    options = [(o["name"], {ablate.strip_prefix(k): v for k, v in o["overrides"].items()}) for o in options]
+    options = [(name, o) for name, o in options if o]
+    if not options or tried >= max_fixes:
       continue
-    pending = {k: v for k, v in overrides.items() if not _same(run.get(k), v)}
-    applied = not pending
+    pending = [(name, o, {k: v for k, v in o.items() if not _same(run.get(k), v)}) for name, o in options]
+    applied = [(name, o) for name, o, left in pending if not left]
     if applied:
+      name, overrides = applied[0]
       defaults = defaults if defaults is not None else Run.from_config(_defaults())
-      pending = {k: defaults.get(k) for k in overrides if not _same(defaults.get(k), run.get(k))}
-      if not pending:
-        continue
-    name = ("without_" if applied else "") + finding["cause"]
-    while name in names:
-      name += "_"
-    names.add(name)
-    out.append((ablate.Arm(name, pending), finding, applied))
+      arms = [(name, {k: defaults.get(k) for k in overrides if not _same(defaults.get(k), run.get(k))}, True)]
+    else:
+      arms = [(name, left, False) for name, _, left in pending]
+    arms = [(option, o, is_applied) for option, o, is_applied in arms if o]
+    if not arms:
+      continue
+    tried += 1
+    for option, overrides, is_applied in arms:
+      name = ("without_" if is_applied else "") + finding["cause"] + (f"_{option}" if len(options) > 1 else "")
+      while name in names:
+        name += "_"
+      names.add(name)
+      out.append((ablate.Arm(name, overrides), finding, is_applied, option if len(options) > 1 else None))
   return out
 
 
@@ -217,9 +225,9 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   out = os.path.join(workdir, VERIFY_DIR)
   first_seed = int(run.get("seed", 0))
   seed_list = [first_seed + i for i in range(seeds)]
-  arm_list = [ablate.Arm(BASELINE_ARM)] + [a for a, _, _ in fixes] + [a for a, _ in menu]
+  arm_list = [ablate.Arm(BASELINE_ARM)] + [a for a, *_ in fixes] + [a for a, _ in menu]
   _reuse_run(workdir, out, first_seed)
-  log(f"Verifying {len(fixes)} fix(es)" + (f" and {len(menu)} lever(s)" if menu else "") +
+  log(f"Verifying {len(fixes)} fix arm(s)" + (f" and {len(menu)} lever(s)" if menu else "") +
       f" over {seeds} seeds in {out}.")
   start = time.monotonic()
   table, error = _stage(ablate.Sweep(run.config, arm_list, seed_list, BASELINE_ARM), out, parallel, max_runs,
@@ -227,17 +235,10 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
   base = arms.get(BASELINE_ARM)
   levers = []
-  for arm, finding, applied in fixes:
-    metric, higher = _metric(finding["cause"])
-    if arm.name in arms and base and arms[arm.name].get(f"{metric}_vs_baseline", {}).get("n"):
-      finding["verified"] = _verified(arms[arm.name], base, metric, higher, VERIFY_DIR,
-                                      _reference_mean(reference, metric), applied)
-      finding["verified"]["overrides"] = dict(arm.overrides)
-    if applied:
-      finding["fix"]["applied"] = True
-      finding["fix"]["summary"] = "Already applied in this config. " + finding["fix"]["summary"]
+  _read_fixes(fixes, arms, base, reference)
   confirmed = _read_levers(menu, arms, base, reference, levers, findings)
-  refuted = [f for _, f, applied in fixes if not applied and verification_result(f.get("verified")) == "refuted"]
+  tried = list({id(f): f for _, f, applied, _ in fixes if not applied}.values())
+  refuted = [f for f in tried if verification_result(f.get("verified")) == "refuted"]
 
   def extend(new_arms: list, skipped: str, starting: str):
     """Trains `new_arms` beside the sweep's arms, within what --max_runs and --budget_minutes leave: the new
@@ -253,7 +254,7 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
     return _stage(ablate.Sweep(run.config, arm_list, seed_list, BASELINE_ARM), out, parallel,
                   max_runs and max_runs - spent, budget_left, log)
 
-  if explore == "auto" and not menu and fixes and error is None and len(refuted) == len(fixes):
+  if explore == "auto" and not menu and tried and error is None and len(refuted) == len(tried):
     # Every fix was refuted: the single-run findings explain nothing the experiment could win back, which is
     # the case the menu is for (e.g. a bundle of regularisers that costs more than the overfitting it cures).
     menu = _menu(run, fixes, lever_names, log)
@@ -276,10 +277,43 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   return _rank(diagnosis, findings, levers, error, (table or {}).get("incomplete", []))
 
 
+def _read_fixes(fixes, arms: dict, base: dict | None, reference) -> None:
+  """Fills each tried finding's `verified` from its arm, or, for a fix with options, from the option the
+  experiment favours (confirmed first, then by mean gain): the finding's fix becomes that option, and
+  `verified.options` records every option's result."""
+  by_finding = {}
+  for arm, finding, applied, option in fixes:
+    by_finding.setdefault(id(finding), (finding, []))[1].append((arm, applied, option))
+  for finding, tried in by_finding.values():
+    metric, higher = _metric(finding["cause"])
+    results = []
+    for arm, applied, option in tried:
+      if arm.name in arms and base and arms[arm.name].get(f"{metric}_vs_baseline", {}).get("n"):
+        verified = _verified(arms[arm.name], base, metric, higher, VERIFY_DIR, _reference_mean(reference, metric),
+                             applied)
+        verified["overrides"] = dict(arm.overrides)
+        results.append((option, verified))
+    applied = tried[0][1]
+    if applied:
+      finding["fix"]["applied"] = True
+      finding["fix"]["summary"] = "Already applied in this config. " + finding["fix"]["summary"]
+    if not results:
+      continue
+    option, best = max(results, key=lambda r: (r[1]["confirmed"], r[1]["delta"] if r[1]["delta"] is not None
+                                                                  else float("-inf")))
+    finding["verified"] = best
+    if len(tried) > 1:
+      best["option"] = option
+      best["options"] = [{"option": o, **v} for o, v in results]  # copies, made before this key exists
+      finding["fix"]["overrides"] = {f"config.{k}": v for k, v in best["overrides"].items()}
+      finding["fix"]["summary"] = (f"{finding['fix']['summary']} Of the {len(results)} options tried, "
+                                   f"`{option}` did best ({100 * best['delta']:+.2f} points).")
+
+
 def _menu(run: Run, fixes, levers: Sequence[str] | None, log) -> list[tuple[ablate.Arm, str]]:
   """The lever menu for this run, less the arms a fix already trains, bounded to `levers` (names)."""
-  taken = {a.name for a, _, _ in fixes}
-  fix_fields = [dict(a.overrides) for a, _, _ in fixes]
+  taken = {a.name for a, *_ in fixes}
+  fix_fields = [dict(a.overrides) for a, *_ in fixes]
   menu = [(a, cause) for a, cause in menu_arms(run) if a.name not in taken and dict(a.overrides) not in fix_fields]
   if levers is not None:
     absent = sorted(set(levers) - {a.name for a, _ in menu})

@@ -20,12 +20,24 @@ def confidence(value: float, threshold: float, *, above: bool = True, log: bool 
   return round(float(min(0.95, 0.5 + 0.45 * math.tanh(max(excess, 0.0)))), 3)
 
 
-def finding(cause, severity, confidence, evidence, explanation, summary, overrides=None) -> dict:
+# Weight decay a fix or a lever adds: decoupled, multiplied by the learning rate like AdamW's; 1e-2 is
+# PyTorch's AdamW default (at Adam 1e-3 it shrinks the weights by ~1e-5 per step).
+WEIGHT_DECAY = 1e-2
+
+
+def finding(cause, severity, confidence, evidence, explanation, summary, overrides=None, options=None) -> dict:
+  """options: a cause's alternative remedies, each one change, as [(name, overrides), ...] with the first the
+  recommendation before any experiment (`overrides` is then that one's). `doctor --verify` trains each as an
+  arm and keeps the one the experiment favours (experiments.verify), so that a remedy the data punishes (an
+  augmentation that costs more than the overfitting it cures) is not sold in a bundle with one that works."""
   assert cause in CAUSES and severity in SEVERITIES
+  options = [(name, dict(o)) for name, o in (options or []) if o]
+  fix = {"summary": summary, "overrides": dict(options[0][1]) if options else (overrides or {})}
+  if len(options) > 1:
+    fix["options"] = [{"name": name, "overrides": o} for name, o in options]
   return {"cause": cause, "severity": severity, "confidence": confidence,
           "evidence": {k: (round(v, 5) if isinstance(v, float) else v) for k, v in evidence.items()},
-          "explanation": explanation, "fix": {"summary": summary, "overrides": overrides or {}},
-          "verified": None}
+          "explanation": explanation, "fix": fix, "verified": None}
 
 
 

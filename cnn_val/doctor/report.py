@@ -215,7 +215,14 @@ def _verified_section(workdir: str, diagnosis: dict) -> list[str]:
            f"Verdict rule: {info['rule']}.", "",
            "| finding | change | seeds | baseline | with the change | gain (points) | 95% CI | p | result |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-  rows = [(f"`{f['cause']}`", f["verified"]) for f in diagnosis["findings"] if f.get("verified")]
+  rows = []
+  for f in diagnosis["findings"]:
+    v = f.get("verified")
+    if v and v.get("options"):  # a fix with options: each one tried, the one kept first
+      rows += [(f"`{f['cause']}`: option `{o['option']}`" + (" (kept)" if o["option"] == v["option"] else ""), o)
+               for o in sorted(v["options"], key=lambda o: o["option"] != v["option"])]
+    elif v:
+      rows.append((f"`{f['cause']}`", v))
   rows += [(f"lever `{lever['lever']}` ({lever['cause']})", lever) for lever in info.get("levers", [])
            if not lever["confirmed"]]  # the confirmed ones are findings above
   for name, v in rows:
@@ -276,7 +283,10 @@ def write_report(workdir: str, diagnosis: dict) -> str:
               + {"confirmed": ": fix confirmed by experiment", "refuted": ": fix refuted by experiment",
                  "inconclusive": ": fix not shown by experiment (inconclusive; the cause stands)",
                  None: ""}[_state(f)], "", f["explanation"], "", f"- Evidence: {_evidence_text(f['evidence'])}",
-              f"- Fix: {f['fix']['summary']}" + (f" Try: `{overrides}`" if overrides and not applied else ""),
+              f"- Fix: {f['fix']['summary']}" + (f" Try: `{overrides}`" if overrides and not applied else "")
+              + ("; or " + "; or ".join(f"{o['name']}: `{' '.join(_flag(k, v) for k, v in o['overrides'].items())}`"
+                                        for o in f["fix"]["options"][1:])
+                 if f["fix"].get("options") and not f.get("verified") and not applied else ""),
               *([f"- Verified: {_verified_text(f['verified'])}"] if f.get("verified") else []), ""]
   lines += _verified_section(workdir, diagnosis)
   lines += _label_section(workdir, class_names)
