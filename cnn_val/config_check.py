@@ -100,6 +100,9 @@ def validate(config) -> None:
     _fail("imbalance.beta", config.imbalance.beta, "a number in [0, 1), e.g. 0.999")
   if config.data.max_train_examples < 0:
     _fail("data.max_train_examples", config.data.max_train_examples, "0 (all) or a positive count")
+  fraction = config.data.get("train_fraction", 1.0)
+  if not (_finite(fraction) and 0 < fraction <= 1):
+    _fail("data.train_fraction", fraction, "a fraction in (0, 1]: the share of the training split kept (1 = all)")
 
 
 def validate_batch_sizes(config, num_shards: int) -> None:

@@ -66,6 +66,9 @@ def get_config():
   # A JSON file {"indices": [...]} of training examples to leave out (indices into the training split as
   # loaded): the doctor's label_issues.json, its fix for likely-wrong labels. '' = none.
   config.data.exclude_train_examples = ""
+  # Keep only the first fraction of the training split as loaded (after the scenario and the fixes above);
+  # nested subsets, so the doctor's learning curve trains on 1/4, 1/2 and all of the same data. 1 = all.
+  config.data.train_fraction = 1.0
   config.data.download = True  # may TFDS download a dataset that is not prepared (needs internet)
 
   # Fault scenarios (cnn_val/data/scenarios.py): seeded changes to the data that reproduce a known cause

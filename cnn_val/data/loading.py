@@ -63,6 +63,16 @@ def load_data(config):
     keep[drop] = False
     arrays["train"] = {k: v[keep] for k, v in arrays["train"].items()}
     logging.info("Excluded %d training examples listed in %s.", len(drop), config.data.exclude_train_examples)
+  fraction = config.data.get("train_fraction", 1.0)
+  if fraction < 1.0:  # the doctor's learning curve: the first share of the training split, nested
+    total = len(arrays["train"]["label"])
+    keep = int(round(fraction * total))
+    if keep < 1:
+      raise ValueError(f"config.data.train_fraction={fraction} keeps no example of the {total} training "
+                       f"examples; use a larger fraction.")
+    arrays["train"] = {k: v[:keep] for k, v in arrays["train"].items()}
+    logging.info("Kept the first %d of %d training examples (config.data.train_fraction=%g).", keep, total,
+                 fraction)
   splits = dataclasses.replace(
       splits, num_train=len(arrays["train"]["label"]), train=None,
       image_shape=tuple(int(s) for s in arrays["train"]["image"].shape[1:]),  # a scenario may colour them

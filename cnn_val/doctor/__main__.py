@@ -30,6 +30,10 @@ _LEVERS = flags.DEFINE_list("levers", None, "--verify: explore only these levers
                             "wider,cosine) to bound the cost; default: the whole menu.")
 _FOLLOW_UP = flags.DEFINE_bool("follow_up", True, "--verify: after the menu, a second stage on what was confirmed "
                                 "(the wider model widened again; the confirmed levers combined).")
+_LEARNING_CURVE = flags.DEFINE_enum(
+    "learning_curve", "auto", ["auto", "always", "never"],
+    "--verify: train the config on 1/4 and 1/2 of its training data too, for the gain twice the data would "
+    "bring (a fitted power law); auto = when the diagnosis holds an overfitting finding.")
 _REFERENCE = flags.DEFINE_string("reference", None, "--verify: a glob of finished healthy run directories of the "
                                  "same budget, for the share of the loss a fix recovers (e.g. "
                                  "'runs/healthy/runs/base/seed*').")
@@ -42,7 +46,8 @@ def main(argv):
   if _VERIFY.value:
     options = dict(seeds=_SEEDS.value, parallel=_PARALLEL.value, budget_minutes=_BUDGET.value,
                    max_runs=_MAX_RUNS.value, max_fixes=_MAX_FIXES.value, explore=_EXPLORE.value,
-                   reference=_REFERENCE.value, levers=_LEVERS.value, follow_up=_FOLLOW_UP.value)
+                   reference=_REFERENCE.value, levers=_LEVERS.value, follow_up=_FOLLOW_UP.value,
+                   learning_curve=_LEARNING_CURVE.value)
   try:
     result = doctor.examine(_WORKDIR.value, reaudit=_REAUDIT.value, verify=_VERIFY.value, **options)
   except (ValueError, FileNotFoundError, ablate.SweepError) as e:  # says what to do: no traceback

@@ -26,6 +26,12 @@ What it decides, and by which rule:
 - The verdict is `problems_found` when a confirmed change gains more than the noise of the seeds (its mean
   gain exceeds twice the baseline's standard deviation of the same metric over the same seeds), or when a
   high finding was not refuted (an inconclusive fix leaves its cause standing); otherwise `healthy`. Findings whose fix is already applied do not count.
+- A fix with options (`fix.options`: e.g. overfitting's dropout, weight decay and augmentation) trains one
+  arm per option; the finding keeps the option the experiment favours (confirmed first, then by mean gain)
+  and records every option's result (`verified.options`).
+- With an `overfitting` finding (or `learning_curve='always'`) the run's config also trains on 1/4 and 1/2
+  of its training data for the same number of steps (learning_curve.py): a confirmed predicted gain from
+  twice the data becomes a finding (`evidence.lever='more_data'`), ranked after the measured changes.
 - A fix already in the config is not run again: the finding says it is applied, and the experiment runs
   the config *without* it (the field back at configs/default.py's value) to show what it bought.
 """
@@ -39,6 +45,7 @@ import time
 from typing import Callable, Sequence
 
 from cnn_val import ablate, rundir
+from cnn_val.doctor import learning_curve as curve_lib
 from cnn_val.doctor.finding import WEIGHT_DECAY, verification_result
 from cnn_val.doctor.rules import fix_first
 from cnn_val.doctor.run_view import Run
@@ -193,7 +200,7 @@ def _verified(table_arm: dict, base_arm: dict, metric: str, higher: bool, out_re
 
 def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, budget_minutes: float = 0.0,
            max_runs: int = 0, max_fixes: int = 2, explore: str = "auto", reference: str | None = None,
-           levers: Sequence[str] | None = None, follow_up: bool = True,
+           levers: Sequence[str] | None = None, follow_up: bool = True, learning_curve: str = "auto",
            log: Callable[[str], None] = print) -> dict:
   """Runs the experiments for `diagnosis` (from rules.diagnose) and returns it with `verified` filled,
   menu findings added, the findings re-ranked and the verdict read from the experiments.
@@ -205,9 +212,12 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
     bound the cost; None = the whole menu.
   follow_up: after the menu, a second stage on what was confirmed (`follow_up_arms`: the wider model widened
     again, the confirmed levers combined), within what --max_runs and --budget_minutes leave.
+  learning_curve: 'auto' (when an `overfitting` finding is among the findings), 'always' or 'never': the run's
+    config on 1/4 and 1/2 of its training data, for the predicted gain of twice as much (learning_curve.py).
   """
-  if explore not in ("auto", "always", "never"):
-    raise ValueError(f"explore={explore!r}: expected auto, always or never.")
+  for name, value in (("explore", explore), ("learning_curve", learning_curve)):
+    if value not in ("auto", "always", "never"):
+      raise ValueError(f"{name}={value!r}: expected auto, always or never.")
   run = Run(workdir)
   if not run.rows and not run.diverged:  # a diverged run is judged at the majority-class accuracy
     raise ValueError(f"{workdir} has no evaluation yet (metrics.jsonl is empty): train it first; there is "
@@ -225,9 +235,16 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   out = os.path.join(workdir, VERIFY_DIR)
   first_seed = int(run.get("seed", 0))
   seed_list = [first_seed + i for i in range(seeds)]
-  arm_list = [ablate.Arm(BASELINE_ARM)] + [a for a, *_ in fixes] + [a for a, _ in menu]
+  curve_arms = []
+  if learning_curve == "always" or (learning_curve == "auto" and
+                                    any(f["cause"] == "overfitting" for f in findings)):
+    curve_arms = curve_lib.arms(run)
+    if not curve_arms:
+      log("No learning curve: the training set is too small to quarter (or its size is not in audit.json).")
+  arm_list = [ablate.Arm(BASELINE_ARM)] + [a for a, *_ in fixes] + [a for a, _ in menu] + curve_arms
   _reuse_run(workdir, out, first_seed)
   log(f"Verifying {len(fixes)} fix arm(s)" + (f" and {len(menu)} lever(s)" if menu else "") +
+      (" with a learning curve (1/4 and 1/2 of the training data)" if curve_arms else "") +
       f" over {seeds} seeds in {out}.")
   start = time.monotonic()
   table, error = _stage(ablate.Sweep(run.config, arm_list, seed_list, BASELINE_ARM), out, parallel, max_runs,
@@ -237,6 +254,9 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   levers = []
   _read_fixes(fixes, arms, base, reference)
   confirmed = _read_levers(menu, arms, base, reference, levers, findings)
+  curve = curve_lib.read(run, arms, base, seed_list) if curve_arms else None
+  if curve and curve["confirmed"]:
+    findings.append(curve_lib.finding(curve, VERIFY_DIR, HIGH_GAIN))
   tried = list({id(f): f for _, f, applied, _ in fixes if not applied}.values())
   refuted = [f for f in tried if verification_result(f.get("verified")) == "refuted"]
 
@@ -274,7 +294,10 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
     arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
     _read_levers([(a, cause) for a, cause, _ in stage2], arms, arms.get(BASELINE_ARM), reference, levers, findings,
                  notes={a.name: note for a, _, note in stage2})
-  return _rank(diagnosis, findings, levers, error, (table or {}).get("incomplete", []))
+  out = _rank(diagnosis, findings, levers, error, (table or {}).get("incomplete", []))
+  if curve_arms:
+    out["verification"]["learning_curve"] = curve
+  return out
 
 
 def _read_fixes(fixes, arms: dict, base: dict | None, reference) -> None:
@@ -415,7 +438,8 @@ def _beyond_noise(verified: dict) -> bool:
 
 
 def _rank(diagnosis: dict, findings: list[dict], levers: list[dict], error: str | None, incomplete: list) -> dict:
-  confirmed = sorted((f for f in findings if _state(f) == "confirmed"), key=lambda f: -f["verified"]["delta"])
+  confirmed = sorted((f for f in findings if _state(f) == "confirmed"),  # measured gains before predicted ones
+                     key=lambda f: (bool(f["verified"].get("predicted")), -f["verified"]["delta"]))
   unverified = [f for f in findings if _state(f) in ("unverified", "inconclusive")]
   refuted = [f for f in findings if _state(f) == "refuted"]
   live = [f for f in findings if not f["fix"].get("applied")]  # an applied fix's problem is already handled
@@ -426,8 +450,10 @@ def _rank(diagnosis: dict, findings: list[dict], levers: list[dict], error: str 
   out["fix_first"] = fix_first(out["findings"])
   if confirmed:
     top = confirmed[0]
-    out["fix_first"] = {"cause": top["cause"], "why": f"its fix is confirmed by experiment, the largest verified "
-                                                      f"gain: {100 * top['verified']['delta']:+.2f} points"}
+    out["fix_first"] = {"cause": top["cause"], "why": (
+        f"the learning curve predicts {100 * top['verified']['delta']:+.2f} points from twice the data, and no "
+        f"change to the config was confirmed" if top["verified"].get("predicted") else
+        f"its fix is confirmed by experiment, the largest verified gain: {100 * top['verified']['delta']:+.2f} points")}
   out["verdict"] = "problems_found" if problems else "healthy"
   out["verification"] = {
       "dir": VERIFY_DIR, "confirmed": len(confirmed), "refuted": len(refuted),

@@ -201,9 +201,48 @@ def _verified_text(v: dict) -> str:
           + f": **{'confirmed' if v['confirmed'] else 'not confirmed'}**")
   if v.get("applied"):
     text = "what the applied fix bought (the config without it as the comparison): " + text
+  if v.get("predicted"):
+    text = f"predicted ({v['predicted']}): " + text
   if v.get("recovered") is not None:
     text += f"; recovers {100 * v['recovered']:.0f}% of the loss against the reference ({_pts(v['reference'])}%)"
   return text + f" (runs: `{v['runs']}`)."
+
+
+def plot_data_curve(workdir: str, curve: dict) -> str:
+  """Validation accuracy against training examples (log scale): each seed's points and power law, and the
+  extrapolation to twice the data (dashed)."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(5.5, 3.6))
+  n = np.asarray(curve["examples"], float)
+  grid = np.geomspace(n[0], 2 * n[-1], 50)
+  for i, s in enumerate(curve["seeds"]):
+    color = f"C{i}"
+    ax.plot(n, 100 * np.asarray(s["accuracies"]), "o", color=color, label=f"seed {s['seed']}")
+    fitted = 100 * (1 - s["a"] * grid ** s["exponent"])
+    ax.plot(grid[grid <= n[-1]], fitted[grid <= n[-1]], "-", color=color, alpha=0.6)
+    ax.plot(grid[grid >= n[-1]], fitted[grid >= n[-1]], "--", color=color, alpha=0.6)
+  ax.set_xscale("log", base=2)
+  ax.set_xlabel("training examples")
+  ax.set_ylabel("final validation accuracy (%)")
+  ax.legend(fontsize=8)
+  return _save(fig, workdir, "learning_curve.png")
+
+
+def _curve_lines(workdir: str, curve: dict | None) -> list[str]:
+  if not curve:
+    return []
+  gain = curve["predicted_gain"]
+  ci = f"[{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}]" if gain.get("ci95") else "-"
+  accuracies = [np.mean([s["accuracies"][i] for s in curve["seeds"]]) for i in range(len(curve["examples"]))]
+  lines = ["", "### Learning curve", "", "| training examples | " + " | ".join(f"{n:,}" for n in curve["examples"])
+           + " | 2x (predicted) |", "| --- |" + " --- |" * (len(curve["examples"]) + 1),
+           "| final val accuracy % | " + " | ".join(f"{100 * a:.2f}" for a in accuracies)
+           + f" | {100 * (accuracies[-1] + gain['mean']):.2f} |", "",
+           f"Same number of steps at each size; a power law err ~ n^b per seed (mean b = {curve['exponent']:.2f}) "
+           f"predicts {100 * gain['mean']:+.2f} points {ci} from twice the data (p = {curve['p_value']:.3g}): "
+           f"**{'confirmed' if curve['confirmed'] else 'not confirmed'}**.", ""]
+  lines += [f"![Learning curve]({plot_data_curve(workdir, curve)})"]
+  return lines
 
 
 def _verified_section(workdir: str, diagnosis: dict) -> list[str]:
@@ -234,6 +273,7 @@ def _verified_section(workdir: str, diagnosis: dict) -> list[str]:
                  f"{_pts(v['baseline']['mean'])} ± {_pts(v['baseline']['std'])} | "
                  f"{_pts(v['fixed']['mean'])} ± {_pts(v['fixed']['std'])} | {_pts(v['delta'])} | {ci} | "
                  f"{ablate.format_p(v)} | {result} |")
+  lines += _curve_lines(workdir, info.get("learning_curve"))
   if info.get("incomplete"):
     lines += ["", f"Incomplete: {info['incomplete']}"
               + (f" Not finished: {', '.join(info['unfinished_runs'])}." if info.get("unfinished_runs") else "")]
