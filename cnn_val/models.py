@@ -115,8 +115,12 @@ def _seed_blocks(module, x, seed_widths, *, train, example_ids):
   _seed_blocks_fit(module, x, len(seed_widths))
   widths = seed_block_widths(seed_widths, module.width_multiplier, module.extra_blocks)
   for i, features in enumerate(widths):
-    x = nn.relu(_conv(features, (3, 3), module.conv_impl, padding="VALID", dtype=module.dtype,
-                      kernel_init=_kernel_init(module))(x))
+    x = _conv(features, (3, 3), module.conv_impl, padding="VALID", dtype=module.dtype, use_bias=not module.batchnorm,
+              kernel_init=_kernel_init(module))(x)  # a bias before batchnorm is cancelled by its mean subtraction
+    if module.batchnorm:
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=module.axis_name, dtype=module.dtype,
+                       name=f"BlockNorm_{i}")(x)
+    x = nn.relu(x)
     x = fast_ops.max_pool(x, 2, module.pool_impl)
     x = Dropout(module.block_dropout_rate, name=f"BlockDropout_{i}")(x, train=train, example_ids=example_ids)
   return x
@@ -125,8 +129,8 @@ def _seed_blocks(module, x, seed_widths, *, train, example_ids):
 class SeedCNN(nn.Module):
   """The seed's example 1: Conv32 3x3 relu - maxpool 2 - flatten - dense.
 
-  The article's levers, off by default: `width_multiplier` (wider convs), `extra_blocks` (deeper) and
-  `block_dropout_rate` (dropout after each conv block).
+  The article's levers, off by default: `width_multiplier` (wider convs), `extra_blocks` (deeper),
+  `block_dropout_rate` (dropout after each conv block) and `batchnorm` (after each conv).
   """
 
   num_classes: int = 10
@@ -134,6 +138,7 @@ class SeedCNN(nn.Module):
   width_multiplier: float = 1.0  # channels of every conv layer times this (rounded, >= 1)
   extra_blocks: int = 0  # conv blocks after the seed's, each twice as wide as the previous one
   block_dropout_rate: float = 0.0  # dropout after each conv block's max-pool
+  batchnorm: bool = False  # BatchNorm between each conv and its relu
   kernel_init: str = "lecun_normal"  # or "glorot_uniform", Keras' (KERNEL_INITS)
   axis_name: str | None = None  # unused; accepted so every model is built the same way
   conv_impl: str = "xla"
@@ -150,8 +155,9 @@ class SeedCNN(nn.Module):
 class SeedCNNDropout(nn.Module):
   """The seed's example 3: Conv32 - pool - Conv64 - pool - flatten - dropout - dense.
 
-  The article's levers, off by default: `width_multiplier` (wider convs), `extra_blocks` (deeper) and
-  `block_dropout_rate` (dropout after each conv block, besides `dropout_rate` before the dense layer).
+  The article's levers, off by default: `width_multiplier` (wider convs), `extra_blocks` (deeper),
+  `block_dropout_rate` (dropout after each conv block, besides `dropout_rate` before the dense layer) and
+  `batchnorm` (after each conv).
   """
 
   num_classes: int = 10
@@ -160,6 +166,7 @@ class SeedCNNDropout(nn.Module):
   width_multiplier: float = 1.0  # channels of every conv layer times this (rounded, >= 1)
   extra_blocks: int = 0  # conv blocks after the seed's, each twice as wide as the previous one
   block_dropout_rate: float = 0.0  # dropout after each conv block's max-pool
+  batchnorm: bool = False  # BatchNorm between each conv and its relu
   kernel_init: str = "lecun_normal"  # or "glorot_uniform", Keras' (KERNEL_INITS)
   axis_name: str | None = None
   conv_impl: str = "xla"
@@ -284,7 +291,8 @@ def resolve_dtype(dtype: str):
 def has_batch_statistics(model_config) -> bool:
   """Whether the model named by `config.model` keeps BatchNorm statistics, from the config alone (no JAX
   operation runs, so this can be asked before JAX starts)."""
-  return model_config.name == "ResNet" or (model_config.name == "ConvNet" and bool(model_config.batchnorm))
+  return model_config.name == "ResNet" or (model_config.name in ("ConvNet", "SeedCNN", "SeedCNNDropout") and
+                                           bool(model_config.get("batchnorm", False)))
 
 
 def create_model(model_config, num_classes: int, axis_name: str | None = None,
@@ -313,6 +321,7 @@ def create_model(model_config, num_classes: int, axis_name: str | None = None,
         width_multiplier=model_config.get("width_multiplier", 1.0),
         extra_blocks=model_config.get("extra_blocks", 0),
         block_dropout_rate=model_config.get("block_dropout_rate", 0.0),
+        batchnorm=bool(model_config.get("batchnorm", False)),
         kernel_init=model_config.get("kernel_init", "lecun_normal"),
     )
   if name == "SeedCNNDropout":

@@ -4,7 +4,8 @@
 # its run (seed 0), the doctor's --verify of the top fix over SEEDS seeds (the run itself is the
 # baseline's first seed), and the table (python -m launch.summarize --verify OUT). A fault the single-run rules
 # miss (no finding with a fix, or a healthy verdict), or whose fixes are all refuted, gets the lever menu,
-# bounded to $LEVERS (default wider,block_dropout,weight_decay,cosine,lr_range_test: the levers whose causes
+# bounded to $LEVERS (default wider,batchnorm,block_dropout,weight_decay,cosine,lr_range_test and the follow-up's
+# combined, not wider_x2: the levers whose causes
 # such faults have, capacity and regularisation; LEVERS= for the whole menu).
 #
 #   launch/verify_faults.sh runs/verify 3 2 [fault ...]      # OUT SEEDS PARALLEL [faults; default: all]
@@ -14,7 +15,7 @@ shift $(( $# < 3 ? $# : 3 ))
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] && python=${PYTHON:-.venv/bin/python}
 faults=("$@")
-levers=${LEVERS-wider,block_dropout,weight_decay,cosine,lr_range_test}
+levers=${LEVERS-wider,batchnorm,block_dropout,weight_decay,cosine,lr_range_test,combined}
 if [ ${#faults[@]} -eq 0 ]; then
   for config in configs/faults/*.py; do
     name=$(basename "$config" .py)

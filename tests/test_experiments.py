@@ -287,6 +287,14 @@ def test_the_follow_up_widens_a_confirmed_wider_model_again_and_combines_the_con
   assert top["fix"]["overrides"] == {"config.model.width_multiplier": 2.0, "config.optim.schedule": "cosine"}
   notes = {lever["lever"]: lever.get("follow_up") for lever in result["verification"]["levers"]}
   assert notes["wider_x2"] == "the confirmed wider model, twice as wide again" and notes["wider"] is None
+  # --levers bounds the follow-up too: naming `combined` but not `wider_x2` trains only the combination.
+  lines = []
+  result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3,
+                              levers=["wider", "cosine", "combined"], log=lines.append)
+  assert [f["evidence"]["lever"] for f in result["findings"]] == ["combined", "wider", "cosine"]
+  assert not any(line.startswith("Levers that do not apply") for line in lines)
+  with open(os.path.join(workdir, "verify", ablate.SWEEP_FILE)) as f:
+    assert "wider_x2" not in [arm["name"] for arm in json.load(f)["arms"]]
   # Without --follow_up nothing beyond the menu is judged.
   result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, follow_up=False,
                               log=lambda _: None)

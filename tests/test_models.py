@@ -76,6 +76,24 @@ def test_create_model_builds_the_seed_levers_from_the_config():
   assert _count(models.create_model(config.model, 10), (1, 28, 28, 1)) == 34_826
 
 
+def test_seed_models_with_batchnorm_normalise_each_conv_and_keep_statistics():
+  config = _seed_config("SeedCNNDropout", batchnorm=True)
+  assert models.has_batch_statistics(config.model)
+  assert not models.has_batch_statistics(_seed_config("SeedCNNDropout").model)
+  model = models.create_model(config.model, 10)
+  x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+  variables = model.init(jax.random.key(0), x, train=False)
+  # The convs lose their biases (32 + 64) to the norms' scales and offsets (2 x (32 + 64)).
+  assert sum(p.size for p in jax.tree.leaves(variables["params"])) == 34_826 - 96 + 192
+  assert sorted(variables["batch_stats"]) == ["BlockNorm_0", "BlockNorm_1"]
+  logits, updates = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)},
+                                mutable=["batch_stats"])
+  assert logits.shape == (4, 10)
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), updates["batch_stats"], variables["batch_stats"])
+  assert min(jax.tree.leaves(moved)) > 0  # training updates the running statistics; evaluation reads them
+  assert model.apply(variables, x, train=False).shape == (4, 10)
+
+
 @pytest.mark.parametrize("name", ["SeedCNN", "SeedCNNDropout"])
 def test_seed_block_dropout_is_per_example_and_training_only(name):
   # dropout_rate=0: whatever changes in training comes from the dropout after the conv blocks.

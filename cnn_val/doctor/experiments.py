@@ -14,7 +14,8 @@ What it decides, and by which rule:
   except `data_leakage`, whose fix makes validation honest rather than higher: validation minus test
   accuracy, lower is better.
 - A lever from the menu that is confirmed becomes a finding of the cause it tests (a wider or deeper model:
-  `underfitting`; dropout, weight decay, an augmentation preset: `overfitting`; a cosine schedule:
+  `underfitting`, and so is BatchNorm after each conv, which makes the same model fit better; dropout, weight
+  decay, an augmentation preset: `overfitting`; a cosine schedule:
   `lr_plateau`; the LR range test's rate: `lr_too_high`/`lr_too_low`; an augmentation turned off:
   `harmful_augmentation`), with severity `high` when it gains >= 1 point, else `medium`. Every lever tried
   is recorded (`verification.levers`), confirmed or not.
@@ -110,8 +111,10 @@ def fix_arms(run: Run, findings: list[dict], max_fixes: int) -> list[tuple[ablat
 _AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_range": 0.0, "width_shift_range": 0.0,
                 "height_shift_range": 0.0, "shear_range": 0.0, "zoom_range": 0.0, "brightness": 0.0,
                 "contrast": 0.0, "gamma": 0.0, "hue": 0.0, "saturation": 0.0}
-LEVERS = ("wider", "deeper", "block_dropout", "weight_decay", "cosine", "lr_range_test", "augment",
-          *(f"no_{field}" for field in _AUGMENT_OFF))  # every name menu_arms can give
+FOLLOW_UP_LEVERS = ("wider_x2", "combined")  # the names follow_up_arms gives
+LEVERS = ("wider", "deeper", "batchnorm", "block_dropout", "weight_decay", "cosine", "lr_range_test", "augment",
+          *(f"no_{field}" for field in _AUGMENT_OFF),  # every name menu_arms can give
+          *FOLLOW_UP_LEVERS)
 
 
 def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
@@ -130,6 +133,8 @@ def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
       arms.append((ablate.Arm("deeper", {"model.widths": widths + [2 * int(widths[-1])]}), "underfitting"))
     else:
       arms.append((ablate.Arm("deeper", {"model.depth": int(get("model.depth")) + 6}), "underfitting"))
+  if model in ("SeedCNN", "SeedCNNDropout", "ConvNet") and not get("model.batchnorm"):
+    arms.append((ablate.Arm("batchnorm", {"model.batchnorm": True}), "underfitting"))
   if (get("model.block_dropout_rate") == 0.0 and
       (model == "ConvNet" or get("model.width_multiplier") is not None)):
     arms.append((ablate.Arm("block_dropout", {"model.block_dropout_rate": MENU_BLOCK_DROPOUT}), "overfitting"))
@@ -208,8 +213,8 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   explore: 'auto' (the menu when no finding carries a fix, or the verdict was healthy, and, as a second
     stage, when every fix tried was refuted: the findings then explain nothing), 'always', 'never'.
   reference: run directories (a glob) of a healthy reference, for the share of the loss a fix recovers.
-  levers: when exploring, only these menu arms (names as menu_arms gives them, e.g. ['wider', 'cosine']), to
-    bound the cost; None = the whole menu.
+  levers: when exploring, only these menu arms (names as menu_arms gives them, e.g. ['wider', 'cosine']), and
+    of the follow-up only the arms it names ('wider_x2', 'combined'), to bound the cost; None = everything.
   follow_up: after the menu, a second stage on what was confirmed (`follow_up_arms`: the wider model widened
     again, the confirmed levers combined), within what --max_runs and --budget_minutes leave.
   learning_curve: 'auto' (when an `overfitting` finding is among the findings), 'always' or 'never': the run's
@@ -286,6 +291,8 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
       arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
       confirmed = _read_levers(menu, arms, arms.get(BASELINE_ARM), reference, levers, findings)
   stage2 = follow_up_arms(confirmed) if follow_up and error is None else []
+  if lever_names is not None:  # --levers bounds the follow-up too: only the follow-up arms it names
+    stage2 = [(a, cause, note) for a, cause, note in stage2 if a.name in set(lever_names)]
   staged = stage2 and extend(
       [a for a, _, _ in stage2], f"Follow-up ({', '.join(a.name for a, _, _ in stage2)})",
       f"Follow-up: {', '.join(f'{a.name} ({note})' for a, _, note in stage2)} over {seeds} seeds.")
@@ -339,7 +346,7 @@ def _menu(run: Run, fixes, levers: Sequence[str] | None, log) -> list[tuple[abla
   fix_fields = [dict(a.overrides) for a, *_ in fixes]
   menu = [(a, cause) for a, cause in menu_arms(run) if a.name not in taken and dict(a.overrides) not in fix_fields]
   if levers is not None:
-    absent = sorted(set(levers) - {a.name for a, _ in menu})
+    absent = sorted(set(levers) - {a.name for a, _ in menu} - set(FOLLOW_UP_LEVERS))
     if absent:  # e.g. no LR range test in the run, weight decay already on: nothing to change
       log(f"Levers that do not apply to this run (or are a fix already): {', '.join(absent)}.")
     menu = [(a, cause) for a, cause in menu if a.name in set(levers)]
@@ -377,6 +384,8 @@ def _read_levers(menu, arms: dict, base: dict | None, reference, levers: list, f
     overrides = {f"config.{k}": v for k, v in arm.overrides.items()}
     what = (f"Changing {'these together' if len(arm.overrides) > 1 else 'one thing'}, {_describe(arm.overrides)}"
             + (f" ({note})" if note else ""))
+    why = (_BATCHNORM_TEXT if arm.overrides.get("model.batchnorm") and len(arm.overrides) == 1
+           else _CAUSE_TEXT[cause])
     findings.append({
         "cause": cause, "severity": "high" if gain >= HIGH_GAIN else "medium",
         "confidence": round(min(0.95, 1 - (verified["p_value"] or 0.05)), 3),
@@ -384,8 +393,7 @@ def _read_levers(menu, arms: dict, base: dict | None, reference, levers: list, f
                      "seeds": verified["seeds"], **({"follow_up": note} if note else {})},
         "explanation": f"{what}, raised validation accuracy by {100 * gain:.2f} points (95% CI "
                        f"{100 * verified['ci95'][0]:+.2f} to {100 * verified['ci95'][1]:+.2f}) over "
-                       f"{verified['seeds']} seeds against the same seeds of the unchanged config: "
-                       + _CAUSE_TEXT[cause],
+                       f"{verified['seeds']} seeds against the same seeds of the unchanged config: " + why,
         "fix": {"summary": f"Apply {_describe(arm.overrides)}.", "overrides": overrides},
         "verified": verified, "source": "experiment"})
   return confirmed
@@ -420,6 +428,10 @@ _CAUSE_TEXT = {
     "lr_too_high": "a lower learning rate trains better.", "lr_too_low": "a higher learning rate trains better.",
     "harmful_augmentation": "this augmentation changes what the images mean.",
 }
+
+
+_BATCHNORM_TEXT = ("the same model fits better with each conv layer's activations normalised (BatchNorm): it "
+                   "was limited by how well it trains, not by its size.")
 
 
 def _describe(overrides) -> str:
