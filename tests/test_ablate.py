@@ -141,7 +141,7 @@ def test_aggregation_reads_run_directories(tmp_path):
 
 
 def _sweep_command(out, data_dir, *extra):
-  return [sys.executable, "launch/ablate.py", "--config=configs/default.py", f"--out={out}", "--seeds=2",
+  return [sys.executable, "launch/ablate.py", "--config=configs/default.py", f"--out={out}", "--seeds=3",
           "--arm=base:", "--arm=drop:model.dropout_rate=0.2", "--arm=lr:optim.learning_rate=3e-3",
           f"--config.data.data_dir={data_dir}", "--config.data.download=False", "--config.num_epochs=3",
           "--config.num_devices=1", "--config.preflight=False", "--config.doctor=False",
@@ -177,7 +177,7 @@ def test_a_sweep_survives_sigkills_and_aggregates_like_an_uninterrupted_one(tiny
   os.kill(_children(sweep.pid)[0], signal.SIGKILL)  # a worker, mid-run: the sweep resumes it
   deadline = time.time() + 120
   while sum(ablate.run_status(ablate.run_dir(killed, a, s)) == "finished"
-            for a in ("base", "drop", "lr") for s in range(2)) < 2:
+            for a in ("base", "drop", "lr") for s in range(3)) < 2:
     assert time.time() < deadline and sweep.poll() is None
     time.sleep(0.2)
   workers = _children(sweep.pid)
@@ -192,13 +192,13 @@ def test_a_sweep_survives_sigkills_and_aggregates_like_an_uninterrupted_one(tiny
   assert "already finished" in result.stdout
   assert _table_without_time(killed) == _table_without_time(clean)
   for arm in ("base", "drop", "lr"):
-    for seed in range(2):
+    for seed in range(3):
       with open(os.path.join(ablate.run_dir(clean, arm, seed), "metrics.jsonl")) as a, \
           open(os.path.join(ablate.run_dir(killed, arm, seed), "metrics.jsonl")) as b:
         assert a.read() == b.read(), (arm, seed)
   # The same command on a finished sweep trains nothing and rewrites the same table.
   again = subprocess.run(_sweep_command(killed, tiny_data_dir), cwd=REPO, env=env, capture_output=True, text=True)
-  assert "0 to train" in again.stdout and "| lr | optim.learning_rate=0.003 | 2 |" in again.stdout
+  assert "0 to train" in again.stdout and "| lr | optim.learning_rate=0.003 | 3 |" in again.stdout
 
 
 def test_a_worker_trains_what_train_and_evaluate_trains(tiny_config, tmp_path):
