@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import optax
 
-from cnn_val import models, steps
+from cnn_val import models, parallel, steps
 from cnn_val.data import balance
 
 INIT_LOSS_TOLERANCE = 0.5
@@ -53,6 +53,9 @@ def run_checks(config, arrays: dict, num_classes: int, image_shape) -> dict:
   model = models.create_model(config.model, num_classes, class_prior=counts)
   init = steps.create_train_state(model, tx, jax.random.key(config.seed), image_shape)
   pm = steps.pmapped_steps(config, num_classes, tx, device, across_processes=False)  # process 0 runs it alone
+  # The OVERFIT_STEPS steps of a check run as one fused chunk (steps.train_chunk: the per-step loop's steps,
+  # one host call): 300 host round trips were most of the checks' time on short runs.
+  chunk = steps.pmapped_train_chunk(config, num_classes, tx, device, across_processes=False)
   rng = np.random.default_rng(config.seed)
   train, val = arrays["train"], arrays["validation"]
   key = jax.random.key(config.seed + 1)
@@ -81,10 +84,17 @@ def run_checks(config, arrays: dict, num_classes: int, image_shape) -> dict:
                                                   f"{what} = {expected:.3f}: check the input scaling and the "
                                                   f"model's output layer"})
 
+  def fit(draws, zero=False):
+    """OVERFIT_STEPS steps from `init`, step k on the training examples `draws[k]`, in one call."""
+    images = train["image"][draws.reshape(-1)]  # every step's batch in order: one shape, one compilation
+    data = parallel.replicate({"image": np.zeros_like(images) if zero else images,
+                               "label": train["label"][draws.reshape(-1)].astype(np.int32)}, device)
+    indices = np.arange(draws.size, dtype=np.int32).reshape(1, *draws.shape)  # [devices=1, steps, batch]
+    state, _ = chunk(init, data["image"], data["label"], indices, key)
+    return state
+
   one = rng.choice(len(train["label"]), min(OVERFIT_BATCH, len(train["label"])), replace=False)
-  state = init
-  for _ in range(OVERFIT_STEPS):
-    state, _ = pm.train(state, batch_of(train, one), key)
+  state = fit(np.tile(one, (OVERFIT_STEPS, 1)))
   _, fit_acc = evaluate(state, train, one)
   checks.append({"name": "overfit_batch", "passed": fit_acc >= OVERFIT_ACCURACY, "value": fit_acc,
                  "expected": OVERFIT_ACCURACY,
@@ -94,10 +104,8 @@ def run_checks(config, arrays: dict, num_classes: int, image_shape) -> dict:
 
   losses = {}
   for zero in (False, True):
-    state = init
-    for _ in range(OVERFIT_STEPS):
-      state, _ = pm.train(state, batch_of(train, rng.choice(len(train["label"]), OVERFIT_BATCH), zero), key)
-    losses[zero], _ = evaluate(state, val, val_idx, zero)
+    draws = np.stack([rng.choice(len(train["label"]), OVERFIT_BATCH) for _ in range(OVERFIT_STEPS)])
+    losses[zero], _ = evaluate(fit(draws, zero), val, val_idx, zero)
   ratio = losses[False] / max(losses[True], 1e-12)
   checks.append({"name": "inputs_matter", "passed": ratio <= INPUTS_MATTER_RATIO, "value": ratio,
                  "expected": INPUTS_MATTER_RATIO, "real_input_val_loss": losses[False],

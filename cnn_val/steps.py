@@ -292,10 +292,12 @@ def chunk_config(config, platform: str):
   return config
 
 
-def pmapped_train_chunk(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None):
+def pmapped_train_chunk(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None,
+                        across_processes: bool = True):
   """`train_chunk` with `config`'s train step, pmapped: `(state, images, labels, indices, key)` with the split
-  replicated on `devices` (`parallel.replicate`) and `indices` shaped `[devices, steps, per_device]`."""
+  replicated on `devices` (`parallel.replicate`) and `indices` shaped `[devices, steps, per_device]`.
+  `across_processes=False`: a chunk one process of a multi-process run runs alone (the pre-flight checks)."""
   train, _, _, _ = _bound_steps(chunk_config(config, devices[0].platform), num_classes, tx, devices,
-                                class_weights)
+                                class_weights, processes=None if across_processes else 1)
   return parallel.pmap_step(functools.partial(train_chunk, step_fn=train), devices, batch_argnums=(3,),
-                            num_args=5)
+                            num_args=5, across_processes=across_processes)
