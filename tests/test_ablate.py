@@ -298,3 +298,21 @@ def test_an_unknown_executor_is_refused(tiny_config, tmp_path):
   sweep = ablate.Sweep(rundir.config_to_dict(tiny_config), [ablate.Arm("base")], [0])
   with pytest.raises(ablate.SweepError, match="--executor='pbs': expected one of local, slurm, submitit_local"):
     ablate.run_sweep(sweep, str(tmp_path), executor="pbs")
+
+
+def test_workers_split_the_visible_gpus_and_share_them_when_there_are_fewer(monkeypatch):
+  from cnn_val.ablate import runner  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+  assert runner._gpu_groups(2) == ["0,2", "1,3"] and runner._gpu_groups(4) == ["0", "1", "2", "3"]
+  monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+  groups = runner._gpu_groups(4)
+  assert groups == ["0", "1", "0", "1"]
+  env = {}
+  runner._gpu_env(env, groups[0], groups)  # GPU 0 is shared: memory as needed, not 75% up front each
+  assert env == {"CUDA_VISIBLE_DEVICES": "0", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+  env = {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.2"}  # the user's choice stands
+  runner._gpu_env(env, groups[0], groups)
+  assert env == {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.2", "CUDA_VISIBLE_DEVICES": "0"}
+  env = {}
+  runner._gpu_env(env, "0,2", ["0,2", "1,3"])  # a GPU of its own: JAX's default allocation
+  assert env == {"CUDA_VISIBLE_DEVICES": "0,2"}

@@ -34,7 +34,9 @@ def _core_groups(parallel: int) -> list[list[int] | None]:
 
 
 def _gpu_groups(parallel: int) -> list[str | None]:
-  """Visible GPUs split between workers (CUDA_VISIBLE_DEVICES), when there are several per worker or one each."""
+  """Visible GPUs split between workers (CUDA_VISIBLE_DEVICES): several per worker, one each, or, with more
+  workers than GPUs, each GPU shared by the workers i, i + len(gpus), ... (the seed models use a few percent
+  of a modern GPU, and most of a short run's time is host work: several runs at once use it better)."""
   if parallel <= 1:
     return [None]
   visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -48,9 +50,19 @@ def _gpu_groups(parallel: int) -> list[str | None]:
   if parallel <= 1 or not gpus:
     return [None] * parallel
   if len(gpus) < parallel:
-    raise SweepError(f"--parallel={parallel} workers but {len(gpus)} GPU(s) visible: one GPU per worker at "
-                     f"least; lower --parallel to {len(gpus)}.")
+    return [gpus[i % len(gpus)] for i in range(parallel)]
   return [",".join(gpus[i::parallel]) for i in range(parallel)]
+
+
+def _gpu_env(env: dict, gpus: str | None, groups: list[str | None]) -> None:
+  """CUDA_VISIBLE_DEVICES for a worker; on a GPU other workers share, memory is allocated as needed instead of
+  JAX's default 75% of the GPU up front (which would leave the next worker on it out of memory), unless the
+  user set XLA_PYTHON_CLIENT_PREALLOCATE or XLA_PYTHON_CLIENT_MEM_FRACTION."""
+  if gpus is None:
+    return
+  env["CUDA_VISIBLE_DEVICES"] = gpus
+  if groups.count(gpus) > 1 and not {"XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION"} & set(env):
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
 
 
 @dataclasses.dataclass
@@ -64,7 +76,8 @@ class _Job:
 
 
 class _Worker:
-  def __init__(self, job: _Job, cores, gpus, cache_dir: str, log: Callable[[str], None]):
+  def __init__(self, job: _Job, cores, gpus, cache_dir: str, log: Callable[[str], None],
+               gpu_groups: list[str | None] = ()):
     self.job, self.start = job, time.monotonic()
     env = dict(os.environ)
     # Runs of a sweep compile the same programs (seeds change data, not shapes): share XLA's compilations
@@ -72,8 +85,7 @@ class _Worker:
     env.setdefault("JAX_COMPILATION_CACHE_DIR", cache_dir)
     # ... and the audit of the same data (audit.cached_audit: keyed by the data's bytes).
     env.setdefault(audit.CACHE_ENV, cache_dir + "_audit")
-    if gpus is not None:
-      env["CUDA_VISIBLE_DEVICES"] = gpus
+    _gpu_env(env, gpus, list(gpu_groups))
     # The worker pins itself to its cores and arranges to die with this process (ablate_worker.py): done
     # there, not in a preexec_fn, which would fork this multithreaded process.
     env[ablate_worker.PARENT_ENV] = str(os.getpid())
@@ -223,7 +235,7 @@ def _execute(jobs: list[_Job], parallel: int, budget_minutes: float, estimated: 
     while pending or running:
       while pending and free:
         slot = free.pop(0)
-        running[slot] = _Worker(pending.pop(0), cores[slot], gpus[slot], cache_dir, log)
+        running[slot] = _Worker(pending.pop(0), cores[slot], gpus[slot], cache_dir, log, gpu_groups=gpus)
       time.sleep(0.2)
       for slot, worker in list(running.items()):
         rc = worker.poll()
