@@ -4,7 +4,11 @@
 # to /tmp/site first. Training reads Fashion-MNIST from an .npz (config.data.name='npz'; no TensorFlow needed):
 # NPZ=path (default .gpu_data/fm.npz, written here from TFDS by `python -m cnn_val.data.export_npz` where TensorFlow is).
 #
-#   bash benchmarks/gpu_check.sh [default] [population] [bn] [fused] [steps]     (default: all, in that order)
+#   bash benchmarks/gpu_check.sh [default] [population] [bn] [fused] [steps] [levers]   (default: all but levers)
+#
+# levers: configs/default.py for 25 epochs, then `python -m cnn_val.doctor --verify --explore=always` over 3
+# seeds with LEVERS (default wider,batchnorm,cosine,wider_x2,combined), LEVERS_PARALLEL workers sharing the GPU
+# (default 4): what limits the default recipe at its own budget, which the CPU cannot afford (issue 10).
 #
 # steps: train-step throughput against PyTorch eager (benchmarks/gpu_check.py); fused: per-step loop against
 # fused chunks (benchmarks/fused_steps.py); population: P = 1..64 seed models at once (benchmarks/population.py);
@@ -44,7 +48,15 @@ for part in "${parts[@]}"; do
     population) timeout 180 "$py" -m benchmarks.population --members=1,2,4,8,16,32,64 --rounds=3 --seconds=1 \
                   2>&1 | grep -v "^[IW][0-9]" ;;
     default) e2e default configs/default.py ${EXTRA:-} ;;
+    levers)  # configs/default.py's own 25 epochs, then the doctor's lever menu over 3 seeds, 4 workers on the GPU
+      e2e levers configs/default.py ${EXTRA:-}
+      timeout ${LEVERS_TIMEOUT:-420} "$py" -m cnn_val.doctor --workdir=/tmp/runs/levers --verify --seeds=3 \
+        --parallel=${LEVERS_PARALLEL:-4} --explore=always --levers=${LEVERS:-wider,batchnorm,cosine,wider_x2,combined} \
+        2>&1 | grep -v "^[IW][0-9]" | tail -40
+      cp /tmp/runs/levers/diagnosis.json "$out/levers_diagnosis.json" 2>/dev/null
+      cp /tmp/runs/levers/verify/results.md "$out/levers_results.md" 2>/dev/null
+      cp /tmp/runs/levers/verify/results.csv "$out/levers_results.csv" 2>/dev/null ;;
     bn) e2e fashion_mnist_bn configs/fashion_mnist_bn.py ${EXTRA:-} ;;
-    *) echo "unknown part $part (steps, fused, population, default, bn)" ;;
+    *) echo "unknown part $part (steps, fused, population, default, bn, levers)" ;;
   esac
 done 2>&1 | tee "$out/log.txt"
