@@ -39,6 +39,7 @@ What it decides, and by which rule:
 
 from __future__ import annotations
 
+import copy
 import glob
 import os
 import shutil
@@ -227,7 +228,7 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   if not run.rows and not run.diverged:  # a diverged run is judged at the majority-class accuracy
     raise ValueError(f"{workdir} has no evaluation yet (metrics.jsonl is empty): train it first; there is "
                      f"nothing to compare a fix with.")
-  findings = [dict(f) for f in diagnosis["findings"]]
+  findings = copy.deepcopy(diagnosis["findings"])  # the caller's diagnosis stays as it was
   fixes = fix_arms(run, findings, max_fixes)
   if levers is not None:
     unknown = sorted(set(levers) - set(LEVERS))
