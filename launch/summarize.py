@@ -89,6 +89,8 @@ def verify_table(out: str) -> str:
     f = verified[0]
     v = f["verified"]
     fix = ", ".join(f"{k}={val}" for k, val in v.get("overrides", {}).items())
+    if v.get("predicted"):  # the learning curve's finding: twice the data, a prediction, not a trained fix
+      fix = "twice the training data (predicted by the learning curve)"
     metric = "" if v["higher_is_better"] else " (val - test gap)"
     ci = f"{100 * v['delta']:+.2f} [{100 * v['ci95'][0]:+.2f}, {100 * v['ci95'][1]:+.2f}]" if v.get("ci95") else "-"
     reference = f"{100 * v['reference']:.2f}" if v.get("reference") is not None else "-"
