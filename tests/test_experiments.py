@@ -234,6 +234,7 @@ def test_levers_explored_on_a_healthy_run_name_the_cause_when_they_beat_the_nois
   menu = {a.name: (dict(a.overrides), cause) for a, cause in experiments.menu_arms(experiments.Run(workdir))}
   assert menu["weight_decay"][1] == "overfitting" and menu["cosine"] == ({"optim.schedule": "cosine"}, "lr_plateau")
   assert menu["augment"] == ({"augment.preset": "characters"}, "overfitting")  # audit-less: one channel
+  assert menu["batchnorm"] == ({"model.batchnorm": True}, "underfitting")  # on the seed model itself
   if "model.width_multiplier" in json.dumps(config):
     assert menu["wider"] == ({"model.width_multiplier": 2.0}, "underfitting")
     assert menu["deeper"] == ({"model.extra_blocks": 1}, "underfitting")
