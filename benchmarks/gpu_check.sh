@@ -4,11 +4,13 @@
 # to /tmp/site first. Training reads Fashion-MNIST from an .npz (config.data.name='npz'; no TensorFlow needed):
 # NPZ=path (default .gpu_data/fm.npz, written here from TFDS by `python -m cnn_val.data.export_npz` where TensorFlow is).
 #
-#   bash benchmarks/gpu_check.sh [default] [population] [bn] [fused] [steps] [levers]   (default: all but levers)
+#   bash benchmarks/gpu_check.sh [default] [population] [bn] [fused] [steps] [levers] [bn3]  (default: the first 5)
 #
 # levers: configs/default.py for 25 epochs, then `python -m cnn_val.doctor --verify --explore=always` over 3
 # seeds with LEVERS (default wider,batchnorm,cosine,wider_x2,combined), LEVERS_PARALLEL workers sharing the GPU
 # (default 4): what limits the default recipe at its own budget, which the CPU cannot afford (issue 10).
+# bn3: configs/fashion_mnist_bn.py over seeds 0-2 and the doctor's verdict on each (issue 15's healthy BatchNorm
+# ConvNet; 28 min a run on the 2-core CPU).
 #
 # steps: train-step throughput against PyTorch eager (benchmarks/gpu_check.py); fused: per-step loop against
 # fused chunks (benchmarks/fused_steps.py); population: P = 1..64 seed models at once (benchmarks/population.py);
@@ -48,6 +50,14 @@ for part in "${parts[@]}"; do
     population) timeout 180 "$py" -m benchmarks.population --members=1,2,4,8,16,32,64 --rounds=3 --seconds=1 \
                   2>&1 | grep -v "^[IW][0-9]" ;;
     default) e2e default configs/default.py ${EXTRA:-} ;;
+    bn3)  # the BatchNorm ConvNet over seeds 0-2 (3 workers sharing the GPU): does the doctor call it healthy (issue 15)?
+      timeout ${BN3_TIMEOUT:-420} "$py" launch/ablate.py --config=configs/fashion_mnist_bn.py --out=/tmp/runs/bn3 \
+        --seeds=3 --arm=base: --parallel=3 --config.data.name=npz --config.data.root="$npz" ${EXTRA:-} 2>&1 \
+        | grep -v "^[IW][0-9]" | tail -12
+      for s in 0 1 2; do
+        cp "/tmp/runs/bn3/runs/base/seed$s/diagnosis.json" "$out/bn3_seed${s}_diagnosis.json" 2>/dev/null
+        "$py" -c "import json; d = json.load(open('/tmp/runs/bn3/runs/base/seed$s/diagnosis.json')); print('seed $s', d['verdict'], [(f['cause'], f['severity']) for f in d['findings']])" 2>/dev/null
+      done ;;
     levers)  # configs/default.py's own 25 epochs, then the doctor's lever menu over 3 seeds, 4 workers on the GPU
       e2e levers configs/default.py ${EXTRA:-}
       timeout ${LEVERS_TIMEOUT:-420} "$py" -m cnn_val.doctor --workdir=/tmp/runs/levers --verify --seeds=3 \
@@ -57,6 +67,6 @@ for part in "${parts[@]}"; do
       cp /tmp/runs/levers/verify/results.md "$out/levers_results.md" 2>/dev/null
       cp /tmp/runs/levers/verify/results.csv "$out/levers_results.csv" 2>/dev/null ;;
     bn) e2e fashion_mnist_bn configs/fashion_mnist_bn.py ${EXTRA:-} ;;
-    *) echo "unknown part $part (steps, fused, population, default, bn, levers)" ;;
+    *) echo "unknown part $part (steps, fused, population, default, bn, levers, bn3)" ;;
   esac
 done 2>&1 | tee "$out/log.txt"
