@@ -18,15 +18,16 @@ def _with_audit(workdir, train_count, num_classes=10):
     json.dump({"num_classes": num_classes, "splits": {"train": {"count": train_count}}}, f)
 
 
-def _power_law(n, a, b):
-  return 1 - a * n ** b
-
-
-def test_the_fit_recovers_a_power_law_and_predicts_the_gain_of_twice_the_data():
-  n = [250, 500, 1000]
-  a, b, gain = learning_curve.fit(n, [_power_law(x, 2.0, -0.4) for x in n])
-  assert a == pytest.approx(2.0, rel=1e-9) and b == pytest.approx(-0.4, abs=1e-9)
-  assert gain == pytest.approx(2.0 * 1000 ** -0.4 * (1 - 2 ** -0.4), rel=1e-9)
+def test_the_fit_is_the_saturating_power_law_through_the_three_points():
+  # err(n) = c + a n^b at n = 250, 500, 1000: each doubling gains 2^b of the one before.
+  c, a, b = 0.05, 2.0, -0.5
+  err = [c + a * n ** b for n in (250, 500, 1000)]
+  r, gain = learning_curve.fit([1 - e for e in err])
+  assert r == pytest.approx(2 ** b) and gain == pytest.approx(err[2] - (c + a * 2000 ** b))
+  assert learning_curve.fit([0.80, 0.85, 0.88]) == pytest.approx((0.6, 0.018))
+  assert learning_curve.fit([0.80, 0.82, 0.85]) == pytest.approx((1.0, 0.03))  # no diminishing: at most the last
+  assert learning_curve.fit([0.80, 0.84, 0.83]) == (0.0, 0.0)  # worse with all the data: nothing predicted
+  assert learning_curve.fit([0.85, 0.84, 0.86]) == (0.0, 0.0)  # the first doubling lost: no curve to continue
 
 
 def test_the_subset_arms_keep_the_number_of_steps_and_evaluations(tmp_path):
@@ -65,7 +66,7 @@ def test_a_data_bound_run_gets_a_more_data_finding_ranked_after_the_measured_fix
   data = result["findings"][1]
   assert data["verified"]["confirmed"] and data["verified"]["predicted"] and data["fix"]["overrides"] == {}
   curve = result["verification"]["learning_curve"]
-  expected = np.mean([learning_curve.fit([1000, 2000, 4000], [q, h, b])[2]
+  expected = np.mean([learning_curve.fit([q, h, b])[1]
                       for q, h, b in zip([0.70, 0.715, 0.69], [0.755, 0.765, 0.745], base)])
   assert data["verified"]["delta"] == pytest.approx(expected) and expected > 0.02
   assert data["severity"] == "high" and result["verdict"] == "problems_found"

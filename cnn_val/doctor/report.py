@@ -209,20 +209,18 @@ def _verified_text(v: dict) -> str:
 
 
 def plot_data_curve(workdir: str, curve: dict) -> str:
-  """Validation accuracy against training examples (log scale): each seed's points and power law, and the
-  extrapolation to twice the data (dashed)."""
+  """Validation accuracy against training examples (log scale): each seed's measured points (solid) and its
+  prediction for twice the data (dashed)."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(5.5, 3.6))
-  n = np.asarray(curve["examples"], float)
-  grid = np.geomspace(n[0], 2 * n[-1], 50)
+  n = list(curve["examples"])
   for i, s in enumerate(curve["seeds"]):
-    color = f"C{i}"
-    ax.plot(n, 100 * np.asarray(s["accuracies"]), "o", color=color, label=f"seed {s['seed']}")
-    fitted = 100 * (1 - s["a"] * grid ** s["exponent"])
-    ax.plot(grid[grid <= n[-1]], fitted[grid <= n[-1]], "-", color=color, alpha=0.6)
-    ax.plot(grid[grid >= n[-1]], fitted[grid >= n[-1]], "--", color=color, alpha=0.6)
+    acc = 100 * np.asarray(s["accuracies"])
+    ax.plot(n, acc, "o-", color=f"C{i}", label=f"seed {s['seed']}")
+    ax.plot([n[-1], 2 * n[-1]], [acc[-1], acc[-1] + 100 * s["predicted_gain"]], "--", color=f"C{i}", alpha=0.7)
+    ax.plot([2 * n[-1]], [acc[-1] + 100 * s["predicted_gain"]], "o", mfc="none", color=f"C{i}")
   ax.set_xscale("log", base=2)
-  ax.set_xlabel("training examples")
+  ax.set_xlabel("training examples (2x: predicted)")
   ax.set_ylabel("final validation accuracy (%)")
   ax.legend(fontsize=8)
   return _save(fig, workdir, "learning_curve.png")
@@ -238,8 +236,10 @@ def _curve_lines(workdir: str, curve: dict | None) -> list[str]:
            + " | 2x (predicted) |", "| --- |" + " --- |" * (len(curve["examples"]) + 1),
            "| final val accuracy % | " + " | ".join(f"{100 * a:.2f}" for a in accuracies)
            + f" | {100 * (accuracies[-1] + gain['mean']):.2f} |", "",
-           f"Same number of steps at each size; a power law err ~ n^b per seed (mean b = {curve['exponent']:.2f}) "
-           f"predicts {100 * gain['mean']:+.2f} points {ci} from twice the data (p = {curve['p_value']:.3g}): "
+           f"Same number of steps at each size; each doubling gained {100 * curve['ratio']:.0f}% of the one "
+           f"before (mean over seeds), and a curve that keeps diminishing so (a saturating power law through "
+           f"each seed's points) predicts {100 * gain['mean']:+.2f} points {ci} from twice the data "
+           f"(p = {curve['p_value']:.3g}; an upper estimate): "
            f"**{'confirmed' if curve['confirmed'] else 'not confirmed'}**.", ""]
   lines += [f"![Learning curve]({plot_data_curve(workdir, curve)})"]
   return lines
