@@ -31,7 +31,6 @@ from cnn_val.doctor.run_view import Run
 
 FRACTIONS = {"data_1_4": 0.25, "data_1_2": 0.5}  # arm name -> share of the run's training examples
 MIN_EXAMPLES_PER_CLASS = 10  # at the smallest fraction, per class on average; fewer is no curve to fit
-ERROR_FLOOR = 1e-4  # a seed with (near) zero validation error would make log(err) meaningless
 
 
 def arms(run: Run) -> list[ablate.Arm]:
