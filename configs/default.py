@@ -121,7 +121,7 @@ def get_config():
   config.model.name = "SeedCNNDropout"  # SeedCNN, SeedCNNDropout, ConvNet, ResNet
   config.model.widths = (32, 64)  # ConvNet: channels per block; ResNet: channels per stage
   config.model.convs_per_block = 1  # ConvNet
-  config.model.batchnorm = False  # ConvNet, SeedCNN, SeedCNNDropout: BatchNorm after each conv (and hidden dense)
+  config.model.batchnorm = False  # ConvNet (and its hidden dense layer), SeedCNN, SeedCNNDropout: after each conv
   config.model.block_dropout_rate = 0.0  # SeedCNN, SeedCNNDropout, ConvNet: dropout after each block's max-pool
   config.model.hidden_units = 0  # ConvNet: 0 = no hidden dense layer in the head
   config.model.prior_bias_init = False  # output bias starts at log(training class prior)

@@ -63,3 +63,16 @@ def test_a_split_too_big_for_the_device_falls_back_to_host_batches(tiny_config, 
   with caplog.at_level("WARNING"):
     assert train.steps_per_call(tiny_config, arrays, jax.local_devices()[:1]) == 1
   assert "does not fit" in caplog.text and "step by step" in caplog.text
+
+
+def test_preflight_checks_give_the_same_values_in_one_call_or_in_blocks(tiny_config, monkeypatch):
+  from cnn_val import preflight  # pylint: disable=import-outside-toplevel
+  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel
+  splits, arrays = loading.load_data(tiny_config)
+  whole = preflight.run_checks(tiny_config, arrays, splits.num_classes, splits.image_shape)
+  # Large images: the 100 steps of each check run 10 to a call, with the same steps in the same order.
+  monkeypatch.setattr(preflight, "FUSED_BYTES", 10 * preflight.OVERFIT_BATCH * arrays["train"]["image"][:1].nbytes)
+  blocks = preflight.run_checks(tiny_config, arrays, splits.num_classes, splits.image_shape)
+  for a, b in zip(whole["checks"], blocks["checks"]):
+    assert a["name"] == b["name"] and a["passed"] == b["passed"]
+    assert a["value"] == pytest.approx(b["value"], rel=1e-4, abs=1e-6), a["name"]

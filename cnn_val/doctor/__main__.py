@@ -34,7 +34,8 @@ _FOLLOW_UP = flags.DEFINE_bool("follow_up", True, "--verify: after the menu, a s
 _LEARNING_CURVE = flags.DEFINE_enum(
     "learning_curve", "auto", ["auto", "always", "never"],
     "--verify: train the config on 1/4 and 1/2 of its training data too, for the gain twice the data would "
-    "bring (a fitted power law); auto = when the diagnosis holds an overfitting finding.")
+    "bring (a saturating power law through the three points: an upper estimate); auto = when the diagnosis "
+    "holds an overfitting finding.")
 _REFERENCE = flags.DEFINE_string("reference", None, "--verify: a glob of finished healthy run directories of the "
                                  "same budget, for the share of the loss a fix recovers (e.g. "
                                  "'runs/healthy/runs/base/seed*').")
