@@ -284,7 +284,7 @@ def test_the_follow_up_widens_a_confirmed_wider_model_again_and_combines_the_con
   assert [f["evidence"]["lever"] for f in result["findings"]] == ["combined", "wider_x2", "wider", "cosine"]
   top = result["findings"][0]
   assert top["cause"] == "underfitting" and top["verified"]["delta"] == pytest.approx(0.020)
-  assert top["evidence"]["follow_up"] == "the confirmed levers together: wider + cosine"
+  assert top["evidence"]["follow_up"] == "the confirmed changes together: wider + cosine"
   assert top["fix"]["overrides"] == {"config.model.width_multiplier": 2.0, "config.optim.schedule": "cosine"}
   notes = {lever["lever"]: lever.get("follow_up") for lever in result["verification"]["levers"]}
   assert notes["wider_x2"] == "the confirmed wider model, twice as wide again" and notes["wider"] is None
@@ -300,6 +300,30 @@ def test_the_follow_up_widens_a_confirmed_wider_model_again_and_combines_the_con
   result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, follow_up=False,
                               log=lambda _: None)
   assert "combined" not in {lever["lever"] for lever in result["verification"]["levers"]}
+
+
+def test_two_confirmed_fixes_are_trained_together_and_the_combination_ranks_by_its_gain(tmp_path):
+  workdir = str(tmp_path)
+  config = _config()
+  _write_run(workdir, config, 0.80)
+  diagnosis = {"verdict": "problems_found", "findings": [
+      _finding("distribution_shift", {"config.augment.standardize": True}),
+      _finding("class_imbalance", {"config.imbalance.class_weighting": "inverse"})]}
+  base = [0.80, 0.81, 0.79]
+  _fake_sweep(workdir, config, {"baseline": ({}, base),
+                                "distribution_shift": ({"augment.standardize": True}, [0.83, 0.845, 0.82]),
+                                "class_imbalance": ({"imbalance.class_weighting": "inverse"}, [0.82, 0.83, 0.81])})
+  lines = []
+  result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", max_runs=9, log=lines.append)
+  assert any(line.startswith("Follow-up (combined) skipped") for line in lines)
+  both = {"augment.standardize": True, "imbalance.class_weighting": "inverse"}
+  _fake_sweep(workdir, config, {"combined": (both, [0.86, 0.87, 0.85])})
+  result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", log=lambda _: None)
+  top = result["findings"][0]
+  assert top["evidence"]["lever"] == "combined" and top["cause"] == "distribution_shift"
+  assert top["evidence"]["follow_up"] == "the confirmed changes together: distribution_shift + class_imbalance"
+  assert top["verified"]["delta"] == pytest.approx(0.06) and top["fix"]["overrides"] == {
+      "config.augment.standardize": True, "config.imbalance.class_weighting": "inverse"}
 
 
 def test_follow_up_arms_of_convnet_widths_and_of_a_single_lever():

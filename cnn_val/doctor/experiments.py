@@ -22,7 +22,7 @@ What it decides, and by which rule:
 - When every fix tried is refuted (`explore='auto'`), the menu runs as a stage of its own after them: the
   findings explained nothing that an experiment could win back, so the levers get their turn.
 - A second stage follows the menu (`follow_up_arms`, within what --max_runs and --budget_minutes leave): a
-  confirmed wider model widened once more, and all confirmed levers together; a confirmed one is a finding
+  confirmed wider model widened once more, and all confirmed levers and fixes together; a confirmed one is a finding
   like any lever, so the largest verified gain, single lever or combination, ranks first.
 - The verdict is `problems_found` when a confirmed change gains more than the noise of the seeds (its mean
   gain exceeds twice the baseline's standard deviation of the same metric over the same seeds), or when a
@@ -291,7 +291,11 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
       table, error = staged
       arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
       confirmed = _read_levers(menu, arms, arms.get(BASELINE_ARM), reference, levers, findings)
-  stage2 = follow_up_arms(confirmed) if follow_up and error is None else []
+  # Fixes confirmed on validation accuracy join the combination: two causes fixed together (the compound
+  # fault's lighting and long tail) show what fixing both buys.
+  fixed = [(ablate.Arm(f["verified"]["arm"], f["verified"]["overrides"]), f["cause"], f["verified"]) for f in tried
+           if _state(f) == "confirmed" and f["verified"]["metric"] == "final_val_accuracy"]
+  stage2 = follow_up_arms(confirmed + fixed) if follow_up and error is None else []
   if lever_names is not None:  # --levers bounds the follow-up too: only the follow-up arms it names
     stage2 = [(a, cause, note) for a, cause, note in stage2 if a.name in set(lever_names)]
   staged = stage2 and extend(
@@ -386,7 +390,7 @@ def _read_levers(menu, arms: dict, base: dict | None, reference, levers: list, f
     what = (f"Changing {'these together' if len(arm.overrides) > 1 else 'one thing'}, {_describe(arm.overrides)}"
             + (f" ({note})" if note else ""))
     why = (_BATCHNORM_TEXT if arm.overrides.get("model.batchnorm") and len(arm.overrides) == 1
-           else _CAUSE_TEXT[cause])
+           else _CAUSE_TEXT.get(cause, "the change addresses this cause."))
     findings.append({
         "cause": cause, "severity": "high" if gain >= HIGH_GAIN else "medium",
         "confidence": round(min(0.95, 1 - (verified["p_value"] or 0.05)), 3),
@@ -402,8 +406,8 @@ def _read_levers(menu, arms: dict, base: dict | None, reference, levers: list, f
 
 def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]]) -> list[tuple[ablate.Arm, str, str]]:
   """The second stage, more of what worked: (arm, cause, why). A confirmed `wider` lever once more (twice its
-  width again), and, when two or more levers were confirmed, all of them together (the best first, skipping a
-  lever whose fields an earlier one already sets)."""
+  width again), and, when two or more changes (levers, or findings' fixes) were confirmed, all of them
+  together (the best first, skipping one whose fields an earlier one already sets)."""
   out = []
   for arm, _, _ in confirmed:
     if arm.name == "wider":
@@ -418,7 +422,7 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]]) -> list[tuple[
       names.append(arm.name)
       cause = cause or arm_cause
   if len(names) >= 2:
-    out.append((ablate.Arm("combined", combined), cause, f"the confirmed levers together: {' + '.join(names)}"))
+    out.append((ablate.Arm("combined", combined), cause, f"the confirmed changes together: {' + '.join(names)}"))
   return out
 
 
@@ -428,6 +432,10 @@ _CAUSE_TEXT = {
     "lr_plateau": "the learning rate does not decay far enough to settle into the minimum.",
     "lr_too_high": "a lower learning rate trains better.", "lr_too_low": "a higher learning rate trains better.",
     "harmful_augmentation": "this augmentation changes what the images mean.",
+    "distribution_shift": "training and validation images differ, and the change makes the model indifferent to it.",
+    "class_imbalance": "the long tail biased the model towards the majority classes.",
+    "label_noise": "wrong training labels cost accuracy.",
+    "diverged": "the run diverged, and the change keeps it stable.",
 }
 
 
