@@ -42,7 +42,8 @@ FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "d
                       "early_stopping_patience": 0, "ema_decay": 0.0, "augment.hue": None,
                       "augment.saturation": None, "data.exclude_train_examples": "",
                       "data.scenario.colorize": 0.0, "data.scenario.colour_shortcut_classes": [],
-                      "data.scenario.colour_shortcut_hue": 0.0, "data.train_fraction": 1.0}
+                      "data.scenario.colour_shortcut_hue": 0.0, "data.train_fraction": 1.0,
+                      "data.relabel_train_examples": ""}
 
 
 def flatten(d, prefix=""):

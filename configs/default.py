@@ -66,6 +66,9 @@ def get_config():
   # A JSON file {"indices": [...]} of training examples to leave out (indices into the training split as
   # loaded): the doctor's label_issues.json, its fix for likely-wrong labels. '' = none.
   config.data.exclude_train_examples = ""
+  # A JSON file {"indices": [...], "labels": [...]}: these training examples get these labels (the doctor's
+  # label_issues.json: each flagged example relabelled with the class the model sees). '' = none.
+  config.data.relabel_train_examples = ""
   # Keep only the first fraction of the training split as loaded (after the scenario and the fixes above);
   # nested subsets, so the doctor's learning curve trains on 1/4, 1/2 and all of the same data. 1 = all.
   config.data.train_fraction = 1.0

@@ -2,6 +2,7 @@
 between two classes, flags nothing on confident clean outputs, feeds the label_noise finding and the report, and
 never stops the doctor (an unreadable file or a missing package skip it with the reason)."""
 
+import json
 import os
 
 import numpy as np
@@ -58,9 +59,13 @@ def test_the_label_noise_finding_and_the_report_list_them(tmp_path):
   assert "likely_wrong_labels" not in text.split("## Likely-wrong")[0]  # not dumped among the evidence
   assert finding["fix"]["overrides"] == {
       "config.data.exclude_train_examples": os.path.join(os.path.abspath(workdir), "label_issues.json")}
+  assert finding["fix"]["options"][1] == {"name": "relabel", "overrides": {
+      "config.data.relabel_train_examples": os.path.join(os.path.abspath(workdir), "label_issues.json")}}
   label_check.write_flagged(workdir)  # as the doctor's examine() writes it: every flagged training index
-  listed = rundir.read_json(workdir, label_check.LABEL_ISSUES_FILE)["indices"]
+  listing = rundir.read_json(workdir, label_check.LABEL_ISSUES_FILE)
+  listed = listing["indices"]
   assert len(listed) == count and set(listed) <= set(range(3, 2000 * 3, 3))
+  assert listed == sorted(listed) and listing["labels"] == [3] * count  # swapped 3 -> 5: the model sees 3
   quiet = rules.diagnose(str(tmp_path))  # the same verdict with the file gone, without the listing
   os.remove(os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE))
   plain = next(f for f in rules.diagnose(workdir)["findings"] if f["cause"] == "label_noise")
@@ -99,3 +104,23 @@ def test_training_leaves_out_the_listed_examples_and_a_bad_list_is_named(tiny_co
   tiny_config.data.exclude_train_examples = str(tmp_path / "missing.json")
   with pytest.raises(FileNotFoundError, match="no such file"):
     loading.load_data(tiny_config)
+
+
+def test_training_relabels_the_listed_examples_and_a_bad_list_is_named(tiny_config, tmp_path):
+  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel
+  full = loading.load_data(tiny_config)[1]["train"]
+  listing = tmp_path / "label_issues.json"
+  new = [(int(full["label"][i]) + 1) % 10 for i in (0, 7)]
+  listing.write_text(json.dumps({"indices": [0, 7], "labels": new}))
+  tiny_config.data.relabel_train_examples = str(listing)
+  relabelled = loading.load_data(tiny_config)[1]["train"]
+  expected = full["label"].copy()
+  expected[[0, 7]] = new
+  assert np.array_equal(relabelled["label"], expected) and np.array_equal(relabelled["image"], full["image"])
+  for text, message in (('{"indices": [0, 1], "labels": [2]}', "lists of the same length"),
+                        ('{"indices": [0], "labels": [10]}', r"every label must be a class index in \[0, 10\)"),
+                        ('{"indices": [1080], "labels": [1]}', r"distinct integer in \[0, 1080\)"),
+                        ('{"indices": [1, 2]}', "run `python -m cnn_val.doctor --workdir=RUN` again")):
+    listing.write_text(text)
+    with pytest.raises(ValueError, match=message):
+      loading.load_data(tiny_config)

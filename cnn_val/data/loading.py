@@ -32,6 +32,32 @@ def excluded_indices(path: str, num_train: int) -> np.ndarray:
   return np.asarray(sorted(set(indices)), int)
 
 
+def relabelled(path: str, num_train: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+  """(indices, labels) that `config.data.relabel_train_examples` names: a JSON file {"indices": [...],
+  "labels": [...]} (the doctor's label_issues.json: each flagged example and the class the model sees)."""
+  field = "config.data.relabel_train_examples"
+  try:
+    with open(path) as f:
+      listing = json.load(f)
+    indices, labels = listing["indices"], listing["labels"]
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{field}={path!r}: no such file. It is the doctor's label_issues.json of a run "
+                            f"with these data (or any JSON file {{\"indices\": [...], \"labels\": [...]}}).") from None
+  except (json.JSONDecodeError, KeyError, TypeError) as e:
+    raise ValueError(f"{field}={path!r}: expected a JSON object with lists \"indices\" and \"labels\" of the "
+                     f"same length ({type(e).__name__}: {e}); a label_issues.json from before labels were "
+                     f"written: run `python -m cnn_val.doctor --workdir=RUN` again.") from None
+  ints = lambda xs, hi: all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < hi for x in xs)
+  if not isinstance(indices, list) or not isinstance(labels, list) or len(indices) != len(labels):
+    raise ValueError(f"{field}={path!r}: \"indices\" and \"labels\" must be lists of the same length.")
+  if not ints(indices, num_train) or len(set(indices)) != len(indices):
+    raise ValueError(f"{field}={path!r}: every index must be a distinct integer in [0, {num_train}), the training "
+                     f"split as loaded; these data have another split (another scenario or dataset?).")
+  if not ints(labels, num_classes):
+    raise ValueError(f"{field}={path!r}: every label must be a class index in [0, {num_classes}).")
+  return np.asarray(indices, int), np.asarray(labels, int)
+
+
 def load_data(config):
   """The splits as numpy arrays ({'train', 'validation', optionally 'test'}), after the fault scenario (if
   any), and the dataset's description (`sources.Splits`, whose validation and test are those arrays)."""
@@ -57,6 +83,14 @@ def load_data(config):
     arrays["train"] = {k: v[keep] for k, v in arrays["train"].items()}
     logging.info("Removed %d training examples that duplicate validation or test images (%d exact, %d near).",
                  int((~keep).sum()), exact, int((~keep).sum()) - exact)
+  if config.data.get("relabel_train_examples"):  # a label_noise fix: the flagged examples get the model's class
+    index, new = relabelled(config.data.relabel_train_examples, len(arrays["train"]["label"]), splits.num_classes)
+    labels = np.array(arrays["train"]["label"], copy=True)
+    changed = int((labels[index] != new).sum())
+    labels[index] = new.astype(labels.dtype)
+    arrays["train"] = {**arrays["train"], "label": labels}
+    logging.info("Relabelled %d training examples (%d changed) listed in %s.", len(index), changed,
+                 config.data.relabel_train_examples)
   if config.data.get("exclude_train_examples"):  # the label_noise fix: train without the flagged examples
     drop = excluded_indices(config.data.exclude_train_examples, len(arrays["train"]["label"]))
     keep = np.ones(len(arrays["train"]["label"]), bool)

@@ -56,18 +56,22 @@ def _flagged(path: str, mtime: float):
 
 
 def write_flagged(workdir: str) -> str | None:
-  """Writes every flagged example's training index to `label_issues.json` (for
-  config.data.exclude_train_examples) and returns its path; None when there is nothing to write."""
+  """Writes every flagged example's training index, and the class the model sees for it, to
+  `label_issues.json` (for config.data.exclude_train_examples and config.data.relabel_train_examples) and
+  returns its path; None when there is nothing to write."""
   path = os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE)
   if not os.path.exists(path):
     return None
   result = _flagged(path, os.path.getmtime(path))
   if isinstance(result, str) or not len(result[3]):
     return None
-  _, _, index, flagged = result
+  probs, _, index, flagged = result
+  order = np.argsort(index[flagged], kind="stable")
   rundir.write_json(workdir, LABEL_ISSUES_FILE, {
-      "indices": sorted(int(i) for i in index[flagged]),
-      "how": "cleanlab.filter.find_label_issues(filter_by='prune_by_noise_rate') on train_predictions.npz"})
+      "indices": [int(i) for i in index[flagged][order]],
+      "labels": [int(c) for c in probs[flagged].argmax(axis=1)[order]],  # the class the model sees, per index
+      "how": "cleanlab.filter.find_label_issues(filter_by='prune_by_noise_rate') on train_predictions.npz; "
+             "labels: the model's most probable class"})
   return os.path.join(workdir, LABEL_ISSUES_FILE)
 
 

@@ -361,8 +361,11 @@ def rule_label_noise(run: Run):
       f"examples it trains on ({train_acc:.3f}, {how}): about {100 * noise:.0f}% of the "
       f"training labels disagree with what the model learns from the rest, so they are probably wrong." + which,
       ("Train without the likely-wrong labels (the flagged examples, label_issues.json; the report lists them), "
-       "then relabel them: confident learning's remedy." if listed else
+       "or with them relabelled as the model sees them; `--verify` tries both. Then relabel them by hand: "
+       "confident learning's remedy." if listed else
        "Clean the training labels (relabel the examples the model most confidently disagrees with); "
        "meanwhile keep the best checkpoint and regularise."),
-      {"config.data.exclude_train_examples": os.path.abspath(os.path.join(run.workdir, LABEL_ISSUES_FILE))}
-      if listed else {"config.optim.weight_decay": 1e-4, "config.optim.optimizer": "adamw"})
+      None if listed else {"config.optim.weight_decay": 1e-4, "config.optim.optimizer": "adamw"},
+      options=[(name, {f"config.data.{field}": os.path.abspath(os.path.join(run.workdir, LABEL_ISSUES_FILE))})
+               for name, field in (("exclude", "exclude_train_examples"), ("relabel", "relabel_train_examples"))]
+      if listed else None)
