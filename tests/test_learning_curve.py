@@ -74,6 +74,7 @@ def test_a_data_bound_run_gets_a_more_data_finding_ranked_after_the_measured_fix
   os.remove(os.path.join(workdir, rundir.AUDIT_FILE))  # a count alone: the report's audit section needs more
   with open(report.write_report(workdir, result)) as f:
     text = f.read()
+  assert "| `overfitting`: twice the training data (predicted by the learning curve) |  | 3 |" in text
   assert "### Learning curve" in text and "| training examples | 1,000 | 2,000 | 4,000 | 2x (predicted) |" in text
   assert os.path.exists(os.path.join(workdir, "plots", "learning_curve.png"))
   # Nothing else confirmed: the data finding leads, and fix_first says it is a prediction.

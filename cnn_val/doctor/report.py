@@ -260,6 +260,8 @@ def _verified_section(workdir: str, diagnosis: dict) -> list[str]:
     if v and v.get("options"):  # a fix with options: each one tried, the one kept first
       rows += [(f"`{f['cause']}`: option `{o['option']}`" + (" (kept)" if o["option"] == v["option"] else ""), o)
                for o in sorted(v["options"], key=lambda o: o["option"] != v["option"])]
+    elif v and v.get("predicted"):  # the learning curve's: no config change, a prediction
+      rows.append((f"`{f['cause']}`: twice the training data (predicted by the learning curve)", v))
     elif v:
       rows.append((f"`{f['cause']}`", v))
   rows += [(f"lever `{lever['lever']}` ({lever['cause']})", lever) for lever in info.get("levers", [])
