@@ -166,8 +166,9 @@ def _label_section(workdir: str, class_names) -> list[str]:
             f"outputs are in-sample, so a label the model has memorised is missed: a lower bound. Clean data "
             f"has some too (ambiguous images); what points to wrong labels is a share well above a clean run's "
             f"of the same data, concentrated on a few class pairs. Their indices are in `label_issues.json` when "
-            f"a `label_noise` finding cites them; `--config.data.exclude_train_examples=` that file trains "
-            f"without them.", ""]
+            f"a `label_noise` finding cites them (with the class the model sees for each): "
+            f"`--config.data.exclude_train_examples=` that file trains without them, "
+            f"`--config.data.relabel_train_examples=` with them relabelled.", ""]
   if issues["pairs"]:
     lines += ["| labelled | the model sees | flagged | share of the label's examples |", "| --- | --- | --- | --- |"]
     lines += [f"| {name(p['given'])} | {name(p['suggested'])} | {p['count']} | {100 * p['share_of_given']:.1f}% |"
