@@ -7,6 +7,7 @@ so these formats are kept stable; see DESIGN.md. Only process 0 writes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import math
@@ -44,6 +45,20 @@ FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "d
                       "data.scenario.colorize": 0.0, "data.scenario.colour_shortcut_classes": [],
                       "data.scenario.colour_shortcut_hue": 0.0, "data.train_fraction": 1.0,
                       "data.relabel_train_examples": ""}
+
+
+def with_fields_added_later(config: dict) -> dict:
+  """A copy of a config dict (an old run's config.json) with every FIELDS_ADDED_LATER field it lacks set to
+  its neutral value, the value under which the run trained: overrides of those fields then apply to it."""
+  out = copy.deepcopy(config)
+  for field, neutral in FIELDS_ADDED_LATER.items():
+    *parents, last = field.split(".")
+    node = out
+    for part in parents:
+      node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict) and last not in node:
+      node[last] = copy.deepcopy(neutral)
+  return out
 
 
 def flatten(d, prefix=""):

@@ -262,6 +262,14 @@ def test_a_sweep_from_before_a_config_field_existed_resumes_and_a_changed_base_i
   base["optim"]["learning_rate"] = 0.01
   with pytest.raises(ablate.SweepError, match=r"different base config \(fields optim.learning_rate\)"):
     ablate.prepare(ablate.Sweep(base, [ablate.Arm("base")], [0], check=False), out)
+  # An old run's config takes arms on fields added since, at their neutral value otherwise (doctor --verify
+  # of a run trained before the learning curve or the relabel option existed).
+  del old["data"]["train_fraction"], old["data"]["relabel_train_examples"]
+  arm = ablate.Arm("half", {"data.train_fraction": 0.5, "data.relabel_train_examples": "x.json"})
+  ablate.check_arm(old, arm, 0)
+  config = ablate.run_config(old, arm.overrides, 0)
+  assert config["data"]["train_fraction"] == 0.5 and config["data"]["relabel_train_examples"] == "x.json"
+  assert ablate.run_config(old, {}, 0)["data"]["train_fraction"] == 1.0 and "train_fraction" not in old["data"]
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ sweep files; each run's config; and a run directory's status and numbers, read f
 from __future__ import annotations
 
 import ast
-import copy
 import dataclasses
 import difflib
 import itertools
@@ -175,8 +174,9 @@ def sweep_file_arms(path: str) -> list[Arm]:
 
 
 def run_config(base: dict, overrides: Mapping[str, Any], seed: int) -> dict:
-  """The config dict of one run: `base` with `overrides` applied and `seed` set. Every field must exist."""
-  config = copy.deepcopy(base)
+  """The config dict of one run: `base` with `overrides` applied and `seed` set. Every field must exist (a
+  base from before a field existed has it at its neutral value: rundir.with_fields_added_later)."""
+  config = rundir.with_fields_added_later(base)
   for field, value in {**overrides, "seed": seed}.items():
     node, parts = config, field.split(".")
     for i, part in enumerate(parts):
@@ -197,6 +197,7 @@ def check_arm(base: dict, arm: Arm, seed: int) -> None:
   """An arm's overrides name existing fields, keep their types (an int where a float is expected is fine),
   and give a config that config_check accepts: a bad arm fails before any run starts."""
   config = run_config(base, arm.overrides, seed)
+  base = rundir.with_fields_added_later(base)
   for field, value in arm.overrides.items():
     current = base
     for part in field.split("."):
