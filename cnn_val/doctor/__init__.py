@@ -6,7 +6,8 @@
 
 Modules: `rules` (the single-run rules and their thresholds), `run_view` (a run directory as the rules read
 it), `experiments` (fixes and levers trained against the run's own config, over seeds, into W/verify/),
-`report` (report.md and plots/). It reads run directories and launches runs through `cnn_val.ablate`;
+`levers` (the lever menu and its follow-up), `learning_curve` (the run on less of its data), `report`
+(report.md and plots/). It reads run directories and launches runs through `cnn_val.ablate`;
 nothing here imports the training loop.
 """
 

@@ -4,6 +4,9 @@ the baseline on the same seeds.
 
     diagnosis = experiments.verify("runs/default", rules.diagnose("runs/default"), seeds=3)
 
+The lever menu and the follow-up's arms live in levers.py, the learning curve in learning_curve.py; this
+module trains them with the fixes and judges them all.
+
 What it decides, and by which rule:
 - A finding's fix is **confirmed** when the paired 95% CI of (fix - baseline) on the same seeds lies above 0
   (below 0 for a metric where lower is better), **inconclusive** when its mean gain is positive but the CI
@@ -47,8 +50,11 @@ import time
 from typing import Callable, Sequence
 
 from cnn_val import ablate, rundir
-from cnn_val.doctor import learning_curve as curve_lib
-from cnn_val.doctor.finding import WEIGHT_DECAY, verification_result
+from cnn_val.doctor.finding import verification_result
+from cnn_val.doctor.learning_curve import arms as curve_arms_of
+from cnn_val.doctor.learning_curve import finding as curve_finding
+from cnn_val.doctor.learning_curve import read as read_curve
+from cnn_val.doctor.levers import FOLLOW_UP_LEVERS, LEVERS, follow_up_arms, lever_finding, menu_arms
 from cnn_val.doctor.rules import fix_first
 from cnn_val.doctor.run_view import Run
 
@@ -56,8 +62,6 @@ VERIFY_DIR = "verify"
 BASELINE_ARM = "baseline"
 HIGH_GAIN = 0.01  # a confirmed gain of this much validation accuracy (1 point) or more is a high finding
 NOISE_MULTIPLE = 2.0  # a gain counts against `healthy` when it exceeds this many baseline seed std devs
-MENU_WEIGHT_DECAY = WEIGHT_DECAY  # the lever menu's, the overfitting fix's: finding.WEIGHT_DECAY
-MENU_BLOCK_DROPOUT = 0.2
 
 
 def _metric(cause: str) -> tuple[str, bool]:
@@ -107,58 +111,6 @@ def fix_arms(run: Run, findings: list[dict], max_fixes: int) -> list[tuple[ablat
       names.add(name)
       out.append((ablate.Arm(name, overrides), finding, is_applied, option if len(options) > 1 else None))
   return out
-
-
-_AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_range": 0.0, "width_shift_range": 0.0,
-                "height_shift_range": 0.0, "shear_range": 0.0, "zoom_range": 0.0, "brightness": 0.0,
-                "contrast": 0.0, "gamma": 0.0, "hue": 0.0, "saturation": 0.0}
-FOLLOW_UP_LEVERS = ("wider_x2", "combined")  # the names follow_up_arms gives
-LEVERS = ("wider", "deeper", "batchnorm", "block_dropout", "weight_decay", "cosine", "lr_range_test", "augment",
-          *(f"no_{field}" for field in _AUGMENT_OFF),  # every name menu_arms can give
-          *FOLLOW_UP_LEVERS)
-
-
-def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
-  """The seed's levers, each one change to the run's own model and recipe: (arm, the cause it tests)."""
-  get, arms = run.get, []
-  model = get("model.name")
-  if model in ("SeedCNN", "SeedCNNDropout") and get("model.width_multiplier") is not None:
-    arms.append((ablate.Arm("wider", {"model.width_multiplier": 2 * float(get("model.width_multiplier"))}),
-                 "underfitting"))
-    arms.append((ablate.Arm("deeper", {"model.extra_blocks": int(get("model.extra_blocks")) + 1}),
-                 "underfitting"))
-  elif model in ("ConvNet", "ResNet"):
-    widths = list(get("model.widths") or [])
-    arms.append((ablate.Arm("wider", {"model.widths": [2 * int(w) for w in widths]}), "underfitting"))
-    if model == "ConvNet":
-      arms.append((ablate.Arm("deeper", {"model.widths": widths + [2 * int(widths[-1])]}), "underfitting"))
-    else:
-      arms.append((ablate.Arm("deeper", {"model.depth": int(get("model.depth")) + 6}), "underfitting"))
-  if model in ("SeedCNN", "SeedCNNDropout", "ConvNet") and not get("model.batchnorm"):
-    arms.append((ablate.Arm("batchnorm", {"model.batchnorm": True}), "underfitting"))
-  if (get("model.block_dropout_rate") == 0.0 and
-      (model == "ConvNet" or get("model.width_multiplier") is not None)):
-    arms.append((ablate.Arm("block_dropout", {"model.block_dropout_rate": MENU_BLOCK_DROPOUT}), "overfitting"))
-  if not get("optim.weight_decay"):
-    arms.append((ablate.Arm("weight_decay", {"optim.weight_decay": MENU_WEIGHT_DECAY}), "overfitting"))
-  if get("optim.schedule") != "cosine":
-    arms.append((ablate.Arm("cosine", {"optim.schedule": "cosine"}), "lr_plateau"))
-  suggestion = (run.lr_find or {}).get("suggestion")
-  lr = get("optim.learning_rate")
-  if suggestion and lr and not 1 / 1.5 < suggestion / lr < 1.5:
-    arms.append((ablate.Arm("lr_range_test", {"optim.learning_rate": float(f"{suggestion:.2g}")}),
-                 "lr_too_low" if suggestion > lr else "lr_too_high"))
-  augment = run.augment
-  if not augment.random:
-    channels = len((run.audit or {}).get("splits", {}).get("train", {}).get("channel_means", [0]))
-    arms.append((ablate.Arm("augment", {"augment.preset": "characters" if channels == 1 else "natural"}),
-                 "overfitting"))
-  else:
-    for field, neutral in _AUGMENT_OFF.items():
-      value = getattr(augment, field)
-      if value and value != (1.0, 1.0):
-        arms.append((ablate.Arm(f"no_{field}", {f"augment.{field}": neutral}), "harmful_augmentation"))
-  return arms
 
 
 def _reuse_run(workdir: str, out: str, seed: int) -> None:
@@ -244,7 +196,7 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   curve_arms = []
   if learning_curve == "always" or (learning_curve == "auto" and
                                     any(f["cause"] == "overfitting" for f in findings)):
-    curve_arms = curve_lib.arms(run)
+    curve_arms = curve_arms_of(run)
     if not curve_arms:
       log("No learning curve: the training set is too small to quarter (or its size is not in audit.json).")
   arm_list = [ablate.Arm(BASELINE_ARM)] + [a for a, *_ in fixes] + [a for a, _ in menu] + curve_arms
@@ -260,9 +212,9 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   levers = []
   _read_fixes(fixes, arms, base, reference)
   confirmed = _read_levers(menu, arms, base, reference, levers, findings)
-  curve = curve_lib.read(run, arms, base, seed_list) if curve_arms else None
+  curve = read_curve(run, arms, base, seed_list) if curve_arms else None
   if curve and curve["confirmed"]:
-    findings.append(curve_lib.finding(curve, VERIFY_DIR, HIGH_GAIN))
+    findings.append(curve_finding(curve, VERIFY_DIR, HIGH_GAIN))
   tried = list({id(f): f for _, f, applied, _ in fixes if not applied}.values())
   refuted = [f for f in tried if verification_result(f.get("verified")) == "refuted"]
 
@@ -385,66 +337,8 @@ def _read_levers(menu, arms: dict, base: dict | None, reference, levers: list, f
     if not verified["confirmed"]:
       continue
     confirmed.append((arm, cause, verified))
-    gain = verified["delta"]
-    overrides = {f"config.{k}": v for k, v in arm.overrides.items()}
-    what = (f"Changing {'these together' if len(arm.overrides) > 1 else 'one thing'}, {_describe(arm.overrides)}"
-            + (f" ({note})" if note else ""))
-    why = (_BATCHNORM_TEXT if arm.overrides.get("model.batchnorm") and len(arm.overrides) == 1
-           else _CAUSE_TEXT.get(cause, "the change addresses this cause."))
-    findings.append({
-        "cause": cause, "severity": "high" if gain >= HIGH_GAIN else "medium",
-        "confidence": round(min(0.95, 1 - (verified["p_value"] or 0.05)), 3),
-        "evidence": {"lever": arm.name, "overrides": dict(arm.overrides), "gain": gain, "ci95": verified["ci95"],
-                     "seeds": verified["seeds"], **({"follow_up": note} if note else {})},
-        "explanation": f"{what}, raised validation accuracy by {100 * gain:.2f} points (95% CI "
-                       f"{100 * verified['ci95'][0]:+.2f} to {100 * verified['ci95'][1]:+.2f}) over "
-                       f"{verified['seeds']} seeds against the same seeds of the unchanged config: " + why,
-        "fix": {"summary": f"Apply {_describe(arm.overrides)}.", "overrides": overrides},
-        "verified": verified, "source": "experiment"})
+    findings.append(lever_finding(arm, cause, verified, note, HIGH_GAIN))
   return confirmed
-
-
-def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]]) -> list[tuple[ablate.Arm, str, str]]:
-  """The second stage, more of what worked: (arm, cause, why). A confirmed `wider` lever once more (twice its
-  width again), and, when two or more changes (levers, or findings' fixes) were confirmed, all of them
-  together (the best first, skipping one whose fields an earlier one already sets)."""
-  out = []
-  for arm, _, _ in confirmed:
-    if arm.name == "wider":
-      doubled = {k: (2 * v if isinstance(v, (int, float)) else [2 * int(w) for w in v])
-                 for k, v in arm.overrides.items()}
-      out.append((ablate.Arm("wider_x2", doubled), "underfitting", "the confirmed wider model, twice as wide again"))
-  ranked = sorted(confirmed, key=lambda c: -c[2]["delta"])
-  combined, names, cause = {}, [], None
-  for arm, arm_cause, _ in ranked:
-    if not set(arm.overrides) & set(combined):
-      combined.update(arm.overrides)
-      names.append(arm.name)
-      cause = cause or arm_cause
-  if len(names) >= 2:
-    out.append((ablate.Arm("combined", combined), cause, f"the confirmed changes together: {' + '.join(names)}"))
-  return out
-
-
-_CAUSE_TEXT = {
-    "underfitting": "the model is too small for what the data allows.",
-    "overfitting": "the model fits its training data more closely than it generalises; regularising helps.",
-    "lr_plateau": "the learning rate does not decay far enough to settle into the minimum.",
-    "lr_too_high": "a lower learning rate trains better.", "lr_too_low": "a higher learning rate trains better.",
-    "harmful_augmentation": "this augmentation changes what the images mean.",
-    "distribution_shift": "training and validation images differ, and the change makes the model indifferent to it.",
-    "class_imbalance": "the long tail biased the model towards the majority classes.",
-    "label_noise": "wrong training labels cost accuracy.",
-    "diverged": "the run diverged, and the change keeps it stable.",
-}
-
-
-_BATCHNORM_TEXT = ("the same model fits better with each conv layer's activations normalised (BatchNorm): it "
-                   "was limited by how well it trains, not by its size.")
-
-
-def _describe(overrides) -> str:
-  return ", ".join(f"config.{k}={v}" for k, v in overrides.items())
 
 
 def _state(finding: dict) -> str:

@@ -1,0 +1,127 @@
+"""The doctor's lever menu: the seed's levers, each one change to the run's own model and recipe, with the
+cause each tests (`menu_arms`); the second stage on what was confirmed (`follow_up_arms`: the wider model
+widened again, the confirmed changes together); and a confirmed lever as a finding (`lever_finding`).
+experiments.verify trains and judges them."""
+
+from __future__ import annotations
+
+from cnn_val import ablate
+from cnn_val.doctor.finding import WEIGHT_DECAY
+from cnn_val.doctor.run_view import Run
+
+MENU_WEIGHT_DECAY = WEIGHT_DECAY  # the lever menu's, the overfitting fix's: finding.WEIGHT_DECAY
+MENU_BLOCK_DROPOUT = 0.2
+
+_AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_range": 0.0, "width_shift_range": 0.0,
+                "height_shift_range": 0.0, "shear_range": 0.0, "zoom_range": 0.0, "brightness": 0.0,
+                "contrast": 0.0, "gamma": 0.0, "hue": 0.0, "saturation": 0.0}
+FOLLOW_UP_LEVERS = ("wider_x2", "combined")  # the names follow_up_arms gives
+LEVERS = ("wider", "deeper", "batchnorm", "block_dropout", "weight_decay", "cosine", "lr_range_test", "augment",
+          *(f"no_{field}" for field in _AUGMENT_OFF),  # every name menu_arms can give
+          *FOLLOW_UP_LEVERS)
+
+
+def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
+  """The seed's levers, each one change to the run's own model and recipe: (arm, the cause it tests)."""
+  get, arms = run.get, []
+  model = get("model.name")
+  if model in ("SeedCNN", "SeedCNNDropout") and get("model.width_multiplier") is not None:
+    arms.append((ablate.Arm("wider", {"model.width_multiplier": 2 * float(get("model.width_multiplier"))}),
+                 "underfitting"))
+    arms.append((ablate.Arm("deeper", {"model.extra_blocks": int(get("model.extra_blocks")) + 1}),
+                 "underfitting"))
+  elif model in ("ConvNet", "ResNet"):
+    widths = list(get("model.widths") or [])
+    arms.append((ablate.Arm("wider", {"model.widths": [2 * int(w) for w in widths]}), "underfitting"))
+    if model == "ConvNet":
+      arms.append((ablate.Arm("deeper", {"model.widths": widths + [2 * int(widths[-1])]}), "underfitting"))
+    else:
+      arms.append((ablate.Arm("deeper", {"model.depth": int(get("model.depth")) + 6}), "underfitting"))
+  if model in ("SeedCNN", "SeedCNNDropout", "ConvNet") and not get("model.batchnorm"):
+    arms.append((ablate.Arm("batchnorm", {"model.batchnorm": True}), "underfitting"))
+  if (get("model.block_dropout_rate") == 0.0 and
+      (model == "ConvNet" or get("model.width_multiplier") is not None)):
+    arms.append((ablate.Arm("block_dropout", {"model.block_dropout_rate": MENU_BLOCK_DROPOUT}), "overfitting"))
+  if not get("optim.weight_decay"):
+    arms.append((ablate.Arm("weight_decay", {"optim.weight_decay": MENU_WEIGHT_DECAY}), "overfitting"))
+  if get("optim.schedule") != "cosine":
+    arms.append((ablate.Arm("cosine", {"optim.schedule": "cosine"}), "lr_plateau"))
+  suggestion = (run.lr_find or {}).get("suggestion")
+  lr = get("optim.learning_rate")
+  if suggestion and lr and not 1 / 1.5 < suggestion / lr < 1.5:
+    arms.append((ablate.Arm("lr_range_test", {"optim.learning_rate": float(f"{suggestion:.2g}")}),
+                 "lr_too_low" if suggestion > lr else "lr_too_high"))
+  augment = run.augment
+  if not augment.random:
+    channels = len((run.audit or {}).get("splits", {}).get("train", {}).get("channel_means", [0]))
+    arms.append((ablate.Arm("augment", {"augment.preset": "characters" if channels == 1 else "natural"}),
+                 "overfitting"))
+  else:
+    for field, neutral in _AUGMENT_OFF.items():
+      value = getattr(augment, field)
+      if value and value != (1.0, 1.0):
+        arms.append((ablate.Arm(f"no_{field}", {f"augment.{field}": neutral}), "harmful_augmentation"))
+  return arms
+
+
+def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]]) -> list[tuple[ablate.Arm, str, str]]:
+  """The second stage, more of what worked: (arm, cause, why). A confirmed `wider` lever once more (twice its
+  width again), and, when two or more changes (levers, or findings' fixes) were confirmed, all of them
+  together (the best first, skipping one whose fields an earlier one already sets)."""
+  out = []
+  for arm, _, _ in confirmed:
+    if arm.name == "wider":
+      doubled = {k: (2 * v if isinstance(v, (int, float)) else [2 * int(w) for w in v])
+                 for k, v in arm.overrides.items()}
+      out.append((ablate.Arm("wider_x2", doubled), "underfitting", "the confirmed wider model, twice as wide again"))
+  ranked = sorted(confirmed, key=lambda c: -c[2]["delta"])
+  combined, names, cause = {}, [], None
+  for arm, arm_cause, _ in ranked:
+    if not set(arm.overrides) & set(combined):
+      combined.update(arm.overrides)
+      names.append(arm.name)
+      cause = cause or arm_cause
+  if len(names) >= 2:
+    out.append((ablate.Arm("combined", combined), cause, f"the confirmed changes together: {' + '.join(names)}"))
+  return out
+
+
+_CAUSE_TEXT = {
+    "underfitting": "the model is too small for what the data allows.",
+    "overfitting": "the model fits its training data more closely than it generalises; regularising helps.",
+    "lr_plateau": "the learning rate does not decay far enough to settle into the minimum.",
+    "lr_too_high": "a lower learning rate trains better.", "lr_too_low": "a higher learning rate trains better.",
+    "harmful_augmentation": "this augmentation changes what the images mean.",
+    "distribution_shift": "training and validation images differ, and the change makes the model indifferent to it.",
+    "class_imbalance": "the long tail biased the model towards the majority classes.",
+    "label_noise": "wrong training labels cost accuracy.",
+    "diverged": "the run diverged, and the change keeps it stable.",
+}
+
+
+_BATCHNORM_TEXT = ("the same model fits better with each conv layer's activations normalised (BatchNorm): it "
+                   "was limited by how well it trains, not by its size.")
+
+
+def _describe(overrides) -> str:
+  return ", ".join(f"config.{k}={v}" for k, v in overrides.items())
+
+def lever_finding(arm: ablate.Arm, cause: str, verified: dict, note: str | None, high_gain: float) -> dict:
+  """A confirmed lever (or follow-up arm) as a finding of the cause it tests, sized by its verified gain:
+  `high` from `high_gain` up, else `medium`."""
+  gain = verified["delta"]
+  what = (f"Changing {'these together' if len(arm.overrides) > 1 else 'one thing'}, {_describe(arm.overrides)}"
+          + (f" ({note})" if note else ""))
+  why = (_BATCHNORM_TEXT if arm.overrides.get("model.batchnorm") and len(arm.overrides) == 1
+         else _CAUSE_TEXT.get(cause, "the change addresses this cause."))
+  return {
+      "cause": cause, "severity": "high" if gain >= high_gain else "medium",
+      "confidence": round(min(0.95, 1 - (verified["p_value"] or 0.05)), 3),
+      "evidence": {"lever": arm.name, "overrides": dict(arm.overrides), "gain": gain, "ci95": verified["ci95"],
+                   "seeds": verified["seeds"], **({"follow_up": note} if note else {})},
+      "explanation": f"{what}, raised validation accuracy by {100 * gain:.2f} points (95% CI "
+                     f"{100 * verified['ci95'][0]:+.2f} to {100 * verified['ci95'][1]:+.2f}) over "
+                     f"{verified['seeds']} seeds against the same seeds of the unchanged config: " + why,
+      "fix": {"summary": f"Apply {_describe(arm.overrides)}.",
+              "overrides": {f"config.{k}": v for k, v in arm.overrides.items()}},
+      "verified": verified, "source": "experiment"}
