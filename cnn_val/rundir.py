@@ -55,9 +55,8 @@ def with_fields_added_later(config: dict) -> dict:
     *parents, last = field.split(".")
     node = out
     for part in parents:
-      node = node.get(part) if isinstance(node, dict) else None
-    if isinstance(node, dict) and last not in node:
-      node[last] = copy.deepcopy(neutral)
+      node = node.setdefault(part, {})
+    node.setdefault(last, copy.deepcopy(neutral))
   return out
 
 
@@ -128,10 +127,8 @@ _DERIVED_FROM_DATA = (AUDIT_FILE, PREFLIGHT_FILE)
 def config_changes(old: dict, new: dict) -> dict:
   """{field: (old value, new value)} for the fields whose change would change what a run computes: a field
   added since `old` was written counts at its neutral value (FIELDS_ADDED_LATER), RESUMABLE_CHANGES never."""
-  old_flat, new_flat = flatten(old), flatten(new)
-  for field, neutral in FIELDS_ADDED_LATER.items():  # a run from before a field existed ran without it
-    old_flat.setdefault(field, neutral)
-    new_flat.setdefault(field, neutral)  # both may predate it (a sweep of an old run, checked again)
+  # A run from before a field existed ran without it; both sides may predate it (a sweep of an old run).
+  old_flat, new_flat = flatten(with_fields_added_later(old)), flatten(with_fields_added_later(new))
   return {k: (old_flat.get(k), new_flat.get(k)) for k in sorted(old_flat.keys() | new_flat.keys())
           if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES}
 

@@ -13,22 +13,38 @@ from cnn_val import audit
 from cnn_val.data import pipeline, scenarios, sources
 
 
+def _listing(path: str, field: str, keys: tuple[str, ...], expected: str, hint: str = "") -> list:
+  """The values under `keys` of the JSON file a config.data field names (the doctor's label_issues.json, or
+  any such file), or an error naming the field, the file and what was expected."""
+  try:
+    with open(path) as f:
+      listing = json.load(f)
+    return [listing[key] for key in keys]
+  except FileNotFoundError:
+    example = ", ".join(f'"{key}": [...]' for key in keys)
+    raise FileNotFoundError(f"{field}={path!r}: no such file. It is the doctor's label_issues.json of a run "
+                            f"with these data (or any JSON file {{{example}}}).") from None
+  except (json.JSONDecodeError, KeyError, TypeError) as e:
+    raise ValueError(f"{field}={path!r}: expected {expected} ({type(e).__name__}: {e}){hint}.") from None
+
+
+def _is_index(x, bound: int) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < bound
+
+
+def _check_indices(indices, num_train: int, field: str, path: str, *, distinct: bool) -> None:
+  if not all(_is_index(i, num_train) for i in indices) or (distinct and len(set(indices)) != len(indices)):
+    what = "a distinct integer" if distinct else "an integer"
+    raise ValueError(f"{field}={path!r}: every index must be {what} in [0, {num_train}), the training split "
+                     f"as loaded; these data have another split (another scenario or dataset?).")
+
+
 def excluded_indices(path: str, num_train: int) -> np.ndarray:
   """The training indices `config.data.exclude_train_examples` names: a JSON file {"indices": [...]} (the
   doctor's label_issues.json), indices into the training split as loaded (after the scenario)."""
   field = "config.data.exclude_train_examples"
-  try:
-    with open(path) as f:
-      indices = json.load(f)["indices"]
-  except FileNotFoundError:
-    raise FileNotFoundError(f"{field}={path!r}: no such file. It is the doctor's label_issues.json of a run "
-                            f"with these data (or any JSON file {{\"indices\": [...]}}).") from None
-  except (json.JSONDecodeError, KeyError, TypeError) as e:
-    raise ValueError(f"{field}={path!r}: expected a JSON object with a list of training indices under "
-                     f"\"indices\" ({type(e).__name__}: {e}).") from None
-  if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < num_train for i in indices):
-    raise ValueError(f"{field}={path!r}: every index must be an integer in [0, {num_train}), the training split "
-                     f"as loaded; these data have another split (another scenario or dataset?).")
+  [indices] = _listing(path, field, ("indices",), 'a JSON object with a list of training indices under "indices"')
+  _check_indices(indices, num_train, field, path, distinct=False)
   return np.asarray(sorted(set(indices)), int)
 
 
@@ -36,24 +52,13 @@ def relabelled(path: str, num_train: int, num_classes: int) -> tuple[np.ndarray,
   """(indices, labels) that `config.data.relabel_train_examples` names: a JSON file {"indices": [...],
   "labels": [...]} (the doctor's label_issues.json: each flagged example and the class the model sees)."""
   field = "config.data.relabel_train_examples"
-  try:
-    with open(path) as f:
-      listing = json.load(f)
-    indices, labels = listing["indices"], listing["labels"]
-  except FileNotFoundError:
-    raise FileNotFoundError(f"{field}={path!r}: no such file. It is the doctor's label_issues.json of a run "
-                            f"with these data (or any JSON file {{\"indices\": [...], \"labels\": [...]}}).") from None
-  except (json.JSONDecodeError, KeyError, TypeError) as e:
-    raise ValueError(f"{field}={path!r}: expected a JSON object with lists \"indices\" and \"labels\" of the "
-                     f"same length ({type(e).__name__}: {e}); a label_issues.json from before labels were "
-                     f"written: run `python -m cnn_val.doctor --workdir=RUN` again.") from None
-  ints = lambda xs, hi: all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < hi for x in xs)
+  indices, labels = _listing(
+      path, field, ("indices", "labels"), 'a JSON object with lists "indices" and "labels" of the same length',
+      "; a label_issues.json from before labels were written: run `python -m cnn_val.doctor --workdir=RUN` again")
   if not isinstance(indices, list) or not isinstance(labels, list) or len(indices) != len(labels):
     raise ValueError(f"{field}={path!r}: \"indices\" and \"labels\" must be lists of the same length.")
-  if not ints(indices, num_train) or len(set(indices)) != len(indices):
-    raise ValueError(f"{field}={path!r}: every index must be a distinct integer in [0, {num_train}), the training "
-                     f"split as loaded; these data have another split (another scenario or dataset?).")
-  if not ints(labels, num_classes):
+  _check_indices(indices, num_train, field, path, distinct=True)
+  if not all(_is_index(c, num_classes) for c in labels):
     raise ValueError(f"{field}={path!r}: every label must be a class index in [0, {num_classes}).")
   return np.asarray(indices, int), np.asarray(labels, int)
 
