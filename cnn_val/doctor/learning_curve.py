@@ -33,9 +33,14 @@ FRACTIONS = {"data_1_4": 0.25, "data_1_2": 0.5}  # arm name -> share of the run'
 MIN_EXAMPLES_PER_CLASS = 10  # at the smallest fraction, per class on average; fewer is no curve to fit
 
 
+def _train_count(run: Run) -> int | None:
+  """The run's training examples as it trained on them (audit.json), or None."""
+  return ((run.audit or {}).get("splits", {}).get("train", {}) or {}).get("count")
+
+
 def arms(run: Run) -> list[ablate.Arm]:
   """The two subset arms, or [] when the run is too small for a curve (or its size is unknown)."""
-  train = ((run.audit or {}).get("splits", {}).get("train", {}) or {}).get("count")
+  train = _train_count(run)
   classes = max(run.num_classes, 2)
   if not train or min(FRACTIONS.values()) * train < MIN_EXAMPLES_PER_CLASS * classes:
     return []
@@ -62,7 +67,7 @@ def read(run: Run, table_arms: dict, base: dict | None, seeds: list[int]) -> dic
   from scipy import stats  # pylint: disable=import-outside-toplevel
   if not base or any(name not in table_arms for name in FRACTIONS):
     return None
-  train = run.audit["splits"]["train"]["count"]
+  train = _train_count(run)
   sizes = [int(round(f * train)) for f in FRACTIONS.values()] + [train]
   columns = [table_arms[name]["final_val_accuracy_values"] for name in FRACTIONS] + [
       base["final_val_accuracy_values"]]
@@ -82,6 +87,7 @@ def read(run: Run, table_arms: dict, base: dict | None, seeds: list[int]) -> dic
   half = [s["accuracies"][1] for s in per_seed]
   halving = ablate.paired_difference(full, half)
   return {"examples": sizes, "seeds": per_seed, "predicted_gain": stat, "p_value": p,
+          "mean_accuracies": [float(np.mean([s["accuracies"][i] for s in per_seed])) for i in range(len(sizes))],
           "ratio": float(np.mean([s["ratio"] for s in per_seed])),
           "halving_cost": {"mean": halving["mean"], "ci95": halving["ci95"], "p_value": halving["p_value"]},
           "accuracy": {"mean": float(np.mean(full)), "std": float(np.std(full, ddof=1))},
@@ -106,8 +112,7 @@ def finding(curve: dict, verify_dir: str, high_gain: float) -> dict:
   """A confirmed curve as a finding: the run is limited by the amount of its training data."""
   v = verified(curve, verify_dir)
   gain, (lo, hi) = v["delta"], v["ci95"]
-  n = curve["examples"]
-  acc = [float(np.mean([s["accuracies"][i] for s in curve["seeds"]])) for i in range(3)]
+  n, acc = curve["examples"], curve["mean_accuracies"]
   return {
       "cause": "overfitting", "severity": "high" if gain >= high_gain else "medium",
       "confidence": round(min(0.95, 1 - curve["p_value"]), 3),

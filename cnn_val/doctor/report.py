@@ -232,7 +232,7 @@ def _curve_lines(workdir: str, curve: dict | None) -> list[str]:
     return []
   gain = curve["predicted_gain"]
   ci = f"[{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}]" if gain.get("ci95") else "-"
-  accuracies = [np.mean([s["accuracies"][i] for s in curve["seeds"]]) for i in range(len(curve["examples"]))]
+  accuracies = curve["mean_accuracies"]
   lines = ["", "### Learning curve", "", "| training examples | " + " | ".join(f"{n:,}" for n in curve["examples"])
            + " | 2x (predicted) |", "| --- |" + " --- |" * (len(curve["examples"]) + 1),
            "| final val accuracy % | " + " | ".join(f"{100 * a:.2f}" for a in accuracies)
