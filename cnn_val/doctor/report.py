@@ -186,6 +186,21 @@ def _flag(field: str, value) -> str:
   return f"--{field}={value}"
 
 
+def _fix_line(finding: dict) -> str:
+  """'- Fix: ...' with the overrides to try (not for a fix already applied), and, before an experiment chose
+  among them, the other options."""
+  fix = finding["fix"]
+  flags_of = lambda overrides: " ".join(_flag(k, v) for k, v in overrides.items())
+  line = f"- Fix: {fix['summary']}"
+  if fix.get("applied"):
+    return line
+  if fix["overrides"]:
+    line += f" Try: `{flags_of(fix['overrides'])}`"
+  if fix.get("options") and not finding.get("verified"):
+    line += "; or " + "; or ".join(f"{o['name']}: `{flags_of(o['overrides'])}`" for o in fix["options"][1:])
+  return line
+
+
 def _state(finding: dict):
   v = finding.get("verified")
   return verification_result(v)
@@ -320,17 +335,11 @@ def write_report(workdir: str, diagnosis: dict) -> str:
     lines += [f"**Fix first: `{first['cause']}`** ({first['why']}), then train again and rerun the doctor: "
               f"the other findings may be its symptoms.", ""]
   for i, f in enumerate(diagnosis["findings"], 1):
-    overrides = " ".join(_flag(k, v) for k, v in f["fix"]["overrides"].items())
-    applied = f["fix"].get("applied")
     lines += [f"### {i}. `{f['cause']}` ({f['severity']} severity, confidence {f['confidence']:.2f})"
               + {"confirmed": ": fix confirmed by experiment", "refuted": ": fix refuted by experiment",
                  "inconclusive": ": fix not shown by experiment (inconclusive; the cause stands)",
                  None: ""}[_state(f)], "", f["explanation"], "", f"- Evidence: {_evidence_text(f['evidence'])}",
-              f"- Fix: {f['fix']['summary']}" + (f" Try: `{overrides}`" if overrides and not applied else "")
-              + ("; or " + "; or ".join(f"{o['name']}: `{' '.join(_flag(k, v) for k, v in o['overrides'].items())}`"
-                                        for o in f["fix"]["options"][1:])
-                 if f["fix"].get("options") and not f.get("verified") and not applied else ""),
-              *([f"- Verified: {_verified_text(f['verified'])}"] if f.get("verified") else []), ""]
+              _fix_line(f), *([f"- Verified: {_verified_text(f['verified'])}"] if f.get("verified") else []), ""]
   lines += _verified_section(workdir, diagnosis)
   lines += _label_section(workdir, class_names)
   plots = []
