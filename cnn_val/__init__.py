@@ -3,6 +3,7 @@
 The public surface, imported on first use (so `import cnn_val` loads neither JAX nor TensorFlow):
 
   train_and_evaluate(config, workdir)     a run directory, as `python -m cnn_val.main` trains it
+  train_population(configs, workdirs)     runs of other seeds, learning rates and weight decays at once
   examine(workdir, verify=False, ...)     the doctor: diagnosis.json and report.md of a run directory
   diagnose(workdir)                       the doctor's rules alone (a dict; writes nothing)
   create_model(model_config, num_classes) the models (`models.SeedCNN`, `SeedCNNDropout`, `ConvNet`, `ResNet`)
@@ -20,7 +21,7 @@ import importlib
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "train_and_evaluate": "cnn_val.train", "examine": "cnn_val.doctor", "diagnose": "cnn_val.doctor",
+    "train_and_evaluate": "cnn_val.train", "train_population": "cnn_val.population", "examine": "cnn_val.doctor", "diagnose": "cnn_val.doctor",
     "create_model": "cnn_val.models", "create_optimizer": "cnn_val.optim", "create_schedule": "cnn_val.optim",
     "create_train_state": "cnn_val.steps", "train_step": "cnn_val.steps", "eval_step": "cnn_val.steps",
     "load_data": "cnn_val.data.loading", "Sweep": "cnn_val.ablate", "Arm": "cnn_val.ablate",

@@ -1,4 +1,5 @@
-"""One run of a sweep, in its own process: `python -m cnn_val.ablate_worker RUN_DIR`.
+"""One run of a sweep, in its own process: `python -m cnn_val.ablate_worker RUN_DIR [RUN_DIR ...]` (several: one
+population, `cnn_val.population`).
 
 The ablation engine (cnn_val/ablate/runner.py) starts one per run. It trains RUN_DIR/run_spec.json's config into
 RUN_DIR with the ordinary `train.train_and_evaluate` (so a killed run resumes from its checkpoint). Exit
@@ -40,16 +41,37 @@ from absl import app
 from absl import logging
 
 
+def _train_population(workdirs, configs) -> None:
+  """Several run directories at once as one population (the engine's --population); configs that cannot
+  train so (PopulationUnfit: checked before anything trains) train one after another instead."""
+  from cnn_val import population, train  # pylint: disable=import-outside-toplevel
+  try:
+    population.train_population(configs, workdirs)
+  except population.PopulationUnfit as e:
+    logging.warning("Not trained as one population (%s): one run after another instead.", e)
+    for config, workdir in zip(configs, workdirs):
+      try:
+        train.train_and_evaluate(config, workdir)
+      except train.NonFiniteLossError as error:  # an outcome (diverged.json); the next run goes on
+        logging.error("%s", error)
+
+
 def main(argv):
-  if len(argv) != 2:
-    raise app.UsageError("Usage: python -m cnn_val.ablate_worker RUN_DIR (a sweep's runs/<arm>/seed<k>).")
-  workdir = argv[1]
+  if len(argv) < 2:
+    raise app.UsageError("Usage: python -m cnn_val.ablate_worker RUN_DIR [RUN_DIR ...] (a sweep's runs/<arm>/seed<k>; "
+                         "several: trained as one population).")
+  workdirs = argv[1:]
   from cnn_val import ablate, cli, rundir, train  # pylint: disable=import-outside-toplevel
   cli.keep_tensorflow_off_accelerators()
-  with open(os.path.join(workdir, ablate.RUN_SPEC_FILE)) as f:
-    spec = json.load(f)
+  configs = []
+  for workdir in workdirs:
+    with open(os.path.join(workdir, ablate.RUN_SPEC_FILE)) as f:
+      configs.append(ablate.config_from_dict(json.load(f)["config"]))
   try:
-    train.train_and_evaluate(ablate.config_from_dict(spec["config"]), workdir)  # holds the run's lock
+    if len(workdirs) == 1:
+      train.train_and_evaluate(configs[0], workdirs[0])  # holds the run's lock
+    else:
+      _train_population(workdirs, configs)  # a member that diverges is an outcome: the others go on
   except rundir.RunLockedError as e:
     logging.error("%s", e)
     raise SystemExit(75) from None

@@ -23,13 +23,14 @@ from cnn_val import fast_ops
 
 
 class Dropout(nn.Module):
-  """Inverted dropout whose mask for example `i` depends only on the RNG and `example_ids[i]`."""
+  """Inverted dropout whose mask for example `i` depends only on the RNG and `example_ids[i]`. The rate may be
+a traced number (a population's member, steps.population_train_chunk): the layer then always draws its mask."""
 
   rate: float
 
   @nn.compact
   def __call__(self, x, *, train: bool, example_ids=None):
-    if not train or self.rate == 0.0:
+    if not train or (isinstance(self.rate, (int, float)) and self.rate == 0.0):
       return x
     if example_ids is None:
       example_ids = jnp.arange(x.shape[0])

@@ -23,6 +23,9 @@ import optax
 SCHEDULES = ("constant", "exponential", "cosine", "warmup_cosine")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 WEIGHT_DECAY_MODES = ("decoupled", "l2")
+# The fields of config.optim that members of one population may set to different values (create_optimizer's
+# `values`): they enter the chain as numbers, not as its structure.
+POPULATION_FIELDS = ("learning_rate", "weight_decay")
 
 
 # configs/default.py's `config.optim` (tests/test_optim.py keeps the two equal), for callers without a config.
@@ -50,11 +53,14 @@ def _resolve(optim_config_or_none, fields: dict):
   return optim_config_or_none
 
 
-def create_schedule(optim_config=None, steps_per_epoch: int = 1, num_epochs: int = 1, **fields) -> optax.Schedule:
+def create_schedule(optim_config=None, steps_per_epoch: int = 1, num_epochs: int = 1, *, learning_rate=None,
+                    **fields) -> optax.Schedule:
   """The learning rate as a function of the (global) step, from `config.optim` or keyword fields
-  (`create_schedule(schedule='cosine', steps_per_epoch=100, num_epochs=10)`; defaults as configs/default.py)."""
+  (`create_schedule(schedule='cosine', steps_per_epoch=100, num_epochs=10)`; defaults as configs/default.py).
+  `learning_rate` (with a config): this rate instead of the config's, possibly a traced value (a population's
+  member)."""
   c = _resolve(optim_config, fields)
-  lr = c.learning_rate
+  lr = c.learning_rate if learning_rate is None else learning_rate
   total_steps = max(1, steps_per_epoch * num_epochs)
   if c.schedule == "constant":
     return optax.constant_schedule(lr)
@@ -76,13 +82,23 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def create_optimizer(optim_config=None, steps_per_epoch: int = 1, num_epochs: int = 1,
+def create_optimizer(optim_config=None, steps_per_epoch: int = 1, num_epochs: int = 1, *, values: dict | None = None,
                      **fields) -> optax.GradientTransformation:
   """The optimizer chain from `config.optim`, or from keyword fields with configs/default.py's defaults:
   `create_optimizer(learning_rate=3e-4, weight_decay=1e-4, optimizer='adamw', steps_per_epoch=100,
-  num_epochs=10)`."""
+  num_epochs=10)`.
+
+  `values` (with a config): {'learning_rate', 'weight_decay'} in place of the config's, which may be traced
+  (a population's member, `steps.population_train_chunk`); the chain's structure, and so the optimizer
+  state's, still follows the config (weight decay is in the chain when the config's is non-zero).
+  """
   c = _resolve(optim_config, fields)
-  schedule = create_schedule(c, steps_per_epoch, num_epochs)
+  values = values or {}
+  unknown = sorted(set(values) - set(POPULATION_FIELDS))
+  if unknown:
+    raise ValueError(f"create_optimizer(values=...): {unknown} cannot vary per member; only {POPULATION_FIELDS}.")
+  schedule = create_schedule(c, steps_per_epoch, num_epochs, learning_rate=values.get("learning_rate"))
+  weight_decay = values.get("weight_decay", c.weight_decay)
   if c.optimizer in ("adam", "adamw"):
     core = optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps)
   elif c.optimizer == "sgd":
@@ -100,9 +116,9 @@ def create_optimizer(optim_config=None, steps_per_epoch: int = 1, num_epochs: in
   if c.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(c.grad_clip_norm))
   if c.weight_decay and c.weight_decay_mode == "l2":
-    parts.append(optax.add_decayed_weights(c.weight_decay, mask=decay_mask))
+    parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask))
   parts.append(core)
   if c.weight_decay and c.weight_decay_mode == "decoupled":
-    parts.append(optax.add_decayed_weights(c.weight_decay, mask=decay_mask))
+    parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask))
   parts.append(optax.scale_by_learning_rate(schedule))
   return optax.chain(*parts)

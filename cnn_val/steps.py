@@ -18,7 +18,7 @@ from jax import lax
 import jax.numpy as jnp
 import optax
 
-from cnn_val import augment, models, parallel
+from cnn_val import augment, models, optim, parallel
 
 
 @flax.struct.dataclass
@@ -243,9 +243,14 @@ def train_chunk(state: TrainState, images, labels, indices, key, *, step_fn):
   return lax.scan(body, state, indices)
 
 
-def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes: int | None = None):
+def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes: int | None = None,
+                 model_values: dict | None = None):
+  """The train and eval steps of `config` bound to its model and `tx`; `model_values`: the model's fields
+  (MODEL_POPULATION_FIELDS) set to these numbers, which may be traced (a population's member)."""
   augmentation = augment.from_config(config.augment)
   model = models.create_model(config.model, num_classes, axis_name=parallel.AXIS, dtype=config.dtype)
+  if model_values:
+    model = model.clone(**{k: v for k, v in model_values.items() if hasattr(model, k)})
   per_device_batch = config.batch_size // (len(devices) * (processes or jax.process_count()))
   micro = parallel.micro_batch_size(config.micro_batch_size, per_device_batch,
                                     has_batch_stats=models.has_batch_statistics(config.model))
@@ -301,3 +306,31 @@ def pmapped_train_chunk(config, num_classes: int, tx, devices, *, class_weights:
                                 class_weights, processes=None if across_processes else 1)
   return parallel.pmap_step(functools.partial(train_chunk, step_fn=train), devices, batch_argnums=(3,),
                             num_args=5, across_processes=across_processes)
+
+
+# The model's fields a population's members may set to different numbers (config.model.<field>): dropout rates,
+# which enter the step as numbers (models.Dropout), not as its structure, when none of them is 0 in one member
+# and not in another.
+MODEL_POPULATION_FIELDS = ("dropout_rate", "block_dropout_rate")
+
+
+def population_train_chunk(config, num_classes: int, steps_per_epoch: int, devices, *,
+                           class_weights: tuple | None = None):
+  """`train_chunk` for a population: P models of `config` trained at once (`jax.vmap` over a leading member axis
+  of the state), each with its own epoch order, dropout key and optimizer values, pmapped over `devices`:
+  `(states, images, labels, indices, keys, values) -> (states, metrics)` with `indices` shaped
+  `[devices, members, steps, per_device]`, `keys` `[members]`, `values` {'learning_rate', 'weight_decay'} of
+  `[members]` (optim.POPULATION_FIELDS, and the model's MODEL_POPULATION_FIELDS) and every metric
+  `[members, steps]`. Each member computes what `pmapped_train_chunk` computes for its own config (to float
+  round-off: the rates and weight decay enter as traced numbers)."""
+  config = chunk_config(config, devices[0].platform)
+
+  def member(state, images, labels, indices, key, values):
+    tx = optim.create_optimizer(config.optim, steps_per_epoch, config.num_epochs,
+                                values={k: v for k, v in values.items() if k in optim.POPULATION_FIELDS})
+    train, _, _, _ = _bound_steps(config, num_classes, tx, devices, class_weights,
+                                  model_values={k: v for k, v in values.items() if k in MODEL_POPULATION_FIELDS})
+    return train_chunk(state, images, labels, indices, key, step_fn=train)
+
+  return parallel.pmap_step(jax.vmap(member, in_axes=(0, None, None, 0, 0, 0)), devices, batch_argnums=(3,),
+                            num_args=6)

@@ -61,9 +61,11 @@ def format_duration(seconds: float) -> str:
 class Progress:
   """Every `config.log_every_steps` steps: fetch the metric sums, check them, log a progress line."""
 
-  def __init__(self, config, total_steps: int, schedule, check, writer=None):
+  def __init__(self, config, total_steps: int, schedule, check, writer=None, prefix: str = "", quiet: bool = False):
+    """`check(sums, step)` sees each interval's sums first (None: no check); `prefix` starts each line (a
+    population's member); `quiet` writes the TensorBoard scalars without the line."""
     self._config, self._total, self._schedule, self._check = config, total_steps, schedule, check
-    self._writer = writer
+    self._writer, self._prefix, self._quiet = writer, prefix, quiet
     self.every = config.log_every_steps
     self._timed_steps, self._timed_seconds = 0, 0.0  # every interval but the first (compilation)
     self.restart()
@@ -74,11 +76,12 @@ class Progress:
   def __call__(self, step: int, epoch: int, sums: dict, executed: int | None = None):
     """The line for the interval ending at `step`; `executed`: the step training has reached (a fused chunk
     reports the intervals it crossed when it ends; the rate is timed over executed steps)."""
-    self._check(sums, step)
+    if self._check is not None:
+      self._check(sums, step)
     executed = step if executed is None else executed
     now = time.perf_counter()
     loss, acc, lr = sums["loss_sum"] / sums["count"], sums["correct"] / sums["count"], float(self._schedule(step))
-    line = (f"step {step}/{self._total}  epoch {epoch}/{self._config.num_epochs}  "
+    line = (f"{self._prefix}step {step}/{self._total}  epoch {epoch}/{self._config.num_epochs}  "
             f"loss {loss:.4f}  acc {acc:.4f}  lr {lr:.3g}")
     # The first interval of a run includes compilation, and a second interval reported by the same chunk
     # took no time of its own: no rate for either.
@@ -89,7 +92,8 @@ class Progress:
       # The ETA from the whole run's rate so far: one slow interval (a save, a busy neighbour) does not move it.
       eta = (self._total - executed) * self._timed_seconds / self._timed_steps
       line += f"  {rate:.0f} img/s  ETA {format_duration(eta)}"
-    logging.info(line)
+    if not self._quiet:
+      logging.info(line)
     if self._writer is not None:  # per-step scalars in TensorBoard, besides the per-epoch ones
       self._writer.scalars(step, {"train/loss": float(loss), "train/accuracy": float(acc), "train/lr": lr})
     if executed != self._step:
@@ -161,20 +165,22 @@ class Profiler:
       self._active = False
 
 
-def _per_step(host_metrics: list[dict]) -> dict:
-  """Fetched calls' metrics -> {name: one value per step} (a per-step call's scalars, a chunk's stacked rows)."""
-  return {k: np.concatenate([np.reshape(m[k], (-1,)) for m in host_metrics]) for k in host_metrics[0]}
+def _per_step(host_metrics: list[dict], members: int = 0) -> dict:
+  """Fetched calls' metrics -> {name: one value per step} (a per-step call's scalars, a chunk's stacked rows);
+  with `members` (a population's calls: `[members, steps]` each), {name: `[members, steps]`}."""
+  shape = (members, -1) if members else (-1,)
+  return {k: np.concatenate([np.reshape(m[k], shape) for m in host_metrics], axis=-1) for k in host_metrics[0]}
 
 
 def _total(values: dict) -> dict:
-  """Sums over steps (`first_*`: the minimum), over one array per metric: the same steps give the same
-  numbers whichever way they were called and fetched."""
-  return {k: (np.min if k.startswith("first_") else np.sum)(v) for k, v in values.items()}
+  """Sums over steps (`first_*`: the minimum), over one array per metric (the last axis: steps): the same
+  steps give the same numbers whichever way they were called and fetched."""
+  return {k: (np.min if k.startswith("first_") else np.sum)(v, axis=-1) for k, v in values.items()}
 
 
-def train_epoch(calls, state, *, step: int, epoch: int, progress: Progress,
+def train_epoch(calls, state, *, step: int, epoch: int, progress,
                  stop: StopOnSignal | None = None, on_stop=None, profiler: Profiler | None = None,
-                 clock: WallTime | None = None):
+                 clock: WallTime | None = None, members: int = 0):
   """One epoch of training calls; returns the new state, the step count and the epoch's summed metrics.
 
   `calls` yields `(fn, steps)`: `fn(state) -> (state, metric sums)` trains `steps` steps (one step of the
@@ -182,9 +188,16 @@ def train_epoch(calls, state, *, step: int, epoch: int, progress: Progress,
   crosses a multiple of `config.log_every_steps`, and a progress line reports every multiple crossed with
   the sums of exactly its steps, whichever way they were called. NaN checks, the profiler and a stop signal
   act between calls. With `clock`, the process's first call (compilation, then its steps) is timed on its own.
+
+  A population (`members` > 0: each call trains that many models at once, its metrics `[members, steps]`)
+  takes one `Progress` per member in `progress`, and returns each metric's sums per member (`[members]`).
   """
   epoch_values, unreported, pending = [], None, []
   reported = step  # progress has covered the epoch's steps up to here
+  report = (lambda b, sums, ex: [p(b, epoch, {k: v[m] for k, v in sums.items()}, executed=ex)
+                                 for m, p in enumerate(progress)]) if members else \
+      (lambda b, sums, ex: progress(b, epoch, sums, executed=ex))
+  every = (progress[0] if members else progress).every
   for fn, num_steps in calls:
     if clock is not None and "first train call (compilation)" not in clock.seconds:
       with clock("first train call (compilation)"):
@@ -199,19 +212,19 @@ def train_epoch(calls, state, *, step: int, epoch: int, progress: Progress,
       jax.block_until_ready(step_metrics)
       on_stop(stop.signum, step)
     pending.append(step_metrics)  # device arrays: fetching them every call would stall the pipeline
-    if step // progress.every > before // progress.every:
-      fetched = _per_step(jax.device_get(pending))
+    if step // every > before // every:
+      fetched = _per_step(jax.device_get(pending), members)
       pending = []
       epoch_values.append(fetched)
-      unreported = fetched if unreported is None else {k: np.concatenate([unreported[k], v])
+      unreported = fetched if unreported is None else {k: np.concatenate([unreported[k], v], axis=-1)
                                                        for k, v in fetched.items()}
-      for boundary in range((before // progress.every + 1) * progress.every, step + 1, progress.every):
+      for boundary in range((before // every + 1) * every, step + 1, every):
         upto = boundary - reported
-        progress(boundary, epoch, _total({k: v[:upto] for k, v in unreported.items()}), executed=step)
-        unreported, reported = {k: v[upto:] for k, v in unreported.items()}, boundary
+        report(boundary, _total({k: v[..., :upto] for k, v in unreported.items()}), step)
+        unreported, reported = {k: v[..., upto:] for k, v in unreported.items()}, boundary
   if pending:
-    epoch_values.append(_per_step(jax.device_get(pending)))
-  return state, step, _total({k: np.concatenate([f[k] for f in epoch_values]) for k in epoch_values[0]})
+    epoch_values.append(_per_step(jax.device_get(pending), members))
+  return state, step, _total({k: np.concatenate([f[k] for f in epoch_values], axis=-1) for k in epoch_values[0]})
 
 
 def step_calls(p_train, batches, key):
@@ -225,3 +238,12 @@ def chunk_calls(p_chunk, data, indices: np.ndarray, key, chunk: int):
   for start in range(0, len(indices), chunk):
     idx = np.ascontiguousarray(indices[start:start + chunk].swapaxes(0, 1))  # [devices, steps, per_device]
     yield (lambda state, idx=idx: p_chunk(state, data["image"], data["label"], idx, key)), idx.shape[1]
+
+
+def population_chunk_calls(p_chunk, data, indices: list[np.ndarray], keys, chunk: int, hparams: dict):
+  """A population's fused calls: member m's `indices[m]` (its own epoch order), `chunk` steps each, its dropout
+  key `keys[m]` and hyperparameters `hparams[name][m]` (`steps.population_train_chunk`)."""
+  stacked = np.stack(indices, axis=1)  # [steps, members, devices, per_device]
+  for start in range(0, len(stacked), chunk):
+    idx = np.ascontiguousarray(stacked[start:start + chunk].transpose(2, 1, 0, 3))  # [devices, members, steps, b]
+    yield (lambda state, idx=idx: p_chunk(state, data["image"], data["label"], idx, keys, hparams)), idx.shape[2]

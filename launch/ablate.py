@@ -28,6 +28,12 @@ _SWEEP = flags.DEFINE_string("sweep", None, "Python file with get_sweep() -> lis
 _BASELINE = flags.DEFINE_string("baseline", None, "The arm compared against (default: the one without overrides).")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Worker processes; CPU cores (and GPUs) are split between them.",
                                  lower_bound=1)
+_POPULATION = flags.DEFINE_enum("population", "auto", ["auto", "always", "never"],
+                                "Runs whose configs differ only in seed, learning rate and weight decay train as one "
+                                "population per worker (cnn_val.population): always, never, or auto = where a GPU is "
+                                "at hand (on a CPU separate workers are faster). The local executor only.")
+_POPULATION_SIZE = flags.DEFINE_integer("population_size", 0, "At most this many runs per population (0 = all).",
+                                        lower_bound=0)
 _MAX_RUNS = flags.DEFINE_integer("max_runs", 0, "Refuse a sweep with more runs left to train (0 = no limit).")
 _BUDGET = flags.DEFINE_float("budget_minutes", 0.0, "Stop when the first run's time says the rest will not fit.")
 _EXECUTOR = flags.DEFINE_enum("executor", "local", ["local", "slurm", "submitit_local"],
@@ -54,7 +60,8 @@ def main(argv):
     slurm = ablate.SlurmOptions(partition=_PARTITION.value, timeout_min=_TIMEOUT.value,
                                 gpus_per_task=_GPUS.value, cpus_per_task=_CPUS.value, mem_gb=_MEM.value)
     ablate.run_sweep(sweep, _OUT.value, parallel=_PARALLEL.value, max_runs=_MAX_RUNS.value,
-                     budget_minutes=_BUDGET.value, executor=_EXECUTOR.value, slurm=slurm)
+                     budget_minutes=_BUDGET.value, executor=_EXECUTOR.value, slurm=slurm,
+                     population=_POPULATION.value, population_size=_POPULATION_SIZE.value)
   except (ablate.SweepError, ValueError) as e:  # the message says what to change: no traceback
     print(f"Error: {e}", file=sys.stderr)
     raise SystemExit(2) from None

@@ -21,6 +21,9 @@ _SEEDS = flags.DEFINE_integer("seeds", 3, "--verify: seeds per arm (the run's se
                               "needs 2 or more.", lower_bound=2)
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "--verify: worker processes (cores split between them).",
                                  lower_bound=1)
+_POPULATION = flags.DEFINE_enum("population", "auto", ["auto", "always", "never"],
+                                "--verify: train an arm's seeds as one population in one worker (cnn_val.population); "
+                                "auto = where a GPU is at hand (on a CPU separate workers are faster).")
 _BUDGET = flags.DEFINE_float("budget_minutes", 0.0, "--verify: stop when the first run says the rest won't fit.")
 _MAX_RUNS = flags.DEFINE_integer("max_runs", 0, "--verify: refuse more runs than this (0 = no limit).")
 _MAX_FIXES = flags.DEFINE_integer("max_fixes", 2, "--verify: how many of the top findings' fixes to try.")
@@ -46,7 +49,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   options = {}
   if _VERIFY.value:
-    options = dict(seeds=_SEEDS.value, parallel=_PARALLEL.value, budget_minutes=_BUDGET.value,
+    options = dict(seeds=_SEEDS.value, parallel=_PARALLEL.value, population=_POPULATION.value,
+                   budget_minutes=_BUDGET.value,
                    max_runs=_MAX_RUNS.value, max_fixes=_MAX_FIXES.value, explore=_EXPLORE.value,
                    reference=_REFERENCE.value, levers=_LEVERS.value, follow_up=_FOLLOW_UP.value,
                    learning_curve=_LEARNING_CURVE.value)

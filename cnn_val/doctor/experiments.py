@@ -156,7 +156,8 @@ def _verified(table_arm: dict, base_arm: dict, metric: str, higher: bool, out_re
   return out
 
 
-def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, budget_minutes: float = 0.0,
+def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, population: str = "auto",
+           budget_minutes: float = 0.0,
            max_runs: int = 0, max_fixes: int = 2, explore: str = "auto", reference: str | None = None,
            levers: Sequence[str] | None = None, follow_up: bool = True, learning_curve: str = "auto",
            log: Callable[[str], None] = print) -> dict:
@@ -172,7 +173,10 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
     again, the confirmed levers combined), within what --max_runs and --budget_minutes leave.
   learning_curve: 'auto' (when an `overfitting` finding is among the findings), 'always' or 'never': the run's
     config on 1/4 and 1/2 of its training data, for the predicted gain of twice as much (learning_curve.py).
+  parallel, population: the ablation engine's workers, and whether an arm's seeds (and arms that differ only in
+    learning rate or weight decay) train as one population ('auto': where a GPU is at hand).
   """
+  workers = dict(parallel=parallel, population=population)
   for name, value in (("explore", explore), ("learning_curve", learning_curve)):
     if value not in ("auto", "always", "never"):
       raise ValueError(f"{name}={value!r}: expected auto, always or never.")
@@ -205,7 +209,7 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
       (" with a learning curve (1/4 and 1/2 of the training data)" if curve_arms else "") +
       f" over {seeds} seeds in {out}.")
   start = time.monotonic()
-  table, error = _stage(ablate.Sweep(run.config, arm_list, seed_list, BASELINE_ARM), out, parallel, max_runs,
+  table, error = _stage(ablate.Sweep(run.config, arm_list, seed_list, BASELINE_ARM), out, workers, max_runs,
                         budget_minutes, log)
   arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
   base = arms.get(BASELINE_ARM)
@@ -229,7 +233,7 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
       return None
     log(starting)
     arm_list = arm_list + new_arms
-    return _stage(ablate.Sweep(run.config, arm_list, seed_list, BASELINE_ARM), out, parallel,
+    return _stage(ablate.Sweep(run.config, arm_list, seed_list, BASELINE_ARM), out, workers,
                   max_runs and max_runs - spent, budget_left, log)
 
   if explore == "auto" and not menu and tried and error is None and len(refuted) == len(tried):
@@ -310,10 +314,11 @@ def _menu(run: Run, fixes, levers: Sequence[str] | None, log) -> list[tuple[abla
   return menu
 
 
-def _stage(sweep: ablate.Sweep, out: str, parallel: int, max_runs: int, budget_minutes: float, log):
-  """Trains what `sweep` lacks in `out`; (aggregate table or None, the error that left it incomplete)."""
+def _stage(sweep: ablate.Sweep, out: str, workers: dict, max_runs: int, budget_minutes: float, log):
+  """Trains what `sweep` lacks in `out` (`workers`: run_sweep's parallel and population); (aggregate table or
+  None, the error that left it incomplete)."""
   try:
-    return ablate.run_sweep(sweep, out, parallel=parallel, max_runs=max_runs, budget_minutes=budget_minutes,
+    return ablate.run_sweep(sweep, out, **workers, max_runs=max_runs, budget_minutes=budget_minutes,
                             log=log), None
   except ablate.SweepIncomplete as e:  # over budget or failed runs: judge what finished, say what did not
     log(f"Verification incomplete: {e}")

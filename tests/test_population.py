@@ -1,0 +1,166 @@
+"""Population training (cnn_val/population.py): P runs at once, each member's run directory what a run alone
+writes; the ablation engine's populations (--population)."""
+
+import copy
+import math
+import os
+import signal
+
+import pytest
+
+from cnn_val import ablate, population, rundir, train, train_loop
+from cnn_val.ablate import runner
+
+
+def _member(config, seed: int, learning_rate: float):
+  config = copy.deepcopy(config)
+  config.seed, config.optim.learning_rate = seed, learning_rate
+  return config
+
+
+def _assert_same_run(got: list[dict], expected: list[dict], tolerance: float = 1e-5):
+  """Every field of every row: counts, confusions and histograms exactly, floats to round-off (the member's
+  rate and weight decay are traced numbers in the population, constants alone; the batched convolutions sum
+  in another order)."""
+  assert [r["epoch"] for r in got] == [r["epoch"] for r in expected] and got
+  for g, e in zip(got, expected):
+    assert set(g) == set(e)
+    for key, value in e.items():
+      if isinstance(value, float):
+        assert math.isclose(g[key], value, rel_tol=tolerance, abs_tol=tolerance), (key, g[key], value)
+      elif isinstance(value, list) and value and isinstance(value[0], float):
+        assert all(math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance) for a, b in zip(g[key], value)), key
+      else:
+        assert g[key] == value, key
+
+
+def test_members_of_another_seed_rate_and_dropout_write_what_runs_alone_write(tiny_config, tmp_path):
+  tiny_config.train_eval_examples = 256  # the training probe too
+  configs = [_member(tiny_config, 0, 1e-3), _member(tiny_config, 1, 2e-3)]
+  configs[1].model.dropout_rate = 0.3  # SeedCNNDropout's 0.5 in the other
+  dirs = [str(tmp_path / f"member{i}") for i in range(2)]
+  rows = population.train_population(configs, dirs)
+  for i, config in enumerate(configs):
+    alone = str(tmp_path / f"alone{i}")
+    train.train_and_evaluate(config, alone)
+    _assert_same_run(rundir.read_metrics(dirs[i]), rundir.read_metrics(alone))
+    assert rows[i] == rundir.read_metrics(dirs[i])[-1]
+    assert rundir.read_json(dirs[i], rundir.CONFIG_FILE) == rundir.read_json(alone, rundir.CONFIG_FILE)
+    for name in (rundir.AUDIT_FILE, rundir.TRAIN_PREDICTIONS_FILE, rundir.TIMING_FILE):
+      assert os.path.exists(os.path.join(dirs[i], name)), name
+  # The two members learned differently (another seed, twice the rate): not one model written twice.
+  assert rundir.read_metrics(dirs[0])[-1]["train_loss"] != rundir.read_metrics(dirs[1])[-1]["train_loss"]
+  # A member's checkpoint is an ordinary run's: run alone again, it is finished and changes nothing.
+  before = rundir.read_metrics(dirs[1])
+  assert train.train_and_evaluate(configs[1], dirs[1]) == before[-1]
+  assert rundir.read_metrics(dirs[1]) == before
+
+
+@pytest.mark.slow
+def test_a_member_ahead_joins_at_its_epoch_and_a_diverging_member_leaves(tiny_config, tmp_path, monkeypatch):
+  tiny_config.num_epochs = 3
+  tiny_config.optim.optimizer, tiny_config.optim.momentum = "sgd", 0.0
+  tiny_config.optim.schedule = "constant"
+  steady, ahead, blowing_up = (_member(tiny_config, 0, 0.05), _member(tiny_config, 1, 0.05),
+                               _member(tiny_config, 2, 1e12))
+  dirs = {name: str(tmp_path / name) for name in ("steady", "ahead", "blowing_up")}
+
+  # "ahead": interrupted (SIGTERM, as a sweep stops its workers) in its second epoch, checkpoint at epoch 1.
+  tiny_config.steps_per_call = 0
+  steps_per_epoch = 1080 // tiny_config.batch_size
+  real_call = train_loop.Progress.__call__
+
+  sent = []
+
+  def stop_in_epoch_two(self, step, epoch, sums, executed=None):
+    real_call(self, step, epoch, sums, executed)
+    # Fused chunks report epoch 1's progress after its one call, and the loop sees the signal after the next
+    # call, which trains epoch 2: the stop lands there. Once: a second SIGTERM stops at once.
+    if step >= steps_per_epoch // 2 and not sent:
+      sent.append(step)
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(train_loop.Progress, "__call__", stop_in_epoch_two)
+  with pytest.raises(train.TrainingInterrupted):
+    train.train_and_evaluate(ahead, dirs["ahead"])
+  monkeypatch.setattr(train_loop.Progress, "__call__", real_call)
+  assert [r["epoch"] for r in rundir.read_metrics(dirs["ahead"])] == [1]
+
+  rows = population.train_population([steady, ahead, blowing_up],
+                                     [dirs["steady"], dirs["ahead"], dirs["blowing_up"]])
+  assert rows[2] == {}
+  diverged = rundir.read_json(dirs["blowing_up"], rundir.DIVERGED_FILE)
+  assert diverged is not None and diverged["step"] <= steps_per_epoch
+  assert rundir.read_metrics(dirs["blowing_up"]) == []
+  for name, config in (("steady", steady), ("ahead", ahead)):
+    alone = str(tmp_path / f"alone_{name}")
+    train.train_and_evaluate(config, alone)
+    _assert_same_run(rundir.read_metrics(dirs[name]), rundir.read_metrics(alone))
+
+
+def test_configs_that_differ_beyond_seed_rate_and_decay_are_refused_with_the_fields(tiny_config, tmp_path):
+  wide = copy.deepcopy(tiny_config)
+  wide.model.width_multiplier = 2.0
+  dirs = [str(tmp_path / "a"), str(tmp_path / "b")]
+  with pytest.raises(population.PopulationUnfit, match=r"also differ in model\.width_multiplier.*--population=never"):
+    population.train_population([tiny_config, wide], dirs)
+  decayed = _member(tiny_config, 1, 1e-3)
+  decayed.optim.weight_decay = 1e-4
+  with pytest.raises(population.PopulationUnfit, match=r"all set optim\.weight_decay or none"):
+    population.train_population([tiny_config, decayed], dirs)
+  undropped = _member(tiny_config, 1, 1e-3)
+  undropped.model.dropout_rate = 0.0
+  with pytest.raises(population.PopulationUnfit, match=r"all set model\.dropout_rate or none"):
+    population.train_population([tiny_config, undropped], dirs)
+  with pytest.raises(ValueError, match="run directories of their own"):
+    population.train_population([tiny_config, _member(tiny_config, 1, 1e-3)], [dirs[0], dirs[0]])
+  assert not os.path.exists(dirs[0]) and not os.path.exists(dirs[1])  # refused before anything was written
+  assert population.population_differences([tiny_config, _member(tiny_config, 3, 5e-4)]) == []
+
+
+def _jobs_and_configs(tiny_config, arms: dict, seeds=(0, 1)):
+  jobs, configs = [], {}
+  base = rundir.config_to_dict(tiny_config)
+  for arm, overrides in arms.items():
+    for seed in seeds:
+      job = runner._Job(arm, seed, f"/sweep/runs/{arm}/seed{seed}")  # pylint: disable=protected-access
+      jobs.append(job)
+      configs[job.workdir] = ablate.run_config(base, overrides, seed)
+  return jobs, configs
+
+
+def test_the_engine_groups_the_runs_a_population_can_train(tiny_config):
+  arms = {"base": {}, "fast": {"optim.learning_rate": 3e-3}, "wide": {"model.width_multiplier": 2.0},
+          "decay": {"optim.weight_decay": 1e-4}, "drop": {"model.dropout_rate": 0.3},
+          "blocks": {"model.block_dropout_rate": 0.2}}
+  jobs, configs = _jobs_and_configs(tiny_config, arms)
+  name = lambda unit: sorted(f"{j.arm}/{j.seed}" for j in unit)
+  units = runner.population_units(jobs, configs, "always")
+  assert sorted(map(name, units)) == [["base/0", "base/1", "drop/0", "drop/1", "fast/0", "fast/1"],
+                                      ["blocks/0", "blocks/1"], ["decay/0", "decay/1"], ["wide/0", "wide/1"]]
+  assert [len(u) for u in runner.population_units(jobs, configs, "always", size=4)] == [4, 2, 2, 2, 2]
+  assert all(len(u) == 1 for u in runner.population_units(jobs, configs, "never"))
+  assert all(len(u) == 1 for u in runner.population_units(jobs, configs, "auto", gpus=False))
+  assert max(len(u) for u in runner.population_units(jobs, configs, "auto", gpus=True)) == 6
+  with pytest.raises(ablate.SweepError, match="--population='sometimes'"):
+    runner.population_units(jobs, configs, "sometimes")
+
+
+@pytest.mark.slow
+def test_a_sweep_trains_an_arms_seeds_as_one_population_and_aggregates_them(tiny_config, tmp_path):
+  tiny_config.num_epochs = 1
+  sweep = ablate.Sweep(rundir.config_to_dict(tiny_config),
+                       [ablate.Arm("base"), ablate.Arm("fast", {"optim.learning_rate": 3e-3})], [0, 1])
+  log = []
+  table = ablate.run_sweep(sweep, str(tmp_path / "sweep"), population="always", log=log.append)
+  assert any(line.startswith("start ") and "one population" in line for line in log), log
+  assert sum(line.startswith("start ") for line in log) == 1  # four runs, one worker
+  assert {a["arm"]: a["final_val_accuracy"]["n"] for a in table["arms"]} == {"base": 2, "fast": 2}
+  for arm, seed in (("base", 1), ("fast", 0)):
+    workdir = ablate.run_dir(str(tmp_path / "sweep"), arm, seed)
+    assert ablate.run_status(workdir) == "finished"
+    alone = str(tmp_path / f"alone_{arm}{seed}")
+    train.train_and_evaluate(ablate.config_from_dict(rundir.read_json(workdir, ablate.RUN_SPEC_FILE)["config"]),
+                             alone)
+    _assert_same_run(rundir.read_metrics(workdir), rundir.read_metrics(alone))
+    assert rundir.read_json(workdir, ablate.RUN_RESULT_FILE)["status"] == "finished"
