@@ -4,13 +4,17 @@
 # to /tmp/site first. Training reads Fashion-MNIST from an .npz (config.data.name='npz'; no TensorFlow needed):
 # NPZ=path (default .gpu_data/fm.npz, written here from TFDS by `python -m cnn_val.data.export_npz` where TensorFlow is).
 #
-#   bash benchmarks/gpu_check.sh [default] [population] [bn] [fused] [steps] [levers] [bn3]  (default: the first 5)
+#   bash benchmarks/gpu_check.sh [default] [population] [bn] [fused] [steps] [levers] [bn3] [verify3]
+#   (default: the first 5)
 #
 # levers: configs/default.py for 25 epochs, then `python -m cnn_val.doctor --verify --explore=always` over 3
 # seeds with LEVERS (default wider,batchnorm,cosine,wider_x2,combined), LEVERS_PARALLEL workers sharing the GPU
 # (default 4): what limits the default recipe at its own budget, which the CPU cannot afford (issue 10).
 # bn3: configs/fashion_mnist_bn.py over seeds 0-2 and the doctor's verdict on each (issue 15's healthy BatchNorm
 # ConvNet; 28 min a run on the 2-core CPU).
+# verify3: a 3-seed verification of one fix (faults/healthy.py, base and a dropout-rate arm, 2 workers) with a
+# worker per run (--population=never) and with each arm's seeds as one population (always): the population's
+# gain end to end on a GPU (issue 13).
 #
 # steps: train-step throughput against PyTorch eager (benchmarks/gpu_check.py); fused: per-step loop against
 # fused chunks (benchmarks/fused_steps.py); population: P = 1..64 seed models at once (benchmarks/population.py);
@@ -58,6 +62,15 @@ for part in "${parts[@]}"; do
         cp "/tmp/runs/bn3/runs/base/seed$s/diagnosis.json" "$out/bn3_seed${s}_diagnosis.json" 2>/dev/null
         "$py" -c "import json; d = json.load(open('/tmp/runs/bn3/runs/base/seed$s/diagnosis.json')); print('seed $s', d['verdict'], [(f['cause'], f['severity']) for f in d['findings']])" 2>/dev/null
       done ;;
+    verify3)  # a 3-seed verification of one fix: a worker per run against one population per arm (issue 13)
+      for pop in never always; do
+        start=$(date +%s.%N)
+        timeout ${VERIFY3_TIMEOUT:-240} "$py" launch/ablate.py --config=configs/faults/healthy.py \
+          --out=/tmp/runs/verify3_$pop --seeds=3 --arm=base: --arm=drop:model.dropout_rate=0.3 --parallel=2 \
+          --population=$pop --config.data.name=npz --config.data.root="$npz" ${EXTRA:-} 2>&1 \
+          | grep -v "^[IW][0-9]" | grep -E "^(start|done|\|)" | tail -12
+        echo "verify3 population=$pop: wall $("$py" -c "print(round($(date +%s.%N) - $start, 1))") s"
+      done ;;
     levers)  # configs/default.py's own 25 epochs, then the doctor's lever menu over 3 seeds, 4 workers on the GPU
       e2e levers configs/default.py ${EXTRA:-}
       timeout ${LEVERS_TIMEOUT:-420} "$py" -m cnn_val.doctor --workdir=/tmp/runs/levers --verify --seeds=3 \
@@ -67,6 +80,6 @@ for part in "${parts[@]}"; do
       cp /tmp/runs/levers/verify/results.md "$out/levers_results.md" 2>/dev/null
       cp /tmp/runs/levers/verify/results.csv "$out/levers_results.csv" 2>/dev/null ;;
     bn) e2e fashion_mnist_bn configs/fashion_mnist_bn.py ${EXTRA:-} ;;
-    *) echo "unknown part $part (steps, fused, population, default, bn, levers, bn3)" ;;
+    *) echo "unknown part $part (steps, fused, population, default, bn, levers, bn3, verify3)" ;;
   esac
 done 2>&1 | tee "$out/log.txt"

@@ -1,9 +1,9 @@
-"""`train_population(configs, workdirs)`: P runs that differ only in their seed, learning rate, weight decay and
-dropout rates, trained at once in one process, each into its own ordinary run directory.
+"""`train_population(configs, workdirs)`: P runs that differ only in their seed, learning rate, weight decay,
+dropout rates and class weights, trained at once in one process, each into its own ordinary run directory.
 
 The members' training states are stacked along a leading axis and one fused chunk (`steps.population_train_chunk`:
 `jax.vmap` over the members inside the one `pmap`) trains all of them, each with its own epoch order, dropout
-key, optimizer values and dropout rates, on one copy of the training split held on the device. Everything else is what
+key, optimizer values, dropout rates and class weights, on one copy of the training split held on the device. Everything else is what
 `train.train_and_evaluate` does for each member, through the same functions: the audit, the pre-flight checks,
 evaluation, metrics.jsonl, checkpoints, early stopping, the NaN record and the doctor. A member's run directory
 is the one a separate run with its config writes (to float round-off: its rate and weight decay enter the
@@ -27,9 +27,10 @@ import os
 from absl import logging
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cnn_val import config_check, optim, parallel, rundir, steps, train, train_loop
-from cnn_val.data import pipeline
+from cnn_val.data import balance, pipeline
 
 POPULATION_FIELDS = rundir.POPULATION_FIELDS  # the config fields whose values may differ between members
 
@@ -122,8 +123,7 @@ def _train(configs, workdirs, devices, cpu_devices, stop) -> list[dict]:
                             class_weights=data.class_weights_tuple).eval,
         data, base, devices, train_probe=train._train_probe(  # pylint: disable=protected-access
             data.train_arrays, base.get("train_eval_examples", 0)))
-    p_chunk = steps.population_train_chunk(base, data.num_classes, data.steps_per_epoch, devices,
-                                           class_weights=data.class_weights_tuple)
+    p_chunk = steps.population_train_chunk(base, data.num_classes, data.steps_per_epoch, devices)  # own weights
     with clock("training split to the device"):
       device_data = parallel.replicate({"image": data.train_arrays["image"], "label": data.train_arrays["label"]},
                                        devices)
@@ -146,11 +146,22 @@ def _train(configs, workdirs, devices, cpu_devices, stop) -> list[dict]:
   return rows
 
 
+def _class_weights(runs, data) -> list | None:
+  """Each member's class weights (`config.imbalance`; 1 for every class where a member weights none), or None
+  when no member weights its classes (the step then multiplies by nothing, as a run alone)."""
+  members = [balance.class_weights(data.counts, r.config.imbalance.class_weighting, r.config.imbalance.beta)
+             for r in runs]
+  if all(w is None for w in members):
+    return None
+  return [np.ones(data.num_classes) if w is None else np.asarray(w) for w in members]
+
+
 def _epochs(runs, finished: set, data, device_data, p_chunk, chunk: int, evaluator, progress, devices, stop,
             clock) -> None:
   """The population's epochs: each trains the members that have reached it and are not finished, then
   evaluates, records and checkpoints each of them as its own run."""
   spe, num_epochs = data.steps_per_epoch, runs[0].config.num_epochs
+  weights = _class_weights(runs, data)
   starts = {m: r.start_step // spe for m, r in enumerate(runs)}
   workdirs = ", ".join(r.workdir for r in runs)
 
@@ -175,6 +186,8 @@ def _epochs(runs, finished: set, data, device_data, p_chunk, chunk: int, evaluat
               for f in optim.POPULATION_FIELDS}
     values.update({f: jnp.asarray([runs[m].config.model.get(f, 0.0) for m in active], jnp.float32)
                    for f in steps.MODEL_POPULATION_FIELDS})
+    if weights is not None:
+      values["class_weights"] = jnp.asarray(np.stack([weights[m] for m in active]), jnp.float32)
     keys = jnp.stack([runs[m].dropout_key for m in active])
     calls = train_loop.population_chunk_calls(p_chunk, device_data, indices, keys, chunk, values)
     with clock("train steps"):

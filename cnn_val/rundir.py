@@ -38,10 +38,11 @@ RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices"
 
 # Fields added after runs were made, with the value that reproduces the model those runs trained.
 # The config fields in which the runs of one population (cnn_val/population.py) may differ: they enter the
-# train step as numbers, not as its structure (optim.POPULATION_FIELDS, steps.MODEL_POPULATION_FIELDS), as
+# train step as numbers, not as its structure (optim.POPULATION_FIELDS, steps.MODEL_POPULATION_FIELDS, the
+# class weights: steps.population_train_chunk), as
 # long as the members agree on which of the rates are 0 (POPULATION_ZEROS: a rate of 0 leaves its part out).
 POPULATION_FIELDS = ("seed", "optim.learning_rate", "optim.weight_decay", "model.dropout_rate",
-                     "model.block_dropout_rate")
+                     "model.block_dropout_rate", "imbalance.class_weighting", "imbalance.beta")
 POPULATION_ZEROS = ("optim.weight_decay", "model.dropout_rate", "model.block_dropout_rate")
 
 FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "data.scenario.missing_classes": [],

@@ -320,15 +320,17 @@ def population_train_chunk(config, num_classes: int, steps_per_epoch: int, devic
   of the state), each with its own epoch order, dropout key and optimizer values, pmapped over `devices`:
   `(states, images, labels, indices, keys, values) -> (states, metrics)` with `indices` shaped
   `[devices, members, steps, per_device]`, `keys` `[members]`, `values` {'learning_rate', 'weight_decay'} of
-  `[members]` (optim.POPULATION_FIELDS, and the model's MODEL_POPULATION_FIELDS) and every metric
-  `[members, steps]`. Each member computes what `pmapped_train_chunk` computes for its own config (to float
+  `[members]` (optim.POPULATION_FIELDS, and the model's MODEL_POPULATION_FIELDS), optionally 'class_weights'
+  `[members, classes]` in place of `class_weights` (1 for every class of a member without weighting: the loss
+  times 1 is the loss), and every metric `[members, steps]`. Each member computes what `pmapped_train_chunk` computes for its own config (to float
   round-off: the rates and weight decay enter as traced numbers)."""
   config = chunk_config(config, devices[0].platform)
 
   def member(state, images, labels, indices, key, values):
     tx = optim.create_optimizer(config.optim, steps_per_epoch, config.num_epochs,
                                 values={k: v for k, v in values.items() if k in optim.POPULATION_FIELDS})
-    train, _, _, _ = _bound_steps(config, num_classes, tx, devices, class_weights,
+    weights = values.get("class_weights", class_weights)  # the member's own (all 1 for an unweighted one)
+    train, _, _, _ = _bound_steps(config, num_classes, tx, devices, weights,
                                   model_values={k: v for k, v in values.items() if k in MODEL_POPULATION_FIELDS})
     return train_chunk(state, images, labels, indices, key, step_fn=train)
 

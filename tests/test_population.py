@@ -34,10 +34,11 @@ def _assert_same_run(got: list[dict], expected: list[dict], tolerance: float = 1
         assert g[key] == value, key
 
 
-def test_members_of_another_seed_rate_and_dropout_write_what_runs_alone_write(tiny_config, tmp_path):
+def test_members_of_another_seed_rate_dropout_and_weighting_write_what_runs_alone_write(tiny_config, tmp_path):
   tiny_config.train_eval_examples = 256  # the training probe too
   configs = [_member(tiny_config, 0, 1e-3), _member(tiny_config, 1, 2e-3)]
   configs[1].model.dropout_rate = 0.3  # SeedCNNDropout's 0.5 in the other
+  configs[1].imbalance.class_weighting = "inverse"  # the other weighs its classes alike (by 1)
   dirs = [str(tmp_path / f"member{i}") for i in range(2)]
   rows = population.train_population(configs, dirs)
   for i, config in enumerate(configs):
@@ -132,16 +133,22 @@ def _jobs_and_configs(tiny_config, arms: dict, seeds=(0, 1)):
 def test_the_engine_groups_the_runs_a_population_can_train(tiny_config):
   arms = {"base": {}, "fast": {"optim.learning_rate": 3e-3}, "wide": {"model.width_multiplier": 2.0},
           "decay": {"optim.weight_decay": 1e-4}, "drop": {"model.dropout_rate": 0.3},
-          "blocks": {"model.block_dropout_rate": 0.2}}
+          "blocks": {"model.block_dropout_rate": 0.2}, "weighted": {"imbalance.class_weighting": "inverse"}}
   jobs, configs = _jobs_and_configs(tiny_config, arms)
   name = lambda unit: sorted(f"{j.arm}/{j.seed}" for j in unit)
   units = runner.population_units(jobs, configs, "always")
-  assert sorted(map(name, units)) == [["base/0", "base/1", "drop/0", "drop/1", "fast/0", "fast/1"],
-                                      ["blocks/0", "blocks/1"], ["decay/0", "decay/1"], ["wide/0", "wide/1"]]
-  assert [len(u) for u in runner.population_units(jobs, configs, "always", size=4)] == [4, 2, 2, 2, 2]
+  assert sorted(map(name, units)) == [
+      ["base/0", "base/1", "drop/0", "drop/1", "fast/0", "fast/1", "weighted/0", "weighted/1"],
+      ["blocks/0", "blocks/1"], ["decay/0", "decay/1"], ["wide/0", "wide/1"]]
+  assert [len(u) for u in runner.population_units(jobs, configs, "always", size=5)] == [5, 3, 2, 2, 2]
+  # No worker left idle: with 2 workers, one population of two arms' seeds is split in two, an arm each.
+  assert sorted(map(name, runner.population_units(jobs[:4], configs, "always", parallel=2))) == [
+      ["base/0", "base/1"], ["fast/0", "fast/1"]]
+  wide_pool = runner.population_units(jobs, configs, "always", parallel=8)
+  assert len(wide_pool) == 8 and sorted(sum(map(name, wide_pool), [])) == sorted(sum(map(name, units), []))
   assert all(len(u) == 1 for u in runner.population_units(jobs, configs, "never"))
   assert all(len(u) == 1 for u in runner.population_units(jobs, configs, "auto", gpus=False))
-  assert max(len(u) for u in runner.population_units(jobs, configs, "auto", gpus=True)) == 6
+  assert max(len(u) for u in runner.population_units(jobs, configs, "auto", gpus=True)) == 8
   with pytest.raises(ablate.SweepError, match="--population='sometimes'"):
     runner.population_units(jobs, configs, "sometimes")
 

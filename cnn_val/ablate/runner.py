@@ -207,7 +207,7 @@ def run_sweep(sweep: Sweep, out: str, *, parallel: int = 1, max_runs: int = 0, b
       _check_budget(np.mean(finished_s), len(jobs), parallel, budget_minutes, log, "finished runs' mean")
     cache_dir = os.path.abspath(os.path.join(out, CACHE_DIR))
     if executor == "local":
-      units = population_units(jobs, configs, population, population_size)
+      units = population_units(jobs, configs, population, population_size, parallel)
       failures = _execute(units, parallel, budget_minutes, bool(finished_s), retries, log, cache_dir)
     else:
       failures = execute_on_cluster(jobs, kind=executor, out=out, parallel=parallel, slurm=slurm or SlurmOptions(),
@@ -254,13 +254,14 @@ def have_gpus() -> bool:
   return any(g is not None for g in _gpu_groups(2))
 
 
-def population_units(jobs: list[_Job], configs: dict, population: str, size: int = 0,
+def population_units(jobs: list[_Job], configs: dict, population: str, size: int = 0, parallel: int = 1,
                      gpus: bool | None = None) -> list[list[_Job]]:
   """The jobs as worker units: each its own (`population='never'`, or 'auto' without a GPU), or, with
   populations, the jobs whose configs differ only in `rundir.POPULATION_FIELDS` together (seeds of one arm,
   arms of another learning rate, weight decay or dropout rate, agreeing on which of those are 0), at most
-  `size` per unit (0 = no limit). `configs`: the
-  jobs' run configs (dicts) by workdir.
+  `size` per unit (0 = no limit), and split further until there are `parallel` units where
+  there are enough runs (a population never leaves a worker idle). `configs`: the jobs' run configs (dicts)
+  by workdir.
 
   'auto' trains populations where a GPU is at hand: there 8 seed-model members train at 1.98x the images/s of
   one; on a CPU the step gains nothing (0.87-0.96x) and separate workers use the cores (README)."""
@@ -278,6 +279,10 @@ def population_units(jobs: list[_Job], configs: dict, population: str, size: int
   for group in groups.values():
     step = size if size > 0 else len(group)
     units += [group[i:i + step] for i in range(0, len(group), step)]
+  while len(units) < parallel and any(len(u) > 1 for u in units):
+    big = max(units, key=len)
+    at = units.index(big)
+    units[at:at + 1] = [big[:(len(big) + 1) // 2], big[(len(big) + 1) // 2:]]
   return units
 
 
