@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_val import config_check, optim, parallel, rundir, steps, train, train_loop
+from cnn_val import audit, config_check, optim, parallel, rundir, steps, train, train_loop
 from cnn_val.data import balance, pipeline
 
 POPULATION_FIELDS = rundir.POPULATION_FIELDS  # the config fields whose values may differ between members
@@ -76,7 +76,8 @@ def check_population(configs, workdirs) -> None:
 
 def train_population(configs, workdirs) -> list[dict]:
   """Trains every `configs[m]` into `workdirs[m]` at once (resuming each from its latest checkpoint) and returns
-  each member's final metrics row ({} for a member that diverged; its diverged.json says where)."""
+  each member's last metrics row (for a member that diverged, the last before it, {} if none: its
+  diverged.json says where)."""
   check_population(configs, workdirs)
   cpu_devices = parallel.use_cpu_devices(configs[0])  # before JAX's first operation
   for config in configs:
@@ -111,6 +112,12 @@ def _train(configs, workdirs, devices, cpu_devices, stop) -> list[dict]:
   if not fits:
     raise PopulationUnfit(f"A population trains on the training split held on the device, which does not fit ({why}): "
                      f"train the members as separate runs (launch/ablate.py --population=never).")
+  lacking = [w for w in workdirs if rundir.read_json(w, rundir.AUDIT_FILE) is None]
+  if lacking:  # one dataset, one audit: written to every member that lacks it (_open_run then skips it)
+    with clock("audit"):
+      report = audit.cached_audit(data.arrays, data.num_classes, data.splits.class_names)
+    for workdir in lacking:
+      rundir.write_json(workdir, rundir.AUDIT_FILE, report)
   runs, finished = [], set()
   try:
     for m, (config, workdir) in enumerate(zip(configs, workdirs)):
