@@ -195,16 +195,20 @@ def check_channels(params: Augment, channels: int) -> None:
                      f"for an image folder).")
 
 
-def _augment_one(params: Augment, image, key):
+def _augment_one(params: Augment, image, key, magnitudes: dict | None = None):
+  """One image's draw. `params` decides which transforms run; their magnitudes come from `magnitudes` where
+  given (traced numbers), else from `params` (constants: the same arithmetic, to float round-off)."""
   h, w = image.shape[:2]
   u = jax.random.uniform(key, (11,))
   sym = lambda i, r: (2.0 * u[i] - 1.0) * r  # U(-r, r)
+  traced = magnitudes is not None
+  size = lambda field: magnitudes[field] if traced else getattr(params, field)
   if params.affine:
-    shift_h = params.height_shift_range * (h if params.height_shift_range < 1 else 1)
-    shift_w = params.width_shift_range * (w if params.width_shift_range < 1 else 1)
-    lo, hi = params.zoom_range
-    matrix = keras_matrix(sym(0, params.rotation_range), sym(1, shift_h), sym(2, shift_w),
-                          sym(3, params.shear_range), lo + u[4] * (hi - lo), lo + u[5] * (hi - lo), h, w)
+    shift_h = size("height_shift_range") * (h if params.height_shift_range < 1 else 1)
+    shift_w = size("width_shift_range") * (w if params.width_shift_range < 1 else 1)
+    lo, hi = (magnitudes["zoom_lo"], magnitudes["zoom_hi"]) if traced else params.zoom_range
+    matrix = keras_matrix(sym(0, size("rotation_range")), sym(1, shift_h), sym(2, shift_w),
+                          sym(3, size("shear_range")), lo + u[4] * (hi - lo), lo + u[5] * (hi - lo), h, w)
     image = warp(image, matrix, fill_mode=params.fill_mode, cval=params.cval)
   if params.horizontal_flip:
     image = jnp.where(u[6] < 0.5, image[:, ::-1], image)
@@ -214,28 +218,53 @@ def _augment_one(params: Augment, image, key):
     check_channels(params, image.shape[-1])
     v = jax.random.uniform(jax.random.fold_in(key, 1), (2,))
     if params.saturation:
-      lo = max(0.0, 1.0 - params.saturation)
-      image = pix.adjust_saturation(jnp.clip(image, 0.0, 1.0), lo + v[0] * (1.0 + params.saturation - lo))
+      saturation = size("saturation")
+      lo = jnp.maximum(0.0, 1.0 - saturation) if traced else max(0.0, 1.0 - saturation)
+      image = pix.adjust_saturation(jnp.clip(image, 0.0, 1.0), lo + v[0] * (1.0 + saturation - lo))
     if params.hue:
-      image = pix.adjust_hue(jnp.clip(image, 0.0, 1.0), (2.0 * v[1] - 1.0) * params.hue)
+      image = pix.adjust_hue(jnp.clip(image, 0.0, 1.0), (2.0 * v[1] - 1.0) * size("hue"))
   if params.contrast:
-    image = pix.adjust_contrast(image, 1.0 + sym(8, params.contrast))
+    image = pix.adjust_contrast(image, 1.0 + sym(8, size("contrast")))
   if params.brightness:
-    image = pix.adjust_brightness(image, sym(9, params.brightness))
+    image = pix.adjust_brightness(image, sym(9, size("brightness")))
   if params.gamma:
-    image = pix.adjust_gamma(jnp.clip(image, 0.0, 1.0), jnp.exp(sym(10, math.log1p(params.gamma))))
+    log_range = jnp.log1p(size("gamma")) if traced else math.log1p(params.gamma)
+    image = pix.adjust_gamma(jnp.clip(image, 0.0, 1.0), jnp.exp(sym(10, log_range)))
   elif params.lighting or params.colour:
     image = jnp.clip(image, 0.0, 1.0)
   return image
 
 
-def augment_batch(params: Augment, images, example_ids, key):
-  """Random augmentation of a float `[N, H, W, C]` batch; example i's draw depends on (key, example_ids[i])."""
+# The magnitudes a population's members may set to different numbers (traced: `augment_batch`'s `magnitudes`),
+# as long as they agree on `structure`; the zoom range is two of them, 'zoom_lo' and 'zoom_hi'.
+MAGNITUDES = ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "brightness", "contrast",
+              "gamma", "hue", "saturation")
+
+
+def magnitudes(params: Augment) -> dict:
+  """`params`' magnitudes by name (MAGNITUDES, 'zoom_lo', 'zoom_hi'), as `augment_batch` takes them."""
+  return {**{f: getattr(params, f) for f in MAGNITUDES}, "zoom_lo": params.zoom_range[0],
+          "zoom_hi": params.zoom_range[1]}
+
+
+def structure(params: Augment) -> tuple:
+  """What the augmentation does, as opposed to how much: which transforms run (a magnitude of 0 leaves its
+  transform out), whether shifts are fractions or pixels, flips, filling, standardisation. Augmentations of the
+  same structure compute the same program, their magnitudes as numbers."""
+  return (tuple(bool(getattr(params, f)) for f in MAGNITUDES), params.zoom_range != (1.0, 1.0),
+          params.width_shift_range < 1, params.height_shift_range < 1, params.horizontal_flip,
+          params.vertical_flip, params.fill_mode, params.cval, params.standardize)
+
+
+def augment_batch(params: Augment, images, example_ids, key, magnitudes: dict | None = None):
+  """Random augmentation of a float `[N, H, W, C]` batch; example i's draw depends on (key, example_ids[i]).
+  `magnitudes` (see `magnitudes()`): numbers, possibly traced (a population's member), in place of `params`'
+  magnitudes, which then only give the structure."""
   if not params.random:
     return images
   key = jax.random.fold_in(key, _AUGMENT_STREAM)
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(example_ids)
-  return jax.vmap(functools.partial(_augment_one, params))(images, keys)
+  return jax.vmap(functools.partial(_augment_one, params, magnitudes=magnitudes))(images, keys)
 
 
 def preprocess(params: Augment, images):

@@ -1,18 +1,20 @@
 """`train_population(configs, workdirs)`: P runs that differ only in their seed, learning rate, weight decay,
-dropout rates and class weights, trained at once in one process, each into its own ordinary run directory.
+dropout rates, class weights and augmentation magnitudes, trained at once in one process, each into its own
+ordinary run directory.
 
 The members' training states are stacked along a leading axis and one fused chunk (`steps.population_train_chunk`:
-`jax.vmap` over the members inside the one `pmap`) trains all of them, each with its own epoch order, dropout
-key, optimizer values, dropout rates and class weights, on one copy of the training split held on the device. Everything else is what
+`jax.vmap` over the members inside the one `pmap`) trains all of them on one copy of the training split held on
+the device, each with its own epoch order, dropout key and values of those fields. Everything else is what
 `train.train_and_evaluate` does for each member, through the same functions: the audit, the pre-flight checks,
 evaluation, metrics.jsonl, checkpoints, early stopping, the NaN record and the doctor. A member's run directory
-is the one a separate run with its config writes (to float round-off: its rate and weight decay enter the
-step as numbers rather than constants), and resumes as one.
+is the one a separate run with its config writes (to float round-off: its values enter the step as numbers
+rather than constants), and resumes as one.
 
 Members join at the epoch their checkpoint reached (after a kill, one member may have saved an epoch more than
 another) and leave when they stop early or diverge; the others go on. What may differ between members is
-`POPULATION_FIELDS`; a difference anywhere else (the model, the data, the augmentation, ...) is refused, since
-it changes the computation itself: such arms run as separate processes (the ablation engine's default).
+`POPULATION_FIELDS`, as long as the step's program stays the same (a rate or decay of 0 leaves its part out,
+as does an augmentation magnitude of 0); a difference anywhere else (the model, the data, resampling, a
+schedule, ...) is refused, since it changes the computation itself: such arms run as separate processes.
 
 On a GPU, where the seed models are bound by launching work, 8 members train at 1.98x and 64 at 3.03x the
 images/s of one (README, "Fused steps and populations on a GPU"); on this 2-core CPU the step gains nothing,
@@ -29,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_val import audit, config_check, optim, parallel, rundir, steps, train, train_loop
+from cnn_val import audit, augment, config_check, optim, parallel, rundir, steps, train, train_loop
 from cnn_val.data import balance, pipeline
 
 POPULATION_FIELDS = rundir.POPULATION_FIELDS  # the config fields whose values may differ between members
@@ -61,6 +63,10 @@ def check_population(configs, workdirs) -> None:
     raise PopulationUnfit(f"The members of a population may differ only in {', '.join(POPULATION_FIELDS)}; these configs "
                      f"also differ in {', '.join(differ[:8])}. Train them as separate runs (launch/ablate.py "
                      f"--population=never).")
+  if len({augment.structure(augment.from_config(c.augment)) for c in configs}) > 1:
+    raise PopulationUnfit("A population's members may differ in their augmentation's magnitudes, not in which "
+                          "transforms run (a magnitude of 0 leaves its transform out), in shifts as fractions or "
+                          "pixels, flips, filling or standardisation: train these as separate runs.")
   for field in rundir.POPULATION_ZEROS:
     flat = [rundir.flatten(rundir.config_to_dict(c)) for c in configs]
     if len({bool(d.get(field)) for d in flat}) > 1:
@@ -169,6 +175,9 @@ def _epochs(runs, finished: set, data, device_data, p_chunk, chunk: int, evaluat
   evaluates, records and checkpoints each of them as its own run."""
   spe, num_epochs = data.steps_per_epoch, runs[0].config.num_epochs
   weights = _class_weights(runs, data)
+  magnitudes = [augment.magnitudes(augment.from_config(r.config.augment)) for r in runs]
+  if all(m == magnitudes[0] for m in magnitudes):  # the same for all: constants in the step, as a run alone
+    magnitudes = None
   starts = {m: r.start_step // spe for m, r in enumerate(runs)}
   workdirs = ", ".join(r.workdir for r in runs)
 
@@ -195,6 +204,9 @@ def _epochs(runs, finished: set, data, device_data, p_chunk, chunk: int, evaluat
                    for f in steps.MODEL_POPULATION_FIELDS})
     if weights is not None:
       values["class_weights"] = jnp.asarray(np.stack([weights[m] for m in active]), jnp.float32)
+    if magnitudes is not None:
+      values.update({f"augment.{k}": jnp.asarray([magnitudes[m][k] for m in active], jnp.float32)
+                     for k in magnitudes[0]})
     keys = jnp.stack([runs[m].dropout_key for m in active])
     calls = train_loop.population_chunk_calls(p_chunk, device_data, indices, keys, chunk, values)
     with clock("train steps"):

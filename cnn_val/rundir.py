@@ -37,14 +37,6 @@ RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices"
                                "preflight", "signals", "train_eval_examples", "profile_steps", "steps_per_call"})
 
 # Fields added after runs were made, with the value that reproduces the model those runs trained.
-# The config fields in which the runs of one population (cnn_val/population.py) may differ: they enter the
-# train step as numbers, not as its structure (optim.POPULATION_FIELDS, steps.MODEL_POPULATION_FIELDS, the
-# class weights: steps.population_train_chunk), as
-# long as the members agree on which of the rates are 0 (POPULATION_ZEROS: a rate of 0 leaves its part out).
-POPULATION_FIELDS = ("seed", "optim.learning_rate", "optim.weight_decay", "model.dropout_rate",
-                     "model.block_dropout_rate", "imbalance.class_weighting", "imbalance.beta")
-POPULATION_ZEROS = ("optim.weight_decay", "model.dropout_rate", "model.block_dropout_rate")
-
 FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "data.scenario.missing_classes": [],
                       "data.scenario.near_duplicates": 0, "model.kernel_init": "lecun_normal",
                       "data.scenario.shortcut_classes": [], "data.scenario.shortcut_brightness": 1.0,
@@ -53,6 +45,28 @@ FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "d
                       "data.scenario.colorize": 0.0, "data.scenario.colour_shortcut_classes": [],
                       "data.scenario.colour_shortcut_hue": 0.0, "data.train_fraction": 1.0,
                       "data.relabel_train_examples": ""}
+
+# The config fields in which the runs of one population (cnn_val/population.py) may differ: they enter the
+# train step as numbers, not as its structure (optim.POPULATION_FIELDS, steps.MODEL_POPULATION_FIELDS, the
+# class weights and the augmentation's magnitudes: steps.population_train_chunk), as long as the members agree
+# on which rates are 0 (POPULATION_ZEROS: a rate of 0 leaves its part out) and on the augmentation's structure.
+AUGMENT_MAGNITUDES = ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "zoom_range",
+                      "brightness", "contrast", "gamma", "hue", "saturation")  # config.augment's (augment.MAGNITUDES)
+POPULATION_FIELDS = ("seed", "optim.learning_rate", "optim.weight_decay", "model.dropout_rate",
+                     "model.block_dropout_rate", "imbalance.class_weighting", "imbalance.beta") + tuple(
+                         f"augment.{f}" for f in AUGMENT_MAGNITUDES)
+POPULATION_ZEROS = ("optim.weight_decay", "model.dropout_rate", "model.block_dropout_rate")
+
+
+def population_group(flat_config: dict, augment_structure=None) -> str:
+  """The key that the runs of one population share (`flatten`ed configs): every field outside
+  POPULATION_FIELDS, whether each rate or decay of POPULATION_ZEROS is 0 (0 leaves its part out of the step),
+  and `augment_structure`, the resolved augmentation's `augment.structure` (which transforms run; the caller
+  resolves it, so that a magnitude set explicitly and the same one from a preset group alike)."""
+  def role(field, value):
+    return bool(value) if field in POPULATION_ZEROS else None
+  return repr((sorted((k, role(k, v) if k in POPULATION_FIELDS else v) for k, v in flat_config.items()),
+               augment_structure))
 
 
 def with_fields_added_later(config: dict) -> dict:

@@ -110,7 +110,8 @@ def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model,
 
 def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: int = 0,
                augmentation: augment.Augment = augment.Augment(), class_weights: tuple | None = None,
-               signals: bool = True, ema_decay: float = 0.0, axis_name: str | None = parallel.AXIS):
+               signals: bool = True, ema_decay: float = 0.0, axis_name: str | None = parallel.AXIS,
+               augment_magnitudes: dict | None = None):
   """One optimizer step on this device's part of the global batch; returns (new_state, metric sums).
 
   Under `jax.pmap` (as `parallel.pmap_step` wraps it) gradients and metrics are reduced over `axis_name`;
@@ -125,6 +126,9 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
   `lax.scan`, accumulating gradients: the same step for models without batch statistics (to float
   round-off), cheaper where small batches run faster. BatchNorm then normalises each micro-batch with its
   own statistics and updates its running averages once per micro-batch.
+
+  `augment_magnitudes` (augment.magnitudes): the augmentation's magnitudes as numbers, possibly traced (a
+  population's member), `augmentation` then giving only which transforms run.
   """
   images, labels = batch["image"], batch["label"]
   local = labels.shape[0]
@@ -132,7 +136,8 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
   example_ids = (0 if axis_name is None else lax.axis_index(axis_name)) * local + jnp.arange(local)
   step_key = jax.random.fold_in(key, state.step)
   images = augment.preprocess(
-      augmentation, augment.augment_batch(augmentation, _to_float(images), example_ids, step_key))
+      augmentation, augment.augment_batch(augmentation, _to_float(images), example_ids, step_key,
+                                          magnitudes=augment_magnitudes))
   grads_of = functools.partial(_grads, step_key=step_key, model=model, class_weights=class_weights)
 
   num_micro = local // micro_batch_size if micro_batch_size and micro_batch_size < local else 1
@@ -244,7 +249,7 @@ def train_chunk(state: TrainState, images, labels, indices, key, *, step_fn):
 
 
 def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes: int | None = None,
-                 model_values: dict | None = None):
+                 model_values: dict | None = None, augment_magnitudes: dict | None = None):
   """The train and eval steps of `config` bound to its model and `tx`; `model_values`: the model's fields
   (MODEL_POPULATION_FIELDS) set to these numbers, which may be traced (a population's member)."""
   augmentation = augment.from_config(config.augment)
@@ -256,6 +261,7 @@ def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes
                                     has_batch_stats=models.has_batch_statistics(config.model))
   train = functools.partial(train_step, model=model, tx=tx, micro_batch_size=micro, augmentation=augmentation,
                             class_weights=class_weights, signals=config.get("signals", True),
+                            augment_magnitudes=augment_magnitudes,
                             ema_decay=config.get("ema_decay", 0.0))
   evaluate = functools.partial(eval_step, model=model, num_classes=num_classes, augmentation=augmentation)
   return train, evaluate, model, micro
@@ -317,21 +323,25 @@ MODEL_POPULATION_FIELDS = ("dropout_rate", "block_dropout_rate")
 def population_train_chunk(config, num_classes: int, steps_per_epoch: int, devices, *,
                            class_weights: tuple | None = None):
   """`train_chunk` for a population: P models of `config` trained at once (`jax.vmap` over a leading member axis
-  of the state), each with its own epoch order, dropout key and optimizer values, pmapped over `devices`:
+  of the state), each with its own epoch order, dropout key and values, pmapped over `devices`:
   `(states, images, labels, indices, keys, values) -> (states, metrics)` with `indices` shaped
   `[devices, members, steps, per_device]`, `keys` `[members]`, `values` {'learning_rate', 'weight_decay'} of
   `[members]` (optim.POPULATION_FIELDS, and the model's MODEL_POPULATION_FIELDS), optionally 'class_weights'
   `[members, classes]` in place of `class_weights` (1 for every class of a member without weighting: the loss
-  times 1 is the loss), and every metric `[members, steps]`. Each member computes what `pmapped_train_chunk` computes for its own config (to float
-  round-off: the rates and weight decay enter as traced numbers)."""
+  times 1 is the loss) and the augmentation's magnitudes ('augment.<name>', augment.magnitudes: `config`'s
+  augmentation then gives only which transforms run), and every metric `[members, steps]`. Each member
+  computes what `pmapped_train_chunk` computes for its own config (to float round-off: the rates, decay and
+  magnitudes enter as traced numbers)."""
   config = chunk_config(config, devices[0].platform)
 
   def member(state, images, labels, indices, key, values):
     tx = optim.create_optimizer(config.optim, steps_per_epoch, config.num_epochs,
                                 values={k: v for k, v in values.items() if k in optim.POPULATION_FIELDS})
     weights = values.get("class_weights", class_weights)  # the member's own (all 1 for an unweighted one)
+    magnitudes = {k[len("augment."):]: v for k, v in values.items() if k.startswith("augment.")} or None
     train, _, _, _ = _bound_steps(config, num_classes, tx, devices, weights,
-                                  model_values={k: v for k, v in values.items() if k in MODEL_POPULATION_FIELDS})
+                                  model_values={k: v for k, v in values.items() if k in MODEL_POPULATION_FIELDS},
+                                  augment_magnitudes=magnitudes)
     return train_chunk(state, images, labels, indices, key, step_fn=train)
 
   return parallel.pmap_step(jax.vmap(member, in_axes=(0, None, None, 0, 0, 0)), devices, batch_argnums=(3,),

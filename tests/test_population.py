@@ -6,9 +6,12 @@ import math
 import os
 import signal
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from cnn_val import ablate, population, rundir, train, train_loop
+from cnn_val import ablate, augment, population, rundir, train, train_loop
 from cnn_val.ablate import runner
 
 
@@ -171,3 +174,39 @@ def test_a_sweep_trains_an_arms_seeds_as_one_population_and_aggregates_them(tiny
                              alone)
     _assert_same_run(rundir.read_metrics(workdir), rundir.read_metrics(alone))
     assert rundir.read_json(workdir, ablate.RUN_RESULT_FILE)["status"] == "finished"
+
+
+@pytest.mark.parametrize("fields, changed", [
+    (dict(preset="seed_ex2", brightness=0.2, contrast=0.3, gamma=0.2),  # affine with zoom, flips, lighting
+     dict(rotation_range=35.0, zoom_range=0.3, brightness=0.05, gamma=0.5, width_shift_range=0.05)),
+    (dict(hue=0.1, saturation=0.4, contrast=0.3), dict(hue=0.3, saturation=1.5, contrast=0.1)),  # colour
+])
+def test_traced_augmentation_magnitudes_draw_what_constants_draw(fields, changed):
+  """A population's members pass their augmentation's magnitudes as numbers: each draws the images its
+  constants draw, member by member under vmap (both jitted, as the train step is). Not pixel for pixel where a
+  warp and colour jitter meet: dm-pix's hue conversion turns the warp's round-off into jumps at some pixels,
+  as it does between an eager and a jitted call of the same constants."""
+  params, other = augment.from_config(fields), augment.from_config({**fields, **changed})
+  assert augment.structure(other) == augment.structure(params)
+  assert augment.structure(augment.from_config({**fields, "contrast": 0.0})) != augment.structure(params)
+  images = jnp.asarray(np.random.default_rng(0).uniform(size=(6, 12, 12, 3)), jnp.float32)
+  ids, key = jnp.arange(6), jax.random.key(3)
+  stacked = {k: jnp.asarray([augment.magnitudes(params)[k], augment.magnitudes(other)[k]], jnp.float32)
+             for k in augment.magnitudes(params)}
+  members = jax.jit(jax.vmap(lambda m: augment.augment_batch(params, images, ids, key, magnitudes=m)))(stacked)
+  for i, alone in enumerate((params, other)):
+    constants = jax.jit(lambda p=alone: augment.augment_batch(p, images, ids, key))()
+    np.testing.assert_allclose(members[i], constants, atol=2e-5)
+  assert float(jnp.abs(members[0] - members[1]).max()) > 0.1  # the magnitudes do change the draw
+  assert set(rundir.AUGMENT_MAGNITUDES) == set(augment.MAGNITUDES) | {"zoom_range"}
+
+
+def test_arms_of_another_augmentation_magnitude_train_as_one_population_when_the_program_is_the_same(tiny_config):
+  tiny_config.augment.preset = "characters"  # rotation 10, shifts 0.1, zoom 0.1
+  arms = {"base": {}, "rot20": {"augment.rotation_range": 20.0}, "same": {"augment.rotation_range": 10.0},
+          "no_rotation": {"augment.rotation_range": 0.0}, "pixel_shift": {"augment.width_shift_range": 3.0}}
+  jobs, configs = _jobs_and_configs(tiny_config, arms)
+  units = runner.population_units(jobs, configs, "always")
+  assert sorted(sorted(f"{j.arm}/{j.seed}" for j in u) for u in units) == [
+      ["base/0", "base/1", "rot20/0", "rot20/1", "same/0", "same/1"], ["no_rotation/0", "no_rotation/1"],
+      ["pixel_shift/0", "pixel_shift/1"]]

@@ -258,7 +258,8 @@ def population_units(jobs: list[_Job], configs: dict, population: str, size: int
                      gpus: bool | None = None) -> list[list[_Job]]:
   """The jobs as worker units: each its own (`population='never'`, or 'auto' without a GPU), or, with
   populations, the jobs whose configs differ only in `rundir.POPULATION_FIELDS` together (seeds of one arm,
-  arms of another learning rate, weight decay or dropout rate, agreeing on which of those are 0), at most
+  arms of another learning rate, weight decay, dropout rate, class weighting or augmentation magnitude, of the
+  same program: `rundir.population_group`), at most
   `size` per unit (0 = no limit), and split further until there are `parallel` units where
   there are enough runs (a population never leaves a worker idle). `configs`: the jobs' run configs (dicts)
   by workdir.
@@ -269,11 +270,11 @@ def population_units(jobs: list[_Job], configs: dict, population: str, size: int
     raise SweepError(f"--population={population!r}: expected one of {', '.join(POPULATIONS)}.")
   if population == "never" or (population == "auto" and not (have_gpus() if gpus is None else gpus)):
     return [[job] for job in jobs]
+  from cnn_val import augment  # pylint: disable=import-outside-toplevel  (dm-pix: only where populations are on)
   groups: dict[str, list[_Job]] = {}
   for job in jobs:
-    flat = rundir.flatten(configs[job.workdir])
-    key = repr(sorted((k, v) for k, v in flat.items() if k not in rundir.POPULATION_FIELDS)
-               + [(f"{k} != 0", bool(flat.get(k))) for k in rundir.POPULATION_ZEROS])
+    config = configs[job.workdir]
+    key = rundir.population_group(rundir.flatten(config), augment.structure(augment.from_config(config["augment"])))
     groups.setdefault(key, []).append(job)
   units = []
   for group in groups.values():
