@@ -62,7 +62,6 @@ def test_members_of_another_seed_rate_dropout_and_weighting_write_what_runs_alon
 
 @pytest.mark.slow
 def test_a_member_ahead_joins_at_its_epoch_and_a_diverging_member_leaves(tiny_config, tmp_path, monkeypatch):
-  tiny_config.num_epochs = 3
   tiny_config.optim.optimizer, tiny_config.optim.momentum = "sgd", 0.0
   tiny_config.optim.schedule = "constant"
   steady, ahead, blowing_up = (_member(tiny_config, 0, 0.05), _member(tiny_config, 1, 0.05),
@@ -166,7 +165,7 @@ def test_a_sweep_trains_an_arms_seeds_as_one_population_and_aggregates_them(tiny
   assert any(line.startswith("start ") and "one population" in line for line in log), log
   assert sum(line.startswith("start ") for line in log) == 1  # four runs, one worker
   assert {a["arm"]: a["final_val_accuracy"]["n"] for a in table["arms"]} == {"base": 2, "fast": 2}
-  for arm, seed in (("base", 1), ("fast", 0)):
+  for arm, seed in (("fast", 1),):  # a member of another seed and rate
     workdir = ablate.run_dir(str(tmp_path / "sweep"), arm, seed)
     assert ablate.run_status(workdir) == "finished"
     alone = str(tmp_path / f"alone_{arm}{seed}")
