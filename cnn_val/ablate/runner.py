@@ -210,6 +210,8 @@ def run_sweep(sweep: Sweep, out: str, *, parallel: int = 1, max_runs: int = 0, b
       units = population_units(jobs, configs, population, population_size, parallel)
       failures = _execute(units, parallel, budget_minutes, bool(finished_s), retries, log, cache_dir)
     else:
+      if population == "always":
+        log(f"--population applies to the local executor: each {executor} task trains one run.")
       failures = execute_on_cluster(jobs, kind=executor, out=out, parallel=parallel, slurm=slurm or SlurmOptions(),
                                     cache_dir=cache_dir, log=log,
                                     record=lambda job, rc: _record(job, rc, log) in ("finished", "diverged"))
