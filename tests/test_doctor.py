@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 
 from cnn_val import audit, doctor, lr_range, preflight, rundir, train
@@ -151,6 +152,27 @@ def test_preflight_passes_on_learnable_data_and_catches_shuffled_labels(tiny_con
                                   "label": np.random.default_rng(0).permutation(arrays["train"]["label"])}}
   checks = {c["name"]: c for c in preflight.run_checks(tiny_config, shuffled, 10, splits.image_shape)["checks"]}
   assert not checks["inputs_matter"]["passed"]
+
+
+def test_preflight_reuses_its_compiled_steps_to_the_same_checks(tiny_config, monkeypatch):
+  """A later check of the same model in one process (a population's members) reuses the compiled steps and
+  writes what a fresh build writes; another model builds its own."""
+  splits, arrays = loading.load_data(tiny_config)
+  values = lambda config: [(c["name"], c["value"], c["passed"])
+                           for c in preflight.run_checks(config, arrays, 10, splits.image_shape)["checks"]]
+  monkeypatch.setattr(preflight, "_COMPILED", type(preflight._COMPILED)())
+  tiny_config.seed = 1
+  values(tiny_config)
+  other_seed = ml_collections.ConfigDict(tiny_config.to_dict())
+  other_seed.seed, other_seed.optim.learning_rate = 2, 0.5  # the checks use their own optimizer
+  reused = values(other_seed)
+  assert len(preflight._COMPILED) == 1
+  monkeypatch.setattr(preflight, "_COMPILED", type(preflight._COMPILED)())
+  assert values(other_seed) == reused
+  wide = ml_collections.ConfigDict(tiny_config.to_dict())
+  wide.model.width_multiplier = 2.0
+  values(wide)
+  assert len(preflight._COMPILED) == 2
 
 
 def test_a_run_ends_with_the_doctor_and_the_cli_rediagnoses_it(tiny_config, tmp_path):
