@@ -50,6 +50,23 @@ def population_differences(configs) -> list[str]:
   return [f for f in fields if f not in POPULATION_FIELDS and any(d.get(f) != flat[0].get(f) for d in flat[1:])]
 
 
+def _why_apart(configs) -> str:
+  """Why configs of different `rundir.population_group`s cannot train as one population."""
+  differ = population_differences(configs)
+  if differ:
+    return (f"The members of a population may differ only in {', '.join(POPULATION_FIELDS)}; these configs also "
+            f"differ in {', '.join(differ[:8])}. Train them as separate runs (launch/ablate.py --population=never).")
+  flat = [rundir.flatten(rundir.config_to_dict(c)) for c in configs]
+  for field in rundir.POPULATION_ZEROS:
+    if len({bool(d.get(field)) for d in flat}) > 1:
+      return (f"A population's members either all set {field} or none does (0 leaves its part out of the step: "
+              f"the optimizer's chain and checkpoints, or the dropout layer's random draws, differ otherwise): "
+              f"train the members with {field}=0 as separate runs.")
+  return ("A population's members may differ in their augmentation's magnitudes, not in which transforms run (a "
+          "magnitude of 0 leaves its transform out), in shifts as fractions or pixels, flips, filling or "
+          "standardisation: train these as separate runs.")
+
+
 def check_population(configs, workdirs) -> None:
   """Refuses, with what to change, a population that cannot train as one (see the module's docstring)."""
   if not configs or len(configs) != len(workdirs):
@@ -59,21 +76,8 @@ def check_population(configs, workdirs) -> None:
   if len(set(paths)) != len(paths):
     raise ValueError(f"A population's members need run directories of their own; repeated: "
                      f"{sorted({p for p in paths if paths.count(p) > 1})}.")
-  differ = population_differences(configs)
-  if differ:
-    raise PopulationUnfit(f"The members of a population may differ only in {', '.join(POPULATION_FIELDS)}; these configs "
-                     f"also differ in {', '.join(differ[:8])}. Train them as separate runs (launch/ablate.py "
-                     f"--population=never).")
-  if len({augment.structure(augment.from_config(c.augment)) for c in configs}) > 1:
-    raise PopulationUnfit("A population's members may differ in their augmentation's magnitudes, not in which "
-                          "transforms run (a magnitude of 0 leaves its transform out), in shifts as fractions or "
-                          "pixels, flips, filling or standardisation: train these as separate runs.")
-  for field in rundir.POPULATION_ZEROS:
-    flat = [rundir.flatten(rundir.config_to_dict(c)) for c in configs]
-    if len({bool(d.get(field)) for d in flat}) > 1:
-      raise PopulationUnfit(f"A population's members either all set {field} or none does (0 leaves its part out of "
-                            f"the step: the optimizer's chain and checkpoints, or the dropout layer's random draws, "
-                            f"differ otherwise): train the members with {field}=0 as separate runs.")
+  if len({rundir.population_group(rundir.config_to_dict(c)) for c in configs}) > 1:  # as the engine groups them
+    raise PopulationUnfit(_why_apart(configs))
   if any(c.get("profile_steps", 0) for c in configs):
     raise PopulationUnfit("config.profile_steps traces one run's steps: profile a single run (python -m cnn_val.main), "
                      "not a population.")

@@ -55,11 +55,12 @@ _COMPILED: collections.OrderedDict = collections.OrderedDict()  # key -> (tx, ev
 _COMPILED_MAX = 8
 
 
-def _compiled(key: str, config, num_classes: int, device: list):
+def _compiled(config, num_classes: int, device: list):
   """The checks' optimizer, eval step and fused train chunk for `config`, built (and so compiled) once per
-  process for each `key` (the _STEP_FIELDS, the classes and the device): a population's members, or a test's
-  many runs, check their pipelines with the same programs. Measured in one process: a later check of the same
-  model 7.7 -> 2.7 s, the same values."""
+  process for each of its _STEP_FIELDS, classes and device: a population's members, or a test's many runs,
+  check their pipelines with the same programs. Measured in one process: a later check of the same model
+  7.7 -> 2.7 s, the same values."""
+  key = repr(([(f, config.get(f)) for f in _STEP_FIELDS], num_classes, [d.id for d in device]))
   if key in _COMPILED:
     _COMPILED.move_to_end(key)
     return _COMPILED[key]
@@ -78,8 +79,7 @@ def run_checks(config, arrays: dict, num_classes: int, image_shape) -> dict:
   start = time.perf_counter()
   config = _plain(config)
   device = jax.local_devices()[:1]
-  key = repr(([(f, config.get(f)) for f in _STEP_FIELDS], num_classes, [d.id for d in device]))
-  tx, pm, chunk = _compiled(key, config, num_classes, device)
+  tx, pm, chunk = _compiled(config, num_classes, device)
   counts = balance.class_counts(arrays["train"]["label"], num_classes)
   model = models.create_model(config.model, num_classes, class_prior=counts)
   init = steps.create_train_state(model, tx, jax.random.key(config.seed), image_shape)

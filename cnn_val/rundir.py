@@ -20,6 +20,8 @@ from absl import logging
 import jax
 import numpy as np
 
+from cnn_val import augment
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 AUDIT_FILE = "audit.json"
@@ -50,23 +52,22 @@ FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "d
 # train step as numbers, not as its structure (optim.POPULATION_FIELDS, steps.MODEL_POPULATION_FIELDS, the
 # class weights and the augmentation's magnitudes: steps.population_train_chunk), as long as the members agree
 # on which rates are 0 (POPULATION_ZEROS: a rate of 0 leaves its part out) and on the augmentation's structure.
-AUGMENT_MAGNITUDES = ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "zoom_range",
-                      "brightness", "contrast", "gamma", "hue", "saturation")  # config.augment's (augment.MAGNITUDES)
 POPULATION_FIELDS = ("seed", "optim.learning_rate", "optim.weight_decay", "model.dropout_rate",
                      "model.block_dropout_rate", "imbalance.class_weighting", "imbalance.beta") + tuple(
-                         f"augment.{f}" for f in AUGMENT_MAGNITUDES)
+                         f"augment.{f}" for f in augment.MAGNITUDES + ("zoom_range",))
 POPULATION_ZEROS = ("optim.weight_decay", "model.dropout_rate", "model.block_dropout_rate")
 
 
-def population_group(flat_config: dict, augment_structure=None) -> str:
-  """The key that the runs of one population share (`flatten`ed configs): every field outside
-  POPULATION_FIELDS, whether each rate or decay of POPULATION_ZEROS is 0 (0 leaves its part out of the step),
-  and `augment_structure`, the resolved augmentation's `augment.structure` (which transforms run; the caller
-  resolves it, so that a magnitude set explicitly and the same one from a preset group alike)."""
+def population_group(config: dict) -> str:
+  """The key that the runs of one population share (config dicts): every field outside POPULATION_FIELDS,
+  whether each rate or decay of POPULATION_ZEROS is 0 (0 leaves its part out of the step), and the resolved
+  augmentation's `augment.structure` (which transforms run: a magnitude set explicitly and the same one from a
+  preset group alike). The ablation engine groups runs by it; `population.check_population` refuses others."""
   def role(field, value):
     return bool(value) if field in POPULATION_ZEROS else None
-  return repr((sorted((k, role(k, v) if k in POPULATION_FIELDS else v) for k, v in flat_config.items()),
-               augment_structure))
+  flat = flatten(config)
+  return repr((sorted((k, role(k, v) if k in POPULATION_FIELDS else v) for k, v in flat.items()),
+               augment.structure(augment.from_config(config.get("augment", {})))))
 
 
 def with_fields_added_later(config: dict) -> dict:

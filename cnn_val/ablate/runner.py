@@ -275,12 +275,9 @@ def population_units(jobs: list[_Job], configs: dict, population: str, size: int
     raise SweepError(f"--population={population!r}: expected one of {', '.join(POPULATIONS)}.")
   if population == "never" or (population == "auto" and not (have_gpus() if gpus is None else gpus)):
     return [[job] for job in jobs]
-  from cnn_val import augment  # pylint: disable=import-outside-toplevel  (dm-pix: only where populations are on)
   groups: dict[str, list[_Job]] = {}
   for job in jobs:
-    config = configs[job.workdir]
-    key = rundir.population_group(rundir.flatten(config), augment.structure(augment.from_config(config["augment"])))
-    groups.setdefault(key, []).append(job)
+    groups.setdefault(rundir.population_group(configs[job.workdir]), []).append(job)
   units = []
   for group in groups.values():
     step = size if size > 0 else len(group)

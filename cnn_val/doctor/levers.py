@@ -106,6 +106,7 @@ _BATCHNORM_TEXT = ("the same model fits better with each conv layer's activation
 def _describe(overrides) -> str:
   return ", ".join(f"config.{k}={v}" for k, v in overrides.items())
 
+
 def lever_finding(arm: ablate.Arm, cause: str, verified: dict, note: str | None, high_gain: float) -> dict:
   """A confirmed lever (or follow-up arm) as a finding of the cause it tests, sized by its verified gain:
   `high` from `high_gain` up, else `medium`."""
