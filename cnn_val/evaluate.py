@@ -80,7 +80,7 @@ def evaluate_checkpoint(workdir: str, checkpoint_name: str = "best", split: str 
                         weights: str = "trained") -> dict:
   """{'split', 'checkpoint', 'weights', 'step', 'loss', 'accuracy', 'count', per-class metrics, 'confusion'} of
   the run's `checkpoint_name` checkpoint on `split`, with its trained weights or their moving average."""
-  from cnn_val import train  # pylint: disable=import-outside-toplevel  (its evaluate, exactly)
+  from cnn_val import training_run  # pylint: disable=import-outside-toplevel  (training's evaluate, exactly)
   if split not in SPLITS:
     raise ValueError(f"--split={split!r}: expected one of {list(SPLITS)}.")
   run = _restore(workdir, checkpoint_name, weights)
@@ -90,8 +90,8 @@ def evaluate_checkpoint(workdir: str, checkpoint_name: str = "best", split: str 
     raise ValueError(f"{workdir}'s data has no {split} split.")
   devices = parallel.select_devices(1)
   p_eval = steps.pmapped_steps(run.config, run.splits.num_classes, run.tx, devices).eval
-  result = train.evaluate(p_eval, run.state, dataset, config=run.config, num_devices=1,
-                          num_classes=run.splits.num_classes, split_name=split)
+  result = training_run.evaluate(p_eval, run.state, dataset, config=run.config, num_devices=1,
+                                 num_classes=run.splits.num_classes, split_name=split)
   return {"split": split, "checkpoint": checkpoint_name, "weights": weights, "step": run.step, **result}
 
 
@@ -99,12 +99,12 @@ def write_train_predictions(workdir: str, checkpoint_name: str = "latest") -> st
   """The doctor's label-check file (`train_predictions.npz`) for a run that lacks it (trained before training
   wrote it, or with the file deleted): the checkpoint's outputs on the training split, as training writes them
   at its last evaluation. Returns the path."""
-  from cnn_val import train  # pylint: disable=import-outside-toplevel  (the same function training calls)
+  from cnn_val import training_run  # pylint: disable=import-outside-toplevel  (the function training calls)
   run = _restore(workdir, checkpoint_name, "trained")
   devices = parallel.select_devices(1)
   p_predict = steps.pmapped_predict(run.config, run.splits.num_classes, devices)
-  return train.write_train_predictions(workdir, p_predict, run.state, run.arrays["train"], config=run.config,
-                                       num_devices=1, num_classes=run.splits.num_classes)
+  return training_run.write_train_predictions(workdir, p_predict, run.state, run.arrays["train"],
+                                              config=run.config, num_devices=1, num_classes=run.splits.num_classes)
 
 
 def _define_flags() -> None:

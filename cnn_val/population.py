@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_val import audit, augment, config_check, optim, parallel, rundir, steps, train, train_loop
+from cnn_val import audit, augment, config_check, optim, parallel, rundir, steps, train, train_loop, training_run
 from cnn_val.data import balance, pipeline
 
 POPULATION_FIELDS = rundir.POPULATION_FIELDS  # the config fields whose values may differ between members
@@ -115,11 +115,11 @@ def _train(configs, workdirs, devices, cpu_devices, stop) -> list[dict]:
   for config, workdir in zip(configs, workdirs):
     rundir.write_or_check_config(workdir, config)
   base = configs[0]
-  data = train._load(base, devices, cpu_devices, clock)  # pylint: disable=protected-access
+  data = training_run.load(base, devices, cpu_devices, clock)
   members = len(configs)
   requested = int(base.get("steps_per_call", 1))
   chunk = requested if requested > 1 else train.AUTO_STEPS_PER_CALL
-  fits, why = train._device_data_fits(data.train_arrays, devices)  # pylint: disable=protected-access
+  fits, why = train.device_data_fits(data.train_arrays, devices)
   if not fits:
     raise PopulationUnfit(f"A population trains on the training split held on the device, which does not fit ({why}): "
                      f"train the members as separate runs (launch/ablate.py --population=never).")
@@ -132,15 +132,14 @@ def _train(configs, workdirs, devices, cpu_devices, stop) -> list[dict]:
   runs, finished = [], set()
   try:
     for m, (config, workdir) in enumerate(zip(configs, workdirs)):
-      runs.append(train._open_run(config, workdir, data, clock))  # pylint: disable=protected-access
+      runs.append(training_run.open_run(config, workdir, data, clock))
       runs[-1].label = f"[member {m + 1}/{members}, seed {config.seed}] "
       if not runs[-1].epochs_left:
         finished.add(m)
-    evaluator = train._Evaluator(  # pylint: disable=protected-access
+    evaluator = training_run.Evaluator(
         steps.pmapped_steps(base, data.num_classes, runs[0].tx, devices,
                             class_weights=data.class_weights_tuple).eval,
-        data, base, devices, train_probe=train._train_probe(  # pylint: disable=protected-access
-            data.train_arrays, base.get("train_eval_examples", 0)))
+        data, base, devices)
     p_chunk = steps.population_train_chunk(base, data.num_classes, data.steps_per_epoch, devices)  # own weights
     with clock("training split to the device"):
       device_data = parallel.replicate({"image": data.train_arrays["image"], "label": data.train_arrays["label"]},
@@ -153,13 +152,13 @@ def _train(configs, workdirs, devices, cpu_devices, stop) -> list[dict]:
     _epochs(runs, finished, data, device_data, p_chunk, chunk, evaluator, progress, devices, stop, clock)
   finally:
     for run in runs:
-      train._close_run(run, clock)  # pylint: disable=protected-access
+      training_run.close(run, clock)
   rows = []
   for run in runs:
     if rundir.read_json(run.workdir, rundir.DIVERGED_FILE) is None:
       with clock("doctor"):
-        train._doctor(run.config, run.workdir)  # pylint: disable=protected-access
-    train._summary(run.workdir, clock)  # pylint: disable=protected-access
+        training_run.run_doctor(run.config, run.workdir)
+    training_run.summary(run.workdir, clock)
     rows.append(run.row)
   return rows
 
@@ -188,7 +187,7 @@ def _epochs(runs, finished: set, data, device_data, p_chunk, chunk: int, evaluat
 
   def _interrupt(signum, at_step):
     resume = [r.ckpts.latest_step() for r in runs]
-    raise train.TrainingInterrupted(signum, at_step, workdirs,
+    raise training_run.TrainingInterrupted(signum, at_step, workdirs,
                                     None if None in resume else min(resume))
 
   epoch = 0
@@ -223,13 +222,13 @@ def _epochs(runs, finished: set, data, device_data, p_chunk, chunk: int, evaluat
       run.state = _member(state, i)
       member_sums = {k: v[i] for k, v in sums.items()}
       try:
-        train._check_finite(member_sums, step, run.workdir, run.ckpts)  # pylint: disable=protected-access
-      except train.NonFiniteLossError as e:  # this member stops here; the others go on
+        training_run.check_finite(member_sums, step, run.workdir, run.ckpts)
+      except training_run.NonFiniteLossError as e:  # this member stops here; the others go on
         logging.error("%s%s", run.label, e)
-        train._diverged(run, e)  # pylint: disable=protected-access
+        training_run.record_divergence(run, e)
         finished.add(m)
         continue
-      outcome = train._end_of_epoch(run, evaluator, member_sums, step, epoch, clock)  # pylint: disable=protected-access
+      outcome = training_run.end_of_epoch(run, evaluator, member_sums, step, epoch, clock)
       if outcome == "stopped":
         finished.add(m)
       elif outcome == "evaluated":
