@@ -46,9 +46,8 @@ def _sweep(steps_per_call: int):
 
 def main(argv):
   del argv
-  cases = [(int(p), int(k), "never") for p, k in itertools.product(_PARALLEL.value, _PER_CALL.value)]
-  if "never" not in _POPULATION.value:
-    cases = []
+  cases = [(int(p), int(k), "never") for p, k in itertools.product(_PARALLEL.value, _PER_CALL.value)
+           if "never" in _POPULATION.value]
   cases += [(int(p), 0, pop) for p in _PARALLEL.value for pop in _POPULATION.value if pop != "never"]
   times = {case: [] for case in cases}
   for _ in range(_ROUNDS.value):
