@@ -9,6 +9,9 @@ restore: a checkpoint whose bytes changed on disk (a flipped bit, a truncated or
 restored silently. `latest` keeps the previous checkpoint too, and a corrupt latest one falls back to it with
 a message (the run then redoes the epochs in between, with the same result, and rewrites their checkpoints).
 `best` is saved before `latest`, so a kill between the two saves is repaired when the epoch is redone.
+
+The run directory may be a URL (gs://bucket/run): orbax writes there through epath and tensorstore's own
+drivers, the checksum files go through `rundir.path`, and the free-space check is made on local disks only.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from cnn_val import rundir
 
 CHECKSUM_FILE = "cnn_val_checksum.json"
 KEEP_LATEST = 2  # the latest checkpoint and the one before it, to fall back to
@@ -96,13 +101,13 @@ class Checkpoints:
   a full disk cut short; readers (evaluation, the doctor) leave them alone: a live run may be writing one."""
 
   def __init__(self, workdir: str, cleanup: bool = False):
-    root = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    root = rundir.path(rundir.absolute(workdir)) / "checkpoints"
     self.latest = ocp.CheckpointManager(
-        os.path.join(root, "latest"),
+        root / "latest",
         options=ocp.CheckpointManagerOptions(max_to_keep=KEEP_LATEST, create=True,
                                              enable_async_checkpointing=False, cleanup_tmp_directories=cleanup))
     self.best = ocp.CheckpointManager(
-        os.path.join(root, "best"),
+        root / "best",
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, enable_async_checkpointing=False, cleanup_tmp_directories=cleanup,
             best_fn=lambda metrics: metrics["val_accuracy"], best_mode="max"))
@@ -114,8 +119,8 @@ class Checkpoints:
     return self.latest.latest_step()
 
   @staticmethod
-  def _checksum_path(manager, step: int) -> str:
-    return os.path.join(str(manager.directory), str(step), CHECKSUM_FILE)
+  def _checksum_path(manager, step: int):
+    return rundir.path(manager.directory) / str(step) / CHECKSUM_FILE
 
   def _restore(self, manager, step: int, abstract_state):
     """The state at `step`, checked against its checksum; raises CorruptCheckpointError naming the folder."""
@@ -127,8 +132,7 @@ class Checkpoints:
                                    f"{' '.join(str(e).split())[:300]})") from e
     path = self._checksum_path(manager, step)
     try:
-      with open(path) as f:
-        expected = json.load(f)["sha256"]
+      expected = json.loads(path.read_text())["sha256"]
     except FileNotFoundError:  # written by a version before checksums, or killed just before the checksum
       logging.warning("%s has no %s: restored without a check.", folder, CHECKSUM_FILE)
       return state
@@ -181,7 +185,8 @@ class Checkpoints:
     # A full disk is caught before orbax starts writing (its writer threads would fail mid-checkpoint, with
     # tracebacks): the run stops with one message and resumes from its last checkpoint once there is room.
     folder = str(manager.directory)
-    need, free = int(state_bytes(state) * 1.05) + METADATA_BYTES, shutil.disk_usage(folder).free
+    need = int(state_bytes(state) * 1.05) + METADATA_BYTES
+    free = shutil.disk_usage(folder).free if rundir.is_local(folder) else need  # an object store has no "full"
     if free < need:
       raise OSError(errno.ENOSPC, f"No space left on device for the checkpoint of step {step} in {folder}: it "
                     f"needs about {need / 1e6:.1f} MB, {free / 1e6:.1f} MB are free. Free space on that disk (or "
@@ -196,11 +201,8 @@ class Checkpoints:
                     f"{folder}. Free space on that disk (or move the run directory)") from None
     if jax.process_index() != 0:  # every process saves with orbax; the checksum file is process 0's
       return
-    path = self._checksum_path(manager, step)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-      json.dump({"sha256": checksum, "step": int(step)}, f)
-    os.replace(tmp, path)
+    rundir.atomic_write(os.fspath(self._checksum_path(manager, step)),
+                        json.dumps({"sha256": checksum, "step": int(step)}))
 
   def save(self, step: int, state, *, val_accuracy: float, best_so_far: float | None) -> None:
     """Saves `best` when `val_accuracy` ties or beats `best_so_far` (ties keep the later), then `latest`."""

@@ -25,7 +25,6 @@ ablation engine's `--population=auto` keeps to separate processes there (README,
 from __future__ import annotations
 
 import contextlib
-import os
 
 from absl import logging
 import jax
@@ -72,7 +71,7 @@ def check_population(configs, workdirs) -> None:
   if not configs or len(configs) != len(workdirs):
     raise ValueError(f"A population needs one run directory per config: got {len(configs)} configs and "
                      f"{len(workdirs)} directories.")
-  paths = [os.path.abspath(w) for w in workdirs]
+  paths = [rundir.absolute(w) for w in workdirs]
   if len(set(paths)) != len(paths):
     raise ValueError(f"A population's members need run directories of their own; repeated: "
                      f"{sorted({p for p in paths if paths.count(p) > 1})}.")

@@ -2,6 +2,13 @@
 
 The run directory is the only interface between training and everything after it (doctor, report, ablation),
 so these formats are kept stable; see DESIGN.md. Only process 0 writes.
+
+A run directory may be a local path or a URL that `etils.epath` serves (`gs://bucket/run`, also s3:// and
+az://): every run file is read and written through `path()`, checkpoints through orbax, which takes the same
+paths. Local files keep what only a local disk gives: an `fsync` before each rename, an `flock` held by the
+training process, appends to metrics.jsonl. On a URL a file is whole or absent (an object store writes an
+object at once), metrics.jsonl is rewritten whole at each evaluation, and the run's lock is held on this machine
+only (`exclusive_lock`).
 """
 
 from __future__ import annotations
@@ -9,14 +16,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import hashlib
 import json
 import math
 import os
+import re
 import socket
+import tempfile
 import time
 from typing import Callable
 
 from absl import logging
+from etils import epath
 import jax
 import numpy as np
 
@@ -56,6 +67,29 @@ POPULATION_FIELDS = ("seed", "optim.learning_rate", "optim.weight_decay", "model
                      "model.block_dropout_rate", "imbalance.class_weighting", "imbalance.beta") + tuple(
                          f"augment.{f}" for f in augment.MAGNITUDES + ("zoom_range",))
 POPULATION_ZEROS = ("optim.weight_decay", "model.dropout_rate", "model.block_dropout_rate")
+
+
+def path(*parts) -> epath.Path:
+  """A local path or a URL such as gs://bucket/run (`parts` joined) as an `etils.epath.Path`, which reads and
+  writes both."""
+  return epath.Path(*parts)
+
+
+def is_local(p) -> bool:
+  """Whether `p` is a path on this machine's file system (not a URL that epath serves, such as gs://)."""
+  return not _URL_SCHEME.match(os.fspath(p))
+
+
+_URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def absolute(p) -> str:
+  """`p` made absolute when it is local (a child process may start elsewhere); a URL as it is."""
+  return os.path.abspath(p) if is_local(p) else os.fspath(p)
+
+
+def exists(p) -> bool:
+  return path(p).exists()
 
 
 def population_group(config: dict) -> str:
@@ -108,8 +142,13 @@ def exclusive_lock(path: str, refuse: Callable[[str], Exception]):
   its pid, host and start time, as the file records them).
 
   An flock: the kernel releases it when its holder dies (even by SIGKILL), so a lock left by a dead process
-  never blocks the resume.
+  never blocks the resume. An object store (gs://) has no such lock: for a URL the lock file lives in this
+  machine's temporary directory, named after the URL, so it keeps out a second process on this machine only
+  (on a cluster, one job per run directory is the launcher's part: the sweep executors give each run its own).
   """
+  if not is_local(path):
+    digest = hashlib.sha256(os.fspath(path).encode()).hexdigest()[:20]
+    path = os.path.join(tempfile.gettempdir(), "cnn_val-locks", f"{digest}.lock")
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   with open(path, "a+") as f:
     try:
@@ -137,10 +176,10 @@ def run_lock(workdir: str):
 
 def never_trained(workdir: str) -> bool:
   """No evaluation, no divergence and no checkpoint: the run's config may still be changed."""
-  if read_metrics(workdir) or os.path.exists(os.path.join(workdir, DIVERGED_FILE)):
+  if read_metrics(workdir) or exists(os.path.join(workdir, DIVERGED_FILE)):
     return False
-  checkpoints = os.path.join(workdir, "checkpoints")
-  return not any(name.isdigit() for _, dirs, _ in os.walk(checkpoints) for name in dirs)
+  checkpoints = path(workdir) / "checkpoints"
+  return not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.glob("*/*")))
 
 
 # Files derived from a run's data; a reconfigured run that never trained recomputes them.
@@ -159,20 +198,20 @@ def config_changes(old: dict, new: dict) -> dict:
 def write_or_check_config(workdir: str, config) -> None:
   """Writes config.json for a new run; for an existing run, refuses a config that would change its results,
   unless the run never trained (e.g. it stopped at a data error): that one is reconfigured."""
-  path = os.path.join(workdir, CONFIG_FILE)
+  file = os.path.join(workdir, CONFIG_FILE)
   new = config_to_dict(config)
   try:
     old = read_json(workdir, CONFIG_FILE)
   except ValueError:
     if not never_trained(workdir):
       raise
-    logging.warning("%s is unreadable (cut short before anything trained); writing it again.", path)
+    logging.warning("%s is unreadable (cut short before anything trained); writing it again.", file)
     old = None
   if old is not None and old != new and never_trained(workdir):
     logging.info("%s held a run that never trained; it takes the new config.", workdir)
     for name in _DERIVED_FROM_DATA:
-      if os.path.exists(os.path.join(workdir, name)):
-        os.remove(os.path.join(workdir, name))
+      if exists(os.path.join(workdir, name)):
+        path(workdir, name).unlink()
     old = None
   if old is not None:
     changed = config_changes(old, new)
@@ -180,7 +219,7 @@ def write_or_check_config(workdir: str, config) -> None:
       details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
       raise ValueError(
           f"--workdir={workdir} already holds a run with a different config ({details}). Resuming it would "
-          f"mix two experiments: use a new --workdir, or run again with the config in {path}.")
+          f"mix two experiments: use a new --workdir, or run again with the config in {file}.")
   write_json(workdir, CONFIG_FILE, new)
 
 
@@ -193,20 +232,20 @@ def _json_safe(value):
 def read_metrics(workdir: str) -> list[dict]:
   """metrics.jsonl's rows. A torn last line (a kill or a full disk mid-write) is dropped with a warning: its
   evaluation is redone on resume. A bad line before the last names the file and line."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
+  file = os.path.join(workdir, METRICS_FILE)
+  try:
+    lines = [line for line in path(file).read_text().splitlines() if line.strip()]
+  except FileNotFoundError:
     return []
-  with open(path) as f:
-    lines = [line for line in f if line.strip()]
   rows = []
   for i, line in enumerate(lines):
     try:
       rows.append(json.loads(line))
     except json.JSONDecodeError as e:
       if i == len(lines) - 1:
-        logging.warning("Dropped the torn last line of %s (%s); its evaluation is redone on resume.", path, e)
+        logging.warning("Dropped the torn last line of %s (%s); its evaluation is redone on resume.", file, e)
         break
-      raise ValueError(f"{path}, line {i + 1}, is not valid JSON ({e}). Remove that line (and the ones after "
+      raise ValueError(f"{file}, line {i + 1}, is not valid JSON ({e}). Remove that line (and the ones after "
                        f"it) and run the same command again to redo those evaluations.") from None
   return rows
 
@@ -290,13 +329,17 @@ class MetricsWriter:
       return
     self._open()
     row = _nan_to_none(row)
-    try:  # appended; a line torn by a kill or a full disk is dropped on reading (read_metrics)
-      with open(self._path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    except OSError as e:
-      raise _naming(e, self._path) from None
+    line = json.dumps(row) + "\n"
+    if not is_local(self._path):  # an object store cannot append: the file is rewritten whole, atomically
+      atomic_write(self._path, "".join(json.dumps(r) + "\n" for r in read_metrics(self._workdir)) + line)
+    else:
+      try:  # appended; a line torn by a kill or a full disk is dropped on reading (read_metrics)
+        with open(self._path, "a") as f:
+          f.write(line)
+          f.flush()
+          os.fsync(f.fileno())
+      except OSError as e:
+        raise _naming(e, self._path) from None
     self._tb.write_scalars(row["step"], {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))
                                          and not isinstance(v, bool)})
     self._tb.flush()
@@ -311,57 +354,60 @@ def _naming(error: OSError, path: str) -> OSError:
   return OSError(error.errno, f"{error.strerror or error} while writing {path}")
 
 
-def _atomically(path: str, mode: str, write: Callable) -> None:
-  """`write(f)` into a temporary file beside `path`, flushed to disk, then renamed over `path`: a reader, a kill
+def atomically(file: str, mode: str, write: Callable) -> None:
+  """`write(f)` into a temporary file beside `file`, flushed to disk, then renamed over `file`: a reader, a kill
   or a full disk sees the old file or the new one, never half of one. An OS error (a full disk) names the file
-  and leaves the old one."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
+  and leaves the old one. `file` may be a URL (epath); an object store has no fsync (its objects appear whole)."""
+  target = path(file)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path(f"{file}.tmp{os.getpid()}")
   try:
-    with open(tmp, mode) as f:
+    with tmp.open(mode) as f:
       write(f)
       f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
+      if is_local(file):
+        os.fsync(f.fileno())
+    tmp.replace(target)
   except OSError as e:
     with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise _naming(e, path) from None
+      tmp.unlink()
+    raise _naming(e, file) from None
 
 
 def atomic_write(path: str, text: str) -> None:
-  """Writes `text` to `path` atomically (`_atomically`)."""
-  _atomically(path, "w", lambda f: f.write(text))
+  """Writes `text` to `path` atomically (`atomically`)."""
+  atomically(path, "w", lambda f: f.write(text))
 
 
 def write_npz(workdir: str, name: str, **arrays) -> str:
   """Writes numpy arrays as `workdir/name` (process 0 only, atomically; no pickle: numeric and text arrays only)
   and returns the path."""
-  path = os.path.join(workdir, name)
+  file = os.path.join(workdir, name)
   if jax.process_index() == 0:
-    _atomically(path, "wb", lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
-  return path
+    atomically(file, "wb", lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+  return file
 
 
 def write_json(workdir: str, name: str, obj) -> str:
   """Writes `obj` as `workdir/name` (process 0 only, atomically; NaN/Inf as null) and returns the path."""
-  path = os.path.join(workdir, name)
+  file = os.path.join(workdir, name)
   if jax.process_index() == 0:
-    atomic_write(path, json.dumps(_nan_to_none(obj), indent=1))
-  return path
+    atomic_write(file, json.dumps(_nan_to_none(obj), indent=1))
+  return file
 
 
 def read_json(workdir: str, name: str):
   """`workdir/name` parsed, or None when the file does not exist."""
-  path = os.path.join(workdir, name)
-  if not os.path.exists(path):
+  file = os.path.join(workdir, name)
+  try:
+    text = path(file).read_text()
+  except FileNotFoundError:
     return None
-  with open(path) as f:
-    try:
-      return json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path} is not valid JSON ({e}); it was probably cut short by a kill or a full disk. "
-                       f"Remove it (or restore it) and run the same command again.") from None
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{file} is not valid JSON ({e}); it was probably cut short by a kill or a full disk. "
+                     f"Remove it (or restore it) and run the same command again.") from None
 
 
 def _nan_to_none(obj):

@@ -181,6 +181,10 @@ def run_sweep(sweep: Sweep, out: str, *, parallel: int = 1, max_runs: int = 0, b
     raise SweepError(f"--parallel={parallel}: expected 1 or more worker processes.")
   if executor not in EXECUTORS:
     raise SweepError(f"--executor={executor!r}: expected one of {', '.join(EXECUTORS)}.")
+  if not rundir.is_local(out):
+    raise SweepError(f"--out={out}: a sweep directory must be a path its workers share (a local or network "
+                     f"disk, as a SLURM cluster mounts): its workers log, lock and hand over run specs there. "
+                     f"Single runs train into URLs (--workdir=gs://...); copy the sweep there afterwards.")
   with sweep_lock(out):
     jobs, finished_s = [], []
     for arm in sweep.arms:

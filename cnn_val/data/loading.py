@@ -9,7 +9,7 @@ import json
 from absl import logging
 import numpy as np
 
-from cnn_val import audit
+from cnn_val import audit, rundir
 from cnn_val.data import pipeline, scenarios, sources
 
 
@@ -17,8 +17,7 @@ def _listing(path: str, field: str, keys: tuple[str, ...], expected: str, hint: 
   """The values under `keys` of the JSON file a config.data field names (the doctor's label_issues.json, or
   any such file), or an error naming the field, the file and what was expected."""
   try:
-    with open(path) as f:
-      listing = json.load(f)
+    listing = json.loads(rundir.path(path).read_text())
     return [listing[key] for key in keys]
   except FileNotFoundError:
     example = ", ".join(f'"{key}": [...]' for key in keys)

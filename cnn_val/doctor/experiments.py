@@ -180,6 +180,10 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   for name, value in (("explore", explore), ("learning_curve", learning_curve)):
     if value not in ("auto", "always", "never"):
       raise ValueError(f"{name}={value!r}: expected auto, always or never.")
+  if not rundir.is_local(workdir):
+    raise ValueError(f"--verify on {workdir}: the experiments are a sweep, whose directory must be on a disk "
+                     f"its workers share. Copy the run directory to one (gsutil -m cp -r {workdir} runs/) and "
+                     f"verify the copy.")
   run = Run(workdir)
   if not run.rows and not run.diverged:  # a diverged run is judged at the majority-class accuracy
     raise ValueError(f"{workdir} has no evaluation yet (metrics.jsonl is empty): train it first; there is "

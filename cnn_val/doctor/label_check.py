@@ -31,12 +31,12 @@ LABEL_ISSUES_FILE = "label_issues.json"  # every flagged training index, for con
 
 
 @functools.lru_cache(maxsize=8)
-def _flagged(path: str, mtime: float):
+def _flagged(path: str, version: tuple):
   """(probs, labels, index, flagged positions ranked by self-confidence) of a predictions file, or a reason
   it was skipped (str). Cached per file version: the rules and the doctor's file writer share one run."""
-  del mtime  # part of the cache key only
+  del version  # part of the cache key only
   try:
-    with np.load(path, allow_pickle=False) as data:
+    with rundir.path(path).open("rb") as f, np.load(f, allow_pickle=False) as data:
       probs, labels, index = data["probs"].astype(np.float64), data["labels"].astype(int), data["index"]
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # optional: skipped, not fatal
     return (f"{path} cannot be read ({e}); to check the labels again, delete it and write it anew "
@@ -55,15 +55,27 @@ def _flagged(path: str, mtime: float):
   return probs, labels, index, flagged
 
 
+def _flagged_in(workdir: str):
+  """`_flagged` of the run's predictions file, or None when the run wrote none."""
+  path = os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE)
+  try:  # the file's version: its mtime (a local file's in ns: epath's stat has whole seconds) and size
+    if rundir.is_local(path):
+      st = os.stat(path)
+      version = (st.st_mtime_ns, st.st_size)
+    else:
+      st = rundir.path(path).stat()
+      version = (st.mtime, st.length)
+  except FileNotFoundError:
+    return None
+  return _flagged(path, version)
+
+
 def write_flagged(workdir: str) -> str | None:
   """Writes every flagged example's training index, and the class the model sees for it, to
   `label_issues.json` (for config.data.exclude_train_examples and config.data.relabel_train_examples) and
   returns its path; None when there is nothing to write."""
-  path = os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE)
-  if not os.path.exists(path):
-    return None
-  result = _flagged(path, os.path.getmtime(path))
-  if isinstance(result, str) or not len(result[3]):
+  result = _flagged_in(workdir)
+  if result is None or isinstance(result, str) or not len(result[3]):
     return None
   probs, _, index, flagged = result
   order = np.argsort(index[flagged], kind="stable")
@@ -79,10 +91,9 @@ def label_issues(workdir: str) -> dict | None:
   """{'examples', 'flagged', 'fraction', 'pairs': [{'given', 'suggested', 'count', 'share_of_given'}],
   'worst': [{'index', 'given', 'suggested', 'given_probability'}]}, or None when the run wrote no
   predictions (a multi-process run, or a run from before the file existed)."""
-  path = os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE)
-  if not os.path.exists(path):
+  result = _flagged_in(workdir)
+  if result is None:
     return None
-  result = _flagged(path, os.path.getmtime(path))
   if isinstance(result, str):
     return {"examples": 0, "flagged": 0, "fraction": 0.0, "pairs": [], "worst": [], "skipped": result}
   probs, labels, index, flagged = result

@@ -31,9 +31,8 @@ def _pyplot():
 
 
 def _save(fig, workdir: str, name: str) -> str:
-  os.makedirs(os.path.join(workdir, PLOTS_DIR), exist_ok=True)
   fig.tight_layout()
-  fig.savefig(os.path.join(workdir, PLOTS_DIR, name), dpi=90)
+  rundir.atomically(os.path.join(workdir, PLOTS_DIR, name), "wb", lambda f: fig.savefig(f, dpi=90, format="png"))
   _pyplot().close(fig)
   return f"{PLOTS_DIR}/{name}"
 
@@ -297,11 +296,11 @@ def _verified_section(workdir: str, diagnosis: dict) -> list[str]:
               + (f" Not finished: {', '.join(info['unfinished_runs'])}." if info.get("unfinished_runs") else "")]
   lines.append("")
   results = os.path.join(workdir, info["dir"], "results.md")
-  if os.path.exists(results):
+  if rundir.exists(results):
     lines += [f"Every arm: [{info['dir']}/results.md]({info['dir']}/results.md).", ""]
   for title, name in (("Arms (final validation accuracy, 95% CI)", "arms.png"),
                       ("Learning curves of the arms", "curves.png")):
-    if os.path.exists(os.path.join(workdir, info["dir"], "plots", name)):
+    if rundir.exists(os.path.join(workdir, info["dir"], "plots", name)):
       lines += [f"![{title}]({info['dir']}/plots/{name})", ""]
   return lines
 
@@ -370,12 +369,17 @@ def write_report(workdir: str, diagnosis: dict) -> str:
   return path
 
 
+def _read_png(file: str):
+  import matplotlib.image  # pylint: disable=import-outside-toplevel
+  with rundir.path(file).open("rb") as f:
+    return matplotlib.image.imread(f, format="png")
+
+
 def _to_tensorboard(workdir: str, diagnosis: dict, report: str, plots: list, step: int) -> None:
   """The doctor in TensorBoard, next to the run's scalars (clu's metric writer, an event file of its own): the
   verdict and report as text (`doctor/verdict`, `doctor/report`), each plot as an image (`doctor/<title>`)."""
-  import matplotlib.image  # pylint: disable=import-outside-toplevel
   writer = rundir.tensorboard_writer(workdir)
   writer.write_texts(step, {"doctor/verdict": diagnosis_summary(diagnosis), "doctor/report": report})
   writer.write_images(step, {f"doctor/{title.lower().replace(' ', '_')}":
-                             matplotlib.image.imread(os.path.join(workdir, rel)) for title, rel in plots})
+                             _read_png(os.path.join(workdir, rel)) for title, rel in plots})
   writer.close()

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from cnn_val import augment as augment_lib
+from cnn_val import rundir
 from cnn_val.doctor.data_rules import missing_share
 from cnn_val.doctor.finding import confidence as _confidence
 from cnn_val.doctor.finding import WEIGHT_DECAY
@@ -366,6 +367,6 @@ def rule_label_noise(run: Run):
        "Clean the training labels (relabel the examples the model most confidently disagrees with); "
        "meanwhile keep the best checkpoint and regularise."),
       None if listed else {"config.optim.weight_decay": 1e-4, "config.optim.optimizer": "adamw"},
-      options=[(name, {f"config.data.{field}": os.path.abspath(os.path.join(run.workdir, LABEL_ISSUES_FILE))})
+      options=[(name, {f"config.data.{field}": rundir.absolute(os.path.join(run.workdir, LABEL_ISSUES_FILE))})
                for name, field in (("exclude", "exclude_train_examples"), ("relabel", "relabel_train_examples"))]
       if listed else None)
