@@ -5,7 +5,9 @@
 Prints: the devices; the fast-path equality on this backend (matmul convolution vs XLA's); the train-step
 throughput of SeedCNN and SeedCNNDropout at batch 32 and 256 (cnn_val over all GPUs with `jax.pmap`, against
 PyTorch eager on the same GPU when torch with CUDA is there); the ResNet-20 step on 32x32x3 in float32 and
-bfloat16. Needs no TensorFlow: it imports only the model, optimizer and step modules.
+bfloat16; with --scaling, where several GPUs exist, pmap's scaling from 1 to N devices at a fixed batch per
+device (weak scaling: efficiency = images/s on k devices / (k x images/s on 1)). Needs no TensorFlow: it imports
+only the model, optimizer and step modules.
 """
 
 from absl import app
@@ -20,6 +22,8 @@ from cnn_val.configs import cifar10_resnet, default, seed_ex1
 
 flags.DEFINE_integer("rounds", 3, "Alternating measurement rounds; the median is reported.")
 flags.DEFINE_float("seconds", 1.0, "Approximate time per measurement.")
+flags.DEFINE_bool("scaling", False, "Only pmap's scaling from 1 to N local devices (needs 2 or more).")
+flags.DEFINE_integer("per_device_batch", 256, "--scaling: the batch on each device.")
 FLAGS = flags.FLAGS
 
 
@@ -58,11 +62,41 @@ def _torch_cuda():
     return False
 
 
+def device_counts(n: int) -> list[int]:
+  """1, 2, 4, ... up to n, and n itself."""
+  counts = [1]
+  while counts[-1] * 2 <= n:
+    counts.append(counts[-1] * 2)
+  return counts if counts[-1] == n else counts + [n]
+
+
+def scaling(n: int) -> None:
+  """Weak scaling of the pmapped train step over 1..n local devices, each with --per_device_batch examples."""
+  per_device = FLAGS.per_device_batch
+  cases = []
+  for name, make, shape in (("SeedCNNDropout", default.get_config, (28, 28, 1)),
+                            ("ResNet-20", cifar10_resnet.get_config, (32, 32, 3))):
+    for k in device_counts(n):
+      cases.append((name, k, common.cnn_val_runner(make(), per_device * k, k, image_shape=shape)))
+  rates = common.measure([(run, per_device * k) for _, k, run in cases], FLAGS.rounds, FLAGS.seconds)
+  one = {name: rate for (name, k, _), rate in zip(cases, rates) if k == 1}
+  print(f"pmap weak scaling, {per_device} images per device, float32")
+  print(f"{'model':16s} {'devices':>7s} {'img/s':>10s} {'speed-up':>8s} {'efficiency':>10s}")
+  for (name, k, _), rate in zip(cases, rates):
+    print(f"{name:16s} {k:7d} {rate:10.0f} {rate / one[name]:7.2f}x {rate / (k * one[name]):9.0%}")
+
+
 def main(argv):
   del argv
   devices = jax.local_devices()
   print(f"JAX {jax.__version__}, backend {jax.default_backend()}, {len(devices)} device(s): "
         f"{[d.device_kind for d in devices]}")
+  if FLAGS.scaling:
+    if len(devices) < 2:
+      print(f"--scaling: {len(devices)} device here; the scaling from 1 to N needs 2 or more.")
+      return
+    scaling(len(devices))
+    return
 
   x = jax.random.normal(jax.random.key(0), (8, 28, 28, 32))
   w = jax.random.normal(jax.random.key(1), (3, 3, 32, 64)) * 0.1

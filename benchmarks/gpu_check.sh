@@ -4,7 +4,7 @@
 # to /tmp/site first. Training reads Fashion-MNIST from an .npz (config.data.name='npz'; no TensorFlow needed):
 # NPZ=path (default .gpu_data/fm.npz, written here from TFDS by `python -m cnn_val.data.export_npz` where TensorFlow is).
 #
-#   bash benchmarks/gpu_check.sh [default] [population] [bn] [fused] [steps] [levers] [bn3] [verify3]
+#   bash benchmarks/gpu_check.sh [default] [population] [bn] [fused] [steps] [levers] [bn3] [verify3] [scaling]
 #   (default: the first 5)
 #
 # levers: configs/default.py for 25 epochs, then `python -m cnn_val.doctor --verify --explore=always` over 3
@@ -16,6 +16,8 @@
 # worker per run (--population=never) and with each arm's seeds as one population (always): the population's
 # gain end to end on a GPU (issue 13).
 #
+# scaling: where several GPUs exist, pmap's weak scaling from 1 to N of them (benchmarks/gpu_check.py --scaling;
+# issue 14); one GPU prints that there is nothing to scale.
 # steps: train-step throughput against PyTorch eager (benchmarks/gpu_check.py); fused: per-step loop against
 # fused chunks (benchmarks/fused_steps.py); population: P = 1..64 seed models at once (benchmarks/population.py);
 # default, bn: configs/default.py (25 epochs) and configs/fashion_mnist_bn.py (20 epochs) end to end, wall time
@@ -48,6 +50,7 @@ e2e() {  # NAME CONFIG [overrides...]
 for part in "${parts[@]}"; do
   echo "=== $part ($(date +%T))"
   case $part in
+    scaling) timeout 240 "$py" -m benchmarks.gpu_check --scaling --rounds=3 --seconds=1 2>&1 | grep -v "^[IW][0-9]" ;;
     steps) timeout 120 "$py" -m benchmarks.gpu_check --rounds=3 --seconds=0.5 2>&1 | grep -v "^[IW][0-9]" ;;
     fused) timeout 120 "$py" -m benchmarks.fused_steps --models=SeedCNN,SeedCNNDropout,ConvNet-BN --batch_sizes=32 \
              --per_call=50 --rounds=3 --seconds=1 2>&1 | grep -v "^[IW][0-9]" ;;
