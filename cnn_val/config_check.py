@@ -98,6 +98,9 @@ def validate(config) -> None:
     _fail("imbalance.resampling", config.imbalance.resampling, f"one of {list(balance.RESAMPLINGS)}")
   if not 0.0 <= config.imbalance.beta < 1.0:
     _fail("imbalance.beta", config.imbalance.beta, "a number in [0, 1), e.g. 0.999")
+  tau = config.imbalance.get("logit_adjustment", 0.0)
+  if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 <= tau < float("inf"):
+    _fail("imbalance.logit_adjustment", tau, "a number >= 0 (0: off; 1: Menon et al.'s logit adjustment)")
   if config.data.max_train_examples < 0:
     _fail("data.max_train_examples", config.data.max_train_examples, "0 (all) or a positive count")
   fraction = config.data.get("train_fraction", 1.0)

@@ -139,7 +139,8 @@ def _train(configs, workdirs, devices, cpu_devices, stop) -> list[dict]:
         steps.pmapped_steps(base, data.num_classes, runs[0].tx, devices,
                             class_weights=data.class_weights_tuple).eval,
         data, base, devices)
-    p_chunk = steps.population_train_chunk(base, data.num_classes, data.steps_per_epoch, devices)  # own weights
+    p_chunk = steps.population_train_chunk(base, data.num_classes, data.steps_per_epoch, devices,  # own weights
+                                           logit_offsets=data.logit_offsets_tuple)
     with clock("training split to the device"):
       device_data = parallel.replicate({"image": data.train_arrays["image"], "label": data.train_arrays["label"]},
                                        devices)

@@ -90,15 +90,17 @@ def _psum(x, axis_name):
   return x if axis_name is None else lax.psum(x, axis_name)
 
 
-def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model, class_weights):
-  """Mean (class-weighted) loss, its gradient, the correct count and the new batch statistics for one
-  (micro-)batch of float images."""
+def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model, class_weights,
+           logit_offsets=None):
+  """Mean (class-weighted, logit-adjusted) loss, its gradient, the correct count (of the unadjusted logits)
+  and the new batch statistics for one (micro-)batch of float images."""
 
   def loss_fn(params):
     logits, updates = model.apply(_variables(params, batch_stats), images, train=True,
                                   example_ids=example_ids, rngs={"dropout": step_key}, mutable=["batch_stats"])
     logits = logits.astype(jnp.float32)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    adjusted = logits if logit_offsets is None else logits + jnp.asarray(logit_offsets, jnp.float32)
+    losses = optax.softmax_cross_entropy_with_integer_labels(adjusted, labels)
     if class_weights is not None:  # Keras' class_weight: each example's loss times its class's weight
       losses = losses * jnp.asarray(class_weights, jnp.float32)[labels]
     loss = losses.mean()
@@ -110,7 +112,7 @@ def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model,
 
 def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: int = 0,
                augmentation: augment.Augment = augment.Augment(), class_weights: tuple | None = None,
-               signals: bool = True, ema_decay: float = 0.0, axis_name: str | None = parallel.AXIS,
+               logit_offsets: tuple | None = None, signals: bool = True, ema_decay: float = 0.0, axis_name: str | None = parallel.AXIS,
                augment_magnitudes: dict | None = None):
   """One optimizer step on this device's part of the global batch; returns (new_state, metric sums).
 
@@ -119,7 +121,8 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
   `axis_name=None` too), with the same results as a one-device pmap.
 
   Images are augmented here, on the device, per example (`augment.augment_batch`), and the loss is
-  weighted by `class_weights[label]` when given. `signals` adds the doctor's update/parameter ratio. A state
+  weighted by `class_weights[label]` when given; `logit_offsets` (balance.logit_offsets) are added to the
+  logits inside the loss only (logit adjustment: predictions and accuracies use the model's own logits). `signals` adds the doctor's update/parameter ratio. A state
   with `ema` (create_train_state(..., ema=True)) updates its moving average with `ema_decay` (`ema_update`).
 
   With `micro_batch_size` smaller than the device batch, the batch is processed in equal micro-batches by
@@ -138,7 +141,8 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
   images = augment.preprocess(
       augmentation, augment.augment_batch(augmentation, _to_float(images), example_ids, step_key,
                                           magnitudes=augment_magnitudes))
-  grads_of = functools.partial(_grads, step_key=step_key, model=model, class_weights=class_weights)
+  grads_of = functools.partial(_grads, step_key=step_key, model=model, class_weights=class_weights,
+                               logit_offsets=logit_offsets)
 
   num_micro = local // micro_batch_size if micro_batch_size and micro_batch_size < local else 1
   if num_micro == 1:
@@ -249,7 +253,8 @@ def train_chunk(state: TrainState, images, labels, indices, key, *, step_fn):
 
 
 def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes: int | None = None,
-                 model_values: dict | None = None, augment_magnitudes: dict | None = None):
+                 model_values: dict | None = None, augment_magnitudes: dict | None = None,
+                 logit_offsets: tuple | None = None):
   """The train and eval steps of `config` bound to its model and `tx`; `model_values`: the model's fields
   (MODEL_POPULATION_FIELDS) set to these numbers, which may be traced (a population's member)."""
   augmentation = augment.from_config(config.augment)
@@ -260,7 +265,8 @@ def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes
   micro = parallel.micro_batch_size(config.micro_batch_size, per_device_batch,
                                     has_batch_stats=models.has_batch_statistics(config.model))
   train = functools.partial(train_step, model=model, tx=tx, micro_batch_size=micro, augmentation=augmentation,
-                            class_weights=class_weights, signals=config.get("signals", True),
+                            class_weights=class_weights, logit_offsets=logit_offsets,
+                            signals=config.get("signals", True),
                             augment_magnitudes=augment_magnitudes,
                             ema_decay=config.get("ema_decay", 0.0))
   evaluate = functools.partial(eval_step, model=model, num_classes=num_classes, augmentation=augmentation)
@@ -268,7 +274,7 @@ def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes
 
 
 def pmapped_steps(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None,
-                  across_processes: bool = True) -> PmappedSteps:
+                  logit_offsets: tuple | None = None, across_processes: bool = True) -> PmappedSteps:
   """The train and eval steps for `config` exactly as `train_and_evaluate` runs them, pmapped once.
 
   The per-device batch is `config.batch_size` split over `devices` on every host; the model computes in
@@ -276,7 +282,8 @@ def pmapped_steps(config, num_classes: int, tx, devices, *, class_weights: tuple
   `config.augment` says. `across_processes=False`: steps that one process of a multi-process run runs alone.
   """
   train, evaluate, model, micro = _bound_steps(config, num_classes, tx, devices, class_weights,
-                                               processes=None if across_processes else 1)
+                                               processes=None if across_processes else 1,
+                                               logit_offsets=logit_offsets)
   p_train = parallel.pmap_step(train, devices, batch_argnums=(1,), num_args=3, across_processes=across_processes)
   p_eval = parallel.pmap_step(evaluate, devices, batch_argnums=(1,), num_args=2, across_processes=across_processes)
   return PmappedSteps(p_train, p_eval, model, micro)
@@ -304,12 +311,13 @@ def chunk_config(config, platform: str):
 
 
 def pmapped_train_chunk(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None,
-                        across_processes: bool = True):
+                        logit_offsets: tuple | None = None, across_processes: bool = True):
   """`train_chunk` with `config`'s train step, pmapped: `(state, images, labels, indices, key)` with the split
   replicated on `devices` (`parallel.replicate`) and `indices` shaped `[devices, steps, per_device]`.
   `across_processes=False`: a chunk one process of a multi-process run runs alone (the pre-flight checks)."""
   train, _, _, _ = _bound_steps(chunk_config(config, devices[0].platform), num_classes, tx, devices,
-                                class_weights, processes=None if across_processes else 1)
+                                class_weights, processes=None if across_processes else 1,
+                                logit_offsets=logit_offsets)
   return parallel.pmap_step(functools.partial(train_chunk, step_fn=train), devices, batch_argnums=(3,),
                             num_args=5, across_processes=across_processes)
 
@@ -321,7 +329,7 @@ MODEL_POPULATION_FIELDS = ("dropout_rate", "block_dropout_rate")
 
 
 def population_train_chunk(config, num_classes: int, steps_per_epoch: int, devices, *,
-                           class_weights: tuple | None = None):
+                           class_weights: tuple | None = None, logit_offsets: tuple | None = None):
   """`train_chunk` for a population: P models of `config` trained at once (`jax.vmap` over a leading member axis
   of the state), each with its own epoch order, dropout key and values, pmapped over `devices`:
   `(states, images, labels, indices, keys, values) -> (states, metrics)` with `indices` shaped
@@ -341,7 +349,7 @@ def population_train_chunk(config, num_classes: int, steps_per_epoch: int, devic
     magnitudes = {k[len("augment."):]: v for k, v in values.items() if k.startswith("augment.")} or None
     train, _, _, _ = _bound_steps(config, num_classes, tx, devices, weights,
                                   model_values={k: v for k, v in values.items() if k in MODEL_POPULATION_FIELDS},
-                                  augment_magnitudes=magnitudes)
+                                  augment_magnitudes=magnitudes, logit_offsets=logit_offsets)
     return train_chunk(state, images, labels, indices, key, step_fn=train)
 
   return parallel.pmap_step(jax.vmap(member, in_axes=(0, None, None, 0, 0, 0)), devices, batch_argnums=(3,),

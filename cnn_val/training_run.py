@@ -109,6 +109,7 @@ class RunData:
   arrays: dict
   counts: np.ndarray
   class_weights: np.ndarray | None
+  logit_offsets: np.ndarray | None
   epoch_examples: int
   steps_per_epoch: int
   total_steps: int
@@ -125,6 +126,10 @@ class RunData:
   def class_weights_tuple(self) -> tuple | None:
     return None if self.class_weights is None else tuple(float(w) for w in self.class_weights)
 
+  @property
+  def logit_offsets_tuple(self) -> tuple | None:
+    return None if self.logit_offsets is None else tuple(float(o) for o in self.logit_offsets)
+
 
 def load(config, devices, cpu_devices, clock: train_loop.WallTime) -> RunData:
   with clock("load data"):
@@ -135,6 +140,7 @@ def load(config, devices, cpu_devices, clock: train_loop.WallTime) -> RunData:
   resampling = config.imbalance.resampling
   epoch_examples = balance.epoch_size(counts, resampling)
   class_weights = balance.class_weights(counts, config.imbalance.class_weighting, config.imbalance.beta)
+  offsets = balance.logit_offsets(counts, config.imbalance.get("logit_adjustment", 0.0), resampling)
   steps_per_epoch = epoch_examples // config.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"config.batch_size={config.batch_size} exceeds the {epoch_examples} training "
@@ -145,7 +151,9 @@ def load(config, devices, cpu_devices, clock: train_loop.WallTime) -> RunData:
                devices[0].platform, "" if cpu_devices is None else f" (config.cpu_devices -> {cpu_devices} CPU)")
   if class_weights is not None:
     logging.info("Class weights (%s): %s", config.imbalance.class_weighting, np.round(class_weights, 3).tolist())
-  return RunData(splits, arrays, counts, class_weights, epoch_examples, steps_per_epoch,
+  if offsets is not None:
+    logging.info("Logit adjustment (tau %s): %s", config.imbalance.logit_adjustment, np.round(offsets, 3).tolist())
+  return RunData(splits, arrays, counts, class_weights, offsets, epoch_examples, steps_per_epoch,
                steps_per_epoch * config.num_epochs)
 
 

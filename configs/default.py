@@ -119,6 +119,8 @@ def get_config():
   config.imbalance.class_weighting = "none"  # none, inverse, effective_number
   config.imbalance.beta = 0.999  # effective_number (Cui et al. 2019)
   config.imbalance.resampling = "none"  # none, oversample, undersample (each epoch class-balanced)
+  # Logit adjustment (Menon et al. 2021): the loss sees logits + tau * log(class prior); 0 = off, 1 = theirs.
+  config.imbalance.logit_adjustment = 0.0
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "SeedCNNDropout"  # SeedCNN, SeedCNNDropout, ConvNet, ResNet

@@ -62,3 +62,45 @@ def test_bad_modes_name_the_field():
     balance.epoch_size([1, 2], "smote")
   with pytest.raises(ValueError, match="config.imbalance.beta=1.0"):
     balance.class_weights([1, 2], "effective_number", 1.0)
+
+
+def test_logit_offsets_are_tau_times_the_log_prior_the_model_trains_on():
+  counts = np.array([600, 300, 100, 0])
+  offsets = balance.logit_offsets(counts, 1.0)
+  np.testing.assert_allclose(offsets, np.log(np.array([600, 300, 100, 1]) / 1001))  # an empty class counts as 1
+  np.testing.assert_allclose(balance.logit_offsets(counts, 0.5), 0.5 * offsets)
+  assert balance.logit_offsets(counts, 0.0) is None
+  resampled = balance.logit_offsets(counts, 1.0, "oversample")  # every class seen equally often: no adjustment
+  np.testing.assert_allclose(resampled, np.log(0.25))
+
+
+def test_the_logit_adjusted_loss_shifts_the_loss_not_the_predictions():
+  import jax  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from cnn_val import models, steps  # pylint: disable=import-outside-toplevel
+  from cnn_val.configs import seed_ex1  # pylint: disable=import-outside-toplevel
+  model = models.create_model(seed_ex1.get_config().model, 4)
+  state = steps.create_train_state(model, optax.adam(1e-3), jax.random.key(0), (28, 28, 1))
+  rng = np.random.default_rng(0)
+  images = rng.uniform(size=(16, 28, 28, 1)).astype(np.float32)
+  labels = rng.integers(0, 4, 16).astype(np.int32)
+
+  def grads(offsets):
+    return steps._grads(state.params, state.batch_stats, images, labels, np.arange(16), jax.random.key(1),
+                        model=model, class_weights=None, logit_offsets=offsets)
+
+  loss, grad, correct, _ = grads(None)
+  logits = np.asarray(model.apply({"params": state.params}, images, train=False), np.float64)
+  offsets = (0.0, -1.0, -3.0, -0.5)
+  adjusted = logits + np.asarray(offsets)
+  expected = np.mean(np.log(np.exp(adjusted).sum(1)) - adjusted[np.arange(16), labels])
+  loss_adjusted, grad_adjusted, correct_adjusted, _ = grads(offsets)
+  np.testing.assert_allclose(loss_adjusted, expected, rtol=1e-5)
+  assert abs(float(loss_adjusted) - float(loss)) > 1e-3
+  assert int(correct_adjusted) == int(correct) == int(np.sum(logits.argmax(1) == labels))  # raw logits decide
+  # A constant offset changes nothing: the softmax does not see it.
+  loss_shifted, grad_shifted, _, _ = grads((2.0,) * 4)
+  np.testing.assert_allclose(loss_shifted, loss, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(grad_shifted), jax.tree.leaves(grad)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  assert any(np.max(np.abs(a - b)) > 1e-6 for a, b in zip(jax.tree.leaves(grad_adjusted), jax.tree.leaves(grad)))

@@ -10,6 +10,10 @@ Resampling (`config.imbalance.resampling`), a fresh seeded draw each epoch, to e
                with replacement from it): an epoch is K * n_max examples
   undersample  every class drawn n_min times per epoch, without replacement: an epoch is K * n_min examples
 Classes with no training example are left out of both (they cannot be drawn; `audit` reports them).
+Logit adjustment (`config.imbalance.logit_adjustment`, tau; Menon et al., ICLR 2021, "Long-tail learning via
+logit adjustment"): the training loss sees logits + tau * log(prior), the prior being the class frequencies the
+model is trained on (uniform under resampling); predictions use the model's own logits, so the classifier
+learns the balanced error's Bayes rule (tau = 1) instead of betting on the majority.
 """
 
 from __future__ import annotations
@@ -39,6 +43,17 @@ def class_weights(counts, mode: str, beta: float = 0.999) -> np.ndarray | None:
       raise ValueError(f"config.imbalance.beta={beta!r}: expected a number in [0, 1), e.g. 0.999.")
     raw = np.where(present, (1.0 - beta) / (1.0 - np.power(beta, np.maximum(counts, 1))), 0.0)
   return raw * counts.sum() / np.sum(raw * counts)
+
+
+def logit_offsets(counts, tau: float, resampling: str = "none") -> np.ndarray | None:
+  """tau * log(prior) per class (None for tau = 0): the prior of the classes as the model sees them, the
+  training split's frequencies or, under `resampling`, equal; a class without examples counts as one."""
+  if tau == 0:
+    return None
+  counts = np.maximum(np.asarray(counts, np.float64), 1.0)
+  if resampling != "none":
+    counts = np.ones_like(counts)
+  return tau * np.log(counts / counts.sum())
 
 
 def epoch_size(counts, mode: str) -> int:

@@ -108,11 +108,12 @@ def rule_class_imbalance(run: Run):
       f"(validation: {val_ratio:.1f}x), and the minority classes ({', '.join(minority_names[:6])}) are "
       f"recalled {100 * deficit:.1f} points less often than the rest: the model learned to bet on the "
       f"majority.",
-      "Weight the loss by class (effective number of samples, or inverse frequency), or resample each epoch "
-      "to balance it; `--verify` tries each.",
+      "Weight the loss by class (effective number of samples, or inverse frequency), resample each epoch "
+      "to balance it, or adjust the logits in the loss by the class prior; `--verify` tries each.",
       options=[("effective_number", {"config.imbalance.class_weighting": "effective_number"}),
                ("inverse", {"config.imbalance.class_weighting": "inverse"}),
-               ("oversample", {"config.imbalance.resampling": "oversample"})])
+               ("oversample", {"config.imbalance.resampling": "oversample"}),
+               ("logit_adjustment", {"config.imbalance.logit_adjustment": 1.0})])
 
 
 def _missing_classes(run: Run) -> tuple[list[int], list[int]]:
