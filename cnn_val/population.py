@@ -5,9 +5,8 @@ ordinary run directory.
 The members' training states are stacked along a leading axis and one fused chunk (`steps.population_train_chunk`:
 `jax.vmap` over the members inside the one `pmap`) trains all of them on one copy of the training split held on
 the device, each with its own epoch order, dropout key and values of those fields. Everything else is what
-`train.train_and_evaluate` does for each member, through the same functions: the audit (once: one dataset), the
-pre-flight checks (the members' at once, `preflight.run_checks_population`), evaluation, metrics.jsonl,
-checkpoints, early stopping, the NaN record and the doctor. A member's run directory
+`train.train_and_evaluate` does for each member, through the same functions: the audit, the pre-flight checks,
+evaluation, metrics.jsonl, checkpoints, early stopping, the NaN record and the doctor. A member's run directory
 is the one a separate run with its config writes (to float round-off: its values enter the step as numbers
 rather than constants), and resumes as one.
 
@@ -32,8 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_val import (audit, augment, config_check, optim, parallel, preflight, rundir, steps, train, train_loop,
-                     training_run)
+from cnn_val import audit, augment, config_check, optim, parallel, rundir, steps, train, train_loop, training_run
 from cnn_val.data import balance, pipeline
 
 POPULATION_FIELDS = rundir.POPULATION_FIELDS  # the config fields whose values may differ between members
@@ -130,14 +128,6 @@ def _train(configs, workdirs, devices, cpu_devices, stop) -> list[dict]:
       report = audit.cached_audit(data.arrays, data.num_classes, data.splits.class_names)
     for workdir in lacking:
       rundir.write_json(workdir, rundir.AUDIT_FILE, report)
-  checking = [m for m, (c, w) in enumerate(zip(configs, workdirs))
-              if c.preflight and rundir.read_json(w, rundir.PREFLIGHT_FILE) is None and rundir.never_trained(w)]
-  if len(checking) > 1 and jax.process_index() == 0:  # the members' checks at once (_open_run then skips them)
-    with clock("pre-flight checks"):
-      results = preflight.run_checks_population([configs[m] for m in checking], data.arrays, data.num_classes,
-                                                data.splits.image_shape)
-    for m, checks in zip(checking, results):
-      training_run.write_preflight(workdirs[m], checks)
   runs, finished = [], set()
   try:
     for m, (config, workdir) in enumerate(zip(configs, workdirs)):

@@ -22,7 +22,6 @@ import math
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -76,60 +75,6 @@ def _compiled(config, num_classes: int, device: list):
   return _COMPILED[key]
 
 
-def _draws(config, num_train: int, num_val: int):
-  """The checks' random choices, drawn from the config's seed in one order: the validation examples, the one
-  batch to overfit, and the batches of the real-input and the zeroed-input fits."""
-  rng = np.random.default_rng(config.seed)
-  val_idx = rng.choice(num_val, min(EVAL_EXAMPLES, num_val), replace=False)
-  one = rng.choice(num_train, min(OVERFIT_BATCH, num_train), replace=False)
-  draws = {}
-  for zero in (False, True):
-    draws[zero] = np.stack([rng.choice(num_train, OVERFIT_BATCH) for _ in range(OVERFIT_STEPS)])
-  return val_idx, one, draws
-
-
-def _per_call(train: dict) -> int:
-  """Steps per call: all OVERFIT_STEPS when their batches fit in FUSED_BYTES (Fashion-MNIST: 2.5 MB), else the
-  largest divisor that does (large images); every call then has the same shapes: one compilation."""
-  step_bytes = OVERFIT_BATCH * train["image"][:1].nbytes
-  return max(k for k in range(1, OVERFIT_STEPS + 1)
-             if OVERFIT_STEPS % k == 0 and (k == 1 or k * step_bytes <= FUSED_BYTES))
-
-
-def _report(config, counts, num_classes: int, val: dict, val_idx, init_loss: float, fit_acc: float,
-            batch: int, losses: dict, seconds: float) -> dict:
-  """preflight.json's content from the checks' measured values."""
-  checks = []
-  # The expected loss at init: ln K for a uniform guess; with the bias set to the log prior, the
-  # cross-entropy of the validation labels under the training prior.
-  if config.model.get("prior_bias_init"):
-    prior = np.maximum(counts / counts.sum(), 1e-12)
-    expected, what = float(-np.mean(np.log(prior[val["label"][val_idx]]))), "the class prior's cross-entropy"
-  else:
-    expected, what = math.log(num_classes), "ln K"
-  deviation = abs(init_loss - expected) / expected
-  checks.append({"name": "init_loss", "passed": deviation <= INIT_LOSS_TOLERANCE, "value": init_loss,
-                 "expected": expected, "message": f"the loss at initialisation is {init_loss:.3f}, not near "
-                                                  f"{what} = {expected:.3f}: check the input scaling and the "
-                                                  f"model's output layer"})
-  checks.append({"name": "overfit_batch", "passed": fit_acc >= OVERFIT_ACCURACY, "value": fit_acc,
-                 "expected": OVERFIT_ACCURACY,
-                 "message": f"after {OVERFIT_STEPS} steps on one batch of {batch} training examples the model "
-                            f"gets only {fit_acc:.2f} of them right: it cannot fit labels to images (labels "
-                            f"misaligned with images, or a broken model)"})
-  ratio = losses[False] / max(losses[True], 1e-12)
-  checks.append({"name": "inputs_matter", "passed": ratio <= INPUTS_MATTER_RATIO, "value": ratio,
-                 "expected": INPUTS_MATTER_RATIO, "real_input_val_loss": losses[False],
-                 "zero_input_val_loss": losses[True],
-                 "message": f"training on the real images reaches a validation loss of {losses[False]:.3f}, "
-                            f"no better than training on blank images ({losses[True]:.3f}): the labels do not "
-                            f"depend on the images as loaded (shuffled labels, or images lost in the pipeline)"})
-  majority = int(np.argmax(counts))
-  checks.append({"name": "majority_class", "passed": True, "value": float(np.mean(val["label"] == majority)),
-                 "class": majority, "message": "informational: the accuracy of always predicting the majority class"})
-  return {"checks": checks, "seconds": round(seconds, 2)}
-
-
 def run_checks(config, arrays: dict, num_classes: int, image_shape) -> dict:
   start = time.perf_counter()
   config = _plain(config)
@@ -138,9 +83,9 @@ def run_checks(config, arrays: dict, num_classes: int, image_shape) -> dict:
   counts = balance.class_counts(arrays["train"]["label"], num_classes)
   model = models.create_model(config.model, num_classes, class_prior=counts)
   init = steps.create_train_state(model, tx, jax.random.key(config.seed), image_shape)
+  rng = np.random.default_rng(config.seed)
   train, val = arrays["train"], arrays["validation"]
   key = jax.random.key(config.seed + 1)
-  val_idx, one, draws = _draws(config, len(train["label"]), len(val["label"]))
 
   def batch_of(source, idx, zero=False):
     images = np.zeros_like(source["image"][idx]) if zero else source["image"][idx]
@@ -150,8 +95,27 @@ def run_checks(config, arrays: dict, num_classes: int, image_shape) -> dict:
     sums = pm.eval(state, {**batch_of(source, idx, zero), "mask": np.ones((1, len(idx)), bool)})
     return float(sums["loss_sum"] / sums["count"]), float(sums["correct"] / sums["count"])
 
+  val_idx = rng.choice(len(val["label"]), min(EVAL_EXAMPLES, len(val["label"])), replace=False)
+  checks = []
+  # The expected loss at init: ln K for a uniform guess; with the bias set to the log prior, the
+  # cross-entropy of the validation labels under the training prior.
+  if config.model.get("prior_bias_init"):
+    prior = np.maximum(counts / counts.sum(), 1e-12)
+    expected, what = float(-np.mean(np.log(prior[val["label"][val_idx]]))), "the class prior's cross-entropy"
+  else:
+    expected, what = math.log(num_classes), "ln K"
   init_loss, _ = evaluate(init, val, val_idx)
-  per_call = _per_call(train)
+  deviation = abs(init_loss - expected) / expected
+  checks.append({"name": "init_loss", "passed": deviation <= INIT_LOSS_TOLERANCE, "value": init_loss,
+                 "expected": expected, "message": f"the loss at initialisation is {init_loss:.3f}, not near "
+                                                  f"{what} = {expected:.3f}: check the input scaling and the "
+                                                  f"model's output layer"})
+
+  # Steps per call: all OVERFIT_STEPS when their batches fit in FUSED_BYTES (Fashion-MNIST: 2.5 MB), else
+  # the largest divisor that does (large images); every call then has the same shapes: one compilation.
+  step_bytes = OVERFIT_BATCH * train["image"][:1].nbytes
+  per_call = max(k for k in range(1, OVERFIT_STEPS + 1)
+                 if OVERFIT_STEPS % k == 0 and (k == 1 or k * step_bytes <= FUSED_BYTES))
 
   def fit(draws, zero=False):
     """OVERFIT_STEPS steps from `init`, step k on the training examples `draws[k]`, `per_call` per call."""
@@ -165,89 +129,28 @@ def run_checks(config, arrays: dict, num_classes: int, image_shape) -> dict:
       state, _ = chunk(state, data["image"], data["label"], indices, key)
     return state
 
+  one = rng.choice(len(train["label"]), min(OVERFIT_BATCH, len(train["label"])), replace=False)
   state = fit(np.tile(one, (OVERFIT_STEPS, 1)))
   _, fit_acc = evaluate(state, train, one)
-  losses = {zero: evaluate(fit(draws[zero], zero), val, val_idx, zero)[0] for zero in (False, True)}
-  return _report(config, counts, num_classes, val, val_idx, init_loss, fit_acc, len(one), losses,
-                 time.perf_counter() - start)
+  checks.append({"name": "overfit_batch", "passed": fit_acc >= OVERFIT_ACCURACY, "value": fit_acc,
+                 "expected": OVERFIT_ACCURACY,
+                 "message": f"after {OVERFIT_STEPS} steps on one batch of {len(one)} training examples the model "
+                            f"gets only {fit_acc:.2f} of them right: it cannot fit labels to images (labels "
+                            f"misaligned with images, or a broken model)"})
 
+  losses = {}
+  for zero in (False, True):
+    draws = np.stack([rng.choice(len(train["label"]), OVERFIT_BATCH) for _ in range(OVERFIT_STEPS)])
+    losses[zero], _ = evaluate(fit(draws, zero), val, val_idx, zero)
+  ratio = losses[False] / max(losses[True], 1e-12)
+  checks.append({"name": "inputs_matter", "passed": ratio <= INPUTS_MATTER_RATIO, "value": ratio,
+                 "expected": INPUTS_MATTER_RATIO, "real_input_val_loss": losses[False],
+                 "zero_input_val_loss": losses[True],
+                 "message": f"training on the real images reaches a validation loss of {losses[False]:.3f}, "
+                            f"no better than training on blank images ({losses[True]:.3f}): the labels do not "
+                            f"depend on the images as loaded (shuffled labels, or images lost in the pipeline)"})
 
-def _compiled_population(config, num_classes: int, device: list):
-  """`_compiled` for a population's checks: the eval step and the fused chunk vmapped over a leading member
-  axis, the members' dropout rates (steps.MODEL_POPULATION_FIELDS) entering as numbers; one program for every
-  member (the rates left out of the key)."""
-  model = {k: v for k, v in config.model.items() if k not in steps.MODEL_POPULATION_FIELDS}
-  key = repr(("population", model, [(f, config.get(f)) for f in _STEP_FIELDS if f != "model"], num_classes,
-              [d.id for d in device]))
-  if key in _COMPILED:
-    _COMPILED.move_to_end(key)
-    return _COMPILED[key]
-  tx = optax.adam(1e-3)
-  chunk_config = steps.chunk_config(config, device[0].platform)
-
-  def member_chunk(state, images, labels, indices, key, values):
-    train, _, _, _ = steps._bound_steps(chunk_config, num_classes, tx, device, None, processes=1,  # pylint: disable=protected-access
-                                        model_values=values)
-    return steps.train_chunk(state, images, labels, indices, key, step_fn=train)
-
-  _, evaluate, _, _ = steps._bound_steps(config, num_classes, tx, device, None, processes=1)  # pylint: disable=protected-access
-  v_eval = parallel.pmap_step(jax.vmap(evaluate), device, batch_argnums=(1,), num_args=2, across_processes=False)
-  v_chunk = parallel.pmap_step(jax.vmap(member_chunk), device, batch_argnums=(3,), num_args=6,
-                               across_processes=False)
-  _COMPILED[key] = (tx, v_eval, v_chunk)
-  while len(_COMPILED) > _COMPILED_MAX:
-    _COMPILED.popitem(last=False)
-  return _COMPILED[key]
-
-
-def run_checks_population(configs, arrays: dict, num_classes: int, image_shape) -> list[dict]:
-  """`run_checks` for each of a population's configs (cnn_val/population.py: the same model and data, other
-  seeds and dropout rates), the members' checks run at once: one vmapped program, each member its own
-  initialisation, draws and rates, so each gets the values `run_checks` gives it alone, to float round-off.
-  `seconds` is the population's time, shared."""
-  start = time.perf_counter()
-  plains = [_plain(c) for c in configs]
-  device = jax.local_devices()[:1]
-  tx, v_eval, v_chunk = _compiled_population(plains[0], num_classes, device)
-  counts = balance.class_counts(arrays["train"]["label"], num_classes)
-  model = models.create_model(plains[0].model, num_classes, class_prior=counts)  # rates do not change the init
-  stack = lambda trees: jax.tree.map(lambda *x: jnp.stack(x), *trees)
-  init = stack([steps.create_train_state(model, tx, jax.random.key(c.seed), image_shape) for c in plains])
-  keys = jnp.stack([jax.random.key(c.seed + 1) for c in plains])
-  values = {f: jnp.asarray([c.model.get(f, 0.0) for c in plains], jnp.float32) for f in steps.MODEL_POPULATION_FIELDS}
-  train, val = arrays["train"], arrays["validation"]
-  drawn = [_draws(c, len(train["label"]), len(val["label"])) for c in plains]
-
-  def evaluate(state, source, idx, zero=False):
-    """Each member's mean loss and accuracy on its own examples `idx[m]` (of one size)."""
-    images = np.stack([source["image"][i] for i in idx])
-    batch = {"image": (np.zeros_like(images) if zero else images)[None],
-             "label": np.stack([source["label"][i] for i in idx]).astype(np.int32)[None],
-             "mask": np.ones((1, len(idx), len(idx[0])), bool)}
-    sums = jax.device_get(v_eval(state, batch))
-    return sums["loss_sum"] / sums["count"], sums["correct"] / sums["count"]
-
-  per_call = _per_call(train)
-
-  def fit(draws, zero=False):
-    """`run_checks`' fit for every member at once: member m's step k on the examples `draws[m][k]`."""
-    state = init
-    for start in range(0, OVERFIT_STEPS, per_call):
-      blocks = [d[start:start + per_call] for d in draws]
-      images = np.stack([train["image"][b.reshape(-1)] for b in blocks])  # [members, steps * batch, ...]
-      data = parallel.replicate({"image": np.zeros_like(images) if zero else images,
-                                 "label": np.stack([train["label"][b.reshape(-1)] for b in blocks]).astype(np.int32)},
-                                device)
-      indices = np.broadcast_to(np.arange(blocks[0].size, dtype=np.int32).reshape(blocks[0].shape),
-                                (1, len(blocks)) + blocks[0].shape)  # [devices=1, members, steps, batch]
-      state, _ = v_chunk(state, data["image"], data["label"], np.ascontiguousarray(indices), keys, values)
-    return state
-
-  val_idx = [d[0] for d in drawn]
-  ones = [d[1] for d in drawn]
-  init_loss, _ = evaluate(init, val, val_idx)
-  _, fit_acc = evaluate(fit([np.tile(one, (OVERFIT_STEPS, 1)) for one in ones]), train, ones)
-  losses = {zero: evaluate(fit([d[2][zero] for d in drawn], zero), val, val_idx, zero)[0] for zero in (False, True)}
-  seconds = time.perf_counter() - start
-  return [_report(c, counts, num_classes, val, val_idx[m], float(init_loss[m]), float(fit_acc[m]), len(ones[m]),
-                  {z: float(losses[z][m]) for z in losses}, seconds) for m, c in enumerate(plains)]
+  majority = int(np.argmax(counts))
+  checks.append({"name": "majority_class", "passed": True, "value": float(np.mean(val["label"] == majority)),
+                 "class": majority, "message": "informational: the accuracy of always predicting the majority class"})
+  return {"checks": checks, "seconds": round(time.perf_counter() - start, 2)}

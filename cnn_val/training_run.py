@@ -236,7 +236,10 @@ def open_run(config, workdir: str, data: RunData, clock: train_loop.WallTime) ->
       and rundir.read_json(workdir, rundir.PREFLIGHT_FILE) is None):
     with clock("pre-flight checks"):
       checks = preflight.run_checks(config, arrays, num_classes, data.splits.image_shape)
-    write_preflight(workdir, checks)
+    rundir.write_json(workdir, rundir.PREFLIGHT_FILE, checks)
+    failed = [c["message"] for c in checks["checks"] if not c["passed"]]
+    logging.log(logging.WARNING if failed else logging.INFO, "Pre-flight checks (%.1f s): %s", checks["seconds"],
+                "; ".join(failed) if failed else "all passed")
 
   run = Run(config, workdir, schedule, tx, dropout_key, state, ckpts, start_step, steps_per_epoch)
   run.writer = rundir.MetricsWriter(workdir)
@@ -360,14 +363,6 @@ def close(run: Run, clock: train_loop.WallTime) -> None:
       run.writer.close()
   with clock("checkpoints"):
     run.ckpts.close()
-
-
-def write_preflight(workdir: str, checks: dict) -> None:
-  """preflight.json, and a log line: which checks failed, or that all passed."""
-  rundir.write_json(workdir, rundir.PREFLIGHT_FILE, checks)
-  failed = [c["message"] for c in checks["checks"] if not c["passed"]]
-  logging.log(logging.WARNING if failed else logging.INFO, "Pre-flight checks of %s (%.1f s): %s", workdir,
-              checks["seconds"], "; ".join(failed) if failed else "all passed")
 
 
 def summary(workdir: str, clock: train_loop.WallTime) -> None:

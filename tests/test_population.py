@@ -39,9 +39,6 @@ def _assert_same_run(got: list[dict], expected: list[dict], tolerance: float = 1
 
 def test_members_of_another_seed_rate_dropout_and_weighting_write_what_runs_alone_write(tiny_config, tmp_path):
   tiny_config.train_eval_examples = 256  # the training probe too
-  # The members' pre-flight checks run at once (preflight.run_checks_population: other seeds and dropout rates
-  # in one vmapped program); each gets the checks it gets alone, to float round-off (observed: 1e-7).
-  tiny_config.preflight = True
   configs = [_member(tiny_config, 0, 1e-3), _member(tiny_config, 1, 2e-3)]
   configs[1].model.dropout_rate = 0.3  # SeedCNNDropout's 0.5 in the other
   configs[1].imbalance.class_weighting = "inverse"  # the other weighs its classes alike (by 1)
@@ -55,10 +52,6 @@ def test_members_of_another_seed_rate_dropout_and_weighting_write_what_runs_alon
     assert rundir.read_json(dirs[i], rundir.CONFIG_FILE) == rundir.read_json(alone, rundir.CONFIG_FILE)
     for name in (rundir.AUDIT_FILE, rundir.TRAIN_PREDICTIONS_FILE, rundir.TIMING_FILE):
       assert os.path.exists(os.path.join(dirs[i], name)), name
-    checks = [rundir.read_json(d, rundir.PREFLIGHT_FILE)["checks"] for d in (dirs[i], alone)]
-    for a, b in zip(*checks):
-      assert a["passed"] == b["passed"], a["name"]
-      np.testing.assert_allclose(a["value"], b["value"], rtol=1e-4, atol=1e-5, err_msg=a["name"])
   # The two members learned differently (another seed, twice the rate): not one model written twice.
   assert rundir.read_metrics(dirs[0])[-1]["train_loss"] != rundir.read_metrics(dirs[1])[-1]["train_loss"]
   # A member's checkpoint is an ordinary run's: run alone again, it is finished and changes nothing.
