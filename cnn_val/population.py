@@ -18,8 +18,9 @@ schedule, ...) is refused, since it changes the computation itself: such arms ru
 
 On a GPU, where the seed models are bound by launching work, 8 members train at 1.98x and 64 at 3.03x the
 images/s of one (README, "Fused steps and populations on a GPU"). On the 2-core CPU a 3-seed verification
-as one population took 0.62-0.66x of one worker's time, against 0.63-0.78x for two separate workers; the
-ablation engine's `--population=auto` keeps to separate processes there (README, Ablations).
+as populations took 0.56-0.61x of the time the code before populations and fused steps took (one worker),
+against 0.67x for two separate workers of today's code; the ablation engine's `--population=auto` keeps to
+separate processes there all the same (README, Ablations: the margin is small and separate runs are bit-exact).
 """
 
 from __future__ import annotations
