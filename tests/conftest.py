@@ -6,10 +6,20 @@ and without the 60k-image Debian files.
 """
 
 import os
+import shutil
+import tempfile
 
 # Multi-device tests need several CPU devices; XLA reads this before the backend starts.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite's processes share XLA's compilations through JAX's persistent cache, one folder per session (a
+# test that sets its own cache keeps it; the processes a test starts inherit the session's): its many tiny runs
+# of the same models would otherwise compile the same programs again in every test. A cached program is the
+# compiled one, so results are unchanged.
+_XLA_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _XLA_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="cnn_val_tests_xla_")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import gzip
 import struct
@@ -83,3 +93,8 @@ def real_images(num: int) -> np.ndarray:
   with gzip.open(files["train_data"], "rb") as f:
     f.read(16)
     return np.frombuffer(f.read(num * 28 * 28), np.uint8).reshape(num, 28, 28, 1)
+
+
+def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
+  if _XLA_CACHE:  # the session's own compilation cache (a cache the caller set is theirs)
+    shutil.rmtree(_XLA_CACHE, ignore_errors=True)
