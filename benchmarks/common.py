@@ -2,6 +2,7 @@
 measurement (every case once per round, median over rounds) so that ratios in one table share the machine's
 state."""
 
+import re
 import time
 
 import jax
@@ -98,6 +99,73 @@ def flops_per_image(config, batch_size: int, image_shape=(28, 28, 1), num_classe
     analysis = step.lower(state, batch, jax.random.key(1)).compile().cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
   return float(analysis["flops"]) / batch_size
+
+
+_DOT = re.compile(r"stablehlo\.dot_general .*?(?:batching_dims = \[([\d, ]*)\] x \[([\d, ]*)\], )?"
+                  r"contracting_dims = \[([\d, ]*)\] x \[([\d, ]*)\].*?: \(tensor<([\dx]+)xf32>, "
+                  r"tensor<([\dx]+)xf32>\)")
+
+
+def step_matmuls(config, batch_size: int, image_shape=(28, 28, 1), num_classes: int = 10) -> list[tuple]:
+  """The float32 matrix products of `config`'s train step as a fused chunk runs it on a CPU (every convolution
+  a matmul: steps.chunk_config), read from the lowered program: (lhs shape, rhs shape, (contracting, batch)
+  dimension numbers), one entry per product, repeats included."""
+  import functools
+  import jax.numpy as jnp
+  config = steps.chunk_config(config, "cpu")
+  tx = optim.create_optimizer(config.optim, 100, 1)
+  model = models.create_model(config.model, num_classes, axis_name=None, dtype=config.dtype)
+  state = steps.create_train_state(model, tx, jax.random.key(0), image_shape)
+  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, axis_name=None,
+                                   micro_batch_size=batch_size, signals=config.get("signals", True)))
+  batch = {"image": jnp.zeros((batch_size,) + tuple(image_shape), jnp.uint8),
+           "label": jnp.zeros((batch_size,), jnp.int32)}
+  text = step.lower(state, batch, jax.random.key(1)).as_text()
+  ints = lambda s: tuple(int(x) for x in s.split(",") if x.strip()) if s else ()
+  shape = lambda s: tuple(int(x) for x in s.split("x"))
+  return [(shape(m[4]), shape(m[5]), ((ints(m[2]), ints(m[3])), (ints(m[0]), ints(m[1]))))
+          for m in _DOT.findall(text)]
+
+
+def matmul_ceiling(matmuls: list[tuple], seconds: float = 0.2) -> tuple[float, float]:
+  """(FLOPs, FLOP/s) of `matmuls` (step_matmuls) each timed alone on the default device, one after another:
+  the rate the step would reach if its matrix products were all it did, at their own shapes. Each product is
+  repeated inside one compiled loop (its input changing with the last result, so it cannot be hoisted out), so
+  that a small product is timed without a host dispatch per product, as inside the step."""
+  from jax import lax
+  rng = np.random.default_rng(0)
+  total_flops, total_time, timed = 0.0, 0.0, {}
+  for lhs, rhs, dims in matmuls:
+    if (lhs, rhs, dims) not in timed:
+      a, b = _random(rng, lhs), _random(rng, rhs)
+      out_shape = jax.eval_shape(lambda x, y, d=dims: lax.dot_general(x, y, d), a, b).shape
+      (contract, _), _ = dims
+      flops = 2.0 * np.prod(out_shape) * np.prod([lhs[i] for i in contract])
+      reps = int(max(1, min(10_000, 2e7 / flops)))  # about 20 MFLOP (a few ms) per call
+
+      def loop(x, y, d=dims, n=reps):
+        def body(_, carry):
+          x, total = carry
+          out = lax.dot_general(x, y, d)
+          return x + 0.0 * out.reshape(-1)[0], total + out.reshape(-1)[0]
+        return lax.fori_loop(0, n, body, (x, jax.numpy.zeros((), x.dtype)))[1]
+
+      fn = jax.jit(loop)
+      fn(a, b).block_until_ready()
+      start, calls = time.perf_counter(), 0
+      while time.perf_counter() - start < seconds:
+        fn(a, b).block_until_ready()
+        calls += 1
+      timed[lhs, rhs, dims] = (flops, (time.perf_counter() - start) / (calls * reps))
+    flops, each = timed[lhs, rhs, dims]
+    total_flops += flops
+    total_time += each
+  return total_flops, total_flops / total_time
+
+
+def _random(rng, shape):
+  import jax.numpy as jnp
+  return jnp.asarray(rng.standard_normal(shape), jnp.float32)
 
 
 def matmul_peak_flops(n: int = 0, dtype="float32", seconds: float = 1.0) -> float:

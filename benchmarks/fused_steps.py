@@ -8,7 +8,10 @@ Both paths are the ones `train_and_evaluate` runs (`train_loop.step_calls`: a nu
 51,200-image split by the epoch's permutation, then one pmapped step; `train_loop.chunk_calls`: the split held on
 the device, K steps per call under `lax.scan`), on 1 device, measured alternately round by round (median).
 FLOPs per image come from XLA's cost analysis of the unsplit step; the peak is a 2048^3 float32 matmul
-measured in the same run, before and after the table (both printed; the share uses their mean).
+measured in the same run, before and after the table (both printed; the share uses their mean). A second
+table times the step's own matrix products alone, at their shapes (read from the lowered step:
+`common.step_matmuls`, `common.matmul_ceiling`): what the step's arithmetic could reach on this machine if
+nothing else cost time, and the share of the fastest fused step's time those products would take alone.
 """
 
 import sys
@@ -97,7 +100,22 @@ def main(argv):
     label = "1 (per-step loop, host batches)" if k == 1 else f"{k} (fused, split on device)"
     print(f"| {name} | {batch_size} | {flops / 1e6:.2f} | {label} | {rate:,.0f} | "
           f"{rate / base[(name, batch_size)]:.2f}x | {rate * flops / 1e9:.0f} | {rate * flops / peak:.0%} |")
-
+  # How far the matrix products alone would go at the step's own shapes: the ceiling the step's arithmetic has
+  # on this machine whatever the rest costs (im2col, pooling, the optimizer, gathers), and the share of the
+  # fused step's time its matrix products would take on their own.
+  print("\n| model | batch | matmuls per step | their MFLOP/image | the matmuls alone, GFLOP/s | share of peak | "
+        "their time alone, share of the fused step's |")
+  print("| --- | --- | --- | --- | --- | --- | --- |")
+  fastest = {}
+  for (name, batch_size, k, _), rate in zip(cases, rates):
+    if k > 1:
+      fastest[name, batch_size] = max(fastest.get((name, batch_size), 0.0), rate)
+  for (name, batch_size), rate in fastest.items():
+    matmuls = common.step_matmuls(common.MODEL_CONFIGS[name](), batch_size)
+    dot_flops, ceiling = common.matmul_ceiling(matmuls)
+    per_image = dot_flops / batch_size
+    print(f"| {name} | {batch_size} | {len(matmuls)} | {per_image / 1e6:.2f} | {ceiling / 1e9:.0f} | "
+          f"{ceiling / peak:.0%} | {rate * per_image / ceiling:.0%} |")
 
 def _measure(runners, batch_sizes):
   """Median images/s per runner over alternating rounds (each measurement whole calls, about --seconds)."""
