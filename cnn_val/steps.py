@@ -112,8 +112,8 @@ def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model,
 
 def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: int = 0,
                augmentation: augment.Augment = augment.Augment(), class_weights: tuple | None = None,
-               logit_offsets: tuple | None = None, signals: bool = True, ema_decay: float = 0.0, axis_name: str | None = parallel.AXIS,
-               augment_magnitudes: dict | None = None):
+               logit_offsets: tuple | None = None, signals: bool = True, ema_decay: float = 0.0,
+               axis_name: str | None = parallel.AXIS, augment_magnitudes: dict | None = None):
   """One optimizer step on this device's part of the global batch; returns (new_state, metric sums).
 
   Under `jax.pmap` (as `parallel.pmap_step` wraps it) gradients and metrics are reduced over `axis_name`;
@@ -122,8 +122,9 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
 
   Images are augmented here, on the device, per example (`augment.augment_batch`), and the loss is
   weighted by `class_weights[label]` when given; `logit_offsets` (balance.logit_offsets) are added to the
-  logits inside the loss only (logit adjustment: predictions and accuracies use the model's own logits). `signals` adds the doctor's update/parameter ratio. A state
-  with `ema` (create_train_state(..., ema=True)) updates its moving average with `ema_decay` (`ema_update`).
+  logits inside the loss only (logit adjustment: predictions and accuracies use the model's own logits).
+  `signals` adds the doctor's update/parameter ratio. A state with `ema` (create_train_state(..., ema=True))
+  updates its moving average with `ema_decay` (`ema_update`).
 
   With `micro_batch_size` smaller than the device batch, the batch is processed in equal micro-batches by
   `lax.scan`, accumulating gradients: the same step for models without batch statistics (to float
