@@ -78,6 +78,21 @@ def print_ratio_table(cases, rates, *, what: str, ratio_to: str) -> None:
     print(f"{name:16s} {batch_size:5d}  {label:{width}s} {rate:8.0f} {rate / base[(name, batch_size)]:11.2f}x")
 
 
+def _lowered_step(config, batch_size: int, image_shape, num_classes: int):
+  """`config`'s unsplit train step (micro_batch_size = batch) lowered for the host CPU, on a batch of zeros."""
+  import functools
+  import jax.numpy as jnp
+  tx = optim.create_optimizer(config.optim, 100, 1)
+  model = models.create_model(config.model, num_classes, axis_name=None, dtype=config.dtype)
+  with jax.default_device(jax.devices("cpu")[0]):
+    state = steps.create_train_state(model, tx, jax.random.key(0), image_shape)
+    step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, axis_name=None,
+                                     micro_batch_size=batch_size, signals=config.get("signals", True)))
+    batch = {"image": jnp.zeros((batch_size,) + tuple(image_shape), jnp.uint8),
+             "label": jnp.zeros((batch_size,), jnp.int32)}
+    return step.lower(state, batch, jax.random.key(1))
+
+
 def flops_per_image(config, batch_size: int, image_shape=(28, 28, 1), num_classes: int = 10) -> float:
   """FLOPs of one training image, from XLA's cost analysis of `config`'s train step compiled for one device.
 
@@ -85,18 +100,7 @@ def flops_per_image(config, batch_size: int, image_shape=(28, 28, 1), num_classe
   micro-batched or fused step would be undercounted by its trip count; the arithmetic is the same. Always
   compiled for the host CPU: on a GPU, XLA's analysis leaves out the convolutions it hands to cuDNN (0.93
   against 14.98 MFLOP/image for SeedCNNDropout on an H200)."""
-  import functools
-  import jax.numpy as jnp
-  tx = optim.create_optimizer(config.optim, 100, 1)
-  model = models.create_model(config.model, num_classes, axis_name=None, dtype=config.dtype)
-  cpu = jax.devices("cpu")[0]
-  with jax.default_device(cpu):
-    state = steps.create_train_state(model, tx, jax.random.key(0), image_shape)
-    step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, axis_name=None,
-                                     micro_batch_size=batch_size, signals=config.get("signals", True)))
-    batch = {"image": jnp.zeros((batch_size,) + tuple(image_shape), jnp.uint8),
-             "label": jnp.zeros((batch_size,), jnp.int32)}
-    analysis = step.lower(state, batch, jax.random.key(1)).compile().cost_analysis()
+  analysis = _lowered_step(config, batch_size, image_shape, num_classes).compile().cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
   return float(analysis["flops"]) / batch_size
 
@@ -110,17 +114,7 @@ def step_matmuls(config, batch_size: int, image_shape=(28, 28, 1), num_classes: 
   """The float32 matrix products of `config`'s train step as a fused chunk runs it on a CPU (every convolution
   a matmul: steps.chunk_config), read from the lowered program: (lhs shape, rhs shape, (contracting, batch)
   dimension numbers), one entry per product, repeats included."""
-  import functools
-  import jax.numpy as jnp
-  config = steps.chunk_config(config, "cpu")
-  tx = optim.create_optimizer(config.optim, 100, 1)
-  model = models.create_model(config.model, num_classes, axis_name=None, dtype=config.dtype)
-  state = steps.create_train_state(model, tx, jax.random.key(0), image_shape)
-  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, axis_name=None,
-                                   micro_batch_size=batch_size, signals=config.get("signals", True)))
-  batch = {"image": jnp.zeros((batch_size,) + tuple(image_shape), jnp.uint8),
-           "label": jnp.zeros((batch_size,), jnp.int32)}
-  text = step.lower(state, batch, jax.random.key(1)).as_text()
+  text = _lowered_step(steps.chunk_config(config, "cpu"), batch_size, image_shape, num_classes).as_text()
   ints = lambda s: tuple(int(x) for x in s.split(",") if x.strip()) if s else ()
   shape = lambda s: tuple(int(x) for x in s.split("x"))
   return [(shape(m[4]), shape(m[5]), ((ints(m[2]), ints(m[3])), (ints(m[0]), ints(m[1]))))

@@ -137,11 +137,10 @@ def _train(configs, workdirs, devices, cpu_devices, stop) -> list[dict]:
       if not runs[-1].epochs_left:
         finished.add(m)
     evaluator = training_run.Evaluator(
-        steps.pmapped_steps(base, data.num_classes, runs[0].tx, devices,
-                            class_weights=data.class_weights_tuple).eval,
+        steps.pmapped_steps(base, data.num_classes, runs[0].tx, devices, **data.loss_terms).eval,
         data, base, devices)
     p_chunk = steps.population_train_chunk(base, data.num_classes, data.steps_per_epoch, devices,  # own weights
-                                           logit_offsets=data.logit_offsets_tuple)
+                                           logit_offsets=data.loss_terms["logit_offsets"])
     with clock("training split to the device"):
       device_data = parallel.replicate({"image": data.train_arrays["image"], "label": data.train_arrays["label"]},
                                        devices)
@@ -188,8 +187,7 @@ def _epochs(runs, finished: set, data, device_data, p_chunk, chunk: int, evaluat
 
   def _interrupt(signum, at_step):
     resume = [r.ckpts.latest_step() for r in runs]
-    raise training_run.TrainingInterrupted(signum, at_step, workdirs,
-                                    None if None in resume else min(resume))
+    raise training_run.TrainingInterrupted(signum, at_step, workdirs, None if None in resume else min(resume))
 
   epoch = 0
   while True:

@@ -81,13 +81,11 @@ def _train(config, workdir: str, devices, cpu_devices, stop: train_loop.StopOnSi
   train_arrays, num_classes = data.train_arrays, data.num_classes
   run = training_run.open_run(config, workdir, data, clock)
   try:
-    pmapped = steps.pmapped_steps(config, num_classes, run.tx, devices, class_weights=data.class_weights_tuple,
-                                  logit_offsets=data.logit_offsets_tuple)
+    pmapped = steps.pmapped_steps(config, num_classes, run.tx, devices, **data.loss_terms)
     p_train, p_eval = pmapped.train, pmapped.eval
     chunk = steps_per_call(config, train_arrays, devices)
     if chunk > 1:  # the training split on the device, K steps per host call
-      p_chunk = steps.pmapped_train_chunk(config, num_classes, run.tx, devices, class_weights=data.class_weights_tuple,
-                                          logit_offsets=data.logit_offsets_tuple)
+      p_chunk = steps.pmapped_train_chunk(config, num_classes, run.tx, devices, **data.loss_terms)
       with clock("training split to the device"):
         device_data = parallel.replicate({"image": train_arrays["image"], "label": train_arrays["label"]}, devices)
       logging.info("Training split held on the device; %d train steps per host call.", chunk)

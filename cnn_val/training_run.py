@@ -123,12 +123,11 @@ class RunData:
     return self.splits.num_classes
 
   @property
-  def class_weights_tuple(self) -> tuple | None:
-    return None if self.class_weights is None else tuple(float(w) for w in self.class_weights)
-
-  @property
-  def logit_offsets_tuple(self) -> tuple | None:
-    return None if self.logit_offsets is None else tuple(float(o) for o in self.logit_offsets)
+  def loss_terms(self) -> dict:
+    """The class weights and logit offsets as the step builders take them (`steps.pmapped_steps(...,
+    **loss_terms)`): tuples of floats, or None."""
+    as_tuple = lambda a: None if a is None else tuple(float(x) for x in a)
+    return {"class_weights": as_tuple(self.class_weights), "logit_offsets": as_tuple(self.logit_offsets)}
 
 
 def load(config, devices, cpu_devices, clock: train_loop.WallTime) -> RunData:

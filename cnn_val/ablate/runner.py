@@ -266,15 +266,14 @@ def population_units(jobs: list[_Job], configs: dict, population: str, size: int
   """The jobs as worker units: each its own (`population='never'`, or 'auto' without a GPU), or, with
   populations, the jobs whose configs differ only in `rundir.POPULATION_FIELDS` together (seeds of one arm,
   arms of another learning rate, weight decay, dropout rate, class weighting or augmentation magnitude, of the
-  same program: `rundir.population_group`), at most
-  `size` per unit (0 = no limit), and split further until there are `parallel` units where
-  there are enough runs (a population never leaves a worker idle). `configs`: the jobs' run configs (dicts)
-  by workdir.
+  same program: `rundir.population_group`), at most `size` per unit (0 = no limit), and split further until
+  there are `parallel` units where there are enough runs (a population never leaves a worker idle).
+  `configs`: the jobs' run configs (dicts) by workdir.
 
   'auto' trains populations where a GPU is at hand: there 8 seed-model members train at 1.98x the images/s of
-  one. On this 2-core CPU a 3-seed verification took 0.62-0.66x of one worker as one population against
-  0.63-0.78x as two separate workers: a small, varying margin, and separate runs reproduce a run alone bit for
-  bit (a population's members to float round-off), so 'auto' keeps a worker per run there (README)."""
+  one. On this 2-core CPU populations beat two separate workers by about 10% in a 3-seed verification (README):
+  a small margin, and separate runs reproduce a run alone bit for bit (a population's members to float
+  round-off), so 'auto' keeps a worker per run there."""
   if population not in POPULATIONS:
     raise SweepError(f"--population={population!r}: expected one of {', '.join(POPULATIONS)}.")
   if population == "never" or (population == "auto" and not (have_gpus() if gpus is None else gpus)):
