@@ -2,13 +2,14 @@
 measurement (every case once per round, median over rounds) so that ratios in one table share the machine's
 state."""
 
+import functools
 import re
 import time
 
 import jax
 import numpy as np
 
-from cnn_val import models, optim, steps
+from cnn_val import models, optim, parallel, steps
 from cnn_val.configs import default, fashion_mnist_bn, seed_ex1
 
 # The models the speed benchmarks compare, by the config that defines each.
@@ -47,6 +48,27 @@ def cnn_val_runner(config, batch_size, num_devices, image_shape=(28, 28, 1), wai
         jax.block_until_ready(metrics)
     jax.block_until_ready(metrics)
     holder[0] = s
+
+  return run
+
+
+def cnn_val_eval_runner(config, batch_size, micro_batch_size, image_shape=(28, 28, 1)):
+  """`run(num_batches)` for the eval step as `train_and_evaluate` builds it from `config` (1 device), computed in
+  micro-batches of `micro_batch_size` examples (the batch size: not split)."""
+  model = models.create_model(config.model, 10, axis_name=parallel.AXIS, dtype=config.dtype)
+  state = steps.create_train_state(model, optim.create_optimizer(config.optim, 100, 1), jax.random.key(0),
+                                   image_shape)
+  step = parallel.pmap_step(functools.partial(steps.eval_step, model=model, num_classes=10,
+                                              micro_batch_size=micro_batch_size),
+                            jax.local_devices()[:1], batch_argnums=(1,), num_args=2)
+  images, labels = synthetic_batches(batch_size, num_batches=4, image_shape=image_shape)
+  batches = [{"image": images[i:i + batch_size][None], "label": labels[i:i + batch_size][None]}
+             for i in range(0, len(labels), batch_size)]
+
+  def run(num_batches):
+    for i in range(num_batches):
+      sums = step(state, batches[i % len(batches)])
+    jax.block_until_ready(sums)
 
   return run
 

@@ -6,6 +6,10 @@ Per model and global batch, the variants are measured alternately and reported a
 to the plain-XLA baseline (XLA convolution and max-pool, whole batch, 1 device, float32): every convolution
 as a matmul + reshape max-pool; the `auto` choice (matmul per layer where it wins); + automatic
 micro-batching; + bfloat16; + all host CPU devices (only when XLA_FLAGS provides several).
+
+A second table does the same for the eval step (a forward pass in eval mode, as validation, test, the training
+probe and the doctor's predictions run it) at `--eval_batch_size`: the whole device batch at once against
+micro-batches (`parallel.eval_micro_batch_size`, the default on CPU, and a few other sizes).
 """
 
 import os
@@ -15,10 +19,13 @@ from absl import flags
 import jax
 
 from benchmarks import common
+from cnn_val import parallel
 
 flags.DEFINE_string("batch_sizes", "32,256", "Global batch sizes.")
 flags.DEFINE_integer("rounds", 3, "Alternating measurement rounds; the median is reported.")
 flags.DEFINE_float("seconds", 2.0, "Approximate time per measurement.")
+flags.DEFINE_integer("eval_batch_size", 500, "Eval batch of the second table (configs' default); 0 = no eval table.")
+flags.DEFINE_bool("train", True, "The train step's table (false: only the eval table).")
 FLAGS = flags.FLAGS
 
 
@@ -40,17 +47,34 @@ def _variants(make_config, batch_size):
     yield f"auto ops + micro, {all_devices} devices", config("auto", "auto", 0), all_devices
 
 
+def _eval_variants(batch_size):
+  auto = parallel.eval_micro_batch_size(batch_size)
+  yield "whole batch", batch_size
+  yield f"micro-batches of {auto} (auto, the default)", auto
+  for micro in (250, 50):
+    if micro != auto and micro < batch_size and batch_size % micro == 0:
+      yield f"micro-batches of {micro}", micro
+
+
 def main(argv):
   del argv
-  cases = []
-  for batch_size in (int(b) for b in FLAGS.batch_sizes.split(",")):
-    for name, make_config in common.MODEL_CONFIGS.items():
-      for label, config, devices in _variants(make_config, batch_size):
-        cases.append((name, batch_size, label, common.cnn_val_runner(config, batch_size, devices)))
-  rates = common.measure([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)
   print(f"{jax.default_backend()} backend, {os.cpu_count()} CPUs, JAX {jax.__version__}; "
         f"median of {FLAGS.rounds} alternating rounds")
-  common.print_ratio_table(cases, rates, what="variant", ratio_to="xla ops")
+  if FLAGS.train:
+    cases = []
+    for batch_size in (int(b) for b in FLAGS.batch_sizes.split(",")):
+      for name, make_config in common.MODEL_CONFIGS.items():
+        for label, config, devices in _variants(make_config, batch_size):
+          cases.append((name, batch_size, label, common.cnn_val_runner(config, batch_size, devices)))
+    rates = common.measure([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)
+    common.print_ratio_table(cases, rates, what="variant", ratio_to="xla ops")
+  if FLAGS.eval_batch_size:
+    batch_size = FLAGS.eval_batch_size
+    cases = [(name, batch_size, label, common.cnn_val_eval_runner(make_config(), batch_size, micro))
+             for name, make_config in common.MODEL_CONFIGS.items() for label, micro in _eval_variants(batch_size)]
+    rates = common.measure([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)
+    print("\neval step (eval mode, 1 device)")
+    common.print_ratio_table(cases, rates, what="eval variant", ratio_to="whole batch")
 
 
 if __name__ == "__main__":

@@ -159,6 +159,21 @@ def use_cpu_devices(config) -> int | None:
 CPU_MICRO_BATCH = 32
 
 
+# Evaluation (a forward pass in eval mode) is fastest per image on XLA's CPU backend in micro-batches of
+# about 128 (benchmarks/fast_paths.py, eval table: 1.2-3x over batches of 500, by model).
+CPU_EVAL_MICRO_BATCH = (32, 128)  # the range a micro-batch's size is chosen in: the largest divisor in it
+
+
+def eval_micro_batch_size(per_device_batch: int) -> int:
+  """Examples per micro-batch of an eval-mode step (`steps.eval_step`, `steps.predict_step`): on CPU the largest
+  divisor of the device batch in CPU_EVAL_MICRO_BATCH (500 -> 125), else (no such divisor, or another backend)
+  the whole batch. Exact for every model: in eval mode no example sees another, BatchNorm included."""
+  low, high = CPU_EVAL_MICRO_BATCH
+  if jax.default_backend() != "cpu" or per_device_batch <= high:
+    return per_device_batch
+  return max((d for d in range(low, high + 1) if per_device_batch % d == 0), default=per_device_batch)
+
+
 def micro_batch_size(requested: int, per_device_batch: int, *, has_batch_stats: bool) -> int:
   """Examples per micro-batch inside a device's step (`config.micro_batch_size`; 0 = auto).
 

@@ -197,35 +197,59 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
   return new_state, metrics
 
 
+def _in_micro_batches(fn, batch, micro_batch_size: int):
+  """`fn(batch)` computed over consecutive micro-batches of `micro_batch_size` examples, one after another
+  (`lax.map`), its outputs stacked along a new leading axis; one micro-batch (that axis of length 1) when 0
+  or when it does not split the batch. For eval-mode functions, whose examples do not see each other."""
+  size = next(iter(jax.tree.leaves(batch))).shape[0]
+  if not micro_batch_size or micro_batch_size >= size or size % micro_batch_size:
+    return jax.tree.map(lambda x: x[None], fn(batch))
+  return lax.map(fn, jax.tree.map(lambda x: x.reshape((-1, micro_batch_size) + x.shape[1:]), batch))
+
+
 def eval_step(state: TrainState, batch, *, model, num_classes: int,
-              augmentation: augment.Augment = augment.Augment(), axis_name: str | None = parallel.AXIS):
+              augmentation: augment.Augment = augment.Augment(), axis_name: str | None = parallel.AXIS,
+              micro_batch_size: int = 0):
   """Masked metric sums over this device's batch, summed over devices (`axis_name`; None under plain
   `jax.jit`); includes the confusion matrix. Never augmented; only `augment.preprocess` (deterministic)
-  applies. `batch['mask']` may be left out when every example counts."""
+  applies. `batch['mask']` may be left out when every example counts. `micro_batch_size`: computed in
+  micro-batches of that many examples (`parallel.eval_micro_batch_size`; the same sums: the model is in
+  eval mode, each example on its own; 0 = the whole batch at once)."""
   variables = _variables(state.params, state.batch_stats)
-  images = augment.preprocess(augmentation, _to_float(batch["image"]))
-  logits = model.apply(variables, images, train=False).astype(jnp.float32)
-  labels = batch["label"]
-  mask = batch.get("mask", jnp.ones(labels.shape, bool))
-  weights = mask.astype(jnp.float32)
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  preds = jnp.argmax(logits, -1)
-  confusion = jnp.zeros((num_classes, num_classes), jnp.int32).at[labels, preds].add(mask.astype(jnp.int32))
-  return _psum({
-      "loss_sum": jnp.sum(losses * weights),
-      "correct": jnp.sum((preds == labels) * weights),
-      "count": jnp.sum(weights),
-      "confusion": confusion,
-  }, axis_name)
+
+  def sums(batch):
+    images = augment.preprocess(augmentation, _to_float(batch["image"]))
+    logits = model.apply(variables, images, train=False).astype(jnp.float32)
+    labels = batch["label"]
+    mask = batch.get("mask", jnp.ones(labels.shape, bool))
+    weights = mask.astype(jnp.float32)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    preds = jnp.argmax(logits, -1)
+    confusion = jnp.zeros((num_classes, num_classes), jnp.int32).at[labels, preds].add(mask.astype(jnp.int32))
+    return {
+        "loss_sum": jnp.sum(losses * weights),
+        "correct": jnp.sum((preds == labels) * weights),
+        "count": jnp.sum(weights),
+        "confusion": confusion,
+    }
+
+  return _psum(jax.tree.map(lambda x: jnp.sum(x, 0), _in_micro_batches(sums, batch, micro_batch_size)),
+               axis_name)
 
 
 def predict_step(state: TrainState, batch, *, model, augmentation: augment.Augment = augment.Augment(),
-                 axis_name: str | None = parallel.AXIS):
+                 axis_name: str | None = parallel.AXIS, micro_batch_size: int = 0):
   """Each example's softmax probabilities in eval mode, `{'probs': [..., K], 'mask': [...]}`; under pmap gathered
-  over `axis_name` (device-major: `[devices, per_device, K]`, the same on every device)."""
+  over `axis_name` (device-major: `[devices, per_device, K]`, the same on every device). `micro_batch_size`
+  as `eval_step`'s."""
   variables = _variables(state.params, state.batch_stats)
-  images = augment.preprocess(augmentation, _to_float(batch["image"]))
-  out = {"probs": jax.nn.softmax(model.apply(variables, images, train=False).astype(jnp.float32)),
+
+  def probs(batch):
+    images = augment.preprocess(augmentation, _to_float(batch["image"]))
+    return jax.nn.softmax(model.apply(variables, images, train=False).astype(jnp.float32))
+
+  stacked = _in_micro_batches(probs, batch, micro_batch_size)
+  out = {"probs": stacked.reshape((-1,) + stacked.shape[2:]),
          "mask": batch.get("mask", jnp.ones(batch["label"].shape, bool))}
   return out if axis_name is None else lax.all_gather(out, axis_name)
 
@@ -270,7 +294,9 @@ def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes
                             signals=config.get("signals", True),
                             augment_magnitudes=augment_magnitudes,
                             ema_decay=config.get("ema_decay", 0.0))
-  evaluate = functools.partial(eval_step, model=model, num_classes=num_classes, augmentation=augmentation)
+  evaluate = functools.partial(eval_step, model=model, num_classes=num_classes, augmentation=augmentation,
+                               micro_batch_size=parallel.eval_micro_batch_size(
+                                   config.eval_batch_size // (len(devices) * (processes or jax.process_count()))))
   return train, evaluate, model, micro
 
 
@@ -294,9 +320,10 @@ def pmapped_predict(config, num_classes: int, devices):
   """`predict_step` for `config`'s model and preprocessing, pmapped: `(state, batch) -> {'probs', 'mask'}`
   gathered over the devices (one process)."""
   model = models.create_model(config.model, num_classes, axis_name=parallel.AXIS, dtype=config.dtype)
+  micro = parallel.eval_micro_batch_size(config.eval_batch_size // len(devices))
   return parallel.pmap_step(
-      functools.partial(predict_step, model=model, augmentation=augment.from_config(config.augment)), devices,
-      batch_argnums=(1,), num_args=2)
+      functools.partial(predict_step, model=model, augmentation=augment.from_config(config.augment),
+                        micro_batch_size=micro), devices, batch_argnums=(1,), num_args=2)
 
 
 def chunk_config(config, platform: str):

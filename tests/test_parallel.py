@@ -1,5 +1,7 @@
 """Micro-batched steps (lax.scan with gradient accumulation) equal the unsplit step; bfloat16 compute."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -66,3 +68,39 @@ def test_bfloat16_compute_keeps_float32_parameters_and_tracks_float32():
   assert all(p.dtype == np.float32 for p in jax.tree.leaves(state.opt_state) if hasattr(p, "dtype")
              and np.issubdtype(p.dtype, np.floating))
   np.testing.assert_allclose(bf16["loss_sum"], f32["loss_sum"], rtol=2e-2)
+
+
+@pytest.mark.parametrize("make_config", [default.get_config, fashion_mnist_bn.get_config])
+def test_eval_and_predict_in_micro_batches_equal_the_whole_batch(make_config):
+  """Eval mode (BatchNorm on its running statistics): each example alone, so micro-batches give the same sums
+  and probabilities; padded examples (mask False) still count nowhere."""
+  config = make_config()
+  model = models.create_model(config.model, 10)
+  state = steps.create_train_state(model, optim.create_optimizer(config.optim, 10, 1), jax.random.key(0), (28, 28, 1))
+  batch = _batch(60)
+  batch["mask"] = np.arange(60) < 53
+  outs = {}
+  for micro in (0, 15, 60, 7):  # 7 does not divide 60: the whole batch
+    ev = jax.jit(functools.partial(steps.eval_step, model=model, num_classes=10, axis_name=None,
+                                   micro_batch_size=micro))
+    pr = jax.jit(functools.partial(steps.predict_step, model=model, axis_name=None, micro_batch_size=micro))
+    outs[micro] = jax.device_get((ev(state, batch), pr(state, batch)))
+  (whole, whole_probs) = outs[0]
+  assert int(whole["count"]) == 53 and whole["confusion"].sum() == 53
+  for micro in (15, 60, 7):
+    sums, probs = outs[micro]
+    for key in ("count", "correct", "confusion"):
+      np.testing.assert_array_equal(sums[key], whole[key])
+    np.testing.assert_allclose(sums["loss_sum"], whole["loss_sum"], rtol=1e-5)
+    assert probs["probs"].shape == (60, 10)
+    np.testing.assert_allclose(probs["probs"], whole_probs["probs"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(probs["mask"], batch["mask"])
+
+
+def test_eval_micro_batch_size_resolution():
+  assert parallel.eval_micro_batch_size(500) == 125  # the largest divisor in [32, 128], on CPU
+  assert parallel.eval_micro_batch_size(1000) == 125
+  assert parallel.eval_micro_batch_size(256) == 128
+  assert parallel.eval_micro_batch_size(100) == 100  # small enough already
+  assert parallel.eval_micro_batch_size(997) == 997  # a prime: no divisor in range, not split
+  assert parallel.eval_micro_batch_size(130) == 65
