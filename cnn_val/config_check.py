@@ -103,6 +103,9 @@ def validate(config) -> None:
     _fail("imbalance.logit_adjustment", tau, "a number >= 0 (0: off; 1: Menon et al.'s logit adjustment)")
   if config.data.max_train_examples < 0:
     _fail("data.max_train_examples", config.data.max_train_examples, "0 (all) or a positive count")
+  for field in ("exclude_train_examples", "relabel_train_examples", "noise_transition"):
+    if not isinstance(config.data.get(field, ""), str):
+      _fail(f"data.{field}", config.data.get(field), "the path of a JSON file (the doctor writes one), or '' (off)")
   fraction = config.data.get("train_fraction", 1.0)
   if not (_finite(fraction) and 0 < fraction <= 1):
     _fail("data.train_fraction", fraction, "a fraction in (0, 1]: the share of the training split kept (1 = all)")

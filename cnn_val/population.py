@@ -140,7 +140,8 @@ def _train(configs, workdirs, devices, cpu_devices, stop) -> list[dict]:
         steps.pmapped_steps(base, data.num_classes, runs[0].tx, devices, **data.loss_terms).eval,
         data, base, devices)
     p_chunk = steps.population_train_chunk(base, data.num_classes, data.steps_per_epoch, devices,  # own weights
-                                           logit_offsets=data.loss_terms["logit_offsets"])
+                                           logit_offsets=data.loss_terms["logit_offsets"],
+                                           noise_transition=data.loss_terms["noise_transition"])
     with clock("training split to the device"):
       device_data = parallel.replicate({"image": data.train_arrays["image"], "label": data.train_arrays["label"]},
                                        devices)

@@ -90,17 +90,29 @@ def _psum(x, axis_name):
   return x if axis_name is None else lax.psum(x, axis_name)
 
 
+def forward_corrected_losses(logits, labels, noise_transition):
+  """Forward loss correction (Patrini et al., CVPR 2017): the cross-entropy of the given, noisy labels under
+  p(given label | x) = softmax(logits) @ T, with T[i, j] = P(given label j | true class i)
+  (`noise_transition`, [K, K]); the model's own softmax estimates the true class. Computed in log space."""
+  log_t = jnp.log(jnp.maximum(jnp.asarray(noise_transition, jnp.float32), 1e-12))
+  log_given = jax.nn.logsumexp(jax.nn.log_softmax(logits)[:, :, None] + log_t[None], axis=1)  # [B, K]
+  return -jnp.take_along_axis(log_given, labels[:, None], axis=1)[:, 0]
+
+
 def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model, class_weights,
-           logit_offsets=None):
-  """Mean (class-weighted, logit-adjusted) loss, its gradient, the correct count (of the unadjusted logits)
-  and the new batch statistics for one (micro-)batch of float images."""
+           logit_offsets=None, noise_transition=None):
+  """Mean (class-weighted, logit-adjusted, forward-corrected) loss, its gradient, the correct count (of the
+  model's own logits) and the new batch statistics for one (micro-)batch of float images."""
 
   def loss_fn(params):
     logits, updates = model.apply(_variables(params, batch_stats), images, train=True,
                                   example_ids=example_ids, rngs={"dropout": step_key}, mutable=["batch_stats"])
     logits = logits.astype(jnp.float32)
     adjusted = logits if logit_offsets is None else logits + jnp.asarray(logit_offsets, jnp.float32)
-    losses = optax.softmax_cross_entropy_with_integer_labels(adjusted, labels)
+    if noise_transition is None:
+      losses = optax.softmax_cross_entropy_with_integer_labels(adjusted, labels)
+    else:  # the labels are noisy with known rates: the loss of the label through the noise
+      losses = forward_corrected_losses(adjusted, labels, noise_transition)
     if class_weights is not None:  # Keras' class_weight: each example's loss times its class's weight
       losses = losses * jnp.asarray(class_weights, jnp.float32)[labels]
     loss = losses.mean()
@@ -112,8 +124,9 @@ def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model,
 
 def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: int = 0,
                augmentation: augment.Augment = augment.Augment(), class_weights: tuple | None = None,
-               logit_offsets: tuple | None = None, signals: bool = True, ema_decay: float = 0.0,
-               axis_name: str | None = parallel.AXIS, augment_magnitudes: dict | None = None):
+               logit_offsets: tuple | None = None, noise_transition: tuple | None = None, signals: bool = True,
+               ema_decay: float = 0.0, axis_name: str | None = parallel.AXIS,
+               augment_magnitudes: dict | None = None):
   """One optimizer step on this device's part of the global batch; returns (new_state, metric sums).
 
   Under `jax.pmap` (as `parallel.pmap_step` wraps it) gradients and metrics are reduced over `axis_name`;
@@ -122,7 +135,9 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
 
   Images are augmented here, on the device, per example (`augment.augment_batch`), and the loss is
   weighted by `class_weights[label]` when given; `logit_offsets` (balance.logit_offsets) are added to the
-  logits inside the loss only (logit adjustment: predictions and accuracies use the model's own logits).
+  logits inside the loss only (logit adjustment: predictions and accuracies use the model's own logits);
+  `noise_transition` (T[true, given], rows of K floats) corrects the loss for noisy labels
+  (`forward_corrected_losses`).
   `signals` adds the doctor's update/parameter ratio. A state with `ema` (create_train_state(..., ema=True))
   updates its moving average with `ema_decay` (`ema_update`).
 
@@ -143,7 +158,7 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
       augmentation, augment.augment_batch(augmentation, _to_float(images), example_ids, step_key,
                                           magnitudes=augment_magnitudes))
   grads_of = functools.partial(_grads, step_key=step_key, model=model, class_weights=class_weights,
-                               logit_offsets=logit_offsets)
+                               logit_offsets=logit_offsets, noise_transition=noise_transition)
 
   num_micro = local // micro_batch_size if micro_batch_size and micro_batch_size < local else 1
   if num_micro == 1:
@@ -279,7 +294,7 @@ def train_chunk(state: TrainState, images, labels, indices, key, *, step_fn):
 
 def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes: int | None = None,
                  model_values: dict | None = None, augment_magnitudes: dict | None = None,
-                 logit_offsets: tuple | None = None):
+                 logit_offsets: tuple | None = None, noise_transition: tuple | None = None):
   """The train and eval steps of `config` bound to its model and `tx`; `model_values`: the model's fields
   (MODEL_POPULATION_FIELDS) set to these numbers, which may be traced (a population's member)."""
   augmentation = augment.from_config(config.augment)
@@ -291,7 +306,7 @@ def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes
                                     has_batch_stats=models.has_batch_statistics(config.model))
   train = functools.partial(train_step, model=model, tx=tx, micro_batch_size=micro, augmentation=augmentation,
                             class_weights=class_weights, logit_offsets=logit_offsets,
-                            signals=config.get("signals", True),
+                            noise_transition=noise_transition, signals=config.get("signals", True),
                             augment_magnitudes=augment_magnitudes,
                             ema_decay=config.get("ema_decay", 0.0))
   evaluate = functools.partial(eval_step, model=model, num_classes=num_classes, augmentation=augmentation,
@@ -301,7 +316,8 @@ def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes
 
 
 def pmapped_steps(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None,
-                  logit_offsets: tuple | None = None, across_processes: bool = True) -> PmappedSteps:
+                  logit_offsets: tuple | None = None, noise_transition: tuple | None = None,
+                  across_processes: bool = True) -> PmappedSteps:
   """The train and eval steps for `config` exactly as `train_and_evaluate` runs them, pmapped once.
 
   The per-device batch is `config.batch_size` split over `devices` on every host; the model computes in
@@ -310,7 +326,7 @@ def pmapped_steps(config, num_classes: int, tx, devices, *, class_weights: tuple
   """
   train, evaluate, model, micro = _bound_steps(config, num_classes, tx, devices, class_weights,
                                                processes=None if across_processes else 1,
-                                               logit_offsets=logit_offsets)
+                                               logit_offsets=logit_offsets, noise_transition=noise_transition)
   p_train = parallel.pmap_step(train, devices, batch_argnums=(1,), num_args=3, across_processes=across_processes)
   p_eval = parallel.pmap_step(evaluate, devices, batch_argnums=(1,), num_args=2, across_processes=across_processes)
   return PmappedSteps(p_train, p_eval, model, micro)
@@ -339,13 +355,14 @@ def chunk_config(config, platform: str):
 
 
 def pmapped_train_chunk(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None,
-                        logit_offsets: tuple | None = None, across_processes: bool = True):
+                        logit_offsets: tuple | None = None, noise_transition: tuple | None = None,
+                        across_processes: bool = True):
   """`train_chunk` with `config`'s train step, pmapped: `(state, images, labels, indices, key)` with the split
   replicated on `devices` (`parallel.replicate`) and `indices` shaped `[devices, steps, per_device]`.
   `across_processes=False`: a chunk one process of a multi-process run runs alone (the pre-flight checks)."""
   train, _, _, _ = _bound_steps(chunk_config(config, devices[0].platform), num_classes, tx, devices,
                                 class_weights, processes=None if across_processes else 1,
-                                logit_offsets=logit_offsets)
+                                logit_offsets=logit_offsets, noise_transition=noise_transition)
   return parallel.pmap_step(functools.partial(train_chunk, step_fn=train), devices, batch_argnums=(3,),
                             num_args=5, across_processes=across_processes)
 
@@ -357,7 +374,8 @@ MODEL_POPULATION_FIELDS = ("dropout_rate", "block_dropout_rate")
 
 
 def population_train_chunk(config, num_classes: int, steps_per_epoch: int, devices, *,
-                           class_weights: tuple | None = None, logit_offsets: tuple | None = None):
+                           class_weights: tuple | None = None, logit_offsets: tuple | None = None,
+                           noise_transition: tuple | None = None):
   """`train_chunk` for a population: P models of `config` trained at once (`jax.vmap` over a leading member axis
   of the state), each with its own epoch order, dropout key and values, pmapped over `devices`:
   `(states, images, labels, indices, keys, values) -> (states, metrics)` with `indices` shaped
@@ -377,7 +395,8 @@ def population_train_chunk(config, num_classes: int, steps_per_epoch: int, devic
     magnitudes = {k[len("augment."):]: v for k, v in values.items() if k.startswith("augment.")} or None
     train, _, _, _ = _bound_steps(config, num_classes, tx, devices, weights,
                                   model_values={k: v for k, v in values.items() if k in MODEL_POPULATION_FIELDS},
-                                  augment_magnitudes=magnitudes, logit_offsets=logit_offsets)
+                                  augment_magnitudes=magnitudes, logit_offsets=logit_offsets,
+                                  noise_transition=noise_transition)
     return train_chunk(state, images, labels, indices, key, step_fn=train)
 
   return parallel.pmap_step(jax.vmap(member, in_axes=(0, None, None, 0, 0, 0)), devices, batch_argnums=(3,),

@@ -113,6 +113,7 @@ class RunData:
   epoch_examples: int
   steps_per_epoch: int
   total_steps: int
+  noise_transition: np.ndarray | None = None  # [K, K] (config.data.noise_transition)
 
   @property
   def train_arrays(self) -> dict:
@@ -124,10 +125,12 @@ class RunData:
 
   @property
   def loss_terms(self) -> dict:
-    """The class weights and logit offsets as the step builders take them (`steps.pmapped_steps(...,
-    **loss_terms)`): tuples of floats, or None."""
+    """The class weights, logit offsets and noise transition matrix as the step builders take them
+    (`steps.pmapped_steps(..., **loss_terms)`): tuples of floats (rows of them for the matrix), or None."""
     as_tuple = lambda a: None if a is None else tuple(float(x) for x in a)
-    return {"class_weights": as_tuple(self.class_weights), "logit_offsets": as_tuple(self.logit_offsets)}
+    matrix = None if self.noise_transition is None else tuple(as_tuple(row) for row in self.noise_transition)
+    return {"class_weights": as_tuple(self.class_weights), "logit_offsets": as_tuple(self.logit_offsets),
+            "noise_transition": matrix}
 
 
 def load(config, devices, cpu_devices, clock: train_loop.WallTime) -> RunData:
@@ -140,6 +143,8 @@ def load(config, devices, cpu_devices, clock: train_loop.WallTime) -> RunData:
   epoch_examples = balance.epoch_size(counts, resampling)
   class_weights = balance.class_weights(counts, config.imbalance.class_weighting, config.imbalance.beta)
   offsets = balance.logit_offsets(counts, config.imbalance.get("logit_adjustment", 0.0), resampling)
+  transition = (loading.noise_transition(config.data.noise_transition, num_classes)
+                if config.data.get("noise_transition") else None)
   steps_per_epoch = epoch_examples // config.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"config.batch_size={config.batch_size} exceeds the {epoch_examples} training "
@@ -152,8 +157,11 @@ def load(config, devices, cpu_devices, clock: train_loop.WallTime) -> RunData:
     logging.info("Class weights (%s): %s", config.imbalance.class_weighting, np.round(class_weights, 3).tolist())
   if offsets is not None:
     logging.info("Logit adjustment (tau %s): %s", config.imbalance.logit_adjustment, np.round(offsets, 3).tolist())
+  if transition is not None:
+    logging.info("Forward loss correction for noisy labels with %s (P(given label | true class) on the "
+                 "diagonal: %s).", config.data.noise_transition, np.round(np.diag(transition), 3).tolist())
   return RunData(splits, arrays, counts, class_weights, offsets, epoch_examples, steps_per_epoch,
-               steps_per_epoch * config.num_epochs)
+               steps_per_epoch * config.num_epochs, transition)
 
 
 @dataclasses.dataclass

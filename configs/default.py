@@ -69,6 +69,10 @@ def get_config():
   # A JSON file {"indices": [...], "labels": [...]}: these training examples get these labels (the doctor's
   # label_issues.json: each flagged example relabelled with the class the model sees). '' = none.
   config.data.relabel_train_examples = ""
+  # A JSON file {"transition": [[...], ...]}: row i holds P(given label j | true class i) (the doctor's
+  # noise_transition.json, cleanlab's estimate). The loss is forward-corrected for label noise (Patrini et al.,
+  # 2017): the given label's cross-entropy under softmax(logits) @ T. '' = off.
+  config.data.noise_transition = ""
   # Keep only the first fraction of the training split as loaded (after the scenario and the fixes above);
   # nested subsets, so the doctor's learning curve trains on 1/4, 1/2 and all of the same data. 1 = all.
   config.data.train_fraction = 1.0

@@ -1,5 +1,7 @@
 """Fused train steps over a device-resident training split (config.steps_per_call) against the per-step loop."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -22,9 +24,12 @@ def _bn_augmented(config):
 @pytest.mark.parametrize("case, devices, per_call", [("seed_model", 2, 7), ("bn_augmented", 1, 0)])
 def test_fused_chunks_write_the_per_step_loops_metrics_bit_for_bit(tiny_config, tmp_path, case, devices, per_call):
   config = _bn_augmented(tiny_config) if case == "bn_augmented" else tiny_config
-  if case == "seed_model":  # a long tail and the loss adjusted by its prior (balance.logit_offsets)
-    config.data.scenario.imbalance_ratio = 4.0
+  if case == "seed_model":  # a long tail, the loss adjusted by its prior (balance.logit_offsets) and
+    config.data.scenario.imbalance_ratio = 4.0  # forward-corrected for label noise (steps.forward_corrected_losses)
     config.imbalance.logit_adjustment = 1.0
+    transition = np.eye(10) * 0.8 + np.roll(np.eye(10), 1, axis=1) * 0.2
+    (tmp_path / "noise_transition.json").write_text(json.dumps({"transition": transition.tolist()}))
+    config.data.noise_transition = str(tmp_path / "noise_transition.json")
   config.num_devices = devices
   config.num_epochs = 1 if case == "bn_augmented" else 2  # the seed model's case covers a second epoch's order
   rows = {}

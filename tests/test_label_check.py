@@ -61,11 +61,19 @@ def test_the_label_noise_finding_and_the_report_list_them(tmp_path):
       "config.data.exclude_train_examples": os.path.join(os.path.abspath(workdir), "label_issues.json")}
   assert finding["fix"]["options"][1] == {"name": "relabel", "overrides": {
       "config.data.relabel_train_examples": os.path.join(os.path.abspath(workdir), "label_issues.json")}}
+  assert finding["fix"]["options"][2] == {"name": "forward", "overrides": {
+      "config.data.noise_transition": os.path.join(os.path.abspath(workdir), "noise_transition.json")}}
   label_check.write_flagged(workdir)  # as the doctor's examine() writes it: every flagged training index
   listing = rundir.read_json(workdir, label_check.LABEL_ISSUES_FILE)
   listed = listing["indices"]
   assert len(listed) == count and set(listed) <= set(range(3, 2000 * 3, 3))
   assert listed == sorted(listed) and listing["labels"] == [3] * count  # swapped 3 -> 5: the model sees 3
+  # The noise estimate, as training reads it: class 3 given as 5 in 30% of its labels, every other class clean.
+  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel
+  matrix = loading.noise_transition(os.path.join(workdir, label_check.NOISE_TRANSITION_FILE), K)
+  # (cleanlab's estimate is conservative here, as its count above: 0.15 of the 0.3.)
+  np.testing.assert_allclose(np.delete(matrix, 3, axis=0), np.delete(np.eye(K), 3, axis=0), atol=0.02)
+  assert 0.1 < matrix[3, 5] <= 0.35 and np.delete(matrix[3], [3, 5]).max() < 0.02
   quiet = rules.diagnose(str(tmp_path))  # the same verdict with the file gone, without the listing
   os.remove(os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE))
   plain = next(f for f in rules.diagnose(workdir)["findings"] if f["cause"] == "label_noise")
@@ -124,3 +132,58 @@ def test_training_relabels_the_listed_examples_and_a_bad_list_is_named(tiny_conf
     listing.write_text(text)
     with pytest.raises(ValueError, match=message):
       loading.load_data(tiny_config)
+
+
+def test_the_forward_corrected_loss(tiny_config):
+  """-log (softmax(z) @ T)[given label], checked by hand; the identity is plain cross-entropy (loss and
+  gradients); accuracy counts the model's own logits."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from cnn_val import models, steps  # pylint: disable=import-outside-toplevel
+  model = models.create_model(tiny_config.model, 4)
+  state = steps.create_train_state(model, optax.adam(1e-3), jax.random.key(0), (28, 28, 1))
+  rng = np.random.default_rng(0)
+  images = rng.uniform(size=(16, 28, 28, 1)).astype(np.float32)
+  labels = rng.integers(0, 4, 16).astype(np.int32)
+  transition = ((0.7, 0.3, 0.0, 0.0), (0.0, 0.8, 0.2, 0.0), (0.1, 0.1, 0.7, 0.1), (0.0, 0.0, 0.0, 1.0))
+
+  def grads(matrix):
+    return steps._grads(state.params, state.batch_stats, images, labels, np.arange(16), jax.random.key(1),
+                        model=model, class_weights=None, noise_transition=matrix)
+
+  plain_loss, plain_grads, plain_correct, _ = grads(None)
+  eye_loss, eye_grads, _, _ = grads(tuple(tuple(float(i == j) for j in range(4)) for i in range(4)))
+  np.testing.assert_allclose(eye_loss, plain_loss, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(eye_grads), jax.tree.leaves(plain_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+  # Dropout draws the same masks for the same key: train-mode logits, by hand.
+  logits = np.asarray(model.apply({"params": state.params}, images, train=True, example_ids=np.arange(16),
+                                  rngs={"dropout": jax.random.key(1)}), np.float64)
+  p = np.exp(logits - logits.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  expected = -np.mean(np.log((p @ np.asarray(transition))[np.arange(16), labels]))
+  loss, _, correct, _ = grads(transition)
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+  assert abs(float(loss) - float(plain_loss)) > 1e-3 and int(correct) == int(plain_correct)
+
+
+def test_a_bad_noise_transition_file_is_named(tmp_path):
+  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel
+  path = tmp_path / "noise_transition.json"
+  path.write_text(json.dumps({"transition": [[0.8, 0.2], [0.1, 0.9]]}))
+  np.testing.assert_allclose(loading.noise_transition(str(path), 2), [[0.8, 0.2], [0.1, 0.9]])
+  path.write_text(json.dumps({"transition": [[0.796, 0.2], [0.1, 0.9]]}))  # rounded: renormalised
+  np.testing.assert_allclose(loading.noise_transition(str(path), 2).sum(1), 1.0)
+  for matrix, message in (([[0.8, 0.2], [0.1, 0.9]], r"expected a 3 x 3 matrix \(these data have 3 classes\)"),
+                          ([[1.2, -0.2, 0], [0, 1, 0], [0, 0, 1]], "probabilities >= 0"),
+                          ([[0.5, 0.2, 0], [0, 1, 0], [0, 0, 1]], r"rows \[0\] sum to \[0.7\]"),
+                          ([[0.3, 0.7, 0], [0, 1, 0], [0, 0, 1]], r"not so for classes \[0\]. Is the matrix transposed"),
+                          ("abc", "expected a 3 x 3 matrix")):
+    path.write_text(json.dumps({"transition": matrix}))
+    with pytest.raises(ValueError, match=message):
+      loading.noise_transition(str(path), 3)
+  path.write_text("[1]")
+  with pytest.raises(ValueError, match="config.data.noise_transition=.*expected a JSON object"):
+    loading.noise_transition(str(path), 3)
+  with pytest.raises(FileNotFoundError, match="no such file. It is the doctor's noise_transition.json"):
+    loading.noise_transition(str(tmp_path / "missing.json"), 3)

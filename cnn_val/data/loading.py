@@ -13,7 +13,8 @@ from cnn_val import audit, rundir
 from cnn_val.data import pipeline, scenarios, sources
 
 
-def _listing(path: str, field: str, keys: tuple[str, ...], expected: str, hint: str = "") -> list:
+def _listing(path: str, field: str, keys: tuple[str, ...], expected: str, hint: str = "",
+             file_hint: str = "the doctor's label_issues.json of a run with these data") -> list:
   """The values under `keys` of the JSON file a config.data field names (the doctor's label_issues.json, or
   any such file), or an error naming the field, the file and what was expected."""
   try:
@@ -21,8 +22,8 @@ def _listing(path: str, field: str, keys: tuple[str, ...], expected: str, hint: 
     return [listing[key] for key in keys]
   except FileNotFoundError:
     example = ", ".join(f'"{key}": [...]' for key in keys)
-    raise FileNotFoundError(f"{field}={path!r}: no such file. It is the doctor's label_issues.json of a run "
-                            f"with these data (or any JSON file {{{example}}}).") from None
+    raise FileNotFoundError(f"{field}={path!r}: no such file. It is {file_hint} (or any JSON file "
+                            f"{{{example}}}).") from None
   except (json.JSONDecodeError, KeyError, TypeError) as e:
     raise ValueError(f"{field}={path!r}: expected {expected} ({type(e).__name__}: {e}){hint}.") from None
 
@@ -60,6 +61,39 @@ def relabelled(path: str, num_train: int, num_classes: int) -> tuple[np.ndarray,
   if not all(_is_index(c, num_classes) for c in labels):
     raise ValueError(f"{field}={path!r}: every label must be a class index in [0, {num_classes}).")
   return np.asarray(indices, int), np.asarray(labels, int)
+
+
+def noise_transition(path: str, num_classes: int) -> np.ndarray:
+  """The [K, K] matrix `config.data.noise_transition` names: a JSON file {"transition": [[...], ...]} whose row i
+  holds P(given label j | true class i) (the doctor's noise_transition.json, cleanlab's estimate), checked
+  and each row renormalised to sum to 1."""
+  field = "config.data.noise_transition"
+  [rows] = _listing(path, field, ("transition",),
+                    f'a JSON object with a {num_classes} x {num_classes} list of lists under "transition"',
+                    "; the doctor writes one as noise_transition.json beside label_issues.json",
+                    file_hint="the doctor's noise_transition.json of a run with these data")
+  try:
+    matrix = np.asarray(rows, np.float64)
+  except (TypeError, ValueError):
+    matrix = np.zeros(0)
+  if matrix.shape != (num_classes, num_classes) or not np.isfinite(matrix).all() or (matrix < 0).any():
+    raise ValueError(f"{field}={path!r}: expected a {num_classes} x {num_classes} matrix (these data have "
+                     f"{num_classes} classes) of probabilities >= 0 under \"transition\", row i being "
+                     f"P(given label j | true class i); got {matrix.shape if matrix.ndim else rows!r}.")
+  sums = matrix.sum(axis=1)
+  if not np.allclose(sums, 1.0, atol=1e-2):
+    raise ValueError(f"{field}={path!r}: row i must hold P(given label j | true class i) and sum to 1; rows "
+                     f"{np.flatnonzero(~np.isclose(sums, 1.0, atol=1e-2)).tolist()} sum to "
+                     f"{np.round(sums[~np.isclose(sums, 1.0, atol=1e-2)], 3).tolist()}.")
+  matrix = matrix / sums[:, None]
+  off = matrix - np.diag(np.diag(matrix))
+  bad = np.flatnonzero(np.diag(matrix) <= off.max(axis=1))
+  if len(bad):
+    raise ValueError(f"{field}={path!r}: the given label must be the most likely one for each true class (the "
+                     f"diagonal the largest entry of its row), or no loss can tell the classes apart; not so "
+                     f"for classes {bad.tolist()}. Is the matrix transposed (rows: true class, columns: given "
+                     f"label)?")
+  return matrix
 
 
 def load_data(config):

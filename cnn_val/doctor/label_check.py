@@ -7,7 +7,9 @@ estimated noise rate) flags the examples whose given label the model, having lea
 confidently disagrees with; they are counted per (given, suggested) class pair, so that labels swapped
 between two classes show up as one dominant pair.
 `write_flagged` writes their indices to `label_issues.json`, which `config.data.exclude_train_examples` reads
-to train without them: the label_noise finding's fix, verified like any other.
+to train without them (and `config.data.relabel_train_examples` to relabel them), and cleanlab's estimate of the
+noise itself, P(given label | true class), to `noise_transition.json`, which `config.data.noise_transition`
+reads to correct the loss (forward correction): the label_noise finding's options, verified like any other fix.
 
 The outputs are in-sample (the model trained on these examples), where cleanlab recommends out-of-sample
 ones: a model that has memorised a wrong label agrees with it, so the count is a lower bound, tightest on
@@ -28,6 +30,7 @@ from cnn_val import rundir
 MAX_PAIRS = 5  # class pairs reported
 MAX_EXAMPLES = 20  # flagged examples listed, least confident in their given label first
 LABEL_ISSUES_FILE = "label_issues.json"  # every flagged training index, for config.data.exclude_train_examples
+NOISE_TRANSITION_FILE = "noise_transition.json"  # P(given label | true class), for config.data.noise_transition
 
 
 @functools.lru_cache(maxsize=8)
@@ -70,14 +73,31 @@ def _flagged_in(workdir: str):
   return _flagged(path, version)
 
 
+def noise_transition(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+  """Confident learning's estimate of the label noise, [K, K] with row i = P(given label j | true class i)
+  (`cleanlab.count.estimate_py_and_noise_matrices_from_probabilities`, whose noise matrix is the transpose); a
+  class no example is confidently counted in keeps its label (a row of the identity)."""
+  from cleanlab import count  # pylint: disable=import-outside-toplevel  (pandas, sklearn)
+  _, noise_matrix, _, _ = count.estimate_py_and_noise_matrices_from_probabilities(labels, probs)
+  matrix = np.asarray(noise_matrix, np.float64).T
+  sums = matrix.sum(axis=1, keepdims=True)
+  eye = np.eye(len(matrix))
+  return np.where(sums > 0, matrix / np.where(sums > 0, sums, 1.0), eye)
+
+
 def write_flagged(workdir: str) -> str | None:
   """Writes every flagged example's training index, and the class the model sees for it, to
-  `label_issues.json` (for config.data.exclude_train_examples and config.data.relabel_train_examples) and
-  returns its path; None when there is nothing to write."""
+  `label_issues.json` (for config.data.exclude_train_examples and config.data.relabel_train_examples), and the
+  estimated noise to `noise_transition.json` (config.data.noise_transition); returns the first path, None when
+  nothing was flagged (and then writes neither)."""
   result = _flagged_in(workdir)
   if result is None or isinstance(result, str) or not len(result[3]):
     return None
-  probs, _, index, flagged = result
+  probs, labels, index, flagged = result
+  rundir.write_json(workdir, NOISE_TRANSITION_FILE, {
+      "transition": [[round(float(p), 6) for p in row] for row in noise_transition(labels, probs)],
+      "how": "row i: P(given label j | true class i), cleanlab.count.estimate_py_and_noise_matrices_from_"
+             "probabilities on train_predictions.npz (its noise matrix, transposed)"})
   order = np.argsort(index[flagged], kind="stable")
   rundir.write_json(workdir, LABEL_ISSUES_FILE, {
       "indices": [int(i) for i in index[flagged][order]],

@@ -20,7 +20,7 @@ from cnn_val.doctor.data_rules import missing_share
 from cnn_val.doctor.finding import confidence as _confidence
 from cnn_val.doctor.finding import WEIGHT_DECAY
 from cnn_val.doctor.finding import finding as _finding
-from cnn_val.doctor.label_check import LABEL_ISSUES_FILE
+from cnn_val.doctor.label_check import LABEL_ISSUES_FILE, NOISE_TRANSITION_FILE
 from cnn_val.doctor.run_view import RATIO_WINDOW_STEPS, Run
 
 # Optimisation. The update/parameter ratio is ||step|| / ||weights||, averaged over the first
@@ -362,11 +362,14 @@ def rule_label_noise(run: Run):
       f"examples it trains on ({train_acc:.3f}, {how}): about {100 * noise:.0f}% of the "
       f"training labels disagree with what the model learns from the rest, so they are probably wrong." + which,
       ("Train without the likely-wrong labels (the flagged examples, label_issues.json; the report lists them), "
-       "or with them relabelled as the model sees them; `--verify` tries both. Then relabel them by hand: "
-       "confident learning's remedy." if listed else
+       "with them relabelled as the model sees them, or on all labels with the loss corrected for the "
+       "estimated noise (noise_transition.json, forward correction); `--verify` tries all three. Then relabel "
+       "them by hand: confident learning's remedy." if listed else
        "Clean the training labels (relabel the examples the model most confidently disagrees with); "
        "meanwhile keep the best checkpoint and regularise."),
       None if listed else {"config.optim.weight_decay": 1e-4, "config.optim.optimizer": "adamw"},
-      options=[(name, {f"config.data.{field}": rundir.absolute(os.path.join(run.workdir, LABEL_ISSUES_FILE))})
-               for name, field in (("exclude", "exclude_train_examples"), ("relabel", "relabel_train_examples"))]
+      options=[(name, {f"config.data.{field}": rundir.absolute(os.path.join(run.workdir, file))})
+               for name, field, file in (("exclude", "exclude_train_examples", LABEL_ISSUES_FILE),
+                                         ("relabel", "relabel_train_examples", LABEL_ISSUES_FILE),
+                                         ("forward", "noise_transition", NOISE_TRANSITION_FILE))]
       if listed else None)
