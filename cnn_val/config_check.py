@@ -98,6 +98,13 @@ def validate(config) -> None:
     _fail("imbalance.resampling", config.imbalance.resampling, f"one of {list(balance.RESAMPLINGS)}")
   if not 0.0 <= config.imbalance.beta < 1.0:
     _fail("imbalance.beta", config.imbalance.beta, "a number in [0, 1), e.g. 0.999")
+  deferred = config.imbalance.get("deferred_epochs", 0)
+  if isinstance(deferred, bool) or not isinstance(deferred, int) or not 0 <= deferred < config.num_epochs:
+    _fail("imbalance.deferred_epochs", deferred,
+          f"an integer in [0, num_epochs={config.num_epochs}): the epochs trained before the class weights apply")
+  if deferred and config.imbalance.class_weighting == "none":
+    _fail("imbalance.deferred_epochs", deferred, "0 while imbalance.class_weighting='none' (it defers the class "
+          "weights; set imbalance.class_weighting=inverse or effective_number)")
   tau = config.imbalance.get("logit_adjustment", 0.0)
   if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 <= tau < float("inf"):
     _fail("imbalance.logit_adjustment", tau, "a number >= 0 (0: off; 1: Menon et al.'s logit adjustment)")

@@ -141,7 +141,8 @@ def _train(configs, workdirs, devices, cpu_devices, stop) -> list[dict]:
         data, base, devices)
     p_chunk = steps.population_train_chunk(base, data.num_classes, data.steps_per_epoch, devices,  # own weights
                                            logit_offsets=data.loss_terms["logit_offsets"],
-                                           noise_transition=data.loss_terms["noise_transition"])
+                                           noise_transition=data.loss_terms["noise_transition"],
+                                           reweight_from_step=data.loss_terms["reweight_from_step"])
     with clock("training split to the device"):
       device_data = parallel.replicate({"image": data.train_arrays["image"], "label": data.train_arrays["label"]},
                                        devices)

@@ -124,7 +124,8 @@ def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model,
 
 def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: int = 0,
                augmentation: augment.Augment = augment.Augment(), class_weights: tuple | None = None,
-               logit_offsets: tuple | None = None, noise_transition: tuple | None = None, signals: bool = True,
+               reweight_from_step: int = 0, logit_offsets: tuple | None = None,
+               noise_transition: tuple | None = None, signals: bool = True,
                ema_decay: float = 0.0, axis_name: str | None = parallel.AXIS,
                augment_magnitudes: dict | None = None):
   """One optimizer step on this device's part of the global batch; returns (new_state, metric sums).
@@ -134,7 +135,8 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
   `axis_name=None` too), with the same results as a one-device pmap.
 
   Images are augmented here, on the device, per example (`augment.augment_batch`), and the loss is
-  weighted by `class_weights[label]` when given; `logit_offsets` (balance.logit_offsets) are added to the
+  weighted by `class_weights[label]` when given, from step `reweight_from_step` on (before it every class
+  weighs 1: deferred re-weighting); `logit_offsets` (balance.logit_offsets) are added to the
   logits inside the loss only (logit adjustment: predictions and accuracies use the model's own logits);
   `noise_transition` (T[true, given], rows of K floats) corrects the loss for noisy labels
   (`forward_corrected_losses`).
@@ -157,6 +159,8 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
   images = augment.preprocess(
       augmentation, augment.augment_batch(augmentation, _to_float(images), example_ids, step_key,
                                           magnitudes=augment_magnitudes))
+  if class_weights is not None and reweight_from_step:  # deferred re-weighting (Cao et al., NeurIPS 2019)
+    class_weights = jnp.where(state.step >= reweight_from_step, jnp.asarray(class_weights, jnp.float32), 1.0)
   grads_of = functools.partial(_grads, step_key=step_key, model=model, class_weights=class_weights,
                                logit_offsets=logit_offsets, noise_transition=noise_transition)
 
@@ -294,7 +298,8 @@ def train_chunk(state: TrainState, images, labels, indices, key, *, step_fn):
 
 def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes: int | None = None,
                  model_values: dict | None = None, augment_magnitudes: dict | None = None,
-                 logit_offsets: tuple | None = None, noise_transition: tuple | None = None):
+                 logit_offsets: tuple | None = None, noise_transition: tuple | None = None,
+                 reweight_from_step: int = 0):
   """The train and eval steps of `config` bound to its model and `tx`; `model_values`: the model's fields
   (MODEL_POPULATION_FIELDS) set to these numbers, which may be traced (a population's member)."""
   augmentation = augment.from_config(config.augment)
@@ -305,8 +310,8 @@ def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes
   micro = parallel.micro_batch_size(config.micro_batch_size, per_device_batch,
                                     has_batch_stats=models.has_batch_statistics(config.model))
   train = functools.partial(train_step, model=model, tx=tx, micro_batch_size=micro, augmentation=augmentation,
-                            class_weights=class_weights, logit_offsets=logit_offsets,
-                            noise_transition=noise_transition, signals=config.get("signals", True),
+                            class_weights=class_weights, reweight_from_step=reweight_from_step,
+                            logit_offsets=logit_offsets, noise_transition=noise_transition, signals=config.get("signals", True),
                             augment_magnitudes=augment_magnitudes,
                             ema_decay=config.get("ema_decay", 0.0))
   evaluate = functools.partial(eval_step, model=model, num_classes=num_classes, augmentation=augmentation,
@@ -317,7 +322,7 @@ def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes
 
 def pmapped_steps(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None,
                   logit_offsets: tuple | None = None, noise_transition: tuple | None = None,
-                  across_processes: bool = True) -> PmappedSteps:
+                  reweight_from_step: int = 0, across_processes: bool = True) -> PmappedSteps:
   """The train and eval steps for `config` exactly as `train_and_evaluate` runs them, pmapped once.
 
   The per-device batch is `config.batch_size` split over `devices` on every host; the model computes in
@@ -326,7 +331,8 @@ def pmapped_steps(config, num_classes: int, tx, devices, *, class_weights: tuple
   """
   train, evaluate, model, micro = _bound_steps(config, num_classes, tx, devices, class_weights,
                                                processes=None if across_processes else 1,
-                                               logit_offsets=logit_offsets, noise_transition=noise_transition)
+                                               logit_offsets=logit_offsets, noise_transition=noise_transition,
+                                               reweight_from_step=reweight_from_step)
   p_train = parallel.pmap_step(train, devices, batch_argnums=(1,), num_args=3, across_processes=across_processes)
   p_eval = parallel.pmap_step(evaluate, devices, batch_argnums=(1,), num_args=2, across_processes=across_processes)
   return PmappedSteps(p_train, p_eval, model, micro)
@@ -356,13 +362,14 @@ def chunk_config(config, platform: str):
 
 def pmapped_train_chunk(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None,
                         logit_offsets: tuple | None = None, noise_transition: tuple | None = None,
-                        across_processes: bool = True):
+                        reweight_from_step: int = 0, across_processes: bool = True):
   """`train_chunk` with `config`'s train step, pmapped: `(state, images, labels, indices, key)` with the split
   replicated on `devices` (`parallel.replicate`) and `indices` shaped `[devices, steps, per_device]`.
   `across_processes=False`: a chunk one process of a multi-process run runs alone (the pre-flight checks)."""
   train, _, _, _ = _bound_steps(chunk_config(config, devices[0].platform), num_classes, tx, devices,
                                 class_weights, processes=None if across_processes else 1,
-                                logit_offsets=logit_offsets, noise_transition=noise_transition)
+                                logit_offsets=logit_offsets, noise_transition=noise_transition,
+                                reweight_from_step=reweight_from_step)
   return parallel.pmap_step(functools.partial(train_chunk, step_fn=train), devices, batch_argnums=(3,),
                             num_args=5, across_processes=across_processes)
 
@@ -375,7 +382,7 @@ MODEL_POPULATION_FIELDS = ("dropout_rate", "block_dropout_rate")
 
 def population_train_chunk(config, num_classes: int, steps_per_epoch: int, devices, *,
                            class_weights: tuple | None = None, logit_offsets: tuple | None = None,
-                           noise_transition: tuple | None = None):
+                           noise_transition: tuple | None = None, reweight_from_step: int = 0):
   """`train_chunk` for a population: P models of `config` trained at once (`jax.vmap` over a leading member axis
   of the state), each with its own epoch order, dropout key and values, pmapped over `devices`:
   `(states, images, labels, indices, keys, values) -> (states, metrics)` with `indices` shaped
@@ -396,7 +403,7 @@ def population_train_chunk(config, num_classes: int, steps_per_epoch: int, devic
     train, _, _, _ = _bound_steps(config, num_classes, tx, devices, weights,
                                   model_values={k: v for k, v in values.items() if k in MODEL_POPULATION_FIELDS},
                                   augment_magnitudes=magnitudes, logit_offsets=logit_offsets,
-                                  noise_transition=noise_transition)
+                                  noise_transition=noise_transition, reweight_from_step=reweight_from_step)
     return train_chunk(state, images, labels, indices, key, step_fn=train)
 
   return parallel.pmap_step(jax.vmap(member, in_axes=(0, None, None, 0, 0, 0)), devices, batch_argnums=(3,),

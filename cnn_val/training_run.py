@@ -114,6 +114,7 @@ class RunData:
   steps_per_epoch: int
   total_steps: int
   noise_transition: np.ndarray | None = None  # [K, K] (config.data.noise_transition)
+  reweight_from_step: int = 0  # the class weights apply from this step on (config.imbalance.deferred_epochs)
 
   @property
   def train_arrays(self) -> dict:
@@ -125,12 +126,13 @@ class RunData:
 
   @property
   def loss_terms(self) -> dict:
-    """The class weights, logit offsets and noise transition matrix as the step builders take them
-    (`steps.pmapped_steps(..., **loss_terms)`): tuples of floats (rows of them for the matrix), or None."""
+    """The class weights (and the step they apply from), logit offsets and noise transition matrix as the
+    step builders take them (`steps.pmapped_steps(..., **loss_terms)`): tuples of floats (rows of them for
+    the matrix), or None."""
     as_tuple = lambda a: None if a is None else tuple(float(x) for x in a)
     matrix = None if self.noise_transition is None else tuple(as_tuple(row) for row in self.noise_transition)
     return {"class_weights": as_tuple(self.class_weights), "logit_offsets": as_tuple(self.logit_offsets),
-            "noise_transition": matrix}
+            "noise_transition": matrix, "reweight_from_step": self.reweight_from_step}
 
 
 def load(config, devices, cpu_devices, clock: train_loop.WallTime) -> RunData:
@@ -153,15 +155,18 @@ def load(config, devices, cpu_devices, clock: train_loop.WallTime) -> RunData:
                "images %s; %d %s device(s)%s.", config.data.name, splits.num_train, epoch_examples, resampling,
                splits.num_validation, splits.num_test, num_classes, splits.image_shape, len(devices),
                devices[0].platform, "" if cpu_devices is None else f" (config.cpu_devices -> {cpu_devices} CPU)")
+  deferred = config.imbalance.get("deferred_epochs", 0)
   if class_weights is not None:
-    logging.info("Class weights (%s): %s", config.imbalance.class_weighting, np.round(class_weights, 3).tolist())
+    logging.info("Class weights (%s)%s: %s", config.imbalance.class_weighting,
+                 f" from epoch {deferred + 1} on (deferred re-weighting)" if deferred else "",
+                 np.round(class_weights, 3).tolist())
   if offsets is not None:
     logging.info("Logit adjustment (tau %s): %s", config.imbalance.logit_adjustment, np.round(offsets, 3).tolist())
   if transition is not None:
     logging.info("Forward loss correction for noisy labels with %s (P(given label | true class) on the "
                  "diagonal: %s).", config.data.noise_transition, np.round(np.diag(transition), 3).tolist())
   return RunData(splits, arrays, counts, class_weights, offsets, epoch_examples, steps_per_epoch,
-               steps_per_epoch * config.num_epochs, transition)
+               steps_per_epoch * config.num_epochs, transition, deferred * steps_per_epoch)
 
 
 @dataclasses.dataclass

@@ -123,6 +123,9 @@ def get_config():
   config.imbalance.class_weighting = "none"  # none, inverse, effective_number
   config.imbalance.beta = 0.999  # effective_number (Cui et al. 2019)
   config.imbalance.resampling = "none"  # none, oversample, undersample (each epoch class-balanced)
+  # Deferred re-weighting (Cao et al., NeurIPS 2019, "LDAM-DRW"): this many epochs with every class weighing 1,
+  # then class_weighting's weights; the features are learnt on the natural distribution. 0 = weighted throughout.
+  config.imbalance.deferred_epochs = 0
   # Logit adjustment (Menon et al. 2021): the loss sees logits + tau * log(class prior); 0 = off, 1 = theirs.
   config.imbalance.logit_adjustment = 0.0
 

@@ -104,3 +104,42 @@ def test_the_logit_adjusted_loss_shifts_the_loss_not_the_predictions():
   for a, b in zip(jax.tree.leaves(grad_shifted), jax.tree.leaves(grad)):
     np.testing.assert_allclose(a, b, atol=1e-6)
   assert any(np.max(np.abs(a - b)) > 1e-6 for a, b in zip(jax.tree.leaves(grad_adjusted), jax.tree.leaves(grad)))
+
+
+def test_deferred_reweighting_weighs_every_class_alike_until_its_step():
+  import jax  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from cnn_val import models, steps  # pylint: disable=import-outside-toplevel
+  from cnn_val.configs import seed_ex1  # pylint: disable=import-outside-toplevel
+  model = models.create_model(seed_ex1.get_config().model, 4, axis_name=None)
+  state = steps.create_train_state(model, optax.sgd(0.1), jax.random.key(0), (28, 28, 1))
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 255, (16, 28, 28, 1), dtype=np.uint8),
+           "label": rng.integers(0, 4, 16).astype(np.int32)}
+  weights = (0.5, 1.0, 2.0, 4.0)
+
+  def loss(at_step, **kw):
+    step = jax.jit(lambda s: steps.train_step(s, batch, jax.random.key(1), model=model, tx=optax.sgd(0.1),
+                                              axis_name=None, **kw))
+    return float(step(state.replace(step=jax.numpy.asarray(at_step)))[1]["loss_sum"])
+
+  plain, weighted = loss(4), loss(4, class_weights=weights)
+  assert abs(plain - weighted) > 1e-3
+  assert loss(4, class_weights=weights, reweight_from_step=5) == pytest.approx(plain, rel=1e-6)
+  assert loss(5, class_weights=weights, reweight_from_step=5) == pytest.approx(loss(5, class_weights=weights),
+                                                                            rel=1e-6)
+
+
+def test_deferred_reweighting_needs_weights_and_fewer_epochs():
+  from cnn_val import config_check  # pylint: disable=import-outside-toplevel
+  from cnn_val.configs import default  # pylint: disable=import-outside-toplevel
+  config = default.get_config()
+  config.imbalance.deferred_epochs = 20
+  with pytest.raises(ValueError, match="imbalance.deferred_epochs=20: expected 0 while imbalance.class_weighting='none'"):
+    config_check.validate(config)
+  config.imbalance.class_weighting = "inverse"
+  config_check.validate(config)
+  for bad in (25, -1):
+    config.imbalance.deferred_epochs = bad
+    with pytest.raises(ValueError, match=r"expected an integer in \[0, num_epochs=25\)"):
+      config_check.validate(config)

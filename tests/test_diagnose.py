@@ -222,6 +222,10 @@ def test_class_imbalance_needs_the_ratio_and_a_recall_deficit(tmp_path):
   result = _run(tmp_path / "a", _rows(recall=recall), _audit(counts=counts))
   assert _top(result) == "class_imbalance" and result["findings"][0]["severity"] == "high"
   assert result["findings"][0]["evidence"]["minority_classes"] == [0, 2, 4, 6]
+  options = {o["name"]: o["overrides"] for o in result["findings"][0]["fix"]["options"]}
+  assert list(options) == ["effective_number", "inverse", "oversample", "logit_adjustment", "deferred"]
+  assert options["deferred"] == {"config.imbalance.class_weighting": "inverse",  # the last fifth of 25 epochs
+                                 "config.imbalance.deferred_epochs": 20}
   mild = [2000, 5400, 5400, 5400, 5400, 5400, 5400, 5400, 5400, 5400]  # ratio 2.7
   assert "class_imbalance" not in _causes(_run(tmp_path / "b", audit_dict=_audit(counts=mild)))
 

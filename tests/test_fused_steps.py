@@ -30,6 +30,7 @@ def test_fused_chunks_write_the_per_step_loops_metrics_bit_for_bit(tiny_config, 
     transition = np.eye(10) * 0.8 + np.roll(np.eye(10), 1, axis=1) * 0.2
     (tmp_path / "noise_transition.json").write_text(json.dumps({"transition": transition.tolist()}))
     config.data.noise_transition = str(tmp_path / "noise_transition.json")
+    config.imbalance.class_weighting, config.imbalance.deferred_epochs = "inverse", 1  # weights from epoch 2 on
   config.num_devices = devices
   config.num_epochs = 1 if case == "bn_augmented" else 2  # the seed model's case covers a second epoch's order
   rows = {}

@@ -108,12 +108,23 @@ def rule_class_imbalance(run: Run):
       f"(validation: {val_ratio:.1f}x), and the minority classes ({', '.join(minority_names[:6])}) are "
       f"recalled {100 * deficit:.1f} points less often than the rest: the model learned to bet on the "
       f"majority.",
-      "Weight the loss by class (effective number of samples, or inverse frequency), resample each epoch "
-      "to balance it, or adjust the logits in the loss by the class prior; `--verify` tries each.",
+      "Weight the loss by class (effective number of samples, or inverse frequency, from the start or only "
+      "for the last fifth of training: deferred re-weighting), resample each epoch to balance it, or adjust "
+      "the logits in the loss by the class prior; `--verify` tries each.",
       options=[("effective_number", {"config.imbalance.class_weighting": "effective_number"}),
                ("inverse", {"config.imbalance.class_weighting": "inverse"}),
                ("oversample", {"config.imbalance.resampling": "oversample"}),
-               ("logit_adjustment", {"config.imbalance.logit_adjustment": 1.0})])
+               ("logit_adjustment", {"config.imbalance.logit_adjustment": 1.0})] + _deferred_option(run))
+
+
+def _deferred_option(run: Run) -> list:
+  """Deferred re-weighting (Cao et al., NeurIPS 2019): inverse-frequency weights for the last fifth of the
+  run's epochs only (their 160 of 200), the features learnt unweighted first; none for a run of one epoch."""
+  epochs = int(run.get("num_epochs") or 0)
+  if epochs < 2:
+    return []
+  return [("deferred", {"config.imbalance.class_weighting": "inverse",
+                        "config.imbalance.deferred_epochs": max(1, min(epochs - 1, round(0.8 * epochs)))})]
 
 
 def _missing_classes(run: Run) -> tuple[list[int], list[int]]:
