@@ -90,14 +90,27 @@ def measure(cases, rounds: int, seconds: float) -> list[float]:
   return [float(np.median(r)) for r in rates]
 
 
-def print_ratio_table(cases, rates, *, what: str, ratio_to: str) -> None:
-  """One line per `(model, batch, label, _)` case: images/s and the ratio to its group's first case."""
-  width = max(len(label) for _, _, label, _ in cases)
-  print(f"{'model':16s} {'batch':>5s}  {what:{width}s} {'img/s':>8s} {'vs ' + ratio_to:>12s}")
+def print_ratio_table(cases, rates, *, what: str, ratio_to: str, flops: dict | None = None,
+                      peak: float | None = None) -> None:
+  """A markdown table, one row per `(model, batch, label, _)` case: images/s and the ratio to its group's first
+  case; with `flops` ({(model, batch): FLOPs per image}) and `peak` (FLOP/s, `matmul_peak_flops` in the same
+  run), also GFLOP/s and the share of that peak."""
+  shares = flops is not None and peak
+  print(f"| model | batch | {what} | images/s | vs {ratio_to} |" + (" GFLOP/s | share of peak |" if shares else ""))
+  print("| --- " * (7 if shares else 5) + "|")
   base = {}
   for (name, batch_size, label, _), rate in zip(cases, rates):
     base.setdefault((name, batch_size), rate)
-    print(f"{name:16s} {batch_size:5d}  {label:{width}s} {rate:8.0f} {rate / base[(name, batch_size)]:11.2f}x")
+    row = f"| {name} | {batch_size} | {label} | {rate:,.0f} | {rate / base[(name, batch_size)]:.2f}x |"
+    if shares:
+      row += f" {rate * flops[name, batch_size] / 1e9:,.0f} | {rate * flops[name, batch_size] / peak:.0%} |"
+    print(row)
+
+
+def peak_line(before: float, after: float) -> str:
+  """The float32 matmul peak measured before and after a table, as its header says it (FLOP/s)."""
+  return (f"float32 matmul peak (a {2048 if jax.devices()[0].platform == 'cpu' else 8192}^3 product) "
+          f"{before / 1e9:,.0f} GFLOP/s before the table, {after / 1e9:,.0f} after; shares against their mean")
 
 
 def _lowered_step(config, batch_size: int, image_shape, num_classes: int):
@@ -130,6 +143,23 @@ def flops_per_image(config, batch_size: int, image_shape=(28, 28, 1), num_classe
 _DOT = re.compile(r"stablehlo\.dot_general .*?(?:batching_dims = \[([\d, ]*)\] x \[([\d, ]*)\], )?"
                   r"contracting_dims = \[([\d, ]*)\] x \[([\d, ]*)\].*?: \(tensor<([\dx]+)xf32>, "
                   r"tensor<([\dx]+)xf32>\)")
+
+
+def eval_flops_per_image(config, batch_size: int, image_shape=(28, 28, 1), num_classes: int = 10) -> float:
+  """FLOPs of one image through `config`'s eval step (the forward pass in eval mode and the metric sums), from
+  XLA's cost analysis of the unsplit step compiled for the host CPU (as `flops_per_image`)."""
+  import functools
+  import jax.numpy as jnp
+  model = models.create_model(config.model, num_classes, axis_name=None, dtype=config.dtype)
+  with jax.default_device(jax.devices("cpu")[0]):
+    state = steps.create_train_state(model, optim.create_optimizer(config.optim, 100, 1), jax.random.key(0),
+                                     image_shape)
+    step = jax.jit(functools.partial(steps.eval_step, model=model, num_classes=num_classes, axis_name=None))
+    batch = {"image": jnp.zeros((batch_size,) + tuple(image_shape), jnp.uint8),
+             "label": jnp.zeros((batch_size,), jnp.int32)}
+    analysis = step.lower(state, batch).compile().cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  return float(analysis["flops"]) / batch_size
 
 
 def step_matmuls(config, batch_size: int, image_shape=(28, 28, 1), num_classes: int = 10) -> list[tuple]:

@@ -10,6 +10,10 @@ micro-batching; + bfloat16; + all host CPU devices (only when XLA_FLAGS provides
 A second table does the same for the eval step (a forward pass in eval mode, as validation, test, the training
 probe and the doctor's predictions run it) at `--eval_batch_size`: the whole device batch at once against
 micro-batches (`parallel.eval_micro_batch_size`, the default on CPU, and a few other sizes).
+
+Each table also gives GFLOP/s and the share of the machine's float32 matmul peak (a 2048^3 product measured
+before and after it in the same run): FLOPs per image from XLA's cost analysis of the model's unsplit step
+(the variants do the same arithmetic; the bfloat16 row is read against the float32 peak too).
 """
 
 import os
@@ -61,20 +65,30 @@ def main(argv):
   print(f"{jax.default_backend()} backend, {os.cpu_count()} CPUs, JAX {jax.__version__}; "
         f"median of {FLAGS.rounds} alternating rounds")
   if FLAGS.train:
-    cases = []
+    cases, flops = [], {}
     for batch_size in (int(b) for b in FLAGS.batch_sizes.split(",")):
       for name, make_config in common.MODEL_CONFIGS.items():
+        flops[name, batch_size] = common.flops_per_image(make_config(), batch_size)
         for label, config, devices in _variants(make_config, batch_size):
           cases.append((name, batch_size, label, common.cnn_val_runner(config, batch_size, devices)))
-    rates = common.measure([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)
-    common.print_ratio_table(cases, rates, what="variant", ratio_to="xla ops")
+    _table(cases, flops, what="variant", ratio_to="xla ops")
   if FLAGS.eval_batch_size:
     batch_size = FLAGS.eval_batch_size
     cases = [(name, batch_size, label, common.cnn_val_eval_runner(make_config(), batch_size, micro))
              for name, make_config in common.MODEL_CONFIGS.items() for label, micro in _eval_variants(batch_size)]
-    rates = common.measure([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)
+    flops = {(name, batch_size): common.eval_flops_per_image(make_config(), batch_size)
+             for name, make_config in common.MODEL_CONFIGS.items()}
     print("\neval step (eval mode, 1 device)")
-    common.print_ratio_table(cases, rates, what="eval variant", ratio_to="whole batch")
+    _table(cases, flops, what="eval variant", ratio_to="whole batch")
+
+
+def _table(cases, flops, **kw):
+  before = common.matmul_peak_flops()
+  rates = common.measure([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)
+  after = common.matmul_peak_flops()
+  print(common.peak_line(before, after))
+  print("MFLOP/image: " + ", ".join(f"{name} {b}: {f / 1e6:.2f}" for (name, b), f in flops.items()))
+  common.print_ratio_table(cases, rates, flops=flops, peak=(before + after) / 2, **kw)
 
 
 if __name__ == "__main__":
