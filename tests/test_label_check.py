@@ -57,12 +57,13 @@ def test_the_label_noise_finding_and_the_report_list_them(tmp_path):
   text = open(report.write_report(workdir, result)).read()
   assert "## Likely-wrong training labels" in text and f"| c5 | c3 | {count} | {100 * count / 260:.1f}% |" in text
   assert "likely_wrong_labels" not in text.split("## Likely-wrong")[0]  # not dumped among the evidence
-  assert finding["fix"]["overrides"] == {
-      "config.data.exclude_train_examples": os.path.join(os.path.abspath(workdir), "label_issues.json")}
-  assert finding["fix"]["options"][1] == {"name": "relabel", "overrides": {
-      "config.data.relabel_train_examples": os.path.join(os.path.abspath(workdir), "label_issues.json")}}
-  assert finding["fix"]["options"][2] == {"name": "forward", "overrides": {
-      "config.data.noise_transition": os.path.join(os.path.abspath(workdir), "noise_transition.json")}}
+  assert finding["fix"]["overrides"] == {  # the option that won on both label faults, until --verify says
+      "config.data.noise_transition": os.path.join(os.path.abspath(workdir), "noise_transition.json")}
+  assert finding["fix"]["options"][1:] == [
+      {"name": "exclude", "overrides": {
+          "config.data.exclude_train_examples": os.path.join(os.path.abspath(workdir), "label_issues.json")}},
+      {"name": "relabel", "overrides": {
+          "config.data.relabel_train_examples": os.path.join(os.path.abspath(workdir), "label_issues.json")}}]
   label_check.write_flagged(workdir)  # as the doctor's examine() writes it: every flagged training index
   listing = rundir.read_json(workdir, label_check.LABEL_ISSUES_FILE)
   listed = listing["indices"]

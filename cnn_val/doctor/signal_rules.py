@@ -361,15 +361,16 @@ def rule_label_noise(run: Run):
       f"The model scores {100 * gap:.1f} points better on validation ({run.val_acc:.3f}) than on the very "
       f"examples it trains on ({train_acc:.3f}, {how}): about {100 * noise:.0f}% of the "
       f"training labels disagree with what the model learns from the rest, so they are probably wrong." + which,
-      ("Train without the likely-wrong labels (the flagged examples, label_issues.json; the report lists them), "
-       "with them relabelled as the model sees them, or on all labels with the loss corrected for the "
-       "estimated noise (noise_transition.json, forward correction); `--verify` tries all three. Then relabel "
-       "them by hand: confident learning's remedy." if listed else
+      ("Train on every label with the loss corrected for the noise confident learning estimates "
+       "(noise_transition.json, forward correction), or without the likely-wrong labels (the flagged "
+       "examples, label_issues.json; the report lists them), or with them relabelled as the model sees them; "
+       "`--verify` tries all three (forward correction won on both label faults of Fashion-MNIST: README). "
+       "Then relabel them by hand: confident learning's remedy." if listed else
        "Clean the training labels (relabel the examples the model most confidently disagrees with); "
        "meanwhile keep the best checkpoint and regularise."),
       None if listed else {"config.optim.weight_decay": 1e-4, "config.optim.optimizer": "adamw"},
       options=[(name, {f"config.data.{field}": rundir.absolute(os.path.join(run.workdir, file))})
-               for name, field, file in (("exclude", "exclude_train_examples", LABEL_ISSUES_FILE),
-                                         ("relabel", "relabel_train_examples", LABEL_ISSUES_FILE),
-                                         ("forward", "noise_transition", NOISE_TRANSITION_FILE))]
+               for name, field, file in (("forward", "noise_transition", NOISE_TRANSITION_FILE),
+                                         ("exclude", "exclude_train_examples", LABEL_ISSUES_FILE),
+                                         ("relabel", "relabel_train_examples", LABEL_ISSUES_FILE))]
       if listed else None)
