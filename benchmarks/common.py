@@ -115,7 +115,6 @@ def peak_line(before: float, after: float) -> str:
 
 def _lowered_step(config, batch_size: int, image_shape, num_classes: int):
   """`config`'s unsplit train step (micro_batch_size = batch) lowered for the host CPU, on a batch of zeros."""
-  import functools
   import jax.numpy as jnp
   tx = optim.create_optimizer(config.optim, 100, 1)
   model = models.create_model(config.model, num_classes, axis_name=None, dtype=config.dtype)
@@ -148,7 +147,6 @@ _DOT = re.compile(r"stablehlo\.dot_general .*?(?:batching_dims = \[([\d, ]*)\] x
 def eval_flops_per_image(config, batch_size: int, image_shape=(28, 28, 1), num_classes: int = 10) -> float:
   """FLOPs of one image through `config`'s eval step (the forward pass in eval mode and the metric sums), from
   XLA's cost analysis of the unsplit step compiled for the host CPU (as `flops_per_image`)."""
-  import functools
   import jax.numpy as jnp
   model = models.create_model(config.model, num_classes, axis_name=None, dtype=config.dtype)
   with jax.default_device(jax.devices("cpu")[0]):
@@ -214,14 +212,15 @@ def _random(rng, shape):
   return jnp.asarray(rng.standard_normal(shape), jnp.float32)
 
 
-def matmul_peak_flops(n: int = 0, dtype="float32", seconds: float = 1.0) -> float:
+def matmul_peak_flops(n: int = 0, dtype="float32", seconds: float = 1.0, precision=None) -> float:
   """The machine's measured matmul FLOP/s: an n x n x n product in `dtype` on the default device, timed over
   about `seconds` after a warm-up (the ceiling that a throughput's share of peak is read against). n = 0:
-  2048 on a CPU, 8192 on an accelerator (a smaller product does not fill a GPU)."""
+  2048 on a CPU, 8192 on an accelerator (a smaller product does not fill a GPU). `precision`: jax.lax's
+  (None: JAX's default, which on an NVIDIA GPU lets a float32 product run in TF32; 'highest': true float32)."""
   import jax.numpy as jnp
   n = n or (2048 if jax.devices()[0].platform == "cpu" else 8192)
   a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
-  matmul = jax.jit(lambda x, y: x @ y)
+  matmul = jax.jit(lambda x, y: jnp.matmul(x, y, precision=precision))
   matmul(a, a).block_until_ready()
   start, reps = time.perf_counter(), 0
   while time.perf_counter() - start < seconds:

@@ -5,7 +5,10 @@
 Prints: the devices; the fast-path equality on this backend (matmul convolution vs XLA's); the train-step
 throughput of SeedCNN and SeedCNNDropout at batch 32 and 256 (cnn_val over all GPUs with `jax.pmap`, against
 PyTorch eager on the same GPU when torch with CUDA is there); the ResNet-20 step on 32x32x3 in float32 and
-bfloat16; with --scaling, where several GPUs exist, pmap's scaling from 1 to N devices at a fixed batch per
+bfloat16, each with GFLOP/s (FLOPs per image from XLA's cost analysis of the step compiled for the host CPU:
+on a GPU the analysis leaves out cuDNN's convolutions) and its share of the chip's matmul peaks measured in the
+same run (float32 at 'highest' precision, float32 at JAX's default, TF32 where the chip has it, and
+bfloat16); with --scaling, where several GPUs exist, pmap's scaling from 1 to N devices at a fixed batch per
 device (weak scaling: efficiency = images/s on k devices / (k x images/s on 1)). Needs no TensorFlow: it imports
 only the model, optimizer and step modules.
 """
@@ -123,9 +126,24 @@ def main(argv):
       cases.append(("ResNet-20", batch_size, f"cnn_val pmap x{n}, {dtype}",
                     common.cnn_val_runner(config, batch_size, n, image_shape=(32, 32, 3))))
   rates = common.measure([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)
-  print(f"{'model':16s} {'batch':>5s}  {'what':30s} {'img/s':>10s}")
+  peaks = {"f32": common.matmul_peak_flops(precision="highest"), "tf32": common.matmul_peak_flops(),
+           "bf16": common.matmul_peak_flops(dtype="bfloat16")}
+  print("matmul peaks (one device): " + ", ".join(f"{k} {v / 1e12:,.1f} TFLOP/s" for k, v in peaks.items())
+        + " (f32: precision 'highest'; tf32: JAX's default precision for float32)")
+  shapes = {"ResNet-20": ((32, 32, 3), cifar10_resnet.get_config)}
+  makes = {"SeedCNN": seed_ex1.get_config, "SeedCNNDropout": default.get_config}
+  flops = {}
+  for name, batch_size, _, _ in cases:
+    if (name, batch_size) not in flops:
+      shape, make = shapes.get(name, ((28, 28, 1), makes.get(name)))
+      flops[name, batch_size] = common.flops_per_image(make(), batch_size, image_shape=shape)
+  print("| model | batch | what | images/s | MFLOP/image | GFLOP/s | of f32 peak | of tf32 peak | of bf16 peak |")
+  print("| --- " * 9 + "|")
   for (name, batch_size, label, _), rate in zip(cases, rates):
-    print(f"{name:16s} {batch_size:5d}  {label:30s} {rate:10.0f}")
+    per_device = rate * flops[name, batch_size] / n  # the peaks are one device's
+    print(f"| {name} | {batch_size} | {label} | {rate:,.0f} | {flops[name, batch_size] / 1e6:.2f} | "
+          f"{rate * flops[name, batch_size] / 1e9:,.0f} | "
+          + " | ".join(f"{per_device / peaks[k]:.1%}" for k in ("f32", "tf32", "bf16")) + " |")
 
 
 if __name__ == "__main__":
