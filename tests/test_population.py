@@ -2,6 +2,7 @@
 writes; the ablation engine's populations (--population)."""
 
 import copy
+import json
 import math
 import os
 import signal
@@ -42,6 +43,10 @@ def test_members_of_another_seed_rate_dropout_and_weighting_write_what_runs_alon
   configs = [_member(tiny_config, 0, 1e-3), _member(tiny_config, 1, 2e-3)]
   configs[1].model.dropout_rate = 0.3  # SeedCNNDropout's 0.5 in the other
   configs[1].imbalance.class_weighting = "inverse"  # the other weighs its classes alike (by 1)
+  transition = np.eye(10) * 0.9 + np.roll(np.eye(10), 1, axis=1) * 0.1  # both: the loss forward-corrected
+  (tmp_path / "noise_transition.json").write_text(json.dumps({"transition": transition.tolist()}))
+  for config in configs:
+    config.data.noise_transition = str(tmp_path / "noise_transition.json")
   dirs = [str(tmp_path / f"member{i}") for i in range(2)]
   rows = population.train_population(configs, dirs)
   for i, config in enumerate(configs):
