@@ -46,7 +46,7 @@ def examine(workdir: str, *, reaudit: bool = False, verify: bool = False, **veri
   diagnosis = diagnose(workdir)
   if any("likely_wrong_labels" in f["evidence"] for f in diagnosis["findings"]):
     from cnn_val.doctor.label_check import write_flagged  # pylint: disable=import-outside-toplevel
-    write_flagged(workdir)  # the label_noise fix's file (config.data.exclude_train_examples)
+    write_flagged(workdir)  # the label_noise fixes' files (label_issues.json, noise_transition.json)
   if verify:
     from cnn_val.doctor import experiments  # pylint: disable=import-outside-toplevel
     diagnosis = experiments.verify(workdir, diagnosis, **verify_options)
