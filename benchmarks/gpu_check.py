@@ -140,7 +140,8 @@ def main(argv):
   print("| model | batch | what | images/s | MFLOP/image | GFLOP/s | of f32 peak | of tf32 peak | of bf16 peak |")
   print("| --- " * 9 + "|")
   for (name, batch_size, label, _), rate in zip(cases, rates):
-    per_device = rate * flops[name, batch_size] / n  # the peaks are one device's
+    used = n if label.startswith("cnn_val") else 1  # PyTorch eager runs on one GPU
+    per_device = rate * flops[name, batch_size] / used  # the peaks are one device's
     print(f"| {name} | {batch_size} | {label} | {rate:,.0f} | {flops[name, batch_size] / 1e6:.2f} | "
           f"{rate * flops[name, batch_size] / 1e9:,.0f} | "
           + " | ".join(f"{per_device / peaks[k]:.1%}" for k in ("f32", "tf32", "bf16")) + " |")
