@@ -107,34 +107,46 @@ def print_ratio_table(cases, rates, *, what: str, ratio_to: str, flops: dict | N
     print(row)
 
 
-def peak_line(before: float, after: float) -> str:
-  """The float32 matmul peak measured before and after a table, as its header says it (FLOP/s)."""
-  return (f"float32 matmul peak (a {2048 if jax.devices()[0].platform == 'cpu' else 8192}^3 product) "
-          f"{before / 1e9:,.0f} GFLOP/s before the table, {after / 1e9:,.0f} after; shares against their mean")
+def measure_with_peak(cases, rounds: int, seconds: float) -> tuple[list[float], float]:
+  """`measure` between two `matmul_peak_flops`, both printed: the rates, and the peak a share is read against
+  (the mean of the two)."""
+  before = matmul_peak_flops()
+  rates = measure(cases, rounds, seconds)
+  after = matmul_peak_flops()
+  print(f"float32 matmul peak (a {2048 if jax.devices()[0].platform == 'cpu' else 8192}^3 product) "
+        f"{before / 1e9:,.0f} GFLOP/s before the table, {after / 1e9:,.0f} after; shares against their mean")
+  return rates, (before + after) / 2
 
 
-def _lowered_step(config, batch_size: int, image_shape, num_classes: int):
-  """`config`'s unsplit train step (micro_batch_size = batch) lowered for the host CPU, on a batch of zeros."""
+def _lowered_step(config, batch_size: int, image_shape, num_classes: int, *, evaluation: bool = False):
+  """`config`'s unsplit train step (micro_batch_size = batch), or with `evaluation` its eval step, lowered for
+  the host CPU on a batch of zeros."""
   import jax.numpy as jnp
   tx = optim.create_optimizer(config.optim, 100, 1)
   model = models.create_model(config.model, num_classes, axis_name=None, dtype=config.dtype)
   with jax.default_device(jax.devices("cpu")[0]):
     state = steps.create_train_state(model, tx, jax.random.key(0), image_shape)
-    step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, axis_name=None,
-                                     micro_batch_size=batch_size, signals=config.get("signals", True)))
     batch = {"image": jnp.zeros((batch_size,) + tuple(image_shape), jnp.uint8),
              "label": jnp.zeros((batch_size,), jnp.int32)}
+    if evaluation:
+      step = jax.jit(functools.partial(steps.eval_step, model=model, num_classes=num_classes, axis_name=None))
+      return step.lower(state, batch)
+    step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, axis_name=None,
+                                     micro_batch_size=batch_size, signals=config.get("signals", True)))
     return step.lower(state, batch, jax.random.key(1))
 
 
-def flops_per_image(config, batch_size: int, image_shape=(28, 28, 1), num_classes: int = 10) -> float:
-  """FLOPs of one training image, from XLA's cost analysis of `config`'s train step compiled for one device.
+def flops_per_image(config, batch_size: int, image_shape=(28, 28, 1), num_classes: int = 10, *,
+                    evaluation: bool = False) -> float:
+  """FLOPs of one training image (with `evaluation`: of one image through the eval step, the forward pass in
+  eval mode and the metric sums), from XLA's cost analysis of `config`'s step compiled for one device.
 
   Counted on the unsplit step (micro_batch_size = batch): XLA's analysis counts a loop's body once, so a
   micro-batched or fused step would be undercounted by its trip count; the arithmetic is the same. Always
   compiled for the host CPU: on a GPU, XLA's analysis leaves out the convolutions it hands to cuDNN (0.93
   against 14.98 MFLOP/image for SeedCNNDropout on an H200)."""
-  analysis = _lowered_step(config, batch_size, image_shape, num_classes).compile().cost_analysis()
+  lowered = _lowered_step(config, batch_size, image_shape, num_classes, evaluation=evaluation)
+  analysis = lowered.compile().cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
   return float(analysis["flops"]) / batch_size
 
@@ -142,22 +154,6 @@ def flops_per_image(config, batch_size: int, image_shape=(28, 28, 1), num_classe
 _DOT = re.compile(r"stablehlo\.dot_general .*?(?:batching_dims = \[([\d, ]*)\] x \[([\d, ]*)\], )?"
                   r"contracting_dims = \[([\d, ]*)\] x \[([\d, ]*)\].*?: \(tensor<([\dx]+)xf32>, "
                   r"tensor<([\dx]+)xf32>\)")
-
-
-def eval_flops_per_image(config, batch_size: int, image_shape=(28, 28, 1), num_classes: int = 10) -> float:
-  """FLOPs of one image through `config`'s eval step (the forward pass in eval mode and the metric sums), from
-  XLA's cost analysis of the unsplit step compiled for the host CPU (as `flops_per_image`)."""
-  import jax.numpy as jnp
-  model = models.create_model(config.model, num_classes, axis_name=None, dtype=config.dtype)
-  with jax.default_device(jax.devices("cpu")[0]):
-    state = steps.create_train_state(model, optim.create_optimizer(config.optim, 100, 1), jax.random.key(0),
-                                     image_shape)
-    step = jax.jit(functools.partial(steps.eval_step, model=model, num_classes=num_classes, axis_name=None))
-    batch = {"image": jnp.zeros((batch_size,) + tuple(image_shape), jnp.uint8),
-             "label": jnp.zeros((batch_size,), jnp.int32)}
-    analysis = step.lower(state, batch).compile().cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-  return float(analysis["flops"]) / batch_size
 
 
 def step_matmuls(config, batch_size: int, image_shape=(28, 28, 1), num_classes: int = 10) -> list[tuple]:

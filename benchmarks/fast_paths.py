@@ -76,19 +76,16 @@ def main(argv):
     batch_size = FLAGS.eval_batch_size
     cases = [(name, batch_size, label, common.cnn_val_eval_runner(make_config(), batch_size, micro))
              for name, make_config in common.MODEL_CONFIGS.items() for label, micro in _eval_variants(batch_size)]
-    flops = {(name, batch_size): common.eval_flops_per_image(make_config(), batch_size)
+    flops = {(name, batch_size): common.flops_per_image(make_config(), batch_size, evaluation=True)
              for name, make_config in common.MODEL_CONFIGS.items()}
     print("\neval step (eval mode, 1 device)")
     _table(cases, flops, what="eval variant", ratio_to="whole batch")
 
 
 def _table(cases, flops, **kw):
-  before = common.matmul_peak_flops()
-  rates = common.measure([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)
-  after = common.matmul_peak_flops()
-  print(common.peak_line(before, after))
+  rates, peak = common.measure_with_peak([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)
   print("MFLOP/image: " + ", ".join(f"{name} {b}: {f / 1e6:.2f}" for (name, b), f in flops.items()))
-  common.print_ratio_table(cases, rates, flops=flops, peak=(before + after) / 2, **kw)
+  common.print_ratio_table(cases, rates, flops=flops, peak=peak, **kw)
 
 
 if __name__ == "__main__":

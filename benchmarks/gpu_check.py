@@ -110,9 +110,10 @@ def main(argv):
         f"{float(np.max(np.abs(np.asarray(ours - ref)))):.2e}")
 
   n = len(devices)
-  cases = []
+  cases, flops = [], {}  # flops: per image of each (model, batch), the float32 step's (the same arithmetic)
   for batch_size in (32, 256):
     for name, make in (("SeedCNN", seed_ex1.get_config), ("SeedCNNDropout", default.get_config)):
+      flops[name, batch_size] = common.flops_per_image(make(), batch_size)
       for dtype in ("float32", "bfloat16"):
         config = make()
         config.dtype = dtype
@@ -120,6 +121,8 @@ def main(argv):
       if _torch_cuda():
         cases.append((name, batch_size, "pytorch eager, float32", torch_runner(name, batch_size)))
   for batch_size in (128, 512):
+    flops["ResNet-20", batch_size] = common.flops_per_image(cifar10_resnet.get_config(), batch_size,
+                                                            image_shape=(32, 32, 3))
     for dtype in ("float32", "bfloat16"):
       config = cifar10_resnet.get_config()
       config.dtype = dtype
@@ -130,13 +133,6 @@ def main(argv):
            "bf16": common.matmul_peak_flops(dtype="bfloat16")}
   print("matmul peaks (one device): " + ", ".join(f"{k} {v / 1e12:,.1f} TFLOP/s" for k, v in peaks.items())
         + " (f32: precision 'highest'; tf32: JAX's default precision for float32)")
-  shapes = {"ResNet-20": ((32, 32, 3), cifar10_resnet.get_config)}
-  makes = {"SeedCNN": seed_ex1.get_config, "SeedCNNDropout": default.get_config}
-  flops = {}
-  for name, batch_size, _, _ in cases:
-    if (name, batch_size) not in flops:
-      shape, make = shapes.get(name, ((28, 28, 1), makes.get(name)))
-      flops[name, batch_size] = common.flops_per_image(make(), batch_size, image_shape=shape)
   print("| model | batch | what | images/s | MFLOP/image | GFLOP/s | of f32 peak | of tf32 peak | of bf16 peak |")
   print("| --- " * 9 + "|")
   for (name, batch_size, label, _), rate in zip(cases, rates):

@@ -44,12 +44,8 @@ def main(argv):
           cases.append((name, batch_size, "1 device, wait each step",
                         common.cnn_val_runner(make_config(), batch_size, 1, wait_each_step=True)))
   flops = {(name, b): common.flops_per_image(common.MODEL_CONFIGS[name](), b) for name, b, _, _ in cases}
-  before = common.matmul_peak_flops()  # on the first device: one core's share of the machine, as XLA runs it
-  rates = common.measure([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)
-  after = common.matmul_peak_flops()
-  print(common.peak_line(before, after))
-  common.print_ratio_table(cases, rates, what="host devices", ratio_to="1 device", flops=flops,
-                           peak=(before + after) / 2)
+  rates, peak = common.measure_with_peak([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)
+  common.print_ratio_table(cases, rates, what="host devices", ratio_to="1 device", flops=flops, peak=peak)
 
 
 if __name__ == "__main__":

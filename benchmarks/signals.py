@@ -41,12 +41,8 @@ def main(argv):
   cases.append((_eval_runner(config), config.eval_batch_size))
   labels.append(("SeedCNNDropout", config.eval_batch_size, "eval step", None))
   flops = {("SeedCNNDropout", b): common.flops_per_image(default.get_config(), b) for _, b, _, _ in labels[:-1]}
-  before = common.matmul_peak_flops()
-  rates = common.measure(cases, FLAGS.rounds, FLAGS.seconds)
-  after = common.matmul_peak_flops()
-  print(common.peak_line(before, after))
-  common.print_ratio_table(labels[:-1], rates[:-1], what="train step", ratio_to="off", flops=flops,
-                           peak=(before + after) / 2)
+  rates, peak = common.measure_with_peak(cases, FLAGS.rounds, FLAGS.seconds)
+  common.print_ratio_table(labels[:-1], rates[:-1], what="train step", ratio_to="off", flops=flops, peak=peak)
   for i in range(0, len(rates) - 1, 2):
     print(f"batch {labels[i][1]}: step time with signals / without = {rates[i] / rates[i + 1]:.3f}x")
   train_rate = next((r for label, r in zip(labels, rates) if label[1:3] == (config.batch_size, "signals on")),

@@ -94,19 +94,16 @@ def main(argv):
           runner = common.cnn_val_runner(MODELS[name](), batch_size, d)
           cases.append((name, batch_size, f"cnn_val, {d} device(s)", runner))
   flops = {(name, b): common.flops_per_image(MODELS[name](), b) for name, b, _, _ in cases}
-  before = common.matmul_peak_flops()
-  rates = common.measure([(run, batch_size) for _, batch_size, _, run in cases], FLAGS.rounds, FLAGS.seconds)
-  after = common.matmul_peak_flops()
+  rates, peak = common.measure_with_peak([(run, b) for _, b, _, run in cases], FLAGS.rounds, FLAGS.seconds)
 
   import keras
   import tensorflow as tf
   import torch
   print(f"{os.cpu_count()} CPUs; JAX {jax.__version__}, TensorFlow {tf.__version__} + Keras {keras.__version__}, "
         f"PyTorch {torch.__version__}; median of {FLAGS.rounds} alternating rounds")
-  print(common.peak_line(before, after) + "; FLOPs per image: cnn_val's step (XLA's cost analysis), the same "
-        "model's arithmetic in every framework")
+  print("FLOPs per image: cnn_val's step (XLA's cost analysis), the same model's arithmetic in every framework")
   common.print_ratio_table(cases, rates, what="framework", ratio_to="Keras",  # Keras is each group's first
-                           flops=flops, peak=(before + after) / 2)
+                           flops=flops, peak=peak)
 
 
 if __name__ == "__main__":

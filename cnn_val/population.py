@@ -139,10 +139,8 @@ def _train(configs, workdirs, devices, cpu_devices, stop) -> list[dict]:
     evaluator = training_run.Evaluator(
         steps.pmapped_steps(base, data.num_classes, runs[0].tx, devices, **data.loss_terms).eval,
         data, base, devices)
-    p_chunk = steps.population_train_chunk(base, data.num_classes, data.steps_per_epoch, devices,  # own weights
-                                           logit_offsets=data.loss_terms["logit_offsets"],
-                                           noise_transition=data.loss_terms["noise_transition"],
-                                           reweight_from_step=data.loss_terms["reweight_from_step"])
+    # The members' own class weights come with each chunk's values and replace the shared ones.
+    p_chunk = steps.population_train_chunk(base, data.num_classes, data.steps_per_epoch, devices, **data.loss_terms)
     with clock("training split to the device"):
       device_data = parallel.replicate({"image": data.train_arrays["image"], "label": data.train_arrays["label"]},
                                        devices)

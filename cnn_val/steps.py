@@ -296,43 +296,38 @@ def train_chunk(state: TrainState, images, labels, indices, key, *, step_fn):
   return lax.scan(body, state, indices)
 
 
-def _bound_steps(config, num_classes: int, tx, devices, class_weights, processes: int | None = None,
-                 model_values: dict | None = None, augment_magnitudes: dict | None = None,
-                 logit_offsets: tuple | None = None, noise_transition: tuple | None = None,
-                 reweight_from_step: int = 0):
+def _bound_steps(config, num_classes: int, tx, devices, processes: int | None = None,
+                 model_values: dict | None = None, augment_magnitudes: dict | None = None, **loss_terms):
   """The train and eval steps of `config` bound to its model and `tx`; `model_values`: the model's fields
-  (MODEL_POPULATION_FIELDS) set to these numbers, which may be traced (a population's member)."""
+  (MODEL_POPULATION_FIELDS) set to these numbers, which may be traced (a population's member); `loss_terms`:
+  `train_step`'s class_weights, reweight_from_step, logit_offsets and noise_transition (a run's are
+  `training_run.RunData.loss_terms`; none: the plain cross-entropy)."""
   augmentation = augment.from_config(config.augment)
   model = models.create_model(config.model, num_classes, axis_name=parallel.AXIS, dtype=config.dtype)
   if model_values:
     model = model.clone(**{k: v for k, v in model_values.items() if hasattr(model, k)})
-  per_device_batch = config.batch_size // (len(devices) * (processes or jax.process_count()))
-  micro = parallel.micro_batch_size(config.micro_batch_size, per_device_batch,
+  shards = len(devices) * (processes or jax.process_count())  # the global batches split this many ways
+  micro = parallel.micro_batch_size(config.micro_batch_size, config.batch_size // shards,
                                     has_batch_stats=models.has_batch_statistics(config.model))
   train = functools.partial(train_step, model=model, tx=tx, micro_batch_size=micro, augmentation=augmentation,
-                            class_weights=class_weights, reweight_from_step=reweight_from_step,
-                            logit_offsets=logit_offsets, noise_transition=noise_transition, signals=config.get("signals", True),
-                            augment_magnitudes=augment_magnitudes,
-                            ema_decay=config.get("ema_decay", 0.0))
+                            signals=config.get("signals", True), augment_magnitudes=augment_magnitudes,
+                            ema_decay=config.get("ema_decay", 0.0), **loss_terms)
   evaluate = functools.partial(eval_step, model=model, num_classes=num_classes, augmentation=augmentation,
-                               micro_batch_size=parallel.eval_micro_batch_size(
-                                   config.eval_batch_size // (len(devices) * (processes or jax.process_count()))))
+                               micro_batch_size=parallel.eval_micro_batch_size(config.eval_batch_size // shards))
   return train, evaluate, model, micro
 
 
-def pmapped_steps(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None,
-                  logit_offsets: tuple | None = None, noise_transition: tuple | None = None,
-                  reweight_from_step: int = 0, across_processes: bool = True) -> PmappedSteps:
+def pmapped_steps(config, num_classes: int, tx, devices, *, across_processes: bool = True,
+                  **loss_terms) -> PmappedSteps:
   """The train and eval steps for `config` exactly as `train_and_evaluate` runs them, pmapped once.
 
   The per-device batch is `config.batch_size` split over `devices` on every host; the model computes in
   `config.dtype` with BatchNorm synchronised over `parallel.AXIS`; training images are augmented as
-  `config.augment` says. `across_processes=False`: steps that one process of a multi-process run runs alone.
+  `config.augment` says; `loss_terms` as `_bound_steps`'. `across_processes=False`: steps that one process of
+  a multi-process run runs alone.
   """
-  train, evaluate, model, micro = _bound_steps(config, num_classes, tx, devices, class_weights,
-                                               processes=None if across_processes else 1,
-                                               logit_offsets=logit_offsets, noise_transition=noise_transition,
-                                               reweight_from_step=reweight_from_step)
+  train, evaluate, model, micro = _bound_steps(config, num_classes, tx, devices,
+                                               processes=None if across_processes else 1, **loss_terms)
   p_train = parallel.pmap_step(train, devices, batch_argnums=(1,), num_args=3, across_processes=across_processes)
   p_eval = parallel.pmap_step(evaluate, devices, batch_argnums=(1,), num_args=2, across_processes=across_processes)
   return PmappedSteps(p_train, p_eval, model, micro)
@@ -360,16 +355,13 @@ def chunk_config(config, platform: str):
   return config
 
 
-def pmapped_train_chunk(config, num_classes: int, tx, devices, *, class_weights: tuple | None = None,
-                        logit_offsets: tuple | None = None, noise_transition: tuple | None = None,
-                        reweight_from_step: int = 0, across_processes: bool = True):
+def pmapped_train_chunk(config, num_classes: int, tx, devices, *, across_processes: bool = True, **loss_terms):
   """`train_chunk` with `config`'s train step, pmapped: `(state, images, labels, indices, key)` with the split
   replicated on `devices` (`parallel.replicate`) and `indices` shaped `[devices, steps, per_device]`.
-  `across_processes=False`: a chunk one process of a multi-process run runs alone (the pre-flight checks)."""
+  `across_processes=False`: a chunk one process of a multi-process run runs alone (the pre-flight checks);
+  `loss_terms` as `_bound_steps`'."""
   train, _, _, _ = _bound_steps(chunk_config(config, devices[0].platform), num_classes, tx, devices,
-                                class_weights, processes=None if across_processes else 1,
-                                logit_offsets=logit_offsets, noise_transition=noise_transition,
-                                reweight_from_step=reweight_from_step)
+                                processes=None if across_processes else 1, **loss_terms)
   return parallel.pmap_step(functools.partial(train_chunk, step_fn=train), devices, batch_argnums=(3,),
                             num_args=5, across_processes=across_processes)
 
@@ -380,15 +372,13 @@ def pmapped_train_chunk(config, num_classes: int, tx, devices, *, class_weights:
 MODEL_POPULATION_FIELDS = ("dropout_rate", "block_dropout_rate")
 
 
-def population_train_chunk(config, num_classes: int, steps_per_epoch: int, devices, *,
-                           class_weights: tuple | None = None, logit_offsets: tuple | None = None,
-                           noise_transition: tuple | None = None, reweight_from_step: int = 0):
+def population_train_chunk(config, num_classes: int, steps_per_epoch: int, devices, **loss_terms):
   """`train_chunk` for a population: P models of `config` trained at once (`jax.vmap` over a leading member axis
   of the state), each with its own epoch order, dropout key and values, pmapped over `devices`:
   `(states, images, labels, indices, keys, values) -> (states, metrics)` with `indices` shaped
   `[devices, members, steps, per_device]`, `keys` `[members]`, `values` {'learning_rate', 'weight_decay'} of
   `[members]` (optim.POPULATION_FIELDS, and the model's MODEL_POPULATION_FIELDS), optionally 'class_weights'
-  `[members, classes]` in place of `class_weights` (1 for every class of a member without weighting: the loss
+  `[members, classes]` in place of `loss_terms`' class_weights (1 for every class of a member without weighting: the loss
   times 1 is the loss) and the augmentation's magnitudes ('augment.<name>', augment.magnitudes: `config`'s
   augmentation then gives only which transforms run), and every metric `[members, steps]`. Each member
   computes what `pmapped_train_chunk` computes for its own config (to float round-off: the rates, decay and
@@ -398,12 +388,12 @@ def population_train_chunk(config, num_classes: int, steps_per_epoch: int, devic
   def member(state, images, labels, indices, key, values):
     tx = optim.create_optimizer(config.optim, steps_per_epoch, config.num_epochs,
                                 values={k: v for k, v in values.items() if k in optim.POPULATION_FIELDS})
-    weights = values.get("class_weights", class_weights)  # the member's own (all 1 for an unweighted one)
+    # The member's own class weights (all 1 for an unweighted one) in place of the shared ones.
+    terms = {**loss_terms, **({"class_weights": values["class_weights"]} if "class_weights" in values else {})}
     magnitudes = {k[len("augment."):]: v for k, v in values.items() if k.startswith("augment.")} or None
-    train, _, _, _ = _bound_steps(config, num_classes, tx, devices, weights,
+    train, _, _, _ = _bound_steps(config, num_classes, tx, devices,
                                   model_values={k: v for k, v in values.items() if k in MODEL_POPULATION_FIELDS},
-                                  augment_magnitudes=magnitudes, logit_offsets=logit_offsets,
-                                  noise_transition=noise_transition, reweight_from_step=reweight_from_step)
+                                  augment_magnitudes=magnitudes, **terms)
     return train_chunk(state, images, labels, indices, key, step_fn=train)
 
   return parallel.pmap_step(jax.vmap(member, in_axes=(0, None, None, 0, 0, 0)), devices, batch_argnums=(3,),
