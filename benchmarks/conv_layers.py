@@ -1,52 +1,92 @@
-"""Per-layer convolution cost on this backend: XLA's convolution against the im2col matmul (forward and
-backward of one layer, jitted), with each layer's im2col buffer size. It is the measurement behind
-`fast_ops.MATMUL_MAX_PATCH_ELEMENTS`, the size above which `conv_impl='auto'` keeps XLA's convolution.
+"""Per-layer cost of the CPU rewrites in `fast_ops`, forward and backward of one layer (jitted, cases
+alternating round by round, median):
 
-    .venv/bin/python -m benchmarks.conv_layers
+- convolutions (each call jitted on its own, as the per-step loop runs its step): XLA's convolution against the
+  im2col matmul, with each layer's im2col buffer size (the measurement behind
+  `fast_ops.MATMUL_MAX_PATCH_ELEMENTS`, the size above which `conv_impl='auto'` keeps XLA's convolution);
+- max-pooling (2x2): XLA's reduce-window (its gradient a select-and-scatter) against `fast_ops.max_pool_reshape`,
+  whose gradient picks each window's first maximum unrolled over the window's positions, and against the
+  same selection by a cumulative sum (as max_pool_reshape did before). All three give identical gradients.
+
+    .venv/bin/python -m benchmarks.conv_layers [--batch_sizes=32,256] [--rounds=5]
 """
 
 import time
 
 from absl import app
+from absl import flags
 import jax
 from jax import lax
 import jax.numpy as jnp
+import numpy as np
 
+from benchmarks.earlier_ops import max_pool_cumsum
 from cnn_val import fast_ops
+
+flags.DEFINE_string("batch_sizes", "32,256", "Batch sizes.")
+flags.DEFINE_integer("rounds", 5, "Alternating rounds; the median is reported.")
+FLAGS = flags.FLAGS
 
 LAYERS = [  # (height = width, Cin, Cout, padding): the convolutions of the models in configs/
     (28, 1, 32, "VALID"), (28, 1, 32, "SAME"), (28, 32, 32, "SAME"), (13, 32, 64, "VALID"),
     (14, 32, 64, "SAME"), (14, 64, 64, "SAME"), (7, 64, 128, "SAME")]
+POOLS = [(26, 32), (11, 64), (28, 32), (14, 64)]  # (height = width, channels): the max-pools' inputs
 DN = ("NHWC", "HWIO", "NHWC")
 
 
-def _ms(fn, *args, reps=20):
-  jax.block_until_ready(fn(*args))
-  start = time.perf_counter()
-  for _ in range(reps):
-    out = fn(*args)
-  jax.block_until_ready(out)
-  return (time.perf_counter() - start) / reps * 1e3
+def _jitted(grad):
+  """One jitted call per gradient evaluation, as the per-step loop calls its step (inside a loop, as fused
+  chunks and micro-batches run, XLA's CPU convolution is many times slower: README, Performance)."""
+  return jax.jit(grad)
+
+
+def _median_ms(loops: list, args: tuple, reps: int) -> list[float]:
+  for loop in loops:
+    jax.block_until_ready(loop(*args))
+  times = [[] for _ in loops]
+  for _ in range(FLAGS.rounds):
+    for i, loop in enumerate(loops):
+      start = time.perf_counter()
+      for _ in range(reps):
+        out = loop(*args)
+      jax.block_until_ready(out)
+      times[i].append((time.perf_counter() - start) / reps * 1e3)
+  return [float(np.median(t)) for t in times]
 
 
 def main(argv):
   del argv
+  batch_sizes = [int(b) for b in FLAGS.batch_sizes.split(",")]
   print(f"{jax.default_backend()} backend, JAX {jax.__version__}; threshold "
-        f"{fast_ops.MATMUL_MAX_PATCH_ELEMENTS:,} patch values")
-  print(f"{'batch':>5s} {'layer':>22s} {'patch values':>13s} {'xla ms':>8s} {'matmul ms':>10s} {'xla/matmul':>10s}")
-  for n in (32, 256):
+        f"{fast_ops.MATMUL_MAX_PATCH_ELEMENTS:,} patch values; ms per forward + backward (gradients of input "
+        f"and kernel), median of {FLAGS.rounds} rounds\n")
+  print("| batch | layer | patch values | xla ms | matmul ms | xla / matmul |")
+  print("| --- | --- | --- | --- | --- | --- |")
+  convs = (lax.conv_general_dilated, fast_ops.conv_matmul)
+  for n in batch_sizes:
     for size, cin, cout, pad in LAYERS:
       x = jax.random.normal(jax.random.key(0), (n, size, size, cin))
       w = jax.random.normal(jax.random.key(1), (3, 3, cin, cout))
-      times = []
-      for conv in (lax.conv_general_dilated, fast_ops.conv_matmul):
-        grad = jax.jit(jax.grad(lambda x, w, conv=conv: jnp.sum(conv(x, w, (1, 1), pad, dimension_numbers=DN) ** 2),
-                                (0, 1)))
-        times.append(_ms(grad, x, w))
+      reps = max(2, int(2e8 / (n * size * size * 9 * cin * cout)))  # about 0.1-1 s a measurement
+      loops = [_jitted(jax.grad(lambda x, w, conv=conv: jnp.sum(
+          conv(x, w, (1, 1), pad, dimension_numbers=DN) ** 2), (0, 1))) for conv in convs]
+      xla, mm = _median_ms(loops, (x, w), reps)
       out = size if pad == "SAME" else size - 2
-      patch = n * out * out * 9 * cin
-      print(f"{n:5d} {f'{size}x{size} {cin}->{cout} {pad}':>22s} {patch:13,d} {times[0]:8.2f} {times[1]:10.2f} "
-            f"{times[0] / times[1]:9.2f}x")
+      print(f"| {n} | {size}x{size} {cin}->{cout} {pad} | {n * out * out * 9 * cin:,} | {xla:.2f} | {mm:.2f} | "
+            f"{xla / mm:.2f}x |")
+  print("\n| batch | max-pool 2x2 input | xla ms | reshape, unrolled first maximum ms | xla / unrolled | "
+        "cumulative-sum first maximum ms | cumsum / unrolled |")
+  print("| --- | --- | --- | --- | --- | --- | --- |")
+  pools = (lambda x: fast_ops.max_pool(x, 2, "xla"), lambda x: fast_ops.max_pool_reshape(x, 2), max_pool_cumsum)
+  for n in batch_sizes:
+    for size, c in POOLS:
+      # Rounded values after a ReLU: ties within windows, as after real activations.
+      x = jax.nn.relu(jnp.round(jax.random.normal(jax.random.key(0), (n, size, size, c)) * 2))
+      reps = max(2, int(5e7 / (n * size * size * c)))
+      loops = [_jitted(jax.grad(lambda x, pool=pool: jnp.sum(pool(x) ** 2))) for pool in pools]
+      xla, unrolled, cumsum = _median_ms(loops, (x,), reps)
+      print(f"| {n} | {size}x{size}x{c} | {xla:.3f} | {unrolled:.3f} | {xla / unrolled:.2f}x | {cumsum:.3f} | "
+            f"{cumsum / unrolled:.2f}x |")
 
 
 if __name__ == "__main__":
