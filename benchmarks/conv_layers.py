@@ -5,8 +5,9 @@ alternating round by round, median):
   im2col matmul, with each layer's im2col buffer size (the measurement behind
   `fast_ops.MATMUL_MAX_PATCH_ELEMENTS`, the size above which `conv_impl='auto'` keeps XLA's convolution);
 - max-pooling (2x2): XLA's reduce-window (its gradient a select-and-scatter) against `fast_ops.max_pool_reshape`,
-  whose gradient picks each window's first maximum unrolled over the window's positions, and against the
-  same selection by a cumulative sum (as max_pool_reshape did before). All three give identical gradients.
+  whose gradient finds each window's first maximum by cumulative sums, and against the same selection unrolled
+  over the window's positions (`pool_variants.max_pool_unrolled`, tried and not adopted: README). All three
+  give identical gradients.
 
     .venv/bin/python -m benchmarks.conv_layers [--batch_sizes=32,256] [--rounds=5]
 """
@@ -20,7 +21,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.earlier_ops import max_pool_cumsum
+from benchmarks.pool_variants import max_pool_unrolled
 from cnn_val import fast_ops
 
 flags.DEFINE_string("batch_sizes", "32,256", "Batch sizes.")
@@ -74,19 +75,20 @@ def main(argv):
       out = size if pad == "SAME" else size - 2
       print(f"| {n} | {size}x{size} {cin}->{cout} {pad} | {n * out * out * 9 * cin:,} | {xla:.2f} | {mm:.2f} | "
             f"{xla / mm:.2f}x |")
-  print("\n| batch | max-pool 2x2 input | xla ms | reshape, unrolled first maximum ms | xla / unrolled | "
-        "cumulative-sum first maximum ms | cumsum / unrolled |")
+  print("\n| batch | max-pool 2x2 input | xla ms | reshape (cumulative-sum first maximum) ms | xla / reshape | "
+        "unrolled first maximum ms | reshape / unrolled |")
   print("| --- | --- | --- | --- | --- | --- | --- |")
-  pools = (lambda x: fast_ops.max_pool(x, 2, "xla"), lambda x: fast_ops.max_pool_reshape(x, 2), max_pool_cumsum)
+  pools = (lambda x: fast_ops.max_pool(x, 2, "xla"), lambda x: fast_ops.max_pool_reshape(x, 2),
+           lambda x: max_pool_unrolled(x, 2))
   for n in batch_sizes:
     for size, c in POOLS:
       # Rounded values after a ReLU: ties within windows, as after real activations.
       x = jax.nn.relu(jnp.round(jax.random.normal(jax.random.key(0), (n, size, size, c)) * 2))
       reps = max(2, int(5e7 / (n * size * size * c)))
       loops = [_jitted(jax.grad(lambda x, pool=pool: jnp.sum(pool(x) ** 2))) for pool in pools]
-      xla, unrolled, cumsum = _median_ms(loops, (x,), reps)
-      print(f"| {n} | {size}x{size}x{c} | {xla:.3f} | {unrolled:.3f} | {xla / unrolled:.2f}x | {cumsum:.3f} | "
-            f"{cumsum / unrolled:.2f}x |")
+      xla, reshape, unrolled = _median_ms(loops, (x,), reps)
+      print(f"| {n} | {size}x{size}x{c} | {xla:.3f} | {reshape:.3f} | {xla / reshape:.2f}x | {unrolled:.3f} | "
+            f"{reshape / unrolled:.2f}x |")
 
 
 if __name__ == "__main__":

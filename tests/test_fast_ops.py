@@ -71,9 +71,9 @@ def test_max_pool_reshape_equals_nn_max_pool_with_ties(shape, window):
   constant = jnp.ones(shape)  # every element of every window ties
   np.testing.assert_array_equal(
       jax.grad(lambda x: jnp.sum(ours(x) * g))(constant), jax.grad(lambda x: jnp.sum(xla(x) * g))(constant))
-  if window == 2:  # the earlier gradient the benchmarks measure against computes the same
-    from benchmarks import earlier_ops
-    np.testing.assert_array_equal(grad(earlier_ops.max_pool_cumsum), grad(xla))
+  # The variant the benchmarks measure against (benchmarks/pool_variants.py) computes the same.
+  from benchmarks import pool_variants
+  np.testing.assert_array_equal(grad(lambda x: pool_variants.max_pool_unrolled(x, window)), grad(xla))
 
 
 @pytest.mark.parametrize("config_fn,shape", [
