@@ -41,15 +41,15 @@ def _jitted(grad):
   return jax.jit(grad)
 
 
-def _median_ms(loops: list, args: tuple, reps: int) -> list[float]:
-  for loop in loops:
-    jax.block_until_ready(loop(*args))
-  times = [[] for _ in loops]
+def _median_ms(fns: list, args: tuple, reps: int) -> list[float]:
+  for fn in fns:
+    jax.block_until_ready(fn(*args))
+  times = [[] for _ in fns]
   for _ in range(FLAGS.rounds):
-    for i, loop in enumerate(loops):
+    for i, fn in enumerate(fns):
       start = time.perf_counter()
       for _ in range(reps):
-        out = loop(*args)
+        out = fn(*args)
       jax.block_until_ready(out)
       times[i].append((time.perf_counter() - start) / reps * 1e3)
   return [float(np.median(t)) for t in times]
@@ -69,9 +69,9 @@ def main(argv):
       x = jax.random.normal(jax.random.key(0), (n, size, size, cin))
       w = jax.random.normal(jax.random.key(1), (3, 3, cin, cout))
       reps = max(2, int(2e8 / (n * size * size * 9 * cin * cout)))  # about 0.1-1 s a measurement
-      loops = [_jitted(jax.grad(lambda x, w, conv=conv: jnp.sum(
+      fns = [_jitted(jax.grad(lambda x, w, conv=conv: jnp.sum(
           conv(x, w, (1, 1), pad, dimension_numbers=DN) ** 2), (0, 1))) for conv in convs]
-      xla, mm = _median_ms(loops, (x, w), reps)
+      xla, mm = _median_ms(fns, (x, w), reps)
       out = size if pad == "SAME" else size - 2
       print(f"| {n} | {size}x{size} {cin}->{cout} {pad} | {n * out * out * 9 * cin:,} | {xla:.2f} | {mm:.2f} | "
             f"{xla / mm:.2f}x |")
@@ -85,8 +85,8 @@ def main(argv):
       # Rounded values after a ReLU: ties within windows, as after real activations.
       x = jax.nn.relu(jnp.round(jax.random.normal(jax.random.key(0), (n, size, size, c)) * 2))
       reps = max(2, int(5e7 / (n * size * size * c)))
-      loops = [_jitted(jax.grad(lambda x, pool=pool: jnp.sum(pool(x) ** 2))) for pool in pools]
-      xla, reshape, unrolled = _median_ms(loops, (x,), reps)
+      fns = [_jitted(jax.grad(lambda x, pool=pool: jnp.sum(pool(x) ** 2))) for pool in pools]
+      xla, reshape, unrolled = _median_ms(fns, (x,), reps)
       print(f"| {n} | {size}x{size}x{c} | {xla:.3f} | {reshape:.3f} | {xla / reshape:.2f}x | {unrolled:.3f} | "
             f"{reshape / unrolled:.2f}x |")
 
