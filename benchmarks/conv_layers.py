@@ -9,23 +9,22 @@ alternating round by round, median):
   over the window's positions (`pool_variants.max_pool_unrolled`, tried and not adopted: README). All three
   give identical gradients.
 
-    .venv/bin/python -m benchmarks.conv_layers [--batch_sizes=32,256] [--rounds=5]
+    .venv/bin/python -m benchmarks.conv_layers [--batch_sizes=32,256] [--rounds=5] [--seconds=0.5]
 """
-
-import time
 
 from absl import app
 from absl import flags
 import jax
 from jax import lax
 import jax.numpy as jnp
-import numpy as np
 
+from benchmarks import common
 from benchmarks.pool_variants import max_pool_unrolled
 from cnn_val import fast_ops
 
 flags.DEFINE_string("batch_sizes", "32,256", "Batch sizes.")
 flags.DEFINE_integer("rounds", 5, "Alternating rounds; the median is reported.")
+flags.DEFINE_float("seconds", 0.5, "Approximate time per measurement.")
 FLAGS = flags.FLAGS
 
 LAYERS = [  # (height = width, Cin, Cout, padding): the convolutions of the models in configs/
@@ -35,24 +34,18 @@ POOLS = [(26, 32), (11, 64), (28, 32), (14, 64)]  # (height = width, channels): 
 DN = ("NHWC", "HWIO", "NHWC")
 
 
-def _jitted(grad):
-  """One jitted call per gradient evaluation, as the per-step loop calls its step (inside a loop, as fused
-  chunks and micro-batches run, XLA's CPU convolution is many times slower: README, Performance)."""
-  return jax.jit(grad)
-
-
-def _median_ms(fns: list, args: tuple, reps: int) -> list[float]:
-  for fn in fns:
-    jax.block_until_ready(fn(*args))
-  times = [[] for _ in fns]
-  for _ in range(FLAGS.rounds):
-    for i, fn in enumerate(fns):
-      start = time.perf_counter()
-      for _ in range(reps):
+def _ms_per_call(grads, args: tuple) -> list[float]:
+  """Median ms per call of each jitted gradient, one call at a time as the per-step loop calls its step (inside
+  a loop, as fused chunks and micro-batches run, XLA's CPU convolution is many times slower: README,
+  Performance), measured alternately by `common.measure`."""
+  def runner(fn):
+    def run(num_calls):
+      for _ in range(num_calls):
         out = fn(*args)
       jax.block_until_ready(out)
-      times[i].append((time.perf_counter() - start) / reps * 1e3)
-  return [float(np.median(t)) for t in times]
+    return run
+  rates = common.measure([(runner(jax.jit(g)), 1) for g in grads], FLAGS.rounds, FLAGS.seconds)
+  return [1e3 / r for r in rates]  # calls/s -> ms per call
 
 
 def main(argv):
@@ -68,10 +61,8 @@ def main(argv):
     for size, cin, cout, pad in LAYERS:
       x = jax.random.normal(jax.random.key(0), (n, size, size, cin))
       w = jax.random.normal(jax.random.key(1), (3, 3, cin, cout))
-      reps = max(2, int(2e8 / (n * size * size * 9 * cin * cout)))  # about 0.1-1 s a measurement
-      fns = [_jitted(jax.grad(lambda x, w, conv=conv: jnp.sum(
-          conv(x, w, (1, 1), pad, dimension_numbers=DN) ** 2), (0, 1))) for conv in convs]
-      xla, mm = _median_ms(fns, (x, w), reps)
+      xla, mm = _ms_per_call([jax.grad(lambda x, w, conv=conv: jnp.sum(
+          conv(x, w, (1, 1), pad, dimension_numbers=DN) ** 2), (0, 1)) for conv in convs], (x, w))
       out = size if pad == "SAME" else size - 2
       print(f"| {n} | {size}x{size} {cin}->{cout} {pad} | {n * out * out * 9 * cin:,} | {xla:.2f} | {mm:.2f} | "
             f"{xla / mm:.2f}x |")
@@ -84,9 +75,8 @@ def main(argv):
     for size, c in POOLS:
       # Rounded values after a ReLU: ties within windows, as after real activations.
       x = jax.nn.relu(jnp.round(jax.random.normal(jax.random.key(0), (n, size, size, c)) * 2))
-      reps = max(2, int(5e7 / (n * size * size * c)))
-      fns = [_jitted(jax.grad(lambda x, pool=pool: jnp.sum(pool(x) ** 2))) for pool in pools]
-      xla, reshape, unrolled = _median_ms(fns, (x,), reps)
+      xla, reshape, unrolled = _ms_per_call([jax.grad(lambda x, pool=pool: jnp.sum(pool(x) ** 2))
+                                             for pool in pools], (x,))
       print(f"| {n} | {size}x{size}x{c} | {xla:.3f} | {reshape:.3f} | {xla / reshape:.2f}x | {unrolled:.3f} | "
             f"{reshape / unrolled:.2f}x |")
 
