@@ -13,9 +13,11 @@ import tempfile
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The suite's processes share XLA's compilations through JAX's persistent cache, one folder per session (a
-# test that sets its own cache keeps it; the processes a test starts inherit the session's): its many tiny runs
-# of the same models would otherwise compile the same programs again in every test. A cached program is the
-# compiled one, so results are unchanged.
+# test that sets its own cache keeps it; the processes a test starts inherit the session's, and so do
+# pytest-xdist's workers, started after this file runs in the controlling process): its many tiny runs of the
+# same models would otherwise compile the same programs again in every test. A cached program is the compiled
+# one, so results are unchanged. (An entry read while another process is still writing it fails to load and
+# is compiled again: JAX warns, nothing else changes.)
 _XLA_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _XLA_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="cnn_val_tests_xla_")
