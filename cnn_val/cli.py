@@ -26,12 +26,20 @@ USER_ERRORS = (ValueError, FileNotFoundError)
 _HELP = ("--help", "-help", "-h", "--helpshort", "--helpfull", "--helpxml", "-?")
 
 
+def machine_may_have_gpus() -> bool:
+  """False only where TensorFlow can see no GPU: Linux without NVIDIA's driver or ROCm's device files."""
+  if not sys.platform.startswith("linux"):
+    return True  # no cheap way to tell (Apple's Metal plugin): assume there are
+  return any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
+
+
 def keep_tensorflow_off_accelerators() -> None:
   """tf.data only feeds the host: where TensorFlow is installed, hide the GPUs from it so JAX gets all of their
   memory (TensorFlow would otherwise reserve most of it on first use). Without TensorFlow (`config.data.name=
-  'npz'` needs none) there is nothing to hide."""
+  'npz'` needs none) or without GPUs there is nothing to hide, and TensorFlow is not imported here: its import
+  takes seconds (8-10 s on the 2-core CPU machines) that a mistake in the flags should not wait for."""
   import importlib.util  # pylint: disable=import-outside-toplevel
-  if importlib.util.find_spec("tensorflow") is None:
+  if not machine_may_have_gpus() or importlib.util.find_spec("tensorflow") is None:
     return
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   tf.config.set_visible_devices([], "GPU")

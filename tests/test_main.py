@@ -28,3 +28,20 @@ def test_bad_value_fails_with_field_expected_and_fix(tmp_path):
 def test_workdir_is_required():
   result = _main("--config=configs/default.py")
   assert result.returncode != 0 and "workdir" in result.stderr
+
+
+def test_tensorflow_is_imported_to_hide_gpus_only_where_there_can_be_gpus(monkeypatch):
+  # A mistake in the flags is reported before TensorFlow's seconds-long import where it has no GPU to hide.
+  code = ("import sys; from cnn_val import cli; cli.keep_tensorflow_off_accelerators(); "
+          "print('tensorflow' in sys.modules)")
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  from cnn_val import cli
+  assert result.stdout.strip() == str(cli.machine_may_have_gpus())
+  monkeypatch.setattr(cli.sys, "platform", "darwin")
+  assert cli.machine_may_have_gpus()  # elsewhere it cannot tell: TensorFlow is told to keep off the GPUs
+  monkeypatch.setattr(cli.sys, "platform", "linux")
+  monkeypatch.setattr(cli.os.path, "exists", lambda p: p == "/dev/nvidiactl")
+  assert cli.machine_may_have_gpus()
+  monkeypatch.setattr(cli.os.path, "exists", lambda p: False)
+  assert not cli.machine_may_have_gpus()
