@@ -1,8 +1,8 @@
 """A variant of `fast_ops.max_pool_reshape` tried and not adopted, kept to measure against: its gradient finds
 each window's first maximum by one comparison per window position, unrolled, instead of by cumulative sums.
-Both give the same gradients, bit for bit (tests/test_fast_ops.py). On its own it is 1.8-5.1x faster; in a whole
-train step it gains nothing measurable (README, Performance): benchmarks/conv_layers.py per op,
-benchmarks/fused_steps.py --unrolled_pool in the step."""
+Both give the same gradients, bit for bit (tests/test_fast_ops.py). On its own it is several times faster; in a
+whole train step it gains nothing measurable (README, Performance, has the figures): benchmarks/conv_layers.py
+per op, benchmarks/fused_steps.py --unrolled_pool in the step."""
 
 import contextlib
 import functools

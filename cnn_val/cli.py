@@ -27,7 +27,8 @@ _HELP = ("--help", "-help", "-h", "--helpshort", "--helpfull", "--helpxml", "-?"
 
 
 def machine_may_have_gpus() -> bool:
-  """False only where TensorFlow can see no GPU: Linux without NVIDIA's driver or ROCm's device files."""
+  """False only where TensorFlow can see no GPU: Linux without NVIDIA's driver or ROCm's device files. (Which
+  GPUs a sweep's workers get is another question, with its own answer: `ablate.runner.have_gpus`, nvidia-smi.)"""
   if not sys.platform.startswith("linux"):
     return True  # no cheap way to tell (Apple's Metal plugin): assume there are
   return any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
