@@ -23,8 +23,8 @@ def test_prepared_data_reads_with_plain_tfds_load(tiny_data_dir):
   assert got == sorted((image.tobytes(), int(label)) for image, label in zip(images, labels))
 
 
-def _keys(ds):
-  return [(ex["image"].tobytes(), int(ex["label"])) for ex in ds.as_numpy_iterator()]
+def _keys(arrays):
+  return [(image.tobytes(), int(label)) for image, label in zip(arrays["image"], arrays["label"])]
 
 
 def test_splits_hold_out_validation_from_the_end_of_train(tiny_config):
@@ -33,6 +33,7 @@ def test_splits_hold_out_validation_from_the_end_of_train(tiny_config):
   assert splits.num_classes == 10 and splits.image_shape == (28, 28, 1)
   train, validation = _keys(splits.train), _keys(splits.validation)
   assert len(set(train) | set(validation)) == 1200 and not set(train) & set(validation)
+  assert splits.train["image"].dtype == np.uint8 and splits.train["label"].dtype == np.int32
   tiny_config.data.max_train_examples = 100
   assert sources.load_splits(tiny_config.data).num_train == 100
 
@@ -137,3 +138,62 @@ def test_fashion_mnist_is_prepared_automatically_on_first_use(tmp_path, monkeypa
   splits = sources.load_splits(tiny_config.data)  # not prepared yet: prepared from the local files
   assert splits.num_train + splits.num_validation == 1200
   assert os.path.isdir(tmp_path / "fresh" / "fashion_mnist")
+
+
+def _cache_files(data_dir):
+  folder = os.path.join(data_dir, "fashion_mnist", "3.0.1", sources.ARRAY_CACHE)
+  return sorted(os.path.join(folder, n) for n in os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+def test_decoded_splits_are_cached_beside_the_dataset_and_read_back_without_tensorflow(tmp_path, monkeypatch,
+                                                                                        tiny_config):
+  from tests.conftest import write_tiny_source
+  data_dir = str(tmp_path / "data")
+  fashion_mnist_offline.prepare(data_dir, source_dir=write_tiny_source(str(tmp_path / "source")))
+  tiny_config.data.data_dir = data_dir
+  decoded = sources.load_splits(tiny_config.data)  # decoded through tf.data, and cached
+  files = _cache_files(data_dir)
+  assert [os.path.basename(f).split("-")[0] for f in files] == ["test", "train_1080_end", "train_start_1080"]
+  with monkeypatch.context() as m:  # read back: tf.data is not touched
+    m.setattr(sources, "_supervised", lambda *a: pytest.fail("decoded again instead of read from the cache"))
+    cached = sources.load_splits(tiny_config.data)
+  for name in ("train", "validation", "test"):
+    for key in ("image", "label"):
+      got, want = getattr(cached, name)[key], getattr(decoded, name)[key]
+      assert got.dtype == want.dtype and np.array_equal(got, want)
+  assert (cached.num_train, cached.num_validation, cached.num_test) == (1080, 120, 200)
+  # Another cap is another entry; the files stay.
+  tiny_config.data.max_eval_examples = 50
+  assert sources.load_splits(tiny_config.data).num_validation == 50 and len(_cache_files(data_dir)) == 5
+  # A torn cache file is ignored (that split decoded again); a dataset prepared again (its files change) is
+  # decoded again whole.
+  tiny_config.data.max_eval_examples = 0
+  calls = []
+  supervised = sources._supervised  # pylint: disable=protected-access
+  monkeypatch.setattr(sources, "_supervised", lambda *a: calls.append(a[1]) or supervised(*a))
+  with open(files[0], "wb") as f:
+    f.write(b"PK torn")
+  again = sources.load_splits(tiny_config.data)
+  assert calls == ["test"] and np.array_equal(again.test["image"], decoded.test["image"])
+  prepared = os.path.dirname(os.path.dirname(files[0]))
+  record = next(n for n in os.listdir(prepared) if "train.tfrecord" in n)
+  os.utime(os.path.join(prepared, record), ns=(1, 1))
+  calls.clear()
+  again = sources.load_splits(tiny_config.data)
+  assert sorted(calls) == ["test", "train[1080:]", "train[:1080]"]
+  assert np.array_equal(again.train["image"], decoded.train["image"])
+
+
+def test_a_data_dir_that_cannot_hold_the_cache_is_read_through_tensorflow(tmp_path, monkeypatch, tiny_config):
+  from cnn_val import rundir
+  def full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(rundir, "atomically", full)
+  monkeypatch.setattr(sources, "_warned_no_cache", False)
+  from tests.conftest import write_tiny_source
+  data_dir = str(tmp_path / "data")
+  fashion_mnist_offline.prepare(data_dir, source_dir=write_tiny_source(str(tmp_path / "source")))
+  tiny_config.data.data_dir = data_dir
+  splits = sources.load_splits(tiny_config.data)
+  assert (splits.num_train, splits.num_validation, splits.num_test) == (1080, 120, 200)
+  assert _cache_files(data_dir) == [] and sources._warned_no_cache  # pylint: disable=protected-access

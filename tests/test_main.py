@@ -45,3 +45,29 @@ def test_tensorflow_is_imported_to_hide_gpus_only_where_there_can_be_gpus(monkey
   assert cli.machine_may_have_gpus()
   monkeypatch.setattr(cli.os.path, "exists", lambda p: False)
   assert not cli.machine_may_have_gpus()
+
+
+def test_a_run_on_a_prepared_dataset_does_not_import_tensorflow(tiny_config, tmp_path):
+  # TensorFlow's import is 6-10 s of every process's start on 2 cores: a run reads the dataset's cached arrays
+  # and writes TensorBoard's files without it (doctor and pre-flight included). Where GPUs may be present
+  # `cli.keep_tensorflow_off_accelerators` imports it on purpose, so this asks only where there are none.
+  import pytest
+  from cnn_val import cli
+  from cnn_val.data import sources
+  if cli.machine_may_have_gpus():
+    pytest.skip("TensorFlow is imported here to keep it off the GPUs")
+  sources.load_splits(tiny_config.data)  # the cache exists (the dataset's first reader writes it)
+  code = ("import atexit, runpy, sys; atexit.register(lambda: print('MODULES', *sorted(sys.modules))); "
+          "runpy.run_module('cnn_val.main', run_name='__main__', alter_sys=True)")
+  result = subprocess.run(
+      [sys.executable, "-c", code, "--config=configs/default.py", f"--workdir={tmp_path}",
+       f"--config.data.data_dir={tiny_config.data.data_dir}", "--config.data.download=False",
+       "--config.num_devices=1", "--config.num_epochs=1", "--config.batch_size=32", "--config.preflight=True",
+       "--config.doctor=True"], cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  [line] = [line for line in result.stdout.splitlines() if line.startswith("MODULES ")]
+  imported = set(line.split()[1:])
+  assert {"cnn_val.training_run", "cnn_val.doctor.report", "cleanlab"} <= imported  # the whole run and its doctor
+  assert "tensorflow" not in imported and "keras" not in imported
+  assert any(n.startswith("events.out.tfevents") for n in os.listdir(tmp_path))
+  assert os.path.exists(tmp_path / "report.md")

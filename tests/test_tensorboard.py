@@ -2,8 +2,11 @@
 and report as text and its plots as images, the config in the HParams view (read back from the event files)."""
 
 import glob
+import json
 import os
+import sys
 
+import pytest
 import tensorflow as tf
 
 from cnn_val import train
@@ -28,6 +31,10 @@ def test_event_files_hold_per_step_scalars_and_the_doctors_findings_and_plots(ti
   steps = [step for step, _ in tags["train/loss"]]
   assert steps == list(range(10, 2 * (1080 // 32) + 1, 10))  # every logging interval, not once an epoch
   assert {"train/accuracy", "train/lr", "val_accuracy", "train_eval_accuracy"} <= set(tags)
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [(step, float(tf.make_ndarray(value.tensor))) for step, value in tags["val_accuracy"]] == [
+      (row["step"], pytest.approx(row["val_accuracy"])) for row in rows]
+  assert tags["val_accuracy"][0][1].metadata.plugin_data.plugin_name == "scalars"
   verdict = tags["doctor/verdict"][0][1]
   assert tf.make_ndarray(verdict.tensor).item().decode().startswith(("healthy", "problems_found"))
   assert "# cnn_val report" in tf.make_ndarray(tags["doctor/report"][0][1].tensor).item().decode()
@@ -48,3 +55,16 @@ def test_a_profiler_trace_on_request(tiny_config, tmp_path):
   train.train_and_evaluate(tiny_config, str(tmp_path))
   traces = glob.glob(os.path.join(str(tmp_path), "profile", "plugins", "profile", "*", "*"))
   assert traces and any(t.endswith((".xplane.pb", ".trace.json.gz")) for t in traces)
+
+
+def test_without_tensorboard_a_run_keeps_its_metrics_and_says_so(monkeypatch, tmp_path, caplog):
+  import cnn_val  # pylint: disable=import-outside-toplevel
+  from cnn_val import rundir  # pylint: disable=import-outside-toplevel
+  monkeypatch.setitem(sys.modules, "cnn_val.summaries", None)  # as if the tensorboard package were missing
+  monkeypatch.delattr(cnn_val, "summaries", raising=False)
+  monkeypatch.setattr(rundir, "_WARNED_NO_TENSORBOARD", False)
+  writer = rundir.MetricsWriter(str(tmp_path))
+  writer.write({"step": 1, "val_accuracy": 0.5})
+  writer.close()
+  assert os.listdir(tmp_path) == [rundir.METRICS_FILE]
+  assert "No TensorBoard summaries" in caplog.text and "pip install tensorboard" in caplog.text

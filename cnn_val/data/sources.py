@@ -1,7 +1,8 @@
 """Finds, prepares and opens a TFDS image-classification dataset, failing fast when it cannot be had.
 
 (`config.data.name='image_folder'` reads your own image files, `'npz'` numpy arrays without TensorFlow; both
-modules are beside this one. TensorFlow and TFDS are imported only for a TFDS dataset or an image folder.)
+modules are beside this one. TensorFlow is imported only for an image folder, or to decode a TFDS split the
+first time: the decoded arrays are cached beside the prepared files, `ARRAY_CACHE`.)
 
 The offline default, Fashion-MNIST, is prepared from Debian's files on first use. Any other TFDS dataset is
 downloaded by TFDS where the internet is reachable; offline, TFDS would retry DNS for minutes, so we probe
@@ -10,11 +11,18 @@ first and fail within seconds with a message that says what is missing and how t
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 import socket
+import zipfile
 
 from absl import logging
+import numpy as np
 
-from cnn_val.data import npz
+from cnn_val import rundir
+from cnn_val.data import npz, pipeline
 from cnn_val.data.splits import Splits
 
 # Where TFDS downloads from (its GCS mirror); reachable means "TFDS can download".
@@ -71,8 +79,8 @@ def get_builder(data_config):
 
 
 def _supervised(builder, split: str, max_examples: int):
-  """(an unbatched tf.data dataset of {'image', 'label' int32}, its size). Read once by the trainer (into numpy
-  arrays): no TFDS auto-cache."""
+  """(an unbatched tf.data dataset of {'image', 'label' int32}, its size). No TFDS auto-cache: cnn_val reads a
+  split once, into numpy arrays (`_arrays`, `pipeline.to_arrays`)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   ds = builder.as_dataset(split=split, shuffle_files=False, read_config=tfds.ReadConfig(try_autocache=False))
@@ -82,6 +90,52 @@ def _supervised(builder, split: str, max_examples: int):
   ds = ds.map(lambda ex: {"image": ex["image"], "label": tf.cast(ex["label"], tf.int32)},
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds, n
+
+
+# The decoded splits, beside the prepared dataset's files (`<data_dir>/<name>/<version>/cnn_val_arrays/`): a
+# run reads them with numpy, without TensorFlow, whose import alone costs 6-10 s of every run's start on a
+# 2-core CPU, and without decoding the PNGs again. Deleting the folder is safe (the next run writes it again).
+ARRAY_CACHE = "cnn_val_arrays"
+_ARRAY_CACHE_FORMAT = 1
+_warned_no_cache = False
+
+
+def _cache_key(builder, split: str, max_examples: int) -> str:
+  """What the cached arrays were decoded from: the split, the cap and every prepared file's name, size and
+  modification time (a dataset prepared again invalidates its cache)."""
+  folder = os.fspath(builder.data_dir)
+  files = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_file())
+  return json.dumps({"format": _ARRAY_CACHE_FORMAT, "split": split, "max_examples": max_examples, "files": files})
+
+
+def _arrays(builder, split: str, max_examples: int, num_classes: int, split_name: str) -> dict:
+  """The split as numpy arrays {'image', 'label' int32}: from the array cache where it holds this split of these
+  files, else decoded through tf.data (`_supervised`) and written to the cache for the next run. A data_dir that
+  is remote, read-only or full is read through tf.data every time (one warning); nothing fails for the cache."""
+  folder = os.fspath(builder.data_dir)
+  if not rundir.is_local(folder):
+    return pipeline.to_arrays(_supervised(builder, split, max_examples)[0], num_classes, split_name)
+  key = _cache_key(builder, split, max_examples)
+  name = re.sub(r"\[(\d*):(\d*)\]", lambda m: f"_{m[1] or 'start'}_{m[2] or 'end'}", split)  # train[:N]: train_start_N
+  name = re.sub(r"[^A-Za-z0-9_]+", "_", name)
+  file = os.path.join(folder, ARRAY_CACHE, f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz")
+  try:
+    with np.load(file, allow_pickle=False) as cached:
+      if str(cached["key"]) == key:
+        return pipeline.to_arrays({"image": cached["image"], "label": cached["label"]}, num_classes, split_name)
+  except FileNotFoundError:
+    pass
+  except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # torn or foreign: decoded again
+    logging.warning("Ignoring the unreadable array cache %s (%s); decoding the split again.", file, e)
+  arrays = pipeline.to_arrays(_supervised(builder, split, max_examples)[0], num_classes, split_name)
+  try:
+    rundir.atomically(file, "wb", lambda f: np.savez(f, key=np.array(key), **arrays))
+  except OSError as e:
+    global _warned_no_cache
+    if not _warned_no_cache:
+      logging.warning("No array cache beside the dataset (%s): each run decodes it through TensorFlow again.", e)
+      _warned_no_cache = True
+  return arrays
 
 
 def load_splits(data_config) -> Splits:
@@ -112,16 +166,17 @@ def load_splits(data_config) -> Splits:
                      f"of the {total} examples in {train_split!r}.")
   if data_config.max_train_examples:
     num_train = min(num_train, data_config.max_train_examples)
-  train, num_train = _supervised(builder, f"{train_split}[:{num_train}]", 0)
-  validation, num_val = _supervised(
-      builder, f"{train_split}[{total - num_val}:]", data_config.max_eval_examples)
-  test, num_test = None, 0
-  if data_config.test_split:
-    if data_config.test_split not in info.splits:
-      raise ValueError(f"config.data.test_split={data_config.test_split!r} is not a split of "
-                       f"{data_config.name!r}; it has {sorted(info.splits.keys())}. Use '' for none.")
-    test, num_test = _supervised(builder, data_config.test_split, data_config.max_eval_examples)
   label = features["label"]
+  if data_config.test_split and data_config.test_split not in info.splits:
+    raise ValueError(f"config.data.test_split={data_config.test_split!r} is not a split of "
+                     f"{data_config.name!r}; it has {sorted(info.splits.keys())}. Use '' for none.")
+  train = _arrays(builder, f"{train_split}[:{num_train}]", 0, label.num_classes, "train")
+  validation = _arrays(builder, f"{train_split}[{total - num_val}:]", data_config.max_eval_examples,
+                       label.num_classes, "validation")
+  test = (_arrays(builder, data_config.test_split, data_config.max_eval_examples, label.num_classes, "test")
+          if data_config.test_split else None)
+  num_train, num_val = len(train["label"]), len(validation["label"])
+  num_test = len(test["label"]) if test is not None else 0
   return Splits(
       train=train, validation=validation, test=test, num_train=num_train, num_validation=num_val,
       num_test=num_test, num_classes=label.num_classes, image_shape=tuple(features["image"].shape),

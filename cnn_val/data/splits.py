@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-  """The three splits, each {'image': uint8 [N,H,W,C], 'label': int32 [N]} numpy arrays or (a TFDS split not
+  """The three splits, each {'image': uint8 [N,H,W,C], 'label': int32 [N]} numpy arrays or (an image folder not
   yet read) an unbatched tf.data dataset of such examples; `loading.load_data` gives arrays."""
   train: Any
   validation: Any
