@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -51,9 +53,8 @@ def test_a_run_on_a_prepared_dataset_does_not_import_tensorflow(tiny_config, tmp
   # TensorFlow's import is 6-10 s of every process's start on 2 cores: a run reads the dataset's cached arrays
   # and writes TensorBoard's files without it (doctor and pre-flight included). Where GPUs may be present
   # `cli.keep_tensorflow_off_accelerators` imports it on purpose, so this asks only where there are none.
-  import pytest
-  from cnn_val import cli
-  from cnn_val.data import sources
+  from cnn_val import cli  # pylint: disable=import-outside-toplevel
+  from cnn_val.data import sources  # pylint: disable=import-outside-toplevel
   if cli.machine_may_have_gpus():
     pytest.skip("TensorFlow is imported here to keep it off the GPUs")
   sources.load_splits(tiny_config.data)  # the cache exists (the dataset's first reader writes it)

@@ -116,7 +116,8 @@ def _arrays(builder, split: str, max_examples: int, num_classes: int, split_name
   if not rundir.is_local(folder):
     return pipeline.to_arrays(_supervised(builder, split, max_examples)[0], num_classes, split_name)
   key = _cache_key(builder, split, max_examples)
-  name = re.sub(r"\[(\d*):(\d*)\]", lambda m: f"_{m[1] or 'start'}_{m[2] or 'end'}", split)  # train[:N]: train_start_N
+  # The file's readable part: train[:N] -> train_start_N, train[N:] -> train_N_end.
+  name = re.sub(r"\[(\d*):(\d*)\]", lambda m: f"_{m[1] or 'start'}_{m[2] or 'end'}", split)
   name = re.sub(r"[^A-Za-z0-9_]+", "_", name)
   file = os.path.join(folder, ARRAY_CACHE, f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz")
   try:
