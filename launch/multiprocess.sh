@@ -22,7 +22,8 @@ for ((i = 0; i < n; i++)); do
   pids+=($!)
 done
 # SIGTERM first (a process stops at its next step boundary); one blocked in a collective with a dead peer gets
-# SIGKILL after a grace period (its run resumes from the latest checkpoint all the same).
+# SIGKILL after a grace period, $CNN_VAL_STOP_GRACE_S seconds (20 by default; its run resumes from the latest
+# checkpoint all the same).
 stop_all() {
   kill -TERM "${pids[@]}" 2>/dev/null
   (sleep "${CNN_VAL_STOP_GRACE_S:-20}"; kill -KILL "${pids[@]}" 2>/dev/null) &

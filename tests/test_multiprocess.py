@@ -25,9 +25,10 @@ def _flags(workdir, data_dir, cpu_devices, preflight=False):
           "--config.doctor=False", f"--config.preflight={preflight}", f"--config.cpu_devices={cpu_devices}"]
 
 
-def _two_processes(workdir, data_dir, preflight=False):
+def _two_processes(workdir, data_dir, preflight=False, stop_grace_s=20):
   # Launches of the same run share XLA's compilations through JAX's persistent cache (next to the runs).
-  env = {**ENV, "JAX_COMPILATION_CACHE_DIR": os.path.join(os.path.dirname(workdir), "cache")}
+  env = {**ENV, "JAX_COMPILATION_CACHE_DIR": os.path.join(os.path.dirname(workdir), "cache"),
+         "CNN_VAL_STOP_GRACE_S": str(stop_grace_s)}
   return subprocess.Popen(["bash", "launch/multiprocess.sh", "2", *_flags(workdir, data_dir, 1, preflight)], cwd=REPO,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -57,7 +58,8 @@ def test_two_processes_train_what_one_process_with_two_devices_trains_and_resume
     assert os.path.exists(full / name), name
 
   killed = tmp_path / "killed"
-  proc = _two_processes(killed, tiny_data_dir)
+  # The survivor of a SIGKILL waits in a collective for its dead peer until the launcher's SIGKILL: 2 s here.
+  proc = _two_processes(killed, tiny_data_dir, stop_grace_s=2)
   deadline = time.time() + 300
   checkpoint = killed / "checkpoints" / "latest"
   while not (checkpoint.is_dir() and any(d.isdigit() for d in os.listdir(checkpoint))):  # epoch 1 checkpointed
