@@ -153,7 +153,7 @@ def test_decoded_splits_are_cached_beside_the_dataset_and_read_back_without_tens
   tiny_config.data.data_dir = data_dir
   decoded = sources.load_splits(tiny_config.data)  # decoded through tf.data, and cached
   files = _cache_files(data_dir)
-  assert [os.path.basename(f).split("-")[0] for f in files] == ["test", "train_1080_end", "train_start_1080"]
+  assert [os.path.basename(f).split("-")[0] for f in files] == ["test", "train"]  # whole splits, sliced in numpy
   with monkeypatch.context() as m:  # read back: tf.data is not touched
     m.setattr(sources, "_supervised", lambda *a: pytest.fail("decoded again instead of read from the cache"))
     cached = sources.load_splits(tiny_config.data)
@@ -162,9 +162,18 @@ def test_decoded_splits_are_cached_beside_the_dataset_and_read_back_without_tens
       got, want = getattr(cached, name)[key], getattr(decoded, name)[key]
       assert got.dtype == want.dtype and np.array_equal(got, want)
   assert (cached.num_train, cached.num_validation, cached.num_test) == (1080, 120, 200)
-  # Another cap is another entry; the files stay.
-  tiny_config.data.max_eval_examples = 50
-  assert sources.load_splits(tiny_config.data).num_validation == 50 and len(_cache_files(data_dir)) == 5
+  # The slices are TFDS's own sub-splits (train[:N] its first N examples, in order).
+  builder, supervised = sources.get_builder(tiny_config.data), sources._supervised  # pylint: disable=protected-access
+  for name, split in (("train", "train[:1080]"), ("validation", "train[1080:]")):
+    tfds_arrays = pipeline.to_arrays(supervised(builder, split, 0)[0], 10, name)
+    assert all(np.array_equal(getattr(cached, name)[k], tfds_arrays[k]) for k in ("image", "label"))
+  # Other caps and validation fractions are slices of the same files.
+  tiny_config.data.max_eval_examples, tiny_config.data.max_train_examples = 50, 300
+  capped = sources.load_splits(tiny_config.data)
+  assert (capped.num_train, capped.num_validation, capped.num_test) == (300, 50, 50)
+  assert np.array_equal(capped.validation["image"], cached.validation["image"][:50])
+  assert _cache_files(data_dir) == files
+  tiny_config.data.max_train_examples = 0
   # A torn cache file is ignored (that split decoded again); a dataset prepared again (its files change) is
   # decoded again whole.
   tiny_config.data.max_eval_examples = 0
@@ -180,7 +189,7 @@ def test_decoded_splits_are_cached_beside_the_dataset_and_read_back_without_tens
   os.utime(os.path.join(prepared, record), ns=(1, 1))
   calls.clear()
   again = sources.load_splits(tiny_config.data)
-  assert sorted(calls) == ["test", "train[1080:]", "train[:1080]"]
+  assert sorted(calls) == ["test", "train"]
   assert np.array_equal(again.train["image"], decoded.train["image"])
 
 

@@ -100,26 +100,26 @@ _ARRAY_CACHE_FORMAT = 1
 _warned_no_cache = False
 
 
-def _cache_key(builder, split: str, max_examples: int) -> str:
-  """What the cached arrays were decoded from: the split, the cap and every prepared file's name, size and
+def _cache_key(builder, split: str) -> str:
+  """What a split's cached arrays were decoded from: the split and every prepared file's name, size and
   modification time (a dataset prepared again invalidates its cache)."""
   folder = os.fspath(builder.data_dir)
   files = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_file())
-  return json.dumps({"format": _ARRAY_CACHE_FORMAT, "split": split, "max_examples": max_examples, "files": files})
+  return json.dumps({"format": _ARRAY_CACHE_FORMAT, "split": split, "files": files})
 
 
-def _arrays(builder, split: str, max_examples: int, num_classes: int, split_name: str) -> dict:
-  """The split as numpy arrays {'image', 'label' int32}: from the array cache where it holds this split of these
-  files, else decoded through tf.data (`_supervised`) and written to the cache for the next run. A data_dir that
-  is remote, read-only or full is read through tf.data every time (one warning); nothing fails for the cache."""
+def _arrays(builder, split: str, num_classes: int, split_name: str) -> dict:
+  """The whole named split as numpy arrays {'image', 'label' int32}, in TFDS's order: from the array cache
+  where it holds this split of these files, else decoded through tf.data (`_supervised`) and written to the
+  cache for the next run. (Slices and caps are taken from these arrays, so one file per split serves every
+  `max_train_examples` and validation fraction.) A data_dir that is remote, read-only or full is read through
+  tf.data every time (one warning); nothing fails for the cache."""
   folder = os.fspath(builder.data_dir)
   if not rundir.is_local(folder):
-    return pipeline.to_arrays(_supervised(builder, split, max_examples)[0], num_classes, split_name)
-  key = _cache_key(builder, split, max_examples)
-  # The file's readable part: train[:N] -> train_start_N, train[N:] -> train_N_end.
-  name = re.sub(r"\[(\d*):(\d*)\]", lambda m: f"_{m[1] or 'start'}_{m[2] or 'end'}", split)
-  name = re.sub(r"[^A-Za-z0-9_]+", "_", name)
-  file = os.path.join(folder, ARRAY_CACHE, f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz")
+    return pipeline.to_arrays(_supervised(builder, split, 0)[0], num_classes, split_name)
+  key = _cache_key(builder, split)
+  file = os.path.join(folder, ARRAY_CACHE, f"{re.sub(r'[^A-Za-z0-9_]+', '_', split)}-"
+                                           f"{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz")
   try:
     with np.load(file, allow_pickle=False) as cached:
       if str(cached["key"]) == key:
@@ -128,7 +128,7 @@ def _arrays(builder, split: str, max_examples: int, num_classes: int, split_name
     pass
   except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # torn or foreign: decoded again
     logging.warning("Ignoring the unreadable array cache %s (%s); decoding the split again.", file, e)
-  arrays = pipeline.to_arrays(_supervised(builder, split, max_examples)[0], num_classes, split_name)
+  arrays = pipeline.to_arrays(_supervised(builder, split, 0)[0], num_classes, split_name)
   try:
     rundir.atomically(file, "wb", lambda f: np.savez(f, key=np.array(key), **arrays))
   except OSError as e:
@@ -137,6 +137,10 @@ def _arrays(builder, split: str, max_examples: int, num_classes: int, split_name
       logging.warning("No array cache beside the dataset (%s): each run decodes it through TensorFlow again.", e)
       _warned_no_cache = True
   return arrays
+
+
+def _rows(arrays: dict, start: int, stop: int) -> dict:
+  return {k: v[start:stop] for k, v in arrays.items()}
 
 
 def load_splits(data_config) -> Splits:
@@ -171,10 +175,11 @@ def load_splits(data_config) -> Splits:
   if data_config.test_split and data_config.test_split not in info.splits:
     raise ValueError(f"config.data.test_split={data_config.test_split!r} is not a split of "
                      f"{data_config.name!r}; it has {sorted(info.splits.keys())}. Use '' for none.")
-  train = _arrays(builder, f"{train_split}[:{num_train}]", 0, label.num_classes, "train")
-  validation = _arrays(builder, f"{train_split}[{total - num_val}:]", data_config.max_eval_examples,
-                       label.num_classes, "validation")
-  test = (_arrays(builder, data_config.test_split, data_config.max_eval_examples, label.num_classes, "test")
+  whole = _arrays(builder, train_split, label.num_classes, "train")  # TFDS's train[:N] is its first N, in order
+  cap = data_config.max_eval_examples or None
+  train = _rows(whole, 0, num_train)
+  validation = _rows(_rows(whole, total - num_val, total), 0, cap)
+  test = (_rows(_arrays(builder, data_config.test_split, label.num_classes, "test"), 0, cap)
           if data_config.test_split else None)
   num_train, num_val = len(train["label"]), len(validation["label"])
   num_test = len(test["label"]) if test is not None else 0
