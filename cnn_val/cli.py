@@ -34,16 +34,37 @@ def machine_may_have_gpus() -> bool:
   return any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
 
 
+_tensorflow_off_accelerators = False
+
+
 def keep_tensorflow_off_accelerators() -> None:
-  """tf.data only feeds the host: where TensorFlow is installed, hide the GPUs from it so JAX gets all of their
-  memory (TensorFlow would otherwise reserve most of it on first use). Without TensorFlow (`config.data.name=
-  'npz'` needs none) or without GPUs there is nothing to hide, and TensorFlow is not imported here: its import
-  takes seconds (8-10 s on the 2-core CPU machines) that a mistake in the flags should not wait for."""
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  if not machine_may_have_gpus() or importlib.util.find_spec("tensorflow") is None:
-    return
+  """tf.data only feeds the host: an entry point asks here that TensorFlow, wherever cnn_val imports it
+  (`tensorflow()`), sees no GPU, so JAX gets all of their memory (TensorFlow would otherwise reserve most of
+  it on first use). Nothing is imported here: a run on a prepared dataset never needs TensorFlow (the array
+  cache, TensorBoard's own writer), and its import takes seconds (8-10 s on the 2-core CPU machines) that
+  neither a run nor a mistake in the flags should wait for. Already imported, it is told at once."""
+  global _tensorflow_off_accelerators
+  _tensorflow_off_accelerators = True
+  if "tensorflow" in sys.modules:
+    _hide_gpus(sys.modules["tensorflow"])
+
+
+def tensorflow():
+  """TensorFlow, as cnn_val imports it (seconds, on first use): with the GPUs hidden from it where an entry point
+  asked (`keep_tensorflow_off_accelerators`) and there may be GPUs (`machine_may_have_gpus`)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  tf.config.set_visible_devices([], "GPU")
+  if _tensorflow_off_accelerators:
+    _hide_gpus(tf)
+  return tf
+
+
+def _hide_gpus(tf) -> None:
+  if not machine_may_have_gpus():
+    return
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:  # TensorFlow's devices are set up already (code outside cnn_val used it): too late to hide
+    pass
 
 
 def _chain(error: BaseException) -> list[BaseException]:

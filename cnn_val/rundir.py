@@ -290,7 +290,9 @@ def tensorboard_writer(workdir: str):
     if is_local(workdir):
       from cnn_val import summaries  # pylint: disable=import-outside-toplevel  (TensorBoard's protos)
       return summaries.EventWriter(workdir)
-    from clu import metric_writers  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
+    from cnn_val import cli  # pylint: disable=import-outside-toplevel
+    cli.tensorflow()  # clu's writer imports it: first, with the GPUs hidden from it where an entry point asked
+    from clu import metric_writers  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     global _WARNED_NO_TENSORBOARD
     if not _WARNED_NO_TENSORBOARD:

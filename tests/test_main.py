@@ -3,8 +3,7 @@
 import os
 import subprocess
 import sys
-
-import pytest
+import types
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,14 +31,27 @@ def test_workdir_is_required():
   assert result.returncode != 0 and "workdir" in result.stderr
 
 
-def test_tensorflow_is_imported_to_hide_gpus_only_where_there_can_be_gpus(monkeypatch):
-  # A mistake in the flags is reported before TensorFlow's seconds-long import where it has no GPU to hide.
+def test_tensorflow_is_told_to_keep_off_the_gpus_when_cnn_val_imports_it(monkeypatch):
+  # An entry point only asks; TensorFlow is imported (seconds) where cnn_val needs it, and then hides the GPUs.
   code = ("import sys; from cnn_val import cli; cli.keep_tensorflow_off_accelerators(); "
           "print('tensorflow' in sys.modules)")
   result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
-  from cnn_val import cli
-  assert result.stdout.strip() == str(cli.machine_may_have_gpus())
+  assert result.stdout.strip() == "False"
+  from cnn_val import cli  # pylint: disable=import-outside-toplevel
+  hidden = []
+  config = types.SimpleNamespace(set_visible_devices=lambda devices, kind: hidden.append((devices, kind)))
+  fake = types.SimpleNamespace(config=config)
+  monkeypatch.setitem(sys.modules, "tensorflow", fake)
+  monkeypatch.setattr(cli, "_tensorflow_off_accelerators", False)
+  monkeypatch.setattr(cli, "machine_may_have_gpus", lambda: True)
+  assert cli.tensorflow() is fake and not hidden  # a library user's TensorFlow is left alone
+  cli.keep_tensorflow_off_accelerators()  # already imported: told at once
+  assert hidden == [([], "GPU")]
+  assert cli.tensorflow() is fake and hidden == [([], "GPU")] * 2
+  monkeypatch.setattr(cli, "machine_may_have_gpus", lambda: False)
+  assert cli.tensorflow() is fake and len(hidden) == 2  # no GPU: nothing to hide
+  monkeypatch.undo()
   monkeypatch.setattr(cli.sys, "platform", "darwin")
   assert cli.machine_may_have_gpus()  # elsewhere it cannot tell: TensorFlow is told to keep off the GPUs
   monkeypatch.setattr(cli.sys, "platform", "linux")
@@ -51,12 +63,8 @@ def test_tensorflow_is_imported_to_hide_gpus_only_where_there_can_be_gpus(monkey
 
 def test_a_run_on_a_prepared_dataset_does_not_import_tensorflow(tiny_config, tmp_path):
   # TensorFlow's import is 6-10 s of every process's start on 2 cores: a run reads the dataset's cached arrays
-  # and writes TensorBoard's files without it (doctor and pre-flight included). Where GPUs may be present
-  # `cli.keep_tensorflow_off_accelerators` imports it on purpose, so this asks only where there are none.
-  from cnn_val import cli  # pylint: disable=import-outside-toplevel
+  # and writes TensorBoard's files without it (doctor and pre-flight included).
   from cnn_val.data import sources  # pylint: disable=import-outside-toplevel
-  if cli.machine_may_have_gpus():
-    pytest.skip("TensorFlow is imported here to keep it off the GPUs")
   sources.load_splits(tiny_config.data)  # the cache exists (the dataset's first reader writes it)
   code = ("import atexit, runpy, sys; atexit.register(lambda: print('MODULES', *sorted(sys.modules))); "
           "runpy.run_module('cnn_val.main', run_name='__main__', alter_sys=True)")

@@ -50,8 +50,8 @@ def to_arrays(ds, num_classes: int, split_name: str) -> dict[str, np.ndarray]:
 
 def from_arrays(arrays: dict[str, np.ndarray]):
   """An unbatched tf.data dataset of in-memory arrays (for code that wants one; cnn_val batches arrays)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  return tf.data.Dataset.from_tensor_slices(arrays)
+  from cnn_val import cli  # pylint: disable=import-outside-toplevel
+  return cli.tensorflow().data.Dataset.from_tensor_slices(arrays)
 
 
 def train_indices(labels: np.ndarray, *, global_batch: int, num_devices: int, seed: int, epoch: int,

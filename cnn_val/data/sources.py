@@ -21,7 +21,7 @@ import zipfile
 from absl import logging
 import numpy as np
 
-from cnn_val import rundir
+from cnn_val import cli, rundir
 from cnn_val.data import npz, pipeline
 from cnn_val.data.splits import Splits
 
@@ -59,6 +59,7 @@ def get_builder(data_config):
   where = builder.data_dir
   if name == "fashion_mnist" and fashion_mnist_offline.local_files() is not None:
     logging.info("Preparing fashion_mnist from %s into %s (once).", fashion_mnist_offline.DEBIAN_DIR, where)
+    cli.tensorflow()  # TFDS writes through it: imported first, with the GPUs hidden where an entry point asked
     fashion_mnist_offline.prepare(data_dir)
     return tfds.builder(name, data_dir=data_dir)
   hint = (f" For fashion_mnist offline: `apt-get install {fashion_mnist_offline.DEBIAN_PACKAGE}`."
@@ -74,6 +75,7 @@ def get_builder(data_config):
         f"{DOWNLOAD_PROBE[0]}:{DOWNLOAD_PROBE[1]} is unreachable (no internet?). Prepare it on a machine "
         f"with internet (`tfds build {name} --data_dir=DIR`), copy DIR here and set "
         f"config.data.data_dir=DIR.{hint}")
+  cli.tensorflow()
   builder.download_and_prepare()
   return builder
 
@@ -81,7 +83,7 @@ def get_builder(data_config):
 def _supervised(builder, split: str, max_examples: int):
   """(an unbatched tf.data dataset of {'image', 'label' int32}, its size). No TFDS auto-cache: cnn_val reads a
   split once, into numpy arrays (`_arrays`, `pipeline.to_arrays`)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  tf = cli.tensorflow()
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   ds = builder.as_dataset(split=split, shuffle_files=False, read_config=tfds.ReadConfig(try_autocache=False))
   n = builder.info.splits[split].num_examples
@@ -148,6 +150,7 @@ def load_splits(data_config) -> Splits:
   if data_config.name == "npz":
     return npz.load_splits(data_config)
   if data_config.name == "image_folder":
+    cli.tensorflow()  # imported with the GPUs hidden from it where an entry point asked
     from cnn_val.data import image_folder  # pylint: disable=import-outside-toplevel  (TensorFlow)
     return image_folder.load_splits(data_config)
   builder = get_builder(data_config)
