@@ -72,7 +72,11 @@ class EventWriter:
   def _write(self, event: event_pb2.Event) -> None:
     self._records.write(event.SerializeToString())
 
-  def _summary(self, step: int, summary: summary_pb2.Summary) -> None:
+  def _summary(self, step: int, *summaries: summary_pb2.Summary) -> None:
+    """One event at `step` holding the values of `summaries`."""
+    summary = summary_pb2.Summary()
+    for part in summaries:
+      summary.value.extend(part.value)
     for value in summary.value:
       if value.tag in self._described:
         value.ClearField("metadata")
@@ -80,22 +84,13 @@ class EventWriter:
     self._write(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    summary = summary_pb2.Summary()
-    for tag, value in scalars.items():
-      summary.value.extend(scalar_summary.scalar_pb(tag, np.asarray(value)).value)
-    self._summary(step, summary)
+    self._summary(step, *(scalar_summary.scalar_pb(tag, np.asarray(v)) for tag, v in scalars.items()))
 
   def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
-    summary = summary_pb2.Summary()
-    for tag, text in texts.items():
-      summary.value.extend(text_summary.text_pb(tag, text).value)
-    self._summary(step, summary)
+    self._summary(step, *(text_summary.text_pb(tag, text) for tag, text in texts.items()))
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
-    summary = summary_pb2.Summary()
-    for tag, image in images.items():
-      summary.value.extend(image_summary(tag, image).value)
-    self._summary(step, summary)
+    self._summary(step, *(image_summary(tag, image) for tag, image in images.items()))
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     """The HParams view's session (step 0, as `tensorboard.plugins.hparams.api.hparams` writes it)."""
