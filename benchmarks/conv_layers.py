@@ -5,9 +5,8 @@ alternating round by round, median):
   im2col matmul, with each layer's im2col buffer size (the measurement behind
   `fast_ops.MATMUL_MAX_PATCH_ELEMENTS`, the size above which `conv_impl='auto'` keeps XLA's convolution);
 - max-pooling (2x2): XLA's reduce-window (its gradient a select-and-scatter) against `fast_ops.max_pool_reshape`,
-  whose gradient finds each window's first maximum by cumulative sums, and against the same selection unrolled
-  over the window's positions (`pool_variants.max_pool_unrolled`, tried and not adopted: README). All three
-  give identical gradients.
+  whose forward pass keeps the position of each window's first maximum for the gradient. Both give identical
+  gradients.
 
     .venv/bin/python -m benchmarks.conv_layers [--batch_sizes=32,256] [--rounds=5] [--seconds=0.5]
 """
@@ -19,7 +18,6 @@ from jax import lax
 import jax.numpy as jnp
 
 from benchmarks import common
-from benchmarks.pool_variants import max_pool_unrolled
 from cnn_val import fast_ops
 
 flags.DEFINE_string("batch_sizes", "32,256", "Batch sizes.")
@@ -66,19 +64,15 @@ def main(argv):
       out = size if pad == "SAME" else size - 2
       print(f"| {n} | {size}x{size} {cin}->{cout} {pad} | {n * out * out * 9 * cin:,} | {xla:.2f} | {mm:.2f} | "
             f"{xla / mm:.2f}x |")
-  print("\n| batch | max-pool 2x2 input | xla ms | reshape (cumulative-sum first maximum) ms | xla / reshape | "
-        "unrolled first maximum ms | reshape / unrolled |")
-  print("| --- | --- | --- | --- | --- | --- | --- |")
-  pools = (lambda x: fast_ops.max_pool(x, 2, "xla"), lambda x: fast_ops.max_pool_reshape(x, 2),
-           lambda x: max_pool_unrolled(x, 2))
+  print("\n| batch | max-pool 2x2 input | xla ms | reshape ms | xla / reshape |")
+  print("| --- | --- | --- | --- | --- |")
+  pools = (lambda x: fast_ops.max_pool(x, 2, "xla"), lambda x: fast_ops.max_pool_reshape(x, 2))
   for n in batch_sizes:
     for size, c in POOLS:
       # Rounded values after a ReLU: ties within windows, as after real activations.
       x = jax.nn.relu(jnp.round(jax.random.normal(jax.random.key(0), (n, size, size, c)) * 2))
-      xla, reshape, unrolled = _ms_per_call([jax.grad(lambda x, pool=pool: jnp.sum(pool(x) ** 2))
-                                             for pool in pools], (x,))
-      print(f"| {n} | {size}x{size}x{c} | {xla:.3f} | {reshape:.3f} | {xla / reshape:.2f}x | {unrolled:.3f} | "
-            f"{reshape / unrolled:.2f}x |")
+      xla, reshape = _ms_per_call([jax.grad(lambda x, pool=pool: jnp.sum(pool(x) ** 2)) for pool in pools], (x,))
+      print(f"| {n} | {size}x{size}x{c} | {xla:.3f} | {reshape:.3f} | {xla / reshape:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from benchmarks import pool_variants
 from cnn_val import models, optim, parallel, steps, train_loop
 from cnn_val.data import pipeline
 
@@ -32,8 +31,6 @@ flags.DEFINE_string("per_call", "10,50", "Steps per fused call to compare with t
 flags.DEFINE_integer("examples", 51_200, "Size of the synthetic training split (51,200: whole chunks at every batch and K).")
 flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds; the median is reported.")
 flags.DEFINE_float("seconds", 2.0, "Approximate time per measurement.")
-flags.DEFINE_bool("unrolled_pool", False, "Also the fused step at the largest --per_call compiled with the "
-                  "unrolled max-pool gradient (benchmarks.pool_variants, not adopted), side by side.")
 FLAGS = flags.FLAGS
 
 
@@ -89,13 +86,8 @@ def main(argv):
       config = common.MODEL_CONFIGS[name]()
       flops = common.flops_per_image(config, batch_size)
       for k in per_calls:
-        cases.append((name, batch_size, k, flops, False))
+        cases.append((name, batch_size, k, flops))
         runners.append(_runner(config, batch_size, k, arrays))
-      if FLAGS.unrolled_pool:
-        with pool_variants.unrolled_pool():
-          runners.append(_runner(config, batch_size, per_calls[-1], arrays))
-          runners[-1](1)  # compiled now, with the variant
-        cases.append((name, batch_size, per_calls[-1], flops, True))
   rates = _measure(runners, [c[1] for c in cases])
   peak = (peak_before + common.matmul_peak_flops()) / 2
   print(f"JAX {jax.__version__}, {jax.devices()[0].platform}, 1 device; float32 matmul peak "
@@ -103,11 +95,9 @@ def main(argv):
   print("| model | batch | MFLOP/image | steps per call | images/s | vs per-step loop | GFLOP/s | share of peak |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- |")
   base = {}
-  for (name, batch_size, k, flops, unrolled), rate in zip(cases, rates):
+  for (name, batch_size, k, flops), rate in zip(cases, rates):
     base.setdefault((name, batch_size), rate)
     label = "1 (per-step loop, host batches)" if k == 1 else f"{k} (fused, split on device)"
-    if unrolled:
-      label = f"{k} (fused, the unrolled max-pool gradient, not adopted)"
     print(f"| {name} | {batch_size} | {flops / 1e6:.2f} | {label} | {rate:,.0f} | "
           f"{rate / base[(name, batch_size)]:.2f}x | {rate * flops / 1e9:.0f} | {rate * flops / peak:.0%} |")
   # How far the matrix products alone would go at the step's own shapes: the ceiling the step's arithmetic has
@@ -117,8 +107,8 @@ def main(argv):
         "their time alone, share of the fused step's |")
   print("| --- | --- | --- | --- | --- | --- | --- |")
   fastest = {}
-  for (name, batch_size, k, _, unrolled), rate in zip(cases, rates):
-    if k > 1 and not unrolled:  # the adopted ops only
+  for (name, batch_size, k, _), rate in zip(cases, rates):
+    if k > 1:
       fastest[name, batch_size] = max(fastest.get((name, batch_size), 0.0), rate)
   for (name, batch_size), rate in fastest.items():
     matmuls = common.step_matmuls(common.MODEL_CONFIGS[name](), batch_size)

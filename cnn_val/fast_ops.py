@@ -111,37 +111,57 @@ def conv_cpu_auto(lhs, rhs, window_strides, padding, **kwargs):
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def max_pool_reshape(x, window: int = 2):
   """`nn.max_pool(x, (window, window), strides=(window, window))` with VALID padding, via reshape + max.
 
   The gradient goes to the first maximum of each window in row-major order, as XLA's select-and-scatter
   does for `nn.max_pool`, so ties (common after a ReLU) give the same gradients as the XLA path.
   """
+  h, w = x.shape[1:3]
+  # Rows and columns past the last whole window take no part; slicing them off here lets autodiff give them a
+  # zero gradient, and the pool itself sees whole windows only.
+  return _max_pool_whole_windows(x[:, : h // window * window, : w // window * window, :], window)
+
+
+def _first_max(x, window: int):
+  """Each window's maximum and the row-major position (0 .. window^2 - 1) of its first occurrence, in one pass
+  over the window's positions. The maximum is `jnp.max`'s, a NaN included (XLA's maximum propagates it)."""
+  windows = _windows(x, window)
+  best = windows[:, :, 0, :, 0, :]
+  index = jnp.zeros(best.shape, jnp.int8)
+  for position in range(1, window * window):
+    i, j = divmod(position, window)
+    value = windows[:, :, i, :, j, :]
+    index = jnp.where(value > best, jnp.int8(position), index)  # strictly greater: the first maximum stays
+    best = jnp.maximum(best, value)
+  return best, index
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool_whole_windows(x, window: int):
   return jnp.max(_windows(x, window), axis=(2, 4))
 
 
 def _max_pool_fwd(x, window):
-  out = max_pool_reshape(x, window)
-  return out, (x, out)
+  # The backward pass keeps only where each maximum was, chosen here from the same values as the output. It
+  # used to find the maximum again by comparing the saved input with the saved output (`x == out`): inside the
+  # jitted train step of a BatchNorm model that gave wrong gradients (every conv and BatchNorm gradient off by
+  # up to its own size), while the same code on the same values outside the step, eager execution and XLA's own
+  # pool all agreed. Comparing floats that XLA may compute in different fusions is not safe; an index is.
+  # tests/test_fast_ops.py checks every model's gradients under jit against XLA's pool.
+  out, index = _first_max(x, window)
+  return out, index
 
 
-def _max_pool_bwd(window, res, g):
-  x, out = res
-  windows = _windows(x, window)
-  is_max = windows == out[:, :, None, :, None, :]
-  # Rank of each maximum in row-major window order; only rank 1 (the first) receives the gradient.
-  in_row = jnp.cumsum(is_max, axis=4, dtype=jnp.int32)
-  row_total = in_row[:, :, :, :, -1:, :]
-  rows_before = jnp.cumsum(row_total, axis=2, dtype=jnp.int32) - row_total
-  first = is_max & (rows_before + in_row == 1)
-  grad = jnp.where(first, g[:, :, None, :, None, :], jnp.zeros((), g.dtype)).reshape(
-      x.shape[0], out.shape[1] * window, out.shape[2] * window, x.shape[3])
-  pad = ((0, 0), (0, x.shape[1] - grad.shape[1]), (0, x.shape[2] - grad.shape[2]), (0, 0))
-  return (jnp.pad(grad, pad),)
+def _max_pool_bwd(window, index, g):
+  zero = jnp.zeros((), g.dtype)
+  rows = [jnp.stack([jnp.where(index == i * window + j, g, zero) for j in range(window)], axis=3)
+          for i in range(window)]  # each [n, ho, wo, window (j), c]
+  n, ho, wo, c = g.shape
+  return (jnp.stack(rows, axis=2).reshape(n, ho * window, wo * window, c),)  # from [n, ho, i, wo, j, c]
 
 
-max_pool_reshape.defvjp(_max_pool_fwd, _max_pool_bwd)
+_max_pool_whole_windows.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def max_pool(x, window: int, impl: str):
