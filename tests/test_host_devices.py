@@ -51,8 +51,8 @@ def test_auto_cpu_devices(cpus, batch, has_stats, micro, expected):
 def test_has_batch_statistics_read_from_the_config_matches_the_model(make, overrides):
   model_config = make().model
   model_config.update(overrides)
-  variables = models.create_model(model_config, 10).init(
-      jax.random.key(0), jax.numpy.zeros((1, 28, 28, 1)), train=False)
+  variables = jax.eval_shape(lambda: models.create_model(model_config, 10).init(
+      jax.random.key(0), jax.numpy.zeros((1, 28, 28, 1)), train=False))
   assert models.has_batch_statistics(model_config) == ("batch_stats" in variables)
 
 
