@@ -8,7 +8,7 @@ alternating round by round, median):
   whose forward pass keeps the position of each window's first maximum for the gradient. Both give identical
   gradients.
 
-    .venv/bin/python -m benchmarks.conv_layers [--batch_sizes=32,256] [--rounds=5] [--seconds=0.5]
+    .venv/bin/python -m benchmarks.conv_layers [--batch_sizes=32,256] [--rounds=5] [--seconds=0.5] [--tables=conv,pool]
 """
 
 from absl import app
@@ -23,6 +23,7 @@ from cnn_val import fast_ops
 flags.DEFINE_string("batch_sizes", "32,256", "Batch sizes.")
 flags.DEFINE_integer("rounds", 5, "Alternating rounds; the median is reported.")
 flags.DEFINE_float("seconds", 0.5, "Approximate time per measurement.")
+flags.DEFINE_list("tables", ["conv", "pool"], "Which tables to measure: conv, pool.")
 FLAGS = flags.FLAGS
 
 LAYERS = [  # (height = width, Cin, Cout, padding): the convolutions of the models in configs/
@@ -52,6 +53,16 @@ def main(argv):
   print(f"{jax.default_backend()} backend, JAX {jax.__version__}; threshold "
         f"{fast_ops.MATMUL_MAX_PATCH_ELEMENTS:,} patch values; ms per forward + backward (gradients of input "
         f"and kernel), median of {FLAGS.rounds} rounds\n")
+  unknown = set(FLAGS.tables) - {"conv", "pool"}
+  if unknown:
+    raise app.UsageError(f"--tables: unknown {sorted(unknown)}; expected conv and/or pool.")
+  if "conv" in FLAGS.tables:
+    _conv_table(batch_sizes)
+  if "pool" in FLAGS.tables:
+    _pool_table(batch_sizes)
+
+
+def _conv_table(batch_sizes):
   print("| batch | layer | patch values | xla ms | matmul ms | xla / matmul |")
   print("| --- | --- | --- | --- | --- | --- |")
   convs = (lax.conv_general_dilated, fast_ops.conv_matmul)
@@ -64,6 +75,9 @@ def main(argv):
       out = size if pad == "SAME" else size - 2
       print(f"| {n} | {size}x{size} {cin}->{cout} {pad} | {n * out * out * 9 * cin:,} | {xla:.2f} | {mm:.2f} | "
             f"{xla / mm:.2f}x |")
+
+
+def _pool_table(batch_sizes):
   print("\n| batch | max-pool 2x2 input | xla ms | reshape ms | xla / reshape |")
   print("| --- | --- | --- | --- | --- |")
   pools = (lambda x: fast_ops.max_pool(x, 2, "xla"), lambda x: fast_ops.max_pool_reshape(x, 2))
