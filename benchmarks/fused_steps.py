@@ -2,7 +2,7 @@
 each model's FLOPs per image and its share of the machine's measured float32 matmul peak.
 
     .venv/bin/python -m benchmarks.fused_steps [--models=SeedCNN,SeedCNNDropout,ConvNet-BN]
-        [--batch_sizes=32,128] [--per_call=10,50] [--rounds=5] [--seconds=2]
+        [--batch_sizes=32,128] [--per_call=10,50] [--rounds=5] [--seconds=2] [--per_matmul]
 
 Both paths are the ones `train_and_evaluate` runs (`train_loop.step_calls`: a numpy gather of each batch from a
 51,200-image split by the epoch's permutation, then one pmapped step; `train_loop.chunk_calls`: the split held on
@@ -11,9 +11,12 @@ FLOPs per image come from XLA's cost analysis of the unsplit step; the peak is a
 measured in the same run, before and after the table (both printed; the share uses their mean). A second
 table times the step's own matrix products alone, at their shapes (read from the lowered step:
 `common.step_matmuls`, `common.matmul_ceiling`): what the step's arithmetic could reach on this machine if
-nothing else cost time, and the share of the fastest fused step's time those products would take alone.
+nothing else cost time, and the share of the fastest fused step's time those products would take alone. With
+--per_matmul a third table times each distinct product alone, with how often the step runs it: which of them
+hold the step's arithmetic below the peak.
 """
 
+import collections
 import sys
 
 from absl import app
@@ -31,6 +34,8 @@ flags.DEFINE_string("per_call", "10,50", "Steps per fused call to compare with t
 flags.DEFINE_integer("examples", 51_200, "Size of the synthetic training split (51,200: whole chunks at every batch and K).")
 flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds; the median is reported.")
 flags.DEFINE_float("seconds", 2.0, "Approximate time per measurement.")
+flags.DEFINE_bool("per_matmul", False, "Also a table of each of the step's matrix products alone: its shapes, "
+                  "its rate and its time per image (where the matmul ceiling is lost).")
 FLAGS = flags.FLAGS
 
 
@@ -116,6 +121,25 @@ def main(argv):
     per_image = dot_flops / batch_size
     print(f"| {name} | {batch_size} | {len(matmuls)} | {per_image / 1e6:.2f} | {ceiling / 1e9:.0f} | "
           f"{ceiling / peak:.0%} | {rate * per_image / ceiling:.0%} |")
+  if FLAGS.per_matmul:
+    _per_matmul_table(fastest, peak)
+
+
+def _per_matmul_table(fastest, peak):
+  """Each distinct matrix product of the step alone (lhs, rhs, contracted dimensions), its GFLOP/s and its time
+  per image beside the fused step's: which products keep the step's arithmetic from the matmul peak."""
+  print("\n| model | batch | lhs | rhs | contracted (lhs; rhs) | times per step | MFLOP/image | alone, GFLOP/s | "
+        "share of peak | us/image (all its times) | fused step us/image |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  for (name, batch_size), rate in fastest.items():
+    counts = collections.Counter(common.step_matmuls(common.MODEL_CONFIGS[name](), batch_size))
+    for (lhs, rhs, dims), times in counts.items():
+      flops, flop_rate = common.matmul_ceiling([(lhs, rhs, dims)])
+      (contract_lhs, contract_rhs), _ = dims
+      print(f"| {name} | {batch_size} | {'x'.join(map(str, lhs))} | {'x'.join(map(str, rhs))} | "
+            f"{','.join(map(str, contract_lhs))}; {','.join(map(str, contract_rhs))} | {times} | "
+            f"{times * flops / batch_size / 1e6:.2f} | {flop_rate / 1e9:.0f} | {flop_rate / peak:.0%} | "
+            f"{times * flops / flop_rate / batch_size * 1e6:.1f} | {1e6 / rate:.1f} |")
 
 def _measure(runners, batch_sizes):
   """Median images/s per runner over alternating rounds (each measurement whole calls, about --seconds)."""
