@@ -31,7 +31,8 @@ from cnn_val.data import pipeline
 flags.DEFINE_string("models", "SeedCNN,SeedCNNDropout,ConvNet-BN", "Models (configs) to measure.")
 flags.DEFINE_string("batch_sizes", "32,128", "Batch sizes.")
 flags.DEFINE_string("per_call", "10,50", "Steps per fused call to compare with the per-step loop.")
-flags.DEFINE_integer("examples", 51_200, "Size of the synthetic training split (51,200: whole chunks at every batch and K).")
+flags.DEFINE_integer("examples", 51_200,
+                     "Size of the synthetic training split (51,200: whole chunks at every batch and K).")
 flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds; the median is reported.")
 flags.DEFINE_float("seconds", 2.0, "Approximate time per measurement.")
 flags.DEFINE_bool("per_matmul", False, "Also a table of each of the step's matrix products alone: its shapes, "

@@ -128,11 +128,12 @@ def _first_max(x, window: int):
   over the window's positions. The maximum is `jnp.max`'s, a NaN included (XLA's maximum propagates it)."""
   windows = _windows(x, window)
   best = windows[:, :, 0, :, 0, :]
-  index = jnp.zeros(best.shape, jnp.int8)
+  dtype = jnp.int8 if window * window <= 127 else jnp.int32  # a quarter of float32's memory for usual windows
+  index = jnp.zeros(best.shape, dtype)
   for position in range(1, window * window):
     i, j = divmod(position, window)
     value = windows[:, :, i, :, j, :]
-    index = jnp.where(value > best, jnp.int8(position), index)  # strictly greater: the first maximum stays
+    index = jnp.where(value > best, dtype(position), index)  # strictly greater: the first maximum stays
     best = jnp.maximum(best, value)
   return best, index
 
@@ -145,8 +146,8 @@ def _max_pool_whole_windows(x, window: int):
 def _max_pool_fwd(x, window):
   # The backward pass keeps only where each maximum was, chosen here from the same values as the output. It
   # used to find the maximum again by comparing the saved input with the saved output (`x == out`): inside the
-  # jitted train step of a BatchNorm model that gave wrong gradients (every conv and BatchNorm gradient off by
-  # up to its own size), while the same code on the same values outside the step, eager execution and XLA's own
+  # jitted train step of a BatchNorm model that gave wrong gradients (conv and BatchNorm gradients off by up to
+  # about their own size), while the same code on the same values outside the step, eager execution and XLA's own
   # pool all agreed. Comparing floats that XLA may compute in different fusions is not safe; an index is.
   # tests/test_fast_ops.py checks every model's gradients under jit against XLA's pool.
   out, index = _first_max(x, window)
