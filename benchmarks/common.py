@@ -167,40 +167,52 @@ def step_matmuls(config, batch_size: int, image_shape=(28, 28, 1), num_classes: 
           for m in _DOT.findall(text)]
 
 
-def matmul_ceiling(matmuls: list[tuple], seconds: float = 0.2) -> tuple[float, float]:
-  """(FLOPs, FLOP/s) of `matmuls` (step_matmuls) each timed alone on the default device, one after another:
-  the rate the step would reach if its matrix products were all it did, at their own shapes. Each product is
-  repeated inside one compiled loop (its input changing with the last result, so it cannot be hoisted out), so
-  that a small product is timed without a host dispatch per product, as inside the step."""
+def time_matmuls(matmuls: list[tuple], seconds: float = 0.2) -> dict:
+  """{(lhs, rhs, dims): (FLOPs, seconds per product)} for each distinct product of `matmuls` (step_matmuls), each
+  timed alone on the default device. Each product is repeated inside one compiled loop (its input changing with
+  the last result, so it cannot be hoisted out), so that a small product is timed without a host dispatch per
+  product, as inside the step."""
   from jax import lax
   rng = np.random.default_rng(0)
-  total_flops, total_time, timed = 0.0, 0.0, {}
-  for lhs, rhs, dims in matmuls:
-    if (lhs, rhs, dims) not in timed:
-      a, b = _random(rng, lhs), _random(rng, rhs)
-      out_shape = jax.eval_shape(lambda x, y, d=dims: lax.dot_general(x, y, d), a, b).shape
-      (contract, _), _ = dims
-      flops = 2.0 * np.prod(out_shape) * np.prod([lhs[i] for i in contract])
-      reps = int(max(1, min(10_000, 2e7 / flops)))  # about 20 MFLOP (a few ms) per call
+  timed = {}
+  for lhs, rhs, dims in dict.fromkeys(matmuls):
+    a, b = _random(rng, lhs), _random(rng, rhs)
+    out_shape = jax.eval_shape(lambda x, y, d=dims: lax.dot_general(x, y, d), a, b).shape
+    (contract, _), _ = dims
+    flops = 2.0 * np.prod(out_shape) * np.prod([lhs[i] for i in contract])
+    reps = int(max(1, min(10_000, 2e7 / flops)))  # about 20 MFLOP (a few ms) per call
 
-      def loop(x, y, d=dims, n=reps):
-        def body(_, carry):
-          x, total = carry
-          out = lax.dot_general(x, y, d)
-          return x + 0.0 * out.reshape(-1)[0], total + out.reshape(-1)[0]
-        return lax.fori_loop(0, n, body, (x, jax.numpy.zeros((), x.dtype)))[1]
+    def loop(x, y, d=dims, n=reps):
+      def body(_, carry):
+        x, total = carry
+        out = lax.dot_general(x, y, d)
+        return x + 0.0 * out.reshape(-1)[0], total + out.reshape(-1)[0]
+      return lax.fori_loop(0, n, body, (x, jax.numpy.zeros((), x.dtype)))[1]
 
-      fn = jax.jit(loop)
+    fn = jax.jit(loop)
+    fn(a, b).block_until_ready()
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
       fn(a, b).block_until_ready()
-      start, calls = time.perf_counter(), 0
-      while time.perf_counter() - start < seconds:
-        fn(a, b).block_until_ready()
-        calls += 1
-      timed[lhs, rhs, dims] = (flops, (time.perf_counter() - start) / (calls * reps))
-    flops, each = timed[lhs, rhs, dims]
-    total_flops += flops
-    total_time += each
-  return total_flops, total_flops / total_time
+      calls += 1
+    timed[lhs, rhs, dims] = (flops, (time.perf_counter() - start) / (calls * reps))
+  return timed
+
+
+def matmul_ceiling(matmuls: list[tuple], seconds: float = 0.2, timed: dict | None = None) -> tuple[float, float]:
+  """(FLOPs, FLOP/s) of `matmuls` (step_matmuls, repeats included) run one after another, each at its rate alone
+  (`timed`, from time_matmuls; measured here when not given): the rate the step would reach if its matrix
+  products were all it did, at their own shapes."""
+  timed = time_matmuls(matmuls, seconds) if timed is None else timed
+  total_flops = sum(timed[m][0] for m in matmuls)
+  return total_flops, total_flops / sum(timed[m][1] for m in matmuls)
+
+
+def keras_splits(splits) -> list[tuple]:
+  """cnn_val's train, validation and test splits (numpy arrays, as sources.load_splits reads them) as Keras takes
+  them: (float images in [0, 1], int labels) each."""
+  return [(split["image"].astype(np.float32) / 255.0, np.asarray(split["label"]))
+          for split in (splits.train, splits.validation, splits.test)]
 
 
 def _random(rng, shape):

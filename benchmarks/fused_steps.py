@@ -116,26 +116,29 @@ def main(argv):
   for (name, batch_size, k, _), rate in zip(cases, rates):
     if k > 1:
       fastest[name, batch_size] = max(fastest.get((name, batch_size), 0.0), rate)
+  products = {}  # (name, batch_size) -> (the step's products, each distinct one timed alone)
   for (name, batch_size), rate in fastest.items():
     matmuls = common.step_matmuls(common.MODEL_CONFIGS[name](), batch_size)
-    dot_flops, ceiling = common.matmul_ceiling(matmuls)
+    products[name, batch_size] = matmuls, common.time_matmuls(matmuls)
+    dot_flops, ceiling = common.matmul_ceiling(matmuls, timed=products[name, batch_size][1])
     per_image = dot_flops / batch_size
     print(f"| {name} | {batch_size} | {len(matmuls)} | {per_image / 1e6:.2f} | {ceiling / 1e9:.0f} | "
           f"{ceiling / peak:.0%} | {rate * per_image / ceiling:.0%} |")
   if FLAGS.per_matmul:
-    _per_matmul_table(fastest, peak)
+    _per_matmul_table(fastest, products, peak)
 
 
-def _per_matmul_table(fastest, peak):
+def _per_matmul_table(fastest, products, peak):
   """Each distinct matrix product of the step alone (lhs, rhs, contracted dimensions), its GFLOP/s and its time
   per image beside the fused step's: which products keep the step's arithmetic from the matmul peak."""
   print("\n| model | batch | lhs | rhs | contracted (lhs; rhs) | times per step | MFLOP/image | alone, GFLOP/s | "
         "share of peak | us/image (all its times) | fused step us/image |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for (name, batch_size), rate in fastest.items():
-    counts = collections.Counter(common.step_matmuls(common.MODEL_CONFIGS[name](), batch_size))
-    for (lhs, rhs, dims), times in counts.items():
-      flops, flop_rate = common.matmul_ceiling([(lhs, rhs, dims)])
+    matmuls, timed = products[name, batch_size]
+    for (lhs, rhs, dims), times in collections.Counter(matmuls).items():
+      flops, seconds = timed[lhs, rhs, dims]
+      flop_rate = flops / seconds
       (contract_lhs, contract_rhs), _ = dims
       print(f"| {name} | {batch_size} | {'x'.join(map(str, lhs))} | {'x'.join(map(str, rhs))} | "
             f"{','.join(map(str, contract_lhs))}; {','.join(map(str, contract_rhs))} | {times} | "

@@ -29,6 +29,7 @@ from absl import flags
 import numpy as np
 from scipy import stats
 
+from benchmarks import common
 from cnn_val import train
 from cnn_val.configs import seed_ex1, seed_ex2, seed_ex3
 from cnn_val.data import sources
@@ -53,11 +54,6 @@ def config_for(example: str, seed: int):
   return config
 
 
-def _arrays(split):
-  """A split as cnn_val reads it (numpy arrays), as Keras takes it: float images in [0, 1], int labels."""
-  return split["image"].astype(np.float32) / 255.0, np.asarray(split["label"])
-
-
 def keras_model(example: str):
   import keras  # pylint: disable=import-outside-toplevel
   from keras import layers  # pylint: disable=import-outside-toplevel
@@ -74,7 +70,7 @@ def run_keras(example: str, seed: int) -> float:
   import keras  # pylint: disable=import-outside-toplevel
   config = config_for(example, seed)
   splits = sources.load_splits(config.data)  # cnn_val's split: the same examples in the same order
-  (x, y), (xv, yv), (xt, yt) = _arrays(splits.train), _arrays(splits.validation), _arrays(splits.test)
+  (x, y), (xv, yv), (xt, yt) = common.keras_splits(splits)
   if _MAX_TRAIN.value:
     x, y = x[:_MAX_TRAIN.value], y[:_MAX_TRAIN.value]
   y, yv, yt = (keras.utils.to_categorical(v, 10) for v in (y, yv, yt))

@@ -21,8 +21,8 @@ import time
 
 from absl import app
 from absl import flags
-import numpy as np
 
+from benchmarks import common
 from cnn_val import rundir, train
 from cnn_val.data import sources
 from cnn_val.configs import default
@@ -34,17 +34,12 @@ flags.DEFINE_integer("steps_per_call", 0, "cnn_val's config.steps_per_call (0 = 
 FLAGS = flags.FLAGS
 
 
-def _arrays(split):
-  """A split as cnn_val reads it (numpy arrays), as Keras takes it: float images in [0, 1], int labels."""
-  return split["image"].astype(np.float32) / 255.0, np.asarray(split["label"])
-
-
 def run_keras(config):
   import keras
   from keras import layers
   start = time.perf_counter()  # from the prepared TFDS data, as train_and_evaluate starts
   splits = sources.load_splits(config.data)  # the same split as cnn_val: last 10% of train held out
-  (x, y), (xv, yv), (xt, yt) = _arrays(splits.train), _arrays(splits.validation), _arrays(splits.test)
+  (x, y), (xv, yv), (xt, yt) = common.keras_splits(splits)
   keras.utils.set_random_seed(config.seed)
   model = keras.Sequential([
       keras.Input((28, 28, 1)), layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(2),
