@@ -73,8 +73,16 @@ def cnn_val_eval_runner(config, batch_size, micro_batch_size, image_shape=(28, 2
   return run
 
 
+def alternating_order(num_cases: int, round_index: int) -> list[int]:
+  """The cases' order in a round: forwards in even rounds, backwards in odd ones, so that no case always runs
+  right after the same other one."""
+  order = list(range(num_cases))
+  return order if round_index % 2 == 0 else order[::-1]
+
+
 def measure(cases, rounds: int, seconds: float) -> list[float]:
-  """Median images/s of each `(run, batch_size)` case, measured alternately over `rounds` rounds."""
+  """Median images/s of each `(run, batch_size)` case, measured alternately over `rounds` rounds (the order
+  reversed every other round)."""
   num_steps = []
   for run, batch_size in cases:
     run(3)  # compile and warm up
@@ -82,8 +90,9 @@ def measure(cases, rounds: int, seconds: float) -> list[float]:
     run(3)
     num_steps.append(max(3, int(seconds / ((time.perf_counter() - start) / 3))))
   rates = [[] for _ in cases]
-  for _ in range(rounds):
-    for i, (run, batch_size) in enumerate(cases):
+  for r in range(rounds):
+    for i in alternating_order(len(cases), r):
+      run, batch_size = cases[i]
       start = time.perf_counter()
       run(num_steps[i])
       rates[i].append(num_steps[i] * batch_size / (time.perf_counter() - start))

@@ -3,6 +3,7 @@ each model's FLOPs per image and its share of the machine's measured float32 mat
 
     .venv/bin/python -m benchmarks.fused_steps [--models=SeedCNN,SeedCNNDropout,ConvNet-BN]
         [--batch_sizes=32,128] [--per_call=10,50] [--rounds=5] [--seconds=2] [--per_matmul]
+        [--autodiff_kernel_grad]
 
 Both paths are the ones `train_and_evaluate` runs (`train_loop.step_calls`: a numpy gather of each batch from a
 51,200-image split by the epoch's permutation, then one pmapped step; `train_loop.chunk_calls`: the split held on
@@ -13,7 +14,10 @@ table times the step's own matrix products alone, at their shapes (read from the
 `common.step_matmuls`, `common.matmul_ceiling`): what the step's arithmetic could reach on this machine if
 nothing else cost time, and the share of the fastest fused step's time those products would take alone. With
 --per_matmul a third table times each distinct product alone, with how often the step runs it: which of them
-hold the step's arithmetic below the peak.
+hold the step's arithmetic below the peak. With --autodiff_kernel_grad each fused case runs a second time with
+the kernel gradient of convolutions over few input channels as autodiff writes it
+(`fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = 0`, compiled so before the rounds): what the stacked kernel gradient
+gains inside the step.
 """
 
 import collections
@@ -25,7 +29,7 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from cnn_val import models, optim, parallel, steps, train_loop
+from cnn_val import fast_ops, models, optim, parallel, steps, train_loop
 from cnn_val.data import pipeline
 
 flags.DEFINE_string("models", "SeedCNN,SeedCNNDropout,ConvNet-BN", "Models (configs) to measure.")
@@ -37,6 +41,8 @@ flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds; the median is
 flags.DEFINE_float("seconds", 2.0, "Approximate time per measurement.")
 flags.DEFINE_bool("per_matmul", False, "Also a table of each of the step's matrix products alone: its shapes, "
                   "its rate and its time per image (where the matmul ceiling is lost).")
+flags.DEFINE_bool("autodiff_kernel_grad", False, "Also run each fused case with autodiff's kernel gradient for "
+                  "convolutions over few input channels (fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = 0).")
 FLAGS = flags.FLAGS
 
 
@@ -80,6 +86,20 @@ def _runner(config, batch_size: int, per_call: int, arrays: dict):
   return run
 
 
+def _autodiff_kernel_grad_runner(config, batch_size: int, per_call: int, arrays: dict):
+  """`_runner`, its chunk compiled while `conv_matmul` takes autodiff's kernel gradient: by two calls, since the
+  second one, whose state is the first one's output rather than the fresh one, compiles the chunk again."""
+  saved = fast_ops.STACKED_KERNEL_GRAD_MAX_CIN
+  fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = 0
+  try:
+    run = _runner(config, batch_size, per_call, arrays)
+    run(1)
+    run(1)
+  finally:
+    fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = saved
+  return run
+
+
 def main(argv):
   del argv
   images, labels = common.synthetic_batches(1, num_batches=FLAGS.examples)
@@ -92,8 +112,11 @@ def main(argv):
       config = common.MODEL_CONFIGS[name]()
       flops = common.flops_per_image(config, batch_size)
       for k in per_calls:
-        cases.append((name, batch_size, k, flops))
+        cases.append((name, batch_size, k, flops, ""))
         runners.append(_runner(config, batch_size, k, arrays))
+        if k > 1 and FLAGS.autodiff_kernel_grad:
+          cases.append((name, batch_size, k, flops, ", autodiff's kernel gradient"))
+          runners.append(_autodiff_kernel_grad_runner(config, batch_size, k, arrays))
   rates = _measure(runners, [c[1] for c in cases])
   peak = (peak_before + common.matmul_peak_flops()) / 2
   print(f"JAX {jax.__version__}, {jax.devices()[0].platform}, 1 device; float32 matmul peak "
@@ -101,9 +124,9 @@ def main(argv):
   print("| model | batch | MFLOP/image | steps per call | images/s | vs per-step loop | GFLOP/s | share of peak |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- |")
   base = {}
-  for (name, batch_size, k, flops), rate in zip(cases, rates):
+  for (name, batch_size, k, flops, variant), rate in zip(cases, rates):
     base.setdefault((name, batch_size), rate)
-    label = "1 (per-step loop, host batches)" if k == 1 else f"{k} (fused, split on device)"
+    label = "1 (per-step loop, host batches)" if k == 1 else f"{k} (fused, split on device{variant})"
     print(f"| {name} | {batch_size} | {flops / 1e6:.2f} | {label} | {rate:,.0f} | "
           f"{rate / base[(name, batch_size)]:.2f}x | {rate * flops / 1e9:.0f} | {rate * flops / peak:.0%} |")
   # How far the matrix products alone would go at the step's own shapes: the ceiling the step's arithmetic has
@@ -113,8 +136,8 @@ def main(argv):
         "their time alone, share of the fused step's |")
   print("| --- | --- | --- | --- | --- | --- | --- |")
   fastest = {}
-  for (name, batch_size, k, _), rate in zip(cases, rates):
-    if k > 1:
+  for (name, batch_size, k, _, variant), rate in zip(cases, rates):
+    if k > 1 and not variant:
       fastest[name, batch_size] = max(fastest.get((name, batch_size), 0.0), rate)
   products = {}  # (name, batch_size) -> (the step's products, each distinct one timed alone)
   for (name, batch_size), rate in fastest.items():
@@ -159,9 +182,9 @@ def _measure(runners, batch_sizes):
           f"img/s", file=sys.stderr, flush=True)
   rates = [[] for _ in runners]
   for r in range(FLAGS.rounds):
-    for i, run in enumerate(runners):
+    for i in common.alternating_order(len(runners), r):
       start = time.perf_counter()
-      done = run(num_steps[i])
+      done = runners[i](num_steps[i])
       rates[i].append(done * batch_sizes[i] / (time.perf_counter() - start))
     print(f"round {r + 1}: " + " ".join(f"{x[-1]:.0f}" for x in rates), file=sys.stderr, flush=True)
   return [float(np.median(r)) for r in rates]

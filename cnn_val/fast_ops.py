@@ -3,7 +3,8 @@
 XLA's CPU kernels for convolutions and for reduce-window (max-pool) backward passes are several times slower
 than oneDNN's (see benchmarks/). Two rewrites avoid them:
 - a KxK convolution as K*K shifted slices concatenated on the channel axis and one matmul ("im2col"), which
-  XLA's CPU backend runs as a fast GEMM;
+  XLA's CPU backend runs as a fast GEMM; over few input channels its kernel gradient is one more matmul, from
+  the slices stacked on a leading axis, instead of autodiff's slow contraction over batch, rows and columns;
 - a non-overlapping max-pool as reshape + max, whose gradient goes to the first maximum of each window
   (as `nn.max_pool`'s select-and-scatter does) rather than being shared among ties (as `jnp.max`'s is).
 Both are numerically equal to the XLA ops in outputs and gradients (tests/test_fast_ops.py).
@@ -69,18 +70,63 @@ def conv_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
         batch_group_count=batch_group_count, precision=precision,
         preferred_element_type=preferred_element_type)
   kh, kw, cin, cout = rhs.shape
-  sh, sw = window_strides
   pads, ho, wo = _pads_and_output_size(lhs.shape, rhs.shape, window_strides, padding)
   x = jnp.pad(lhs, ((0, 0), *pads, (0, 0)))
-  if kh == kw == 1:
-    patches = x[:, : sh * (ho - 1) + 1: sh, : sw * (wo - 1) + 1: sw, :]
-  else:
-    # Channel order (i, j, c) matches the HWIO kernel flattened to [kh * kw * cin, cout].
-    patches = jnp.concatenate(
-        [x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :]
-         for i in range(kh) for j in range(kw)], axis=-1)
-  return jnp.dot(patches, rhs.reshape(kh * kw * cin, cout), precision=precision,
+  geometry = (tuple(window_strides), ho, wo)
+  if kh * kw > 1 and cin <= STACKED_KERNEL_GRAD_MAX_CIN and preferred_element_type is None:
+    return _conv_stacked_kernel_grad(x, rhs, geometry, precision)
+  return jnp.dot(_patches(x, (kh, kw), geometry), rhs.reshape(kh * kw * cin, cout), precision=precision,
                  preferred_element_type=preferred_element_type)
+
+
+def _shifted_slices(x, kernel_size, geometry):
+  """The kh * kw slices of the padded input that meet each kernel tap, in the HWIO kernel's (i, j) order."""
+  (sh, sw), ho, wo = geometry
+  return [x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :]
+          for i in range(kernel_size[0]) for j in range(kernel_size[1])]
+
+
+def _patches(x, kernel_size, geometry):
+  """The im2col matrix [n, ho, wo, kh * kw * cin], channel order (i, j, c) as the HWIO kernel flattened."""
+  if kernel_size == (1, 1):
+    return _shifted_slices(x, kernel_size, geometry)[0]
+  return jnp.concatenate(_shifted_slices(x, kernel_size, geometry), axis=-1)
+
+
+# A convolution over few input channels (the first layer of an image model) has an im2col matrix only
+# kh * kw * cin wide. Its kernel gradient as autodiff writes it, the patches contracted with the output gradient
+# over batch, rows and columns, runs at 10-30 GFLOP/s on XLA's CPU GEMM. The same sums as one
+# [kh * kw * cin, n] @ [n, cout] product from the shifted slices stacked on a leading axis ran 2.6-6.1x faster
+# for one input channel and 1.4-2.4x for three; for four 0.9-2.0x, from eight on 0.8-1.3x alone and slower
+# inside the train step (`python -m benchmarks.conv_layers --tables=kernel_grad`, README, Performance).
+STACKED_KERNEL_GRAD_MAX_CIN = 4
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_stacked_kernel_grad(x, rhs, geometry, precision):
+  kh, kw, cin, cout = rhs.shape
+  return jnp.dot(_patches(x, (kh, kw), geometry), rhs.reshape(kh * kw * cin, cout), precision=precision)
+
+
+def _conv_stacked_fwd(x, rhs, geometry, precision):
+  return _conv_stacked_kernel_grad(x, rhs, geometry, precision), (x, rhs)
+
+
+def _conv_stacked_bwd(geometry, precision, residuals, g):
+  x, rhs = residuals
+  kh, kw, cin, cout = rhs.shape
+  taps = kh * kw
+  # [taps, batch, ho, wo, cin] -> [taps, cin, batch * ho * wo]: each row one (tap, channel) of the patches.
+  stacked = jnp.moveaxis(jnp.stack(_shifted_slices(x, (kh, kw), geometry)), -1, 1).reshape(taps, cin, -1)
+  g_rows = g.reshape(-1, cout)
+  d_rhs = jnp.einsum("kcn,no->kco", stacked, g_rows, precision=precision).reshape(rhs.shape)
+  d_patches = jnp.dot(g, rhs.reshape(taps * cin, cout).T, precision=precision)
+  _, patches_vjp = jax.vjp(lambda x_: _patches(x_, (kh, kw), geometry), x)
+  (d_x,) = patches_vjp(d_patches)
+  return d_x, d_rhs
+
+
+_conv_stacked_kernel_grad.defvjp(_conv_stacked_fwd, _conv_stacked_bwd)
 
 
 def _windows(x, window: int):

@@ -49,6 +49,26 @@ def test_cpu_auto_picks_matmul_only_for_small_im2col_buffers(monkeypatch):
   assert calls == ["matmul"] and out.shape == (32, 28, 28, 32)
 
 
+@pytest.mark.parametrize("cin,strides,padding", [(1, (1, 1), "VALID"), (3, (2, 2), "SAME"), (8, (1, 1), "SAME")])
+def test_few_input_channels_take_the_stacked_kernel_gradient(monkeypatch, cin, strides, padding):
+  x = jax.random.normal(jax.random.key(0), (3, 12, 12, cin))
+  w = jax.random.normal(jax.random.key(1), (3, 3, cin, 5)) * 0.2
+  dn = ("NHWC", "HWIO", "NHWC")
+  loss = lambda x, w: jnp.sum(jnp.sin(fast_ops.conv_matmul(x, w, strides, padding, dimension_numbers=dn)))
+  stacked = cin <= fast_ops.STACKED_KERNEL_GRAD_MAX_CIN
+  assert ("custom_vjp_call" in str(jax.make_jaxpr(jax.grad(loss, (0, 1)))(x, w))) == stacked
+  # A new function per setting: JAX would reuse a trace of the same function, made under the other one.
+  grads = jax.jit(jax.grad(lambda x, w: loss(x, w), (0, 1)))(x, w)
+  monkeypatch.setattr(fast_ops, "STACKED_KERNEL_GRAD_MAX_CIN", 0)  # autodiff's contraction everywhere
+  autodiff = jax.jit(jax.grad(lambda x, w: loss(x, w), (0, 1)))(x, w)
+  for got, want in zip(grads, autodiff):  # the same sums in another order
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  if stacked:
+    monkeypatch.setattr(fast_ops, "STACKED_KERNEL_GRAD_MAX_CIN", 4)
+    bf16 = jax.grad(lambda x, w: loss(x, w), 1)(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16))
+    assert bf16.dtype == jnp.bfloat16 and bf16.shape == w.shape
+
+
 def test_conv_matmul_falls_back_for_dilation():
   x = jax.random.normal(jax.random.key(0), (1, 9, 9, 2))
   w = jax.random.normal(jax.random.key(1), (3, 3, 2, 3))
