@@ -42,9 +42,9 @@ DN = ("NHWC", "HWIO", "NHWC")
 
 
 def _ms_per_call(grads, args: tuple) -> list[float]:
-  """Median ms per call of each gradient (jitted here unless compiled already), one call at a time as the per-step loop calls its step (inside
-  a loop, as fused chunks and micro-batches run, XLA's CPU convolution is many times slower: README,
-  Performance), measured alternately by `common.measure`."""
+  """Median ms per call of each gradient (jitted here unless compiled already), one call at a time as the
+  per-step loop calls its step (inside a loop, as fused chunks and micro-batches run, XLA's CPU convolution is
+  many times slower: README, Performance), measured alternately by `common.measure`."""
   def runner(fn):
     def run(num_calls):
       for _ in range(num_calls):
