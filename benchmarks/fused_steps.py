@@ -3,7 +3,7 @@ each model's FLOPs per image and its share of the machine's measured float32 mat
 
     .venv/bin/python -m benchmarks.fused_steps [--models=SeedCNN,SeedCNNDropout,ConvNet-BN]
         [--batch_sizes=32,128] [--per_call=10,50] [--rounds=5] [--seconds=2] [--per_matmul]
-        [--autodiff_kernel_grad]
+        [--stacked_kernel_grad_max_cin=0,...]
 
 Both paths are the ones `train_and_evaluate` runs (`train_loop.step_calls`: a numpy gather of each batch from a
 51,200-image split by the epoch's permutation, then one pmapped step; `train_loop.chunk_calls`: the split held on
@@ -14,10 +14,10 @@ table times the step's own matrix products alone, at their shapes (read from the
 `common.step_matmuls`, `common.matmul_ceiling`): what the step's arithmetic could reach on this machine if
 nothing else cost time, and the share of the fastest fused step's time those products would take alone. With
 --per_matmul a third table times each distinct product alone, with how often the step runs it: which of them
-hold the step's arithmetic below the peak. With --autodiff_kernel_grad each fused case runs a second time with
-the kernel gradient of convolutions over few input channels as autodiff writes it
-(`fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = 0`, compiled so before the rounds): what the stacked kernel gradient
-gains inside the step.
+hold the step's arithmetic below the peak. With --stacked_kernel_grad_max_cin=V,... each fused case runs again
+for each V, compiled (before the rounds) with `fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = V`: 0 is autodiff's
+kernel gradient for every convolution, a large V the stacked one for every convolution; what the limit's
+choice gains or loses inside the step.
 """
 
 import collections
@@ -41,8 +41,8 @@ flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds; the median is
 flags.DEFINE_float("seconds", 2.0, "Approximate time per measurement.")
 flags.DEFINE_bool("per_matmul", False, "Also a table of each of the step's matrix products alone: its shapes, "
                   "its rate and its time per image (where the matmul ceiling is lost).")
-flags.DEFINE_bool("autodiff_kernel_grad", False, "Also run each fused case with autodiff's kernel gradient for "
-                  "convolutions over few input channels (fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = 0).")
+flags.DEFINE_list("stacked_kernel_grad_max_cin", [], "Also run each fused case compiled with "
+                  "fast_ops.STACKED_KERNEL_GRAD_MAX_CIN set to each of these (0: autodiff's kernel gradient).")
 FLAGS = flags.FLAGS
 
 
@@ -86,11 +86,11 @@ def _runner(config, batch_size: int, per_call: int, arrays: dict):
   return run
 
 
-def _autodiff_kernel_grad_runner(config, batch_size: int, per_call: int, arrays: dict):
-  """`_runner`, its chunk compiled while `conv_matmul` takes autodiff's kernel gradient: by two calls, since the
+def _runner_with_stacked_max_cin(max_cin: int, config, batch_size: int, per_call: int, arrays: dict):
+  """`_runner`, its chunk compiled with `fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = max_cin`: by two calls, since the
   second one, whose state is the first one's output rather than the fresh one, compiles the chunk again."""
   saved = fast_ops.STACKED_KERNEL_GRAD_MAX_CIN
-  fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = 0
+  fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = max_cin
   try:
     run = _runner(config, batch_size, per_call, arrays)
     run(1)
@@ -114,9 +114,10 @@ def main(argv):
       for k in per_calls:
         cases.append((name, batch_size, k, flops, ""))
         runners.append(_runner(config, batch_size, k, arrays))
-        if k > 1 and FLAGS.autodiff_kernel_grad:
-          cases.append((name, batch_size, k, flops, ", autodiff's kernel gradient"))
-          runners.append(_autodiff_kernel_grad_runner(config, batch_size, k, arrays))
+        for max_cin in (int(v) for v in FLAGS.stacked_kernel_grad_max_cin if k > 1):
+          cases.append((name, batch_size, k, flops, ", autodiff's kernel gradient" if max_cin == 0 else
+                        f", kernel gradient stacked up to {max_cin} input channels"))
+          runners.append(_runner_with_stacked_max_cin(max_cin, config, batch_size, k, arrays))
   rates = _measure(runners, [c[1] for c in cases])
   peak = (peak_before + common.matmul_peak_flops()) / 2
   print(f"JAX {jax.__version__}, {jax.devices()[0].platform}, 1 device; float32 matmul peak "
