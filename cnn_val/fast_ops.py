@@ -104,6 +104,11 @@ STACKED_KERNEL_GRAD_MAX_CIN = 4
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv_stacked_kernel_grad(x, rhs, geometry, precision):
+  """The im2col convolution of the padded input `x`, with the stacked kernel gradient. A custom VJP: reverse
+  mode, to any order, works; forward mode (jax.jvp, forward-over-reverse Hessian-vector products) does not, as
+  for any custom VJP (conv_impl='xla', or STACKED_KERNEL_GRAD_MAX_CIN = 0, for that). A custom JVP whose kernel
+  tangent is written over the stacked slices would allow both, but XLA compiled its transpose back into
+  autodiff's contraction (bit for bit, at its speed)."""
   kh, kw, cin, cout = rhs.shape
   return jnp.dot(_patches(x, (kh, kw), geometry), rhs.reshape(kh * kw * cin, cout), precision=precision)
 

@@ -69,6 +69,22 @@ def test_few_input_channels_take_the_stacked_kernel_gradient(monkeypatch, cin, s
     assert bf16.dtype == jnp.bfloat16 and bf16.shape == w.shape
 
 
+def test_the_stacked_kernel_gradient_differentiates_again_in_reverse_mode(monkeypatch):
+  # Hessian-vector products by reverse over reverse (forward mode is not defined for a custom VJP).
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 1))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 1, 4)) * 0.3
+  v = jax.random.normal(jax.random.key(2), w.shape)
+  dn = ("NHWC", "HWIO", "NHWC")
+
+  def hvp():  # a new function per call: JAX would reuse a trace made under the other setting
+    loss = lambda w: jnp.sum(jnp.sin(fast_ops.conv_matmul(x, w, (1, 1), "VALID", dimension_numbers=dn)))
+    return jax.jit(jax.grad(lambda w: jnp.vdot(jax.grad(loss)(w), v)))(w)
+
+  stacked = hvp()
+  monkeypatch.setattr(fast_ops, "STACKED_KERNEL_GRAD_MAX_CIN", 0)
+  np.testing.assert_allclose(stacked, hvp(), rtol=1e-4, atol=1e-5)
+
+
 def test_conv_matmul_falls_back_for_dilation():
   x = jax.random.normal(jax.random.key(0), (1, 9, 9, 2))
   w = jax.random.normal(jax.random.key(1), (3, 3, 2, 3))
