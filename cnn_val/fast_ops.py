@@ -97,8 +97,9 @@ def _patches(x, kernel_size, geometry):
 # kh * kw * cin wide. Its kernel gradient as autodiff writes it, the patches contracted with the output gradient
 # over batch, rows and columns, runs at 10-30 GFLOP/s on XLA's CPU GEMM. The same sums as one
 # [kh * kw * cin, n] @ [n, cout] product from the shifted slices stacked on a leading axis ran 2.6-6.1x faster
-# for one input channel and 1.4-2.4x for three; for four 0.9-2.0x, from eight on 0.8-1.3x alone and slower
-# inside the train step (`python -m benchmarks.conv_layers --tables=kernel_grad`, README, Performance).
+# for one input channel and 1.4-2.4x for three; for four 0.9-2.0x; from eight on 0.8-1.9x alone, with no
+# consistent gain, and slower inside the train step (`python -m benchmarks.conv_layers --tables=kernel_grad`,
+# `python -m benchmarks.fused_steps --stacked_kernel_grad_max_cin=0,64`; README, Performance).
 STACKED_KERNEL_GRAD_MAX_CIN = 4
 
 
