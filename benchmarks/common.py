@@ -2,6 +2,7 @@
 measurement (every case once per round, median over rounds) so that ratios in one table share the machine's
 state."""
 
+import contextlib
 import functools
 import re
 import time
@@ -9,7 +10,7 @@ import time
 import jax
 import numpy as np
 
-from cnn_val import models, optim, parallel, steps
+from cnn_val import fast_ops, models, optim, parallel, steps
 from cnn_val.configs import default, fashion_mnist_bn, seed_ex1
 
 # The models the speed benchmarks compare, by the config that defines each.
@@ -71,6 +72,19 @@ def cnn_val_eval_runner(config, batch_size, micro_batch_size, image_shape=(28, 2
     jax.block_until_ready(sums)
 
   return run
+
+
+@contextlib.contextmanager
+def stacked_kernel_grad_max_cin(max_cin: int):
+  """`fast_ops.STACKED_KERNEL_GRAD_MAX_CIN` set to `max_cin` inside the block, restored after it. It is read when
+  a step is traced: compile what should use it inside the block (JAX reuses the trace of a function it has
+  traced, so trace a new function)."""
+  saved = fast_ops.STACKED_KERNEL_GRAD_MAX_CIN
+  fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = max_cin
+  try:
+    yield
+  finally:
+    fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = saved
 
 
 def alternating_order(num_cases: int, round_index: int) -> list[int]:

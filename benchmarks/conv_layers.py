@@ -102,12 +102,8 @@ def _pool_table(batch_sizes):
 
 def _compiled_with(max_cin: int, fn, args):
   """`fn` compiled while `conv_matmul` takes the stacked kernel gradient up to `max_cin` input channels."""
-  saved = fast_ops.STACKED_KERNEL_GRAD_MAX_CIN
-  fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = max_cin
-  try:  # a new function each time: JAX reuses the trace of a function it has traced (and the old value)
+  with common.stacked_kernel_grad_max_cin(max_cin):  # a new function each time: JAX would reuse an old trace
     return jax.jit(lambda *a: fn(*a)).lower(*args).compile()
-  finally:
-    fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = saved
 
 
 def _kernel_grad_table(batch_sizes):

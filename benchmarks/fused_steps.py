@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from cnn_val import fast_ops, models, optim, parallel, steps, train_loop
+from cnn_val import models, optim, parallel, steps, train_loop
 from cnn_val.data import pipeline
 
 flags.DEFINE_string("models", "SeedCNN,SeedCNNDropout,ConvNet-BN", "Models (configs) to measure.")
@@ -89,14 +89,10 @@ def _runner(config, batch_size: int, per_call: int, arrays: dict):
 def _runner_with_stacked_max_cin(max_cin: int, config, batch_size: int, per_call: int, arrays: dict):
   """`_runner`, its chunk compiled with `fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = max_cin`: by two calls, since the
   second one, whose state is the first one's output rather than the fresh one, compiles the chunk again."""
-  saved = fast_ops.STACKED_KERNEL_GRAD_MAX_CIN
-  fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = max_cin
-  try:
+  with common.stacked_kernel_grad_max_cin(max_cin):
     run = _runner(config, batch_size, per_call, arrays)
     run(1)
     run(1)
-  finally:
-    fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = saved
   return run
 
 

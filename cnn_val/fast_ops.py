@@ -69,12 +69,18 @@ def conv_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
         batch_group_count=batch_group_count, precision=precision,
         preferred_element_type=preferred_element_type)
-  kh, kw, cin, cout = rhs.shape
+  kh, kw, cin, _ = rhs.shape
   pads, ho, wo = _pads_and_output_size(lhs.shape, rhs.shape, window_strides, padding)
   x = jnp.pad(lhs, ((0, 0), *pads, (0, 0)))
   geometry = (tuple(window_strides), ho, wo)
   if kh * kw > 1 and cin <= STACKED_KERNEL_GRAD_MAX_CIN and preferred_element_type is None:
     return _conv_stacked_kernel_grad(x, rhs, geometry, precision)
+  return _im2col_dot(x, rhs, geometry, precision, preferred_element_type)
+
+
+def _im2col_dot(x, rhs, geometry, precision, preferred_element_type=None):
+  """The convolution of the padded input `x` with the HWIO kernel `rhs` as one product of its patches."""
+  kh, kw, cin, cout = rhs.shape
   return jnp.dot(_patches(x, (kh, kw), geometry), rhs.reshape(kh * kw * cin, cout), precision=precision,
                  preferred_element_type=preferred_element_type)
 
@@ -110,8 +116,7 @@ def _conv_stacked_kernel_grad(x, rhs, geometry, precision):
   for any custom VJP (conv_impl='xla', or STACKED_KERNEL_GRAD_MAX_CIN = 0, for that). A custom JVP whose kernel
   tangent is written over the stacked slices would allow both, but XLA compiled its transpose back into
   autodiff's contraction (bit for bit, at its speed)."""
-  kh, kw, cin, cout = rhs.shape
-  return jnp.dot(_patches(x, (kh, kw), geometry), rhs.reshape(kh * kw * cin, cout), precision=precision)
+  return _im2col_dot(x, rhs, geometry, precision)
 
 
 def _conv_stacked_fwd(x, rhs, geometry, precision):
