@@ -74,17 +74,36 @@ def cnn_val_eval_runner(config, batch_size, micro_batch_size, image_shape=(28, 2
   return run
 
 
+def parse_kernel_grad_form(form: str) -> tuple[int, bool]:
+  """A kernel-gradient form for `conv_matmul`, as (`fast_ops.STACKED_KERNEL_GRAD_MAX_CIN`,
+  `fast_ops.TRANSPOSED_KERNEL_GRAD`): `autodiff` (autodiff's contraction for every convolution), or `stacked`
+  (the stacked slices up to 4 input channels; `stackedN`: up to N), `transposed` (the transposed product for the
+  other convolutions), or both joined by `+` (`stacked+transposed`: fast_ops' defaults)."""
+  if form == "autodiff":
+    return 0, False
+  max_cin, transposed = 0, False
+  for part in form.split("+"):
+    if part == "transposed":
+      transposed = True
+    elif part.startswith("stacked") and (part == "stacked" or part[len("stacked"):].isdigit()):
+      max_cin = int(part[len("stacked"):] or 4)
+    else:
+      raise ValueError(f"kernel-gradient form {form!r}: expected 'autodiff', or 'stacked' (or 'stackedN', N input "
+                       "channels), 'transposed', or both joined by '+', e.g. 'stacked+transposed'.")
+  return max_cin, transposed
+
+
 @contextlib.contextmanager
-def stacked_kernel_grad_max_cin(max_cin: int):
-  """`fast_ops.STACKED_KERNEL_GRAD_MAX_CIN` set to `max_cin` inside the block, restored after it. It is read when
-  a step is traced: compile what should use it inside the block (JAX reuses the trace of a function it has
-  traced, so trace a new function)."""
-  saved = fast_ops.STACKED_KERNEL_GRAD_MAX_CIN
-  fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = max_cin
+def kernel_grad_form(form: str):
+  """`conv_matmul`'s kernel gradient in `form` (`parse_kernel_grad_form`) inside the block, fast_ops' settings
+  restored after it. They are read when a step is traced: compile what should use them inside the block (JAX
+  reuses the trace of a function it has traced, so trace a new function)."""
+  saved = fast_ops.STACKED_KERNEL_GRAD_MAX_CIN, fast_ops.TRANSPOSED_KERNEL_GRAD
+  fast_ops.STACKED_KERNEL_GRAD_MAX_CIN, fast_ops.TRANSPOSED_KERNEL_GRAD = parse_kernel_grad_form(form)
   try:
     yield
   finally:
-    fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = saved
+    fast_ops.STACKED_KERNEL_GRAD_MAX_CIN, fast_ops.TRANSPOSED_KERNEL_GRAD = saved
 
 
 def alternating_order(num_cases: int, round_index: int) -> list[int]:

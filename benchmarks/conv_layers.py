@@ -7,10 +7,11 @@ alternating round by round, median):
 - max-pooling (2x2): XLA's reduce-window (its gradient a select-and-scatter) against `fast_ops.max_pool_reshape`,
   whose forward pass keeps the position of each window's first maximum for the gradient. Both give identical
   gradients;
-- the kernel gradient of the im2col matmul alone (`--tables=kernel_grad`, not measured by default): the
-  contraction over batch, rows and columns that autodiff writes against one [kh * kw * cin, n] @ [n, cout]
+- the kernel gradient of the im2col matmul alone (`--tables=kernel_grad`, not measured by default), in its three
+  forms: the contraction over batch, rows and columns that autodiff writes; one [kh * kw * cin, n] @ [n, cout]
   product from the shifted slices stacked on a leading axis (`fast_ops.STACKED_KERNEL_GRAD_MAX_CIN`, up to which
-  `conv_matmul` uses the second), per number of input channels.
+  `conv_matmul` uses it); and (g^T @ patches)^T, the transposed product (`fast_ops.TRANSPOSED_KERNEL_GRAD`, which
+  `conv_matmul` uses for the other convolutions), per number of input channels.
 
     .venv/bin/python -m benchmarks.conv_layers [--batch_sizes=32,256] [--rounds=5] [--seconds=0.5]
         [--tables=conv,pool,kernel_grad]
@@ -100,16 +101,16 @@ def _pool_table(batch_sizes):
       print(f"| {n} | {size}x{size}x{c} | {xla:.3f} | {reshape:.3f} | {xla / reshape:.2f}x |")
 
 
-def _compiled_with(max_cin: int, fn, args):
-  """`fn` compiled while `conv_matmul` takes the stacked kernel gradient up to `max_cin` input channels."""
-  with common.stacked_kernel_grad_max_cin(max_cin):  # a new function each time: JAX would reuse an old trace
+def _compiled_with(form: str, fn, args):
+  """`fn` compiled while `conv_matmul` takes its kernel gradient in `form` (`common.kernel_grad_form`)."""
+  with common.kernel_grad_form(form):  # a new function each time: JAX would reuse an old trace
     return jax.jit(lambda *a: fn(*a)).lower(*args).compile()
 
 
 def _kernel_grad_table(batch_sizes):
-  print("\n| batch | layer | GFLOP | autodiff's contraction ms | stacked slices ms | autodiff / stacked | "
-        "largest difference, relative |")
-  print("| --- | --- | --- | --- | --- | --- | --- |")
+  print("\n| batch | layer | GFLOP | autodiff's contraction ms | stacked slices ms | transposed product ms | "
+        "autodiff / stacked | autodiff / transposed | largest difference, relative |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for n in batch_sizes:
     for size, cin, cout, pad in KERNEL_GRAD_LAYERS:
       x = jax.random.normal(jax.random.key(0), (n, size, size, cin))
@@ -119,12 +120,14 @@ def _kernel_grad_table(batch_sizes):
       # The kernel gradient alone, for a given output gradient: the input gradient is not computed.
       grad = lambda w, x, g: jax.vjp(lambda w: fast_ops.conv_matmul(x, w, (1, 1), pad, dimension_numbers=DN),
                                      w)[1](g)[0]
-      fns = [_compiled_with(max_cin, grad, (w, x, g)) for max_cin in (0, cin)]
+      fns = [_compiled_with(form, grad, (w, x, g)) for form in ("autodiff", f"stacked{cin}", "transposed")]
       autodiff_grad = fns[0](w, x, g)
-      diff = float(jnp.max(jnp.abs(autodiff_grad - fns[1](w, x, g))) / jnp.max(jnp.abs(autodiff_grad)))
-      autodiff, stacked = _ms_per_call(fns, (w, x, g))
+      diff = max(float(jnp.max(jnp.abs(autodiff_grad - fn(w, x, g))) / jnp.max(jnp.abs(autodiff_grad)))
+                 for fn in fns[1:])
+      autodiff, stacked, transposed = _ms_per_call(fns, (w, x, g))
       print(f"| {n} | {size}x{size} {cin}->{cout} {pad} | {2 * n * out * out * 9 * cin * cout / 1e9:.3f} | "
-            f"{autodiff:.3f} | {stacked:.3f} | {autodiff / stacked:.2f}x | {diff:.1e} |")
+            f"{autodiff:.3f} | {stacked:.3f} | {transposed:.3f} | {autodiff / stacked:.2f}x | "
+            f"{autodiff / transposed:.2f}x | {diff:.1e} |")
 
 
 if __name__ == "__main__":

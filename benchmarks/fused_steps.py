@@ -3,7 +3,7 @@ each model's FLOPs per image and its share of the machine's measured float32 mat
 
     .venv/bin/python -m benchmarks.fused_steps [--models=SeedCNN,SeedCNNDropout,ConvNet-BN]
         [--batch_sizes=32,128] [--per_call=10,50] [--rounds=5] [--seconds=2] [--per_matmul]
-        [--stacked_kernel_grad_max_cin=0,...]
+        [--kernel_grads=autodiff,stacked,...]
 
 Both paths are the ones `train_and_evaluate` runs (`train_loop.step_calls`: a numpy gather of each batch from a
 51,200-image split by the epoch's permutation, then one pmapped step; `train_loop.chunk_calls`: the split held on
@@ -14,10 +14,10 @@ table times the step's own matrix products alone, at their shapes (read from the
 `common.step_matmuls`, `common.matmul_ceiling`): what the step's arithmetic could reach on this machine if
 nothing else cost time, and the share of the fastest fused step's time those products would take alone. With
 --per_matmul a third table times each distinct product alone, with how often the step runs it: which of them
-hold the step's arithmetic below the peak. With --stacked_kernel_grad_max_cin=V,... each fused case runs again
-for each V, compiled (before the rounds) with `fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = V`: 0 is autodiff's
-kernel gradient for every convolution, a large V the stacked one for every convolution; what the limit's
-choice gains or loses inside the step.
+hold the step's arithmetic below the peak. With --kernel_grads=FORM,... each fused case runs again for each
+form of the convolutions' kernel gradient, compiled (before the rounds) in that form (`common.kernel_grad_form`:
+`autodiff`, `stacked` or `stackedN`, `transposed`, or both joined by `+`, fast_ops' defaults being
+`stacked+transposed`): what each form gains or loses inside the step.
 """
 
 import collections
@@ -41,8 +41,9 @@ flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds; the median is
 flags.DEFINE_float("seconds", 2.0, "Approximate time per measurement.")
 flags.DEFINE_bool("per_matmul", False, "Also a table of each of the step's matrix products alone: its shapes, "
                   "its rate and its time per image (where the matmul ceiling is lost).")
-flags.DEFINE_list("stacked_kernel_grad_max_cin", [], "Also run each fused case compiled with "
-                  "fast_ops.STACKED_KERNEL_GRAD_MAX_CIN set to each of these (0: autodiff's kernel gradient).")
+flags.DEFINE_list("kernel_grads", [], "Also run each fused case compiled with each of these forms of the "
+                  "convolutions' kernel gradient: autodiff, stacked (stackedN: up to N input channels), transposed, "
+                  "or both joined by '+' (stacked+transposed: the defaults).")
 FLAGS = flags.FLAGS
 
 
@@ -86,10 +87,10 @@ def _runner(config, batch_size: int, per_call: int, arrays: dict):
   return run
 
 
-def _runner_with_stacked_max_cin(max_cin: int, config, batch_size: int, per_call: int, arrays: dict):
-  """`_runner`, its chunk compiled with `fast_ops.STACKED_KERNEL_GRAD_MAX_CIN = max_cin`: by two calls, since the
-  second one, whose state is the first one's output rather than the fresh one, compiles the chunk again."""
-  with common.stacked_kernel_grad_max_cin(max_cin):
+def _runner_in_kernel_grad_form(form: str, config, batch_size: int, per_call: int, arrays: dict):
+  """`_runner`, its chunk compiled with the kernel gradient in `form`: by two calls, since the second one, whose
+  state is the first one's output rather than the fresh one, compiles the chunk again."""
+  with common.kernel_grad_form(form):
     run = _runner(config, batch_size, per_call, arrays)
     run(1)
     run(1)
@@ -98,6 +99,11 @@ def _runner_with_stacked_max_cin(max_cin: int, config, batch_size: int, per_call
 
 def main(argv):
   del argv
+  for form in FLAGS.kernel_grads:
+    try:
+      common.parse_kernel_grad_form(form)
+    except ValueError as e:
+      raise app.UsageError(f"--kernel_grads: {e}") from None
   images, labels = common.synthetic_batches(1, num_batches=FLAGS.examples)
   arrays = {"image": images, "label": labels}
   per_calls = [1] + [int(k) for k in FLAGS.per_call.split(",")]
@@ -110,10 +116,9 @@ def main(argv):
       for k in per_calls:
         cases.append((name, batch_size, k, flops, ""))
         runners.append(_runner(config, batch_size, k, arrays))
-        for max_cin in (int(v) for v in FLAGS.stacked_kernel_grad_max_cin if k > 1):
-          cases.append((name, batch_size, k, flops, ", autodiff's kernel gradient" if max_cin == 0 else
-                        f", kernel gradient stacked up to {max_cin} input channels"))
-          runners.append(_runner_with_stacked_max_cin(max_cin, config, batch_size, k, arrays))
+        for form in (v for v in FLAGS.kernel_grads if k > 1):
+          cases.append((name, batch_size, k, flops, f", kernel gradient {form}"))
+          runners.append(_runner_in_kernel_grad_form(form, config, batch_size, k, arrays))
   rates = _measure(runners, [c[1] for c in cases])
   peak = (peak_before + common.matmul_peak_flops()) / 2
   print(f"JAX {jax.__version__}, {jax.devices()[0].platform}, 1 device; float32 matmul peak "

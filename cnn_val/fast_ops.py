@@ -3,8 +3,9 @@
 XLA's CPU kernels for convolutions and for reduce-window (max-pool) backward passes are several times slower
 than oneDNN's (see benchmarks/). Two rewrites avoid them:
 - a KxK convolution as K*K shifted slices concatenated on the channel axis and one matmul ("im2col"), which
-  XLA's CPU backend runs as a fast GEMM; over few input channels its kernel gradient is one more matmul, from
-  the slices stacked on a leading axis, instead of autodiff's slow contraction over batch, rows and columns;
+  XLA's CPU backend runs as a fast GEMM; its kernel gradient is one more matmul instead of autodiff's slow
+  contraction over batch, rows and columns: over few input channels from the slices stacked on a leading axis,
+  over more as the transposed product (g^T @ patches)^T;
 - a non-overlapping max-pool as reshape + max, whose gradient goes to the first maximum of each window
   (as `nn.max_pool`'s select-and-scatter does) rather than being shared among ties (as `jnp.max`'s is).
 Both are numerically equal to the XLA ops in outputs and gradients (tests/test_fast_ops.py).
@@ -73,8 +74,11 @@ def conv_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
   pads, ho, wo = _pads_and_output_size(lhs.shape, rhs.shape, window_strides, padding)
   x = jnp.pad(lhs, ((0, 0), *pads, (0, 0)))
   geometry = (tuple(window_strides), ho, wo)
-  if kh * kw > 1 and cin <= STACKED_KERNEL_GRAD_MAX_CIN and preferred_element_type is None:
-    return _conv_stacked_kernel_grad(x, rhs, geometry, precision)
+  if preferred_element_type is None:
+    if kh * kw > 1 and cin <= STACKED_KERNEL_GRAD_MAX_CIN:
+      return _conv_stacked_kernel_grad(x, rhs, geometry, precision)
+    if TRANSPOSED_KERNEL_GRAD:
+      return _conv_transposed_kernel_grad(x, rhs, geometry + (x.shape,), precision)
   return _im2col_dot(x, rhs, geometry, precision, preferred_element_type)
 
 
@@ -105,7 +109,11 @@ def _patches(x, kernel_size, geometry):
 # [kh * kw * cin, n] @ [n, cout] product from the shifted slices stacked on a leading axis ran 2.6-6.1x faster
 # for one input channel and 1.4-2.4x for three; for four 0.9-2.0x; from eight on 0.8-1.9x alone, with no
 # consistent gain, and slower inside the train step (`python -m benchmarks.conv_layers --tables=kernel_grad`,
-# `python -m benchmarks.fused_steps --stacked_kernel_grad_max_cin=0,64`; README, Performance).
+# `python -m benchmarks.fused_steps --kernel_grads=autodiff,stacked64`; README, Performance). Those take the
+# transposed product below.
+#
+# Reproducing a run trained before these forms, bit for bit, needs autodiff's form everywhere:
+# STACKED_KERNEL_GRAD_MAX_CIN = 0 and TRANSPOSED_KERNEL_GRAD = False before the steps are built.
 STACKED_KERNEL_GRAD_MAX_CIN = 4
 
 
@@ -113,7 +121,7 @@ STACKED_KERNEL_GRAD_MAX_CIN = 4
 def _conv_stacked_kernel_grad(x, rhs, geometry, precision):
   """The im2col convolution of the padded input `x`, with the stacked kernel gradient. A custom VJP: reverse
   mode, to any order, works; forward mode (jax.jvp, forward-over-reverse Hessian-vector products) does not, as
-  for any custom VJP (conv_impl='xla', or STACKED_KERNEL_GRAD_MAX_CIN = 0, for that). A custom JVP whose kernel
+  for any custom VJP (conv_impl='xla', or autodiff's form everywhere, above, for that). A custom JVP whose kernel
   tangent is written over the stacked slices would allow both, but XLA compiled its transpose back into
   autodiff's contraction (bit for bit, at its speed)."""
   return _im2col_dot(x, rhs, geometry, precision)
@@ -138,6 +146,47 @@ def _conv_stacked_bwd(geometry, precision, residuals, g):
 
 
 _conv_stacked_kernel_grad.defvjp(_conv_stacked_fwd, _conv_stacked_bwd)
+
+
+# Over more input channels the kernel gradient is the patches' transpose times the output gradient, [kh kw cin, n]
+# @ [n, cout]; autodiff writes it as a contraction over both operands' leading axis into a [kh kw cin, cout]
+# result. The same sums into the transposed [cout, kh kw cin] result, then transposed (small), ran 1.05-2.5x faster
+# alone from three input channels on (0.76-2.45x for one, where the stacked form is faster still) and the fused
+# train step 1.07-1.19x for the BatchNorm ConvNet, 1.02-1.11x for SeedCNNDropout (`python -m benchmarks.conv_layers
+# --tables=kernel_grad`; `python -m benchmarks.fused_steps --kernel_grads=autodiff,stacked`; README,
+# Performance). The optimization barrier keeps XLA's simplifier from folding the transpose back into autodiff's
+# form, which it does otherwise (checked in the compiled step's HLO).
+TRANSPOSED_KERNEL_GRAD = True
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_transposed_kernel_grad(x, rhs, geometry, precision):
+  """The im2col convolution of the padded input `x`, whose kernel gradient is (g^T @ patches)^T. A custom VJP: as
+  for `_conv_stacked_kernel_grad`, reverse mode works to any order, forward mode does not. `geometry` is
+  (strides, ho, wo, the padded input's shape); the backward pass keeps the patches the forward pass made, as
+  autodiff would."""
+  return _im2col_dot(x, rhs, geometry[:3], precision)
+
+
+def _conv_transposed_fwd(x, rhs, geometry, precision):
+  kh, kw, cin, cout = rhs.shape
+  patches = _patches(x, (kh, kw), geometry[:3])
+  return jnp.dot(patches, rhs.reshape(kh * kw * cin, cout), precision=precision), (patches, rhs)
+
+
+def _conv_transposed_bwd(geometry, precision, residuals, g):
+  patches, rhs = residuals
+  kh, kw, cin, cout = rhs.shape
+  g_rows = g.reshape(-1, cout)
+  d_rhs_t = jnp.dot(g_rows.T, patches.reshape(-1, kh * kw * cin), precision=precision)  # [cout, kh kw cin]
+  d_rhs = lax.optimization_barrier(d_rhs_t).T.reshape(rhs.shape)
+  d_patches = jnp.dot(g, rhs.reshape(kh * kw * cin, cout).T, precision=precision)
+  x_shape = jax.ShapeDtypeStruct(geometry[3], g.dtype)
+  (d_x,) = jax.linear_transpose(lambda x_: _patches(x_, (kh, kw), geometry[:3]), x_shape)(d_patches)
+  return d_x, d_rhs
+
+
+_conv_transposed_kernel_grad.defvjp(_conv_transposed_fwd, _conv_transposed_bwd)
 
 
 def _windows(x, window: int):

@@ -49,30 +49,42 @@ def test_cpu_auto_picks_matmul_only_for_small_im2col_buffers(monkeypatch):
   assert calls == ["matmul"] and out.shape == (32, 28, 28, 32)
 
 
-@pytest.mark.parametrize("cin,strides,padding", [(1, (1, 1), "VALID"), (3, (2, 2), "SAME"), (8, (1, 1), "SAME")])
-def test_few_input_channels_take_the_stacked_kernel_gradient(monkeypatch, cin, strides, padding):
+def _autodiff_kernel_grad(monkeypatch):
+  """conv_matmul's kernel gradient as autodiff writes it, for every convolution."""
+  monkeypatch.setattr(fast_ops, "STACKED_KERNEL_GRAD_MAX_CIN", 0)
+  monkeypatch.setattr(fast_ops, "TRANSPOSED_KERNEL_GRAD", False)
+
+
+@pytest.mark.parametrize("cin,kernel,strides,padding", [
+    (1, (3, 3), (1, 1), "VALID"), (3, (3, 3), (2, 2), "SAME"), (8, (3, 3), (1, 1), "SAME"),
+    (32, (3, 3), (1, 1), "VALID"), (4, (1, 1), (2, 2), "SAME")])
+def test_each_kernel_gradient_form_equals_autodiffs(monkeypatch, cin, kernel, strides, padding):
   x = jax.random.normal(jax.random.key(0), (3, 12, 12, cin))
-  w = jax.random.normal(jax.random.key(1), (3, 3, cin, 5)) * 0.2
+  w = jax.random.normal(jax.random.key(1), kernel + (cin, 5)) * 0.2
   dn = ("NHWC", "HWIO", "NHWC")
   loss = lambda x, w: jnp.sum(jnp.sin(fast_ops.conv_matmul(x, w, strides, padding, dimension_numbers=dn)))
-  stacked = cin <= fast_ops.STACKED_KERNEL_GRAD_MAX_CIN
-  assert ("custom_vjp_call" in str(jax.make_jaxpr(jax.grad(loss, (0, 1)))(x, w))) == stacked
+  stacked = kernel != (1, 1) and cin <= fast_ops.STACKED_KERNEL_GRAD_MAX_CIN
+  # Which form: the stacked slices over few input channels, the transposed product otherwise (both custom VJPs).
+  jaxpr = str(jax.make_jaxpr(loss)(x, w))
+  assert f"name={'_conv_stacked_kernel_grad' if stacked else '_conv_transposed_kernel_grad'}" in jaxpr
   # A new function per setting: JAX would reuse a trace of the same function, made under the other one.
   grads = jax.jit(jax.grad(lambda x, w: loss(x, w), (0, 1)))(x, w)
-  monkeypatch.setattr(fast_ops, "STACKED_KERNEL_GRAD_MAX_CIN", 0)  # autodiff's contraction everywhere
+  _autodiff_kernel_grad(monkeypatch)
+  assert "custom_vjp_call" not in str(jax.make_jaxpr(lambda x, w: loss(x, w))(x, w))
   autodiff = jax.jit(jax.grad(lambda x, w: loss(x, w), (0, 1)))(x, w)
-  for got, want in zip(grads, autodiff):  # the same sums in another order
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-  if stacked:
-    monkeypatch.setattr(fast_ops, "STACKED_KERNEL_GRAD_MAX_CIN", 4)
-    bf16 = jax.grad(lambda x, w: loss(x, w), 1)(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16))
-    assert bf16.dtype == jnp.bfloat16 and bf16.shape == w.shape
+  for got, want in zip(grads, autodiff):  # the same sums in another order: round-off relative to the largest
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(want))))
+  monkeypatch.undo()
+  bf16 = jax.grad(lambda x, w: loss(x, w), (0, 1))(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16))
+  assert [(g.dtype, g.shape) for g in bf16] == [(jnp.bfloat16, x.shape), (jnp.bfloat16, w.shape)]
 
 
-def test_the_stacked_kernel_gradient_differentiates_again_in_reverse_mode(monkeypatch):
-  # Hessian-vector products by reverse over reverse (forward mode is not defined for a custom VJP).
-  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 1))
-  w = jax.random.normal(jax.random.key(1), (3, 3, 1, 4)) * 0.3
+@pytest.mark.parametrize("cin", [1, 6])
+def test_the_custom_kernel_gradients_differentiate_again_in_reverse_mode(monkeypatch, cin):
+  # Hessian-vector products by reverse over reverse (forward mode is not defined for a custom VJP): the stacked
+  # form (one input channel) and the transposed one (six).
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, cin))
+  w = jax.random.normal(jax.random.key(1), (3, 3, cin, 4)) * 0.3
   v = jax.random.normal(jax.random.key(2), w.shape)
   dn = ("NHWC", "HWIO", "NHWC")
 
@@ -80,9 +92,9 @@ def test_the_stacked_kernel_gradient_differentiates_again_in_reverse_mode(monkey
     loss = lambda w: jnp.sum(jnp.sin(fast_ops.conv_matmul(x, w, (1, 1), "VALID", dimension_numbers=dn)))
     return jax.jit(jax.grad(lambda w: jnp.vdot(jax.grad(loss)(w), v)))(w)
 
-  stacked = hvp()
-  monkeypatch.setattr(fast_ops, "STACKED_KERNEL_GRAD_MAX_CIN", 0)
-  np.testing.assert_allclose(stacked, hvp(), rtol=1e-4, atol=1e-5)
+  custom = hvp()
+  _autodiff_kernel_grad(monkeypatch)
+  np.testing.assert_allclose(custom, hvp(), rtol=1e-4, atol=1e-5)
 
 
 def test_conv_matmul_falls_back_for_dilation():
@@ -150,3 +162,16 @@ def test_auto_picks_the_fast_path_on_cpu_and_rejects_unknown_names():
     fast_ops.resolve_impl("cudnn")
   with pytest.raises(ValueError, match=r"config.model.pool_impl='avg'"):
     fast_ops.resolve_pool_impl("avg")
+
+
+def test_the_benchmarks_kernel_gradient_forms_set_and_restore_fast_ops():
+  from benchmarks import common
+  assert common.parse_kernel_grad_form("autodiff") == (0, False)
+  assert common.parse_kernel_grad_form("stacked+transposed") == (4, True)
+  assert common.parse_kernel_grad_form("stacked64") == (64, False)
+  with pytest.raises(ValueError, match="expected 'autodiff'"):
+    common.parse_kernel_grad_form("stacked_4")
+  defaults = fast_ops.STACKED_KERNEL_GRAD_MAX_CIN, fast_ops.TRANSPOSED_KERNEL_GRAD
+  with common.kernel_grad_form("transposed"):
+    assert (fast_ops.STACKED_KERNEL_GRAD_MAX_CIN, fast_ops.TRANSPOSED_KERNEL_GRAD) == (0, True)
+  assert (fast_ops.STACKED_KERNEL_GRAD_MAX_CIN, fast_ops.TRANSPOSED_KERNEL_GRAD) == defaults
