@@ -3,7 +3,7 @@ each model's FLOPs per image and its share of the machine's measured float32 mat
 
     .venv/bin/python -m benchmarks.fused_steps [--models=SeedCNN,SeedCNNDropout,ConvNet-BN]
         [--batch_sizes=32,128] [--per_call=10,50] [--rounds=5] [--seconds=2] [--per_matmul]
-        [--kernel_grads=autodiff,stacked,...]
+        [--kernel_grads=autodiff,stacked,...] [--profile_ops]
 
 Both paths are the ones `train_and_evaluate` runs (`train_loop.step_calls`: a numpy gather of each batch from a
 51,200-image split by the epoch's permutation, then one pmapped step; `train_loop.chunk_calls`: the split held on
@@ -17,11 +17,20 @@ nothing else cost time, and the share of the fastest fused step's time those pro
 hold the step's arithmetic below the peak. With --kernel_grads=FORM,... each fused case runs again for each
 form of the convolutions' kernel gradient, compiled (before the rounds) in that form (`common.kernel_grad_form`:
 `autodiff`, `stacked` or `stackedN`, `transposed`, or both joined by `+`, fast_ops' defaults being
-`stacked+transposed`): what each form gains or loses inside the step.
+`stacked+transposed`): what each form gains or loses inside the step, with the median of each round's ratio
+to the default fused case (paired rounds: this VM's speed drifts by 5-20% within a run). With --profile_ops the
+fastest fused case of each model runs once more under `jax.profiler`, and a last table gives the time per image
+of each XLA operation of the compiled step (its thunks, as the CPU runtime reports them) with what it computes:
+where the step's time goes between and in its products.
 """
 
 import collections
+import glob
+import os
+import re
 import sys
+import tempfile
+import time
 
 from absl import app
 from absl import flags
@@ -44,6 +53,9 @@ flags.DEFINE_bool("per_matmul", False, "Also a table of each of the step's matri
 flags.DEFINE_list("kernel_grads", [], "Also run each fused case compiled with each of these forms of the "
                   "convolutions' kernel gradient: autodiff, stacked (stackedN: up to N input channels), transposed, "
                   "or both joined by '+' (stacked+transposed: the defaults).")
+flags.DEFINE_bool("profile_ops", False, "Also profile the fastest fused case of each model and batch size: the "
+                  "time per image of each XLA operation of its step.")
+flags.DEFINE_integer("profile_ops_rows", 25, "Rows of the --profile_ops table per case (the costliest operations).")
 FLAGS = flags.FLAGS
 
 
@@ -74,6 +86,12 @@ def _runner(config, batch_size: int, per_call: int, arrays: dict):
 
   source = calls()
 
+  def hlo_text():
+    """The compiled chunk's HLO (the fused path): its operations' names and what each computes."""
+    indices = pipeline.train_indices(arrays["label"], global_batch=batch_size, num_devices=1, seed=0, epoch=1)
+    idx = np.ascontiguousarray(indices[:per_call].swapaxes(0, 1))
+    return p_chunk.lower(holder[0], data["image"], data["label"], idx, key).compile().as_text()
+
   def run(num_steps):
     state, done, metrics = holder[0], 0, None
     while done < num_steps:
@@ -84,6 +102,7 @@ def _runner(config, batch_size: int, per_call: int, arrays: dict):
     holder[0] = state
     return done
 
+  run.hlo_text = hlo_text
   return run
 
 
@@ -119,7 +138,7 @@ def main(argv):
         for form in (v for v in FLAGS.kernel_grads if k > 1):
           cases.append((name, batch_size, k, flops, f", kernel gradient {form}"))
           runners.append(_runner_in_kernel_grad_form(form, config, batch_size, k, arrays))
-  rates = _measure(runners, [c[1] for c in cases])
+  rates, rounds = _measure(runners, [c[1] for c in cases])
   peak = (peak_before + common.matmul_peak_flops()) / 2
   print(f"JAX {jax.__version__}, {jax.devices()[0].platform}, 1 device; float32 matmul peak "
         f"{peak_before / 1e9:.0f} GFLOP/s before, {peak / 1e9:.0f} mean; median of {FLAGS.rounds} rounds\n")
@@ -151,6 +170,78 @@ def main(argv):
           f"{ceiling / peak:.0%} | {rate * per_image / ceiling:.0%} |")
   if FLAGS.per_matmul:
     _per_matmul_table(fastest, products, peak)
+  if FLAGS.kernel_grads:
+    _kernel_grad_table(cases, rates, rounds)
+  if FLAGS.profile_ops:
+    fastest_runner = {}
+    for (name, batch_size, k, _, variant), rate, run in zip(cases, rates, runners):
+      if k > 1 and not variant and rate >= fastest[name, batch_size]:
+        fastest_runner[name, batch_size] = (k, run)
+    for (name, batch_size), (k, run) in fastest_runner.items():
+      _profile_ops_table(name, batch_size, k, run, fastest[name, batch_size])
+
+
+def _kernel_grad_table(cases, rates, rounds):
+  """Each --kernel_grads form against the default fused case with the same steps per call: the median of the
+  rounds' ratios (each round measures both, one after the other)."""
+  print("\n| model | batch | steps per call | kernel gradient | images/s | vs the default (stacked+transposed), "
+        "median of the rounds' ratios |")
+  print("| --- | --- | --- | --- | --- | --- |")
+  default = {}
+  for i, (name, batch_size, k, _, variant) in enumerate(cases):
+    if k > 1 and not variant:
+      default[name, batch_size, k] = i
+  for i, (name, batch_size, k, _, variant) in enumerate(cases):
+    if variant:
+      ratio = np.median(np.array(rounds[i]) / np.array(rounds[default[name, batch_size, k]]))
+      print(f"| {name} | {batch_size} | {k} | {variant.split()[-1]} | {rates[i]:,.0f} | {ratio:.2f}x |")
+
+
+def _profile_ops_table(name: str, batch_size: int, per_call: int, run, rate: float):
+  """Time per image of each XLA operation of the step, from a `jax.profiler` trace of whole fused calls: the
+  events that name an HLO operation (one per executed thunk: the fusions, products and copies of the compiled
+  step), summed over the trace; a loop that holds others (the chunk's scan, the dropout's random bits)
+  counts only its own time. Operations run concurrently on the two cores, so the column can sum to more than the
+  step's wall time; its shares are of that sum. `rate` (images/s) sizes the trace to about 2 s."""
+  what = {}  # operation -> its op_name in the compiled HLO, without the step's own prefix
+  for match in re.finditer(r"^\s*(?:ROOT )?%([\w.-]+) = .*?op_name=\"([^\"]*)\"", run.hlo_text(), re.M):
+    what[match.group(1)] = re.sub(r"^.*?closed_call/", "", match.group(2))
+  steps = max(1, round(2.0 * rate / batch_size / per_call)) * per_call
+  with tempfile.TemporaryDirectory() as trace_dir:
+    jax.profiler.start_trace(trace_dir)
+    start = time.perf_counter()
+    done = run(steps)
+    wall = time.perf_counter() - start
+    jax.profiler.stop_trace()
+    (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+    profile = jax.profiler.ProfileData.from_file(path)
+  ops, counts = collections.Counter(), collections.Counter()
+  for plane in profile.planes:
+    for line in plane.lines:
+      # The thunks of the compiled step (events naming an HLO operation), in start order; a loop's own time is
+      # its span less the thunks it holds (they follow it on the same thread).
+      events = sorted(((e.start_ns, e.end_ns, e.name) for e in line.events
+                       if any(k == "hlo_op" for k, _ in e.stats)), key=lambda e: (e[0], -e[1]))
+      open_spans = []  # [end, name, own time] of the events holding the current one
+      for begin, end, op in events:
+        while open_spans and open_spans[-1][0] <= begin:
+          _, done_op, own = open_spans.pop()
+          ops[done_op] += own
+        if open_spans:
+          open_spans[-1][2] -= end - begin
+        open_spans.append([end, op, end - begin])
+        counts[op] += 1
+      for _, done_op, own in open_spans:
+        ops[done_op] += own
+  total = sum(ops.values())
+  images = done * batch_size
+  print(f"\n{name}, batch {batch_size}, {per_call} steps per call, under the profiler: {done} steps in "
+        f"{wall:.2f} s ({wall / images * 1e6:.1f} us per image of wall time); the operations' times sum to "
+        f"{total / 1e3 / images:.1f} us per image")
+  print("\n| XLA operation | what it computes (op_name) | per step | us/image | share of the sum |")
+  print("| --- | --- | --- | --- | --- |")
+  for op, ns in ops.most_common(FLAGS.profile_ops_rows):
+    print(f"| {op} | {what.get(op, '-')} | {counts[op] / done:.1f} | {ns / 1e3 / images:.2f} | {ns / total:.1%} |")
 
 
 def _per_matmul_table(fastest, products, peak):
@@ -171,8 +262,8 @@ def _per_matmul_table(fastest, products, peak):
             f"{times * flops / flop_rate / batch_size * 1e6:.1f} | {1e6 / rate:.1f} |")
 
 def _measure(runners, batch_sizes):
-  """Median images/s per runner over alternating rounds (each measurement whole calls, about --seconds)."""
-  import time
+  """Median images/s per runner over alternating rounds (each measurement whole calls, about --seconds), and
+  each runner's rate in every round."""
   num_steps = []
   for i, run in enumerate(runners):
     run(1)  # compile (the fused path compiles its chunk here)
@@ -189,7 +280,7 @@ def _measure(runners, batch_sizes):
       done = runners[i](num_steps[i])
       rates[i].append(done * batch_sizes[i] / (time.perf_counter() - start))
     print(f"round {r + 1}: " + " ".join(f"{x[-1]:.0f}" for x in rates), file=sys.stderr, flush=True)
-  return [float(np.median(r)) for r in rates]
+  return [float(np.median(r)) for r in rates], rates
 
 
 if __name__ == "__main__":
