@@ -152,7 +152,7 @@ _conv_stacked_kernel_grad.defvjp(_conv_stacked_fwd, _conv_stacked_bwd)
 # @ [n, cout]; autodiff writes it as a contraction over both operands' leading axis into a [kh kw cin, cout]
 # result. The same sums into the transposed [cout, kh kw cin] result, then transposed (small), ran 1.05-2.5x faster
 # alone from three input channels on (0.76-2.45x for one, where the stacked form is faster still) and the fused
-# train step 1.07-1.19x for the BatchNorm ConvNet, 1.02-1.11x for SeedCNNDropout (`python -m benchmarks.conv_layers
+# train step 1.14-1.20x for the BatchNorm ConvNet, 1.06x for SeedCNNDropout (`python -m benchmarks.conv_layers
 # --tables=kernel_grad`; `python -m benchmarks.fused_steps --kernel_grads=autodiff,stacked`; README,
 # Performance). The optimization barrier keeps XLA's simplifier from folding the transpose back into autodiff's
 # form, which it does otherwise (checked in the compiled step's HLO).
