@@ -106,8 +106,8 @@ def _patches(x, kernel_size, geometry):
 # A convolution over few input channels (the first layer of an image model) has an im2col matrix only
 # kh * kw * cin wide. Its kernel gradient as autodiff writes it, the patches contracted with the output gradient
 # over batch, rows and columns, runs at 10-30 GFLOP/s on XLA's CPU GEMM. The same sums as one
-# [kh * kw * cin, n] @ [n, cout] product from the shifted slices stacked on a leading axis ran 2.6-6.1x faster
-# for one input channel and 1.4-2.4x for three; for four 0.9-2.0x; from eight on 0.8-1.9x alone, with no
+# [kh * kw * cin, n] @ [n, cout] product from the shifted slices stacked on a leading axis ran 2.7-6.5x faster
+# for one input channel and 1.6-2.6x for three; for four 1.04-1.75x; from eight on 0.84-1.37x alone, with no
 # consistent gain, and slower inside the train step (`python -m benchmarks.conv_layers --tables=kernel_grad`,
 # `python -m benchmarks.fused_steps --kernel_grads=autodiff,stacked64`; README, Performance). Those take the
 # transposed product below.
