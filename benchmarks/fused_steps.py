@@ -87,10 +87,12 @@ def _runner(config, batch_size: int, per_call: int, arrays: dict):
   source = calls()
 
   def hlo_text():
-    """The compiled chunk's HLO (the fused path): its operations' names and what each computes."""
+    """The compiled chunk's HLO (the fused path): its operations' names and what each computes. Its first call
+    as `chunk_calls` makes it, lowered and compiled instead of run."""
+    compiled_text = lambda *args: p_chunk.lower(*args).compile().as_text()
     indices = pipeline.train_indices(arrays["label"], global_batch=batch_size, num_devices=1, seed=0, epoch=1)
-    idx = np.ascontiguousarray(indices[:per_call].swapaxes(0, 1))
-    return p_chunk.lower(holder[0], data["image"], data["label"], idx, key).compile().as_text()
+    first_call, _ = next(train_loop.chunk_calls(compiled_text, data, indices, key, per_call))
+    return first_call(holder[0])
 
   def run(num_steps):
     state, done, metrics = holder[0], 0, None

@@ -16,6 +16,7 @@ CPU picks per layer by the size of the im2col buffer (large buffers make the mat
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 from jax import lax
@@ -73,32 +74,50 @@ def conv_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
   kh, kw, cin, _ = rhs.shape
   pads, ho, wo = _pads_and_output_size(lhs.shape, rhs.shape, window_strides, padding)
   x = jnp.pad(lhs, ((0, 0), *pads, (0, 0)))
-  geometry = (tuple(window_strides), ho, wo)
+  geometry = _Geometry(tuple(window_strides), ho, wo, x.shape)
   if preferred_element_type is None:
     if kh * kw > 1 and cin <= STACKED_KERNEL_GRAD_MAX_CIN:
       return _conv_stacked_kernel_grad(x, rhs, geometry, precision)
     if TRANSPOSED_KERNEL_GRAD:
-      return _conv_transposed_kernel_grad(x, rhs, geometry + (x.shape,), precision)
-  return _im2col_dot(x, rhs, geometry, precision, preferred_element_type)
+      return _conv_transposed_kernel_grad(x, rhs, geometry, precision)
+  return _im2col_dot(_patches(x, rhs.shape[:2], geometry), rhs, precision, preferred_element_type)
 
 
-def _im2col_dot(x, rhs, geometry, precision, preferred_element_type=None):
-  """The convolution of the padded input `x` with the HWIO kernel `rhs` as one product of its patches."""
+class _Geometry(NamedTuple):
+  """Where a convolution's kernel meets its padded input: strides, output height and width, the padded shape."""
+  strides: tuple[int, int]
+  ho: int
+  wo: int
+  padded_shape: tuple[int, ...]
+
+
+def _im2col_dot(patches, rhs, precision, preferred_element_type=None):
+  """The convolution as one product of its im2col `patches` (`_patches`) with the HWIO kernel `rhs`."""
   kh, kw, cin, cout = rhs.shape
-  return jnp.dot(_patches(x, (kh, kw), geometry), rhs.reshape(kh * kw * cin, cout), precision=precision,
+  return jnp.dot(patches, rhs.reshape(kh * kw * cin, cout), precision=precision,
                  preferred_element_type=preferred_element_type)
+
+
+def _input_grad(g, rhs, geometry, precision):
+  """The gradient of the padded input: the output gradient times the kernel's transpose, summed back from the
+  patches to the positions they were sliced from (the transpose of `_patches`), as autodiff computes it."""
+  kh, kw, cin, cout = rhs.shape
+  d_patches = jnp.dot(g, rhs.reshape(kh * kw * cin, cout).T, precision=precision)
+  to_patches = lambda x_: _patches(x_, (kh, kw), geometry)
+  (d_x,) = jax.linear_transpose(to_patches, jax.ShapeDtypeStruct(geometry.padded_shape, g.dtype))(d_patches)
+  return d_x
 
 
 def _shifted_slices(x, kernel_size, geometry):
   """The kh * kw slices of the padded input that meet each kernel tap, in the HWIO kernel's (i, j) order."""
-  (sh, sw), ho, wo = geometry
+  (sh, sw), ho, wo = geometry.strides, geometry.ho, geometry.wo
   return [x[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :]
           for i in range(kernel_size[0]) for j in range(kernel_size[1])]
 
 
 def _patches(x, kernel_size, geometry):
   """The im2col matrix [n, ho, wo, kh * kw * cin], channel order (i, j, c) as the HWIO kernel flattened."""
-  if kernel_size == (1, 1):
+  if tuple(kernel_size) == (1, 1):
     return _shifted_slices(x, kernel_size, geometry)[0]
   return jnp.concatenate(_shifted_slices(x, kernel_size, geometry), axis=-1)
 
@@ -124,7 +143,7 @@ def _conv_stacked_kernel_grad(x, rhs, geometry, precision):
   for any custom VJP (conv_impl='xla', or autodiff's form everywhere, above, for that). A custom JVP whose kernel
   tangent is written over the stacked slices would allow both, but XLA compiled its transpose back into
   autodiff's contraction (bit for bit, at its speed)."""
-  return _im2col_dot(x, rhs, geometry, precision)
+  return _im2col_dot(_patches(x, rhs.shape[:2], geometry), rhs, precision)
 
 
 def _conv_stacked_fwd(x, rhs, geometry, precision):
@@ -139,10 +158,7 @@ def _conv_stacked_bwd(geometry, precision, residuals, g):
   stacked = jnp.moveaxis(jnp.stack(_shifted_slices(x, (kh, kw), geometry)), -1, 1).reshape(taps, cin, -1)
   g_rows = g.reshape(-1, cout)
   d_rhs = jnp.einsum("kcn,no->kco", stacked, g_rows, precision=precision).reshape(rhs.shape)
-  d_patches = jnp.dot(g, rhs.reshape(taps * cin, cout).T, precision=precision)
-  _, patches_vjp = jax.vjp(lambda x_: _patches(x_, (kh, kw), geometry), x)
-  (d_x,) = patches_vjp(d_patches)
-  return d_x, d_rhs
+  return _input_grad(g, rhs, geometry, precision), d_rhs
 
 
 _conv_stacked_kernel_grad.defvjp(_conv_stacked_fwd, _conv_stacked_bwd)
@@ -162,16 +178,14 @@ TRANSPOSED_KERNEL_GRAD = True
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv_transposed_kernel_grad(x, rhs, geometry, precision):
   """The im2col convolution of the padded input `x`, whose kernel gradient is (g^T @ patches)^T. A custom VJP: as
-  for `_conv_stacked_kernel_grad`, reverse mode works to any order, forward mode does not. `geometry` is
-  (strides, ho, wo, the padded input's shape); the backward pass keeps the patches the forward pass made, as
-  autodiff would."""
-  return _im2col_dot(x, rhs, geometry[:3], precision)
+  for `_conv_stacked_kernel_grad`, reverse mode works to any order, forward mode does not. The backward pass
+  keeps the patches the forward pass made, as autodiff would."""
+  return _im2col_dot(_patches(x, rhs.shape[:2], geometry), rhs, precision)
 
 
 def _conv_transposed_fwd(x, rhs, geometry, precision):
-  kh, kw, cin, cout = rhs.shape
-  patches = _patches(x, (kh, kw), geometry[:3])
-  return jnp.dot(patches, rhs.reshape(kh * kw * cin, cout), precision=precision), (patches, rhs)
+  patches = _patches(x, rhs.shape[:2], geometry)
+  return _im2col_dot(patches, rhs, precision), (patches, rhs)
 
 
 def _conv_transposed_bwd(geometry, precision, residuals, g):
@@ -180,10 +194,7 @@ def _conv_transposed_bwd(geometry, precision, residuals, g):
   g_rows = g.reshape(-1, cout)
   d_rhs_t = jnp.dot(g_rows.T, patches.reshape(-1, kh * kw * cin), precision=precision)  # [cout, kh kw cin]
   d_rhs = lax.optimization_barrier(d_rhs_t).T.reshape(rhs.shape)
-  d_patches = jnp.dot(g, rhs.reshape(kh * kw * cin, cout).T, precision=precision)
-  x_shape = jax.ShapeDtypeStruct(geometry[3], g.dtype)
-  (d_x,) = jax.linear_transpose(lambda x_: _patches(x_, (kh, kw), geometry[:3]), x_shape)(d_patches)
-  return d_x, d_rhs
+  return _input_grad(g, rhs, geometry, precision), d_rhs
 
 
 _conv_transposed_kernel_grad.defvjp(_conv_transposed_fwd, _conv_transposed_bwd)
