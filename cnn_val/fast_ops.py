@@ -80,7 +80,7 @@ def conv_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
       return _conv_stacked_kernel_grad(x, rhs, geometry, precision)
     if TRANSPOSED_KERNEL_GRAD:
       return _conv_transposed_kernel_grad(x, rhs, geometry, precision)
-  return _im2col_dot(_patches(x, rhs.shape[:2], geometry), rhs, precision, preferred_element_type)
+  return _padded_conv(x, rhs, geometry, precision, preferred_element_type)
 
 
 class _Geometry(NamedTuple):
@@ -96,6 +96,11 @@ def _im2col_dot(patches, rhs, precision, preferred_element_type=None):
   kh, kw, cin, cout = rhs.shape
   return jnp.dot(patches, rhs.reshape(kh * kw * cin, cout), precision=precision,
                  preferred_element_type=preferred_element_type)
+
+
+def _padded_conv(x, rhs, geometry, precision, preferred_element_type=None):
+  """The convolution of the padded input `x` with the HWIO kernel `rhs`: its patches times the kernel."""
+  return _im2col_dot(_patches(x, rhs.shape[:2], geometry), rhs, precision, preferred_element_type)
 
 
 def _input_grad(g, rhs, geometry, precision):
@@ -143,7 +148,7 @@ def _conv_stacked_kernel_grad(x, rhs, geometry, precision):
   for any custom VJP (conv_impl='xla', or autodiff's form everywhere, above, for that). A custom JVP whose kernel
   tangent is written over the stacked slices would allow both, but XLA compiled its transpose back into
   autodiff's contraction (bit for bit, at its speed)."""
-  return _im2col_dot(_patches(x, rhs.shape[:2], geometry), rhs, precision)
+  return _padded_conv(x, rhs, geometry, precision)
 
 
 def _conv_stacked_fwd(x, rhs, geometry, precision):
@@ -180,7 +185,7 @@ def _conv_transposed_kernel_grad(x, rhs, geometry, precision):
   """The im2col convolution of the padded input `x`, whose kernel gradient is (g^T @ patches)^T. A custom VJP: as
   for `_conv_stacked_kernel_grad`, reverse mode works to any order, forward mode does not. The backward pass
   keeps the patches the forward pass made, as autodiff would."""
-  return _im2col_dot(_patches(x, rhs.shape[:2], geometry), rhs, precision)
+  return _padded_conv(x, rhs, geometry, precision)
 
 
 def _conv_transposed_fwd(x, rhs, geometry, precision):
