@@ -84,6 +84,11 @@ def validate(config) -> None:
   if isinstance(extra_blocks, bool) or not isinstance(extra_blocks, int) or extra_blocks < 0:
     _fail("model.extra_blocks", extra_blocks,
           "an integer >= 0: the conv blocks added after the seed's; 0 keeps the seed's depth")
+  convs_per_block = config.model.get("convs_per_block", 1)
+  if isinstance(convs_per_block, bool) or not isinstance(convs_per_block, int) or convs_per_block < 1:
+    _fail("model.convs_per_block", convs_per_block,
+          "an integer >= 1: the 3x3 conv layers before each max-pool (ConvNet and the seed models); 1 keeps the "
+          "seed's")
   if config.model.name in ("ConvNet", "ResNet") and (
       not config.model.widths or any(int(w) <= 0 for w in config.model.widths)):
     _fail("model.widths", config.model.widths, "a non-empty tuple of positive channel counts")

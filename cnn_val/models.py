@@ -83,32 +83,37 @@ def seed_block_widths(seed_widths: Sequence[int], width_multiplier: float, extra
 def _seed_blocks_fit(module, x, num_seed_blocks: int) -> None:
   """Raises if the seed's blocks plus `module.extra_blocks` would shrink the map of input `x` below 1x1.
 
-  Each block is a 3x3 VALID conv (size - 2) and a 2x2 max-pool (floor of half), so it needs a map of at least
-  4x4. Checked before any layer is built: past that point the head would get an empty map and fail at init
-  with a bare ZeroDivisionError from its initializer.
+  Each block is `convs_per_block` 3x3 VALID convs (size - 2 each) and a 2x2 max-pool (floor of half), so it
+  needs a map of at least (2 convs_per_block + 2) square. Checked before any layer is built: past that point the
+  head would get an empty map and fail at init with a bare ZeroDivisionError from its initializer.
   """
   height, width = x.shape[1:3]
+  shrink = 2 * module.convs_per_block
   size, fitting = min(height, width), 0
-  while size >= 4:
-    size, fitting = (size - 2) // 2, fitting + 1
+  while size >= shrink + 2:
+    size, fitting = (size - shrink) // 2, fitting + 1
   name = type(module).__name__
+  convs = ("a 3x3 VALID conv" if module.convs_per_block == 1 else
+           f"{module.convs_per_block} 3x3 VALID convs (config.model.convs_per_block)")
   if fitting < num_seed_blocks:
     min_size = 1
     for _ in range(num_seed_blocks):
-      min_size = 2 * min_size + 2
+      min_size = 2 * min_size + shrink
     raise ValueError(
-        f"{name} needs an input of at least {min_size}x{min_size} for its {num_seed_blocks} conv block(s); got "
-        f"{height}x{width}. Use larger images (config.data.image_size) or another config.model.name.")
+        f"{name} needs an input of at least {min_size}x{min_size} for its {num_seed_blocks} conv block(s) of "
+        f"{convs}; got {height}x{width}. Use larger images (config.data.image_size), fewer "
+        f"config.model.convs_per_block or another config.model.name.")
   max_extra = fitting - num_seed_blocks
   if module.extra_blocks > max_extra:
     raise ValueError(
         f"config.model.extra_blocks={module.extra_blocks}: a {height}x{width} input allows at most {max_extra} "
-        f"extra block(s) after {name}'s {num_seed_blocks} (each 3x3 VALID conv + 2x2 max-pool shrinks the map; "
+        f"extra block(s) after {name}'s {num_seed_blocks} (each {convs} + 2x2 max-pool shrinks the map; "
         f"more would leave it smaller than 1x1). Set config.model.extra_blocks <= {max_extra}.")
 
 
 def _seed_blocks(module, x, seed_widths, *, train, example_ids):
-  """The seed's conv-relu-maxpool blocks, widened and deepened by the module's fields, each followed by dropout.
+  """The seed's conv-relu-maxpool blocks, widened and deepened by the module's fields (`convs_per_block` conv-relu
+  pairs before each pool, the seed's one by default), each followed by dropout.
 
   The block dropouts are named apart from the head's, so the head's dropout keeps its name (`Dropout_0`) and,
   with it, its RNG stream: at the defaults the masks, and so the training run, are those of the seed model.
@@ -116,12 +121,14 @@ def _seed_blocks(module, x, seed_widths, *, train, example_ids):
   _seed_blocks_fit(module, x, len(seed_widths))
   widths = seed_block_widths(seed_widths, module.width_multiplier, module.extra_blocks)
   for i, features in enumerate(widths):
-    x = _conv(features, (3, 3), module.conv_impl, padding="VALID", dtype=module.dtype, use_bias=not module.batchnorm,
-              kernel_init=_kernel_init(module))(x)  # a bias before batchnorm is cancelled by its mean subtraction
-    if module.batchnorm:
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=module.axis_name, dtype=module.dtype,
-                       name=f"BlockNorm_{i}")(x)
-    x = nn.relu(x)
+    for j in range(module.convs_per_block):
+      x = _conv(features, (3, 3), module.conv_impl, padding="VALID", dtype=module.dtype,
+                use_bias=not module.batchnorm,  # a bias before batchnorm is cancelled by its mean subtraction
+                kernel_init=_kernel_init(module))(x)
+      if module.batchnorm:
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=module.axis_name,
+                         dtype=module.dtype, name=f"BlockNorm_{i}" if j == 0 else f"BlockNorm_{i}_{j}")(x)
+      x = nn.relu(x)
     x = fast_ops.max_pool(x, 2, module.pool_impl)
     x = Dropout(module.block_dropout_rate, name=f"BlockDropout_{i}")(x, train=train, example_ids=example_ids)
   return x
@@ -130,14 +137,16 @@ def _seed_blocks(module, x, seed_widths, *, train, example_ids):
 class SeedCNN(nn.Module):
   """The seed's example 1: Conv32 3x3 relu - maxpool 2 - flatten - dense.
 
-  The article's levers, off by default: `width_multiplier` (wider convs), `extra_blocks` (deeper),
-  `block_dropout_rate` (dropout after each conv block) and `batchnorm` (after each conv).
+  The article's levers, off by default: `width_multiplier` (wider convs), `extra_blocks` (deeper: more blocks),
+  `convs_per_block` (deeper: more convs in each block), `block_dropout_rate` (dropout after each conv block) and
+  `batchnorm` (after each conv).
   """
 
   num_classes: int = 10
   head_bias: tuple | None = None  # initial bias of the output layer (e.g. log class prior)
   width_multiplier: float = 1.0  # channels of every conv layer times this (rounded, >= 1)
   extra_blocks: int = 0  # conv blocks after the seed's, each twice as wide as the previous one
+  convs_per_block: int = 1  # conv-relu layers before each max-pool (VGG's deeper blocks); 1 is the seed's
   block_dropout_rate: float = 0.0  # dropout after each conv block's max-pool
   batchnorm: bool = False  # BatchNorm between each conv and its relu
   kernel_init: str = "lecun_normal"  # or "glorot_uniform", Keras' (KERNEL_INITS)
@@ -156,9 +165,9 @@ class SeedCNN(nn.Module):
 class SeedCNNDropout(nn.Module):
   """The seed's example 3: Conv32 - pool - Conv64 - pool - flatten - dropout - dense.
 
-  The article's levers, off by default: `width_multiplier` (wider convs), `extra_blocks` (deeper),
-  `block_dropout_rate` (dropout after each conv block, besides `dropout_rate` before the dense layer) and
-  `batchnorm` (after each conv).
+  The article's levers, off by default: `width_multiplier` (wider convs), `extra_blocks` (deeper: more blocks),
+  `convs_per_block` (deeper: more convs in each block), `block_dropout_rate` (dropout after each conv block,
+  besides `dropout_rate` before the dense layer) and `batchnorm` (after each conv).
   """
 
   num_classes: int = 10
@@ -166,6 +175,7 @@ class SeedCNNDropout(nn.Module):
   dropout_rate: float = 0.5
   width_multiplier: float = 1.0  # channels of every conv layer times this (rounded, >= 1)
   extra_blocks: int = 0  # conv blocks after the seed's, each twice as wide as the previous one
+  convs_per_block: int = 1  # conv-relu layers before each max-pool (VGG's deeper blocks); 1 is the seed's
   block_dropout_rate: float = 0.0  # dropout after each conv block's max-pool
   batchnorm: bool = False  # BatchNorm between each conv and its relu
   kernel_init: str = "lecun_normal"  # or "glorot_uniform", Keras' (KERNEL_INITS)
@@ -321,6 +331,7 @@ def create_model(model_config, num_classes: int, axis_name: str | None = None,
     kwargs.update(
         width_multiplier=model_config.get("width_multiplier", 1.0),
         extra_blocks=model_config.get("extra_blocks", 0),
+        convs_per_block=model_config.get("convs_per_block", 1),
         block_dropout_rate=model_config.get("block_dropout_rate", 0.0),
         batchnorm=bool(model_config.get("batchnorm", False)),
         kernel_init=model_config.get("kernel_init", "lecun_normal"),

@@ -133,7 +133,7 @@ def get_config():
   config.model = ml_collections.ConfigDict()
   config.model.name = "SeedCNNDropout"  # SeedCNN, SeedCNNDropout, ConvNet, ResNet
   config.model.widths = (32, 64)  # ConvNet: channels per block; ResNet: channels per stage
-  config.model.convs_per_block = 1  # ConvNet
+  config.model.convs_per_block = 1  # ConvNet, SeedCNN, SeedCNNDropout: conv layers before each pool
   config.model.batchnorm = False  # ConvNet (and its hidden dense layer), SeedCNN, SeedCNNDropout: after each conv
   config.model.block_dropout_rate = 0.0  # SeedCNN, SeedCNNDropout, ConvNet: dropout after each block's max-pool
   config.model.hidden_units = 0  # ConvNet: 0 = no hidden dense layer in the head

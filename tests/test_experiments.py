@@ -238,6 +238,7 @@ def test_levers_explored_on_a_healthy_run_name_the_cause_when_they_beat_the_nois
   if "model.width_multiplier" in json.dumps(config):
     assert menu["wider"] == ({"model.width_multiplier": 2.0}, "underfitting")
     assert menu["deeper"] == ({"model.extra_blocks": 1}, "underfitting")
+    assert menu["deeper_blocks"] == ({"model.convs_per_block": 2}, "underfitting")  # VGG's: a second conv a block
   base = [0.910, 0.912, 0.908]
   accuracies = {name: [b + (0.015 if name == "cosine" else 0.0005 * (i - 1)) for i, b in enumerate(base)]
                 for name in menu}

@@ -46,6 +46,10 @@ def _seed_config(name, **fields):
     ("SeedCNNDropout", {"extra_blocks": 1}, 93_962),
     # convs 640 + 73,856 + 3x3x128x256+256 = 295,168; dense 1*1*256*10+10 = 2,570
     ("SeedCNNDropout", {"width_multiplier": 2.0, "extra_blocks": 1}, 372_234),
+    # two convs a block: 320 + 3x3x32x32+32 = 9,248 (28 -> 26 -> 24 -> pool 12); dense 12*12*32*10+10 = 46,090
+    ("SeedCNN", {"convs_per_block": 2}, 55_658),
+    # 320 + 9,248 + 18,496 + 3x3x64x64+64 = 36,928 (12 -> 10 -> 8 -> pool 4); dense 4*4*64*10+10 = 10,250
+    ("SeedCNNDropout", {"convs_per_block": 2}, 75_242),
 ])
 def test_wider_and_deeper_seed_models(name, fields, expected):
   model = models.create_model(_seed_config(name, **fields).model, 10)
@@ -75,6 +79,28 @@ def test_create_model_builds_the_seed_levers_from_the_config():
   config = _seed_config("SeedCNNDropout")
   del config.model.width_multiplier, config.model.extra_blocks
   assert _count(models.create_model(config.model, 10), (1, 28, 28, 1)) == 34_826
+
+
+def test_two_convs_a_block_keep_the_seed_models_names_and_normalise_every_conv():
+  # At the default of one conv a block the layers keep the seed's names (Conv_0, Conv_1): old checkpoints load.
+  x = jnp.zeros((1, 28, 28, 1))
+  plain = jax.eval_shape(lambda: models.create_model(_seed_config("SeedCNNDropout").model, 10).init(
+      jax.random.key(0), x, train=False))
+  assert sorted(plain["params"]) == ["Conv_0", "Conv_1", "Dense_0"]
+  model = models.create_model(_seed_config("SeedCNNDropout", convs_per_block=2, batchnorm=True).model, 10)
+  assert model.convs_per_block == 2
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+  assert sorted(variables["params"]) == ["BlockNorm_0", "BlockNorm_0_1", "BlockNorm_1", "BlockNorm_1_1", "Conv_0",
+                                         "Conv_1", "Conv_2", "Conv_3", "Dense_0"]
+  assert variables["params"]["Conv_1"]["kernel"].shape == (3, 3, 32, 32)
+  assert variables["params"]["BlockNorm_1_1"]["scale"].shape == (64,)
+  # Four convs a block just fit (28 -> 20 -> pool 10 -> 2 -> pool 1); five need 2 * (2 + 10) + 10 = 34: an error.
+  assert _count(models.create_model(_seed_config("SeedCNNDropout", convs_per_block=4).model, 10), x.shape) > 0
+  with pytest.raises(ValueError, match=r"SeedCNNDropout needs an input of at least 34x34 for its 2 conv block\(s\) "
+                                       r"of 5 3x3 VALID convs \(config.model.convs_per_block\); got 28x28"):
+    _count(models.create_model(_seed_config("SeedCNNDropout", convs_per_block=5).model, 10), x.shape)
+  with pytest.raises(ValueError, match=r"config.model.extra_blocks=1: a 28x28 input allows at most 0 extra block"):
+    _count(models.create_model(_seed_config("SeedCNNDropout", convs_per_block=2, extra_blocks=1).model, 10), x.shape)
 
 
 def test_seed_models_with_batchnorm_normalise_each_conv_and_keep_statistics():
@@ -147,6 +173,8 @@ def test_too_small_input_for_the_seed_blocks_is_a_clear_error():
     ("width_multiplier", float("inf"), "a finite number > 0"),
     ("width_multiplier", float("nan"), "a finite number > 0"),
     ("extra_blocks", -1, "an integer >= 0"),
+    ("convs_per_block", 0, "an integer >= 1"),
+    ("convs_per_block", -2, "an integer >= 1"),
     ("block_dropout_rate", 1.0, r"a rate in \[0, 1\)"),
 ])
 def test_config_check_rejects_bad_seed_levers(field, value, expected):

@@ -16,7 +16,8 @@ _AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_rang
                 "height_shift_range": 0.0, "shear_range": 0.0, "zoom_range": 0.0, "brightness": 0.0,
                 "contrast": 0.0, "gamma": 0.0, "hue": 0.0, "saturation": 0.0}
 FOLLOW_UP_LEVERS = ("wider_x2", "combined")  # the names follow_up_arms gives
-LEVERS = ("wider", "deeper", "batchnorm", "block_dropout", "weight_decay", "cosine", "lr_range_test", "augment",
+LEVERS = ("wider", "deeper", "deeper_blocks", "batchnorm", "block_dropout", "weight_decay", "cosine", "lr_range_test",
+          "augment",
           *(f"no_{field}" for field in _AUGMENT_OFF),  # every name menu_arms can give
           *FOLLOW_UP_LEVERS)
 
@@ -25,16 +26,20 @@ def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
   """The seed's levers, each one change to the run's own model and recipe: (arm, the cause it tests)."""
   get, arms = run.get, []
   model = get("model.name")
+  # A second (third, ...) conv in each block before its pool, as VGG deepens: the map keeps its resolution.
+  deeper_blocks = ablate.Arm("deeper_blocks", {"model.convs_per_block": int(get("model.convs_per_block", 1)) + 1})
   if model in ("SeedCNN", "SeedCNNDropout") and get("model.width_multiplier") is not None:
     arms.append((ablate.Arm("wider", {"model.width_multiplier": 2 * float(get("model.width_multiplier"))}),
                  "underfitting"))
     arms.append((ablate.Arm("deeper", {"model.extra_blocks": int(get("model.extra_blocks")) + 1}),
                  "underfitting"))
+    arms.append((deeper_blocks, "underfitting"))
   elif model in ("ConvNet", "ResNet"):
     widths = list(get("model.widths") or [])
     arms.append((ablate.Arm("wider", {"model.widths": [2 * int(w) for w in widths]}), "underfitting"))
     if model == "ConvNet":
       arms.append((ablate.Arm("deeper", {"model.widths": widths + [2 * int(widths[-1])]}), "underfitting"))
+      arms.append((deeper_blocks, "underfitting"))
     else:
       arms.append((ablate.Arm("deeper", {"model.depth": int(get("model.depth")) + 6}), "underfitting"))
   if model in ("SeedCNN", "SeedCNNDropout", "ConvNet") and not get("model.batchnorm"):
