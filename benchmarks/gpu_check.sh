@@ -8,8 +8,8 @@
 #   (default: the first 5)
 #
 # levers: configs/default.py for 25 epochs, then `python -m cnn_val.doctor --verify --explore=always` over 3
-# seeds with LEVERS (default wider,batchnorm,cosine,wider_x2,combined), LEVERS_PARALLEL workers sharing the GPU
-# (default 4): what limits the default recipe at its own budget, which the CPU cannot afford (issue 10).
+# seeds with LEVERS (default wider,deeper_blocks,batchnorm,cosine,wider_x2,combined), LEVERS_PARALLEL workers
+# sharing the GPU (default 4): what limits the default recipe at its own budget, which the CPU cannot afford (issue 10).
 # bn3: configs/fashion_mnist_bn.py over seeds 0-2 and the doctor's verdict on each (issue 15's healthy BatchNorm
 # ConvNet; 28 min a run on the 2-core CPU).
 # verify3: a 3-seed verification of one fix (faults/healthy.py, base and a dropout-rate arm, 2 workers) with a
@@ -76,8 +76,9 @@ for part in "${parts[@]}"; do
       done ;;
     levers)  # configs/default.py's own 25 epochs, then the doctor's lever menu over 3 seeds, 4 workers on the GPU
       e2e levers configs/default.py ${EXTRA:-}
+      levers=${LEVERS:-wider,deeper_blocks,batchnorm,cosine,wider_x2,combined}
       timeout ${LEVERS_TIMEOUT:-420} "$py" -m cnn_val.doctor --workdir=/tmp/runs/levers --verify --seeds=3 \
-        --parallel=${LEVERS_PARALLEL:-4} --explore=always --levers=${LEVERS:-wider,batchnorm,cosine,wider_x2,combined} \
+        --parallel=${LEVERS_PARALLEL:-4} --explore=always --levers=$levers \
         2>&1 | grep -v "^[IW][0-9]" | tail -40
       cp /tmp/runs/levers/diagnosis.json "$out/levers_diagnosis.json" 2>/dev/null
       cp /tmp/runs/levers/verify/results.md "$out/levers_results.md" 2>/dev/null

@@ -333,6 +333,16 @@ def test_follow_up_arms_of_convnet_widths_and_of_a_single_lever():
   assert [(a.name, dict(a.overrides)) for a, _, _ in experiments.follow_up_arms([(wider, "underfitting", {"delta": 0.01})])] == [
       ("wider_x2", {"model.widths": [128, 256]})]
   assert experiments.follow_up_arms([(cosine, "lr_plateau", {"delta": 0.01})]) == []
+  # Deeper blocks that paid get one more conv in each block; with a wider model confirmed too, both together.
+  deeper = experiments.ablate.Arm("deeper_blocks", {"model.convs_per_block": 2})
+  seed_wider = experiments.ablate.Arm("wider", {"model.width_multiplier": 2.0})
+  arms = experiments.follow_up_arms([(seed_wider, "underfitting", {"delta": 0.009}),
+                                     (deeper, "underfitting", {"delta": 0.0145})])
+  assert [(a.name, dict(a.overrides), why) for a, _, why in arms] == [
+      ("wider_x2", {"model.width_multiplier": 4.0}, "the confirmed wider model, twice as wide again"),
+      ("deeper_blocks_x2", {"model.convs_per_block": 3}, "the confirmed deeper blocks, one more conv in each again"),
+      ("combined", {"model.convs_per_block": 2, "model.width_multiplier": 2.0},
+       "the confirmed changes together: deeper_blocks + wider")]
 
 
 def test_levers_restricts_the_menu_and_names_an_unknown_lever(tmp_path):

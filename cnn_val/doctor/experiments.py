@@ -168,9 +168,11 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
     stage, when every fix tried was refuted: the findings then explain nothing), 'always', 'never'.
   reference: run directories (a glob) of a healthy reference, for the share of the loss a fix recovers.
   levers: when exploring, only these menu arms (names as menu_arms gives them, e.g. ['wider', 'cosine']), and
-    of the follow-up only the arms it names ('wider_x2', 'combined'), to bound the cost; None = everything.
+    of the follow-up only the arms it names ('wider_x2', 'deeper_blocks_x2', 'combined'), to bound the cost;
+    None = everything.
   follow_up: after the menu, a second stage on what was confirmed (`follow_up_arms`: the wider model widened
-    again, the confirmed levers combined), within what --max_runs and --budget_minutes leave.
+    again, the deeper blocks deepened again, the confirmed levers combined), within what --max_runs and
+    --budget_minutes leave.
   learning_curve: 'auto' (when an `overfitting` finding is among the findings), 'always' or 'never': the run's
     config on 1/4 and 1/2 of its training data, for the predicted gain of twice as much (learning_curve.py).
   parallel, population: the ablation engine's workers, and whether an arm's seeds (and arms that differ only in

@@ -15,7 +15,7 @@ MENU_BLOCK_DROPOUT = 0.2
 _AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_range": 0.0, "width_shift_range": 0.0,
                 "height_shift_range": 0.0, "shear_range": 0.0, "zoom_range": 0.0, "brightness": 0.0,
                 "contrast": 0.0, "gamma": 0.0, "hue": 0.0, "saturation": 0.0}
-FOLLOW_UP_LEVERS = ("wider_x2", "combined")  # the names follow_up_arms gives
+FOLLOW_UP_LEVERS = ("wider_x2", "deeper_blocks_x2", "combined")  # the names follow_up_arms gives
 LEVERS = ("wider", "deeper", "deeper_blocks", "batchnorm", "block_dropout", "weight_decay", "cosine", "lr_range_test",
           "augment",
           *(f"no_{field}" for field in _AUGMENT_OFF),  # every name menu_arms can give
@@ -71,14 +71,19 @@ def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
 
 def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]]) -> list[tuple[ablate.Arm, str, str]]:
   """The second stage, more of what worked: (arm, cause, why). A confirmed `wider` lever once more (twice its
-  width again), and, when two or more changes (levers, or findings' fixes) were confirmed, all of them
-  together (the best first, skipping one whose fields an earlier one already sets)."""
+  width again), a confirmed `deeper_blocks` once more (another conv in each block), and, when two or more
+  changes (levers, or findings' fixes) were confirmed, all of them together (the best first, skipping one whose
+  fields an earlier one already sets)."""
   out = []
   for arm, _, _ in confirmed:
     if arm.name == "wider":
       doubled = {k: (2 * v if isinstance(v, (int, float)) else [2 * int(w) for w in v])
                  for k, v in arm.overrides.items()}
       out.append((ablate.Arm("wider_x2", doubled), "underfitting", "the confirmed wider model, twice as wide again"))
+    elif arm.name == "deeper_blocks":
+      again = {"model.convs_per_block": int(arm.overrides["model.convs_per_block"]) + 1}
+      out.append((ablate.Arm("deeper_blocks_x2", again), "underfitting",
+                  "the confirmed deeper blocks, one more conv in each again"))
   ranked = sorted(confirmed, key=lambda c: -c[2]["delta"])
   combined, names, cause = {}, [], None
   for arm, arm_cause, _ in ranked:
