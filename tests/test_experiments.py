@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cnn_val import ablate, doctor, rundir, train
-from cnn_val.doctor import experiments, report, rules, signal_rules
+from cnn_val.doctor import experiments, levers, report, rules, signal_rules
 from cnn_val.doctor.finding import verification_result
 from cnn_val.configs import default
 
@@ -343,6 +343,22 @@ def test_follow_up_arms_of_convnet_widths_and_of_a_single_lever():
       ("deeper_blocks_x2", {"model.convs_per_block": 3}, "the confirmed deeper blocks, one more conv in each again"),
       ("combined", {"model.convs_per_block": 2, "model.width_multiplier": 2.0},
        "the confirmed changes together: deeper_blocks + wider")]
+
+
+def test_a_confirmed_lever_explains_itself_by_what_it_changed():
+  verified = {"delta": 0.0145, "ci95": [0.0109, 0.0181], "p_value": 0.003, "seeds": 3}
+  deeper = experiments.ablate.Arm("deeper_blocks", {"model.convs_per_block": 2})
+  finding = levers.lever_finding(deeper, "underfitting", verified, None, high_gain=0.01)
+  assert finding["severity"] == "high" and finding["fix"]["overrides"] == {"config.model.convs_per_block": 2}
+  assert "raised validation accuracy by 1.45 points (95% CI +1.09 to +1.81) over 3 seeds" in finding["explanation"]
+  assert finding["explanation"].endswith("depth at full resolution (as VGG deepens), where one more block would "
+                                         "pool the map away.")
+  norm = levers.lever_finding(experiments.ablate.Arm("batchnorm", {"model.batchnorm": True}), "underfitting",
+                              dict(verified, delta=0.004), None, high_gain=0.01)
+  assert norm["severity"] == "medium" and "normalised (BatchNorm)" in norm["explanation"]
+  wider = levers.lever_finding(experiments.ablate.Arm("wider", {"model.width_multiplier": 2.0}), "underfitting",
+                               verified, None, high_gain=0.01)
+  assert wider["explanation"].endswith("the model is too small for what the data allows.")
 
 
 def test_levers_restricts_the_menu_and_names_an_unknown_lever(tmp_path):

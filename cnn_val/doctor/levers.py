@@ -112,6 +112,9 @@ _CAUSE_TEXT = {
 _BATCHNORM_TEXT = ("the same model fits better with each conv layer's activations normalised (BatchNorm): it "
                    "was limited by how well it trains, not by its size.")
 
+_DEEPER_BLOCKS_TEXT = ("the model is too shallow where its maps are largest: another conv before each pool adds "
+                       "depth at full resolution (as VGG deepens), where one more block would pool the map away.")
+
 
 def _describe(overrides) -> str:
   return ", ".join(f"config.{k}={v}" for k, v in overrides.items())
@@ -123,8 +126,9 @@ def lever_finding(arm: ablate.Arm, cause: str, verified: dict, note: str | None,
   gain = verified["delta"]
   what = (f"Changing {'these together' if len(arm.overrides) > 1 else 'one thing'}, {_describe(arm.overrides)}"
           + (f" ({note})" if note else ""))
-  why = (_BATCHNORM_TEXT if arm.overrides.get("model.batchnorm") and len(arm.overrides) == 1
-         else _CAUSE_TEXT.get(cause, "the change addresses this cause."))
+  alone = next(iter(arm.overrides)) if len(arm.overrides) == 1 else None
+  why = {"model.batchnorm": _BATCHNORM_TEXT, "model.convs_per_block": _DEEPER_BLOCKS_TEXT}.get(
+      alone, _CAUSE_TEXT.get(cause, "the change addresses this cause."))
   return {
       "cause": cause, "severity": "high" if gain >= high_gain else "medium",
       "confidence": round(min(0.95, 1 - (verified["p_value"] or 0.05)), 3),
