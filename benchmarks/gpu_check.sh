@@ -9,7 +9,8 @@
 #
 # levers: configs/default.py for 25 epochs, then `python -m cnn_val.doctor --verify --explore=always` over 3
 # seeds with LEVERS (default wider,deeper_blocks,batchnorm,cosine,wider_x2,combined), LEVERS_PARALLEL workers
-# sharing the GPU (default 4): what limits the default recipe at its own budget, which the CPU cannot afford (issue 10).
+# sharing the GPU (default 4): what limits the default recipe at its own budget, which the CPU cannot afford (issue 10);
+# deeper_blocks_x2 is left out of the default for time (LEVERS=...,deeper_blocks_x2 adds it).
 # bn3: configs/fashion_mnist_bn.py over seeds 0-2 and the doctor's verdict on each (issue 15's healthy BatchNorm
 # ConvNet; 28 min a run on the 2-core CPU).
 # verify3: a 3-seed verification of one fix (faults/healthy.py, base and a dropout-rate arm, 2 workers) with a

@@ -229,6 +229,7 @@ def audit(splits: dict[str, dict], num_classes: int, class_names=()) -> dict:
     stats[name] = image_stats(arrays["image"])
     result["splits"][name] = {
         "count": int(len(labels)),
+        "image_shape": [int(d) for d in np.shape(arrays["image"])[1:]],  # [H, W, C] as the model sees them
         "class_counts": counts.tolist(),
         "imbalance_ratio": float(present.max() / present.min()) if len(present) else None,
         "missing_classes": np.flatnonzero(counts == 0).tolist(),

@@ -80,6 +80,20 @@ def seed_block_widths(seed_widths: Sequence[int], width_multiplier: float, extra
   return tuple(widths)
 
 
+SEED_BLOCKS = {"SeedCNN": 1, "SeedCNNDropout": 2}  # the conv blocks each seed model has before its levers
+
+
+def seed_extra_blocks_allowed(height: int, width: int, num_seed_blocks: int, convs_per_block: int = 1) -> int:
+  """How many blocks may follow a seed model's `num_seed_blocks` on a `height` x `width` input before the map
+  would shrink below 1x1 (each block: `convs_per_block` 3x3 VALID convs, then a 2x2 max-pool); negative when the
+  seed's own blocks do not fit."""
+  shrink = 2 * convs_per_block
+  size, fitting = min(height, width), 0
+  while size >= shrink + 2:
+    size, fitting = (size - shrink) // 2, fitting + 1
+  return fitting - num_seed_blocks
+
+
 def _seed_blocks_fit(module, x, num_seed_blocks: int) -> None:
   """Raises if the seed's blocks plus `module.extra_blocks` would shrink the map of input `x` below 1x1.
 
@@ -88,27 +102,25 @@ def _seed_blocks_fit(module, x, num_seed_blocks: int) -> None:
   head would get an empty map and fail at init with a bare ZeroDivisionError from its initializer.
   """
   height, width = x.shape[1:3]
-  shrink = 2 * module.convs_per_block
-  size, fitting = min(height, width), 0
-  while size >= shrink + 2:
-    size, fitting = (size - shrink) // 2, fitting + 1
+  max_extra = seed_extra_blocks_allowed(height, width, num_seed_blocks, module.convs_per_block)
   name = type(module).__name__
-  convs = ("a 3x3 VALID conv" if module.convs_per_block == 1 else
-           f"{module.convs_per_block} 3x3 VALID convs (config.model.convs_per_block)")
-  if fitting < num_seed_blocks:
+  several = module.convs_per_block > 1
+  convs = (f"{module.convs_per_block} 3x3 VALID convs (config.model.convs_per_block)" if several else
+           "a 3x3 VALID conv")
+  if max_extra < 0:
     min_size = 1
     for _ in range(num_seed_blocks):
-      min_size = 2 * min_size + shrink
+      min_size = 2 * min_size + 2 * module.convs_per_block
     raise ValueError(
         f"{name} needs an input of at least {min_size}x{min_size} for its {num_seed_blocks} conv block(s) of "
-        f"{convs}; got {height}x{width}. Use larger images (config.data.image_size), fewer "
-        f"config.model.convs_per_block or another config.model.name.")
-  max_extra = fitting - num_seed_blocks
+        f"{convs}; got {height}x{width}. Use larger images (config.data.image_size)"
+        f"{', fewer config.model.convs_per_block' if several else ''} or another config.model.name.")
   if module.extra_blocks > max_extra:
     raise ValueError(
         f"config.model.extra_blocks={module.extra_blocks}: a {height}x{width} input allows at most {max_extra} "
         f"extra block(s) after {name}'s {num_seed_blocks} (each {convs} + 2x2 max-pool shrinks the map; "
-        f"more would leave it smaller than 1x1). Set config.model.extra_blocks <= {max_extra}.")
+        f"more would leave it smaller than 1x1). Set config.model.extra_blocks <= {max_extra}"
+        f"{' or fewer config.model.convs_per_block' if several else ''}.")
 
 
 def _seed_blocks(module, x, seed_widths, *, train, example_ids):

@@ -5,8 +5,8 @@
 # baseline's first seed), and the table (python -m launch.summarize --verify OUT). A fault the single-run rules
 # miss (no finding with a fix, or a healthy verdict), or whose fixes are all refuted, gets the lever menu,
 # bounded to $LEVERS (default wider,batchnorm,block_dropout,weight_decay,cosine,lr_range_test and the follow-up's
-# combined, not wider_x2: the levers whose causes
-# such faults have, capacity and regularisation; LEVERS= for the whole menu).
+# combined, not wider_x2: the levers whose causes such faults have, capacity and regularisation, not
+# deeper_blocks, which trains about 3x as long as the fault's run on this CPU; LEVERS= for the whole menu).
 #
 #   launch/verify_faults.sh runs/verify 3 2 [fault ...]      # OUT SEEDS PARALLEL [faults; default: all]
 set -uo pipefail

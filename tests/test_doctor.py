@@ -26,8 +26,10 @@ def _real_splits(n_train=3000, n_val=1000):
 
 def test_same_distribution_splits_pass_and_a_lighting_shift_is_drift():
   splits = _real_splits()
-  drift = audit.audit(splits, 10)["drift"]["validation"]
+  report = audit.audit(splits, 10)
+  drift = report["drift"]["validation"]
   assert all(drift[s]["ks"] < audit.DRIFT_KS for s in audit.STATS)
+  assert report["splits"]["train"]["image_shape"] == list(splits["train"]["image"].shape[1:])  # the lever menu's
   darker = {**splits, "train": {**splits["train"], "image": (splits["train"]["image"] * 0.6).astype(np.uint8)}}
   drift = audit.audit(darker, 10)["drift"]["validation"]
   assert drift["brightness"]["ks"] > 3 * audit.DRIFT_KS

@@ -345,14 +345,45 @@ def test_follow_up_arms_of_convnet_widths_and_of_a_single_lever():
        "the confirmed changes together: deeper_blocks + wider")]
 
 
+def test_levers_whose_model_would_not_fit_the_images_are_left_out_and_said_so(tmp_path):
+  # The doctor's own deeper-blocks fix applied (two convs a block): SeedCNNDropout's 28x28 map now has no room
+  # for the `deeper` lever's extra block, which would fail on every seed; a third conv a block still fits.
+  workdir = str(tmp_path)
+  config = _config(**{"model.convs_per_block": 2})
+  _write_run(workdir, config, 0.93)
+  rundir.write_json(workdir, rundir.AUDIT_FILE, {"num_classes": 10, "splits": {"train": {"image_shape": [28, 28, 1]}}})
+  _fake_sweep(workdir, config, {"baseline": ({}, [0.930, 0.932, 0.928]),
+                                "deeper_blocks": ({"model.convs_per_block": 3}, [0.931, 0.933, 0.929])})
+  lines = []
+  result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3,
+                              levers=["deeper", "deeper_blocks"], log=lines.append)
+  assert ("Lever deeper left out: SeedCNNDropout with 2 conv(s) a block and 1 extra block(s) would shrink 28x28 "
+          "images below 1x1 (at most 0 extra at this depth).") in lines
+  assert [lever["lever"] for lever in result["verification"]["levers"]] == ["deeper_blocks"]
+  run = experiments.Run(workdir)
+  assert levers.unbuildable(run, experiments.ablate.Arm("deeper_blocks", {"model.convs_per_block": 3})) is None
+  # A combination is checked as a whole: on the seed's own depth, `deeper` and `deeper_blocks` each fit, together
+  # they do not.
+  plain = os.path.join(workdir, "plain")
+  _write_run(plain, _config(), 0.92)
+  rundir.write_json(plain, rundir.AUDIT_FILE, {"num_classes": 10, "splits": {"train": {"image_shape": [28, 28, 1]}}})
+  deeper, deeper_blocks = (experiments.ablate.Arm("deeper", {"model.extra_blocks": 1}),
+                           experiments.ablate.Arm("deeper_blocks", {"model.convs_per_block": 2}))
+  both = experiments.ablate.Arm("combined", {**deeper.overrides, **deeper_blocks.overrides})
+  assert levers.unbuildable(experiments.Run(plain), deeper) is None
+  assert levers.unbuildable(experiments.Run(plain), deeper_blocks) is None
+  assert "(at most 0 extra at this depth)" in levers.unbuildable(experiments.Run(plain), both)
+  os.remove(os.path.join(plain, rundir.AUDIT_FILE))  # a run written before the audit kept the shape: not judged
+  assert levers.unbuildable(experiments.Run(plain), both) is None
+
+
 def test_a_confirmed_lever_explains_itself_by_what_it_changed():
   verified = {"delta": 0.0145, "ci95": [0.0109, 0.0181], "p_value": 0.003, "seeds": 3}
   deeper = experiments.ablate.Arm("deeper_blocks", {"model.convs_per_block": 2})
   finding = levers.lever_finding(deeper, "underfitting", verified, None, high_gain=0.01)
   assert finding["severity"] == "high" and finding["fix"]["overrides"] == {"config.model.convs_per_block": 2}
   assert "raised validation accuracy by 1.45 points (95% CI +1.09 to +1.81) over 3 seeds" in finding["explanation"]
-  assert finding["explanation"].endswith("depth at full resolution (as VGG deepens), where one more block would "
-                                         "pool the map away.")
+  assert finding["explanation"].endswith("adds depth without another halving of the map (as VGG deepens).")
   norm = levers.lever_finding(experiments.ablate.Arm("batchnorm", {"model.batchnorm": True}), "underfitting",
                               dict(verified, delta=0.004), None, high_gain=0.01)
   assert norm["severity"] == "medium" and "normalised (BatchNorm)" in norm["explanation"]

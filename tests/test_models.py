@@ -161,6 +161,25 @@ def test_too_many_extra_blocks_is_a_clear_error(name, shape, max_extra):
     init_shapes(max_extra + 1)
 
 
+@pytest.mark.parametrize("size,name,convs,allowed", [
+    ((28, 28), "SeedCNN", 1, 2), ((28, 28), "SeedCNNDropout", 1, 1), ((28, 28), "SeedCNNDropout", 2, 0),
+    ((32, 32), "SeedCNNDropout", 2, 0), ((28, 28), "SeedCNNDropout", 4, 0), ((28, 28), "SeedCNNDropout", 5, -1),
+    ((8, 8), "SeedCNNDropout", 1, -1), ((28, 64), "SeedCNN", 1, 2),
+])
+def test_seed_extra_blocks_allowed_is_what_the_model_builds(size, name, convs, allowed):
+  # The doctor's lever menu asks this without building a model; the model's own check must agree.
+  assert models.seed_extra_blocks_allowed(*size, models.SEED_BLOCKS[name], convs) == allowed
+
+  def init_shapes(extra_blocks):
+    model = models.create_model(_seed_config(name, convs_per_block=convs, extra_blocks=extra_blocks).model, 10)
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *size, 1)), train=False))
+
+  if allowed >= 0:
+    assert init_shapes(allowed)["params"]
+  with pytest.raises(ValueError, match="needs an input of at least" if allowed < 0 else "extra_blocks"):
+    init_shapes(max(allowed, 0) + 1 if allowed >= 0 else 0)
+
+
 def test_too_small_input_for_the_seed_blocks_is_a_clear_error():
   # 8 -> 6 -> pool 3 -> 1 -> pool 0: the seed's own two blocks need 10x10 (before: a bare ZeroDivisionError).
   model = models.create_model(_seed_config("SeedCNNDropout").model, 10)

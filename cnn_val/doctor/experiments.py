@@ -25,8 +25,10 @@ What it decides, and by which rule:
 - When every fix tried is refuted (`explore='auto'`), the menu runs as a stage of its own after them: the
   findings explained nothing that an experiment could win back, so the levers get their turn.
 - A second stage follows the menu (`follow_up_arms`, within what --max_runs and --budget_minutes leave): a
-  confirmed wider model widened once more, and all confirmed levers and fixes together; a confirmed one is a finding
-  like any lever, so the largest verified gain, single lever or combination, ranks first.
+  confirmed wider model widened once more, confirmed deeper blocks deepened once more, and all confirmed levers
+  and fixes together (an arm whose model the run's images cannot hold is left out, and the log says so); a
+  confirmed one is a finding like any lever, so the largest verified gain, single lever or combination, ranks
+  first.
 - The verdict is `problems_found` when a confirmed change gains more than the noise of the seeds (its mean
   gain exceeds twice the baseline's standard deviation of the same metric over the same seeds), or when a
   high finding was not refuted (an inconclusive fix leaves its cause standing); otherwise `healthy`. Findings whose fix is already applied do not count.
@@ -54,7 +56,7 @@ from cnn_val.doctor.finding import verification_result
 from cnn_val.doctor.learning_curve import arms as curve_arms_of
 from cnn_val.doctor.learning_curve import finding as curve_finding
 from cnn_val.doctor.learning_curve import read as read_curve
-from cnn_val.doctor.levers import FOLLOW_UP_LEVERS, LEVERS, follow_up_arms, lever_finding, menu_arms
+from cnn_val.doctor.levers import FOLLOW_UP_LEVERS, LEVERS, follow_up_arms, lever_finding, menu_arms, unbuildable
 from cnn_val.doctor.rules import fix_first
 from cnn_val.doctor.run_view import Run
 
@@ -258,6 +260,7 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   fixed = [(ablate.Arm(f["verified"]["arm"], f["verified"]["overrides"]), f["cause"], f["verified"]) for f in tried
            if _state(f) == "confirmed" and f["verified"]["metric"] == "final_val_accuracy"]
   stage2 = follow_up_arms(confirmed + fixed) if follow_up and error is None else []
+  stage2 = [(a, cause, note) for a, cause, note in stage2 if _buildable(run, a, log)]
   if lever_names is not None:  # --levers bounds the follow-up too: only the follow-up arms it names
     stage2 = [(a, cause, note) for a, cause, note in stage2 if a.name in set(lever_names)]
   staged = stage2 and extend(
@@ -312,12 +315,21 @@ def _menu(run: Run, fixes, levers: Sequence[str] | None, log) -> list[tuple[abla
   taken = {a.name for a, *_ in fixes}
   fix_fields = [dict(a.overrides) for a, *_ in fixes]
   menu = [(a, cause) for a, cause in menu_arms(run) if a.name not in taken and dict(a.overrides) not in fix_fields]
+  menu = [(a, cause) for a, cause in menu if _buildable(run, a, log)]
   if levers is not None:
     absent = sorted(set(levers) - {a.name for a, _ in menu} - set(FOLLOW_UP_LEVERS))
     if absent:  # e.g. no LR range test in the run, weight decay already on: nothing to change
       log(f"Levers that do not apply to this run (or are a fix already): {', '.join(absent)}.")
     menu = [(a, cause) for a, cause in menu if a.name in set(levers)]
   return menu
+
+
+def _buildable(run: Run, arm: ablate.Arm, log) -> bool:
+  """False, saying why, for an arm whose model cannot be built on the run's images (levers.unbuildable)."""
+  why = unbuildable(run, arm)
+  if why:
+    log(f"Lever {arm.name} left out: {why}.")
+  return not why
 
 
 def _stage(sweep: ablate.Sweep, out: str, workers: dict, max_runs: int, budget_minutes: float, log):

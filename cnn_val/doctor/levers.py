@@ -1,7 +1,8 @@
 """The doctor's lever menu: the seed's levers, each one change to the run's own model and recipe, with the
 cause each tests (`menu_arms`); the second stage on what was confirmed (`follow_up_arms`: the wider model
-widened again, the confirmed changes together); and a confirmed lever as a finding (`lever_finding`).
-experiments.verify trains and judges them."""
+widened again, deeper blocks deepened again, the confirmed changes together); which arms the run's images can
+build (`unbuildable`); and a confirmed lever as a finding (`lever_finding`). experiments.verify trains and
+judges them."""
 
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ _AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_rang
                 "height_shift_range": 0.0, "shear_range": 0.0, "zoom_range": 0.0, "brightness": 0.0,
                 "contrast": 0.0, "gamma": 0.0, "hue": 0.0, "saturation": 0.0}
 FOLLOW_UP_LEVERS = ("wider_x2", "deeper_blocks_x2", "combined")  # the names follow_up_arms gives
-LEVERS = ("wider", "deeper", "deeper_blocks", "batchnorm", "block_dropout", "weight_decay", "cosine", "lr_range_test",
-          "augment",
-          *(f"no_{field}" for field in _AUGMENT_OFF),  # every name menu_arms can give
+LEVERS = ("wider", "deeper", "deeper_blocks", "batchnorm", "block_dropout", "weight_decay", "cosine",
+          "lr_range_test", "augment", *(f"no_{field}" for field in _AUGMENT_OFF),  # every name menu_arms can give
           *FOLLOW_UP_LEVERS)
 
 
@@ -69,6 +69,25 @@ def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
   return arms
 
 
+def unbuildable(run: Run, arm: ablate.Arm) -> str | None:
+  """Why `arm` cannot be built on this run's images (a seed model whose conv blocks, with the arm's
+  `extra_blocks` and `convs_per_block`, would shrink the map below 1x1), or None. None too where the run's audit
+  does not record its image shape (a run written before it did): the run itself then says so when it fails."""
+  get = lambda field, default: arm.overrides.get(field, run.get(field, default))
+  name = get("model.name", None)
+  shape = (((run.audit or {}).get("splits") or {}).get("train") or {}).get("image_shape")
+  if name not in ("SeedCNN", "SeedCNNDropout") or not shape:
+    return None
+  from cnn_val import models  # here: the doctor otherwise reads run directories without importing Flax
+  convs, extra = int(get("model.convs_per_block", 1) or 1), int(get("model.extra_blocks", 0) or 0)
+  allowed = models.seed_extra_blocks_allowed(shape[0], shape[1], models.SEED_BLOCKS[name], convs)
+  if extra <= allowed:
+    return None
+  room = f"at most {allowed} extra at this depth" if allowed >= 0 else "too small even for the seed's own blocks"
+  return (f"{name} with {convs} conv(s) a block and {extra} extra block(s) would shrink {shape[0]}x{shape[1]} "
+          f"images below 1x1 ({room})")
+
+
 def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]]) -> list[tuple[ablate.Arm, str, str]]:
   """The second stage, more of what worked: (arm, cause, why). A confirmed `wider` lever once more (twice its
   width again), a confirmed `deeper_blocks` once more (another conv in each block), and, when two or more
@@ -113,7 +132,7 @@ _BATCHNORM_TEXT = ("the same model fits better with each conv layer's activation
                    "was limited by how well it trains, not by its size.")
 
 _DEEPER_BLOCKS_TEXT = ("the model is too shallow where its maps are largest: another conv before each pool adds "
-                       "depth at full resolution (as VGG deepens), where one more block would pool the map away.")
+                       "depth without another halving of the map (as VGG deepens).")
 
 
 def _describe(overrides) -> str:
