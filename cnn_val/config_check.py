@@ -16,12 +16,12 @@ def _finite(value) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _positive_int(config, field: str) -> None:
+def _positive_int(config, field: str, expected: str = "a positive integer") -> None:
   value = config
   for part in field.split("."):
     value = value[part]
   if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-    _fail(field, value, "a positive integer")
+    _fail(field, value, expected)
 
 
 def _count(config, field: str, expected: str) -> None:
@@ -84,11 +84,9 @@ def validate(config) -> None:
   if isinstance(extra_blocks, bool) or not isinstance(extra_blocks, int) or extra_blocks < 0:
     _fail("model.extra_blocks", extra_blocks,
           "an integer >= 0: the conv blocks added after the seed's; 0 keeps the seed's depth")
-  convs_per_block = config.model.get("convs_per_block", 1)
-  if isinstance(convs_per_block, bool) or not isinstance(convs_per_block, int) or convs_per_block < 1:
-    _fail("model.convs_per_block", convs_per_block,
-          "an integer >= 1: the 3x3 conv layers before each max-pool (ConvNet and the seed models); 1 keeps the "
-          "seed's")
+  _positive_int(config, "model.convs_per_block",  # in every config since ConvNet had it
+                "an integer >= 1: the 3x3 conv layers before each max-pool (ConvNet and the seed models); 1 keeps "
+                "the seed's")
   if config.model.name in ("ConvNet", "ResNet") and (
       not config.model.widths or any(int(w) <= 0 for w in config.model.widths)):
     _fail("model.widths", config.model.widths, "a non-empty tuple of positive channel counts")

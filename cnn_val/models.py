@@ -80,7 +80,8 @@ def seed_block_widths(seed_widths: Sequence[int], width_multiplier: float, extra
   return tuple(widths)
 
 
-SEED_BLOCKS = {"SeedCNN": 1, "SeedCNNDropout": 2}  # the conv blocks each seed model has before its levers
+SEED_WIDTHS = {"SeedCNN": (32,), "SeedCNNDropout": (32, 64)}  # each seed model's conv blocks, before its levers
+SEED_BLOCKS = {name: len(widths) for name, widths in SEED_WIDTHS.items()}
 
 
 def seed_extra_blocks_allowed(height: int, width: int, num_seed_blocks: int, convs_per_block: int = 1) -> int:
@@ -169,7 +170,7 @@ class SeedCNN(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool, example_ids=None):
-    x = _seed_blocks(self, x, (32,), train=train, example_ids=example_ids)
+    x = _seed_blocks(self, x, SEED_WIDTHS["SeedCNN"], train=train, example_ids=example_ids)
     x = x.reshape((x.shape[0], -1))
     return _head(self, x)
 
@@ -198,7 +199,7 @@ class SeedCNNDropout(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool, example_ids=None):
-    x = _seed_blocks(self, x, (32, 64), train=train, example_ids=example_ids)
+    x = _seed_blocks(self, x, SEED_WIDTHS["SeedCNNDropout"], train=train, example_ids=example_ids)
     x = x.reshape((x.shape[0], -1))
     x = Dropout(self.dropout_rate)(x, train=train, example_ids=example_ids)
     return _head(self, x)

@@ -260,9 +260,9 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   fixed = [(ablate.Arm(f["verified"]["arm"], f["verified"]["overrides"]), f["cause"], f["verified"]) for f in tried
            if _state(f) == "confirmed" and f["verified"]["metric"] == "final_val_accuracy"]
   stage2 = follow_up_arms(confirmed + fixed) if follow_up and error is None else []
-  stage2 = [(a, cause, note) for a, cause, note in stage2 if _buildable(run, a, log)]
   if lever_names is not None:  # --levers bounds the follow-up too: only the follow-up arms it names
     stage2 = [(a, cause, note) for a, cause, note in stage2 if a.name in set(lever_names)]
+  stage2 = [(a, cause, note) for a, cause, note in stage2 if _buildable(run, a, log)]
   staged = stage2 and extend(
       [a for a, _, _ in stage2], f"Follow-up ({', '.join(a.name for a, _, _ in stage2)})",
       f"Follow-up: {', '.join(f'{a.name} ({note})' for a, _, note in stage2)} over {seeds} seeds.")
@@ -315,13 +315,12 @@ def _menu(run: Run, fixes, levers: Sequence[str] | None, log) -> list[tuple[abla
   taken = {a.name for a, *_ in fixes}
   fix_fields = [dict(a.overrides) for a, *_ in fixes]
   menu = [(a, cause) for a, cause in menu_arms(run) if a.name not in taken and dict(a.overrides) not in fix_fields]
-  menu = [(a, cause) for a, cause in menu if _buildable(run, a, log)]
   if levers is not None:
     absent = sorted(set(levers) - {a.name for a, _ in menu} - set(FOLLOW_UP_LEVERS))
     if absent:  # e.g. no LR range test in the run, weight decay already on: nothing to change
       log(f"Levers that do not apply to this run (or are a fix already): {', '.join(absent)}.")
     menu = [(a, cause) for a, cause in menu if a.name in set(levers)]
-  return menu
+  return [(a, cause) for a, cause in menu if _buildable(run, a, log)]  # only what was asked for is judged
 
 
 def _buildable(run: Run, arm: ablate.Arm, log) -> bool:
