@@ -303,6 +303,45 @@ def test_the_follow_up_widens_a_confirmed_wider_model_again_and_combines_the_con
   assert "combined" not in {lever["lever"] for lever in result["verification"]["levers"]}
 
 
+def test_a_follow_up_no_better_than_the_arm_it_extends_ranks_after_it(tmp_path):
+  # Deeper blocks +1.3 points; a third conv a block +1.5 against the baseline, but against the second conv on the
+  # same seeds only +0.2 with a CI that reaches below 0: the cheaper arm is the recommendation.
+  workdir = str(tmp_path)
+  config = _config()
+  _write_run(workdir, config, 0.923)
+  base = [0.923, 0.921, 0.925]
+  deeper = [0.936, 0.934, 0.938]
+  x2 = [0.943, 0.931, 0.941]  # +0.7, -0.3, +0.3 against deeper on the same seeds
+  _fake_sweep(workdir, config, {"baseline": ({}, base), "deeper_blocks": ({"model.convs_per_block": 2}, deeper),
+                                "deeper_blocks_x2": ({"model.convs_per_block": 3}, x2)})
+  result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3,
+                              levers=["deeper_blocks", "deeper_blocks_x2"], log=lambda _: None)
+  first, second = result["findings"]
+  assert first["evidence"]["lever"] == "deeper_blocks" and second["evidence"]["lever"] == "deeper_blocks_x2"
+  assert second["verified"]["delta"] > first["verified"]["delta"] and second["verified"]["confirmed"]
+  versus = second["verified"]["vs_parent"]
+  assert versus["arm"] == "deeper_blocks" and versus["seeds"] == 3 and not versus["confirmed"]
+  assert versus["delta"] == pytest.approx(0.0023333, abs=1e-6)
+  paired = ablate.paired_difference(x2, deeper)  # the engine's paired statistics
+  assert (versus["ci95"], versus["p_value"]) == (paired["ci95"], paired["p_value"]) and versus["ci95"][0] < 0
+  assert "so `deeper_blocks` comes first" in second["explanation"]
+  assert result["fix_first"]["why"].startswith("its fix is confirmed by experiment (+1.30 points); the follow-ups")
+  assert {lever["lever"]: "vs_parent" in lever for lever in result["verification"]["levers"]} == {
+      "deeper_blocks": False, "deeper_blocks_x2": True}
+  with open(report.write_report(workdir, result)) as f:
+    assert "- `deeper_blocks_x2`: Against `deeper_blocks` on the same 3 seeds it gains +0.23 points" in f.read()
+  # A third conv that gains beyond the second on every seed ranks first, by its larger gain.
+  for seed, acc in zip((0, 1, 2), [0.946, 0.944, 0.947]):
+    _write_run(ablate.run_dir(os.path.join(workdir, "verify"), "deeper_blocks_x2", seed),
+               ablate.run_config(config, {"model.convs_per_block": 3}, seed), acc)
+  result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3,
+                              levers=["deeper_blocks", "deeper_blocks_x2"], log=lambda _: None)
+  assert [f["evidence"]["lever"] for f in result["findings"]] == ["deeper_blocks_x2", "deeper_blocks"]
+  assert result["findings"][0]["verified"]["vs_parent"]["confirmed"]
+  assert "the step beyond it pays" in result["findings"][0]["explanation"]
+  assert result["fix_first"]["why"].startswith("its fix is confirmed by experiment, the largest verified gain")
+
+
 def test_two_confirmed_fixes_are_trained_together_and_the_combination_ranks_by_its_gain(tmp_path):
   workdir = str(tmp_path)
   config = _config()
@@ -330,19 +369,21 @@ def test_two_confirmed_fixes_are_trained_together_and_the_combination_ranks_by_i
 def test_follow_up_arms_of_convnet_widths_and_of_a_single_lever():
   wider = experiments.ablate.Arm("wider", {"model.widths": [64, 128]})
   cosine = experiments.ablate.Arm("cosine", {"optim.schedule": "cosine"})
-  assert [(a.name, dict(a.overrides)) for a, _, _ in experiments.follow_up_arms([(wider, "underfitting", {"delta": 0.01})])] == [
-      ("wider_x2", {"model.widths": [128, 256]})]
+  assert [(a.name, dict(a.overrides), parent)
+          for a, _, _, parent in experiments.follow_up_arms([(wider, "underfitting", {"delta": 0.01})])] == [
+      ("wider_x2", {"model.widths": [128, 256]}, "wider")]
   assert experiments.follow_up_arms([(cosine, "lr_plateau", {"delta": 0.01})]) == []
   # Deeper blocks that paid get one more conv in each block; with a wider model confirmed too, both together.
   deeper = experiments.ablate.Arm("deeper_blocks", {"model.convs_per_block": 2})
   seed_wider = experiments.ablate.Arm("wider", {"model.width_multiplier": 2.0})
   arms = experiments.follow_up_arms([(seed_wider, "underfitting", {"delta": 0.009}),
                                      (deeper, "underfitting", {"delta": 0.0145})])
-  assert [(a.name, dict(a.overrides), why) for a, _, why in arms] == [
-      ("wider_x2", {"model.width_multiplier": 4.0}, "the confirmed wider model, twice as wide again"),
-      ("deeper_blocks_x2", {"model.convs_per_block": 3}, "the confirmed deeper blocks, one more conv in each again"),
+  assert [(a.name, dict(a.overrides), why, parent) for a, _, why, parent in arms] == [
+      ("wider_x2", {"model.width_multiplier": 4.0}, "the confirmed wider model, twice as wide again", "wider"),
+      ("deeper_blocks_x2", {"model.convs_per_block": 3}, "the confirmed deeper blocks, one more conv in each again",
+       "deeper_blocks"),
       ("combined", {"model.convs_per_block": 2, "model.width_multiplier": 2.0},
-       "the confirmed changes together: deeper_blocks + wider")]
+       "the confirmed changes together: deeper_blocks + wider", "deeper_blocks")]  # built on the best part
 
 
 def test_levers_whose_model_would_not_fit_the_images_are_left_out_and_said_so(tmp_path):

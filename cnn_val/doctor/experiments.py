@@ -28,10 +28,12 @@ What it decides, and by which rule:
   confirmed wider model widened once more, confirmed deeper blocks deepened once more, and all confirmed levers
   and fixes together (an arm whose model the run's images cannot hold is left out, and the log says so); a
   confirmed one is a finding like any lever, so the largest verified gain, single lever or combination, ranks
-  first.
+  first, unless its gain over the confirmed arm it builds on (`verified.vs_parent`, the paired difference on
+  the same seeds) is not itself confirmed: then that cheaper arm ranks first and the follow-up right after it.
 - The verdict is `problems_found` when a confirmed change gains more than the noise of the seeds (its mean
   gain exceeds twice the baseline's standard deviation of the same metric over the same seeds), or when a
-  high finding was not refuted (an inconclusive fix leaves its cause standing); otherwise `healthy`. Findings whose fix is already applied do not count.
+  high finding was not refuted (an inconclusive fix leaves its cause standing); otherwise `healthy`. Findings
+  whose fix is already applied do not count.
 - A fix with options (`fix.options`: e.g. overfitting's dropout, weight decay and augmentation) trains one
   arm per option; the finding keeps the option the experiment favours (confirmed first, then by mean gain)
   and records every option's result (`verified.options`).
@@ -261,16 +263,17 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
            if _state(f) == "confirmed" and f["verified"]["metric"] == "final_val_accuracy"]
   stage2 = follow_up_arms(confirmed + fixed) if follow_up and error is None else []
   if lever_names is not None:  # --levers bounds the follow-up too: only the follow-up arms it names
-    stage2 = [(a, cause, note) for a, cause, note in stage2 if a.name in set(lever_names)]
-  stage2 = [(a, cause, note) for a, cause, note in stage2 if _buildable(run, a, log)]
+    stage2 = [follow for follow in stage2 if follow[0].name in set(lever_names)]
+  stage2 = [follow for follow in stage2 if _buildable(run, follow[0], log)]
   staged = stage2 and extend(
-      [a for a, _, _ in stage2], f"Follow-up ({', '.join(a.name for a, _, _ in stage2)})",
-      f"Follow-up: {', '.join(f'{a.name} ({note})' for a, _, note in stage2)} over {seeds} seeds.")
+      [a for a, *_ in stage2], f"Follow-up ({', '.join(a.name for a, *_ in stage2)})",
+      f"Follow-up: {', '.join(f'{a.name} ({note})' for a, _, note, _ in stage2)} over {seeds} seeds.")
   if staged:
     table, error = staged
     arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
-    _read_levers([(a, cause) for a, cause, _ in stage2], arms, arms.get(BASELINE_ARM), reference, levers, findings,
-                 notes={a.name: note for a, _, note in stage2})
+    _read_levers([(a, cause) for a, cause, *_ in stage2], arms, arms.get(BASELINE_ARM), reference, levers, findings,
+                 notes={a.name: note for a, _, note, _ in stage2},
+                 parents={a.name: parent for a, _, _, parent in stage2})
   out = _rank(diagnosis, findings, levers, error, (table or {}).get("incomplete", []))
   if curve_arms:
     out["verification"]["learning_curve"] = curve
@@ -343,9 +346,10 @@ def _stage(sweep: ablate.Sweep, out: str, workers: dict, max_runs: int, budget_m
 
 
 def _read_levers(menu, arms: dict, base: dict | None, reference, levers: list, findings: list,
-                 notes: dict | None = None) -> list[tuple[ablate.Arm, str, dict]]:
+                 notes: dict | None = None, parents: dict | None = None) -> list[tuple[ablate.Arm, str, dict]]:
   """Judges each lever arm against the baseline: records it in `levers`, adds a finding to `findings` when
-  it is confirmed, and returns the confirmed ones as (arm, cause, verified)."""
+  it is confirmed, and returns the confirmed ones as (arm, cause, verified). A follow-up arm (`parents` names
+  the confirmed arm it extends) is judged against that arm too, on the same seeds (`verified.vs_parent`)."""
   confirmed = []
   for arm, cause in menu:
     entry = arms.get(arm.name)
@@ -354,6 +358,10 @@ def _read_levers(menu, arms: dict, base: dict | None, reference, levers: list, f
     verified = _verified(entry, base, "final_val_accuracy", True, VERIFY_DIR,
                          _reference_mean(reference, "final_val_accuracy"), False)
     verified["overrides"] = dict(arm.overrides)
+    parent = arms.get((parents or {}).get(arm.name))
+    versus = parent and _versus(entry, parent)
+    if versus:
+      verified["vs_parent"] = versus
     note = (notes or {}).get(arm.name)
     levers.append({"lever": arm.name, "cause": cause, **({"follow_up": note} if note else {}), **verified})
     if not verified["confirmed"]:
@@ -361,6 +369,32 @@ def _read_levers(menu, arms: dict, base: dict | None, reference, levers: list, f
     confirmed.append((arm, cause, verified))
     findings.append(lever_finding(arm, cause, verified, note, HIGH_GAIN))
   return confirmed
+
+
+def _versus(entry: dict, parent: dict) -> dict | None:
+  """A follow-up arm against the arm it extends, on the seeds both finished: the paired difference of final
+  validation accuracy (confirmed = its 95% CI above 0) and the ratio of their mean wall times per run; None
+  with fewer than 2 such seeds."""
+  diff = ablate.paired_difference(entry["final_val_accuracy_values"], parent["final_val_accuracy_values"])
+  if diff["n"] < 2:
+    return None
+  mine, theirs = (entry.get("seconds") or {}).get("mean"), (parent.get("seconds") or {}).get("mean")
+  return {"arm": parent["arm"], "seeds": diff["n"], "delta": diff["mean"], "ci95": diff["ci95"],
+          "p_value": diff["p_value"], "confirmed": bool(diff["ci95"] and diff["ci95"][0] > 0),
+          "seconds_ratio": mine / theirs if mine and theirs else None}
+
+
+def _prefer_cheaper(confirmed: list[dict]) -> list[dict]:
+  """Confirmed findings in gain order, except that a follow-up whose gain over the confirmed arm it extends is
+  not itself confirmed ranks right after that arm: within the seeds' noise of it, and costlier."""
+  out = list(confirmed)
+  for f in confirmed:
+    versus = f["verified"].get("vs_parent")
+    parent = next((p for p in out if p["verified"].get("arm") == (versus or {}).get("arm")), None)
+    if versus and not versus["confirmed"] and parent is not None and out.index(f) < out.index(parent):
+      out.remove(f)
+      out.insert(out.index(parent) + 1, f)
+  return out
 
 
 def _state(finding: dict) -> str:
@@ -377,6 +411,7 @@ def _beyond_noise(verified: dict) -> bool:
 def _rank(diagnosis: dict, findings: list[dict], levers: list[dict], error: str | None, incomplete: list) -> dict:
   confirmed = sorted((f for f in findings if _state(f) == "confirmed"),  # measured gains before predicted ones
                      key=lambda f: (bool(f["verified"].get("predicted")), -f["verified"]["delta"]))
+  confirmed = _prefer_cheaper(confirmed)
   unverified = [f for f in findings if _state(f) in ("unverified", "inconclusive")]
   refuted = [f for f in findings if _state(f) == "refuted"]
   live = [f for f in findings if not f["fix"].get("applied")]  # an applied fix's problem is already handled
@@ -386,11 +421,17 @@ def _rank(diagnosis: dict, findings: list[dict], levers: list[dict], error: str 
   out["findings"] = confirmed + unverified + refuted
   out["fix_first"] = fix_first(out["findings"])
   if confirmed:
-    top = confirmed[0]
-    out["fix_first"] = {"cause": top["cause"], "why": (
-        f"the learning curve predicts {100 * top['verified']['delta']:+.2f} points from twice the data, and no "
-        f"change to the config was confirmed" if top["verified"].get("predicted") else
-        f"its fix is confirmed by experiment, the largest verified gain: {100 * top['verified']['delta']:+.2f} points")}
+    top, gain = confirmed[0], 100 * confirmed[0]["verified"]["delta"]
+    measured = [f["verified"]["delta"] for f in confirmed if not f["verified"].get("predicted")]
+    if top["verified"].get("predicted"):
+      why = (f"the learning curve predicts {gain:+.2f} points from twice the data, and no change to the config "
+             f"was confirmed")
+    elif top["verified"]["delta"] >= max(measured):
+      why = f"its fix is confirmed by experiment, the largest verified gain: {gain:+.2f} points"
+    else:  # _prefer_cheaper put it before a follow-up that gained more, but not beyond it
+      why = (f"its fix is confirmed by experiment ({gain:+.2f} points); the follow-ups built on it that gained "
+             f"more did not gain beyond it on the same seeds")
+    out["fix_first"] = {"cause": top["cause"], "why": why}
   out["verdict"] = "problems_found" if problems else "healthy"
   out["verification"] = {
       "dir": VERIFY_DIR, "confirmed": len(confirmed), "refuted": len(refuted),

@@ -88,21 +88,23 @@ def unbuildable(run: Run, arm: ablate.Arm) -> str | None:
           f"images below 1x1 ({room})")
 
 
-def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]]) -> list[tuple[ablate.Arm, str, str]]:
-  """The second stage, more of what worked: (arm, cause, why). A confirmed `wider` lever once more (twice its
-  width again), a confirmed `deeper_blocks` once more (another conv in each block), and, when two or more
+def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]]) -> list[tuple[ablate.Arm, str, str, str]]:
+  """The second stage, more of what worked: (arm, cause, why, parent). A confirmed `wider` lever once more (twice
+  its width again), a confirmed `deeper_blocks` once more (another conv in each block), and, when two or more
   changes (levers, or findings' fixes) were confirmed, all of them together (the best first, skipping one whose
-  fields an earlier one already sets)."""
+  fields an earlier one already sets). `parent` names the confirmed arm each extends (for `combined`, the best
+  of its parts): the doctor judges the follow-up against it too, on the same seeds."""
   out = []
   for arm, _, _ in confirmed:
     if arm.name == "wider":
       doubled = {k: (2 * v if isinstance(v, (int, float)) else [2 * int(w) for w in v])
                  for k, v in arm.overrides.items()}
-      out.append((ablate.Arm("wider_x2", doubled), "underfitting", "the confirmed wider model, twice as wide again"))
+      out.append((ablate.Arm("wider_x2", doubled), "underfitting", "the confirmed wider model, twice as wide again",
+                  arm.name))
     elif arm.name == "deeper_blocks":
       again = {"model.convs_per_block": int(arm.overrides["model.convs_per_block"]) + 1}
       out.append((ablate.Arm("deeper_blocks_x2", again), "underfitting",
-                  "the confirmed deeper blocks, one more conv in each again"))
+                  "the confirmed deeper blocks, one more conv in each again", arm.name))
   ranked = sorted(confirmed, key=lambda c: -c[2]["delta"])
   combined, names, cause = {}, [], None
   for arm, arm_cause, _ in ranked:
@@ -111,7 +113,8 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]]) -> list[tuple[
       names.append(arm.name)
       cause = cause or arm_cause
   if len(names) >= 2:
-    out.append((ablate.Arm("combined", combined), cause, f"the confirmed changes together: {' + '.join(names)}"))
+    out.append((ablate.Arm("combined", combined), cause, f"the confirmed changes together: {' + '.join(names)}",
+                names[0]))
   return out
 
 
@@ -139,6 +142,18 @@ def _describe(overrides) -> str:
   return ", ".join(f"config.{k}={v}" for k, v in overrides.items())
 
 
+def versus_text(versus: dict | None) -> str:
+  """A sentence on a follow-up arm against the confirmed arm it extends (experiments' `vs_parent`), or ''."""
+  if not versus:
+    return ""
+  ci = versus["ci95"] or [versus["delta"], versus["delta"]]
+  cost = f", at {versus['seconds_ratio']:.1f}x its wall time a run" if versus.get("seconds_ratio") else ""
+  verdict = ("the step beyond it pays" if versus["confirmed"] else
+             f"not beyond the seeds' noise, so `{versus['arm']}` comes first")
+  return (f" Against `{versus['arm']}` on the same {versus['seeds']} seeds it gains {100 * versus['delta']:+.2f} "
+          f"points (95% CI {100 * ci[0]:+.2f} to {100 * ci[1]:+.2f}){cost}: {verdict}.")
+
+
 def lever_finding(arm: ablate.Arm, cause: str, verified: dict, note: str | None, high_gain: float) -> dict:
   """A confirmed lever (or follow-up arm) as a finding of the cause it tests, sized by its verified gain:
   `high` from `high_gain` up, else `medium`."""
@@ -155,7 +170,8 @@ def lever_finding(arm: ablate.Arm, cause: str, verified: dict, note: str | None,
                    "seeds": verified["seeds"], **({"follow_up": note} if note else {})},
       "explanation": f"{what}, raised validation accuracy by {100 * gain:.2f} points (95% CI "
                      f"{100 * verified['ci95'][0]:+.2f} to {100 * verified['ci95'][1]:+.2f}) over "
-                     f"{verified['seeds']} seeds against the same seeds of the unchanged config: " + why,
+                     f"{verified['seeds']} seeds against the same seeds of the unchanged config: " + why
+                     + versus_text(verified.get("vs_parent")),
       "fix": {"summary": f"Apply {_describe(arm.overrides)}.",
               "overrides": {f"config.{k}": v for k, v in arm.overrides.items()}},
       "verified": verified, "source": "experiment"}

@@ -17,6 +17,7 @@ import numpy as np
 from cnn_val import ablate, metrics, rundir
 from cnn_val.doctor.finding import verification_result
 from cnn_val.doctor.label_check import label_issues
+from cnn_val.doctor.levers import versus_text
 from cnn_val.doctor.rules import summary as diagnosis_summary
 
 REPORT_FILE = "report.md"
@@ -290,6 +291,9 @@ def _verified_section(workdir: str, diagnosis: dict) -> list[str]:
                  f"{_pts(v['baseline']['mean'])} ± {_pts(v['baseline']['std'])} | "
                  f"{_pts(v['fixed']['mean'])} ± {_pts(v['fixed']['std'])} | {_pts(v['delta'])} | {ci} | "
                  f"{ablate.format_p(v)} | {result} |")
+  follow_ups = [lever for lever in info.get("levers", []) if lever.get("vs_parent")]
+  if follow_ups:  # each follow-up against the confirmed arm it builds on, not only against the baseline
+    lines += [""] + [f"- `{lever['lever']}`:{versus_text(lever['vs_parent'])}" for lever in follow_ups]
   lines += _curve_lines(workdir, info.get("learning_curve"))
   if info.get("incomplete"):
     lines += ["", f"Incomplete: {info['incomplete']}"
