@@ -29,7 +29,7 @@ What it decides, and by which rule:
   and fixes together (an arm whose model the run's images cannot hold is left out, and the log says so); a
   confirmed one is a finding like any lever, so the largest verified gain, single lever or combination, ranks
   first, unless its gain over the confirmed arm it builds on (`verified.vs_parent`, the paired difference on
-  the same seeds) is not itself confirmed: then that cheaper arm ranks first and the follow-up right after it.
+  the same seeds) is not itself confirmed: then it ranks as that arm's gain, right after the arm it adds to.
 - The verdict is `problems_found` when a confirmed change gains more than the noise of the seeds (its mean
   gain exceeds twice the baseline's standard deviation of the same metric over the same seeds), or when a
   high finding was not refuted (an inconclusive fix leaves its cause standing); otherwise `healthy`. Findings
@@ -384,17 +384,33 @@ def _versus(entry: dict, parent: dict) -> dict | None:
           "seconds_ratio": mine / theirs if mine and theirs else None}
 
 
-def _prefer_cheaper(confirmed: list[dict]) -> list[dict]:
-  """Confirmed findings in gain order, except that a follow-up whose gain over the confirmed arm it extends is
-  not itself confirmed ranks right after that arm: within the seeds' noise of it, and costlier."""
-  out = list(confirmed)
-  for f in confirmed:
-    versus = f["verified"].get("vs_parent")
-    parent = next((p for p in out if p["verified"].get("arm") == (versus or {}).get("arm")), None)
-    if versus and not versus["confirmed"] and parent is not None and out.index(f) < out.index(parent):
-      out.remove(f)
-      out.insert(out.index(parent) + 1, f)
-  return out
+def _rank_key(finding: dict, by_arm: dict) -> tuple:
+  """Measured gains before predicted ones, then by gain; but a follow-up whose gain over the confirmed arm it
+  builds on (`vs_parent`) is not itself confirmed ranks as that arm's gain, right after it: within the seeds'
+  noise of a change it adds to, it is not what to apply first."""
+  verified = finding["verified"]
+  versus = verified.get("vs_parent")
+  parent = by_arm.get((versus or {}).get("arm"))
+  held = parent is not None and not versus["confirmed"]
+  gain = min(verified["delta"], parent["verified"]["delta"]) if held else verified["delta"]
+  return bool(verified.get("predicted")), -gain, held, -verified["delta"]
+
+
+def _fix_first_why(top: dict, confirmed: list[dict]) -> str:
+  gain = 100 * top["verified"]["delta"]
+  if top["verified"].get("predicted"):
+    return (f"the learning curve predicts {gain:+.2f} points from twice the data, and no change to the config "
+            f"was confirmed")
+  above = [f for f in confirmed
+           if not f["verified"].get("predicted") and f["verified"]["delta"] > top["verified"]["delta"]]
+  if not above:
+    return f"its fix is confirmed by experiment, the largest verified gain: {gain:+.2f} points"
+  if all((f["verified"].get("vs_parent") or {}).get("arm") == top["verified"].get("arm") for f in above):
+    names = ", ".join(f"`{f['verified']['arm']}`" for f in above)
+    return (f"its fix is confirmed by experiment ({gain:+.2f} points); {names}, built on it, gained more against "
+            f"the baseline but not beyond it on the same seeds")
+  return (f"its fix is confirmed by experiment ({gain:+.2f} points), the largest verified gain once each follow-up "
+          f"within the seeds' noise of the change it builds on ranks after that change")
 
 
 def _state(finding: dict) -> str:
@@ -409,9 +425,9 @@ def _beyond_noise(verified: dict) -> bool:
 
 
 def _rank(diagnosis: dict, findings: list[dict], levers: list[dict], error: str | None, incomplete: list) -> dict:
-  confirmed = sorted((f for f in findings if _state(f) == "confirmed"),  # measured gains before predicted ones
-                     key=lambda f: (bool(f["verified"].get("predicted")), -f["verified"]["delta"]))
-  confirmed = _prefer_cheaper(confirmed)
+  confirmed = [f for f in findings if _state(f) == "confirmed"]
+  by_arm = {f["verified"].get("arm"): f for f in confirmed if not f["verified"].get("predicted")}
+  confirmed.sort(key=lambda f: _rank_key(f, by_arm))
   unverified = [f for f in findings if _state(f) in ("unverified", "inconclusive")]
   refuted = [f for f in findings if _state(f) == "refuted"]
   live = [f for f in findings if not f["fix"].get("applied")]  # an applied fix's problem is already handled
@@ -421,17 +437,7 @@ def _rank(diagnosis: dict, findings: list[dict], levers: list[dict], error: str 
   out["findings"] = confirmed + unverified + refuted
   out["fix_first"] = fix_first(out["findings"])
   if confirmed:
-    top, gain = confirmed[0], 100 * confirmed[0]["verified"]["delta"]
-    measured = [f["verified"]["delta"] for f in confirmed if not f["verified"].get("predicted")]
-    if top["verified"].get("predicted"):
-      why = (f"the learning curve predicts {gain:+.2f} points from twice the data, and no change to the config "
-             f"was confirmed")
-    elif top["verified"]["delta"] >= max(measured):
-      why = f"its fix is confirmed by experiment, the largest verified gain: {gain:+.2f} points"
-    else:  # _prefer_cheaper put it before a follow-up that gained more, but not beyond it
-      why = (f"its fix is confirmed by experiment ({gain:+.2f} points); the follow-ups built on it that gained "
-             f"more did not gain beyond it on the same seeds")
-    out["fix_first"] = {"cause": top["cause"], "why": why}
+    out["fix_first"] = {"cause": confirmed[0]["cause"], "why": _fix_first_why(confirmed[0], confirmed)}
   out["verdict"] = "problems_found" if problems else "healthy"
   out["verification"] = {
       "dir": VERIFY_DIR, "confirmed": len(confirmed), "refuted": len(refuted),

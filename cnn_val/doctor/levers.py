@@ -147,11 +147,12 @@ def versus_text(versus: dict | None) -> str:
   if not versus:
     return ""
   ci = versus["ci95"] or [versus["delta"], versus["delta"]]
-  cost = f", at {versus['seconds_ratio']:.1f}x its wall time a run" if versus.get("seconds_ratio") else ""
+  cost = f", at about {versus['seconds_ratio']:.1f}x its wall time a run" if versus.get("seconds_ratio") else ""
   verdict = ("the step beyond it pays" if versus["confirmed"] else
+             f"below it, so `{versus['arm']}` comes first" if ci[1] < 0 else
              f"not beyond the seeds' noise, so `{versus['arm']}` comes first")
-  return (f" Against `{versus['arm']}` on the same {versus['seeds']} seeds it gains {100 * versus['delta']:+.2f} "
-          f"points (95% CI {100 * ci[0]:+.2f} to {100 * ci[1]:+.2f}){cost}: {verdict}.")
+  return (f" Against `{versus['arm']}` on the same {versus['seeds']} seeds: {100 * versus['delta']:+.2f} points "
+          f"(95% CI {100 * ci[0]:+.2f} to {100 * ci[1]:+.2f}){cost}: {verdict}.")
 
 
 def lever_finding(arm: ablate.Arm, cause: str, verified: dict, note: str | None, high_gain: float) -> dict:
