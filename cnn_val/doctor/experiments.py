@@ -28,8 +28,9 @@ What it decides, and by which rule:
   confirmed wider model widened once more, confirmed deeper blocks deepened once more, and all confirmed levers
   and fixes together (an arm whose model the run's images cannot hold is left out, and the log says so); a
   confirmed one is a finding like any lever, so the largest verified gain, single lever or combination, ranks
-  first, unless its gain over the confirmed arm it builds on (`verified.vs_parent`, the paired difference on
-  the same seeds) is not itself confirmed: then it ranks as that arm's gain, right after the arm it adds to.
+  first; each is also judged against the confirmed arm it builds on (`verified.vs_parent`, the paired
+  difference on the same seeds, and the ratio of wall time a run), which its explanation and the report state:
+  whether the costlier step beyond that arm is itself confirmed, or within the seeds' noise of it.
 - The verdict is `problems_found` when a confirmed change gains more than the noise of the seeds (its mean
   gain exceeds twice the baseline's standard deviation of the same metric over the same seeds), or when a
   high finding was not refuted (an inconclusive fix leaves its cause standing); otherwise `healthy`. Findings
@@ -384,33 +385,17 @@ def _versus(entry: dict, parent: dict) -> dict | None:
           "seconds_ratio": mine / theirs if mine and theirs else None}
 
 
-def _rank_key(finding: dict, by_arm: dict) -> tuple:
-  """Measured gains before predicted ones, then by gain; but a follow-up whose gain over the confirmed arm it
-  builds on (`vs_parent`) is not itself confirmed ranks as that arm's gain, right after it: within the seeds'
-  noise of a change it adds to, it is not what to apply first."""
-  verified = finding["verified"]
-  versus = verified.get("vs_parent")
-  parent = by_arm.get((versus or {}).get("arm"))
-  held = parent is not None and not versus["confirmed"]
-  gain = min(verified["delta"], parent["verified"]["delta"]) if held else verified["delta"]
-  return bool(verified.get("predicted")), -gain, held, -verified["delta"]
-
-
-def _fix_first_why(top: dict, confirmed: list[dict]) -> str:
+def _fix_first_why(top: dict) -> str:
   gain = 100 * top["verified"]["delta"]
   if top["verified"].get("predicted"):
     return (f"the learning curve predicts {gain:+.2f} points from twice the data, and no change to the config "
             f"was confirmed")
-  above = [f for f in confirmed
-           if not f["verified"].get("predicted") and f["verified"]["delta"] > top["verified"]["delta"]]
-  if not above:
-    return f"its fix is confirmed by experiment, the largest verified gain: {gain:+.2f} points"
-  if all((f["verified"].get("vs_parent") or {}).get("arm") == top["verified"].get("arm") for f in above):
-    names = ", ".join(f"`{f['verified']['arm']}`" for f in above)
-    return (f"its fix is confirmed by experiment ({gain:+.2f} points); {names}, built on it, gained more against "
-            f"the baseline but not beyond it on the same seeds")
-  return (f"its fix is confirmed by experiment ({gain:+.2f} points), the largest verified gain once each follow-up "
-          f"within the seeds' noise of the change it builds on ranks after that change")
+  why = f"its fix is confirmed by experiment, the largest verified gain: {gain:+.2f} points"
+  versus = top["verified"].get("vs_parent")
+  if versus and not versus["confirmed"]:  # the gain is real, the step beyond the arm it builds on is not shown
+    why += (f"; but not beyond `{versus['arm']}`, which it builds on, on the same seeds "
+            f"({100 * versus['delta']:+.2f} points): that cheaper change is within the seeds' noise of it")
+  return why
 
 
 def _state(finding: dict) -> str:
@@ -425,9 +410,8 @@ def _beyond_noise(verified: dict) -> bool:
 
 
 def _rank(diagnosis: dict, findings: list[dict], levers: list[dict], error: str | None, incomplete: list) -> dict:
-  confirmed = [f for f in findings if _state(f) == "confirmed"]
-  by_arm = {f["verified"].get("arm"): f for f in confirmed if not f["verified"].get("predicted")}
-  confirmed.sort(key=lambda f: _rank_key(f, by_arm))
+  confirmed = sorted((f for f in findings if _state(f) == "confirmed"),  # measured gains before predicted ones
+                     key=lambda f: (bool(f["verified"].get("predicted")), -f["verified"]["delta"]))
   unverified = [f for f in findings if _state(f) in ("unverified", "inconclusive")]
   refuted = [f for f in findings if _state(f) == "refuted"]
   live = [f for f in findings if not f["fix"].get("applied")]  # an applied fix's problem is already handled
@@ -437,7 +421,7 @@ def _rank(diagnosis: dict, findings: list[dict], levers: list[dict], error: str 
   out["findings"] = confirmed + unverified + refuted
   out["fix_first"] = fix_first(out["findings"])
   if confirmed:
-    out["fix_first"] = {"cause": confirmed[0]["cause"], "why": _fix_first_why(confirmed[0], confirmed)}
+    out["fix_first"] = {"cause": confirmed[0]["cause"], "why": _fix_first_why(confirmed[0])}
   out["verdict"] = "problems_found" if problems else "healthy"
   out["verification"] = {
       "dir": VERIFY_DIR, "confirmed": len(confirmed), "refuted": len(refuted),
