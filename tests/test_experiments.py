@@ -325,10 +325,10 @@ def test_a_follow_up_is_judged_against_the_arm_it_builds_on_too(tmp_path):
   assert versus["delta"] == pytest.approx(0.0023333, abs=1e-6)
   paired = ablate.paired_difference(x2, deeper)  # the engine's paired statistics
   assert (versus["ci95"], versus["p_value"]) == (paired["ci95"], paired["p_value"]) and versus["ci95"][0] < 0
-  assert "`deeper_blocks` alone, the cheaper change, is within it" in first["explanation"]
+  assert "`deeper_blocks` alone, the simpler change, is within it" in first["explanation"]
   assert result["fix_first"]["why"] == (
       "its fix is confirmed by experiment, the largest verified gain: +1.53 points; but not beyond `deeper_blocks`, "
-      "which it builds on, on the same seeds (+0.23 points): that cheaper change is within the seeds' noise of it")
+      "which it builds on, on the same seeds (+0.23 points): that simpler change is within the seeds' noise of it")
   assert {lever["lever"]: "vs_parent" in lever for lever in result["verification"]["levers"]} == {
       "deeper_blocks": False, "deeper_blocks_x2": True}
   with open(report.write_report(workdir, result)) as f:

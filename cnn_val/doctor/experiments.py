@@ -30,7 +30,7 @@ What it decides, and by which rule:
   confirmed one is a finding like any lever, so the largest verified gain, single lever or combination, ranks
   first; each is also judged against the confirmed arm it builds on (`verified.vs_parent`, the paired
   difference on the same seeds, and the ratio of wall time a run), which its explanation and the report state:
-  whether the costlier step beyond that arm is itself confirmed, or within the seeds' noise of it.
+  whether the step beyond that arm is itself confirmed, within the seeds' noise of it, or below it.
 - The verdict is `problems_found` when a confirmed change gains more than the noise of the seeds (its mean
   gain exceeds twice the baseline's standard deviation of the same metric over the same seeds), or when a
   high finding was not refuted (an inconclusive fix leaves its cause standing); otherwise `healthy`. Findings
@@ -394,7 +394,7 @@ def _fix_first_why(top: dict) -> str:
   versus = top["verified"].get("vs_parent")
   if versus and not versus["confirmed"]:  # the gain is real, the step beyond the arm it builds on is not shown
     why += (f"; but not beyond `{versus['arm']}`, which it builds on, on the same seeds "
-            f"({100 * versus['delta']:+.2f} points): that cheaper change is within the seeds' noise of it")
+            f"({100 * versus['delta']:+.2f} points): that simpler change is within the seeds' noise of it")
   return why
 
 

@@ -150,7 +150,7 @@ def versus_text(versus: dict | None) -> str:
   cost = f", at about {versus['seconds_ratio']:.1f}x its wall time a run" if versus.get("seconds_ratio") else ""
   verdict = ("the step beyond it is confirmed too" if versus["confirmed"] else
              f"below it: `{versus['arm']}` alone is the better change" if ci[1] < 0 else
-             f"not beyond the seeds' noise: `{versus['arm']}` alone, the cheaper change, is within it (more seeds "
+             f"not beyond the seeds' noise: `{versus['arm']}` alone, the simpler change, is within it (more seeds "
              f"would tell)")
   return (f" Against `{versus['arm']}` on the same {versus['seeds']} seeds: {100 * versus['delta']:+.2f} points "
           f"(95% CI {100 * ci[0]:+.2f} to {100 * ci[1]:+.2f}){cost}: {verdict}.")
