@@ -264,17 +264,16 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
            if _state(f) == "confirmed" and f["verified"]["metric"] == "final_val_accuracy"]
   stage2 = follow_up_arms(confirmed + fixed) if follow_up and error is None else []
   if lever_names is not None:  # --levers bounds the follow-up too: only the follow-up arms it names
-    stage2 = [follow for follow in stage2 if follow[0].name in set(lever_names)]
-  stage2 = [follow for follow in stage2 if _buildable(run, follow[0], log)]
+    stage2 = [f for f in stage2 if f.arm.name in set(lever_names)]
+  stage2 = [f for f in stage2 if _buildable(run, f.arm, log)]
   staged = stage2 and extend(
-      [a for a, *_ in stage2], f"Follow-up ({', '.join(a.name for a, *_ in stage2)})",
-      f"Follow-up: {', '.join(f'{a.name} ({note})' for a, _, note, _ in stage2)} over {seeds} seeds.")
+      [f.arm for f in stage2], f"Follow-up ({', '.join(f.arm.name for f in stage2)})",
+      f"Follow-up: {', '.join(f'{f.arm.name} ({f.why})' for f in stage2)} over {seeds} seeds.")
   if staged:
     table, error = staged
     arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
-    _read_levers([(a, cause) for a, cause, *_ in stage2], arms, arms.get(BASELINE_ARM), reference, levers, findings,
-                 notes={a.name: note for a, _, note, _ in stage2},
-                 parents={a.name: parent for a, _, _, parent in stage2})
+    _read_levers([(f.arm, f.cause) for f in stage2], arms, arms.get(BASELINE_ARM), reference, levers, findings,
+                 follow_ups={f.arm.name: f for f in stage2})
   out = _rank(diagnosis, findings, levers, error, (table or {}).get("incomplete", []))
   if curve_arms:
     out["verification"]["learning_curve"] = curve
@@ -347,10 +346,11 @@ def _stage(sweep: ablate.Sweep, out: str, workers: dict, max_runs: int, budget_m
 
 
 def _read_levers(menu, arms: dict, base: dict | None, reference, levers: list, findings: list,
-                 notes: dict | None = None, parents: dict | None = None) -> list[tuple[ablate.Arm, str, dict]]:
+                 follow_ups: dict | None = None) -> list[tuple[ablate.Arm, str, dict]]:
   """Judges each lever arm against the baseline: records it in `levers`, adds a finding to `findings` when
-  it is confirmed, and returns the confirmed ones as (arm, cause, verified). A follow-up arm (`parents` names
-  the confirmed arm it extends) is judged against that arm too, on the same seeds (`verified.vs_parent`)."""
+  it is confirmed, and returns the confirmed ones as (arm, cause, verified). A follow-up arm (`follow_ups`, by
+  name: levers.FollowUp) is judged against the confirmed arm it extends too, on the same seeds
+  (`verified.vs_parent`)."""
   confirmed = []
   for arm, cause in menu:
     entry = arms.get(arm.name)
@@ -359,11 +359,12 @@ def _read_levers(menu, arms: dict, base: dict | None, reference, levers: list, f
     verified = _verified(entry, base, "final_val_accuracy", True, VERIFY_DIR,
                          _reference_mean(reference, "final_val_accuracy"), False)
     verified["overrides"] = dict(arm.overrides)
-    parent = arms.get((parents or {}).get(arm.name))
+    follow = (follow_ups or {}).get(arm.name)
+    parent = follow and arms.get(follow.parent)
     versus = parent and _versus(entry, parent)
     if versus:
       verified["vs_parent"] = versus
-    note = (notes or {}).get(arm.name)
+    note = follow and follow.why
     levers.append({"lever": arm.name, "cause": cause, **({"follow_up": note} if note else {}), **verified})
     if not verified["confirmed"]:
       continue

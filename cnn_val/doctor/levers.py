@@ -6,6 +6,8 @@ judges them."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from cnn_val import ablate
 from cnn_val.doctor.finding import WEIGHT_DECAY
 from cnn_val.doctor.run_view import Run
@@ -88,9 +90,17 @@ def unbuildable(run: Run, arm: ablate.Arm) -> str | None:
           f"images below 1x1 ({room})")
 
 
-def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]]) -> list[tuple[ablate.Arm, str, str, str]]:
-  """The second stage, more of what worked: (arm, cause, why, parent). A confirmed `wider` lever once more (twice
-  its width again), a confirmed `deeper_blocks` once more (another conv in each block), and, when two or more
+class FollowUp(NamedTuple):
+  """A second-stage arm: the `cause` it tests, `why` it is tried, and the confirmed arm it builds on (`parent`)."""
+  arm: ablate.Arm
+  cause: str
+  why: str
+  parent: str
+
+
+def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]]) -> list[FollowUp]:
+  """The second stage, more of what worked (FollowUp). A confirmed `wider` lever once more (twice its width
+  again), a confirmed `deeper_blocks` once more (another conv in each block), and, when two or more
   changes (levers, or findings' fixes) were confirmed, all of them together (the best first, skipping one whose
   fields an earlier one already sets). `parent` names the confirmed arm each extends (for `combined`, the best
   of its parts): the doctor judges the follow-up against it too, on the same seeds."""
@@ -99,12 +109,12 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]]) -> list[tuple[
     if arm.name == "wider":
       doubled = {k: (2 * v if isinstance(v, (int, float)) else [2 * int(w) for w in v])
                  for k, v in arm.overrides.items()}
-      out.append((ablate.Arm("wider_x2", doubled), "underfitting", "the confirmed wider model, twice as wide again",
-                  arm.name))
+      out.append(FollowUp(ablate.Arm("wider_x2", doubled), "underfitting",
+                          "the confirmed wider model, twice as wide again", arm.name))
     elif arm.name == "deeper_blocks":
       again = {"model.convs_per_block": int(arm.overrides["model.convs_per_block"]) + 1}
-      out.append((ablate.Arm("deeper_blocks_x2", again), "underfitting",
-                  "the confirmed deeper blocks, one more conv in each again", arm.name))
+      out.append(FollowUp(ablate.Arm("deeper_blocks_x2", again), "underfitting",
+                          "the confirmed deeper blocks, one more conv in each again", arm.name))
   ranked = sorted(confirmed, key=lambda c: -c[2]["delta"])
   combined, names, cause = {}, [], None
   for arm, arm_cause, _ in ranked:
@@ -113,8 +123,8 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]]) -> list[tuple[
       names.append(arm.name)
       cause = cause or arm_cause
   if len(names) >= 2:
-    out.append((ablate.Arm("combined", combined), cause, f"the confirmed changes together: {' + '.join(names)}",
-                names[0]))
+    out.append(FollowUp(ablate.Arm("combined", combined), cause,
+                        f"the confirmed changes together: {' + '.join(names)}", names[0]))
   return out
 
 
@@ -146,7 +156,7 @@ def versus_text(versus: dict | None) -> str:
   """A sentence on a follow-up arm against the confirmed arm it extends (experiments' `vs_parent`), or ''."""
   if not versus:
     return ""
-  ci = versus["ci95"] or [versus["delta"], versus["delta"]]
+  ci = versus["ci95"]  # experiments._versus makes one only from two seeds on, where the interval exists
   cost = f", at about {versus['seconds_ratio']:.1f}x its wall time a run" if versus.get("seconds_ratio") else ""
   verdict = ("the step beyond it is confirmed too" if versus["confirmed"] else
              f"below it: `{versus['arm']}` alone is the better change" if ci[1] < 0 else
