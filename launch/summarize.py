@@ -1,6 +1,8 @@
-"""Markdown tables of run directories grouped by name: OUT/<name>/seed_K/.
+"""Markdown tables of run directories grouped by name: OUT/<name>/seed_K/ (or seedK/, an ablation sweep's
+SWEEP/runs/<arm>/seedK/).
 
     python -m launch.summarize runs/faults
+    python -m launch.summarize runs/mnist5k/runs
 
 Accuracy table, per name: seeds, the last evaluation's validation accuracy and balanced accuracy, the best
 validation accuracy, and the test accuracy (mean, and the standard deviation over seeds when there are
@@ -32,7 +34,9 @@ def _names(out):
 
 
 def _seed_dirs(out, name):
-  return [os.path.join(out, name, d) for d in sorted(os.listdir(os.path.join(out, name))) if d.startswith("seed_")]
+  folder = os.path.join(out, name)
+  return [os.path.join(folder, d) for d in sorted(os.listdir(folder))
+          if d.startswith("seed") and d.removeprefix("seed").removeprefix("_").isdigit()]
 
 
 def accuracy_table(out: str) -> str:

