@@ -195,6 +195,40 @@ def test_label_noise_reads_the_training_accuracy_measured_like_validation(tmp_pa
   assert "label_noise" not in _causes(_run(tmp_path / "c", _with_train_eval(_rows(), 0.918 - 0.045)))
 
 
+def test_label_noise_the_model_memorised_by_the_end_is_read_where_the_gap_was(tmp_path):
+  # 3,000 MNIST digits with 30% of labels swapped to the next class (README, "The doctor on a second
+  # dataset"): validation leads the measured training accuracy by 22 points at epoch 2, then the model learns
+  # the wrong labels and the two meet; the last evaluation alone says nothing.
+  rows = _rows(epochs=10, train_acc=(0.45, 0.76), val_acc=(0.83, 0.84))
+  for row, measured in zip(rows, [0.66, 0.62, 0.67, 0.70, 0.72, 0.75, 0.78, 0.80, 0.82, 0.83]):
+    row["train_eval_accuracy"], row["train_eval_loss"] = measured, 0.5
+  result = _run(tmp_path / "a", rows, audit_dict=_audit(counts=[300] * K, val_counts=[100] * K))
+  finding = next(f for f in result["findings"] if f["cause"] == "label_noise")
+  assert finding["severity"] == "high" and result["verdict"] == "problems_found"
+  evidence = finding["evidence"]
+  assert evidence["epoch"] == 2 and evidence["memorised_by_the_end"]
+  assert evidence["val_minus_train_accuracy"] == pytest.approx(rows[1]["val_accuracy"] - 0.62, abs=1e-4)
+  assert evidence["last_val_minus_train_accuracy"] == pytest.approx(rows[-1]["val_accuracy"] - 0.83, abs=1e-4)
+  assert "at epoch 2" in finding["explanation"] and "By the last epoch" in finding["explanation"]
+  # A clean run whose measured training accuracy leads validation at every evaluation: nothing.
+  clean = _with_train_eval(_rows(), 0.0)
+  for row in clean:
+    row["train_eval_accuracy"] = row["val_accuracy"] + 0.01
+  assert "label_noise" not in _causes(_run(tmp_path / "b", clean))
+
+
+def test_label_noise_gap_must_pass_the_measurements_own_noise(tmp_path):
+  # A 7-point lead at the last evaluation: beyond 5 points, but with 100 validation images (10 a class) the
+  # standard error of the difference is 4 points, so 3 of them (12) are required; 6,000 images: 1.2.
+  def rows():
+    return _with_train_eval(_rows(train_acc=(0.5, 0.55), val_acc=(0.75, 0.80)), 0.73)
+  small = _run(tmp_path / "a", rows(), audit_dict=_audit(val_counts=[10] * K))
+  assert "label_noise" not in _causes(small)
+  finding = next(f for f in _run(tmp_path / "b", rows())["findings"] if f["cause"] == "label_noise")
+  assert finding["evidence"]["threshold"] == pytest.approx(0.05)
+  assert finding["evidence"]["val_minus_train_accuracy"] == pytest.approx(0.07)
+
+
 def test_harmful_augmentation_from_flips_and_symmetric_confusions(tmp_path):
   confusion = np.eye(K, dtype=int) * 550 + 5
   confusion[5, 5], confusion[5, 7], confusion[7, 7], confusion[7, 5] = 350, 200, 380, 170

