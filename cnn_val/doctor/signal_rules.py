@@ -40,12 +40,12 @@ OVERFIT_GAP = 0.04  # training accuracy above validation accuracy by this much
 NOISE_GAP = 0.05  # validation accuracy above training accuracy by this much (without augmentation)
 # ... and by this many standard errors of the difference of the two measured accuracies, where the sizes of
 # the training subset and of validation are known (1,000 validation images and the 2,000-image training
-# subset: 4.7 points, validation at 85% and training at 60%; 100 images: 12 points at 80% and 73%). Read at the evaluation where
-# the gap is largest: a model that later memorises its wrong labels closes it (3,000 MNIST digits with 30% of
-# labels swapped to the next class: 22-23 points at epochs 2-4, 0-2 points at epoch 30; 101 clean run
-# directories on both datasets: at most 3.4 points at any epoch). The maximum over a run's ~10-30 evaluations
-# is more often large by chance than one evaluation is; the 5-point floor, not the 3 errors, binds on every
-# run measured (validation of 1,000 images or more).
+# subset: 4.7 points, validation at 85% and training at 60%; 100 images: 12 points at 80% and 73%). Read at
+# the evaluation where the gap is largest: a model that later memorises its wrong labels closes it (3,000
+# MNIST digits with 30% of labels swapped to the next class: 22-23 points at epochs 2-4, 0-2 points at epoch
+# 30; 101 clean run directories on both datasets: at most 3.4 points at any epoch). The maximum over a run's
+# ~10-30 evaluations is more often large by chance than one evaluation is; the 5-point floor, not the 3
+# errors, binds on every run measured (validation of 1,000 images or more).
 NOISE_Z = 3.0
 PAIR_CONFUSION = 0.15  # classes a and b mistaken for each other, each way, at this rate
 # Pre-flight: failed checks are a pipeline bug when the run ends within this of the majority-class accuracy.
