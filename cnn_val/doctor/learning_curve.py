@@ -33,14 +33,9 @@ FRACTIONS = {"data_1_4": 0.25, "data_1_2": 0.5}  # arm name -> share of the run'
 MIN_EXAMPLES_PER_CLASS = 10  # at the smallest fraction, per class on average; fewer is no curve to fit
 
 
-def _train_count(run: Run) -> int | None:
-  """The run's training examples as it trained on them (audit.json), or None."""
-  return ((run.audit or {}).get("splits", {}).get("train", {}) or {}).get("count")
-
-
 def arms(run: Run) -> list[ablate.Arm]:
   """The two subset arms, or [] when the run is too small for a curve (or its size is unknown)."""
-  train = _train_count(run)
+  train = run.split_count("train")
   classes = max(run.num_classes, 2)
   if not train or min(FRACTIONS.values()) * train < MIN_EXAMPLES_PER_CLASS * classes:
     return []
@@ -67,7 +62,7 @@ def read(run: Run, table_arms: dict, base: dict | None, seeds: list[int]) -> dic
   from scipy import stats  # pylint: disable=import-outside-toplevel
   if not base or any(name not in table_arms for name in FRACTIONS):
     return None
-  train = _train_count(run)
+  train = run.split_count("train")
   sizes = [int(round(f * train)) for f in FRACTIONS.values()] + [train]
   columns = [table_arms[name]["final_val_accuracy_values"] for name in FRACTIONS] + [
       base["final_val_accuracy_values"]]

@@ -105,6 +105,10 @@ class Run:
     return [(a, b, float(min(rates[a, b], rates[b, a]))) for a in range(k) for b in range(a + 1, k)
             if min(rates[a, b], rates[b, a]) >= min_rate]
 
+  def split_count(self, split: str) -> int | None:
+    """The examples of `split` ('train', 'validation', 'test') as the run used them (audit.json), or None."""
+    return ((((self.audit or {}).get("splits") or {}).get(split)) or {}).get("count")
+
   def class_name(self, index: int) -> str:
     """The audit's name of class `index`, or the index itself."""
     names = (self.audit or {}).get("class_names") or []

@@ -283,7 +283,7 @@ def rule_overfitting(run: Run):
   confidence = max(_confidence(rise, OVERFIT_VAL_LOSS_RISE) if rise > OVERFIT_VAL_LOSS_RISE else 0,
                    _confidence(gap, OVERFIT_GAP) if gap > OVERFIT_GAP else 0)
   both = (rise > OVERFIT_VAL_LOSS_RISE and gap > OVERFIT_GAP) or gap > 2 * OVERFIT_GAP
-  n_train = (run.audit or {}).get("splits", {}).get("train", {}).get("count")
+  n_train = run.split_count("train")
   return _finding(
       "overfitting", "high" if both else "medium", confidence,
       {"val_loss_rise_from_min": rise, "val_loss_rise_threshold": OVERFIT_VAL_LOSS_RISE,
@@ -335,9 +335,7 @@ def rule_harmful_augmentation(run: Run):
 
 def _gap_threshold(run: Run, row: dict) -> float:
   """NOISE_GAP, or NOISE_Z standard errors of (validation - training subset) accuracy at `row` if larger."""
-  splits = (run.audit or {}).get("splits") or {}
-  n_val = (splits.get("validation") or {}).get("count")
-  n_train = (splits.get("train") or {}).get("count")
+  n_val, n_train = run.split_count("validation"), run.split_count("train")
   subset = min(n_train, run.get("train_eval_examples") or n_train) if n_train else None
   if not n_val or not subset:
     return NOISE_GAP
