@@ -69,12 +69,15 @@ def predict(p_predict, state, ds, *, config, num_devices, num_classes) -> np.nda
   return probs[np.concatenate([o["mask"].reshape(-1) for o in out])]
 
 
-def write_train_predictions(workdir: str, p_predict, state, train_arrays: dict, **eval_kw) -> str:
+def write_train_predictions(workdir: str, p_predict, state, train_arrays: dict, *, checkpoint_name: str,
+                            step: int, **eval_kw) -> str:
   """`train_predictions.npz`: every training example's softmax outputs (float16) with `state`, its label and
-  index in the training split as loaded (the doctor's label check; about one forward pass over the split)."""
+  index in the training split as loaded (the doctor's label check; about one forward pass over the split), and
+  which weights gave them: `checkpoint` ('best' or 'latest') and the `step` they were trained to."""
   probs = predict(p_predict, state, train_arrays, **eval_kw)
   return rundir.write_npz(workdir, rundir.TRAIN_PREDICTIONS_FILE, probs=probs.astype(np.float16),
-                          labels=train_arrays["label"].astype(np.int32), index=np.arange(len(probs)))
+                          labels=train_arrays["label"].astype(np.int32), index=np.arange(len(probs)),
+                          checkpoint=np.array(checkpoint_name), step=np.array(step, np.int64))
 
 
 def check_finite(sums, step: int, workdir: str, ckpts) -> None:
@@ -280,10 +283,11 @@ class Evaluator:
   def __call__(self, state, ds, split_name: str) -> dict:
     return evaluate(self.p_eval, state, ds, split_name=split_name, **self.kw)
 
-  def write_train_predictions(self, workdir: str, config, state) -> None:
+  def write_train_predictions(self, workdir: str, config, state, *, checkpoint_name: str, step: int) -> None:
     if self._predict is None:
       self._predict = steps.pmapped_predict(config, self.data.num_classes, self.devices)
-    write_train_predictions(workdir, self._predict, state, self.data.train_arrays, **self.kw)
+    write_train_predictions(workdir, self._predict, state, self.data.train_arrays, checkpoint_name=checkpoint_name,
+                            step=step, **self.kw)
 
 
 def end_of_epoch(run: Run, evaluate_split: Evaluator, train: dict, step: int, epoch: int,
@@ -322,9 +326,21 @@ def end_of_epoch(run: Run, evaluate_split: Evaluator, train: dict, step: int, ep
     with clock("training probe"):
       probe = evaluate_split(state, evaluate_split.train_probe, "train")
     row.update(train_eval_loss=probe["loss"], train_eval_accuracy=probe["accuracy"])
+  # An earlier evaluation was better: the best checkpoint's weights (restored once, for the label check and the
+  # test below). Ties keep the later one, as the checkpoints do.
+  best_state = None
+  if last_epoch and best_val is not None and val["accuracy"] < best_val:
+    with clock("checkpoints"):
+      best_state = run.ckpts.restore_best(state)  # None only where no best checkpoint was kept
   if last_epoch and jax.process_count() == 1:  # the doctor's label check (cleanlab) reads these
+    # From the best checkpoint's weights where they are not the last: a model that went on to memorise wrong
+    # labels agrees with them, and the best validation accuracy marks the model before it did (early learning).
     with clock("training predictions"):
-      evaluate_split.write_train_predictions(run.workdir, config, state)
+      if best_state is not None:
+        evaluate_split.write_train_predictions(run.workdir, config, best_state, checkpoint_name="best",
+                                               step=int(run.ckpts.best.best_step()))
+      else:
+        evaluate_split.write_train_predictions(run.workdir, config, state, checkpoint_name="latest", step=step)
   if last_epoch or best_val is None or val["accuracy"] >= best_val:  # the best and the last evaluation
     row["val_confusion"] = val["confusion"]
   if last_epoch and splits.test is not None:
@@ -336,9 +352,8 @@ def end_of_epoch(run: Run, evaluate_split: Evaluator, train: dict, step: int, ep
         ema_test = evaluate_split(steps.ema_weights(state), splits.test, "test")
       row.update(ema_test_loss=ema_test["loss"], ema_test_accuracy=ema_test["accuracy"])
     # The best checkpoint's test accuracy too (early stopping's answer), from the checkpoint itself.
-    if best_val is not None and val["accuracy"] < best_val:
+    if best_state is not None:
       with clock("test"):
-        best_state = run.ckpts.restore_best(state)
         best_test = evaluate_split(best_state, splits.test, "test")["accuracy"]
       row.update(best_checkpoint_step=int(run.ckpts.best.best_step()), best_checkpoint_test_accuracy=best_test)
     else:  # this evaluation is the best (ties keep the later one)

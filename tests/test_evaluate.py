@@ -36,16 +36,59 @@ def test_the_best_checkpoint_reproduces_the_recorded_validation_accuracy(tiny_co
   assert "ema_val_accuracy" not in rows[-1]  # trained without a moving average: none to evaluate
   with pytest.raises(ValueError, match="--weights=ema: .* without a moving average"):
     evaluate.evaluate_checkpoint(workdir, "latest", "validation", weights="ema")
-  # The doctor's label-check file, as training wrote it and as the latest checkpoint gives it back.
+  # The doctor's label-check file, as training wrote it (from the best checkpoint's weights) and as that
+  # checkpoint gives it back.
   path = os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE)
   with np.load(path) as f:
     written = {k: f[k] for k in f.files}
   assert written["probs"].shape == (1080, 10) and np.array_equal(written["index"], np.arange(1080))
+  assert int(written["step"]) == best["step"]
+  assert str(written["checkpoint"]) == ("latest" if best["step"] == rows[-1]["step"] else "best")
   os.remove(path)
   evaluate.write_train_predictions(workdir)
   with np.load(path) as f:
     np.testing.assert_allclose(f["probs"], written["probs"], atol=1e-3)  # float16
     assert np.array_equal(f["labels"], written["labels"]) and np.array_equal(f["index"], written["index"])
+    assert int(f["step"]) == best["step"] and str(f["checkpoint"]) == "best"
+
+
+def test_the_label_check_reads_the_best_checkpoint_where_the_run_went_on_past_it(tiny_config, tmp_path,
+                                                                                 monkeypatch):
+  """A run whose last evaluation is not its best (here its validation accuracy is made to fall: a model that
+  goes on to memorise wrong labels) writes the training outputs of its best checkpoint, the model before it
+  memorised; the doctor's listing says which weights it read."""
+  from cnn_val import training_run  # pylint: disable=import-outside-toplevel
+  from cnn_val.doctor import label_check  # pylint: disable=import-outside-toplevel
+  falling = iter([0.9, 0.5, 0.4])
+  real = training_run.evaluate
+
+  def evaluate_falling(*args, split_name, **kwargs):
+    result = real(*args, split_name=split_name, **kwargs)
+    return {**result, "accuracy": next(falling)} if split_name == "validation" else result
+
+  monkeypatch.setattr(training_run, "evaluate", evaluate_falling)
+  workdir = str(tmp_path)
+  tiny_config.num_epochs = 3
+  train.train_and_evaluate(tiny_config, workdir)
+  rows = rundir.read_metrics(workdir)
+  assert [r["val_accuracy"] for r in rows] == [0.9, 0.5, 0.4]
+  assert rows[-1]["best_checkpoint_step"] == rows[0]["step"]
+  path = os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE)
+  with np.load(path) as f:
+    written = {k: f[k] for k in f.files}
+  assert str(written["checkpoint"]) == "best" and int(written["step"]) == rows[0]["step"]
+  monkeypatch.undo()
+  os.remove(path)
+  evaluate.write_train_predictions(workdir, "best")  # the best checkpoint's outputs, as training wrote them
+  with np.load(path) as f:
+    np.testing.assert_allclose(f["probs"], written["probs"], atol=1e-3)
+  evaluate.write_train_predictions(workdir, "latest")  # the final weights' differ
+  with np.load(path) as f:
+    assert int(f["step"]) == rows[-1]["step"] and str(f["checkpoint"]) == "latest"
+    assert np.abs(f["probs"].astype(float) - written["probs"].astype(float)).max() > 1e-2
+  issues = label_check.label_issues(workdir)
+  assert issues["predictions_from"] == {"checkpoint": "latest", "step": rows[-1]["step"]}
+  assert issues["weights"] == f"the final weights (step {rows[-1]['step']})"
 
 
 def test_a_directory_without_checkpoints_is_named(tmp_path):

@@ -15,9 +15,10 @@ from tests.test_diagnose import _rows, _run
 K = 10
 
 
-def _predictions(workdir, *, swapped: float, n: int = 2000, seed: int = 0):
+def _predictions(workdir, *, swapped: float, n: int = 2000, seed: int = 0, source=None):
   """Outputs of a model that learned the true classes (probability 0.9 on the true class, a little noise),
-  with `swapped` of class 3's labels given as class 5."""
+  with `swapped` of class 3's labels given as class 5; `source`: the weights' (checkpoint, step) as training
+  records them (None: a file from before it did)."""
   rng = np.random.default_rng(seed)
   true = np.arange(n) % K
   probs = rng.dirichlet(np.ones(K) * 0.5, n) * 0.1
@@ -27,8 +28,9 @@ def _predictions(workdir, *, swapped: float, n: int = 2000, seed: int = 0):
   flipped = threes[: int(swapped * len(threes))]
   labels[flipped] = 5
   os.makedirs(workdir, exist_ok=True)
+  extra = {} if source is None else {"checkpoint": np.array(source[0]), "step": np.array(source[1], np.int64)}
   rundir.write_npz(workdir, rundir.TRAIN_PREDICTIONS_FILE, probs=probs.astype(np.float32),
-                   labels=labels.astype(np.int32), index=np.arange(n) * 3)
+                   labels=labels.astype(np.int32), index=np.arange(n) * 3, **extra)
   return flipped
 
 
@@ -43,18 +45,21 @@ def test_labels_swapped_between_two_classes_are_found_and_clean_ones_are_not(tmp
   clean = label_check.label_issues(str(tmp_path / "clean"))
   assert clean["flagged"] == 0 and clean["pairs"] == []
   assert label_check.label_issues(str(tmp_path / "none")) is None  # a run without the file: no check
+  assert issues["weights"] == "the final weights" and "predictions_from" not in issues  # an older file
 
 
 def test_the_label_noise_finding_and_the_report_list_them(tmp_path):
   noisy = _rows(train_acc=(0.5, 0.55), val_acc=(0.8, 0.86), train_loss=(1.5, 1.3))
   workdir = str(tmp_path)
-  _predictions(workdir, swapped=0.3)
+  _predictions(workdir, swapped=0.3, source=("best", 40))
   result = _run(tmp_path, noisy)
   finding = next(f for f in result["findings"] if f["cause"] == "label_noise")
   count = finding["evidence"]["likely_wrong_labels"]["flagged"]
-  assert "cleanlab" in finding["explanation"]
+  assert "cleanlab) on the outputs of the best checkpoint's weights (step 40)" in finding["explanation"]
+  assert finding["evidence"]["likely_wrong_labels"]["predictions_from"] == {"checkpoint": "best", "step": 40}
   assert f"labelled c5 where the model sees c3 ({count}," in finding["explanation"]
   text = open(report.write_report(workdir, result)).read()
+  assert "on the outputs of the best checkpoint's weights (step 40) for the 2,000 training examples" in text
   assert "## Likely-wrong training labels" in text and f"| c5 | c3 | {count} | {100 * count / 260:.1f}% |" in text
   assert "likely_wrong_labels" not in text.split("## Likely-wrong")[0]  # not dumped among the evidence
   assert finding["fix"]["overrides"] == {  # the option that won on both label faults, until --verify says
@@ -69,6 +74,7 @@ def test_the_label_noise_finding_and_the_report_list_them(tmp_path):
   listed = listing["indices"]
   assert len(listed) == count and set(listed) <= set(range(3, 2000 * 3, 3))
   assert listed == sorted(listed) and listing["labels"] == [3] * count  # swapped 3 -> 5: the model sees 3
+  assert listing["predictions_from"] == {"checkpoint": "best", "step": 40} and "(step 40)" in listing["how"]
   # The noise estimate, as training reads it: class 3 given as 5 in 30% of its labels, every other class clean.
   from cnn_val.data import loading  # pylint: disable=import-outside-toplevel
   matrix = loading.noise_transition(os.path.join(workdir, label_check.NOISE_TRANSITION_FILE), K)

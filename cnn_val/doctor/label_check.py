@@ -1,8 +1,9 @@
 """The likely-wrong training labels of a run: cleanlab's confident learning on the training split's outputs.
 
-Training writes `train_predictions.npz` at its last evaluation: the softmax outputs, with the final weights in
-eval mode, of every training example, with the label the run trained on and its index in the training split
-as loaded (after any scenario). Confident learning (`cleanlab.filter.find_label_issues`, pruning by the
+Training writes `train_predictions.npz` at its last evaluation: the softmax outputs, in eval mode, of every
+training example, with the label the run trained on and its index in the training split as loaded (after any
+scenario), from the best checkpoint's weights (the best validation accuracy), or the final ones where the last
+evaluation is the best; the file says which (`checkpoint`, `step`). Confident learning (`cleanlab.filter.find_label_issues`, pruning by the
 estimated noise rate) flags the examples whose given label the model, having learned from the rest, most
 confidently disagrees with; they are counted per (given, suggested) class pair, so that labels swapped
 between two classes show up as one dominant pair.
@@ -13,7 +14,9 @@ reads to correct the loss (forward correction): the label_noise finding's option
 
 The outputs are in-sample (the model trained on these examples), where cleanlab recommends out-of-sample
 ones: a model that has memorised a wrong label agrees with it, so the count is a lower bound, tightest on
-short and regularised runs. Reads files only; needs the `cleanlab` package (in cnn_val's dependencies).
+short and regularised runs, and on the best checkpoint of a run that went on to memorise (a network fits the
+clean labels before the wrong ones: early learning). Reads files only; needs the `cleanlab` package (in
+cnn_val's dependencies).
 """
 
 from __future__ import annotations
@@ -35,12 +38,15 @@ NOISE_TRANSITION_FILE = "noise_transition.json"  # P(given label | true class), 
 
 @functools.lru_cache(maxsize=8)
 def _flagged(path: str, version: tuple):
-  """(probs, labels, index, flagged positions ranked by self-confidence) of a predictions file, or a reason
-  it was skipped (str). Cached per file version: the rules and the doctor's file writer share one run."""
+  """(probs, labels, index, flagged positions ranked by self-confidence, source) of a predictions file, or a
+  reason it was skipped (str); source: {'checkpoint', 'step'} of the weights that gave the outputs (empty for a
+  file written before it said). Cached per file version: the rules and the doctor's file writer share one run."""
   del version  # part of the cache key only
   try:
     with rundir.path(path).open("rb") as f, np.load(f, allow_pickle=False) as data:
       probs, labels, index = data["probs"].astype(np.float64), data["labels"].astype(int), data["index"]
+      source = ({"checkpoint": str(data["checkpoint"]), "step": int(data["step"])}
+                if {"checkpoint", "step"} <= set(data.files) else {})
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # optional: skipped, not fatal
     return (f"{path} cannot be read ({e}); to check the labels again, delete it and write it anew "
             f"(cnn_val.evaluate.write_train_predictions)")
@@ -55,7 +61,15 @@ def _flagged(path: str, version: tuple):
   probs = probs / probs.sum(axis=1, keepdims=True)
   flagged = np.asarray(cl_filter.find_label_issues(labels, probs, filter_by="prune_by_noise_rate",
                                                    return_indices_ranked_by="self_confidence", n_jobs=1), int)
-  return probs, labels, index, flagged
+  return probs, labels, index, flagged, source
+
+
+def _weights(source: dict) -> str:
+  """Which weights gave the outputs, in words: 'the best checkpoint's weights (step 1400)'."""
+  if not source:
+    return "the final weights"
+  name = "the best checkpoint's" if source["checkpoint"] == "best" else "the final"
+  return f"{name} weights (step {source['step']})"
 
 
 def _flagged_in(workdir: str):
@@ -93,30 +107,33 @@ def write_flagged(workdir: str) -> str | None:
   result = _flagged_in(workdir)
   if result is None or isinstance(result, str) or not len(result[3]):
     return None
-  probs, labels, index, flagged = result
+  probs, labels, index, flagged, source = result
   rundir.write_json(workdir, NOISE_TRANSITION_FILE, {
       "transition": [[round(float(p), 6) for p in row] for row in noise_transition(labels, probs)],
       "how": "row i: P(given label j | true class i), cleanlab.count.estimate_py_and_noise_matrices_from_"
-             "probabilities on train_predictions.npz (its noise matrix, transposed)"})
+             f"probabilities on train_predictions.npz ({_weights(source)}; its noise matrix, transposed)",
+      **({"predictions_from": source} if source else {})})
   order = np.argsort(index[flagged], kind="stable")
   rundir.write_json(workdir, LABEL_ISSUES_FILE, {
       "indices": [int(i) for i in index[flagged][order]],
       "labels": [int(c) for c in probs[flagged].argmax(axis=1)[order]],  # the class the model sees, per index
-      "how": "cleanlab.filter.find_label_issues(filter_by='prune_by_noise_rate') on train_predictions.npz; "
-             "labels: the model's most probable class"})
+      "how": "cleanlab.filter.find_label_issues(filter_by='prune_by_noise_rate') on train_predictions.npz "
+             f"({_weights(source)}); labels: the model's most probable class",
+      **({"predictions_from": source} if source else {})})
   return os.path.join(workdir, LABEL_ISSUES_FILE)
 
 
 def label_issues(workdir: str) -> dict | None:
   """{'examples', 'flagged', 'fraction', 'pairs': [{'given', 'suggested', 'count', 'share_of_given'}],
-  'worst': [{'index', 'given', 'suggested', 'given_probability'}]}, or None when the run wrote no
+  'worst': [{'index', 'given', 'suggested', 'given_probability'}], 'weights': which weights gave the outputs
+  (words), and 'predictions_from': {'checkpoint', 'step'} where the file says}, or None when the run wrote no
   predictions (a multi-process run, or a run from before the file existed)."""
   result = _flagged_in(workdir)
   if result is None:
     return None
   if isinstance(result, str):
     return {"examples": 0, "flagged": 0, "fraction": 0.0, "pairs": [], "worst": [], "skipped": result}
-  probs, labels, index, flagged = result
+  probs, labels, index, flagged, source = result
   present = np.bincount(labels, minlength=probs.shape[1])
   suggested = probs.argmax(axis=1)
   counts = collections.Counter((int(labels[i]), int(suggested[i])) for i in flagged)
@@ -125,4 +142,5 @@ def label_issues(workdir: str) -> dict | None:
   worst = [{"index": int(index[i]), "given": int(labels[i]), "suggested": int(suggested[i]),
             "given_probability": float(probs[i, labels[i]])} for i in flagged[:MAX_EXAMPLES]]
   return {"examples": int(len(labels)), "flagged": int(len(flagged)), "fraction": len(flagged) / len(labels),
-          "pairs": pairs, "worst": worst}
+          "pairs": pairs, "worst": worst, "weights": _weights(source),
+          **({"predictions_from": source} if source else {})}

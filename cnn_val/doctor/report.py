@@ -160,10 +160,11 @@ def _label_section(workdir: str, class_names) -> list[str]:
   if issues.get("skipped"):
     return lines + [f"Not checked: {issues['skipped']}.", ""]
   name = lambda c: class_names[c] if c < len(class_names) else str(c)
-  lines += [f"Confident learning (cleanlab, on the final weights' outputs for the {issues['examples']:,} "
-            f"training examples) flags {issues['flagged']:,} "
+  lines += [f"Confident learning (cleanlab, on the outputs of {issues.get('weights', 'the final weights')} for "
+            f"the {issues['examples']:,} training examples) flags {issues['flagged']:,} "
             f"({100 * issues['fraction']:.1f}%) whose label the model most confidently disagrees with. The "
-            f"outputs are in-sample, so a label the model has memorised is missed: a lower bound. Clean data "
+            f"outputs are in-sample, so a label the model has memorised is missed: a lower bound (the best "
+            f"checkpoint's weights, where the run went on past them, memorised less). Clean data "
             f"has some too (ambiguous images); what points to wrong labels is a share well above a clean run's "
             f"of the same data, concentrated on a few class pairs. Their indices are in `label_issues.json` when "
             f"a `label_noise` finding cites them (with the class the model sees for each): "

@@ -372,16 +372,20 @@ def rule_label_noise(run: Run):
   last_gap = run.val_acc - measured if measured is not None else gap
   memorised = earlier and last_gap <= _gap_threshold(run, run.last)
   when = f" at epoch {at['epoch']}" if earlier else ""
+  issues = run.label_issues
+  listed = bool(issues and not issues.get("skipped") and issues["flagged"])
+  from_best = listed and issues.get("predictions_from", {}).get("checkpoint") == "best"
   later = (f" By the last epoch the model had learned many of them and the lead had closed to "
            f"{100 * last_gap:.1f} points (training {measured:.3f}, validation {run.val_acc:.3f}; best validation "
            f"{run.best['val_accuracy']:.3f} at epoch {run.best['epoch']}): the last evaluation alone hides the "
-           f"noise, and a listing from the final model's outputs undercounts it." if memorised else "")
-  issues = run.label_issues
-  listed = bool(issues and not issues.get("skipped") and issues["flagged"])
+           f"noise" + ("; the listing below reads the best checkpoint's outputs, which had memorised fewer, and "
+                       "still undercounts it." if from_best else
+                       ", and a listing from the final model's outputs undercounts it.") if memorised else "")
   which = ""
   if listed:
     top = issues["pairs"][0]
-    which = (f" Confident learning (cleanlab) on {issues['examples']:,} training examples flags "
+    which = (f" Confident learning (cleanlab) on the outputs of {issues.get('weights', 'the final weights')} "
+             f"for {issues['examples']:,} training examples flags "
              f"{issues['flagged']:,} ({100 * issues['fraction']:.1f}%) as probably mislabelled, most often "
              f"labelled {run.class_name(top['given'])} where the model sees {run.class_name(top['suggested'])} "
              f"({top['count']}, {100 * top['share_of_given']:.0f}% of that label's examples); the report lists "
