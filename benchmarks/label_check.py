@@ -44,8 +44,8 @@ def truth(workdir: str, index: np.ndarray) -> np.ndarray:
 def main(argv):
   del argv
   runs = sorted({d for pattern in _RUNS.value for d in glob.glob(pattern)})
-  print("| run | weights | examples | corrupted | flagged | precision | recall | top flagged pair (given -> seen, "
-        "share of given) |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+  print("| run | weights | examples | corrupted | flagged | precision | recall | top flagged pair (given -> "
+        "seen, share of given) |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
   for workdir in runs:
     if not os.path.exists(os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE)):
       evaluate.write_train_predictions(workdir)

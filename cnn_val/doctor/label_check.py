@@ -3,10 +3,10 @@
 Training writes `train_predictions.npz` at its last evaluation: the softmax outputs, in eval mode, of every
 training example, with the label the run trained on and its index in the training split as loaded (after any
 scenario), from the best checkpoint's weights (the best validation accuracy), or the final ones where the last
-evaluation is the best; the file says which (`checkpoint`, `step`). Confident learning (`cleanlab.filter.find_label_issues`, pruning by the
-estimated noise rate) flags the examples whose given label the model, having learned from the rest, most
-confidently disagrees with; they are counted per (given, suggested) class pair, so that labels swapped
-between two classes show up as one dominant pair.
+evaluation is the best; the file says which (`checkpoint`, `step`). Confident learning
+(`cleanlab.filter.find_label_issues`, pruning by the estimated noise rate) flags the examples whose given label
+the model, having learned from the rest, most confidently disagrees with; they are counted per (given,
+suggested) class pair, so that labels swapped between two classes show up as one dominant pair.
 `write_flagged` writes their indices to `label_issues.json`, which `config.data.exclude_train_examples` reads
 to train without them (and `config.data.relabel_train_examples` to relabel them), and cleanlab's estimate of the
 noise itself, P(given label | true class), to `noise_transition.json`, which `config.data.noise_transition`
