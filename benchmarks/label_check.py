@@ -4,9 +4,9 @@ scenario corrupted, and how much it flags on clean data.
     .venv/bin/python -m benchmarks.label_check --runs='runs/verify/healthy/runs/base/seed*,runs/faults/pair_noise'
 
 For each run directory: its `train_predictions.npz` (written by training at its last evaluation, from the best
-checkpoint's weights; for a run made before that, from its best checkpoint, `evaluate.write_train_predictions`),
-and which weights gave it, cleanlab's flagged
-examples (`cnn_val/doctor/label_check.py`), and, against the labels the run's data has without its label
+checkpoint's weights since a later version, the final ones before; for a run without the file, from its best
+checkpoint, `evaluate.write_train_predictions`) and which weights gave it, cleanlab's flagged examples
+(`cnn_val/doctor/label_check.py`), and, against the labels the run's data has without its label
 noise (the same data loaded with `label_noise=0`), the truly corrupted share of the probe, the precision and
 recall of the flags, and the top flagged class pair. Prints a table (the README's calibration of the
 label_noise rule).
@@ -61,8 +61,8 @@ def main(argv):
     recall = (flagged & wrong).sum() / max(wrong.sum(), 1) if wrong.any() else float("nan")
     top = issues["pairs"][0] if issues["pairs"] else None
     pair = f"{top['given']} -> {top['suggested']} ({top['share_of_given']:.1%})" if top else "-"
-    print(f"| {workdir} | {issues.get('weights', '-')} | {len(labels)} | {wrong.mean():.1%} | {issues['fraction']:.1%} | {precision:.2f} | "
-          f"{recall:.2f} | {pair} |", flush=True)
+    print(f"| {workdir} | {issues.get('weights', '-')} | {len(labels)} | {wrong.mean():.1%} | "
+          f"{issues['fraction']:.1%} | {precision:.2f} | {recall:.2f} | {pair} |", flush=True)
 
 
 if __name__ == "__main__":

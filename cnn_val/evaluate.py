@@ -98,11 +98,15 @@ def evaluate_checkpoint(workdir: str, checkpoint_name: str = "best", split: str 
 def write_train_predictions(workdir: str, checkpoint_name: str = "best") -> str:
   """The doctor's label-check file (`train_predictions.npz`) for a run that lacks it (trained before training
   wrote it, or with the file deleted): the checkpoint's outputs on the training split, as training writes them
-  at its last evaluation (from the best checkpoint, the default here too). Returns the path."""
+  at its last evaluation (from the best checkpoint, the default here too; named 'latest', as training names it,
+  where the best checkpoint is the final weights). Returns the path."""
   from cnn_val import training_run  # pylint: disable=import-outside-toplevel  (the function training calls)
   run = _restore(workdir, checkpoint_name, "trained")
   devices = parallel.select_devices(1)
   p_predict = steps.pmapped_predict(run.config, run.splits.num_classes, devices)
+  rows = rundir.read_metrics(workdir)
+  if rows and run.step == rows[-1]["step"]:  # the best checkpoint is the final weights: named as training names it
+    checkpoint_name = "latest"
   return training_run.write_train_predictions(workdir, p_predict, run.state, run.arrays["train"],
                                               checkpoint_name=checkpoint_name, step=run.step, config=run.config,
                                               num_devices=1, num_classes=run.splits.num_classes)

@@ -41,7 +41,8 @@ LR_FIND_FILE = "lr_find.json"  # LR range test (cnn_val/lr_find.py)
 DIVERGED_FILE = "diverged.json"  # written when a run stops on a NaN/Inf loss
 EARLY_STOP_FILE = "early_stopped.json"  # written when config.early_stopping_patience ended the run
 TIMING_FILE = "timing.json"  # where the last training process's wall time went, by phase (train_loop.WallTime)
-# Every training example's softmax outputs with the final weights (the doctor's label check reads them).
+# Every training example's softmax outputs with the best checkpoint's weights, the final ones where the last
+# evaluation is the best (the doctor's label check reads them).
 TRAIN_PREDICTIONS_FILE = "train_predictions.npz"
 RUN_LOCK_FILE = ".run.lock"  # held (flock) by the process training the run
 # Fields that may change when a run is resumed: they do not change what is computed (the device count

@@ -326,12 +326,20 @@ def end_of_epoch(run: Run, evaluate_split: Evaluator, train: dict, step: int, ep
     with clock("training probe"):
       probe = evaluate_split(state, evaluate_split.train_probe, "train")
     row.update(train_eval_loss=probe["loss"], train_eval_accuracy=probe["accuracy"])
-  # An earlier evaluation was better: the best checkpoint's weights (restored once, for the label check and the
-  # test below). Ties keep the later one, as the checkpoints do.
+  # An earlier evaluation was better (ties keep the later one, as the checkpoints do): the best checkpoint's
+  # weights, restored once for the label check and the test below, where either runs.
+  earlier_best = last_epoch and best_val is not None and val["accuracy"] < best_val
   best_state = None
-  if last_epoch and best_val is not None and val["accuracy"] < best_val:
+  if earlier_best and (jax.process_count() == 1 or splits.test is not None):
     with clock("checkpoints"):
-      best_state = run.ckpts.restore_best(state)  # None only where no best checkpoint was kept
+      try:  # the run's own results stand without it; only these two extras are lost
+        best_state = run.ckpts.restore_best(state)  # None only where no best checkpoint was kept
+        missing = "was not kept"
+      except checkpoint.CorruptCheckpointError as e:
+        missing = f"cannot be restored ({e})"
+    if best_state is None:
+      logging.warning("%sThe best checkpoint %s: the label check reads the final weights, and the best "
+                      "checkpoint's test accuracy is not recorded.", run.label, missing)
   if last_epoch and jax.process_count() == 1:  # the doctor's label check (cleanlab) reads these
     # From the best checkpoint's weights where they are not the last: a model that went on to memorise wrong
     # labels agrees with them, and the best validation accuracy marks the model before it did (early learning).
@@ -356,7 +364,7 @@ def end_of_epoch(run: Run, evaluate_split: Evaluator, train: dict, step: int, ep
       with clock("test"):
         best_test = evaluate_split(best_state, splits.test, "test")["accuracy"]
       row.update(best_checkpoint_step=int(run.ckpts.best.best_step()), best_checkpoint_test_accuracy=best_test)
-    else:  # this evaluation is the best (ties keep the later one)
+    elif not earlier_best:  # this evaluation is the best (ties keep the later one)
       row.update(best_checkpoint_step=step, best_checkpoint_test_accuracy=test["accuracy"])
   with clock("metrics and TensorBoard"):
     run.writer.write(row)
@@ -401,9 +409,9 @@ def summary(workdir: str, clock: train_loop.WallTime) -> None:
   rundir.write_json(workdir, rundir.TIMING_FILE, clock.as_dict())
   logging.info("Wall time of this process (%s/%s): %s", workdir, rundir.TIMING_FILE, clock.line())
   best, last = max(rows, key=lambda r: (r["val_accuracy"], r["step"])), rows[-1]
-  tests = (f"; test {last['test_accuracy']:.4f} (last checkpoint), "
-           f"{last.get('best_checkpoint_test_accuracy', last['test_accuracy']):.4f} (best)"
-           if "test_accuracy" in last else "")
+  tests = (f"; test {last['test_accuracy']:.4f} (last checkpoint)"
+           + (f", {last['best_checkpoint_test_accuracy']:.4f} (best)" if "best_checkpoint_test_accuracy" in last
+              else "") if "test_accuracy" in last else "")
   if "ema_val_accuracy" in last:
     tests += (f"; moving-average weights: validation {last['ema_val_accuracy']:.4f}"
               + (f", test {last['ema_test_accuracy']:.4f}" if "ema_test_accuracy" in last else ""))

@@ -49,7 +49,7 @@ def test_the_best_checkpoint_reproduces_the_recorded_validation_accuracy(tiny_co
   with np.load(path) as f:
     np.testing.assert_allclose(f["probs"], written["probs"], atol=1e-3)  # float16
     assert np.array_equal(f["labels"], written["labels"]) and np.array_equal(f["index"], written["index"])
-    assert int(f["step"]) == best["step"] and str(f["checkpoint"]) == "best"
+    assert int(f["step"]) == best["step"] and str(f["checkpoint"]) == str(written["checkpoint"])
 
 
 def test_the_label_check_reads_the_best_checkpoint_where_the_run_went_on_past_it(tiny_config, tmp_path,
@@ -113,3 +113,31 @@ def test_the_moving_average_is_evaluated_alongside_and_from_the_checkpoint(tiny_
   assert result["accuracy"] == last["ema_val_accuracy"] and result["loss"] == pytest.approx(last["ema_val_loss"])
   trained = evaluate.evaluate_checkpoint(workdir, "latest", "validation")
   assert trained["accuracy"] == last["val_accuracy"]
+
+
+def test_a_best_checkpoint_that_cannot_be_restored_costs_only_the_extras(tiny_config, tmp_path, monkeypatch,
+                                                                          caplog):
+  """The best checkpoint corrupt at the end of the run: the run finishes with its own results, the label check
+  reads the final weights (and says so), and no best-checkpoint test accuracy is claimed."""
+  from cnn_val import checkpoint, training_run  # pylint: disable=import-outside-toplevel
+  caplog.set_level(logging.WARNING)
+  falling = iter([0.9, 0.5])
+  real = training_run.evaluate
+
+  def evaluate_falling(*args, split_name, **kwargs):
+    result = real(*args, split_name=split_name, **kwargs)
+    return {**result, "accuracy": next(falling)} if split_name == "validation" else result
+
+  def corrupt(self, abstract_state):
+    raise checkpoint.CorruptCheckpointError("checkpoints/best/1 holds different bytes than were saved")
+
+  monkeypatch.setattr(training_run, "evaluate", evaluate_falling)
+  monkeypatch.setattr(checkpoint.Checkpoints, "restore_best", corrupt)
+  workdir = str(tmp_path)
+  train.train_and_evaluate(tiny_config, workdir)
+  rows = rundir.read_metrics(workdir)
+  assert [r["epoch"] for r in rows] == [1, 2] and "test_accuracy" in rows[-1]
+  assert "best_checkpoint_test_accuracy" not in rows[-1] and "best_checkpoint_step" not in rows[-1]
+  assert "The best checkpoint cannot be restored (checkpoints/best/1 holds different bytes" in caplog.text
+  with np.load(os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE)) as f:
+    assert str(f["checkpoint"]) == "latest" and int(f["step"]) == rows[-1]["step"]

@@ -194,3 +194,24 @@ def test_a_bad_noise_transition_file_is_named(tmp_path):
     loading.noise_transition(str(path), 3)
   with pytest.raises(FileNotFoundError, match="no such file. It is the doctor's noise_transition.json"):
     loading.noise_transition(str(tmp_path / "missing.json"), 3)
+
+
+def test_a_memorised_run_says_whose_outputs_the_listing_read(tmp_path):
+  """A run that memorised its wrong labels by the end: the listing from the best checkpoint's outputs (the model
+  before it memorised) is named as such; one from the final weights is said to undercount."""
+  rows = _rows(epochs=10, train_acc=(0.45, 0.76), val_acc=(0.83, 0.84))
+  for row, measured in zip(rows, [0.66, 0.62, 0.67, 0.70, 0.72, 0.75, 0.78, 0.80, 0.82, 0.83]):
+    row["train_eval_accuracy"], row["train_eval_loss"] = measured, 0.5
+  explanation = {}
+  for name, source in (("best", ("best", rows[1]["step"])), ("final", ("latest", rows[-1]["step"])),
+                       ("best_is_last", ("best", rows[-1]["step"]))):
+    _predictions(str(tmp_path / name), swapped=0.3, source=source)
+    result = _run(tmp_path / name, rows)
+    finding = next(f for f in result["findings"] if f["cause"] == "label_noise")
+    assert finding["evidence"]["memorised_by_the_end"] and finding["evidence"]["likely_wrong_labels"]["flagged"]
+    explanation[name] = finding["explanation"]
+  assert "the listing below reads the best checkpoint's outputs, which had memorised fewer" in explanation["best"]
+  assert f"on the outputs of the best checkpoint's weights (step {rows[1]['step']})" in explanation["best"]
+  for name in ("final", "best_is_last"):  # the final weights, however the file names them
+    assert "a listing from the final model's outputs undercounts it" in explanation[name]
+    assert "which had memorised fewer" not in explanation[name]

@@ -61,7 +61,7 @@ def _flagged(path: str, version: tuple):
   probs = probs / probs.sum(axis=1, keepdims=True)
   flagged = np.asarray(cl_filter.find_label_issues(labels, probs, filter_by="prune_by_noise_rate",
                                                    return_indices_ranked_by="self_confidence", n_jobs=1), int)
-  return probs, labels, index, flagged, source
+  return probs, labels, index, flagged, source  # (callers copy `source` before handing it out: it is cached)
 
 
 def _weights(source: dict) -> str:
@@ -111,15 +111,15 @@ def write_flagged(workdir: str) -> str | None:
   rundir.write_json(workdir, NOISE_TRANSITION_FILE, {
       "transition": [[round(float(p), 6) for p in row] for row in noise_transition(labels, probs)],
       "how": "row i: P(given label j | true class i), cleanlab.count.estimate_py_and_noise_matrices_from_"
-             f"probabilities on train_predictions.npz ({_weights(source)}; its noise matrix, transposed)",
-      **({"predictions_from": source} if source else {})})
+             f"probabilities on train_predictions.npz, from {_weights(source)} (its noise matrix, transposed)",
+      **({"predictions_from": dict(source)} if source else {})})
   order = np.argsort(index[flagged], kind="stable")
   rundir.write_json(workdir, LABEL_ISSUES_FILE, {
       "indices": [int(i) for i in index[flagged][order]],
       "labels": [int(c) for c in probs[flagged].argmax(axis=1)[order]],  # the class the model sees, per index
-      "how": "cleanlab.filter.find_label_issues(filter_by='prune_by_noise_rate') on train_predictions.npz "
-             f"({_weights(source)}); labels: the model's most probable class",
-      **({"predictions_from": source} if source else {})})
+      "how": "cleanlab.filter.find_label_issues(filter_by='prune_by_noise_rate') on train_predictions.npz, "
+             f"from {_weights(source)}; labels: the model's most probable class",
+      **({"predictions_from": dict(source)} if source else {})})
   return os.path.join(workdir, LABEL_ISSUES_FILE)
 
 
@@ -143,4 +143,4 @@ def label_issues(workdir: str) -> dict | None:
             "given_probability": float(probs[i, labels[i]])} for i in flagged[:MAX_EXAMPLES]]
   return {"examples": int(len(labels)), "flagged": int(len(flagged)), "fraction": len(flagged) / len(labels),
           "pairs": pairs, "worst": worst, "weights": _weights(source),
-          **({"predictions_from": source} if source else {})}
+          **({"predictions_from": dict(source)} if source else {})}

@@ -374,7 +374,8 @@ def rule_label_noise(run: Run):
   when = f" at epoch {at['epoch']}" if earlier else ""
   issues = run.label_issues
   listed = bool(issues and not issues.get("skipped") and issues["flagged"])
-  from_best = listed and issues.get("predictions_from", {}).get("checkpoint") == "best"
+  source = issues.get("predictions_from", {}) if listed else {}
+  from_best = source.get("checkpoint") == "best" and source.get("step") != run.last["step"]
   later = (f" By the last epoch the model had learned many of them and the lead had closed to "
            f"{100 * last_gap:.1f} points (training {measured:.3f}, validation {run.val_acc:.3f}; best validation "
            f"{run.best['val_accuracy']:.3f} at epoch {run.best['epoch']}): the last evaluation alone hides the "
