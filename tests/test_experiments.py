@@ -248,16 +248,27 @@ def test_levers_explored_on_a_healthy_run_name_the_cause_when_they_beat_the_nois
   top = result["findings"][0]
   assert top["severity"] == "high" and top["fix"]["overrides"] == {"config.optim.schedule": "cosine"}
   assert top["source"] == "experiment" and result["verdict"] == "problems_found"
-  # The same lever gaining less than twice the baseline's seed noise leaves the run healthy.
-  for seed, acc in zip((0, 1, 2), [0.9135, 0.9155, 0.9115]):
+  # The same lever gaining less than the baseline's seed noise (0.15 points, consistently: confirmed, against a
+  # spread of 0.2) leaves the run healthy.
+  for seed, acc in zip((0, 1, 2), [0.9115, 0.9136, 0.9094]):
     _write_run(ablate.run_dir(os.path.join(workdir, "verify"), "cosine", seed),
                ablate.run_config(config, {"optim.schedule": "cosine"}, seed), acc)
   result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, log=lambda _: None)
   assert result["findings"][0]["verified"]["confirmed"]
   v = result["findings"][0]["verified"]
-  assert v["delta"] < 2 * v["baseline"]["std"]
+  assert v["delta"] < v["baseline"]["std"]
   assert {lever["lever"]: lever["confirmed"] for lever in result["verification"]["levers"]}["weight_decay"] is False
   assert result["verdict"] == "healthy"
+  # Beyond one standard deviation but within two (0.3 points against 0.2: as a wider model on MNIST digits at
+  # 1/8 width, +0.98 against 0.58): a problem, with the rule stated.
+  for seed, acc in zip((0, 1, 2), [0.9130, 0.9151, 0.9109]):
+    _write_run(ablate.run_dir(os.path.join(workdir, "verify"), "cosine", seed),
+               ablate.run_config(config, {"optim.schedule": "cosine"}, seed), acc)
+  result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, log=lambda _: None)
+  v = result["findings"][0]["verified"]
+  assert v["confirmed"] and v["baseline"]["std"] < v["delta"] < 2 * v["baseline"]["std"]
+  assert result["verdict"] == "problems_found"
+  assert "gains more than the baseline's standard deviation over the same seeds" in result["verification"]["rule"]
 
 
 def test_the_follow_up_widens_a_confirmed_wider_model_again_and_combines_the_confirmed_levers(tmp_path):

@@ -32,7 +32,7 @@ What it decides, and by which rule:
   difference on the same seeds, and the ratio of wall time a run), which its explanation and the report state:
   whether the step beyond that arm is itself confirmed, within the seeds' noise of it, or below it.
 - The verdict is `problems_found` when a confirmed change gains more than the noise of the seeds (its mean
-  gain exceeds twice the baseline's standard deviation of the same metric over the same seeds), or when a
+  gain exceeds the baseline's standard deviation of the same metric over the same seeds), or when a
   high finding was not refuted (an inconclusive fix leaves its cause standing); otherwise `healthy`. Findings
   whose fix is already applied do not count.
 - A fix with options (`fix.options`: e.g. overfitting's dropout, weight decay and augmentation) trains one
@@ -66,7 +66,11 @@ from cnn_val.doctor.run_view import Run
 VERIFY_DIR = "verify"
 BASELINE_ARM = "baseline"
 HIGH_GAIN = 0.01  # a confirmed gain of this much validation accuracy (1 point) or more is a high finding
-NOISE_MULTIPLE = 2.0  # a gain counts against `healthy` when it exceeds this many baseline seed std devs
+# A confirmed gain counts against `healthy` when it exceeds this many baseline seed standard deviations: the
+# seeds' noise, what reseeding alone moves the metric by. (It was 2 until a confirmed +0.98 points from a wider
+# model, 0.58 of seed spread, left a model at 1/8 width on MNIST digits `healthy`; of the 18 verified runs on
+# both datasets that is the one verdict the change moves: README, "On a second dataset".)
+NOISE_MULTIPLE = 1.0
 
 
 def _metric(cause: str) -> tuple[str, bool]:
@@ -407,6 +411,7 @@ def _state(finding: dict) -> str:
 
 def _beyond_noise(verified: dict) -> bool:
   """The gain exceeds NOISE_MULTIPLE x the baseline's standard deviation over the same seeds (same metric)."""
+  # (The paired CI has already judged the gain real; this asks that it be as large as reseeding alone moves it.)
   return verified["delta"] > NOISE_MULTIPLE * (verified["baseline"]["std"] or 0.0)
 
 
@@ -428,7 +433,8 @@ def _rank(diagnosis: dict, findings: list[dict], levers: list[dict], error: str 
       "dir": VERIFY_DIR, "confirmed": len(confirmed), "refuted": len(refuted),
       "inconclusive": sum(_state(f) == "inconclusive" for f in findings), "levers": levers,
       "rule": (f"problems_found when a confirmed change (not one already applied) gains more than "
-               f"{NOISE_MULTIPLE:g}x the baseline's standard deviation over the same seeds, or a high finding "
+               f"{'' if NOISE_MULTIPLE == 1 else f'{NOISE_MULTIPLE:g}x '}the baseline's standard deviation over "
+               f"the same seeds (the seeds' noise), or a high finding "
                f"was not refuted; confirmed = the paired 95% CI of the gain above 0, refuted = no gain on "
                f"average, inconclusive = a positive mean gain whose CI reaches 0"),
       "incomplete": error, "unfinished_runs": incomplete}

@@ -18,8 +18,8 @@ What the doctor does with it (experiments.verify):
 - the prediction is **confirmed** when the one-sample 95% t-interval of the per-seed predicted gains lies
   above 0; a confirmed prediction becomes a finding of its own (`overfitting`, `evidence.lever='more_data'`,
   no overrides: the remedy is data, which no retraining here supplies), ranked after the measured fixes;
-- it counts against `healthy` like any confirmed change: a predicted gain above twice the baseline's seed
-  standard deviation.
+- it counts against `healthy` like any confirmed change: a predicted gain above the baseline's seed standard
+  deviation.
 """
 
 from __future__ import annotations
