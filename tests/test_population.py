@@ -57,6 +57,11 @@ def test_members_of_another_seed_rate_dropout_and_weighting_write_what_runs_alon
     assert rundir.read_json(dirs[i], rundir.CONFIG_FILE) == rundir.read_json(alone, rundir.CONFIG_FILE)
     for name in (rundir.AUDIT_FILE, rundir.TRAIN_PREDICTIONS_FILE, rundir.TIMING_FILE):
       assert os.path.exists(os.path.join(dirs[i], name)), name
+    # The label check's file: the same weights (best or final, at the same step) and outputs as the run alone's.
+    with np.load(os.path.join(dirs[i], rundir.TRAIN_PREDICTIONS_FILE)) as got, \
+         np.load(os.path.join(alone, rundir.TRAIN_PREDICTIONS_FILE)) as expected:
+      assert str(got["checkpoint"]) == str(expected["checkpoint"]) and int(got["step"]) == int(expected["step"])
+      np.testing.assert_allclose(got["probs"].astype(np.float32), expected["probs"].astype(np.float32), atol=2e-3)
   # The two members learned differently (another seed, twice the rate): not one model written twice.
   assert rundir.read_metrics(dirs[0])[-1]["train_loss"] != rundir.read_metrics(dirs[1])[-1]["train_loss"]
   # A member's checkpoint is an ordinary run's: run alone again, it is finished and changes nothing.
