@@ -406,7 +406,8 @@ def rule_label_noise(run: Run):
       ("Train on every label with the loss corrected for the noise confident learning estimates "
        "(noise_transition.json, forward correction), or without the likely-wrong labels (the flagged "
        "examples, label_issues.json; the report lists them), or with them relabelled as the model sees them; "
-       "`--verify` tries all three (forward correction won on both label faults of Fashion-MNIST: README). "
+       "`--verify` tries all three (forward correction won on Fashion-MNIST's two label faults and on pair "
+       "noise on digits, relabelling on 40% uniform noise on digits: README). "
        "Then relabel them by hand: confident learning's remedy." if listed else
        "Clean the training labels (relabel the examples the model most confidently disagrees with); "
        "meanwhile keep the best checkpoint and regularise."),
