@@ -210,6 +210,8 @@ def test_label_noise_the_model_memorised_by_the_end_is_read_where_the_gap_was(tm
   assert evidence["val_minus_train_accuracy"] == pytest.approx(rows[1]["val_accuracy"] - 0.62, abs=1e-4)
   assert evidence["last_val_minus_train_accuracy"] == pytest.approx(rows[-1]["val_accuracy"] - 0.83, abs=1e-4)
   assert "at epoch 2" in finding["explanation"] and "By the last epoch" in finding["explanation"]
+  # Its training loss (0.22 ln K) is measured against the wrong labels: no underfitting is read from it.
+  assert rows[-1]["train_eval_loss"] / math.log(K) > 0.16 and "underfitting" not in _causes(result)
   # Validation leads by 4 points at epoch 1 and then falls behind: the peak is read, and it is below 5 points.
   clean = _with_train_eval(_rows(), 0.0)
   for row in clean:

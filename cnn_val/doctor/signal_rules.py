@@ -200,6 +200,12 @@ def rule_underfitting(run: Run):
     return None
   if run.val_acc - train_acc > NOISE_GAP or (measured is None and run.augmentation_on()):  # training accuracy
     return None  # and loss are then measured on harder examples than validation's (label noise, augmentation)
+  # Validation led the training labels at some evaluation (label_noise; a model that went on to memorise them
+  # closes the lead by the end): the training loss counts the wrong labels, high whatever the model's capacity.
+  if measured is not None:
+    at, threshold = _noise_peak(run)
+    if at["val_accuracy"] - at["train_eval_accuracy"] > threshold:
+      return None
   ratio = run.early_update_ratio
   if ratio is not None and not UPDATE_RATIO_LOW <= ratio <= UPDATE_RATIO_HIGH:
     return None  # the learning rate explains it
@@ -344,6 +350,14 @@ def _gap_threshold(run: Run, row: dict) -> float:
   return max(NOISE_GAP, NOISE_Z * se)
 
 
+def _noise_peak(run: Run) -> tuple[dict, float]:
+  """(the evaluation where validation leads the training accuracy measured like it most, the lead's threshold
+  there); the run must log `train_eval_accuracy`."""
+  rows = [r for r in run.rows if r.get("train_eval_accuracy") is not None]
+  at = max(rows, key=lambda r: (r["val_accuracy"] - r["train_eval_accuracy"], r["epoch"]))
+  return at, _gap_threshold(run, at)
+
+
 def rule_label_noise(run: Run):
   """Validation beats the training examples' own labels. Read on the training accuracy measured like
   validation's (`train_eval_accuracy`: eval mode, no augmentation, that evaluation's weights) when the run
@@ -357,9 +371,7 @@ def rule_label_noise(run: Run):
     return None
   threshold, at = NOISE_GAP, run.last
   if measured is not None:
-    rows = [r for r in run.rows if r.get("train_eval_accuracy") is not None]
-    at = max(rows, key=lambda r: (r["val_accuracy"] - r["train_eval_accuracy"], r["epoch"]))
-    threshold = _gap_threshold(run, at)
+    at, threshold = _noise_peak(run)
   train_acc = run.train_acc if measured is None else at["train_eval_accuracy"]
   val_acc = at["val_accuracy"]
   gap = val_acc - train_acc
