@@ -50,13 +50,13 @@ def main(argv):
     if not os.path.exists(os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE)):
       evaluate.write_train_predictions(workdir)
     issues = label_check.label_issues(workdir)
-    with np.load(os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE)) as data:
-      index, labels, probs = data["index"], data["labels"], data["probs"]
+    result = label_check.flagged_in(workdir)  # the doctor's own flags (cached: cleanlab runs once)
+    if isinstance(result, str):
+      raise SystemExit(f"{workdir}: {result}")
+    _, labels, index, positions, _ = result
     wrong = truth(workdir, index)
-    from cleanlab import filter as cl_filter  # pylint: disable=import-outside-toplevel
     flagged = np.zeros(len(labels), bool)
-    flagged[cl_filter.find_label_issues(labels.astype(int), probs / probs.sum(1, keepdims=True), n_jobs=1,
-                                        return_indices_ranked_by="self_confidence")] = True
+    flagged[positions] = True
     precision = (flagged & wrong).sum() / max(flagged.sum(), 1)
     recall = (flagged & wrong).sum() / max(wrong.sum(), 1) if wrong.any() else float("nan")
     top = issues["pairs"][0] if issues["pairs"] else None

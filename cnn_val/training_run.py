@@ -340,15 +340,13 @@ def end_of_epoch(run: Run, evaluate_split: Evaluator, train: dict, step: int, ep
     if best_state is None:
       logging.warning("%sThe best checkpoint %s: the label check reads the final weights, and the best "
                       "checkpoint's test accuracy is not recorded.", run.label, missing)
+  best_step = int(run.ckpts.best.best_step()) if best_state is not None else None
   if last_epoch and jax.process_count() == 1:  # the doctor's label check (cleanlab) reads these
     # From the best checkpoint's weights where they are not the last: a model that went on to memorise wrong
     # labels agrees with them, and the best validation accuracy marks the model before it did (early learning).
+    weights, name, at = (state, "latest", step) if best_state is None else (best_state, "best", best_step)
     with clock("training predictions"):
-      if best_state is not None:
-        evaluate_split.write_train_predictions(run.workdir, config, best_state, checkpoint_name="best",
-                                               step=int(run.ckpts.best.best_step()))
-      else:
-        evaluate_split.write_train_predictions(run.workdir, config, state, checkpoint_name="latest", step=step)
+      evaluate_split.write_train_predictions(run.workdir, config, weights, checkpoint_name=name, step=at)
   if last_epoch or best_val is None or val["accuracy"] >= best_val:  # the best and the last evaluation
     row["val_confusion"] = val["confusion"]
   if last_epoch and splits.test is not None:
@@ -363,7 +361,7 @@ def end_of_epoch(run: Run, evaluate_split: Evaluator, train: dict, step: int, ep
     if best_state is not None:
       with clock("test"):
         best_test = evaluate_split(best_state, splits.test, "test")["accuracy"]
-      row.update(best_checkpoint_step=int(run.ckpts.best.best_step()), best_checkpoint_test_accuracy=best_test)
+      row.update(best_checkpoint_step=best_step, best_checkpoint_test_accuracy=best_test)
     elif not earlier_best:  # this evaluation is the best (ties keep the later one)
       row.update(best_checkpoint_step=step, best_checkpoint_test_accuracy=test["accuracy"])
   with clock("metrics and TensorBoard"):
@@ -409,9 +407,11 @@ def summary(workdir: str, clock: train_loop.WallTime) -> None:
   rundir.write_json(workdir, rundir.TIMING_FILE, clock.as_dict())
   logging.info("Wall time of this process (%s/%s): %s", workdir, rundir.TIMING_FILE, clock.line())
   best, last = max(rows, key=lambda r: (r["val_accuracy"], r["step"])), rows[-1]
-  tests = (f"; test {last['test_accuracy']:.4f} (last checkpoint)"
-           + (f", {last['best_checkpoint_test_accuracy']:.4f} (best)" if "best_checkpoint_test_accuracy" in last
-              else "") if "test_accuracy" in last else "")
+  tests = ""
+  if "test_accuracy" in last:
+    tests = f"; test {last['test_accuracy']:.4f} (last checkpoint)"
+    if "best_checkpoint_test_accuracy" in last:
+      tests += f", {last['best_checkpoint_test_accuracy']:.4f} (best)"
   if "ema_val_accuracy" in last:
     tests += (f"; moving-average weights: validation {last['ema_val_accuracy']:.4f}"
               + (f", test {last['ema_test_accuracy']:.4f}" if "ema_test_accuracy" in last else ""))

@@ -16,15 +16,14 @@ sweep=${1:-runs/mnist5k} out=${2:-runs/m5kv} seeds=${3:-3} parallel=${4:-2}
 shift $(( $# < 4 ? $# : 4 ))
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] && python=${PYTHON:-.venv/bin/python}
+known=(hflip pair_noise label_noise class_imbalance lr_too_low overfitting small_model underfitting lr_too_high
+       lighting_shift shortcut data_leakage near_leakage)
 faults=("$@")
-[ ${#faults[@]} -eq 0 ] && faults=(hflip pair_noise label_noise class_imbalance lr_too_low overfitting small_model
-                                   underfitting lr_too_high lighting_shift shortcut data_leakage near_leakage)
+[ ${#faults[@]} -eq 0 ] && faults=("${known[@]}")
 [ -d "$sweep/runs/healthy" ] || { echo "$sweep/runs/healthy not found: train the sweep first" \
   "(launch/calibrate_mnist5k.sh $sweep $seeds $parallel)" >&2; exit 2; }
-known=" hflip pair_noise label_noise class_imbalance lr_too_low overfitting small_model underfitting lr_too_high \
-lighting_shift shortcut data_leakage near_leakage "
 for name in "${faults[@]}"; do  # every name checked before anything trains
-  [[ $known == *" $name "* ]] || { echo "unknown fault '$name': expected some of:$known" >&2; exit 2; }
+  [[ " ${known[*]} " == *" $name "* ]] || { echo "unknown fault '$name': expected some of: ${known[*]}" >&2; exit 2; }
 done
 mkdir -p "$out"
 for name in "${faults[@]}"; do

@@ -14,6 +14,20 @@ from cnn_val import evaluate, rundir, train
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _validation_reads(monkeypatch, accuracies):
+  """Training's validation evaluations report `accuracies` in turn (the other splits are evaluated as usual):
+  a run whose last evaluation is not its best, made to order."""
+  from cnn_val import training_run  # pylint: disable=import-outside-toplevel
+  reads = iter(accuracies)
+  real = training_run.evaluate
+
+  def evaluate(*args, split_name, **kwargs):
+    result = real(*args, split_name=split_name, **kwargs)
+    return {**result, "accuracy": next(reads)} if split_name == "validation" else result
+
+  monkeypatch.setattr(training_run, "evaluate", evaluate)
+
+
 def test_the_best_checkpoint_reproduces_the_recorded_validation_accuracy(tiny_config, tmp_path, caplog):
   caplog.set_level(logging.INFO)
   workdir = str(tmp_path)
@@ -57,16 +71,8 @@ def test_the_label_check_reads_the_best_checkpoint_where_the_run_went_on_past_it
   """A run whose last evaluation is not its best (here its validation accuracy is made to fall: a model that
   goes on to memorise wrong labels) writes the training outputs of its best checkpoint, the model before it
   memorised; the doctor's listing says which weights it read."""
-  from cnn_val import training_run  # pylint: disable=import-outside-toplevel
   from cnn_val.doctor import label_check  # pylint: disable=import-outside-toplevel
-  falling = iter([0.9, 0.5, 0.4])
-  real = training_run.evaluate
-
-  def evaluate_falling(*args, split_name, **kwargs):
-    result = real(*args, split_name=split_name, **kwargs)
-    return {**result, "accuracy": next(falling)} if split_name == "validation" else result
-
-  monkeypatch.setattr(training_run, "evaluate", evaluate_falling)
+  _validation_reads(monkeypatch, [0.9, 0.5, 0.4])
   workdir = str(tmp_path)
   tiny_config.num_epochs = 3
   train.train_and_evaluate(tiny_config, workdir)
@@ -119,19 +125,13 @@ def test_a_best_checkpoint_that_cannot_be_restored_costs_only_the_extras(tiny_co
                                                                           caplog):
   """The best checkpoint corrupt at the end of the run: the run finishes with its own results, the label check
   reads the final weights (and says so), and no best-checkpoint test accuracy is claimed."""
-  from cnn_val import checkpoint, training_run  # pylint: disable=import-outside-toplevel
+  from cnn_val import checkpoint  # pylint: disable=import-outside-toplevel
   caplog.set_level(logging.WARNING)
-  falling = iter([0.9, 0.5])
-  real = training_run.evaluate
-
-  def evaluate_falling(*args, split_name, **kwargs):
-    result = real(*args, split_name=split_name, **kwargs)
-    return {**result, "accuracy": next(falling)} if split_name == "validation" else result
+  _validation_reads(monkeypatch, [0.9, 0.5])
 
   def corrupt(self, abstract_state):
     raise checkpoint.CorruptCheckpointError("checkpoints/best/1 holds different bytes than were saved")
 
-  monkeypatch.setattr(training_run, "evaluate", evaluate_falling)
   monkeypatch.setattr(checkpoint.Checkpoints, "restore_best", corrupt)
   workdir = str(tmp_path)
   train.train_and_evaluate(tiny_config, workdir)

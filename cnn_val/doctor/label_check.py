@@ -72,8 +72,9 @@ def _weights(source: dict) -> str:
   return f"{name} weights (step {source['step']})"
 
 
-def _flagged_in(workdir: str):
-  """`_flagged` of the run's predictions file, or None when the run wrote none."""
+def flagged_in(workdir: str):
+  """`_flagged` of the run's predictions file, or None when the run wrote none (benchmarks/label_check.py
+  scores these flags against the truth)."""
   path = os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE)
   try:  # the file's version: its mtime (a local file's in ns: epath's stat has whole seconds) and size
     if rundir.is_local(path):
@@ -104,22 +105,23 @@ def write_flagged(workdir: str) -> str | None:
   `label_issues.json` (for config.data.exclude_train_examples and config.data.relabel_train_examples), and the
   estimated noise to `noise_transition.json` (config.data.noise_transition); returns the first path, None when
   nothing was flagged (and then writes neither)."""
-  result = _flagged_in(workdir)
+  result = flagged_in(workdir)
   if result is None or isinstance(result, str) or not len(result[3]):
     return None
   probs, labels, index, flagged, source = result
+  weights = {"predictions_from": dict(source)} if source else {}
   rundir.write_json(workdir, NOISE_TRANSITION_FILE, {
       "transition": [[round(float(p), 6) for p in row] for row in noise_transition(labels, probs)],
       "how": "row i: P(given label j | true class i), cleanlab.count.estimate_py_and_noise_matrices_from_"
              f"probabilities on train_predictions.npz, from {_weights(source)} (its noise matrix, transposed)",
-      **({"predictions_from": dict(source)} if source else {})})
+      **weights})
   order = np.argsort(index[flagged], kind="stable")
   rundir.write_json(workdir, LABEL_ISSUES_FILE, {
       "indices": [int(i) for i in index[flagged][order]],
       "labels": [int(c) for c in probs[flagged].argmax(axis=1)[order]],  # the class the model sees, per index
       "how": "cleanlab.filter.find_label_issues(filter_by='prune_by_noise_rate') on train_predictions.npz, "
              f"from {_weights(source)}; labels: the model's most probable class",
-      **({"predictions_from": dict(source)} if source else {})})
+      **weights})
   return os.path.join(workdir, LABEL_ISSUES_FILE)
 
 
@@ -128,7 +130,7 @@ def label_issues(workdir: str) -> dict | None:
   'worst': [{'index', 'given', 'suggested', 'given_probability'}], 'weights': which weights gave the outputs
   (words), and 'predictions_from': {'checkpoint', 'step'} where the file says}, or None when the run wrote no
   predictions (a multi-process run, or a run from before the file existed)."""
-  result = _flagged_in(workdir)
+  result = flagged_in(workdir)
   if result is None:
     return None
   if isinstance(result, str):

@@ -388,12 +388,14 @@ def rule_label_noise(run: Run):
   listed = bool(issues and not issues.get("skipped") and issues["flagged"])
   source = issues.get("predictions_from", {}) if listed else {}
   from_best = source.get("checkpoint") == "best" and source.get("step") != run.last["step"]
-  later = (f" By the last epoch the model had learned many of them and the lead had closed to "
-           f"{100 * last_gap:.1f} points (training {measured:.3f}, validation {run.val_acc:.3f}; best validation "
-           f"{run.best['val_accuracy']:.3f} at epoch {run.best['epoch']}): the last evaluation alone hides the "
-           f"noise" + ("; the listing below reads the best checkpoint's outputs, which had memorised fewer, and "
-                       "still undercounts it." if from_best else
-                       ", and a listing from the final model's outputs undercounts it.") if memorised else "")
+  later = ""
+  if memorised:
+    listing = ("; the listing below reads the best checkpoint's outputs, which had memorised fewer, and still "
+               "undercounts it." if from_best else ", and a listing from the final model's outputs undercounts it.")
+    later = (f" By the last epoch the model had learned many of them and the lead had closed to "
+             f"{100 * last_gap:.1f} points (training {measured:.3f}, validation {run.val_acc:.3f}; best validation "
+             f"{run.best['val_accuracy']:.3f} at epoch {run.best['epoch']}): the last evaluation alone hides the "
+             f"noise{listing}")
   which = ""
   if listed:
     top = issues["pairs"][0]
