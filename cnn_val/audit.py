@@ -185,35 +185,41 @@ def _duplicates(train_images, train_labels, other_images, other_labels) -> dict:
 CACHE_ENV = "CNN_VAL_AUDIT_CACHE"  # a folder; set by the ablation engine for the runs of one sweep
 
 
-def cached_audit(splits: dict[str, dict], num_classes: int, class_names=(), cache_dir: str | None = None) -> dict:
-  """`audit`, reused from `cache_dir` (default: $CNN_VAL_AUDIT_CACHE; none: no cache) when the same data was
-  audited before by the same code: the key hashes every array's bytes, the classes and this module's source,
-  so a run whose data differ in a single pixel or label (another scenario, a removed example), or an edited
-  audit, computes its own. The runs of a sweep share it (a 3-seed verification audits its data once)."""
+def cached(name: str, compute, splits: dict[str, dict], key, source: str, cache_dir: str | None = None):
+  """`compute()`, reused from `cache_dir` (default: $CNN_VAL_AUDIT_CACHE; none: no cache) when the same data
+  was examined before with the same `key` (JSON) by the same code (`source`, a module's file): the key hashes
+  every array's bytes too, so a run whose data differ in a single pixel or label (another scenario, a removed
+  example), or an edited module, computes its own. `name` prefixes the cached file."""
   cache_dir = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV, "")
   if not cache_dir:
-    return audit(splits, num_classes, class_names)
+    return compute()
   digest = hashlib.blake2b(digest_size=16)
-  with open(__file__, "rb") as f:
+  with open(source, "rb") as f:
     digest.update(f.read())
-  digest.update(json.dumps([num_classes, list(class_names)]).encode())
-  for name in sorted(splits):
-    for key in ("image", "label"):
-      array = np.ascontiguousarray(splits[name][key])
-      digest.update(f"{name}/{key}/{array.dtype}/{array.shape}".encode())
+  digest.update(json.dumps(key).encode())
+  for split in sorted(splits):
+    for field in ("image", "label"):
+      array = np.ascontiguousarray(splits[split][field])
+      digest.update(f"{split}/{field}/{array.dtype}/{array.shape}".encode())
       digest.update(array.data)
-  path = os.path.join(cache_dir, f"audit-{digest.hexdigest()}.json")
+  path = os.path.join(cache_dir, f"{name}-{digest.hexdigest()}.json")
   try:
     with open(path) as f:
       return json.load(f)
   except (OSError, ValueError):  # absent, or torn by a kill: computed again
     pass
-  report = audit(splits, num_classes, class_names)
+  report = compute()
   try:  # concurrent workers may both write it: the same content, renamed atomically
     rundir.atomic_write(path, json.dumps(report))
   except OSError:
     pass  # a cache that cannot be written only costs time
   return report
+
+
+def cached_audit(splits: dict[str, dict], num_classes: int, class_names=(), cache_dir: str | None = None) -> dict:
+  """`audit`, through `cached`: the runs of a sweep share it (a 3-seed verification audits its data once)."""
+  return cached("audit", lambda: audit(splits, num_classes, class_names), splits,
+                [num_classes, list(class_names)], __file__, cache_dir)
 
 
 def audit(splits: dict[str, dict], num_classes: int, class_names=()) -> dict:

@@ -36,6 +36,7 @@ from cnn_val import augment
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 AUDIT_FILE = "audit.json"
+AUGMENT_CHECK_FILE = "augment_check.json"  # does each augmentation keep the labels? (cnn_val/augment_check.py)
 PREFLIGHT_FILE = "preflight.json"  # pre-flight checks (cnn_val/preflight.py)
 LR_FIND_FILE = "lr_find.json"  # LR range test (cnn_val/lr_find.py)
 DIVERGED_FILE = "diverged.json"  # written when a run stops on a NaN/Inf loss
@@ -185,7 +186,7 @@ def never_trained(workdir: str) -> bool:
 
 
 # Files derived from a run's data; a reconfigured run that never trained recomputes them.
-_DERIVED_FROM_DATA = (AUDIT_FILE, PREFLIGHT_FILE)
+_DERIVED_FROM_DATA = (AUDIT_FILE, AUGMENT_CHECK_FILE, PREFLIGHT_FILE)
 
 
 def config_changes(old: dict, new: dict) -> dict:

@@ -18,7 +18,8 @@ from absl import logging
 import jax
 import numpy as np
 
-from cnn_val import audit, augment, checkpoint, doctor, metrics, models, optim, preflight, rundir, steps, train_loop
+from cnn_val import (audit, augment, augment_check, checkpoint, doctor, metrics, models, optim, preflight, rundir,
+                     steps, train_loop)
 from cnn_val.data import balance, loading, pipeline
 
 
@@ -207,6 +208,17 @@ def open_run(config, workdir: str, data: RunData, clock: train_loop.WallTime) ->
       report = audit.cached_audit(arrays, num_classes, data.splits.class_names)  # shared by a sweep's runs
     rundir.write_json(workdir, rundir.AUDIT_FILE, report)
     logging.info("Dataset audit written to %s/%s (%.1f s).", workdir, rundir.AUDIT_FILE, report["seconds"])
+  augmentation = augment.from_config(config.augment)
+  if (jax.process_index() == 0 and augment_check.transforms(augmentation)
+      and rundir.read_json(workdir, rundir.AUGMENT_CHECK_FILE) is None):  # once per run, where it augments
+    with clock("augmentation check"):
+      report = augment_check.cached_check(arrays, augmentation, num_classes)
+    rundir.write_json(workdir, rundir.AUGMENT_CHECK_FILE, report)
+    destroying = [f"{name} (the nearest-neighbour error +{100 * t['error_increase']:.0f}%, p = {t['p_value']:.1g})"
+                  for name, t in report["transforms"].items() if t["label_destroying"]]
+    logging.log(logging.WARNING if destroying else logging.INFO, "Augmentation check (%.1f s): %s", report["seconds"],
+                "these transforms change what the images mean: " + "; ".join(destroying) + " (the doctor reports "
+                "harmful_augmentation)" if destroying else "every transform keeps the labels")
   missing = [c for c in range(num_classes) if data.counts[c] == 0]
   if missing:  # trained anyway (an open-set evaluation may mean it); the doctor makes it a finding
     val_counts = balance.class_counts(arrays["validation"]["label"], num_classes)

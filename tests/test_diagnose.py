@@ -252,6 +252,54 @@ def test_harmful_augmentation_from_flips_and_symmetric_confusions(tmp_path):
   assert "harmful_augmentation" not in _causes(mild)
 
 
+def _augment_check(**transforms):
+  """augment_check.json with each named transform's (lost, won, p_value, label_destroying)."""
+  return {"errors": 60, "accuracy": 0.94, "thresholds": {"p_value": 0.01, "error_increase": 0.2},
+          "transforms": {name: {"lost": lost, "won": won, "errors_with_copies": 60 + lost - won,
+                                "error_increase": (lost - won) / 60, "p_value": p, "label_destroying": bad,
+                                "pairs": [[2, 5, 4], [5, 2, 3]], "lost_by_class": [0] * K, "recognised": 0.4}
+                         for name, (lost, won, p, bad) in transforms.items()}}
+
+
+def test_harmful_augmentation_from_the_augmentation_check_alone(tmp_path):
+  """Flips on digits: the curves look healthy (no confused pairs, training not below validation), and only the
+  check on the data says that the flips change the labels."""
+  rows = _rows(train_acc=(0.9, 0.97), val_acc=(0.9, 0.945))
+  quiet = _run(tmp_path / "a", rows, augment__horizontal_flip=True)
+  assert "harmful_augmentation" not in _causes(quiet)  # the curves alone: nothing
+  rundir.write_json(str(tmp_path / "a"), rundir.AUGMENT_CHECK_FILE,
+                    _augment_check(horizontal_flip=(19, 1, 2e-5, True)))
+  result = rules.diagnose(str(tmp_path / "a"))
+  finding = result["findings"][0]
+  assert finding["cause"] == "harmful_augmentation" and finding["severity"] == "high", finding
+  assert finding["fix"]["overrides"] == {"config.augment.horizontal_flip": False}
+  assert result["verdict"] == "problems_found"
+  assert "19 more validation images wrong" in finding["explanation"]
+  assert "4 c2 nearest a transformed c5" in finding["explanation"]
+  assert finding["evidence"]["label_destroying_transforms"]["horizontal_flip"]["lost"] == 19
+  # A transform the check clears, beside one it flags: only the flagged one is turned down (rotation to 10
+  # degrees); a rotation range under signal_rules.ORIENTATION_ROTATION, tested at its edge, is medium evidence.
+  (tmp_path / "b").mkdir()
+  rundir.write_json(str(tmp_path / "b"), rundir.AUGMENT_CHECK_FILE,
+                    _augment_check(horizontal_flip=(20, 15, 0.25, False), rotation_range=(14, 1, 5e-4, True)))
+  result = _run(tmp_path / "b", rows, augment__horizontal_flip=True, augment__rotation_range=25.0)
+  finding = next(f for f in result["findings"] if f["cause"] == "harmful_augmentation")
+  assert finding["fix"]["overrides"] == {"config.augment.rotation_range": 10.0}
+  assert list(finding["evidence"]["label_destroying_transforms"]) == ["rotation_range"]
+  assert finding["severity"] == "medium" and result["verdict"] == "healthy"
+  result = _run(tmp_path / "b2", rows, augment__rotation_range=180.0, audit_dict=None)
+  assert "harmful_augmentation" not in _causes(result)  # no check written there: the curves alone say nothing
+  rundir.write_json(str(tmp_path / "b2"), rundir.AUGMENT_CHECK_FILE,
+                    _augment_check(rotation_range=(14, 1, 5e-4, True)))
+  finding = rules.diagnose(str(tmp_path / "b2"))["findings"][0]
+  assert finding["cause"] == "harmful_augmentation" and finding["severity"] == "high", finding
+  # A check that clears everything adds nothing.
+  (tmp_path / "c").mkdir()
+  rundir.write_json(str(tmp_path / "c"), rundir.AUGMENT_CHECK_FILE,
+                    _augment_check(horizontal_flip=(20, 15, 0.25, False)))
+  assert "harmful_augmentation" not in _causes(_run(tmp_path / "c", rows, augment__horizontal_flip=True))
+
+
 @pytest.mark.parametrize("ks,fires", [(0.6, True), (0.09, False)])
 def test_distribution_shift_from_the_audit(tmp_path, ks, fires):
   result = _run(tmp_path, audit_dict=_audit(drift_ks=ks))

@@ -13,11 +13,13 @@ nothing here imports the training loop.
 
 from __future__ import annotations
 
+from absl import logging
+
 from cnn_val import audit as audit_lib
 from cnn_val import rundir
 from cnn_val.doctor.rules import DIAGNOSIS_FILE, diagnose, summary
 
-__all__ = ["DIAGNOSIS_FILE", "audit_run", "diagnose", "examine", "summary"]
+__all__ = ["DIAGNOSIS_FILE", "audit_run", "check_augmentation", "diagnose", "examine", "summary"]
 
 
 def audit_run(workdir: str) -> dict:
@@ -31,8 +33,19 @@ def audit_run(workdir: str) -> dict:
   return report
 
 
+def check_augmentation(workdir: str) -> dict | None:
+  """Writes augment_check.json for a run whose augmentation turns on a geometric transform (a run from before
+  the check, or `--reaudit`); a run whose data cannot be read here is diagnosed without it, with a warning."""
+  from cnn_val import augment_check  # pylint: disable=import-outside-toplevel  (JAX, for the affine copies)
+  try:
+    return augment_check.write_for_run(workdir)
+  except (OSError, ValueError, RuntimeError) as e:  # the data is elsewhere: the rules do without the check
+    logging.warning("The augmentation check of %s could not read its data (%s); diagnosed without it.", workdir, e)
+    return None
+
+
 def examine(workdir: str, *, reaudit: bool = False, verify: bool = False, **verify_options) -> dict:
-  """The doctor: (re)audits if asked or missing, diagnoses, optionally verifies the fixes by experiment
+  """The doctor: (re)audits if asked or missing (the augmentation check too), diagnoses, optionally verifies the fixes by experiment
   (`experiments.verify`, options passed on), and writes diagnosis.json, report.md and plots/."""
   from cnn_val.doctor import report  # pylint: disable=import-outside-toplevel  (matplotlib)
   if rundir.read_json(workdir, rundir.CONFIG_FILE) is None:
@@ -43,6 +56,8 @@ def examine(workdir: str, *, reaudit: bool = False, verify: bool = False, **veri
                      f"wrote nothing.")
   if reaudit or rundir.read_json(workdir, rundir.AUDIT_FILE) is None:
     audit_run(workdir)
+  if reaudit or rundir.read_json(workdir, rundir.AUGMENT_CHECK_FILE) is None:
+    check_augmentation(workdir)
   diagnosis = diagnose(workdir)
   if any("likely_wrong_labels" in f["evidence"] for f in diagnosis["findings"]):
     from cnn_val.doctor.label_check import write_flagged  # pylint: disable=import-outside-toplevel

@@ -3,7 +3,8 @@
 
 Writes diagnosis.json, report.md and plots/ from the run directory's files alone (no training process).
 The audit is reused from audit.json; --reaudit (or a missing audit.json) recomputes it from the data named
-in config.json. --verify trains each top fix (and, when nothing explains the run, the seed's levers)
+in config.json, and so for augment_check.json where the run's augmentation flips, rotates, shifts, shears or
+zooms. --verify trains each top fix (and, when nothing explains the run, the seed's levers)
 against the run's own config over --seeds seeds into W/verify/ (cnn_val/doctor/experiments.py).
 """
 
@@ -15,7 +16,7 @@ from absl import flags
 from cnn_val import ablate, cli, doctor
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to diagnose.", required=True)
-_REAUDIT = flags.DEFINE_bool("reaudit", False, "Recompute audit.json from the run's data.")
+_REAUDIT = flags.DEFINE_bool("reaudit", False, "Recompute audit.json (and augment_check.json) from the run's data.")
 _VERIFY = flags.DEFINE_bool("verify", False, "Train the fixes against the run's config over seeds (W/verify/).")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "--verify: seeds per arm (the run's seed and the next ones); a CI "
                               "needs 2 or more.", lower_bound=2)

@@ -1,6 +1,6 @@
 """What the doctor's rules read: a run directory's files, with the quantities the rules share computed once.
 
-Only files (config.json, metrics.jsonl, audit.json, preflight.json, lr_find.json, diverged.json,
+Only files (config.json, metrics.jsonl, audit.json, augment_check.json, preflight.json, lr_find.json, diverged.json,
 train_predictions.npz): a run made anywhere, by any version that wrote them, can be read.
 """
 
@@ -27,6 +27,7 @@ class Run:
     self.config = rundir.read_json(workdir, rundir.CONFIG_FILE) or {}
     self.rows = rundir.read_metrics(workdir)
     self.audit = rundir.read_json(workdir, rundir.AUDIT_FILE)
+    self.augment_check = rundir.read_json(workdir, rundir.AUGMENT_CHECK_FILE)
     self.preflight = rundir.read_json(workdir, rundir.PREFLIGHT_FILE)
     self.lr_find = rundir.read_json(workdir, rundir.LR_FIND_FILE)
     self.diverged = rundir.read_json(workdir, rundir.DIVERGED_FILE)

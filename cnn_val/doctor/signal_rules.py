@@ -48,6 +48,13 @@ NOISE_GAP = 0.05  # validation accuracy above training accuracy by this much (wi
 # errors, binds on every run measured (validation of 1,000 images or more).
 NOISE_Z = 3.0
 PAIR_CONFUSION = 0.15  # classes a and b mistaken for each other, each way, at this rate
+# A transform the augmentation check (augment_check.py) finds to change the labels makes a high finding where it
+# is a flip or a rotation range of at least this many degrees (it turns shapes over: 6 <-> 9); a smaller
+# rotation, shifts, shear or zoom, tested at their largest magnitude, which training draws only at the edge of
+# its range, make a medium one (on 1,000 MNIST digits the check flags rotations of +-45 degrees, which cost the
+# seed CNN 0.37 points, within the seeds' noise; +-180 cost 7.1 points: README, "Augmentation that changes the
+# labels").
+ORIENTATION_ROTATION = 90.0
 # Pre-flight: failed checks are a pipeline bug when the run ends within this of the majority-class accuracy.
 PIPELINE_MARGIN = 0.05
 
@@ -304,6 +311,30 @@ def rule_overfitting(run: Run):
       options=_overfit_options(run))
 
 
+# What turns a label-destroying transform (augment_check.json) off, or down to the `characters` preset's strength.
+_LABEL_KEEPING = {"horizontal_flip": {"horizontal_flip": False}, "vertical_flip": {"vertical_flip": False},
+                  "rotation_range": {"rotation_range": 10.0}, "shift": {"width_shift_range": 0.1,
+                                                                       "height_shift_range": 0.1},
+                  "shear_range": {"shear_range": 0.0}, "zoom_range": {"zoom_range": 0.1}}
+
+
+def _destroying(run: Run) -> dict:
+  """{transform: its test} for the transforms the augmentation check found to change the labels."""
+  tested = (run.augment_check or {}).get("transforms", {})
+  return {name: t for name, t in tested.items() if t.get("label_destroying")}
+
+
+def _destroying_text(run: Run, name: str, t: dict) -> str:
+  errors = t["errors_with_copies"] - t["lost"] + t["won"]
+  pairs = ", ".join(f"{n} {run.class_name(a)} nearest a transformed {run.class_name(b)}"
+                    for a, b, n in t["pairs"][:3])
+  return (f"{name}: with a transformed copy of each training image added, a nearest-neighbour classifier on "
+          f"the pixels gets {t['lost']} more validation images wrong and {t['won']} more right ({errors} -> "
+          f"{t['errors_with_copies']} errors, +{100 * t['error_increase']:.0f}%, p = {t['p_value']:.1g}; of the "
+          f"lost: {pairs}); a transformed validation image is still recognised as its class "
+          f"{100 * t['recognised']:.0f}% of the time, against {100 * run.augment_check['accuracy']:.0f}% as it is")
+
+
 def rule_harmful_augmentation(run: Run):
   if not run.rows or not run.augmentation_on():
     return None
@@ -313,7 +344,8 @@ def rule_harmful_augmentation(run: Run):
     strong["rotation_range"] = a.rotation_range
   pairs = run.confused_pairs(PAIR_CONFUSION)
   train_below_val = run.val_acc - run.train_acc
-  if train_below_val <= NOISE_GAP and not (strong and pairs):
+  destroying = _destroying(run)
+  if train_below_val <= NOISE_GAP and not (strong and pairs) and not destroying:
     return None
   overrides = {}
   if a.vertical_flip:
@@ -322,19 +354,40 @@ def rule_harmful_augmentation(run: Run):
     overrides["config.augment.horizontal_flip"] = False
   if a.rotation_range > 10:
     overrides["config.augment.rotation_range"] = 10.0
+  for name in destroying:  # measured on the data: each such transform off, or down to `characters`' strength
+    for field, value in _LABEL_KEEPING[name].items():
+      current = getattr(a, field)
+      if field == "zoom_range":
+        current = max(abs(z - 1.0) for z in current)
+      if isinstance(value, bool) or current > value:
+        overrides[f"config.augment.{field}"] = value
+      elif value:
+        overrides[f"config.augment.{field}"] = 0.0
   pair_text = ", ".join(f"{run.class_name(x)} <-> {run.class_name(y)} ({100 * r:.0f}%)" for x, y, r in pairs[:4])
   evidence = {"strong_transforms": strong, "confused_pairs": [[x, y, r] for x, y, r in pairs],
               "val_minus_train_accuracy": train_below_val}
+  if destroying:
+    evidence["label_destroying_transforms"] = {n: {**t, "pairs": t["pairs"][:5]} for n, t in destroying.items()}
+    evidence["augment_check_thresholds"] = run.augment_check.get("thresholds")
   confidence = 0.5 + 0.2 * bool(pairs) + 0.2 * bool(strong) + 0.05 * (train_below_val > NOISE_GAP)
+  if destroying:
+    confidence = max(confidence, max(_confidence(t["error_increase"], run.augment_check["thresholds"]
+                                                 ["error_increase"]) for t in destroying.values()))
+    observed = ("The augmentation changes what the images mean, measured on the data before training: "
+                + "; ".join(_destroying_text(run, n, t) for n, t in destroying.items()) + "."
+                + (f" Validation also confuses classes both ways: {pair_text}." if pairs else ""))
+  else:
+    observed = ("The augmentation changes what the images mean: "
+                + (f"{', '.join(strong)} " if strong else "it ")
+                + (f"map classes into each other, and validation confuses exactly such pairs both ways: {pair_text}."
+                   if pairs else f"training accuracy ({run.train_acc:.3f}) stays {100 * train_below_val:.1f} "
+                                 f"points below validation accuracy, so the augmented images are harder than the "
+                                 f"real ones."))
+  decisive = [n for n in destroying if n in ("horizontal_flip", "vertical_flip")
+              or (n == "rotation_range" and a.rotation_range >= ORIENTATION_ROTATION)]
   return _finding(
-      "harmful_augmentation", "high" if pairs and strong else "medium", round(min(confidence, 0.95), 3),
-      evidence,
-      "The augmentation changes what the images mean: "
-      + (f"{', '.join(strong)} " if strong else "it ")
-      + (f"map classes into each other, and validation confuses exactly such pairs both ways: {pair_text}."
-         if pairs else f"training accuracy ({run.train_acc:.3f}) stays {100 * train_below_val:.1f} points "
-                       f"below validation accuracy, so the augmented images are harder than the real ones.")
-      ,
+      "harmful_augmentation", "high" if decisive or (pairs and strong) else "medium",
+      round(min(confidence, 0.95), 3), evidence, observed,
       "Narrow the augmentation to transforms that keep the label (no flips, small rotations).",
       overrides or {"config.augment.preset": "none"})
 

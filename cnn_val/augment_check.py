@@ -1,0 +1,219 @@
+"""Does each augmentation keep the labels? A test on the data itself (`augment_check.json`), before training.
+
+A flip turns a 2 into no digit at all, a rotation of 180 degrees a 6 into a 9; a CNN trained with such an
+augmentation loses accuracy with no other symptom in its curves (its training accuracy, measured on the
+images as they are, looks healthy). Whether a transform changes what the images mean is a property of the
+data, so it is measured on the data: for each geometric transform the run's augmentation turns on (flips,
+rotation, shifts, shear, zoom), alone, a 1-nearest-neighbour classifier on the pixels of a sample of the
+training split labels a sample of the validation split twice: with the training images as reference, and with
+the same images plus one transformed copy of each, under its own label (what training with the augmentation
+teaches). A transform that keeps the labels adds neighbours of the right class, or none nearer than the
+originals; one that maps a class onto another puts transformed images of one class nearest to validation
+images of the other. Paired on the same validation images:
+  lost, won        validation images the copies make wrong / right
+  error_increase   (lost - won) / errors without the copies: the share by which they raise the error
+  p_value          one-sided exact binomial (McNemar's) test of lost against won (scipy)
+  pairs            (true class, class of the transformed neighbour, count) of the lost images
+  recognised       accuracy of the same classifier (no copies) on transformed validation images, against
+                   `accuracy` on the images as they are: how much of a class survives the transform
+A transform is label-destroying when p_value < P_VALUE and error_increase >= ERROR_INCREASE (calibrated on
+Fashion-MNIST and MNIST digits: README, The doctor, "Augmentation that changes the labels"). The doctor's
+`harmful_augmentation` rule reads it.
+
+Images larger than MAX_SIDE pixels a side are block-averaged down first (the test asks what the shapes mean,
+not their detail); the samples are drawn with a fixed seed, so every run of a sweep gets the same result.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from scipy import stats
+
+from cnn_val import audit, rundir
+
+MAX_TRAIN = 10_000
+MAX_VALIDATION = 2_000
+MAX_SIDE = 32
+P_VALUE = 0.01
+ERROR_INCREASE = 0.2
+SAMPLE_SEED = 0
+_CHUNK = 500
+
+# The transforms tested, each as the Augment fields that turn it on alone (flips are applied to every copy:
+# the originals already stand for the unflipped half).
+_GEOMETRIC = {"horizontal_flip": ("horizontal_flip",), "vertical_flip": ("vertical_flip",),
+              "rotation_range": ("rotation_range",), "shift": ("width_shift_range", "height_shift_range"),
+              "shear_range": ("shear_range",), "zoom_range": ("zoom_range",)}
+
+
+def transforms(params) -> dict[str, dict]:
+  """The geometric transforms `params` (an `augment.Augment`) turns on: {name: {field: value}}."""
+  out = {}
+  for name, fields in _GEOMETRIC.items():
+    values = {f: getattr(params, f) for f in fields}
+    if any(v not in (0, 0.0, False, (1.0, 1.0)) for v in values.values()):
+      out[name] = values
+  return out
+
+
+def _downsample(images: np.ndarray) -> tuple[np.ndarray, int]:
+  """Float images in [0, 1], block-averaged by the smallest integer factor that brings the larger side to
+  <= MAX_SIDE (cropping the remainder); and the factor."""
+  images = np.asarray(images, np.float32) / 255.0
+  factor = max(1, -(-max(images.shape[1:3]) // MAX_SIDE))
+  if factor > 1:
+    n, h, w, c = images.shape
+    h2, w2 = h // factor, w // factor
+    images = images[:, :h2 * factor, :w2 * factor].reshape(n, h2, factor, w2, factor, c).mean(axis=(2, 4))
+  return images, factor
+
+
+def _transform(images: np.ndarray, name: str, values: dict, factor: int, fill_mode: str, cval: float):
+  """One transformed copy of each image: flipped, or warped by the affine transform at its largest magnitude
+  with a random sign (rotation by +-r degrees, shifts by +-s in both directions, shear by +-s, zoom by one end
+  of the range on each axis): what the augmentation does at its most."""
+  if name == "horizontal_flip":
+    return images[:, :, ::-1]
+  if name == "vertical_flip":
+    return images[:, ::-1]
+  import jax  # pylint: disable=import-outside-toplevel  (the flips need no JAX)
+  from cnn_val import augment  # pylint: disable=import-outside-toplevel
+  n, h, w = images.shape[:3]
+  rng = np.random.default_rng(SAMPLE_SEED)
+  sign = lambda: rng.choice([-1.0, 1.0], n).astype(np.float32)
+  zero = np.zeros(n, np.float32)
+  theta, tx, ty, shear = zero, zero, zero, zero
+  zx = zy = np.ones(n, np.float32)
+  if name == "rotation_range":
+    theta = sign() * values["rotation_range"]
+  elif name == "shift":
+    sh, sw = values["height_shift_range"], values["width_shift_range"]
+    tx = sign() * (sh * h if sh < 1 else sh / factor)
+    ty = sign() * (sw * w if sw < 1 else sw / factor)
+  elif name == "shear_range":
+    shear = sign() * values["shear_range"]
+  elif name == "zoom_range":
+    lo, hi = values["zoom_range"]
+    zx, zy = (np.where(sign() > 0, hi, lo).astype(np.float32) for _ in range(2))
+  matrices = jax.vmap(lambda *a: augment.keras_matrix(*a, h, w))(theta, tx, ty, shear, zx, zy)
+  warp = jax.jit(jax.vmap(lambda image, m: augment.warp(image, m, fill_mode=fill_mode, cval=cval)))
+  return np.asarray(warp(jax.numpy.asarray(images), matrices), np.float32)
+
+
+def _nearest_labels(reference: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> np.ndarray:
+  """The label of each query's nearest reference image (squared Euclidean distance on the pixels)."""
+  ref = reference.reshape(len(reference), -1)
+  norms = np.einsum("ij,ij->i", ref, ref)
+  out = np.empty(len(queries), labels.dtype)
+  for i in range(0, len(queries), _CHUNK):
+    q = queries[i:i + _CHUNK].reshape(-1, ref.shape[1])
+    out[i:i + _CHUNK] = labels[np.argmin(norms[None, :] - 2.0 * q @ ref.T, axis=1)]
+  return out
+
+
+def _sample(count: int, limit: int, rng: np.random.Generator) -> np.ndarray:
+  return np.sort(rng.choice(count, limit, replace=False)) if count > limit else np.arange(count)
+
+
+def check(train: dict, validation: dict, params, num_classes: int, *, max_train: int = MAX_TRAIN,
+          max_validation: int = MAX_VALIDATION) -> dict | None:
+  """The test of each geometric transform `params` turns on (module docstring); None when it turns on none.
+  `train`, `validation`: {'image': uint8 [N, H, W, C], 'label': int [N]}."""
+  named = transforms(params)
+  if not named:
+    return None
+  start = time.perf_counter()
+  rng = np.random.default_rng(SAMPLE_SEED)
+  t_idx = _sample(len(train["label"]), max_train, rng)
+  v_idx = _sample(len(validation["label"]), max_validation, rng)
+  x_train, factor = _downsample(np.asarray(train["image"])[t_idx])
+  x_val, _ = _downsample(np.asarray(validation["image"])[v_idx])
+  y_train = np.asarray(train["label"])[t_idx].astype(np.int64)
+  y_val = np.asarray(validation["label"])[v_idx].astype(np.int64)
+  base = _nearest_labels(x_train, y_train, x_val)
+  base_right = base == y_val
+  errors = int(np.sum(~base_right))
+  result = {"method": "1-nearest neighbour on the pixels, without and with one transformed copy of each "
+                      "training image under its own label, on the same validation images",
+            "train_examples": int(len(t_idx)), "validation_examples": int(len(v_idx)),
+            "image_side": [int(d) for d in x_train.shape[1:3]], "errors": errors,
+            "accuracy": float(np.mean(base_right)),
+            "thresholds": {"p_value": P_VALUE, "error_increase": ERROR_INCREASE}, "transforms": {}}
+  for name, values in named.items():
+    copies = _transform(x_train, name, values, factor, params.fill_mode, params.cval)
+    with_copies = _nearest_labels(np.concatenate([x_train, copies]), np.concatenate([y_train, y_train]), x_val)
+    right = with_copies == y_val
+    lost_mask = base_right & ~right
+    lost, won = int(np.sum(lost_mask)), int(np.sum(~base_right & right))
+    p_value = float(stats.binomtest(lost, lost + won, 0.5, alternative="greater").pvalue) if lost + won else 1.0
+    pairs = {}
+    for true, pred in zip(y_val[lost_mask].tolist(), with_copies[lost_mask].tolist()):
+      pairs[(true, pred)] = pairs.get((true, pred), 0) + 1
+    seen = _transform(x_val, name, values, factor, params.fill_mode, params.cval)
+    increase = (lost - won) / max(errors, 1)
+    result["transforms"][name] = {
+        "values": {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()},
+        "lost": lost, "won": won, "errors_with_copies": errors + lost - won, "error_increase": increase,
+        "p_value": p_value, "label_destroying": bool(p_value < P_VALUE and increase >= ERROR_INCREASE),
+        "pairs": [[t, p, c] for (t, p), c in sorted(pairs.items(), key=lambda kv: -kv[1])],
+        "lost_by_class": np.bincount(y_val[lost_mask], minlength=num_classes).tolist(),
+        "recognised": float(np.mean(_nearest_labels(x_train, y_train, seen) == y_val))}
+  result["seconds"] = time.perf_counter() - start
+  return result
+
+
+def cached_check(arrays: dict[str, dict], params, num_classes: int) -> dict | None:
+  """`check` on the training and validation splits of `arrays`, shared by the runs of a sweep that train the
+  same data with the same transforms (`audit.cached`); None when `params` turns on no geometric transform."""
+  named = transforms(params)
+  if not named:
+    return None
+  splits = {"train": arrays["train"], "validation": arrays["validation"]}
+  key = [num_classes, {k: {f: list(v) if isinstance(v, tuple) else v for f, v in values.items()}
+                       for k, values in named.items()}, params.fill_mode, params.cval]
+  return audit.cached("augment-check", lambda: check(splits["train"], splits["validation"], params, num_classes),
+                      splits, key, __file__)
+
+
+def write_for_run(workdir: str) -> dict | None:
+  """The check for an existing run directory, from its own config.json and data, written to its
+  augment_check.json (a run trained before the check existed; the doctor reads it on its next diagnosis).
+  None, and nothing written, where the run's augmentation turns on no geometric transform."""
+  from cnn_val import augment  # pylint: disable=import-outside-toplevel
+  from cnn_val.ablate.sweep import config_from_dict  # pylint: disable=import-outside-toplevel
+  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel
+  stored = rundir.read_json(workdir, rundir.CONFIG_FILE)
+  if stored is None:
+    raise FileNotFoundError(f"{workdir} has no {rundir.CONFIG_FILE}: it is not a cnn_val run directory.")
+  config = config_from_dict(stored)
+  params = augment.from_config(config.augment)
+  if not transforms(params):
+    return None
+  splits, arrays = loading.load_data(config)
+  report = cached_check(arrays, params, splits.num_classes)
+  rundir.write_json(workdir, rundir.AUGMENT_CHECK_FILE, report)
+  return report
+
+
+def main(argv):
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  del argv
+  for workdir in flags.FLAGS.workdir:
+    report = write_for_run(workdir)
+    if report is None:
+      print(f"{workdir}: its augmentation turns on no geometric transform; nothing to check.")
+      continue
+    for name, t in report["transforms"].items():
+      print(f"{workdir}: {name}: {t['lost']} validation images lost, {t['won']} won, error "
+            f"{report['errors']} -> {t['errors_with_copies']} ({100 * t['error_increase']:+.0f}%), p = "
+            f"{t['p_value']:.2g}: {'changes the labels' if t['label_destroying'] else 'keeps the labels'}")
+    print(f"{workdir}/{rundir.AUGMENT_CHECK_FILE} written ({report['seconds']:.1f} s).")
+
+
+if __name__ == "__main__":
+  from absl import app, flags  # pylint: disable=import-outside-toplevel,ungrouped-imports
+  flags.DEFINE_multi_string("workdir", None, "Run directories to check (their config.json and data).",
+                            required=True)
+  app.run(main)

@@ -1,0 +1,123 @@
+"""The augmentation check: a transform that maps one class onto another is found on the data itself, one
+that keeps the labels is not, and the result is shared by the runs of a sweep."""
+
+import numpy as np
+import pytest
+
+from cnn_val import audit, augment, augment_check
+from cnn_val.configs import default
+
+
+def _shapes(n_per_class: int, seed: int, size: int = 12) -> dict:
+  """Three classes: an L (a bar on the left, one along the bottom), its mirror image, and a centred plus
+  sign; each jittered by up to a pixel and noised. A horizontal flip turns an L into its mirror (another
+  class); a vertical flip turns it into a shape no class has."""
+  rng = np.random.default_rng(seed)
+  images, labels = [], []
+  for label in range(3):
+    for _ in range(n_per_class):
+      image = np.zeros((size, size), np.float32)
+      if label == 2:
+        image[size // 2 - 1:size // 2 + 1, 2:size - 2] = 1
+        image[2:size - 2, size // 2 - 1:size // 2 + 1] = 1
+      else:
+        image[2:size - 2, 2:4] = 1
+        image[size - 4:size - 2, 2:size - 3] = 1
+        if label == 1:
+          image = image[:, ::-1]
+      image = np.roll(image, tuple(rng.integers(-1, 2, 2)), axis=(0, 1))
+      image = np.clip(image + rng.normal(0, 0.35, image.shape), 0, 1)
+      images.append(image)
+      labels.append(label)
+  return {"image": (np.stack(images)[..., None] * 255).astype(np.uint8), "label": np.array(labels, np.int32)}
+
+
+def _params(**fields):
+  config = default.get_config().augment
+  for name, value in fields.items():
+    config[name] = value
+  return augment.from_config(config)
+
+
+def test_a_flip_that_maps_a_class_onto_another_is_label_destroying_and_one_that_does_not_is_not():
+  train, validation = _shapes(200, seed=0), _shapes(100, seed=1)
+  report = augment_check.check(train, validation, _params(horizontal_flip=True, vertical_flip=True,
+                                                          rotation_range=10.0), 3)
+  assert set(report["transforms"]) == {"horizontal_flip", "vertical_flip", "rotation_range"}
+  assert report["validation_examples"] == 300 and report["train_examples"] == 600
+  h, v, r = (report["transforms"][k] for k in ("horizontal_flip", "vertical_flip", "rotation_range"))
+  assert h["label_destroying"] and h["p_value"] < augment_check.P_VALUE, h
+  assert h["error_increase"] >= augment_check.ERROR_INCREASE and h["lost"] > 10 * max(h["won"], 1)
+  assert {(a, b) for a, b, _ in h["pairs"][:2]} == {(0, 1), (1, 0)}  # the Ls and their mirrors, both ways
+  assert h["lost_by_class"][2] == 0 and h["errors_with_copies"] == report["errors"] + h["lost"] - h["won"]
+  assert h["recognised"] < report["accuracy"] - 0.3  # a flipped L reads as its mirror
+  assert not v["label_destroying"] and not r["label_destroying"], (v, r)
+  assert r["recognised"] > 0.8 * report["accuracy"]
+
+
+def test_only_the_geometric_transforms_that_are_on_are_tested():
+  assert augment_check.transforms(_params()) == {}
+  assert augment_check.transforms(_params(brightness=0.2, contrast=0.3)) == {}  # lighting keeps the labels
+  assert augment_check.check({}, {}, _params(brightness=0.2), 3) is None
+  chars = augment_check.transforms(_params(preset="characters"))
+  assert chars == {"rotation_range": {"rotation_range": 10.0},
+                   "shift": {"width_shift_range": 0.1, "height_shift_range": 0.1},
+                   "zoom_range": {"zoom_range": (0.9, 1.1)}}
+
+
+def test_large_images_are_averaged_down_and_pixel_shifts_follow():
+  images = np.zeros((2, 70, 64, 1), np.uint8)
+  images[:, :35] = 255
+  small, factor = augment_check._downsample(images)  # pylint: disable=protected-access
+  assert factor == 3 and small.shape == (2, 23, 21, 1)
+  np.testing.assert_allclose(small[0, :11, :, 0], 1.0)
+  np.testing.assert_allclose(small[0, 12:, :, 0], 0.0)
+  # A shift of 6 pixels of the full image is 2 of the averaged one (along the axis training's draw moves it).
+  dot = np.zeros((16, 23, 21, 1), np.float32)
+  dot[:, 11, 10] = 1.0
+  shift = {"width_shift_range": 6.0, "height_shift_range": 0.0}
+  moved = augment_check._transform(dot, "shift", shift, factor, "constant", 0.0)  # pylint: disable=protected-access
+  offsets = {tuple(int(d) for d in np.argwhere(m[..., 0] > 0.99)[0] - (11, 10)) for m in moved}
+  assert offsets <= {(2, 0), (-2, 0), (0, 2), (0, -2)} and len(offsets) == 2, offsets
+
+
+def test_the_check_is_shared_through_the_audit_cache(tmp_path, monkeypatch):
+  arrays = {"train": _shapes(30, seed=0), "validation": _shapes(10, seed=1)}
+  params = _params(horizontal_flip=True)
+  monkeypatch.setenv(audit.CACHE_ENV, str(tmp_path))
+  first = augment_check.cached_check(arrays, params, 3)
+  calls = []
+  monkeypatch.setattr(augment_check, "check", lambda *a, **k: calls.append(1) or {"recomputed": True})
+  assert augment_check.cached_check(arrays, params, 3)["transforms"] == first["transforms"] and not calls
+  assert augment_check.cached_check(arrays, _params(vertical_flip=True), 3) == {"recomputed": True}
+  assert augment_check.cached_check(arrays, _params(), 3) is None
+
+
+@pytest.mark.parametrize("fill_mode", ["nearest", "constant"])
+def test_rotation_copies_are_the_largest_rotation_either_way(fill_mode):
+  image = np.zeros((1, 9, 9, 1), np.float32)
+  image[0, 1:4, 4, 0] = 1.0  # a bar above the centre
+  copies = augment_check._transform(np.repeat(image, 8, axis=0), "rotation_range",  # pylint: disable=protected-access
+                                    {"rotation_range": 90.0}, 1, fill_mode, 0.0)
+  assert all(abs(c[4, :4, 0].sum() - c[4, 5:, 0].sum()) > 2.0 for c in copies)  # a bar to the left or right
+  assert {bool(c[4, :4, 0].sum() > c[4, 5:, 0].sum()) for c in copies} == {True, False}  # both signs drawn
+
+
+def test_a_run_with_flips_writes_the_check_once_and_the_doctor_recomputes_a_missing_one(tiny_config, tmp_path):
+  from cnn_val import doctor, rundir, train  # pylint: disable=import-outside-toplevel
+  tiny_config.num_epochs = 1
+  tiny_config.augment.horizontal_flip = True
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(tiny_config, workdir)
+  written = rundir.read_json(workdir, rundir.AUGMENT_CHECK_FILE)
+  assert list(written["transforms"]) == ["horizontal_flip"]
+  assert written["validation_examples"] > 0 and 0 <= written["transforms"]["horizontal_flip"]["p_value"] <= 1
+  assert "augmentation check" in rundir.read_json(workdir, rundir.TIMING_FILE)["phases"]
+  (tmp_path / "run" / rundir.AUGMENT_CHECK_FILE).unlink()
+  doctor.examine(workdir)
+  assert rundir.read_json(workdir, rundir.AUGMENT_CHECK_FILE)["transforms"].keys() == written["transforms"].keys()
+  plain = str(tmp_path / "plain")  # no geometric transform: no check, no file
+  tiny_config.augment.horizontal_flip = False
+  tiny_config.augment.brightness = 0.1
+  train.train_and_evaluate(tiny_config, plain)
+  assert rundir.read_json(plain, rundir.AUGMENT_CHECK_FILE) is None
