@@ -185,17 +185,19 @@ def _duplicates(train_images, train_labels, other_images, other_labels) -> dict:
 CACHE_ENV = "CNN_VAL_AUDIT_CACHE"  # a folder; set by the ablation engine for the runs of one sweep
 
 
-def cached(name: str, compute, splits: dict[str, dict], key, source: str, cache_dir: str | None = None):
+def cached(name: str, compute, splits: dict[str, dict], key, sources: tuple[str, ...],
+           cache_dir: str | None = None):
   """`compute()`, reused from `cache_dir` (default: $CNN_VAL_AUDIT_CACHE; none: no cache) when the same data
-  was examined before with the same `key` (JSON) by the same code (`source`, a module's file): the key hashes
-  every array's bytes too, so a run whose data differ in a single pixel or label (another scenario, a removed
-  example), or an edited module, computes its own. `name` prefixes the cached file."""
+  was examined before with the same `key` (JSON) by the same code (`sources`, the modules' files): the key
+  hashes every array's bytes too, so a run whose data differ in a single pixel or label (another scenario, a
+  removed example), or an edited module, computes its own. `name` prefixes the cached file."""
   cache_dir = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV, "")
   if not cache_dir:
     return compute()
   digest = hashlib.blake2b(digest_size=16)
-  with open(source, "rb") as f:
-    digest.update(f.read())
+  for source in sources:
+    with open(source, "rb") as f:
+      digest.update(f.read())
   digest.update(json.dumps(key).encode())
   for split in sorted(splits):
     for field in ("image", "label"):
@@ -219,7 +221,7 @@ def cached(name: str, compute, splits: dict[str, dict], key, source: str, cache_
 def cached_audit(splits: dict[str, dict], num_classes: int, class_names=(), cache_dir: str | None = None) -> dict:
   """`audit`, through `cached`: the runs of a sweep share it (a 3-seed verification audits its data once)."""
   return cached("audit", lambda: audit(splits, num_classes, class_names), splits,
-                [num_classes, list(class_names)], __file__, cache_dir)
+                [num_classes, list(class_names)], (__file__,), cache_dir)
 
 
 def audit(splits: dict[str, dict], num_classes: int, class_names=()) -> dict:

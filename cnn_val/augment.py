@@ -153,8 +153,9 @@ def from_config(augment_config) -> Augment:
 
 def keras_matrix(theta, tx, ty, shear, zx, zy, height: int, width: int):
   """Keras' `apply_affine_transform` matrix for one image, in (row, col) coordinates: 3x3, maps output
-  pixel coordinates to input coordinates. Angles in degrees; tx shifts the first Keras axis (rows after
-  Keras' own axis swap: see its source), ty the second."""
+  pixel coordinates to input coordinates. Angles in degrees; after Keras' own axis swap (see its source) tx
+  moves the image along its columns and ty along its rows, and `_augment_one`, as Keras' `random_transform`
+  does, passes the height shift as tx and the width shift as ty."""
   theta, shear = jnp.deg2rad(theta), jnp.deg2rad(shear)
   one, zero = jnp.ones_like(theta), jnp.zeros_like(theta)
   mat = lambda rows: jnp.stack([jnp.stack(r) for r in rows])

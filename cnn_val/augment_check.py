@@ -11,7 +11,7 @@ teaches). A transform that keeps the labels adds neighbours of the right class, 
 originals; one that maps a class onto another puts transformed images of one class nearest to validation
 images of the other. Paired on the same validation images:
   lost, won        validation images the copies make wrong / right
-  error_increase   (lost - won) / errors without the copies: the share by which they raise the error
+  error_increase   (lost - won) / errors without the copies (at least 1): the share by which they raise it
   p_value          one-sided exact binomial (McNemar's) test of lost against won (scipy)
   pairs            (true class, class of the transformed neighbour, count) of the lost images
   recognised       accuracy of the same classifier (no copies) on transformed validation images, against
@@ -31,7 +31,7 @@ import time
 import numpy as np
 from scipy import stats
 
-from cnn_val import audit, rundir
+from cnn_val import audit, augment, rundir
 
 MAX_TRAIN = 10_000
 MAX_VALIDATION = 2_000
@@ -59,35 +59,39 @@ def transforms(params) -> dict[str, dict]:
 
 
 def _downsample(images: np.ndarray) -> tuple[np.ndarray, int]:
-  """Float images in [0, 1], block-averaged by the smallest integer factor that brings the larger side to
-  <= MAX_SIDE (cropping the remainder); and the factor."""
-  images = np.asarray(images, np.float32) / 255.0
-  factor = max(1, -(-max(images.shape[1:3]) // MAX_SIDE))
-  if factor > 1:
-    n, h, w, c = images.shape
-    h2, w2 = h // factor, w // factor
-    images = images[:, :h2 * factor, :w2 * factor].reshape(n, h2, factor, w2, factor, c).mean(axis=(2, 4))
-  return images, factor
+  """Float images on [0, 1] (uint8 ones divided by 255; float ones, as the training step also takes them, kept),
+  block-averaged by the smallest integer factor that brings the larger side to <= MAX_SIDE (never below one
+  pixel on the shorter side; the remainder cropped), in chunks so that large images never exist as floats at
+  full size; and the factor."""
+  images = np.asarray(images)
+  n, h, w, c = images.shape
+  factor = max(1, min(-(-max(h, w) // MAX_SIDE), min(h, w)))
+  h2, w2 = h // factor, w // factor
+  scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
+  out = np.empty((n, h2, w2, c), np.float32)
+  for i in range(0, n, _CHUNK):
+    block = images[i:i + _CHUNK, :h2 * factor, :w2 * factor].reshape(-1, h2, factor, w2, factor, c)
+    out[i:i + _CHUNK] = block.mean(axis=(2, 4), dtype=np.float32) * scale
+  return out, factor
 
 
 def _transform(images: np.ndarray, name: str, values: dict, factor: int, fill_mode: str, cval: float):
   """One transformed copy of each image: flipped, or warped by the affine transform at its largest magnitude
-  with a random sign (rotation by +-r degrees, shifts by +-s in both directions, shear by +-s, zoom by one end
+  with a random sign (rotation by +-min(r, 180) degrees, shifts by +-s in both directions, shear by +-s, zoom by one end
   of the range on each axis): what the augmentation does at its most."""
   if name == "horizontal_flip":
     return images[:, :, ::-1]
   if name == "vertical_flip":
     return images[:, ::-1]
   import jax  # pylint: disable=import-outside-toplevel  (the flips need no JAX)
-  from cnn_val import augment  # pylint: disable=import-outside-toplevel
   n, h, w = images.shape[:3]
   rng = np.random.default_rng(SAMPLE_SEED)
   sign = lambda: rng.choice([-1.0, 1.0], n).astype(np.float32)
   zero = np.zeros(n, np.float32)
   theta, tx, ty, shear = zero, zero, zero, zero
   zx = zy = np.ones(n, np.float32)
-  if name == "rotation_range":
-    theta = sign() * values["rotation_range"]
+  if name == "rotation_range":  # a range past 180 degrees draws 180 (turned over) at its most
+    theta = sign() * min(values["rotation_range"], 180.0)
   elif name == "shift":
     sh, sw = values["height_shift_range"], values["width_shift_range"]
     tx = sign() * (sh * h if sh < 1 else sh / factor)
@@ -171,17 +175,20 @@ def cached_check(arrays: dict[str, dict], params, num_classes: int) -> dict | No
   if not named:
     return None
   splits = {"train": arrays["train"], "validation": arrays["validation"]}
-  key = [num_classes, {k: {f: list(v) if isinstance(v, tuple) else v for f, v in values.items()}
-                       for k, values in named.items()}, params.fill_mode, params.cval]
   return audit.cached("augment-check", lambda: check(splits["train"], splits["validation"], params, num_classes),
-                      splits, key, __file__)
+                      splits, [num_classes, key(params)], (__file__, augment.__file__))
+
+
+def key(params) -> list:
+  """What the check of `params` depends on besides the data: its transforms and how the warp fills."""
+  return [{k: {f: list(v) if isinstance(v, tuple) else v for f, v in values.items()}
+           for k, values in transforms(params).items()}, params.fill_mode, params.cval]
 
 
 def write_for_run(workdir: str) -> dict | None:
   """The check for an existing run directory, from its own config.json and data, written to its
   augment_check.json (a run trained before the check existed; the doctor reads it on its next diagnosis).
   None, and nothing written, where the run's augmentation turns on no geometric transform."""
-  from cnn_val import augment  # pylint: disable=import-outside-toplevel
   from cnn_val.ablate.sweep import config_from_dict  # pylint: disable=import-outside-toplevel
   from cnn_val.data import loading  # pylint: disable=import-outside-toplevel
   stored = rundir.read_json(workdir, rundir.CONFIG_FILE)

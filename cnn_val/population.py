@@ -26,13 +26,15 @@ separate processes there all the same (README, Ablations: the margin is small an
 from __future__ import annotations
 
 import contextlib
+import json
 
 from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_val import audit, augment, config_check, optim, parallel, rundir, steps, train, train_loop, training_run
+from cnn_val import (audit, augment, augment_check, config_check, optim, parallel, rundir, steps, train, train_loop,
+                     training_run)
 from cnn_val.data import balance, pipeline
 
 POPULATION_FIELDS = rundir.POPULATION_FIELDS  # the config fields whose values may differ between members
@@ -129,6 +131,15 @@ def _train(configs, workdirs, devices, cpu_devices, stop) -> list[dict]:
       report = audit.cached_audit(data.arrays, data.num_classes, data.splits.class_names)
     for workdir in lacking:
       rundir.write_json(workdir, rundir.AUDIT_FILE, report)
+  checks = {}  # members of the same transforms share one augmentation check (_open_run then skips it)
+  for config, workdir in zip(configs, workdirs):
+    params = augment.from_config(config.augment)
+    if augment_check.transforms(params) and rundir.read_json(workdir, rundir.AUGMENT_CHECK_FILE) is None:
+      key = json.dumps(augment_check.key(params))
+      if key not in checks:
+        with clock("augmentation check"):
+          checks[key] = augment_check.cached_check(data.arrays, params, data.num_classes)
+      rundir.write_json(workdir, rundir.AUGMENT_CHECK_FILE, checks[key])
   runs, finished = [], set()
   try:
     for m, (config, workdir) in enumerate(zip(configs, workdirs)):

@@ -261,6 +261,25 @@ def _augment_check(**transforms):
                          for name, (lost, won, p, bad) in transforms.items()}}
 
 
+@pytest.mark.parametrize("fields,expected", [
+    ({"zoom_range": 0.1}, {"config.augment.zoom_range": 0.0}),  # at the `characters` strength already: off
+    ({"zoom_range": 0.3}, {"config.augment.zoom_range": 0.1}),
+    ({"zoom_range": (1.0, 1.1)}, {"config.augment.zoom_range": 0.0}),  # within 0.9-1.1: off, not widened
+    ({"zoom_range": (0.5, 1.0)}, {"config.augment.zoom_range": 0.1}),
+    ({"rotation_range": 10.0}, {"config.augment.rotation_range": 0.0}),
+    ({"rotation_range": 45.0}, {"config.augment.rotation_range": 10.0}),
+    ({"width_shift_range": 3.0}, {"config.augment.width_shift_range": 0.0}),  # pixels: off
+    ({"shear_range": 5.0}, {"config.augment.shear_range": 0.0}),
+    ({"vertical_flip": True}, {"config.augment.vertical_flip": False})])
+def test_a_transform_the_check_flags_is_turned_down_or_off(fields, expected):
+  from cnn_val import augment  # pylint: disable=import-outside-toplevel
+  config = default.get_config().augment
+  for field, value in fields.items():
+    config[field] = value
+  name = {"width_shift_range": "shift"}.get(next(iter(fields)), next(iter(fields)))
+  assert signal_rules._label_keeping(augment.from_config(config), name) == expected  # pylint: disable=protected-access
+
+
 def test_harmful_augmentation_from_the_augmentation_check_alone(tmp_path):
   """Flips on digits: the curves look healthy (no confused pairs, training not below validation), and only the
   check on the data says that the flips change the labels."""
@@ -277,15 +296,18 @@ def test_harmful_augmentation_from_the_augmentation_check_alone(tmp_path):
   assert "19 more validation images wrong" in finding["explanation"]
   assert "4 c2 nearest a transformed c5" in finding["explanation"]
   assert finding["evidence"]["label_destroying_transforms"]["horizontal_flip"]["lost"] == 19
-  # A transform the check clears, beside one it flags: only the flagged one is turned down (rotation to 10
-  # degrees); a rotation range under signal_rules.ORIENTATION_ROTATION, tested at its edge, is medium evidence.
+  # Transforms the check clears, beside one it flags: only the flagged one is turned down (the shifts to 0.1 of
+  # the side; the flips and the rotation stay), and a shift, tested at its edge, is medium evidence.
   (tmp_path / "b").mkdir()
   rundir.write_json(str(tmp_path / "b"), rundir.AUGMENT_CHECK_FILE,
-                    _augment_check(horizontal_flip=(20, 15, 0.25, False), rotation_range=(14, 1, 5e-4, True)))
-  result = _run(tmp_path / "b", rows, augment__horizontal_flip=True, augment__rotation_range=25.0)
+                    _augment_check(horizontal_flip=(20, 15, 0.25, False), rotation_range=(9, 8, 0.5, False),
+                                   shift=(14, 1, 5e-4, True)))
+  result = _run(tmp_path / "b", rows, augment__horizontal_flip=True, augment__rotation_range=25.0,
+                augment__width_shift_range=0.3, augment__height_shift_range=0.05)
   finding = next(f for f in result["findings"] if f["cause"] == "harmful_augmentation")
-  assert finding["fix"]["overrides"] == {"config.augment.rotation_range": 10.0}
-  assert list(finding["evidence"]["label_destroying_transforms"]) == ["rotation_range"]
+  assert finding["fix"]["overrides"] == {"config.augment.width_shift_range": 0.1,
+                                         "config.augment.height_shift_range": 0.0}
+  assert list(finding["evidence"]["label_destroying_transforms"]) == ["shift"]
   assert finding["severity"] == "medium" and result["verdict"] == "healthy"
   result = _run(tmp_path / "b2", rows, augment__rotation_range=180.0, audit_dict=None)
   assert "harmful_augmentation" not in _causes(result)  # no check written there: the curves alone say nothing

@@ -35,18 +35,22 @@ def audit_run(workdir: str) -> dict:
 
 def check_augmentation(workdir: str) -> dict | None:
   """Writes augment_check.json for a run whose augmentation turns on a geometric transform (a run from before
-  the check, or `--reaudit`); a run whose data cannot be read here is diagnosed without it, with a warning."""
+  the check, or `--reaudit`); where it cannot be computed (the run's data is elsewhere) the run is diagnosed
+  without it, with a warning."""
   from cnn_val import augment_check  # pylint: disable=import-outside-toplevel  (JAX, for the affine copies)
   try:
     return augment_check.write_for_run(workdir)
-  except (OSError, ValueError, RuntimeError) as e:  # the data is elsewhere: the rules do without the check
-    logging.warning("The augmentation check of %s could not read its data (%s); diagnosed without it.", workdir, e)
+  except Exception as e:  # pylint: disable=broad-except  (optional evidence: the data may be elsewhere)
+    logging.warning("The augmentation check of %s could not be computed (%s: %s); diagnosed without it. Where "
+                    "the run's data can be read, `python -m cnn_val.augment_check --workdir=%s` writes it.",
+                    workdir, type(e).__name__, e, workdir)
     return None
 
 
 def examine(workdir: str, *, reaudit: bool = False, verify: bool = False, **verify_options) -> dict:
-  """The doctor: (re)audits if asked or missing (the augmentation check too), diagnoses, optionally verifies the fixes by experiment
-  (`experiments.verify`, options passed on), and writes diagnosis.json, report.md and plots/."""
+  """The doctor: (re)audits if asked or missing (the augmentation check too), diagnoses, optionally verifies
+  the fixes by experiment (`experiments.verify`, options passed on), and writes diagnosis.json, report.md and
+  plots/."""
   from cnn_val.doctor import report  # pylint: disable=import-outside-toplevel  (matplotlib)
   if rundir.read_json(workdir, rundir.CONFIG_FILE) is None:
     raise FileNotFoundError(f"{workdir} has no {rundir.CONFIG_FILE}: it is not a cnn_val run directory.")

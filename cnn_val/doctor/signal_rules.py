@@ -311,11 +311,28 @@ def rule_overfitting(run: Run):
       options=_overfit_options(run))
 
 
-# What turns a label-destroying transform (augment_check.json) off, or down to the `characters` preset's strength.
-_LABEL_KEEPING = {"horizontal_flip": {"horizontal_flip": False}, "vertical_flip": {"vertical_flip": False},
-                  "rotation_range": {"rotation_range": 10.0}, "shift": {"width_shift_range": 0.1,
-                                                                       "height_shift_range": 0.1},
-                  "shear_range": {"shear_range": 0.0}, "zoom_range": {"zoom_range": 0.1}}
+def _label_keeping(a: augment_lib.Augment, name: str) -> dict:
+  """Overrides for a transform the augmentation check found to change the labels: a flip or shear off; a
+  rotation, shift or zoom down to the `characters` preset's strength (10 degrees, 0.1 of the side, factors
+  0.9-1.1) where it is stronger, else off (a pixel shift, whose units differ, off)."""
+  mild = augment_lib.PRESETS["characters"]
+  if name in ("horizontal_flip", "vertical_flip"):
+    return {f"config.augment.{name}": False}
+  if name == "shear_range":
+    return {"config.augment.shear_range": 0.0}
+  if name == "rotation_range":
+    return {"config.augment.rotation_range": mild["rotation_range"] if a.rotation_range > mild["rotation_range"]
+            + 1e-9 else 0.0}
+  if name == "shift":
+    out = {}
+    for field in ("width_shift_range", "height_shift_range"):
+      value = getattr(a, field)
+      if value:
+        out[f"config.augment.{field}"] = mild[field] if mild[field] + 1e-9 < value < 1 else 0.0
+    return out
+  lo, hi = a.zoom_range  # zoom_range
+  z = mild["zoom_range"]
+  return {"config.augment.zoom_range": z if lo < 1 - z - 1e-9 or hi > 1 + z + 1e-9 else 0.0}
 
 
 def _destroying(run: Run) -> dict:
@@ -345,24 +362,21 @@ def rule_harmful_augmentation(run: Run):
   pairs = run.confused_pairs(PAIR_CONFUSION)
   train_below_val = run.val_acc - run.train_acc
   destroying = _destroying(run)
-  if train_below_val <= NOISE_GAP and not (strong and pairs) and not destroying:
+  curves = train_below_val > NOISE_GAP or (strong and pairs)
+  if not curves and not destroying:
     return None
   overrides = {}
-  if a.vertical_flip:
-    overrides["config.augment.vertical_flip"] = False
-  if a.horizontal_flip and pairs:
-    overrides["config.augment.horizontal_flip"] = False
-  if a.rotation_range > 10:
-    overrides["config.augment.rotation_range"] = 10.0
-  for name in destroying:  # measured on the data: each such transform off, or down to `characters`' strength
-    for field, value in _LABEL_KEEPING[name].items():
-      current = getattr(a, field)
-      if field == "zoom_range":
-        current = max(abs(z - 1.0) for z in current)
-      if isinstance(value, bool) or current > value:
-        overrides[f"config.augment.{field}"] = value
-      elif value:
-        overrides[f"config.augment.{field}"] = 0.0
+  # What the curves accuse, checked or not: a rotation the check clears can still turn shapes over (on the
+  # orientation fault upside-down sneakers are sandals; the nearest neighbours see a mirrored shoe).
+  if curves:
+    if a.vertical_flip:
+      overrides["config.augment.vertical_flip"] = False
+    if a.horizontal_flip and pairs:
+      overrides["config.augment.horizontal_flip"] = False
+    if a.rotation_range > 10:
+      overrides["config.augment.rotation_range"] = 10.0
+  for name in destroying:  # measured on the data: each transform that changes the labels
+    overrides.update(_label_keeping(a, name))
   pair_text = ", ".join(f"{run.class_name(x)} <-> {run.class_name(y)} ({100 * r:.0f}%)" for x, y, r in pairs[:4])
   evidence = {"strong_transforms": strong, "confused_pairs": [[x, y, r] for x, y, r in pairs],
               "val_minus_train_accuracy": train_below_val}
