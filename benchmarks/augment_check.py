@@ -1,17 +1,19 @@
 """The augmentation check against what each augmentation costs the CNN: its calibration (README, The doctor,
 "Augmentation that changes the labels").
 
-    .venv/bin/python -m benchmarks.augment_check --sweeps=runs/augcal/digits,runs/augcal/fm
+    .venv/bin/python -m benchmarks.augment_check --sweeps=runs/augcal/digits,runs/augcal/fm \
+        --configs=configs/faults/orientation.py
 
 Each sweep is a `launch/ablate.py` directory whose baseline trains without augmentation and whose other arms
 each turn one on. For every such arm: what the check (`cnn_val/augment_check.py`) says of each transform, on
 the arm's own data (its seed-0 run's config.json), beside the accuracy the arm lost against the baseline on
 the same seeds (the sweep's results.csv: mean paired difference of final validation accuracy, its 95% CI).
-Prints a markdown table.
+`--configs`: the check alone on each config's data and augmentation (no CNN column). Prints a markdown table.
 """
 
 import csv
 import os
+import runpy
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,6 +25,13 @@ from cnn_val.ablate.sweep import config_from_dict
 from cnn_val.data import loading
 
 _SWEEPS = flags.DEFINE_list("sweeps", [], "launch/ablate.py sweep directories (a baseline without augmentation).")
+_CONFIGS = flags.DEFINE_list("configs", [], "Config files whose augmentation is checked on their data.")
+
+
+def _check(config):
+  splits, arrays = loading.load_data(config)
+  return augment_check.check(arrays["train"], arrays["validation"], augment.from_config(config.augment),
+                             splits.num_classes)
 
 
 def rows(sweep: str):
@@ -37,8 +46,7 @@ def rows(sweep: str):
     params = augment.from_config(config.augment)
     if not augment_check.transforms(params):
       continue
-    splits, arrays = loading.load_data(config)
-    check = augment_check.check(arrays["train"], arrays["validation"], params, splits.num_classes)
+    check = _check(config)
     delta = [100 * float(r[k]) for k in ("final_val_accuracy_delta", "final_val_accuracy_delta_ci95_lo",
                                           "final_val_accuracy_delta_ci95_hi")]
     yield r["arm"], r["overrides"], delta, int(r["finished"]), check
@@ -49,14 +57,17 @@ def main(argv):
   print("| sweep | arm | transform | nearest-neighbour errors, without -> with the copies (lost, won) | "
         "increase | p | label-destroying | CNN's final val accuracy vs no augmentation, 95% CI (points) |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-  for sweep in _SWEEPS.value:
-    for arm, _, (d, lo, hi), n, check in rows(sweep):
-      for name, t in check["transforms"].items():
-        values = ", ".join(f"{k}={v}" for k, v in t["values"].items())
-        print(f"| {sweep} | {arm} | {values} | {check['errors']} -> {t['errors_with_copies']} of "
-              f"{check['validation_examples']} ({t['lost']}, {t['won']}) | {100 * t['error_increase']:+.0f}% | "
-              f"{t['p_value']:.1g} | {'yes' if t['label_destroying'] else 'no'} | {d:+.2f} [{lo:+.2f}, {hi:+.2f}] "
-              f"({n} seeds) |")
+  cases = [(sweep, arm, check, f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] ({n} seeds)")
+           for sweep in _SWEEPS.value for arm, _, (d, lo, hi), n, check in rows(sweep)]
+  for path in _CONFIGS.value:
+    config = runpy.run_path(path)["get_config"]()
+    cases.append((path, "-", _check(config), "-"))
+  for source, arm, check, cost in cases:
+    for t in check["transforms"].values():
+      values = ", ".join(f"{k}={v}" for k, v in t["values"].items())
+      print(f"| {source} | {arm} | {values} | {check['errors']} -> {t['errors_with_copies']} of "
+            f"{check['validation_examples']} ({t['lost']}, {t['won']}) | {100 * t['error_increase']:+.0f}% | "
+            f"{t['p_value']:.1g} | {'yes' if t['label_destroying'] else 'no'} | {cost} |")
 
 
 if __name__ == "__main__":
