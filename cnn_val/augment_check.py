@@ -26,8 +26,10 @@ not their detail); the samples are drawn with a fixed seed, so every run of a sw
 
 from __future__ import annotations
 
+import functools
 import time
 
+import jax
 import numpy as np
 from scipy import stats
 
@@ -83,7 +85,6 @@ def _transform(images: np.ndarray, name: str, values: dict, factor: int, fill_mo
     return images[:, :, ::-1]
   if name == "vertical_flip":
     return images[:, ::-1]
-  import jax  # pylint: disable=import-outside-toplevel  (the flips need no JAX)
   n, h, w = images.shape[:3]
   rng = np.random.default_rng(SAMPLE_SEED)
   sign = lambda: rng.choice([-1.0, 1.0], n).astype(np.float32)
@@ -101,9 +102,15 @@ def _transform(images: np.ndarray, name: str, values: dict, factor: int, fill_mo
   elif name == "zoom_range":
     lo, hi = values["zoom_range"]
     zx, zy = (np.where(sign() > 0, hi, lo).astype(np.float32) for _ in range(2))
-  matrices = jax.vmap(lambda *a: augment.keras_matrix(*a, h, w))(theta, tx, ty, shear, zx, zy)
-  warp = jax.jit(jax.vmap(lambda image, m: augment.warp(image, m, fill_mode=fill_mode, cval=cval)))
-  return np.asarray(warp(jax.numpy.asarray(images), matrices), np.float32)
+  return np.asarray(_warp_all(images, (theta, tx, ty, shear, zx, zy), cval, fill_mode=fill_mode), np.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("fill_mode",))
+def _warp_all(images, draws, cval, *, fill_mode: str):
+  """Each image warped by Keras' matrix of its own (theta, tx, ty, shear, zx, zy): compiled once a shape."""
+  h, w = images.shape[1:3]
+  matrices = jax.vmap(lambda *a: augment.keras_matrix(*a, h, w))(*draws)
+  return jax.vmap(lambda image, m: augment.warp(image, m, fill_mode=fill_mode, cval=cval))(images, matrices)
 
 
 def _nearest_labels(reference: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> np.ndarray:

@@ -79,6 +79,7 @@ def test_training_learns_and_writes_the_run_directory(tiny_config, tmp_path):
   assert sum(rows[-1]["val_pred_histogram"]) == 120
   assert json.load(open(tmp_path / "config.json"))["model"]["name"] == "SeedCNNDropout"
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
+  assert not (tmp_path / rundir.AUGMENT_CHECK_FILE).exists()  # no augmentation: no augmentation check
   assert sorted(os.listdir(tmp_path / "checkpoints" / "latest"), key=int) == [str(r["step"]) for r in rows[-2:]]
   best_step = max(rows, key=lambda r: (r["val_accuracy"], r["step"]))["step"]  # a tie keeps the later one
   assert os.listdir(tmp_path / "checkpoints" / "best") == [str(best_step)]
