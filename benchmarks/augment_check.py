@@ -35,11 +35,12 @@ def _check(config):
 
 
 def rows(sweep: str):
-  """(arm, overrides, delta, lo, hi, n, check) for each arm of `sweep` that augments."""
+  """(arm, overrides, (delta, lo, hi), finished runs, check) for each arm of `sweep` that augments and has a
+  difference against the baseline (finished runs on both sides)."""
   with open(os.path.join(sweep, "results.csv")) as f:
     results = list(csv.DictReader(f))
   for r in results:
-    if r["baseline"] == "True":
+    if r["baseline"] == "True" or not r["final_val_accuracy_delta"]:
       continue
     workdir = os.path.join(sweep, "runs", r["arm"], "seed0")
     config = config_from_dict(rundir.read_json(workdir, rundir.CONFIG_FILE))

@@ -130,10 +130,11 @@ def _sample(count: int, limit: int, rng: np.random.Generator) -> np.ndarray:
 
 def check(train: dict, validation: dict, params, num_classes: int, *, max_train: int = MAX_TRAIN,
           max_validation: int = MAX_VALIDATION) -> dict | None:
-  """The test of each geometric transform `params` turns on (module docstring); None when it turns on none.
-  `train`, `validation`: {'image': uint8 [N, H, W, C], 'label': int [N]}."""
+  """The test of each geometric transform `params` turns on (module docstring); None when it turns on none, or
+  a split is empty. `train`, `validation`: {'image': [N, H, W, C] uint8 (or floats on [0, 1]), 'label': int
+  [N]}."""
   named = transforms(params)
-  if not named:
+  if not named or not len(train["label"]) or not len(validation["label"]):
     return None
   start = time.perf_counter()
   rng = np.random.default_rng(SAMPLE_SEED)
@@ -177,9 +178,9 @@ def check(train: dict, validation: dict, params, num_classes: int, *, max_train:
 
 def cached_check(arrays: dict[str, dict], params, num_classes: int) -> dict | None:
   """`check` on the training and validation splits of `arrays`, shared by the runs of a sweep that train the
-  same data with the same transforms (`audit.cached`); None when `params` turns on no geometric transform."""
-  named = transforms(params)
-  if not named:
+  same data with the same transforms (`audit.cached`); None when `params` turns on no geometric transform (or a
+  split is empty)."""
+  if not transforms(params):
     return None
   splits = {"train": arrays["train"], "validation": arrays["validation"]}
   return audit.cached("augment-check", lambda: check(splits["train"], splits["validation"], params, num_classes),
@@ -192,23 +193,42 @@ def key(params) -> list:
            for k, values in transforms(params).items()}, params.fill_mode, params.cval]
 
 
+def _run_config(workdir: str):
+  from cnn_val.ablate.sweep import config_from_dict  # pylint: disable=import-outside-toplevel
+  stored = rundir.read_json(workdir, rundir.CONFIG_FILE)
+  if stored is None:
+    raise FileNotFoundError(f"{workdir} has no {rundir.CONFIG_FILE}: it is not a cnn_val run directory.")
+  return config_from_dict(stored)
+
+
+def _check_run_data(config, params) -> dict:
+  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel
+  splits, arrays = loading.load_data(config)
+  return cached_check(arrays, params, splits.num_classes)
+
+
 def write_for_run(workdir: str) -> dict | None:
   """The check for an existing run directory, from its own config.json and data, written to its
   augment_check.json (a run trained before the check existed; the doctor reads it on its next diagnosis).
   None, and nothing written, where the run's augmentation turns on no geometric transform."""
-  from cnn_val.ablate.sweep import config_from_dict  # pylint: disable=import-outside-toplevel
-  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel
-  stored = rundir.read_json(workdir, rundir.CONFIG_FILE)
-  if stored is None:
-    raise FileNotFoundError(f"{workdir} has no {rundir.CONFIG_FILE}: it is not a cnn_val run directory.")
-  config = config_from_dict(stored)
+  config = _run_config(workdir)
   params = augment.from_config(config.augment)
   if not transforms(params):
     return None
-  splits, arrays = loading.load_data(config)
-  report = cached_check(arrays, params, splits.num_classes)
-  rundir.write_json(workdir, rundir.AUGMENT_CHECK_FILE, report)
+  report = _check_run_data(config, params)
+  if report is not None:
+    rundir.write_json(workdir, rundir.AUGMENT_CHECK_FILE, report)
   return report
+
+
+def flips_change_labels(workdir: str) -> dict:
+  """The check of horizontal flips alone on a run's data, whatever its own augmentation: the doctor asks it
+  before it offers an augmentation preset with flips (a colour dataset of digits or text is not
+  flip-invariant). Nothing is written."""
+  config = _run_config(workdir)
+  params = augment.Augment(horizontal_flip=True)
+  report = _check_run_data(config, params)
+  return report["transforms"]["horizontal_flip"] if report else {"label_destroying": False}
 
 
 def main(argv):

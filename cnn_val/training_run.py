@@ -200,7 +200,8 @@ class Run:
 
 
 def open_run(config, workdir: str, data: RunData, clock: train_loop.WallTime) -> Run:
-  """Everything a run directory needs before its first step: the audit (once per run), the state (resumed from
+  """Everything a run directory needs before its first step: the audit and, where the augmentation flips,
+  rotates, shifts, shears or zooms, the augmentation check (once per run), the state (resumed from
   the latest checkpoint), the metrics truncated to it, the pre-flight checks (a new run) and the writer."""
   arrays, num_classes = data.arrays, data.num_classes
   if jax.process_index() == 0 and rundir.read_json(workdir, rundir.AUDIT_FILE) is None:  # once per run
@@ -213,12 +214,13 @@ def open_run(config, workdir: str, data: RunData, clock: train_loop.WallTime) ->
       and rundir.read_json(workdir, rundir.AUGMENT_CHECK_FILE) is None):  # once per run, where it augments
     with clock("augmentation check"):
       report = augment_check.cached_check(arrays, augmentation, num_classes)
-    rundir.write_json(workdir, rundir.AUGMENT_CHECK_FILE, report)
-    destroying = [f"{name} (the nearest-neighbour error +{100 * t['error_increase']:.0f}%, p = {t['p_value']:.1g})"
-                  for name, t in report["transforms"].items() if t["label_destroying"]]
-    logging.log(logging.WARNING if destroying else logging.INFO, "Augmentation check (%.1f s): %s", report["seconds"],
-                "these transforms change what the images mean: " + "; ".join(destroying) + " (the doctor reports "
-                "harmful_augmentation)" if destroying else "every transform keeps the labels")
+    if report is not None:
+      rundir.write_json(workdir, rundir.AUGMENT_CHECK_FILE, report)
+      destroying = [f"{name} (the nearest-neighbour error +{100 * t['error_increase']:.0f}%, p = "
+                    f"{t['p_value']:.1g})" for name, t in report["transforms"].items() if t["label_destroying"]]
+      logging.log(logging.WARNING if destroying else logging.INFO, "Augmentation check (%.1f s): %s",
+                  report["seconds"], "these transforms change what the images mean: " + "; ".join(destroying)
+                  + " (the doctor reports harmful_augmentation)" if destroying else "every transform keeps the labels")
   missing = [c for c in range(num_classes) if data.counts[c] == 0]
   if missing:  # trained anyway (an open-set evaluation may mean it); the doctor makes it a finding
     val_counts = balance.class_counts(arrays["validation"]["label"], num_classes)

@@ -8,9 +8,9 @@
 #   launch/verify_mnist5k.sh runs/mnist5k runs/m5kv 3 2 [fault ...]   # SWEEP OUT SEEDS PARALLEL [faults]
 #
 # Faults (default: all): hflip trains its finding's fix, the flips off (before the augmentation check its runs
-# looked healthy, and it explored the lever menu: HFLIP_FLAGS="" does that again); small_model and underfitting
-# only the levers the README found (wider; wider and wider_x2) at 5 seeds, where runs this small differ by 1-2
-# points from seed to seed (the README's first pass, the whole menu at 3 seeds, is left out);
+# looked healthy, and it explored the lever menu: HFLIP_FLAGS="--explore=always" does that again); small_model
+# and underfitting only the levers the README found (wider; wider and wider_x2) at 5 seeds, where runs this
+# small differ by 1-2 points from seed to seed (the README's first pass, the whole menu at 3 seeds, is left out);
 # class_imbalance tries its five options; every other fault its top finding's fix only.
 set -uo pipefail
 sweep=${1:-runs/mnist5k} out=${2:-runs/m5kv} seeds=${3:-3} parallel=${4:-2}

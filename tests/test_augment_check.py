@@ -1,6 +1,8 @@
 """The augmentation check: a transform that maps one class onto another is found on the data itself, one
 that keeps the labels is not, and the result is shared by the runs of a sweep."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -91,7 +93,37 @@ def test_the_check_is_shared_through_the_audit_cache(tmp_path, monkeypatch):
   monkeypatch.setattr(augment_check, "check", lambda *a, **k: calls.append(1) or {"recomputed": True})
   assert augment_check.cached_check(arrays, params, 3)["transforms"] == first["transforms"] and not calls
   assert augment_check.cached_check(arrays, _params(vertical_flip=True), 3) == {"recomputed": True}
+  rotation = augment_check.cached_check(arrays, _params(rotation_range=30.0), 3)
+  calls.clear()
+  for changed in (_params(rotation_range=30.0, fill_mode="constant"), _params(rotation_range=30.0, cval=0.5)):
+    assert augment_check.cached_check(arrays, changed, 3) == {"recomputed": True}  # another warp: its own check
+  assert len(calls) == 2 and rotation == {"recomputed": True}
   assert augment_check.cached_check(arrays, _params(), 3) is None
+
+
+def test_an_empty_split_has_no_check():
+  empty = {"image": np.zeros((0, 12, 12, 1), np.uint8), "label": np.zeros((0,), np.int32)}
+  assert augment_check.check(_shapes(10, seed=0), empty, _params(horizontal_flip=True), 3) is None
+
+
+def test_the_rule_reads_what_the_check_writes(tmp_path):
+  """The check's own output, not a hand-made file, through the rule: the flips of the mirrored Ls."""
+  from cnn_val import rundir  # pylint: disable=import-outside-toplevel
+  from cnn_val.doctor import rules  # pylint: disable=import-outside-toplevel
+  config = default.get_config()
+  config.augment.horizontal_flip = True
+  workdir = str(tmp_path)
+  rundir.write_or_check_config(workdir, config)
+  row = {"step": 10, "epoch": 1, "lr": 1e-3, "train_loss": 0.2, "train_accuracy": 0.95, "val_loss": 0.2,
+         "val_accuracy": 0.94, "val_per_class_recall": [0.94] * 3, "val_confusion": (np.eye(3, dtype=int) * 90).tolist()}
+  with open(tmp_path / rundir.METRICS_FILE, "w") as f:
+    f.write(json.dumps(row) + "\n")
+  report = augment_check.check(_shapes(200, seed=0), _shapes(100, seed=1), _params(horizontal_flip=True), 3)
+  rundir.write_json(workdir, rundir.AUGMENT_CHECK_FILE, report)
+  finding = next(f for f in rules.diagnose(workdir)["findings"] if f["cause"] == "harmful_augmentation")
+  assert finding["severity"] == "high" and finding["fix"]["overrides"] == {"config.augment.horizontal_flip": False}
+  assert f"{report['transforms']['horizontal_flip']['lost']} more validation images wrong" in finding["explanation"]
+  assert "horizontal_flip" in finding["fix"]["summary"]
 
 
 def test_a_rotation_range_past_180_degrees_is_tested_turned_over():
@@ -135,3 +167,30 @@ def test_a_run_with_flips_writes_the_check_and_the_doctor_writes_a_missing_one(t
   (tmp_path / "run" / rundir.AUGMENT_CHECK_FILE).unlink()
   doctor.examine(workdir)
   assert rundir.read_json(workdir, rundir.AUGMENT_CHECK_FILE)["transforms"].keys() == written["transforms"].keys()
+
+
+@pytest.mark.parametrize("mirrored,flips_kept", [(True, False), (False, True)])
+def test_the_lever_menu_offers_flips_on_colour_images_only_where_they_keep_the_labels(tmp_path, mirrored,
+                                                                                     flips_kept):
+  """A colour dataset gets the `natural` preset from the lever menu; where one class is the mirror image of
+  another (colour digits or text), the check on its data takes the preset's flips out."""
+  from cnn_val import rundir  # pylint: disable=import-outside-toplevel
+  from cnn_val.doctor import levers, run_view  # pylint: disable=import-outside-toplevel
+  train, validation = _shapes(100, seed=0), _shapes(40, seed=1)
+  if not mirrored:  # class 1 the L turned by 180 degrees instead: a flip maps no class onto another
+    for split in (train, validation):
+      ones = split["label"] == 1
+      split["image"][ones] = split["image"][ones][:, ::-1]  # the mirror image upside down
+  colour = {k: {"image": np.repeat(v["image"], 3, axis=-1), "label": v["label"]}
+            for k, v in (("train", train), ("validation", validation))}
+  path = str(tmp_path / "shapes.npz")
+  np.savez(path, train_image=colour["train"]["image"], train_label=colour["train"]["label"],
+           validation_image=colour["validation"]["image"], validation_label=colour["validation"]["label"])
+  config = default.get_config()
+  config.data.name, config.data.root, config.data.test_split = "npz", path, ""
+  workdir = str(tmp_path / "run")
+  rundir.write_or_check_config(workdir, config)
+  rundir.write_json(workdir, rundir.AUDIT_FILE, {"splits": {"train": {"channel_means": [0.2, 0.2, 0.2]}}})
+  menu = {a.name: dict(a.overrides) for a, _ in levers.menu_arms(run_view.Run(workdir))}
+  assert menu["augment"]["augment.preset"] == "natural"
+  assert ("augment.horizontal_flip" not in menu["augment"]) == flips_kept, menu["augment"]

@@ -309,12 +309,13 @@ def test_harmful_augmentation_from_the_augmentation_check_alone(tmp_path):
                                          "config.augment.height_shift_range": 0.0}
   assert list(finding["evidence"]["label_destroying_transforms"]) == ["shift"]
   assert finding["severity"] == "medium" and result["verdict"] == "healthy"
-  result = _run(tmp_path / "b2", rows, augment__rotation_range=180.0, audit_dict=None)
-  assert "harmful_augmentation" not in _causes(result)  # no check written there: the curves alone say nothing
-  rundir.write_json(str(tmp_path / "b2"), rundir.AUGMENT_CHECK_FILE,
-                    _augment_check(rotation_range=(14, 1, 5e-4, True)))
-  finding = rules.diagnose(str(tmp_path / "b2"))["findings"][0]
-  assert finding["cause"] == "harmful_augmentation" and finding["severity"] == "high", finding
+  for rotation, severity in ((45.0, "medium"), (89.0, "medium"), (90.0, "high"), (180.0, "high")):
+    workdir = tmp_path / f"rotation{rotation:g}"
+    result = _run(workdir, rows, augment__rotation_range=rotation)
+    assert "harmful_augmentation" not in _causes(result)  # no check written there: the curves alone say nothing
+    rundir.write_json(str(workdir), rundir.AUGMENT_CHECK_FILE, _augment_check(rotation_range=(14, 1, 5e-4, True)))
+    finding = rules.diagnose(str(workdir))["findings"][0]
+    assert finding["cause"] == "harmful_augmentation" and finding["severity"] == severity, (rotation, finding)
   # A check that clears everything adds nothing.
   (tmp_path / "c").mkdir()
   rundir.write_json(str(tmp_path / "c"), rundir.AUGMENT_CHECK_FILE,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from absl import logging
+
 from cnn_val import ablate
 from cnn_val.doctor.finding import WEIGHT_DECAY
 from cnn_val.doctor.run_view import Run
@@ -61,14 +63,30 @@ def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
   augment = run.augment
   if not augment.random:
     channels = len((run.audit or {}).get("splits", {}).get("train", {}).get("channel_means", [0]))
-    arms.append((ablate.Arm("augment", {"augment.preset": "characters" if channels == 1 else "natural"}),
-                 "overfitting"))
+    preset = {"augment.preset": "characters" if channels == 1 else "natural"}
+    if channels > 1 and _flips_change_labels(run):  # `natural` flips: not where they change the labels
+      preset["augment.horizontal_flip"] = False
+    arms.append((ablate.Arm("augment", preset), "overfitting"))
   else:
     for field, neutral in _AUGMENT_OFF.items():
       value = getattr(augment, field)
       if value and value != (1.0, 1.0):
         arms.append((ablate.Arm(f"no_{field}", {f"augment.{field}": neutral}), "harmful_augmentation"))
   return arms
+
+
+def _flips_change_labels(run: Run) -> bool:
+  """Whether the augmentation check finds that horizontal flips change the labels of the run's data (measured
+  on its data); False where it cannot be read."""
+  if not run.workdir:
+    return False
+  from cnn_val import augment_check  # pylint: disable=import-outside-toplevel  (JAX; the data)
+  try:
+    return bool(augment_check.flips_change_labels(run.workdir)["label_destroying"])
+  except Exception as e:  # pylint: disable=broad-except  (the data is elsewhere: the preset as it is)
+    logging.warning("The augmentation check of flips on %s's data failed (%s: %s); the lever menu's `natural` "
+                    "preset keeps its flips.", run.workdir, type(e).__name__, e)
+    return False
 
 
 def unbuildable(run: Run, arm: ablate.Arm) -> str | None:

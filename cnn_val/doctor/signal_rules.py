@@ -16,6 +16,7 @@ import numpy as np
 
 from cnn_val import augment as augment_lib
 from cnn_val import rundir
+from cnn_val.augment_check import ERROR_INCREASE
 from cnn_val.doctor.data_rules import missing_share
 from cnn_val.doctor.finding import confidence as _confidence
 from cnn_val.doctor.finding import WEIGHT_DECAY
@@ -343,13 +344,15 @@ def _destroying(run: Run) -> dict:
 
 def _destroying_text(run: Run, name: str, t: dict) -> str:
   errors = t["errors_with_copies"] - t["lost"] + t["won"]
+  accuracy = run.augment_check.get("accuracy")
   pairs = ", ".join(f"{n} {run.class_name(a)} nearest a transformed {run.class_name(b)}"
                     for a, b, n in t["pairs"][:3])
   return (f"{name}: with a transformed copy of each training image added, a nearest-neighbour classifier on "
           f"the pixels gets {t['lost']} more validation images wrong and {t['won']} more right ({errors} -> "
           f"{t['errors_with_copies']} errors, +{100 * t['error_increase']:.0f}%, p = {t['p_value']:.1g}; of the "
-          f"lost: {pairs}); a transformed validation image is still recognised as its class "
-          f"{100 * t['recognised']:.0f}% of the time, against {100 * run.augment_check['accuracy']:.0f}% as it is")
+          f"lost: {pairs})" + (f"; a transformed validation image is still recognised as its class "
+                               f"{100 * t['recognised']:.0f}% of the time, against {100 * accuracy:.0f}% as it is"
+                               if accuracy is not None and t.get("recognised") is not None else ""))
 
 
 def rule_harmful_augmentation(run: Run):
@@ -385,8 +388,8 @@ def rule_harmful_augmentation(run: Run):
     evidence["augment_check_thresholds"] = run.augment_check.get("thresholds")
   confidence = 0.5 + 0.2 * bool(pairs) + 0.2 * bool(strong) + 0.05 * (train_below_val > NOISE_GAP)
   if destroying:
-    confidence = max(confidence, max(_confidence(t["error_increase"], run.augment_check["thresholds"]
-                                                 ["error_increase"]) for t in destroying.values()))
+    threshold = (run.augment_check.get("thresholds") or {}).get("error_increase") or ERROR_INCREASE
+    confidence = max(confidence, max(_confidence(t["error_increase"], threshold) for t in destroying.values()))
     observed = ("The augmentation changes what the images mean, measured on the data before training: "
                 + "; ".join(_destroying_text(run, n, t) for n, t in destroying.items()) + "."
                 + (f" Validation also confuses classes both ways: {pair_text}." if pairs else ""))
@@ -402,7 +405,9 @@ def rule_harmful_augmentation(run: Run):
   return _finding(
       "harmful_augmentation", "high" if decisive or (pairs and strong) else "medium",
       round(min(confidence, 0.95), 3), evidence, observed,
-      "Narrow the augmentation to transforms that keep the label (no flips, small rotations).",
+      (f"Turn off, or down, the transforms that change the labels ({', '.join(destroying)})"
+       + ("; and narrow the rest to transforms that keep them (no flips, small rotations)." if curves else ".")
+       if destroying else "Narrow the augmentation to transforms that keep the label (no flips, small rotations)."),
       overrides or {"config.augment.preset": "none"})
 
 
