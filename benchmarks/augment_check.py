@@ -8,7 +8,8 @@ Each sweep is a `launch/ablate.py` directory whose baseline trains without augme
 each turn one on. For every such arm: what the check (`cnn_val/augment_check.py`) says of each transform, on
 the arm's own data (its seed-0 run's config.json), beside the accuracy the arm lost against the baseline on
 the same seeds (the sweep's results.csv: mean paired difference of final validation accuracy, its 95% CI).
-`--configs`: the check alone on each config's data and augmentation (no CNN column). Prints a markdown table.
+`--configs`: the check alone on each config's data and augmentation (no CNN column; `--flips`: horizontal flips
+alone instead). Prints a markdown table.
 """
 
 import csv
@@ -26,12 +27,14 @@ from cnn_val.data import loading
 
 _SWEEPS = flags.DEFINE_list("sweeps", [], "launch/ablate.py sweep directories (a baseline without augmentation).")
 _CONFIGS = flags.DEFINE_list("configs", [], "Config files whose augmentation is checked on their data.")
+_FLIPS = flags.DEFINE_bool("flips", False, "With --configs: horizontal flips alone on each config's data, "
+                           "whatever its augmentation (what the lever menu asks before it offers `natural`).")
 
 
-def _check(config):
+def _check(config, params=None):
   splits, arrays = loading.load_data(config)
-  return augment_check.check(arrays["train"], arrays["validation"], augment.from_config(config.augment),
-                             splits.num_classes)
+  params = params or augment.from_config(config.augment)
+  return augment_check.check(arrays["train"], arrays["validation"], params, splits.num_classes)
 
 
 def rows(sweep: str):
@@ -62,7 +65,7 @@ def main(argv):
            for sweep in _SWEEPS.value for arm, _, (d, lo, hi), n, check in rows(sweep)]
   for path in _CONFIGS.value:
     config = runpy.run_path(path)["get_config"]()
-    cases.append((path, "-", _check(config), "-"))
+    cases.append((path, "-", _check(config, augment.Augment(horizontal_flip=True) if _FLIPS.value else None), "-"))
   for source, arm, check, cost in cases:
     for t in check["transforms"].values():
       values = ", ".join(f"{k}={v}" for k, v in t["values"].items())
