@@ -31,7 +31,6 @@ import time
 
 import jax
 import numpy as np
-from scipy import stats
 
 from cnn_val import audit, augment, rundir
 
@@ -136,6 +135,7 @@ def check(train: dict, validation: dict, params, num_classes: int, *, max_train:
   named = transforms(params)
   if not named or not len(train["label"]) or not len(validation["label"]):
     return None
+  from scipy import stats  # pylint: disable=import-outside-toplevel  (0.7 s to import: only where it runs)
   start = time.perf_counter()
   rng = np.random.default_rng(SAMPLE_SEED)
   t_idx = _sample(len(train["label"]), max_train, rng)

@@ -219,3 +219,25 @@ def test_arms_of_another_augmentation_magnitude_train_as_one_population_when_the
   assert sorted(sorted(f"{j.arm}/{j.seed}" for j in u) for u in units) == [
       ["base/0", "base/1", "rot20/0", "rot20/1", "same/0", "same/1"], ["no_rotation/0", "no_rotation/1"],
       ["pixel_shift/0", "pixel_shift/1"]]
+
+
+def test_members_of_another_rotation_each_get_their_own_augmentation_check(tiny_config, tmp_path):
+  """A population's members that rotate by different angles share one training program but not one check: each
+  member's augment_check.json is that of its own transforms, computed once per set of them."""
+  from cnn_val import augment_check  # pylint: disable=import-outside-toplevel
+  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel
+  tiny_config.num_epochs = 1
+  tiny_config.augment.rotation_range = 10.0
+  configs = [_member(tiny_config, 0, 1e-3), _member(tiny_config, 1, 1e-3), _member(tiny_config, 0, 2e-3)]
+  configs[1].augment.rotation_range = 90.0
+  dirs = [str(tmp_path / f"member{i}") for i in range(3)]
+  population.train_population(configs, dirs)
+  checks = [rundir.read_json(d, rundir.AUGMENT_CHECK_FILE) for d in dirs]
+  assert [c["transforms"]["rotation_range"]["values"] for c in checks] == [
+      {"rotation_range": 10.0}, {"rotation_range": 90.0}, {"rotation_range": 10.0}]
+  splits, arrays = loading.load_data(configs[1])
+  alone = augment_check.check(arrays["train"], arrays["validation"], augment.from_config(configs[1].augment),
+                              splits.num_classes)
+  assert checks[1]["transforms"] == json.loads(json.dumps(alone["transforms"]))
+  assert checks[0] == checks[2]  # the same transforms: one check, written to both
+  assert "augmentation check" in rundir.read_json(dirs[0], rundir.TIMING_FILE)["phases"]
