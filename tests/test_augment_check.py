@@ -115,7 +115,8 @@ def test_the_rule_reads_what_the_check_writes(tmp_path):
   workdir = str(tmp_path)
   rundir.write_or_check_config(workdir, config)
   row = {"step": 10, "epoch": 1, "lr": 1e-3, "train_loss": 0.2, "train_accuracy": 0.95, "val_loss": 0.2,
-         "val_accuracy": 0.94, "val_per_class_recall": [0.94] * 3, "val_confusion": (np.eye(3, dtype=int) * 90).tolist()}
+         "val_accuracy": 0.94, "val_per_class_recall": [0.94] * 3,
+         "val_confusion": (np.eye(3, dtype=int) * 90).tolist()}
   with open(tmp_path / rundir.METRICS_FILE, "w") as f:
     f.write(json.dumps(row) + "\n")
   report = augment_check.check(_shapes(200, seed=0), _shapes(100, seed=1), _params(horizontal_flip=True), 3)
