@@ -70,7 +70,7 @@ def main(argv):
     for t in check["transforms"].values():
       values = ", ".join(f"{k}={v}" for k, v in t["values"].items())
       print(f"| {source} | {arm} | {values} | {check['errors']} -> {t['errors_with_copies']} of "
-            f"{check['validation_examples']} ({t['lost']}, {t['won']}) | {100 * t['error_increase']:+.0f}% | "
+            f"{check['queries']} ({t['lost']}, {t['won']}) | {100 * t['error_increase']:+.0f}% | "
             f"{t['p_value']:.1g} | {'yes' if t['label_destroying'] else 'no'} | {cost} |")
 
 

@@ -5,17 +5,18 @@ augmentation loses accuracy with no other symptom in its curves (its training ac
 images as they are, looks healthy). Whether a transform changes what the images mean is a property of the
 data, so it is measured on the data: for each geometric transform the run's augmentation turns on (flips,
 rotation, shifts, shear, zoom), alone, a 1-nearest-neighbour classifier on the pixels of a sample of the
-training split labels a sample of the validation split twice: with the training images as reference, and with
-the same images plus one transformed copy of each, under its own label (what training with the augmentation
-teaches). A transform that keeps the labels adds neighbours of the right class, or none nearer than the
-originals; one that maps a class onto another puts transformed images of one class nearest to validation
-images of the other. Paired on the same validation images:
+training split labels a sample of the validation split, and up to MAX_TRAIN_QUERIES of the training images
+themselves (each leaving itself and its own copy out: more images to judge where validation is small), twice:
+with the training images as reference, and with the same images plus one transformed copy of each, under its
+own label (what training with the augmentation teaches). A transform that keeps the labels adds neighbours of
+the right class, or none nearer than the originals; one that maps a class onto another puts transformed images
+of one class nearest to images of the other. Paired on the same images:
   lost, won        validation images the copies make wrong / right
   error_increase   (lost - won) / errors without the copies (at least 1): the share by which they raise it
   p_value          one-sided exact binomial (McNemar's) test of lost against won (scipy)
   pairs            (true class, class of the transformed neighbour, count) of the lost images
   recognised       accuracy of the same classifier (no copies) on transformed validation images, against
-                   `accuracy` on the images as they are: how much of a class survives the transform
+                   `accuracy` on the validation images as they are: how much of a class survives the transform
 A transform is label-destroying when p_value < P_VALUE and error_increase >= ERROR_INCREASE (calibrated on
 Fashion-MNIST and MNIST digits: README, The doctor, "Augmentation that changes the labels"). The doctor's
 `harmful_augmentation` rule reads it.
@@ -36,6 +37,7 @@ from cnn_val import audit, augment, rundir
 
 MAX_TRAIN = 10_000
 MAX_VALIDATION = 2_000
+MAX_TRAIN_QUERIES = 3_000  # training images also judged, each left out with its copy
 MAX_SIDE = 32
 P_VALUE = 0.01
 ERROR_INCREASE = 0.2
@@ -112,14 +114,21 @@ def _warp_all(images, draws, cval, *, fill_mode: str):
   return jax.vmap(lambda image, m: augment.warp(image, m, fill_mode=fill_mode, cval=cval))(images, matrices)
 
 
-def _nearest_labels(reference: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> np.ndarray:
-  """The label of each query's nearest reference image (squared Euclidean distance on the pixels)."""
+def _nearest_labels(reference: np.ndarray, labels: np.ndarray, queries: np.ndarray,
+                    exclude: np.ndarray | None = None) -> np.ndarray:
+  """The label of each query's nearest reference image (squared Euclidean distance on the pixels); `exclude`
+  ([queries, k] reference indices, -1 for none) the images a query may not take (itself and its own copy)."""
   ref = reference.reshape(len(reference), -1)
   norms = np.einsum("ij,ij->i", ref, ref)
   out = np.empty(len(queries), labels.dtype)
   for i in range(0, len(queries), _CHUNK):
     q = queries[i:i + _CHUNK].reshape(-1, ref.shape[1])
-    out[i:i + _CHUNK] = labels[np.argmin(norms[None, :] - 2.0 * q @ ref.T, axis=1)]
+    distances = norms[None, :] - 2.0 * q @ ref.T
+    if exclude is not None:
+      for column in exclude[i:i + _CHUNK].T:
+        rows = np.flatnonzero(column >= 0)
+        distances[rows, column[rows]] = np.inf
+    out[i:i + _CHUNK] = labels[np.argmin(distances, axis=1)]
   return out
 
 
@@ -128,7 +137,7 @@ def _sample(count: int, limit: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def check(train: dict, validation: dict, params, num_classes: int, *, max_train: int = MAX_TRAIN,
-          max_validation: int = MAX_VALIDATION) -> dict | None:
+          max_validation: int = MAX_VALIDATION, max_train_queries: int = MAX_TRAIN_QUERIES) -> dict | None:
   """The test of each geometric transform `params` turns on (module docstring); None when it turns on none, or
   a split is empty. `train`, `validation`: {'image': [N, H, W, C] uint8 (or floats on [0, 1]), 'label': int
   [N]}."""
@@ -144,24 +153,34 @@ def check(train: dict, validation: dict, params, num_classes: int, *, max_train:
   x_val, _ = _downsample(np.asarray(validation["image"])[v_idx])
   y_train = np.asarray(train["label"])[t_idx].astype(np.int64)
   y_val = np.asarray(validation["label"])[v_idx].astype(np.int64)
-  base = _nearest_labels(x_train, y_train, x_val)
-  base_right = base == y_val
+  # The queries: the validation sample, and (leave one out) a sample of the training images themselves, each
+  # kept from taking itself or its own copy: more images to judge where validation is small.
+  n_train = len(t_idx)
+  own = np.sort(rng.choice(n_train, min(n_train, max_train_queries), replace=False))
+  queries = np.concatenate([x_val, x_train[own]])
+  y_queries = np.concatenate([y_val, y_train[own]])
+  none = np.full((len(v_idx), 2), -1)
+  exclude = np.concatenate([none, np.stack([own, own + n_train], axis=1)])
+  base = _nearest_labels(x_train, y_train, queries, exclude[:, :1])
+  base_right = base == y_queries
   errors = int(np.sum(~base_right))
   result = {"method": "1-nearest neighbour on the pixels, without and with one transformed copy of each "
-                      "training image under its own label, on the same validation images",
-            "train_examples": int(len(t_idx)), "validation_examples": int(len(v_idx)),
-            "image_side": [int(d) for d in x_train.shape[1:3]], "errors": errors,
-            "accuracy": float(np.mean(base_right)),
+                      "training image under its own label, on the same queries: the validation sample and, "
+                      "leaving each out with its copy, a sample of the training images",
+            "train_examples": int(n_train), "validation_examples": int(len(v_idx)), "train_queries": int(len(own)),
+            "image_side": [int(d) for d in x_train.shape[1:3]], "errors": errors, "queries": int(len(queries)),
+            "accuracy": float(np.mean(base_right[:len(v_idx)])),
             "thresholds": {"p_value": P_VALUE, "error_increase": ERROR_INCREASE}, "transforms": {}}
   for name, values in named.items():
     copies = _transform(x_train, name, values, factor, params.fill_mode, params.cval)
-    with_copies = _nearest_labels(np.concatenate([x_train, copies]), np.concatenate([y_train, y_train]), x_val)
-    right = with_copies == y_val
+    with_copies = _nearest_labels(np.concatenate([x_train, copies]), np.concatenate([y_train, y_train]), queries,
+                                  exclude)
+    right = with_copies == y_queries
     lost_mask = base_right & ~right
     lost, won = int(np.sum(lost_mask)), int(np.sum(~base_right & right))
     p_value = float(stats.binomtest(lost, lost + won, 0.5, alternative="greater").pvalue) if lost + won else 1.0
     pairs = {}
-    for true, pred in zip(y_val[lost_mask].tolist(), with_copies[lost_mask].tolist()):
+    for true, pred in zip(y_queries[lost_mask].tolist(), with_copies[lost_mask].tolist()):
       pairs[(true, pred)] = pairs.get((true, pred), 0) + 1
     seen = _transform(x_val, name, values, factor, params.fill_mode, params.cval)
     increase = (lost - won) / max(errors, 1)
@@ -170,7 +189,7 @@ def check(train: dict, validation: dict, params, num_classes: int, *, max_train:
         "lost": lost, "won": won, "errors_with_copies": errors + lost - won, "error_increase": increase,
         "p_value": p_value, "label_destroying": bool(p_value < P_VALUE and increase >= ERROR_INCREASE),
         "pairs": [[t, p, c] for (t, p), c in sorted(pairs.items(), key=lambda kv: -kv[1])],
-        "lost_by_class": np.bincount(y_val[lost_mask], minlength=num_classes).tolist(),
+        "lost_by_class": np.bincount(y_queries[lost_mask], minlength=num_classes).tolist(),
         "recognised": float(np.mean(_nearest_labels(x_train, y_train, seen) == y_val))}
   result["seconds"] = time.perf_counter() - start
   return result

@@ -47,6 +47,7 @@ def test_a_flip_that_maps_a_class_onto_another_is_label_destroying_and_one_that_
                                                           rotation_range=10.0), 3)
   assert set(report["transforms"]) == {"horizontal_flip", "vertical_flip", "rotation_range"}
   assert report["validation_examples"] == 300 and report["train_examples"] == 600
+  assert report["train_queries"] == 600 and report["queries"] == 900  # every training image judged too
   h, v, r = (report["transforms"][k] for k in ("horizontal_flip", "vertical_flip", "rotation_range"))
   assert h["label_destroying"] and h["p_value"] < augment_check.P_VALUE, h
   assert h["error_increase"] >= augment_check.ERROR_INCREASE and h["lost"] > 10 * max(h["won"], 1)
@@ -55,6 +56,16 @@ def test_a_flip_that_maps_a_class_onto_another_is_label_destroying_and_one_that_
   assert h["recognised"] < report["accuracy"] - 0.3  # a flipped L reads as its mirror
   assert not v["label_destroying"] and not r["label_destroying"], (v, r)
   assert r["recognised"] > 0.8 * report["accuracy"]
+
+
+def test_a_training_image_judged_leaves_itself_and_its_copy_out():
+  reference = np.array([[0.0], [1.0], [0.1], [0.9]], np.float32)  # two images, then their copies
+  labels = np.array([0, 1, 0, 1])
+  queries = reference[:1]
+  nearest = augment_check._nearest_labels  # pylint: disable=protected-access
+  assert nearest(reference, labels, queries)[0] == 0  # itself
+  assert nearest(reference, labels, queries, np.array([[0, 2]]))[0] == 1  # neither itself nor its copy
+  assert nearest(reference, labels, queries, np.array([[-1, -1]]))[0] == 0  # a validation image: nothing left out
 
 
 def test_only_the_geometric_transforms_that_are_on_are_tested():
