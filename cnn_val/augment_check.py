@@ -11,9 +11,10 @@ with the training images as reference, and with the same images plus one transfo
 own label (what training with the augmentation teaches). A transform that keeps the labels adds neighbours of
 the right class, or none nearer than the originals; one that maps a class onto another puts transformed images
 of one class nearest to images of the other. Paired on the same images:
-  lost, won        validation images the copies make wrong / right
+  lost, won        images judged (validation, and training images left out) the copies make wrong / right
   error_increase   (lost - won) / errors without the copies (at least 1): the share by which they raise it
-  p_value          one-sided exact binomial (McNemar's) test of lost against won (scipy)
+  p_value          one-sided exact binomial (McNemar's) test of lost against won (scipy); indicative, not
+                   exact: the queries share the reference, so one copy can move several of them
   pairs            (true class, class of the transformed neighbour, count) of the lost images
   recognised       accuracy of the same classifier (no copies) on transformed validation images, against
                    `accuracy` on the validation images as they are: how much of a class survives the transform
@@ -156,7 +157,7 @@ def check(train: dict, validation: dict, params, num_classes: int, *, max_train:
   # The queries: the validation sample, and (leave one out) a sample of the training images themselves, each
   # kept from taking itself or its own copy: more images to judge where validation is small.
   n_train = len(t_idx)
-  own = np.sort(rng.choice(n_train, min(n_train, max_train_queries), replace=False))
+  own = _sample(n_train, max_train_queries, rng)
   queries = np.concatenate([x_val, x_train[own]])
   y_queries = np.concatenate([y_val, y_train[own]])
   none = np.full((len(v_idx), 2), -1)
@@ -259,7 +260,7 @@ def main(argv):
       print(f"{workdir}: its augmentation turns on no geometric transform; nothing to check.")
       continue
     for name, t in report["transforms"].items():
-      print(f"{workdir}: {name}: {t['lost']} validation images lost, {t['won']} won, error "
+      print(f"{workdir}: {name}: {t['lost']} images lost, {t['won']} won, of {report['queries']} judged; error "
             f"{report['errors']} -> {t['errors_with_copies']} ({100 * t['error_increase']:+.0f}%), p = "
             f"{t['p_value']:.2g}: {'changes the labels' if t['label_destroying'] else 'keeps the labels'}")
     print(f"{workdir}/{rundir.AUGMENT_CHECK_FILE} written ({report['seconds']:.1f} s).")

@@ -134,7 +134,8 @@ def test_the_rule_reads_what_the_check_writes(tmp_path):
   rundir.write_json(workdir, rundir.AUGMENT_CHECK_FILE, report)
   finding = next(f for f in rules.diagnose(workdir)["findings"] if f["cause"] == "harmful_augmentation")
   assert finding["severity"] == "high" and finding["fix"]["overrides"] == {"config.augment.horizontal_flip": False}
-  assert f"{report['transforms']['horizontal_flip']['lost']} more validation images wrong" in finding["explanation"]
+  assert f"{report['transforms']['horizontal_flip']['lost']} more images wrong" in finding["explanation"]
+  assert f"of {report['queries']} judged" in finding["explanation"]
   assert "horizontal_flip" in finding["fix"]["summary"]
 
 

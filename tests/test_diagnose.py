@@ -293,7 +293,7 @@ def test_harmful_augmentation_from_the_augmentation_check_alone(tmp_path):
   assert finding["cause"] == "harmful_augmentation" and finding["severity"] == "high", finding
   assert finding["fix"]["overrides"] == {"config.augment.horizontal_flip": False}
   assert result["verdict"] == "problems_found"
-  assert "19 more validation images wrong" in finding["explanation"]
+  assert "19 more images wrong" in finding["explanation"]
   assert "4 c2 nearest a transformed c5" in finding["explanation"]
   assert finding["evidence"]["label_destroying_transforms"]["horizontal_flip"]["lost"] == 19
   # Transforms the check clears, beside one it flags: only the flagged one is turned down (the shifts to 0.1 of

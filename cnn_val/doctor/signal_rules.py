@@ -347,9 +347,12 @@ def _destroying_text(run: Run, name: str, t: dict) -> str:
   accuracy = run.augment_check.get("accuracy")
   pairs = ", ".join(f"{n} {run.class_name(a)} nearest a transformed {run.class_name(b)}"
                     for a, b, n in t["pairs"][:3])
+  judged = run.augment_check.get("queries")
   return (f"{name}: with a transformed copy of each training image added, a nearest-neighbour classifier on "
-          f"the pixels gets {t['lost']} more validation images wrong and {t['won']} more right ({errors} -> "
-          f"{t['errors_with_copies']} errors, +{100 * t['error_increase']:.0f}%, p = {t['p_value']:.1g}; of the "
+          f"the pixels gets {t['lost']} more images wrong and {t['won']} more right ({errors} -> "
+          f"{t['errors_with_copies']} errors"
+          + (f" of {judged} judged, validation images and training images each left out in turn" if judged else "")
+          + f", +{100 * t['error_increase']:.0f}%, p = {t['p_value']:.1g}; of the "
           f"lost: {pairs})" + (f"; a transformed validation image is still recognised as its class "
                                f"{100 * t['recognised']:.0f}% of the time, against {100 * accuracy:.0f}% as it is"
                                if accuracy is not None and t.get("recognised") is not None else ""))
