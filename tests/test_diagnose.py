@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnn_val import audit, rundir
-from cnn_val.doctor import rules, signal_rules
+from cnn_val.doctor import augmentation_rules, rules, signal_rules
 from cnn_val.configs import default
 
 K = 10
@@ -277,7 +277,7 @@ def test_a_transform_the_check_flags_is_turned_down_or_off(fields, expected):
   for field, value in fields.items():
     config[field] = value
   name = {"width_shift_range": "shift"}.get(next(iter(fields)), next(iter(fields)))
-  assert signal_rules._label_keeping(augment.from_config(config), name) == expected  # pylint: disable=protected-access
+  assert augmentation_rules._label_keeping(augment.from_config(config), name) == expected  # pylint: disable=protected-access
 
 
 def test_harmful_augmentation_from_the_augmentation_check_alone(tmp_path):
