@@ -10,7 +10,9 @@ training examples weighted to the other split's class mix (a class imbalance alo
 validation/test images whose exact bytes also occur in train, and near duplicates: those whose coarse
 thumbnail (block means on a grid of about 8x8), at the best of the nine shifts by up to one pixel, lies within
 NEAR_RMS grey levels (RMS) of the thumbnail of a training image of the same class (a copy moved by a pixel
-and lightly noised is a near duplicate; without the shifts its thumbnail lies 15-38 grey levels away).
+and lightly noised is a near duplicate; without the shifts its thumbnail lies 15-38 grey levels away). The
+pixel reference (`pixel_reference`): the validation accuracy of a 1-nearest-neighbour classifier on the pixels
+(knn.reference), what a model that learns nothing beyond lookup reaches: the doctor's yardstick for the CNN.
 
 Thresholds (module constants, used by `diagnose.py`; measured on Fashion-MNIST's random 54k/6k split and on
 the fault scenarios, README "Diagnosis"):
@@ -27,7 +29,7 @@ import time
 
 import numpy as np
 
-from cnn_val import rundir
+from cnn_val import knn, rundir
 
 DRIFT_KS = 0.1
 LEAKAGE_FRACTION = 0.01
@@ -221,7 +223,7 @@ def cached(name: str, compute, splits: dict[str, dict], key, sources: tuple[str,
 def cached_audit(splits: dict[str, dict], num_classes: int, class_names=(), cache_dir: str | None = None) -> dict:
   """`audit`, through `cached`: the runs of a sweep share it (a 3-seed verification audits its data once)."""
   return cached("audit", lambda: audit(splits, num_classes, class_names), splits,
-                [num_classes, list(class_names)], (__file__,), cache_dir)
+                [num_classes, list(class_names)], (__file__, knn.__file__), cache_dir)
 
 
 def audit(splits: dict[str, dict], num_classes: int, class_names=()) -> dict:
@@ -259,5 +261,7 @@ def audit(splits: dict[str, dict], num_classes: int, class_names=()) -> dict:
         stats["train"], splits["train"]["label"], stats[name], splits[name]["label"], num_classes)
     result["duplicates"][name] = _duplicates(splits["train"]["image"], splits["train"]["label"],
                                              splits[name]["image"], splits[name]["label"])
+  if "train" in splits and "validation" in splits:  # what the pixels alone give: the doctor's reference
+    result["pixel_reference"] = knn.reference(splits["train"], splits["validation"], num_classes)
   result["seconds"] = time.perf_counter() - start
   return result

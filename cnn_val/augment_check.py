@@ -22,7 +22,7 @@ A transform is label-destroying when p_value < P_VALUE and error_increase >= ERR
 Fashion-MNIST and MNIST digits: README, The doctor, "Augmentation that changes the labels"). The doctor's
 `harmful_augmentation` rule reads it.
 
-Images larger than MAX_SIDE pixels a side are block-averaged down first (the test asks what the shapes mean,
+Images larger than knn.MAX_SIDE pixels a side are block-averaged down first (the test asks what the shapes mean,
 not their detail); the samples are drawn with a fixed seed, so every run of a sweep gets the same result.
 """
 
@@ -34,16 +34,13 @@ import time
 import jax
 import numpy as np
 
-from cnn_val import audit, augment, rundir
+from cnn_val import audit, augment, knn, rundir
 
 MAX_TRAIN = 10_000
 MAX_VALIDATION = 2_000
 MAX_TRAIN_QUERIES = 3_000  # training images also judged, each left out with its copy
-MAX_SIDE = 32
 P_VALUE = 0.01
 ERROR_INCREASE = 0.2
-SAMPLE_SEED = 0
-_CHUNK = 500
 
 # The transforms tested, each as the Augment fields that turn it on alone (flips are applied to every copy:
 # the originals already stand for the unflipped half).
@@ -62,23 +59,6 @@ def transforms(params) -> dict[str, dict]:
   return out
 
 
-def _downsample(images: np.ndarray) -> tuple[np.ndarray, int]:
-  """Float images on [0, 1] (uint8 ones divided by 255; float ones, as the training step also takes them, kept),
-  block-averaged by the smallest integer factor that brings the larger side to <= MAX_SIDE (never below one
-  pixel on the shorter side; the remainder cropped), in chunks so that large images never exist as floats at
-  full size; and the factor."""
-  images = np.asarray(images)
-  n, h, w, c = images.shape
-  factor = max(1, min(-(-max(h, w) // MAX_SIDE), min(h, w)))
-  h2, w2 = h // factor, w // factor
-  scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
-  out = np.empty((n, h2, w2, c), np.float32)
-  for i in range(0, n, _CHUNK):
-    block = images[i:i + _CHUNK, :h2 * factor, :w2 * factor].reshape(-1, h2, factor, w2, factor, c)
-    out[i:i + _CHUNK] = block.mean(axis=(2, 4), dtype=np.float32) * scale
-  return out, factor
-
-
 def _transform(images: np.ndarray, name: str, values: dict, factor: int, fill_mode: str, cval: float):
   """One transformed copy of each image: flipped, or warped by the affine transform at its largest magnitude
   with a random sign (rotation by +-min(r, 180) degrees, shifts by +-s in both directions, shear by +-s, zoom by one end
@@ -88,7 +68,7 @@ def _transform(images: np.ndarray, name: str, values: dict, factor: int, fill_mo
   if name == "vertical_flip":
     return images[:, ::-1]
   n, h, w = images.shape[:3]
-  rng = np.random.default_rng(SAMPLE_SEED)
+  rng = np.random.default_rng(knn.SAMPLE_SEED)
   sign = lambda: rng.choice([-1.0, 1.0], n).astype(np.float32)
   zero = np.zeros(n, np.float32)
   theta, tx, ty, shear = zero, zero, zero, zero
@@ -115,28 +95,6 @@ def _warp_all(images, draws, cval, *, fill_mode: str):
   return jax.vmap(lambda image, m: augment.warp(image, m, fill_mode=fill_mode, cval=cval))(images, matrices)
 
 
-def _nearest_labels(reference: np.ndarray, labels: np.ndarray, queries: np.ndarray,
-                    exclude: np.ndarray | None = None) -> np.ndarray:
-  """The label of each query's nearest reference image (squared Euclidean distance on the pixels); `exclude`
-  ([queries, k] reference indices, -1 for none) the images a query may not take (itself and its own copy)."""
-  ref = reference.reshape(len(reference), -1)
-  norms = np.einsum("ij,ij->i", ref, ref)
-  out = np.empty(len(queries), labels.dtype)
-  for i in range(0, len(queries), _CHUNK):
-    q = queries[i:i + _CHUNK].reshape(-1, ref.shape[1])
-    distances = norms[None, :] - 2.0 * q @ ref.T
-    if exclude is not None:
-      for column in exclude[i:i + _CHUNK].T:
-        rows = np.flatnonzero(column >= 0)
-        distances[rows, column[rows]] = np.inf
-    out[i:i + _CHUNK] = labels[np.argmin(distances, axis=1)]
-  return out
-
-
-def _sample(count: int, limit: int, rng: np.random.Generator) -> np.ndarray:
-  return np.sort(rng.choice(count, limit, replace=False)) if count > limit else np.arange(count)
-
-
 def check(train: dict, validation: dict, params, num_classes: int, *, max_train: int = MAX_TRAIN,
           max_validation: int = MAX_VALIDATION, max_train_queries: int = MAX_TRAIN_QUERIES) -> dict | None:
   """The test of each geometric transform `params` turns on (module docstring); None when it turns on none, or
@@ -147,22 +105,22 @@ def check(train: dict, validation: dict, params, num_classes: int, *, max_train:
     return None
   from scipy import stats  # pylint: disable=import-outside-toplevel  (0.7 s to import: only where it runs)
   start = time.perf_counter()
-  rng = np.random.default_rng(SAMPLE_SEED)
-  t_idx = _sample(len(train["label"]), max_train, rng)
-  v_idx = _sample(len(validation["label"]), max_validation, rng)
-  x_train, factor = _downsample(np.asarray(train["image"])[t_idx])
-  x_val, _ = _downsample(np.asarray(validation["image"])[v_idx])
+  rng = np.random.default_rng(knn.SAMPLE_SEED)
+  t_idx = knn.sample(len(train["label"]), max_train, rng)
+  v_idx = knn.sample(len(validation["label"]), max_validation, rng)
+  x_train, factor = knn.downsample(np.asarray(train["image"])[t_idx])
+  x_val, _ = knn.downsample(np.asarray(validation["image"])[v_idx])
   y_train = np.asarray(train["label"])[t_idx].astype(np.int64)
   y_val = np.asarray(validation["label"])[v_idx].astype(np.int64)
   # The queries: the validation sample, and (leave one out) a sample of the training images themselves, each
   # kept from taking itself or its own copy: more images to judge where validation is small.
   n_train = len(t_idx)
-  own = _sample(n_train, max_train_queries, rng)
+  own = knn.sample(n_train, max_train_queries, rng)
   queries = np.concatenate([x_val, x_train[own]])
   y_queries = np.concatenate([y_val, y_train[own]])
   none = np.full((len(v_idx), 2), -1)
   exclude = np.concatenate([none, np.stack([own, own + n_train], axis=1)])
-  base = _nearest_labels(x_train, y_train, queries, exclude[:, :1])
+  base = knn.nearest_labels(x_train, y_train, queries, exclude[:, :1])
   base_right = base == y_queries
   errors = int(np.sum(~base_right))
   result = {"method": "1-nearest neighbour on the pixels, without and with one transformed copy of each "
@@ -174,7 +132,7 @@ def check(train: dict, validation: dict, params, num_classes: int, *, max_train:
             "thresholds": {"p_value": P_VALUE, "error_increase": ERROR_INCREASE}, "transforms": {}}
   for name, values in named.items():
     copies = _transform(x_train, name, values, factor, params.fill_mode, params.cval)
-    with_copies = _nearest_labels(np.concatenate([x_train, copies]), np.concatenate([y_train, y_train]), queries,
+    with_copies = knn.nearest_labels(np.concatenate([x_train, copies]), np.concatenate([y_train, y_train]), queries,
                                   exclude)
     right = with_copies == y_queries
     lost_mask = base_right & ~right
@@ -191,7 +149,7 @@ def check(train: dict, validation: dict, params, num_classes: int, *, max_train:
         "p_value": p_value, "label_destroying": bool(p_value < P_VALUE and increase >= ERROR_INCREASE),
         "pairs": [[t, p, c] for (t, p), c in sorted(pairs.items(), key=lambda kv: -kv[1])],
         "lost_by_class": np.bincount(y_queries[lost_mask], minlength=num_classes).tolist(),
-        "recognised": float(np.mean(_nearest_labels(x_train, y_train, seen) == y_val))}
+        "recognised": float(np.mean(knn.nearest_labels(x_train, y_train, seen) == y_val))}
   result["seconds"] = time.perf_counter() - start
   return result
 
@@ -204,7 +162,7 @@ def cached_check(arrays: dict[str, dict], params, num_classes: int) -> dict | No
     return None
   splits = {"train": arrays["train"], "validation": arrays["validation"]}
   return audit.cached("augment-check", lambda: check(splits["train"], splits["validation"], params, num_classes),
-                      splits, [num_classes, key(params)], (__file__, augment.__file__))
+                      splits, [num_classes, key(params)], (__file__, augment.__file__, knn.__file__))
 
 
 def key(params) -> list:

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from cnn_val import audit, augment, augment_check
+from cnn_val import audit, augment, augment_check, knn
 from cnn_val.configs import default
 
 
@@ -62,7 +62,7 @@ def test_a_training_image_judged_leaves_itself_and_its_copy_out():
   reference = np.array([[0.0], [1.0], [0.1], [0.9]], np.float32)  # two images, then their copies
   labels = np.array([0, 1, 0, 1])
   queries = reference[:1]
-  nearest = augment_check._nearest_labels  # pylint: disable=protected-access
+  nearest = knn.nearest_labels
   assert nearest(reference, labels, queries)[0] == 0  # itself
   assert nearest(reference, labels, queries, np.array([[0, 2]]))[0] == 1  # neither itself nor its copy
   assert nearest(reference, labels, queries, np.array([[-1, -1]]))[0] == 0  # a validation image: nothing left out
@@ -81,7 +81,7 @@ def test_only_the_geometric_transforms_that_are_on_are_tested():
 def test_large_images_are_averaged_down_and_pixel_shifts_follow():
   images = np.zeros((2, 70, 64, 1), np.uint8)
   images[:, :35] = 255
-  small, factor = augment_check._downsample(images)  # pylint: disable=protected-access
+  small, factor = knn.downsample(images)
   assert factor == 3 and small.shape == (2, 23, 21, 1)
   np.testing.assert_allclose(small[0, :11, :, 0], 1.0)
   np.testing.assert_allclose(small[0, 12:, :, 0], 0.0)
@@ -150,7 +150,7 @@ def test_a_rotation_range_past_180_degrees_is_tested_turned_over():
 
 def test_float_images_are_kept_on_their_scale():
   images = np.full((3, 8, 8, 1), 0.5, np.float32)
-  downsample = augment_check._downsample  # pylint: disable=protected-access
+  downsample = knn.downsample
   assert downsample(images)[0].max() == pytest.approx(0.5)
   assert downsample((images * 255).astype(np.uint8))[0].max() == pytest.approx(127 / 255)
   thin = np.zeros((2, 200, 2, 1), np.uint8)  # the factor never leaves the shorter side without a pixel

@@ -147,6 +147,46 @@ def test_underfitting_a_small_model(tmp_path):
   assert "underfitting" not in _causes(result)  # 0.35 / ln 10 = 0.152 < 0.16
 
 
+def _with_pixel_reference(accuracy, validation=5000, **audit_fields):
+  return {**_audit(**audit_fields), "pixel_reference": {
+      "accuracy": accuracy, "errors": round((1 - accuracy) * validation), "train_examples": 54000,
+      "validation_examples": validation}}
+
+
+@pytest.mark.parametrize("lookup_accuracy,fires", [(0.91, True), (0.908, False), (0.85, False)])
+def test_a_run_no_better_than_a_pixel_lookup_underfits(tmp_path, lookup_accuracy, fires):
+  """The default history's best validation error is 8.2%: 0.911x a lookup at 91% (fires), 0.891x at 90.8%."""
+  result = _run(tmp_path, audit_dict=_with_pixel_reference(lookup_accuracy))
+  assert (_causes(result, "high") == {"underfitting"}) == fires
+  assert result["verdict"] == ("problems_found" if fires else "healthy")
+  if fires:
+    finding = result["findings"][0]
+    assert finding["evidence"]["pixel_reference"]["ratio"] == pytest.approx(0.082 / 0.09)
+    assert finding["fix"]["overrides"]["config.model.name"] == "ConvNet"  # the loss levelled off: wider
+    assert "nearest-neighbour lookup" in finding["explanation"]
+
+
+def test_the_pixel_lookup_needs_enough_errors_and_no_other_cause(tmp_path):
+  few = _run(tmp_path / "few", audit_dict=_with_pixel_reference(0.91, validation=200))  # 18 errors
+  assert few["verdict"] == "healthy"
+  slow = _run(tmp_path / "lr", _rows(update_ratio=1e-4), audit_dict=_with_pixel_reference(0.95))
+  assert _top(slow) == "lr_too_low" and "underfitting" not in _causes(slow)
+  tail = _run(tmp_path / "tail", _rows(recall=[0.95] * 6 + [0.6] * 4),
+              audit_dict=_with_pixel_reference(0.95, counts=[5400] * 6 + [300] * 4))
+  assert _top(tail) == "class_imbalance" and "underfitting" not in _causes(tail)
+
+
+def test_the_pixel_lookup_raises_an_underfitting_finding_from_the_loss(tmp_path):
+  rows = _rows(train_loss=(0.9, 0.45), train_acc=(0.7, 0.84), val_acc=(0.71, 0.842))  # 0.20 ln K: medium
+  medium = _run(tmp_path / "a", rows, model__name="ConvNet", model__widths=(4, 8))
+  assert medium["findings"][0]["severity"] == "medium" and medium["verdict"] == "healthy"
+  raised = _run(tmp_path / "b", rows, audit_dict=_with_pixel_reference(0.84), model__name="ConvNet",
+                model__widths=(4, 8))
+  finding = raised["findings"][0]
+  assert [f["cause"] for f in raised["findings"]] == ["underfitting"] and finding["severity"] == "high"
+  assert finding["evidence"]["train_loss_over_ln_k"] > 0.16 and finding["evidence"]["pixel_reference"]["ratio"] > 0.9
+
+
 def test_failed_preflight_in_a_run_that_learned_is_underfitting_not_a_pipeline_bug(tmp_path):
   rundir.write_json(str(tmp_path), rundir.PREFLIGHT_FILE, {"checks": [
       {"name": "overfit_batch", "passed": False, "value": 0.6, "message": "cannot fit one batch"},

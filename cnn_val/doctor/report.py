@@ -362,6 +362,13 @@ def write_report(workdir: str, diagnosis: dict) -> str:
                    f"| {name} | {split['count']} | - | {split['missing_classes'] or '-'} | - | - |")
     for name, dups in audit.get("duplicates", {}).items():
       lines.append(f"\n{name}: {dups['exact']} exact and {dups['near']} near duplicates of training images.")
+    reference = audit.get("pixel_reference")
+    if reference and rows:
+      best = max(r["val_accuracy"] for r in rows)
+      ratio = (1 - best) / max(1 - reference["accuracy"], 1e-9)
+      lines.append(f"\nPixel reference: a 1-nearest-neighbour lookup on the pixels of {reference['train_examples']:,} "
+                   f"training images labels {100 * reference['accuracy']:.1f}% of {reference['validation_examples']:,} "
+                   f"validation images; the run's best validation error is {ratio:.2f}x the lookup's.")
     lines.append("")
   if lr_find:
     plots.append(("LR range test", plot_lr_find(workdir, lr_find)))

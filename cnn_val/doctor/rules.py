@@ -23,8 +23,9 @@ from cnn_val.doctor.finding import finding as _finding
 from cnn_val.doctor.finding import verification_result
 from cnn_val.doctor.augmentation_rules import rule_harmful_augmentation
 from cnn_val.doctor.run_view import Run
-from cnn_val.doctor.signal_rules import (rule_diverged, rule_label_noise, rule_lr_plateau, rule_lr_too_high,
-                                         rule_lr_too_low, rule_overfitting, rule_pipeline_bug, rule_underfitting)
+from cnn_val.doctor.signal_rules import (capacity_fix, rule_diverged, rule_label_noise, rule_lr_plateau,
+                                         rule_lr_too_high, rule_lr_too_low, rule_overfitting, rule_pipeline_bug,
+                                         rule_underfitting)
 
 DIAGNOSIS_FILE = "diagnosis.json"
 # The accuracy at stake: a run whose validation accuracy ends within NEAR_CHANCE_MARGIN of the majority-class
@@ -32,6 +33,16 @@ DIAGNOSIS_FILE = "diagnosis.json"
 # (almost) nothing. It is never healthy: every finding becomes high, and without any a finding says so.
 NEAR_CHANCE_MARGIN = 0.05
 NEAR_CHANCE_SHARE = 0.10
+# The pixel reference (audit.json's `pixel_reference`, knn.py): a run whose best validation error is at least
+# PIXEL_REFERENCE_RATIO of a 1-nearest-neighbour lookup's on the pixels has not learned what its data hold.
+# Runs without a fault halve the lookup's error or better (0.17-0.67x on both datasets, augmented, BatchNorm and
+# 25-epoch runs included); the models too small to fit end at 0.98-1.37x (README, "The pixel reference").
+# Judged only where the lookup errs on at least PIXEL_REFERENCE_MIN_ERRORS images (a ratio of few errors is
+# noise) and no other cause was found (those explain lost accuracy themselves: a long tail, a shift, leaked
+# copies, wrong labels, a label-changing augmentation, the learning rate).
+PIXEL_REFERENCE_RATIO = 0.9
+PIXEL_REFERENCE_MIN_ERRORS = 25
+_CAPACITY_CAUSES = ("underfitting", "lr_plateau")
 
 
 # Ranking within a severity: a run that failed outright, then causes measured directly in the data (the
@@ -91,11 +102,52 @@ def near_chance(run: Run, findings: list[dict]) -> list[dict]:
       "rate with `python -m cnn_val.lr_find`.")]
 
 
+def pixel_reference(run: Run, findings: list[dict]) -> list[dict]:
+  """The CNN against a lookup on the pixels: where its best validation error is at least PIXEL_REFERENCE_RATIO of
+  the 1-nearest-neighbour classifier's and no finding names another cause, the run underfits (high): an
+  `underfitting` finding from the training loss gains the evidence and becomes high, or one is added with the
+  underfitting rule's fix (narrower augmentation, more epochs while the loss still fell, a wider model)."""
+  reference = (run.audit or {}).get("pixel_reference")
+  if (not run.rows or not reference or reference.get("errors", 0) < PIXEL_REFERENCE_MIN_ERRORS
+      or any(f["cause"] not in _CAPACITY_CAUSES for f in findings)):
+    return findings
+  lookup_error = 1.0 - reference["accuracy"]
+  error = 1.0 - run.best["val_accuracy"]
+  ratio = error / lookup_error
+  if ratio < PIXEL_REFERENCE_RATIO:
+    return findings
+  evidence = {"best_val_error": error, "pixel_lookup_error": lookup_error, "ratio": ratio,
+              "threshold": PIXEL_REFERENCE_RATIO, "lookup_train_examples": reference["train_examples"],
+              "lookup_validation_examples": reference["validation_examples"]}
+  said = (f"Its best validation error, {100 * error:.1f}%, is {ratio:.2f}x that of a 1-nearest-neighbour lookup on "
+          f"the raw pixels of {reference['train_examples']:,} training images ({100 * lookup_error:.1f}% of "
+          f"{reference['validation_examples']:,} validation images), which learns nothing; a CNN that learns the "
+          f"shapes in its data halves the lookup's error or better (runs without a fault: 0.17-0.67x).")
+  existing = next((f for f in findings if f["cause"] == "underfitting"), None)
+  if existing is not None:
+    existing["evidence"]["pixel_reference"] = evidence
+    existing["explanation"] += " " + said
+    existing["severity"] = "high"
+    existing["confidence"] = max(existing["confidence"], _reference_confidence(ratio))
+    return findings
+  options, fix, why = capacity_fix(run)
+  return findings + [_finding(
+      "underfitting", "high", _reference_confidence(ratio),
+      {"pixel_reference": evidence, "val_accuracy": run.val_acc, "best_val_accuracy": run.best["val_accuracy"],
+       "train_loss_fall_last_third": run.train_loss_fall, "model": run.get("model.name")},
+      "The model does no better than looking up the nearest training image. " + said + " " + why,
+      fix, options=options)]
+
+
+def _reference_confidence(ratio: float) -> float:
+  return min(0.9, 0.6 + 0.3 * (ratio - PIXEL_REFERENCE_RATIO) / PIXEL_REFERENCE_RATIO)
+
+
 def diagnose(workdir: str) -> dict:
   """The diagnosis of the run in `workdir`, from its files alone."""
   start = time.perf_counter()
   run = Run(workdir)
-  findings = near_chance(run, [f for f in (rule(run) for rule in RULES) if f is not None])
+  findings = pixel_reference(run, near_chance(run, [f for f in (rule(run) for rule in RULES) if f is not None]))
   findings.sort(key=lambda f: (SEVERITIES.index(f["severity"]), _TIER[f["cause"]], -f["confidence"]))
   summary = {}
   if run.rows:

@@ -188,6 +188,29 @@ def _milder_augmentation(run: Run) -> dict:
   return overrides
 
 
+def capacity_fix(run: Run) -> tuple[list[tuple[str, dict]], str, str]:
+  """The underfitting fix as options (name, overrides; the first the recommendation), what to do, and why: where
+  augmentation is on and the training loss was measured on the clean images, narrower augmentation; while the
+  loss still fell by > TOO_SHORT over the last third, twice the epochs; and always a wider model, which
+  `--verify` trains beside the first (a slow loss on a model too small also still falls: the digits' ConvNet of 1
+  and 2 channels gained +0.60 points [-0.54, +1.74] from twice its 30 epochs)."""
+  widths = run.get("model.widths") or [32, 64]
+  wider = ("wider", {"config.model.name": "ConvNet", "config.model.widths": [max(32, 2 * int(w)) for w in widths],
+                     "config.model.hidden_units": 128})
+  milder = (_milder_augmentation(run) if run.last.get("train_eval_loss") is not None and run.augmentation_on()
+            else {})
+  if milder:  # the clean training images are not fitted while the augmented ones are trained on
+    return ([("milder_augmentation", milder), wider],
+            "Narrow the augmentation to what the model can fit (the `characters` preset's strength: rotation 10°, "
+            "shifts and zoom 0.1, no flips), or widen the model.",
+            "With augmentation this strong the model spends its capacity on transformed images and fits neither "
+            "them nor the originals.")
+  if run.train_loss_fall > TOO_SHORT:
+    return ([("longer", {"config.num_epochs": 2 * run.get("num_epochs", len(run.rows))}), wider],
+            "Train longer, or use a wider model.", "The loss was still falling: training may be too short.")
+  return [wider], "Use a wider model.", "The loss has levelled off: the model is too small for the task."
+
+
 def rule_underfitting(run: Run):
   """The model does not fit its training data. Read on the training loss measured like validation's
   (`train_eval_loss`: eval mode, no augmentation) when the run logged it, which also holds with augmentation
@@ -210,37 +233,22 @@ def rule_underfitting(run: Run):
   ratio = run.early_update_ratio
   if ratio is not None and not UPDATE_RATIO_LOW <= ratio <= UPDATE_RATIO_HIGH:
     return None  # the learning rate explains it
-  still = run.train_loss_fall > TOO_SHORT
   slow = [c["name"] for c in (run.preflight or {}).get("checks", [])
           if c["name"] in ("overfit_batch", "inputs_matter") and not c.get("passed", True)]
-  model = run.get("model.name")
-  widths = run.get("model.widths") or [32, 64]
-  milder = _milder_augmentation(run) if measured is not None and run.augmentation_on() else {}
-  if milder:  # the clean training images are not fitted while the augmented ones are trained on
-    overrides, fix = milder, ("Narrow the augmentation to what the model can fit (the `characters` preset's "
-                              "strength: rotation 10°, shifts and zoom 0.1, no flips), or widen the model.")
-  elif still:
-    overrides, fix = {"config.num_epochs": 2 * run.get("num_epochs", len(run.rows))}, "Train longer."
-  else:
-    overrides, fix = ({"config.model.name": "ConvNet", "config.model.widths": [max(32, 2 * int(w)) for w in widths],
-                       "config.model.hidden_units": 128}, "Use a wider model.")
-  why = ("With augmentation this strong the model spends its capacity on transformed images and fits neither "
-         "them nor the originals." if milder else
-         "The loss was still falling: training is too short." if still else
-         "The loss has levelled off: the model is too small for the task.")
+  options, fix, why = capacity_fix(run)
   return _finding(
       "underfitting", "high" if loss_frac > 1.5 * UNDERFIT_LOSS or slow else "medium",
       min(0.95, _confidence(loss_frac, UNDERFIT_LOSS) + 0.15 * bool(slow)),
       {"train_loss_over_ln_k": loss_frac, "threshold": UNDERFIT_LOSS, "train_accuracy": train_acc,
        "train_measured_like_validation": measured is not None, "augmentation_on": run.augmentation_on(),
-       "val_accuracy": run.val_acc, "train_loss_fall_last_third": run.train_loss_fall, "model": model,
+       "val_accuracy": run.val_acc, "train_loss_fall_last_third": run.train_loss_fall, "model": run.get("model.name"),
        "failed_preflight_checks": slow},
       f"The model does not fit even its training data: the final training loss is {loss_frac:.2f} of the "
       f"loss of guessing (ln K; healthy runs here: 0.07-0.13), with training and validation accuracy close "
       f"together ({train_acc:.3f} and {run.val_acc:.3f}). " + why
       + (f" Before training it also failed the pre-flight check(s) {', '.join(slow)}, which a model with "
          f"enough capacity passes in 100 steps." if slow else ""),
-      fix, overrides)
+      fix, options=options)
 
 
 def rule_lr_plateau(run: Run):

@@ -1,0 +1,67 @@
+"""The pixel reference's calibration (README, The doctor, "The pixel reference"): each run's best validation error
+against a 1-nearest-neighbour lookup's on the pixels of its own data, and what the doctor concludes.
+
+    .venv/bin/python -m benchmarks.pixel_reference --runs='runs/mnist5k/runs/*/seed*' [--reaudit]
+
+For every run directory the glob(s) match: the audit's `pixel_reference` (computed from the run's config.json and
+data, and written to its audit.json, where the audit predates it or with --reaudit), the run's best validation
+error, their ratio, and the diagnosis by this version (`rules.diagnose`, nothing written but the audit). Runs are
+grouped by their parent folder (a sweep's arm); prints a markdown table, one row per group.
+"""
+
+import glob
+import os
+import re
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app
+from absl import flags
+
+from cnn_val import rundir
+from cnn_val.doctor import audit_run
+from cnn_val.doctor.rules import diagnose
+
+_RUNS = flags.DEFINE_list("runs", None, "Globs of run directories (comma-separated).", required=True)
+_REAUDIT = flags.DEFINE_bool("reaudit", False, "Recompute every audit.json, not only those without the reference.")
+
+
+def measure(workdir: str, reaudit: bool = False) -> dict:
+  """The run's best validation error, the lookup's, their ratio, and this version's verdict and findings."""
+  report = rundir.read_json(workdir, rundir.AUDIT_FILE) or {}
+  if reaudit or "pixel_reference" not in report:
+    report = audit_run(workdir)
+  diagnosis = diagnose(workdir)
+  reference = report.get("pixel_reference") or {}
+  best = diagnosis["run"].get("best_val_accuracy")
+  ratio = (1 - best) / (1 - reference["accuracy"]) if reference and best is not None else None
+  findings = " + ".join(f"{f['cause']} ({f['severity']})" for f in diagnosis["findings"]) or "none"
+  return {"error": None if best is None else 1 - best, "lookup": 1 - reference["accuracy"] if reference else None,
+          "ratio": ratio, "verdict": diagnosis["verdict"], "findings": findings}
+
+
+def main(argv):
+  del argv
+  workdirs = sorted({w for pattern in _RUNS.value for w in glob.glob(pattern)
+                     if os.path.exists(os.path.join(w, rundir.CONFIG_FILE))})
+  if not workdirs:
+    raise app.UsageError(f"--runs={','.join(_RUNS.value)} matches no run directory (none holds config.json).")
+  groups = {}
+  for workdir in workdirs:  # a sweep's seeds together (.../<arm>/seed<k>), any other run on its own
+    workdir = workdir.rstrip("/")
+    group = os.path.dirname(workdir) if re.fullmatch(r"seed\d+", os.path.basename(workdir)) else workdir
+    groups.setdefault(group, []).append(measure(workdir, _REAUDIT.value))
+  print("| runs | n | best validation error | the lookup's | ratio | verdicts | findings |")
+  print("| --- | --- | --- | --- | --- | --- | --- |")
+  for group, rows in groups.items():
+    ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
+    errors = [100 * r["error"] for r in rows if r["error"] is not None]
+    lookups = sorted({round(100 * r["lookup"], 2) for r in rows if r["lookup"] is not None})
+    span = lambda v, f: "-" if not v else "-".join(dict.fromkeys((f"{min(v):{f}}", f"{max(v):{f}}")))
+    count = lambda values: "; ".join(f"{v} x{values.count(v)}" for v in sorted(set(values)))
+    print(f"| {group} | {len(rows)} | {span(errors, '.2f')}% | {', '.join(f'{v:.2f}%' for v in lookups) or '-'} | "
+          f"{span(ratios, '.2f')} | {count([r['verdict'] for r in rows])} | {count([r['findings'] for r in rows])} |")
+
+
+if __name__ == "__main__":
+  app.run(main)
