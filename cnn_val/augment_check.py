@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import time
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -165,6 +166,17 @@ def cached_check(arrays: dict[str, dict], params, num_classes: int) -> dict | No
                       splits, [num_classes, key(params)], (__file__, augment.__file__, knn.__file__))
 
 
+def write(workdir: str, report: dict) -> None:
+  """Writes `report` to the run's augment_check.json and logs what it found (a warning for each transform that
+  changes the labels: the doctor reports harmful_augmentation)."""
+  rundir.write_json(workdir, rundir.AUGMENT_CHECK_FILE, report)
+  destroying = [f"{name} (the nearest-neighbour error +{100 * t['error_increase']:.0f}%, p = {t['p_value']:.1g})"
+                for name, t in report["transforms"].items() if t["label_destroying"]]
+  logging.log(logging.WARNING if destroying else logging.INFO, "Augmentation check of %s (%.1f s): %s", workdir,
+              report["seconds"], "these transforms change what the images mean: " + "; ".join(destroying)
+              + " (the doctor reports harmful_augmentation)" if destroying else "every transform keeps the labels")
+
+
 def key(params) -> list:
   """What the check of `params` depends on besides the data: its transforms and how the warp fills."""
   return [{k: {f: list(v) if isinstance(v, tuple) else v for f, v in values.items()}
@@ -195,7 +207,7 @@ def write_for_run(workdir: str) -> dict | None:
     return None
   report = _check_run_data(config, params)
   if report is not None:
-    rundir.write_json(workdir, rundir.AUGMENT_CHECK_FILE, report)
+    write(workdir, report)
   return report
 
 

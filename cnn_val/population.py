@@ -140,7 +140,7 @@ def _train(configs, workdirs, devices, cpu_devices, stop) -> list[dict]:
         with clock("augmentation check"):
           checks[key] = augment_check.cached_check(data.arrays, params, data.num_classes)
       if checks[key] is not None:
-        rundir.write_json(workdir, rundir.AUGMENT_CHECK_FILE, checks[key])
+        augment_check.write(workdir, checks[key])
   runs, finished = [], set()
   try:
     for m, (config, workdir) in enumerate(zip(configs, workdirs)):

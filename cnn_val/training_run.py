@@ -215,12 +215,7 @@ def open_run(config, workdir: str, data: RunData, clock: train_loop.WallTime) ->
     with clock("augmentation check"):
       report = augment_check.cached_check(arrays, augmentation, num_classes)
     if report is not None:
-      rundir.write_json(workdir, rundir.AUGMENT_CHECK_FILE, report)
-      destroying = [f"{name} (the nearest-neighbour error +{100 * t['error_increase']:.0f}%, p = "
-                    f"{t['p_value']:.1g})" for name, t in report["transforms"].items() if t["label_destroying"]]
-      logging.log(logging.WARNING if destroying else logging.INFO, "Augmentation check (%.1f s): %s",
-                  report["seconds"], "these transforms change what the images mean: " + "; ".join(destroying)
-                  + " (the doctor reports harmful_augmentation)" if destroying else "every transform keeps the labels")
+      augment_check.write(workdir, report)
   missing = [c for c in range(num_classes) if data.counts[c] == 0]
   if missing:  # trained anyway (an open-set evaluation may mean it); the doctor makes it a finding
     val_counts = balance.class_counts(arrays["validation"]["label"], num_classes)

@@ -207,3 +207,21 @@ def test_the_lever_menu_offers_flips_on_colour_images_only_where_they_keep_the_l
   menu = {a.name: dict(a.overrides) for a, _ in levers.menu_arms(run_view.Run(workdir))}
   assert menu["augment"]["augment.preset"] == "natural"
   assert ("augment.horizontal_flip" not in menu["augment"]) == flips_kept, menu["augment"]
+
+
+def test_writing_the_check_warns_of_each_transform_that_changes_the_labels(tmp_path, caplog):
+  import logging  # pylint: disable=import-outside-toplevel
+  from cnn_val import rundir  # pylint: disable=import-outside-toplevel
+  report = {"seconds": 0.5, "transforms": {
+      "horizontal_flip": {"label_destroying": True, "error_increase": 0.24, "p_value": 6e-15},
+      "shift": {"label_destroying": False, "error_increase": 0.11, "p_value": 4e-6}}}
+  with caplog.at_level(logging.INFO):
+    augment_check.write(str(tmp_path), report)
+  assert rundir.read_json(str(tmp_path), rundir.AUGMENT_CHECK_FILE) == report
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert len(warnings) == 1 and "horizontal_flip" in warnings[0] and "shift" not in warnings[0]
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    augment_check.write(str(tmp_path), {**report, "transforms": {"shift": report["transforms"]["shift"]}})
+  assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+  assert any("every transform keeps the labels" in r.getMessage() for r in caplog.records)
