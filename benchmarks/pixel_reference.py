@@ -34,7 +34,8 @@ def measure(workdir: str, reaudit: bool = False) -> dict:
   diagnosis = diagnose(workdir)
   reference = report.get("pixel_reference") or {}
   best = diagnosis["run"].get("best_val_accuracy")
-  ratio = (1 - best) / (1 - reference["accuracy"]) if reference and best is not None else None
+  ratio = ((1 - best) / (1 - reference["accuracy"]) if reference and reference["accuracy"] < 1 and best is not None
+           else None)
   findings = " + ".join(f"{f['cause']} ({f['severity']})" for f in diagnosis["findings"]) or "none"
   return {"error": None if best is None else 1 - best, "lookup": 1 - reference["accuracy"] if reference else None,
           "ratio": ratio, "verdict": diagnosis["verdict"], "findings": findings}

@@ -109,8 +109,8 @@ def check(train: dict, validation: dict, params, num_classes: int, *, max_train:
   rng = np.random.default_rng(knn.SAMPLE_SEED)
   t_idx = knn.sample(len(train["label"]), max_train, rng)
   v_idx = knn.sample(len(validation["label"]), max_validation, rng)
-  x_train, factor = knn.downsample(np.asarray(train["image"])[t_idx])
-  x_val, _ = knn.downsample(np.asarray(validation["image"])[v_idx])
+  x_train, factor = knn.downsample(train["image"], t_idx)
+  x_val, _ = knn.downsample(validation["image"], v_idx)
   y_train = np.asarray(train["label"])[t_idx].astype(np.int64)
   y_val = np.asarray(validation["label"])[v_idx].astype(np.int64)
   # The queries: the validation sample, and (leave one out) a sample of the training images themselves, each

@@ -178,8 +178,12 @@ def test_a_run_with_flips_writes_the_check_and_the_doctor_writes_a_missing_one(t
   assert written["validation_examples"] > 0 and 0 <= written["transforms"]["horizontal_flip"]["p_value"] <= 1
   assert "augmentation check" in rundir.read_json(workdir, rundir.TIMING_FILE)["phases"]
   (tmp_path / "run" / rundir.AUGMENT_CHECK_FILE).unlink()
+  audit = rundir.read_json(workdir, rundir.AUDIT_FILE)
+  reference = audit.pop("pixel_reference")  # an audit written before the audit measured the pixel reference
+  rundir.write_json(workdir, rundir.AUDIT_FILE, audit)
   doctor.examine(workdir)
   assert rundir.read_json(workdir, rundir.AUGMENT_CHECK_FILE)["transforms"].keys() == written["transforms"].keys()
+  assert rundir.read_json(workdir, rundir.AUDIT_FILE)["pixel_reference"] == reference  # added back from the data
 
 
 @pytest.mark.parametrize("mirrored,flips_kept", [(True, False), (False, True)])

@@ -40,3 +40,11 @@ def test_the_audit_holds_the_pixel_reference():
   report = audit.audit({"train": _two_shapes(60, rng), "validation": _two_shapes(20, rng)}, 2)
   assert report["pixel_reference"]["accuracy"] == 1.0 and report["pixel_reference"]["validation_examples"] == 20
   assert "pixel_reference" not in audit.audit({"train": _two_shapes(60, rng)}, 2)
+
+
+def test_downsampling_gathers_the_indices_it_is_given():
+  images = np.random.default_rng(3).integers(0, 256, (700, 40, 40, 3)).astype(np.uint8)
+  picked = np.array([699, 3, 3, 512, 0])
+  small, factor = knn.downsample(images, picked)
+  assert factor == 2 and small.shape == (5, 20, 20, 3)
+  np.testing.assert_array_equal(small, knn.downsample(images[picked])[0])

@@ -19,18 +19,41 @@ from cnn_val import audit as audit_lib
 from cnn_val import rundir
 from cnn_val.doctor.rules import DIAGNOSIS_FILE, diagnose, summary
 
-__all__ = ["DIAGNOSIS_FILE", "audit_run", "check_augmentation", "diagnose", "examine", "summary"]
+__all__ = ["DIAGNOSIS_FILE", "add_pixel_reference", "audit_run", "check_augmentation", "diagnose", "examine",
+           "summary"]
+
+
+def _run_data(workdir: str):
+  """The run's splits as its config.json describes them (`loading.load_data`: after its fault scenario)."""
+  from cnn_val import ablate  # pylint: disable=import-outside-toplevel
+  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel  (the data sources)
+  return loading.load_data(ablate.config_from_dict(rundir.read_json(workdir, rundir.CONFIG_FILE)))
 
 
 def audit_run(workdir: str) -> dict:
   """Recomputes audit.json for a run from its config.json (reads the data: the one-time pass)."""
-  from cnn_val import ablate  # pylint: disable=import-outside-toplevel
-  from cnn_val.data import loading  # pylint: disable=import-outside-toplevel  (the data sources)
-  config = ablate.config_from_dict(rundir.read_json(workdir, rundir.CONFIG_FILE))
-  splits, arrays = loading.load_data(config)
+  splits, arrays = _run_data(workdir)
   report = audit_lib.audit(arrays, splits.num_classes, splits.class_names)
   rundir.write_json(workdir, rundir.AUDIT_FILE, report)
   return report
+
+
+def add_pixel_reference(workdir: str) -> None:
+  """Adds the pixel reference (knn.reference) to an audit.json written before the audit measured it; where it
+  cannot be computed (the run's data is elsewhere) the run is diagnosed without it, with a warning."""
+  report = rundir.read_json(workdir, rundir.AUDIT_FILE)
+  if report is None or "pixel_reference" in report:
+    return
+  from cnn_val import knn  # pylint: disable=import-outside-toplevel
+  try:
+    splits, arrays = _run_data(workdir)
+    report["pixel_reference"] = knn.reference(arrays["train"], arrays["validation"], splits.num_classes)
+  except Exception as e:  # pylint: disable=broad-except  (optional evidence: the data may be elsewhere)
+    logging.warning("The pixel reference of %s could not be computed (%s: %s); diagnosed without it. Where the "
+                    "run's data can be read, `python -m cnn_val.doctor --workdir=%s --reaudit` adds it.",
+                    workdir, type(e).__name__, e, workdir)
+    return
+  rundir.write_json(workdir, rundir.AUDIT_FILE, report)
 
 
 def check_augmentation(workdir: str) -> dict | None:
@@ -60,6 +83,7 @@ def examine(workdir: str, *, reaudit: bool = False, verify: bool = False, **veri
                      f"wrote nothing.")
   if reaudit or rundir.read_json(workdir, rundir.AUDIT_FILE) is None:
     audit_run(workdir)
+  add_pixel_reference(workdir)  # an audit from before the reference
   if reaudit or rundir.read_json(workdir, rundir.AUGMENT_CHECK_FILE) is None:
     check_augmentation(workdir)
   diagnosis = diagnose(workdir)

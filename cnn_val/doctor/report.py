@@ -364,11 +364,11 @@ def write_report(workdir: str, diagnosis: dict) -> str:
       lines.append(f"\n{name}: {dups['exact']} exact and {dups['near']} near duplicates of training images.")
     reference = audit.get("pixel_reference")
     if reference and rows:
-      best = max(r["val_accuracy"] for r in rows)
-      ratio = (1 - best) / max(1 - reference["accuracy"], 1e-9)
+      best, lookup = max(r["val_accuracy"] for r in rows), reference["accuracy"]
       lines.append(f"\nPixel reference: a 1-nearest-neighbour lookup on the pixels of {reference['train_examples']:,} "
-                   f"training images labels {100 * reference['accuracy']:.1f}% of {reference['validation_examples']:,} "
-                   f"validation images; the run's best validation error is {ratio:.2f}x the lookup's.")
+                   f"training images labels {100 * lookup:.1f}% of {reference['validation_examples']:,} validation "
+                   f"images" + (f"; the run's best validation error is {(1 - best) / (1 - lookup):.2f}x the lookup's."
+                                if lookup < 1 else "."))
     lines.append("")
   if lr_find:
     plots.append(("LR range test", plot_lr_find(workdir, lr_find)))
