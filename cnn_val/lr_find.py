@@ -1,29 +1,49 @@
-"""LR range test: `python -m cnn_val.lr_find --config=configs/default.py --workdir=runs/lr_find`.
+"""LR range test: `python -m cnn_val.lr_find --config=configs/default.py --workdir=runs/lr_find`, or, for a run
+already trained, `python -m cnn_val.lr_find --run=runs/default` (its config.json; the results go into it).
 
 Writes lr_find.json (rates, losses, smoothed losses, the suggestion and how it was found) and
-plots/lr_find.png to --workdir; the doctor uses the suggestion for learning-rate fixes when the file sits
-in the run directory it diagnoses.
+plots/lr_find.png to --workdir (or the --run directory); the doctor uses the suggestion for learning-rate fixes
+when the file sits in the run directory it diagnoses, and `doctor --verify` runs it there (`--run`) before it
+explores the lever menu, whose `lr_range_test` lever trains the suggested rate.
 """
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from cnn_val import cli, lr_range
+from cnn_val import cli, lr_range, rundir
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where to write lr_find.json and plots/.", required=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where to write lr_find.json and plots/ (with --config).")
+_RUN = flags.DEFINE_string("run", None, "A run directory instead of --config and --workdir: its config.json is "
+                           "the config, and lr_find.json and plots/ are written into it.")
 _STEPS = flags.DEFINE_integer("num_steps", 200, "Steps of the sweep (from 1e-7 to 10).")
-flags.mark_flags_as_required(["config"])
+
+
+def _config_and_workdir():
+  if _RUN.value:
+    if _CONFIG.value is not None or _WORKDIR.value:
+      raise app.UsageError("--run takes the config and the output directory from the run: drop --config and "
+                           "--workdir, or drop --run.")
+    stored = rundir.read_json(_RUN.value, rundir.CONFIG_FILE)
+    if stored is None:
+      raise FileNotFoundError(f"--run={_RUN.value} has no {rundir.CONFIG_FILE}: it is not a cnn_val run directory "
+                              f"(train one with python -m cnn_val.main, or give --config and --workdir).")
+    from cnn_val.ablate.sweep import config_from_dict  # pylint: disable=import-outside-toplevel
+    return config_from_dict(stored), _RUN.value
+  if _CONFIG.value is None or not _WORKDIR.value:
+    raise app.UsageError("Give --config and --workdir (or --run=RUN_DIR for a run already trained).")
+  return _CONFIG.value, _WORKDIR.value
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   cli.keep_tensorflow_off_accelerators()
-  result = lr_range.lr_range_test(_CONFIG.value, _WORKDIR.value, num_steps=_STEPS.value)
+  config, workdir = _config_and_workdir()
+  result = lr_range.lr_range_test(config, workdir, num_steps=_STEPS.value)
   print(f"Suggested learning rate: {result['suggestion']} ({result['method']}); configured: "
-        f"{result['configured_lr']}. Plot: {_WORKDIR.value}/plots/lr_find.png")
+        f"{result['configured_lr']}. Plot: {workdir}/plots/lr_find.png")
 
 
 if __name__ == "__main__":

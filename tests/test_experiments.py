@@ -457,10 +457,12 @@ def test_levers_restricts_the_menu_and_names_an_unknown_lever(tmp_path):
   _write_run(workdir, config, 0.91)
   _fake_sweep(workdir, config, {"baseline": ({}, [0.910, 0.912, 0.908]),
                                 "cosine": ({"optim.schedule": "cosine"}, [0.925, 0.927, 0.922])})
+  rundir.write_json(workdir, rundir.LR_FIND_FILE, {"suggestion": 1.2e-3})  # within 1.5x of the run's 1e-3
   lines = []
   result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3,
                               levers=["cosine", "lr_range_test"], log=lines.append)
   assert "Levers that do not apply to this run (or are a fix already): lr_range_test." in lines
+  assert not any(line.startswith("No LR range test") for line in lines)  # the run's own test is read, not rerun
   assert [lever["lever"] for lever in result["verification"]["levers"]] == ["cosine"]
   with open(os.path.join(workdir, "verify", ablate.SWEEP_FILE)) as f:
     assert [arm["name"] for arm in json.load(f)["arms"]] == ["baseline", "cosine"]
@@ -535,3 +537,74 @@ def test_an_inconclusive_fix_leaves_a_high_finding_standing(tmp_path):
   assert v["delta"] > 0 and v["ci95"][0] < 0 and not v["confirmed"]
   assert result["verdict"] == "problems_found" and result["verification"]["inconclusive"] == 1
   assert "label_noise (high, 0.90, inconclusive +0.50 pts)" in rules.summary(result)
+
+
+def _fake_lr_find(suggestion, returncode=0, stderr=""):
+  """Stands in for `python -m cnn_val.lr_find --run=W`: writes W/lr_find.json as the real one does."""
+  calls, real = [], subprocess.run
+
+  def run(command, **kwargs):
+    if "cnn_val.lr_find" not in command:
+      return real(command, **kwargs)  # the ablation engine's own commands (nvidia-smi)
+    calls.append(command)
+    workdir = next(a for a in command if a.startswith("--run=")).split("=", 1)[1]
+    if returncode == 0:
+      rundir.write_json(workdir, rundir.LR_FIND_FILE, {"suggestion": suggestion, "method": "steepest descent"})
+    return subprocess.CompletedProcess(command, returncode, "", stderr)
+  return run, calls
+
+
+def test_the_menu_runs_the_lr_range_test_where_the_run_has_none(tmp_path, monkeypatch):
+  """A learning rate 30x too low, with no symptom the rules read: the menu's LR lever needs the test's rate."""
+  workdir = str(tmp_path)
+  config = _config(**{"optim.learning_rate": 1e-4})
+  _write_run(workdir, config, 0.86)
+  _fake_sweep(workdir, config, {"baseline": ({}, [0.860, 0.862, 0.858]),
+                                "lr_range_test": ({"optim.learning_rate": 0.003}, [0.905, 0.908, 0.903])})
+  fake, calls = _fake_lr_find(0.0031)
+  monkeypatch.setattr(levers.subprocess, "run", fake)
+  lines = []
+  result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, levers=["lr_range_test"],
+                              log=lines.append)
+  assert calls == [[sys.executable, "-m", "cnn_val.lr_find", f"--run={workdir}"]]
+  assert "LR range test: 0.0031 suggested, 0.0001 configured (steepest descent)." in lines
+  top = result["findings"][0]
+  assert top["cause"] == "lr_too_low" and top["verified"]["confirmed"] and result["verdict"] == "problems_found"
+  assert top["fix"]["overrides"] == {"config.optim.learning_rate": 0.0031}
+  # Verified again, the run's lr_find.json is read: the test is not run twice.
+  experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, levers=["lr_range_test"],
+                     log=lambda _: None)
+  assert len(calls) == 1
+
+
+def test_a_failed_lr_range_test_leaves_the_menu_without_its_lever(tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  config = _config()
+  _write_run(workdir, config, 0.91)
+  _fake_sweep(workdir, config, {"baseline": ({}, [0.910, 0.912, 0.908]),
+                                "cosine": ({"optim.schedule": "cosine"}, [0.925, 0.927, 0.922])})
+  fake, _ = _fake_lr_find(None, returncode=2, stderr="Error: the data is elsewhere")
+  monkeypatch.setattr(levers.subprocess, "run", fake)
+  lines = []
+  result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3,
+                              levers=["cosine", "lr_range_test"], log=lines.append)
+  assert ("The LR range test gave no suggestion (Error: the data is elsewhere); the menu goes on without its "
+          "lr_range_test lever.") in lines
+  assert [lever["lever"] for lever in result["verification"]["levers"]] == ["cosine"]
+  assert not os.path.exists(os.path.join(workdir, rundir.LR_FIND_FILE))
+
+
+def test_lr_find_on_a_trained_run_writes_into_it(tiny_config, tmp_path):
+  tiny_config.num_epochs = 1
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(tiny_config, workdir)
+  done = subprocess.run([sys.executable, "-m", "cnn_val.lr_find", f"--run={workdir}", "--num_steps=30"], cwd=REPO,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  result = rundir.read_json(workdir, rundir.LR_FIND_FILE)
+  assert 0 < len(result["lrs"]) <= 30 and result["configured_lr"] == tiny_config.optim.learning_rate
+  assert os.path.exists(os.path.join(workdir, "plots", "lr_find.png")) and "Suggested learning rate" in done.stdout
+  both = subprocess.run([sys.executable, "-m", "cnn_val.lr_find", f"--run={workdir}", f"--workdir={workdir}"],
+                        cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert both.returncode == 2 and "--run takes the config and the output directory from the run" in both.stderr
+  assert "Traceback" not in both.stderr

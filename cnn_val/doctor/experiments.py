@@ -59,7 +59,8 @@ from cnn_val.doctor.finding import verification_result
 from cnn_val.doctor.learning_curve import arms as curve_arms_of
 from cnn_val.doctor.learning_curve import finding as curve_finding
 from cnn_val.doctor.learning_curve import read as read_curve
-from cnn_val.doctor.levers import FOLLOW_UP_LEVERS, LEVERS, follow_up_arms, lever_finding, menu_arms, unbuildable
+from cnn_val.doctor.levers import (FOLLOW_UP_LEVERS, LEVERS, ensure_lr_range_test, follow_up_arms, lever_finding,
+                                   menu_arms, unbuildable)
 from cnn_val.doctor.rules import fix_first
 from cnn_val.doctor.run_view import Run
 
@@ -319,6 +320,8 @@ def _read_fixes(fixes, arms: dict, base: dict | None, reference) -> None:
 
 def _menu(run: Run, fixes, levers: Sequence[str] | None, log) -> list[tuple[ablate.Arm, str]]:
   """The lever menu for this run, less the arms a fix already trains, bounded to `levers` (names)."""
+  if levers is None or "lr_range_test" in levers:
+    ensure_lr_range_test(run, log)  # the lever needs the test's suggestion: run it where the run has none
   taken = {a.name for a, *_ in fixes}
   fix_fields = [dict(a.overrides) for a, *_ in fixes]
   menu = [(a, cause) for a, cause in menu_arms(run) if a.name not in taken and dict(a.overrides) not in fix_fields]

@@ -6,16 +6,19 @@ judges them."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import NamedTuple
 
 from absl import logging
 
-from cnn_val import ablate
+from cnn_val import ablate, rundir
 from cnn_val.doctor.finding import WEIGHT_DECAY
 from cnn_val.doctor.run_view import Run
 
 MENU_WEIGHT_DECAY = WEIGHT_DECAY  # the lever menu's, the overfitting fix's: finding.WEIGHT_DECAY
 MENU_BLOCK_DROPOUT = 0.2
+LR_TEST_TIMEOUT_S = 900  # the LR range test the menu runs where a run has none (ensure_lr_range_test)
 
 _AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_range": 0.0, "width_shift_range": 0.0,
                 "height_shift_range": 0.0, "shear_range": 0.0, "zoom_range": 0.0, "brightness": 0.0,
@@ -73,6 +76,30 @@ def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
       if value and value != (1.0, 1.0):
         arms.append((ablate.Arm(f"no_{field}", {f"augment.{field}": neutral}), "harmful_augmentation"))
   return arms
+
+
+def ensure_lr_range_test(run: Run, log) -> None:
+  """The LR range test for the menu's `lr_range_test` lever, where the run has none: `python -m cnn_val.lr_find
+  --run=W` (a process of its own, as the sweep's runs are: the doctor imports nothing from training) writes
+  lr_find.json and plots/lr_find.png into the run directory, and `run.lr_find` is read again. Seconds on the
+  seed models (200 steps); a failure is logged, and the menu goes on without the lever."""
+  if run.lr_find is not None or not run.workdir:
+    return
+  log(f"No LR range test in {run.workdir}: running it for the menu's lr_range_test lever "
+      f"(python -m cnn_val.lr_find --run={run.workdir}).")
+  command = [sys.executable, "-m", "cnn_val.lr_find", f"--run={run.workdir}"]
+  try:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=LR_TEST_TIMEOUT_S, check=False)
+    failed = done.returncode != 0 and (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+  except (OSError, subprocess.TimeoutExpired) as e:
+    failed = f"{type(e).__name__}: {e}"
+  run.lr_find = None if failed else rundir.read_json(run.workdir, rundir.LR_FIND_FILE)
+  if failed or not (run.lr_find or {}).get("suggestion"):
+    log(f"The LR range test gave no suggestion ({failed or 'none in lr_find.json'}); the menu goes on without "
+        f"its lr_range_test lever.")
+    return
+  log(f"LR range test: {run.lr_find['suggestion']:.2g} suggested, {run.get('optim.learning_rate')} configured "
+      f"({run.lr_find.get('method')}).")
 
 
 def _flips_change_labels(run: Run) -> bool:
