@@ -190,6 +190,20 @@ def test_the_pixel_lookup_raises_an_underfitting_finding_from_the_loss(tmp_path)
   assert finding["evidence"]["train_loss_over_ln_k"] > 0.16 and finding["evidence"]["pixel_reference"]["ratio"] > 0.9
 
 
+def test_an_underfitting_model_whose_loss_still_falls_is_offered_more_epochs_and_a_wider_model(tmp_path):
+  """A slow loss on a model too small also still falls (the digits' ConvNet of 1 and 2 channels: twice its
+  epochs +0.60 points, inconclusive; 32 channels +5.50): --verify trains both options."""
+  rows = _rows(train_loss=(0.9, 0.62), train_acc=(0.7, 0.78), val_acc=(0.71, 0.785))
+  for e, row in enumerate(rows):
+    row["train_loss"] = 0.9 - 0.028 * (e + 1)  # still falling by 18% over the last third
+  finding = _run(tmp_path, rows, model__name="ConvNet", model__widths=(2, 4))["findings"][0]
+  assert finding["cause"] == "underfitting" and finding["fix"]["options"] == [
+      {"name": "longer", "overrides": {"config.num_epochs": 50}},
+      {"name": "wider", "overrides": {"config.model.name": "ConvNet", "config.model.widths": [32, 32],
+                                      "config.model.hidden_units": 128}}]
+  assert finding["fix"]["overrides"] == {"config.num_epochs": 50}  # the first option, before any experiment
+
+
 def test_failed_preflight_in_a_run_that_learned_is_underfitting_not_a_pipeline_bug(tmp_path):
   rundir.write_json(str(tmp_path), rundir.PREFLIGHT_FILE, {"checks": [
       {"name": "overfit_batch", "passed": False, "value": 0.6, "message": "cannot fit one batch"},
@@ -582,6 +596,7 @@ def test_augmentation_too_strong_for_the_model_is_underfitting_on_the_measured_t
       "config.augment.rotation_range": 10.0, "config.augment.width_shift_range": 0.1,
       "config.augment.height_shift_range": 0.1, "config.augment.shear_range": 0.0,
       "config.augment.zoom_range": 0.1, "config.augment.horizontal_flip": False}
+  assert [o["name"] for o in top["fix"]["options"]] == ["milder_augmentation", "wider"]  # --verify tries both
   # The same augmentation on a model that fits its clean training images (0.09 ln K): no finding.
   for row in rows:
     row["train_eval_accuracy"], row["train_eval_loss"] = 0.93, 0.09 * math.log(K)
