@@ -40,15 +40,12 @@ class _Restored(NamedTuple):
 
 def _restore(workdir: str, checkpoint_name: str, weights: str) -> _Restored:
   """The run's data (from its own config.json) and its `checkpoint_name` checkpoint, restored and checked."""
-  from cnn_val.ablate.sweep import config_from_dict  # pylint: disable=import-outside-toplevel
+  from cnn_val.ablate.sweep import stored_config  # pylint: disable=import-outside-toplevel
   if checkpoint_name not in CHECKPOINTS:
     raise ValueError(f"--checkpoint={checkpoint_name!r}: expected one of {list(CHECKPOINTS)}.")
   if weights not in WEIGHTS:
     raise ValueError(f"--weights={weights!r}: expected one of {list(WEIGHTS)}.")
-  stored = rundir.read_json(workdir, rundir.CONFIG_FILE)
-  if stored is None:
-    raise FileNotFoundError(f"{workdir} has no {rundir.CONFIG_FILE}: it is not a cnn_val run directory.")
-  config = config_from_dict(stored)
+  config = stored_config(workdir)
   keeps_ema = config.get("ema_decay", 0.0) > 0
   if weights == "ema" and not keeps_ema:
     raise ValueError(f"--weights=ema: {workdir} was trained without a moving average of its weights "

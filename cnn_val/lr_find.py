@@ -11,7 +11,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from cnn_val import cli, lr_range, rundir
+from cnn_val import cli, lr_range
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where to write lr_find.json and plots/ (with --config).")
@@ -25,12 +25,8 @@ def _config_and_workdir():
     if _CONFIG.value is not None or _WORKDIR.value:
       raise app.UsageError("--run takes the config and the output directory from the run: drop --config and "
                            "--workdir, or drop --run.")
-    stored = rundir.read_json(_RUN.value, rundir.CONFIG_FILE)
-    if stored is None:
-      raise FileNotFoundError(f"--run={_RUN.value} has no {rundir.CONFIG_FILE}: it is not a cnn_val run directory "
-                              f"(train one with python -m cnn_val.main, or give --config and --workdir).")
-    from cnn_val.ablate.sweep import config_from_dict  # pylint: disable=import-outside-toplevel
-    return config_from_dict(stored), _RUN.value
+    from cnn_val.ablate.sweep import stored_config  # pylint: disable=import-outside-toplevel
+    return stored_config(_RUN.value), _RUN.value
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("Give --config and --workdir (or --run=RUN_DIR for a run already trained).")
   return _CONFIG.value, _WORKDIR.value

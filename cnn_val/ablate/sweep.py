@@ -234,6 +234,15 @@ def config_from_dict(d: dict):
   return config
 
 
+def stored_config(workdir: str):
+  """The locked config a run directory was trained with (its config.json, `config_from_dict`); a
+  FileNotFoundError that names the directory where it holds none."""
+  stored = rundir.read_json(workdir, rundir.CONFIG_FILE)
+  if stored is None:
+    raise FileNotFoundError(f"{workdir} has no {rundir.CONFIG_FILE}: it is not a cnn_val run directory.")
+  return config_from_dict(stored)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Run directories.
 

@@ -27,7 +27,7 @@ def _run_data(workdir: str):
   """The run's splits as its config.json describes them (`loading.load_data`: after its fault scenario)."""
   from cnn_val import ablate  # pylint: disable=import-outside-toplevel
   from cnn_val.data import loading  # pylint: disable=import-outside-toplevel  (the data sources)
-  return loading.load_data(ablate.config_from_dict(rundir.read_json(workdir, rundir.CONFIG_FILE)))
+  return loading.load_data(ablate.stored_config(workdir))
 
 
 def audit_run(workdir: str) -> dict:
