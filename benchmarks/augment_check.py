@@ -21,8 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app
 from absl import flags
 
-from cnn_val import augment, augment_check, rundir
-from cnn_val.ablate.sweep import config_from_dict
+from cnn_val import augment, augment_check
+from cnn_val.ablate.sweep import stored_config
 from cnn_val.data import loading
 
 _SWEEPS = flags.DEFINE_list("sweeps", [], "launch/ablate.py sweep directories (a baseline without augmentation).")
@@ -46,7 +46,7 @@ def rows(sweep: str):
     if r["baseline"] == "True" or not r["final_val_accuracy_delta"]:
       continue
     workdir = os.path.join(sweep, "runs", r["arm"], "seed0")
-    config = config_from_dict(rundir.read_json(workdir, rundir.CONFIG_FILE))
+    config = stored_config(workdir)
     params = augment.from_config(config.augment)
     if not augment_check.transforms(params):
       continue

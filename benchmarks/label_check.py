@@ -22,7 +22,7 @@ from absl import flags
 import numpy as np
 
 from cnn_val import evaluate, rundir
-from cnn_val.ablate.sweep import config_from_dict
+from cnn_val.ablate.sweep import stored_config
 from cnn_val.data import loading
 from cnn_val.doctor import label_check
 
@@ -31,7 +31,7 @@ _RUNS = flags.DEFINE_list("runs", [], "Run directories (globs allowed).")
 
 def truth(workdir: str, index: np.ndarray) -> np.ndarray:
   """Whether each probe example's training label differs from its label without the scenario's noise."""
-  config = config_from_dict(rundir.read_json(workdir, rundir.CONFIG_FILE))
+  config = stored_config(workdir)
   noisy = loading.load_data(config)[1]["train"]["label"]
   with config.unlocked():
     config.data.scenario.label_noise = 0.0

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -539,19 +540,21 @@ def test_an_inconclusive_fix_leaves_a_high_finding_standing(tmp_path):
   assert "label_noise (high, 0.90, inconclusive +0.50 pts)" in rules.summary(result)
 
 
-def _fake_lr_find(suggestion, returncode=0, stderr=""):
-  """Stands in for `python -m cnn_val.lr_find --run=W`: writes W/lr_find.json as the real one does."""
-  calls, real = [], subprocess.run
+def _fake_lr_find(monkeypatch, suggestion, returncode=0):
+  """Stands in for `python -m cnn_val.lr_find --run=W --workdir=OUT` where the menu calls it (levers.subprocess):
+  writes OUT/lr_find.json as the real one does. Returns the commands it was given."""
+  calls = []
 
   def run(command, **kwargs):
-    if "cnn_val.lr_find" not in command:
-      return real(command, **kwargs)  # the ablation engine's own commands (nvidia-smi)
     calls.append(command)
-    workdir = next(a for a in command if a.startswith("--run=")).split("=", 1)[1]
+    out = next(a for a in command if a.startswith("--workdir=")).split("=", 1)[1]
+    kwargs["stdout"].write("what the test printed\n")
     if returncode == 0:
-      rundir.write_json(workdir, rundir.LR_FIND_FILE, {"suggestion": suggestion, "method": "steepest descent"})
-    return subprocess.CompletedProcess(command, returncode, "", stderr)
-  return run, calls
+      rundir.write_json(out, rundir.LR_FIND_FILE, {"suggestion": suggestion, "method": "steepest descent"})
+    return subprocess.CompletedProcess(command, returncode)
+  monkeypatch.setattr(levers, "subprocess", types.SimpleNamespace(
+      run=run, DEVNULL=subprocess.DEVNULL, STDOUT=subprocess.STDOUT, TimeoutExpired=subprocess.TimeoutExpired))
+  return calls
 
 
 def test_the_menu_runs_the_lr_range_test_where_the_run_has_none(tmp_path, monkeypatch):
@@ -560,21 +563,24 @@ def test_the_menu_runs_the_lr_range_test_where_the_run_has_none(tmp_path, monkey
   config = _config(**{"optim.learning_rate": 1e-4})
   _write_run(workdir, config, 0.86)
   _fake_sweep(workdir, config, {"baseline": ({}, [0.860, 0.862, 0.858]),
-                                "lr_range_test": ({"optim.learning_rate": 0.003}, [0.905, 0.908, 0.903])})
-  fake, calls = _fake_lr_find(0.0031)
-  monkeypatch.setattr(levers.subprocess, "run", fake)
+                                "lr_range_test": ({"optim.learning_rate": 0.0031}, [0.905, 0.908, 0.903])})
+  calls = _fake_lr_find(monkeypatch, 0.0031)
   lines = []
   result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, levers=["lr_range_test"],
                               log=lines.append)
-  assert calls == [[sys.executable, "-m", "cnn_val.lr_find", f"--run={workdir}"]]
+  out = os.path.join(workdir, "verify", "lr_find")
+  assert calls == [[sys.executable, "-m", "cnn_val.lr_find", f"--run={workdir}", f"--workdir={out}"]]
   assert "LR range test: 0.0031 suggested, 0.0001 configured (steepest descent)." in lines
   top = result["findings"][0]
   assert top["cause"] == "lr_too_low" and top["verified"]["confirmed"] and result["verdict"] == "problems_found"
   assert top["fix"]["overrides"] == {"config.optim.learning_rate": 0.0031}
-  # Verified again, the run's lr_find.json is read: the test is not run twice.
-  experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, levers=["lr_range_test"],
-                     log=lambda _: None)
-  assert len(calls) == 1
+  # The test's files stay under verify/: the run's own, which its diagnosis and its fixes read, are untouched.
+  assert not os.path.exists(os.path.join(workdir, rundir.LR_FIND_FILE))
+  assert open(os.path.join(out, "lr_find.log")).read() == "what the test printed\n"
+  # Verified again, the earlier test is read, not run twice, and the lever is the same arm.
+  again = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, levers=["lr_range_test"],
+                             log=lambda _: None)
+  assert len(calls) == 1 and again["findings"][0]["verified"]["delta"] == top["verified"]["delta"]
 
 
 def test_a_failed_lr_range_test_leaves_the_menu_without_its_lever(tmp_path, monkeypatch):
@@ -583,12 +589,12 @@ def test_a_failed_lr_range_test_leaves_the_menu_without_its_lever(tmp_path, monk
   _write_run(workdir, config, 0.91)
   _fake_sweep(workdir, config, {"baseline": ({}, [0.910, 0.912, 0.908]),
                                 "cosine": ({"optim.schedule": "cosine"}, [0.925, 0.927, 0.922])})
-  fake, _ = _fake_lr_find(None, returncode=2, stderr="Error: the data is elsewhere")
-  monkeypatch.setattr(levers.subprocess, "run", fake)
+  _fake_lr_find(monkeypatch, None, returncode=2)
   lines = []
   result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3,
                               levers=["cosine", "lr_range_test"], log=lines.append)
-  assert ("The LR range test gave no suggestion (Error: the data is elsewhere); the menu goes on without its "
+  logged = os.path.join(workdir, "verify", "lr_find", "lr_find.log")
+  assert (f"The LR range test gave no suggestion (exit 2; its output: {logged}); the menu goes on without its "
           "lr_range_test lever.") in lines
   assert [lever["lever"] for lever in result["verification"]["levers"]] == ["cosine"]
   assert not os.path.exists(os.path.join(workdir, rundir.LR_FIND_FILE))
@@ -604,7 +610,7 @@ def test_lr_find_on_a_trained_run_writes_into_it(tiny_config, tmp_path):
   result = rundir.read_json(workdir, rundir.LR_FIND_FILE)
   assert 0 < len(result["lrs"]) <= 30 and result["configured_lr"] == tiny_config.optim.learning_rate
   assert os.path.exists(os.path.join(workdir, "plots", "lr_find.png")) and "Suggested learning rate" in done.stdout
-  both = subprocess.run([sys.executable, "-m", "cnn_val.lr_find", f"--run={workdir}", f"--workdir={workdir}"],
+  both = subprocess.run([sys.executable, "-m", "cnn_val.lr_find", f"--run={workdir}", "--config=configs/default.py"],
                         cwd=REPO, capture_output=True, text=True, timeout=600)
-  assert both.returncode == 2 and "--run takes the config and the output directory from the run" in both.stderr
+  assert both.returncode == 2 and "--run takes the config from the run's config.json" in both.stderr
   assert "Traceback" not in both.stderr

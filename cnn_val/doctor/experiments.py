@@ -321,7 +321,7 @@ def _read_fixes(fixes, arms: dict, base: dict | None, reference) -> None:
 def _menu(run: Run, fixes, levers: Sequence[str] | None, log) -> list[tuple[ablate.Arm, str]]:
   """The lever menu for this run, less the arms a fix already trains, bounded to `levers` (names)."""
   if levers is None or "lr_range_test" in levers:
-    ensure_lr_range_test(run, log)  # the lever needs the test's suggestion: run it where the run has none
+    ensure_lr_range_test(run, os.path.join(run.workdir, VERIFY_DIR, "lr_find"), log)  # where the run has none
   taken = {a.name for a, *_ in fixes}
   fix_fields = [dict(a.overrides) for a, *_ in fixes]
   menu = [(a, cause) for a, cause in menu_arms(run) if a.name not in taken and dict(a.overrides) not in fix_fields]

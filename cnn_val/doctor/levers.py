@@ -6,6 +6,7 @@ judges them."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import NamedTuple
@@ -78,28 +79,36 @@ def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
   return arms
 
 
-def ensure_lr_range_test(run: Run, log) -> None:
+def ensure_lr_range_test(run: Run, out: str, log) -> None:
   """The LR range test for the menu's `lr_range_test` lever, where the run has none: `python -m cnn_val.lr_find
-  --run=W` (a process of its own, as the sweep's runs are: the doctor imports nothing from training) writes
-  lr_find.json and plots/lr_find.png into the run directory, and `run.lr_find` is read again. Seconds on the
-  seed models (200 steps); a failure is logged, and the menu goes on without the lever."""
+  --run=W --workdir=OUT` (a process of its own, as the sweep's runs are: the doctor imports nothing from
+  training) writes lr_find.json, plots/lr_find.png and its log, lr_find.log, to `out` (under the run's verify/:
+  the run's own files, which its diagnosis and its fixes read, stay as they were), or an earlier one there is
+  read; `run.lr_find`, what the menu reads, is set from it. Seconds on the seed models (200 steps); a failure is
+  logged, and the menu goes on without the lever."""
   if run.lr_find is not None or not run.workdir:
     return
-  log(f"No LR range test in {run.workdir}: running it for the menu's lr_range_test lever "
-      f"(python -m cnn_val.lr_find --run={run.workdir}).")
-  command = [sys.executable, "-m", "cnn_val.lr_find", f"--run={run.workdir}"]
-  try:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=LR_TEST_TIMEOUT_S, check=False)
-    failed = done.returncode != 0 and (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-  except (OSError, subprocess.TimeoutExpired) as e:
-    failed = f"{type(e).__name__}: {e}"
-  run.lr_find = None if failed else rundir.read_json(run.workdir, rundir.LR_FIND_FILE)
-  if failed or not (run.lr_find or {}).get("suggestion"):
-    log(f"The LR range test gave no suggestion ({failed or 'none in lr_find.json'}); the menu goes on without "
-        f"its lr_range_test lever.")
+  found, failed = rundir.read_json(out, rundir.LR_FIND_FILE), None  # a test an earlier --verify ran
+  if found is None:
+    os.makedirs(out, exist_ok=True)
+    command = [sys.executable, "-m", "cnn_val.lr_find", f"--run={run.workdir}", f"--workdir={out}"]
+    log(f"No LR range test in {run.workdir}: running it for the menu's lr_range_test lever ({' '.join(command[1:])}).")
+    logged = os.path.join(out, "lr_find.log")
+    try:
+      with open(logged, "w") as f:
+        code = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                              timeout=LR_TEST_TIMEOUT_S, check=False).returncode
+      failed = code != 0 and f"exit {code}; its output: {logged}"
+    except (OSError, subprocess.TimeoutExpired) as e:
+      failed = f"{type(e).__name__}: {e}"
+    found = None if failed else rundir.read_json(out, rundir.LR_FIND_FILE)
+  if failed or not (found or {}).get("suggestion"):
+    log(f"The LR range test gave no suggestion ({failed or f'none in {out}/{rundir.LR_FIND_FILE}'}); the menu goes "
+        f"on without its lr_range_test lever.")
     return
-  log(f"LR range test: {run.lr_find['suggestion']:.2g} suggested, {run.get('optim.learning_rate')} configured "
-      f"({run.lr_find.get('method')}).")
+  run.lr_find = found
+  log(f"LR range test: {found['suggestion']:.2g} suggested, {run.get('optim.learning_rate')} configured "
+      f"({found.get('method')}).")
 
 
 def _flips_change_labels(run: Run) -> bool:
