@@ -17,6 +17,18 @@ from cnn_val.configs import default
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _no_lr_range_test(monkeypatch):
+  """The menu's LR range test trains on the real data, and its lever then trains for real where the fake sweep
+  holds no such arm: the tests not about it explore the menu without it (the ones that are restore it,
+  `_real_lr_range_test`)."""
+  monkeypatch.setattr(experiments, "ensure_lr_range_test", lambda run, out, log: None)
+
+
+def _real_lr_range_test(monkeypatch):
+  monkeypatch.setattr(experiments, "ensure_lr_range_test", levers.ensure_lr_range_test)
+
+
 def _config(**fields):
   config = rundir.config_to_dict(default.get_config())
   config["num_epochs"] = 3
@@ -452,7 +464,8 @@ def test_a_confirmed_lever_explains_itself_by_what_it_changed():
   assert wider["explanation"].endswith("the model is too small for what the data allows.")
 
 
-def test_levers_restricts_the_menu_and_names_an_unknown_lever(tmp_path):
+def test_levers_restricts_the_menu_and_names_an_unknown_lever(tmp_path, monkeypatch):
+  _real_lr_range_test(monkeypatch)
   workdir = str(tmp_path)
   config = _config()
   _write_run(workdir, config, 0.91)
@@ -543,6 +556,7 @@ def test_an_inconclusive_fix_leaves_a_high_finding_standing(tmp_path):
 def _fake_lr_find(monkeypatch, suggestion, returncode=0):
   """Stands in for `python -m cnn_val.lr_find --run=W --workdir=OUT` where the menu calls it (levers.subprocess):
   writes OUT/lr_find.json as the real one does. Returns the commands it was given."""
+  _real_lr_range_test(monkeypatch)
   calls = []
 
   def run(command, **kwargs):
