@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app
 from absl import flags
 
-from cnn_val import rundir
+from cnn_val import knn, rundir
 from cnn_val.doctor import audit_run
 from cnn_val.doctor.rules import diagnose
 
@@ -34,8 +34,7 @@ def measure(workdir: str, reaudit: bool = False) -> dict:
   diagnosis = diagnose(workdir)
   reference = report.get("pixel_reference") or {}
   best = diagnosis["run"].get("best_val_accuracy")
-  ratio = ((1 - best) / (1 - reference["accuracy"]) if reference and reference["accuracy"] < 1 and best is not None
-           else None)
+  ratio = knn.error_ratio(best, reference)
   findings = " + ".join(f"{f['cause']} ({f['severity']})" for f in diagnosis["findings"]) or "none"
   return {"error": None if best is None else 1 - best, "lookup": 1 - reference["accuracy"] if reference else None,
           "ratio": ratio, "verdict": diagnosis["verdict"], "findings": findings}

@@ -183,11 +183,6 @@ def key(params) -> list:
            for k, values in transforms(params).items()}, params.fill_mode, params.cval]
 
 
-def _stored_config(workdir: str):
-  from cnn_val.ablate.sweep import stored_config  # pylint: disable=import-outside-toplevel
-  return stored_config(workdir)
-
-
 def _check_run_data(config, params) -> dict:
   from cnn_val.data import loading  # pylint: disable=import-outside-toplevel
   splits, arrays = loading.load_data(config)
@@ -198,7 +193,8 @@ def write_for_run(workdir: str) -> dict | None:
   """The check for an existing run directory, from its own config.json and data, written to its
   augment_check.json (a run trained before the check existed; the doctor reads it on its next diagnosis).
   None, and nothing written, where the run's augmentation turns on no geometric transform."""
-  config = _stored_config(workdir)
+  from cnn_val.ablate.sweep import stored_config  # pylint: disable=import-outside-toplevel
+  config = stored_config(workdir)
   params = augment.from_config(config.augment)
   if not transforms(params):
     return None
@@ -212,7 +208,8 @@ def flips_change_labels(workdir: str) -> dict:
   """The check of horizontal flips alone on a run's data, whatever its own augmentation: the doctor asks it
   before it offers an augmentation preset with flips (a colour dataset of digits or text is not
   flip-invariant). Nothing is written."""
-  config = _stored_config(workdir)
+  from cnn_val.ablate.sweep import stored_config  # pylint: disable=import-outside-toplevel
+  config = stored_config(workdir)
   params = augment.Augment(horizontal_flip=True)
   report = _check_run_data(config, params)
   return report["transforms"]["horizontal_flip"] if report else {"label_destroying": False}

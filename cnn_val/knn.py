@@ -67,6 +67,14 @@ def sample(count: int, limit: int, rng: np.random.Generator) -> np.ndarray:
   return np.sort(rng.choice(count, limit, replace=False)) if count > limit else np.arange(count)
 
 
+def error_ratio(accuracy: float | None, reference: dict | None) -> float | None:
+  """A model's error (1 - `accuracy`) as a multiple of the lookup's (`reference`, as `reference` returns it); None
+  without an accuracy or a reference, or where the lookup makes no error."""
+  if accuracy is None or not reference or reference["accuracy"] >= 1:
+    return None
+  return (1.0 - accuracy) / (1.0 - reference["accuracy"])
+
+
 def reference(train: dict, validation: dict, num_classes: int, *, max_train: int = REFERENCE_TRAIN,
               max_validation: int = REFERENCE_VALIDATION) -> dict | None:
   """The 1-nearest-neighbour classifier's accuracy on (a sample of) the validation images, with (a sample of) the

@@ -48,3 +48,9 @@ def test_downsampling_gathers_the_indices_it_is_given():
   small, factor = knn.downsample(images, picked)
   assert factor == 2 and small.shape == (5, 20, 20, 3)
   np.testing.assert_array_equal(small, knn.downsample(images[picked])[0])
+
+
+def test_a_models_error_as_a_multiple_of_the_lookups():
+  assert abs(knn.error_ratio(0.91, {"accuracy": 0.85}) - 0.6) < 1e-12
+  assert knn.error_ratio(0.9, {"accuracy": 1.0}) is None and knn.error_ratio(0.9, None) is None
+  assert knn.error_ratio(None, {"accuracy": 0.85}) is None

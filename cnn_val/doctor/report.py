@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from cnn_val import ablate, metrics, rundir
+from cnn_val import ablate, knn, metrics, rundir
 from cnn_val.doctor.finding import verification_result
 from cnn_val.doctor.label_check import label_issues
 from cnn_val.doctor.levers import versus_text
@@ -364,11 +364,11 @@ def write_report(workdir: str, diagnosis: dict) -> str:
       lines.append(f"\n{name}: {dups['exact']} exact and {dups['near']} near duplicates of training images.")
     reference = audit.get("pixel_reference")
     if reference and rows:
-      best, lookup = max(r["val_accuracy"] for r in rows), reference["accuracy"]
+      ratio = knn.error_ratio(max(r["val_accuracy"] for r in rows), reference)
       lines.append(f"\nPixel reference: a 1-nearest-neighbour lookup on the pixels of {reference['train_examples']:,} "
-                   f"training images labels {100 * lookup:.1f}% of {reference['validation_examples']:,} validation "
-                   f"images" + (f"; the run's best validation error is {(1 - best) / (1 - lookup):.2f}x the lookup's."
-                                if lookup < 1 else "."))
+                   f"training images labels {100 * reference['accuracy']:.1f}% of "
+                   f"{reference['validation_examples']:,} validation images"
+                   + (f"; the run's best validation error is {ratio:.2f}x the lookup's." if ratio is not None else "."))
     lines.append("")
   if lr_find:
     plots.append(("LR range test", plot_lr_find(workdir, lr_find)))

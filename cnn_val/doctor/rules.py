@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from cnn_val import rundir
+from cnn_val import knn, rundir
 from cnn_val.doctor.data_rules import (rule_class_imbalance, rule_data_leakage, rule_distribution_shift,
                                        rule_missing_class)
 from cnn_val.doctor.finding import SEVERITIES
@@ -114,7 +114,7 @@ def pixel_reference(run: Run, findings: list[dict]) -> list[dict]:
     return findings
   lookup_error = 1.0 - reference["accuracy"]
   error = 1.0 - run.best["val_accuracy"]
-  ratio = error / lookup_error
+  ratio = knn.error_ratio(run.best["val_accuracy"], reference)
   if ratio < PIXEL_REFERENCE_RATIO:
     return findings
   evidence = {"best_val_error": round(error, 5), "pixel_lookup_error": round(lookup_error, 5), "ratio": round(ratio, 4),
