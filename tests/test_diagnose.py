@@ -204,6 +204,13 @@ def test_an_underfitting_model_whose_loss_still_falls_is_offered_more_epochs_and
   assert finding["fix"]["overrides"] == {"config.num_epochs": 50}  # the first option, before any experiment
 
 
+def test_an_underfitting_resnet_is_offered_its_own_stages_wider_not_a_plain_convnet(tmp_path):
+  rows = _rows(train_loss=(0.9, 0.62), train_acc=(0.7, 0.78), val_acc=(0.71, 0.785))
+  finding = _run(tmp_path, rows, model__name="ResNet", model__widths=(16, 32, 64))["findings"][0]
+  assert finding["cause"] == "underfitting"
+  assert finding["fix"]["overrides"] == {"config.model.widths": [32, 64, 128]}  # no model.name: still a ResNet
+
+
 def test_failed_preflight_in_a_run_that_learned_is_underfitting_not_a_pipeline_bug(tmp_path):
   rundir.write_json(str(tmp_path), rundir.PREFLIGHT_FILE, {"checks": [
       {"name": "overfit_batch", "passed": False, "value": 0.6, "message": "cannot fit one batch"},
