@@ -49,7 +49,8 @@ RUN_LOCK_FILE = ".run.lock"  # held (flock) by the process training the run
 # Fields that may change when a run is resumed: they do not change what is computed (the device count
 # changes results only to float round-off).
 RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices", "cpu_devices", "doctor",
-                               "preflight", "signals", "train_eval_examples", "profile_steps", "steps_per_call"})
+                               "preflight", "signals", "train_eval_examples", "profile_steps", "steps_per_call",
+                               "lr_range_test"})
 
 # Fields added after runs were made, with the value that reproduces the model those runs trained.
 FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "data.scenario.missing_classes": [],
@@ -60,7 +61,7 @@ FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "d
                       "data.scenario.colorize": 0.0, "data.scenario.colour_shortcut_classes": [],
                       "data.scenario.colour_shortcut_hue": 0.0, "data.train_fraction": 1.0,
                       "data.relabel_train_examples": "", "imbalance.logit_adjustment": 0.0,
-                      "data.noise_transition": "", "imbalance.deferred_epochs": 0}
+                      "data.noise_transition": "", "imbalance.deferred_epochs": 0, "lr_range_test": False}
 
 # The config fields in which the runs of one population (cnn_val/population.py) may differ: they enter the
 # train step as numbers, not as its structure (optim.POPULATION_FIELDS, steps.MODEL_POPULATION_FIELDS, the
@@ -186,7 +187,7 @@ def never_trained(workdir: str) -> bool:
 
 
 # Files derived from a run's data; a reconfigured run that never trained recomputes them.
-_DERIVED_FROM_DATA = (AUDIT_FILE, AUGMENT_CHECK_FILE, PREFLIGHT_FILE)
+_DERIVED_FROM_DATA = (AUDIT_FILE, AUGMENT_CHECK_FILE, PREFLIGHT_FILE, LR_FIND_FILE)
 
 
 def config_changes(old: dict, new: dict) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import signal
 import time
 from typing import Any
@@ -18,8 +19,8 @@ from absl import logging
 import jax
 import numpy as np
 
-from cnn_val import (audit, augment, augment_check, checkpoint, doctor, metrics, models, optim, preflight, rundir,
-                     steps, train_loop)
+from cnn_val import (audit, augment, augment_check, checkpoint, doctor, lr_range, metrics, models, optim, preflight,
+                     rundir, steps, train_loop)
 from cnn_val.data import balance, loading, pipeline
 
 
@@ -202,7 +203,8 @@ class Run:
 def open_run(config, workdir: str, data: RunData, clock: train_loop.WallTime) -> Run:
   """Everything a run directory needs before its first step: the audit and, where the augmentation flips,
   rotates, shifts, shears or zooms, the augmentation check (once per run), the state (resumed from
-  the latest checkpoint), the metrics truncated to it, the pre-flight checks (a new run) and the writer."""
+  the latest checkpoint), the metrics truncated to it, the pre-flight checks and the LR range test (a new run) and
+  the writer."""
   arrays, num_classes = data.arrays, data.num_classes
   if jax.process_index() == 0 and rundir.read_json(workdir, rundir.AUDIT_FILE) is None:  # once per run
     with clock("audit"):
@@ -264,6 +266,14 @@ def open_run(config, workdir: str, data: RunData, clock: train_loop.WallTime) ->
     failed = [c["message"] for c in checks["checks"] if not c["passed"]]
     logging.log(logging.WARNING if failed else logging.INFO, "Pre-flight checks (%.1f s): %s", checks["seconds"],
                 "; ".join(failed) if failed else "all passed")
+  if (config.preflight and config.get("lr_range_test", False) and start_step == 0 and jax.process_index() == 0
+      and rundir.read_json(workdir, rundir.LR_FIND_FILE) is None):  # one written before training is kept
+    with clock("LR range test"):
+      found = lr_range.sweep(config, arrays, num_classes, data.splits.image_shape)
+    rundir.write_json(workdir, rundir.LR_FIND_FILE, found)
+    logging.info("LR range test (%.1f s): the loss fell fastest at %.2g and bottomed out at %.2g; the run's rate is "
+                 "%g (lr_find.json; the doctor compares them).", found["seconds"], found["suggestion"] or math.nan,
+                 found["lr_at_min_loss"] or math.nan, config.optim.learning_rate)
 
   run = Run(config, workdir, schedule, tx, dropout_key, state, ckpts, start_step, steps_per_epoch)
   run.writer = rundir.MetricsWriter(workdir)

@@ -39,6 +39,9 @@ def get_config():
   # eval mode, no augmentation, the epoch's final weights (metrics.jsonl: train_eval_*); 0 = off.
   config.train_eval_examples = 2000
   config.preflight = True  # seconds of checks before the first epoch (cnn_val/preflight.py)
+  # With the pre-flight checks, the LR range test on the run's own model, optimizer and data (200 steps from a
+  # fresh initialisation, cnn_val/lr_range.py): lr_find.json, which the doctor reads to judge the learning rate.
+  config.lr_range_test = True
   config.doctor = True  # end every run with diagnosis.json, report.md and plots/ (cnn_val/diagnose.py)
   # > 0: stop when validation accuracy has not improved for this many evaluations (the test split is then
   # evaluated with the final and the best checkpoint; early_stopped.json says when; the run counts as finished).

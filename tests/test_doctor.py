@@ -7,6 +7,7 @@ import sys
 
 import ml_collections
 import numpy as np
+import pytest
 
 from cnn_val import audit, doctor, lr_range, preflight, rundir, train
 from cnn_val.data import loading, scenarios
@@ -145,6 +146,19 @@ def test_lr_suggestion_survives_nan_and_early_spikes():
   assert lr_range.suggest(lrs[:5], loss[:5])["suggestion"] is None  # too short to say anything
 
 
+def test_lr_suggestion_on_a_slow_broad_descent_falls_back_to_a_tenth_of_the_minimum():
+  """A BatchNorm network's loss falls slowly over three decades of rate: its steepest point moves from seed to seed
+  far below the minimum (1/65 to 1/214 of it on fashion_mnist_bn.py); outside [min / 30, min / 3] it is not used."""
+  lrs = np.logspace(-7, 1, 200)
+  x = np.log10(lrs)
+  loss = 2.8 - 2.0 * np.clip((x + 5) / 3, 0, 1) + np.where(x > -2, (x + 2) ** 2, 0)  # linear fall 1e-5 .. 1e-2
+  loss = loss - 0.4 / (1 + np.exp(-(x + 3.8) / 0.05))  # a sharp step down at 1.6e-4: the steepest point
+  result = lr_range.suggest(lrs, loss)
+  assert result["lr_at_min_loss"] / 100 < result["steepest"] < result["lr_at_min_loss"] / 30  # 1/60: / 100 took it
+  assert result["method"] == "min-loss rate / 10"
+  assert result["suggestion"] == pytest.approx(result["lr_at_min_loss"] / 10)
+
+
 def test_preflight_passes_on_learnable_data_and_catches_shuffled_labels(tiny_config):
   splits, arrays = loading.load_data(tiny_config)
   checks = {c["name"]: c for c in preflight.run_checks(tiny_config, arrays, 10, splits.image_shape)["checks"]}
@@ -184,9 +198,13 @@ def test_a_run_ends_with_the_doctor_and_the_cli_rediagnoses_it(tiny_config, tmp_
   tiny_config.data.scenario.duplicates = 60  # a fault the doctor must name
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(tiny_config, workdir)
-  for name in ("audit.json", "preflight.json", "diagnosis.json", "report.md", "plots/learning_curves.png",
-               "plots/confusion.png", "plots/image_stats.png", "plots/per_class_recall.png"):
+  for name in ("audit.json", "preflight.json", "lr_find.json", "diagnosis.json", "report.md",
+               "plots/learning_curves.png", "plots/confusion.png", "plots/image_stats.png",
+               "plots/per_class_recall.png", "plots/lr_find.png"):
     assert os.path.exists(os.path.join(workdir, name)), name
+  found = rundir.read_json(workdir, rundir.LR_FIND_FILE)  # the run's own LR range test, before its first epoch
+  assert len(found["lrs"]) == len(found["losses"]) and found["configured_lr"] == tiny_config.optim.learning_rate
+  assert "LR range test" in rundir.read_json(workdir, rundir.TIMING_FILE)["phases"]
   diagnosis = rundir.read_json(workdir, doctor.DIAGNOSIS_FILE)
   assert diagnosis["findings"][0]["cause"] == "data_leakage"
   report = open(os.path.join(workdir, "report.md")).read()

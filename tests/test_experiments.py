@@ -597,6 +597,30 @@ def test_the_menu_runs_the_lr_range_test_where_the_run_has_none(tmp_path, monkey
   assert len(calls) == 1 and again["findings"][0]["verified"]["delta"] == top["verified"]["delta"]
 
 
+def test_budget_minutes_counts_the_menus_lr_range_test(tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  config = _config(**{"optim.learning_rate": 1e-4})
+  _write_run(workdir, config, 0.86)
+  _fake_sweep(workdir, config, {"baseline": ({}, [0.860, 0.862, 0.858]),
+                                "lr_range_test": ({"optim.learning_rate": 0.0031}, [0.905, 0.908, 0.903])})
+  clock = [1000.0]
+  monkeypatch.setattr(experiments.time, "monotonic", lambda: clock[0])
+  calls = _fake_lr_find(monkeypatch, 0.0031)
+  real_run = levers.subprocess.run
+  def slow_test(command, **kwargs):  # the LR range test takes 4 minutes of the 10
+    clock[0] += 240.0
+    return real_run(command, **kwargs)
+  monkeypatch.setattr(levers.subprocess, "run", slow_test)
+  budgets, real_stage = [], experiments._stage
+  def stage(sweep, out, workers, max_runs, budget_minutes, log):
+    budgets.append(budget_minutes)
+    return real_stage(sweep, out, workers, max_runs, budget_minutes, log)
+  monkeypatch.setattr(experiments, "_stage", stage)
+  experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, levers=["lr_range_test"],
+                     budget_minutes=10, follow_up=False, log=lambda _: None)
+  assert len(calls) == 1 and budgets[0] == pytest.approx(6.0)
+
+
 def test_a_failed_lr_range_test_leaves_the_menu_without_its_lever(tmp_path, monkeypatch):
   workdir = str(tmp_path)
   config = _config()

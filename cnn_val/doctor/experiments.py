@@ -208,6 +208,7 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
       raise ValueError(f"--levers: {', '.join(unknown)} is not a lever of the menu; choose from "
                        f"{', '.join(LEVERS)}.")
   lever_names, menu = levers, []
+  start = time.monotonic()  # --budget_minutes counts the menu's LR range test too, where it runs one
   if explore == "always" or (explore == "auto" and (not fixes or diagnosis["verdict"] == "healthy")):
     menu = _menu(run, fixes, lever_names, log)
   out = os.path.join(workdir, VERIFY_DIR)
@@ -224,9 +225,9 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   log(f"Verifying {len(fixes)} fix arm(s)" + (f" and {len(menu)} lever(s)" if menu else "") +
       (" with a learning curve (1/4 and 1/2 of the training data)" if curve_arms else "") +
       f" over {seeds} seeds in {out}.")
-  start = time.monotonic()
+  budget_left = max(budget_minutes - (time.monotonic() - start) / 60, 1e-3) if budget_minutes else 0.0
   table, error = _stage(ablate.Sweep(run.config, arm_list, seed_list, BASELINE_ARM), out, workers, max_runs,
-                        budget_minutes, log)
+                        budget_left, log)
   arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
   base = arms.get(BASELINE_ARM)
   levers = []

@@ -29,6 +29,13 @@ from cnn_val.doctor.run_view import RATIO_WINDOW_STEPS, Run
 # 2.8-3.4e-3 (15 runs of 1,687-step epochs) and 3.8e-3 (312-step epochs), at 2e-2 7.2-7.8e-3, at 1e-5 8.6e-5.
 UPDATE_RATIO_HIGH = 5e-3  # early ratio above this: steps too large for the weights
 UPDATE_RATIO_LOW = 3e-4  # early ratio below this: steps too small to move the weights
+# The run's own LR range test (lr_find.json: config.lr_range_test, or `python -m cnn_val.lr_find` into the run
+# directory): a rate at most 1/LR_TEST_BELOW_MIN of the rate at which the sweep's smoothed loss bottomed out is
+# too low. Runs without a rate fault sit at 1/2 to 1/47 of it (the seed models, a BatchNorm ConvNet and a
+# ResNet-20 with SGD, both datasets, 3 seeds each; fm_small's too-small model too); Adam at 1e-4 on the seed
+# model at 1/140 to 1/470 (`python -m benchmarks.lr_range`, README). Not the suggestion itself (the steepest
+# descent): it moves several-fold from seed to seed where the minimum moves less.
+LR_TEST_BELOW_MIN = 100.0
 STILL_IMPROVING = 0.02  # relative fall of the training loss over the last third of epochs: still learning
 TOO_SHORT = 0.10  # ... falling this much: underfitting is training too short, not a model too small
 # Final training loss / ln(K) above this: the model does not fit its training data. Measured: healthy runs
@@ -157,21 +164,42 @@ def rule_lr_too_high(run: Run):
 
 
 def rule_lr_too_low(run: Run):
+  """Steps too small to move the weights early on (the update/parameter ratio), or a rate far below where the run's
+  own LR range test found the loss still falling (LR_TEST_BELOW_MIN): high where the training loss was still
+  falling at the end (the budget ran out before the slow rate did its work), medium otherwise."""
   if not run.rows:
     return None
   ratio = run.early_update_ratio
-  if ratio is None or ratio >= UPDATE_RATIO_LOW:
+  lr = run.get("optim.learning_rate")
+  by_ratio = ratio is not None and ratio < UPDATE_RATIO_LOW
+  at_min = (run.lr_find or {}).get("lr_at_min_loss")
+  below = at_min / lr if at_min and isinstance(lr, (int, float)) and lr > 0 else None
+  by_test = below is not None and below >= LR_TEST_BELOW_MIN
+  if not (by_ratio or by_test):
     return None
   new_lr, how = _lr_fix(run, 10.0)
   still = run.train_loss_fall > STILL_IMPROVING
+  confidence = max(_confidence(ratio, UPDATE_RATIO_LOW, above=False, log=True) if by_ratio else 0.0,
+                   _confidence(below, LR_TEST_BELOW_MIN, log=True) if by_test else 0.0)
+  said = []
+  if by_ratio:
+    said.append(f"each step changed the weights by only {ratio:.2g} of their norm early in training (healthy: "
+                f"about 3e-3)")
+  if by_test:
+    said.append(f"the run's LR range test (the same model, optimizer and data from a fresh start) found the loss "
+                f"still falling up to {at_min:.2g}, {below:.0f}x the rate {lr:g} (runs without a rate fault: "
+                f"2-47x; threshold {LR_TEST_BELOW_MIN:g}x)")
+  ending = (f"and the training loss was still falling ({100 * run.train_loss_fall:.1f}% over the last third of the "
+            f"run) when it ended: the model learns, too slowly for this budget." if still else
+            f"while the training loss levelled off ({100 * run.train_loss_fall:.1f}% over the last third): weaker "
+            f"evidence (--verify trains the higher rate).")
   return _finding(
-      "lr_too_low", "high" if still else "medium", _confidence(ratio, UPDATE_RATIO_LOW, above=False, log=True),
-      {"update_to_param_ratio_early": ratio, "threshold": UPDATE_RATIO_LOW,
-       "learning_rate": run.get("optim.learning_rate"), "train_loss_fall_last_third": run.train_loss_fall,
+      "lr_too_low", "high" if still else "medium", confidence,
+      {"update_to_param_ratio_early": ratio, "threshold": UPDATE_RATIO_LOW, "learning_rate": lr,
+       "lr_find_loss_minimum_at": at_min, "lr_find_minimum_over_rate": below,
+       "lr_find_threshold": LR_TEST_BELOW_MIN, "train_loss_fall_last_third": run.train_loss_fall,
        "train_accuracy": run.train_acc},
-      f"Each step changed the weights by only {ratio:.2g} of their norm early in training (healthy: about "
-      f"3e-3), and the training loss was still falling ({100 * run.train_loss_fall:.1f}% over the last third "
-      f"of the run) when it ended: the model learns, too slowly for this budget.",
+      f"The learning rate is too low: {'; '.join(said)}, {ending}",
       f"Raise the learning rate to {new_lr:g} ({how}).", {"config.optim.learning_rate": new_lr})
 
 
