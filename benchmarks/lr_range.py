@@ -67,7 +67,8 @@ def main(argv):
       rate, suggestion, at_min = config.optim.learning_rate, found["suggestion"], found["lr_at_min_loss"]
       how = "steepest" if found["method"].startswith("steepest") else found["method"]
       below = at_min / rate if at_min else None
-      fires = below is not None and below >= signal_rules.LR_TEST_BELOW_MIN
+      threshold = signal_rules.LR_TEST_BELOW_MIN.get(config.optim.optimizer, signal_rules.LR_TEST_BELOW_MIN["adam"])
+      fires = below is not None and below >= threshold
       print(f"| {name} | {seed} | {rate:g} | {suggestion:.2g} ({how}) | {at_min:.2g} | {below:.1f} | "
             f"{suggestion / rate:.2f} | {'yes' if fires else 'no'} | {found['seconds']:.1f} |", flush=True)
 

@@ -137,19 +137,21 @@ def _lr_find(workdir, at_min, suggestion):
                                                         "method": "steepest descent before the minimum"})
 
 
-@pytest.mark.parametrize("lr,at_min,still,expected", [
-    (1e-4, 0.017, True, "high"),     # Adam 1e-4 on Fashion-MNIST's seed model: the minimum 168x above the rate
-    (1e-4, 0.017, False, "medium"),  # ... but the training loss had levelled off
-    (1e-3, 0.047, True, None),       # the digits' healthy seed 2, the farthest of the runs without a rate fault
-    (0.1, 0.39, True, None)])        # a ResNet-20 with SGD at 0.1
-def test_lr_too_low_from_the_runs_own_lr_range_test(tmp_path, lr, at_min, still, expected):
+@pytest.mark.parametrize("optimizer,lr,at_min,still,expected", [
+    ("adam", 1e-4, 0.017, True, "high"),     # Adam 1e-4 on Fashion-MNIST's seed model: the minimum 168x above
+    ("adam", 1e-4, 0.017, False, "medium"),  # ... but the training loss had levelled off
+    ("adam", 1e-3, 0.047, True, None),       # the digits' healthy seed 2, the farthest of Adam's healthy runs
+    ("sgd", 1e-3, 0.042, True, "high"),      # SGD at Adam's rate: 3.9 points below SGD at 1e-2
+    ("sgd", 1e-2, 0.19, True, None),         # ... and at 1e-2, the farthest of SGD's healthy runs
+    ("sgd", 0.1, 0.39, True, None)])         # a ResNet-20 with SGD at 0.1
+def test_lr_too_low_from_the_runs_own_lr_range_test(tmp_path, optimizer, lr, at_min, still, expected):
   """The early update ratio at Adam 1e-4 (3.8-5.1e-4) sits above its threshold; the run's own LR range test
   says the loss still fell at rates 100x higher."""
   _lr_find(tmp_path, at_min, at_min / 11)
   rows = _rows(update_ratio=4.5e-4, train_loss=(0.9, 0.4), train_acc=(0.7, 0.86), val_acc=(0.71, 0.86))
   for e, row in enumerate(rows):
     row["train_loss"] = 0.9 - 0.05 * (e + 1) if still else max(0.4, 0.9 - 0.1 * (e + 1))
-  result = _run(tmp_path, rows, optim__learning_rate=lr)
+  result = _run(tmp_path, rows, optim__learning_rate=lr, optim__optimizer=optimizer)
   finding = next((f for f in result["findings"] if f["cause"] == "lr_too_low"), None)
   assert (finding and finding["severity"]) == expected
   if expected:
