@@ -148,9 +148,9 @@ def test_lr_too_low_from_the_runs_own_lr_range_test(tmp_path, optimizer, lr, at_
   """The early update ratio at Adam 1e-4 (3.8-5.1e-4) sits above its threshold; the run's own LR range test
   says the loss still fell at rates 100x higher."""
   _lr_find(tmp_path, at_min, at_min / 11)
-  rows = _rows(update_ratio=4.5e-4, train_loss=(0.9, 0.4), train_acc=(0.7, 0.86), val_acc=(0.71, 0.86))
-  for e, row in enumerate(rows):
-    row["train_loss"] = 0.9 - 0.05 * (e + 1) if still else max(0.4, 0.9 - 0.1 * (e + 1))
+  rows = _rows(update_ratio=4.5e-4, train_loss=(0.9, 0.3), train_acc=(0.7, 0.88), val_acc=(0.71, 0.87))
+  for e, row in enumerate(rows):  # ending under the underfitting threshold (0.16 ln K = 0.37)
+    row["train_loss"] = 0.9 - 0.06 * (e + 1) if still else max(0.3, 0.9 - 0.1 * (e + 1))
   result = _run(tmp_path, rows, optim__learning_rate=lr, optim__optimizer=optimizer)
   finding = next((f for f in result["findings"] if f["cause"] == "lr_too_low"), None)
   assert (finding and finding["severity"]) == expected
@@ -160,6 +160,23 @@ def test_lr_too_low_from_the_runs_own_lr_range_test(tmp_path, optimizer, lr, at_
     assert finding["fix"]["overrides"] == {"config.optim.learning_rate": float(f"{at_min / 11:.2g}")}
     assert f"{at_min / lr:.0f}x the rate" in finding["explanation"]
     assert result["verdict"] == ("problems_found" if expected == "high" else "healthy")
+
+
+def test_lr_too_low_from_the_range_test_alone_yields_to_a_model_that_cannot_fit(tmp_path):
+  """faults/underfitting.py's ConvNet of 1 and 2 channels, seed 2: its sweep bottoms out 155x above its rate, and
+  10x the rate gained +0.10 points; the model's capacity is what binds."""
+  _lr_find(tmp_path, 0.155, 0.018)
+  rows = _rows(train_loss=(0.9, 0.62), train_acc=(0.7, 0.78), val_acc=(0.71, 0.785), update_ratio=1.8e-3)
+  result = _run(tmp_path, rows, model__name="ConvNet", model__widths=(1, 2))
+  assert [(f["cause"], f["severity"]) for f in result["findings"]][:2] == [("underfitting", "high"),
+                                                                          ("lr_too_low", "medium")]
+  assert result["findings"][1]["evidence"]["fired_on"] == ["lr_range_test"]
+  # With the update ratio low too, the rate is measured twice: it stays high.
+  _lr_find(tmp_path, 0.155, 0.018)
+  rows = _rows(train_loss=(0.9, 0.62), train_acc=(0.7, 0.78), val_acc=(0.71, 0.785), update_ratio=1e-4)
+  low = next(f for f in _run(tmp_path, rows, model__name="ConvNet", model__widths=(1, 2))["findings"]
+             if f["cause"] == "lr_too_low")
+  assert low["severity"] == "high" and low["evidence"]["fired_on"] == ["update_ratio", "lr_range_test"]
 
 
 def test_lr_fix_uses_the_lr_range_test_when_present(tmp_path):
