@@ -69,8 +69,10 @@ def main(argv):
       below = at_min / rate if at_min else None
       threshold = signal_rules.LR_TEST_BELOW_MIN.get(config.optim.optimizer, signal_rules.LR_TEST_BELOW_MIN["adam"])
       fires = below is not None and below >= threshold
-      print(f"| {name} | {seed} | {rate:g} | {suggestion:.2g} ({how}) | {at_min:.2g} | {below:.1f} | "
-            f"{suggestion / rate:.2f} | {'yes' if fires else 'no'} | {found['seconds']:.1f} |", flush=True)
+      number = lambda value, spec: "-" if value is None else format(value, spec)  # a sweep too short to judge
+      print(f"| {name} | {seed} | {rate:g} | {number(suggestion, '.2g')} ({how}) | {number(at_min, '.2g')} | "
+            f"{number(below, '.1f')} | {number(suggestion and suggestion / rate, '.2f')} | {'yes' if fires else 'no'} "
+            f"| {found['seconds']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

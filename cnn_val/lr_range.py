@@ -11,10 +11,10 @@ the curve at the first non-finite value, smooths with a centred moving average (
 the first SKIP_START of the steps, finds the minimum of the smoothed loss, and takes the rate of the
 steepest descent (in log-rate) before that minimum, kept within [min-loss rate / 30, min-loss rate / 3]
 (STEEPEST_BELOW_MIN); with no clear descent there it falls back to the min-loss rate / 10. The window was
-/ 100 before: on BatchNorm networks, whose loss falls slowly over three decades of rate, the steepest point
-moved from seed to seed between 1/100 and 1/5 of the minimum (the BatchNorm ConvNet of
-configs/fashion_mnist_bn.py: 1.2e-4 to 4.2e-3 suggested for a recipe that trains well at 2e-3), while the seed
-models' steepest points lay at 1/11 to 1/28 of it (`python -m benchmarks.lr_range`, README).
+/ 100 before: on BatchNorm networks, whose loss falls slowly over three decades of rate, the steepest point lay
+at 1/65 and 1/93 of the minimum on two of three seeds (the BatchNorm ConvNet of configs/fashion_mnist_bn.py:
+1.6e-4 and 1.2e-4 suggested, for a recipe that trains well at 2e-3; 4.2e-3 on the third), while the seed models'
+steepest points, where used, lay at 1/4 to 1/28 of it (`python -m benchmarks.lr_range`, README).
 
 `sweep` runs on data already loaded (a training run's own LR range test, `config.lr_range_test`, before its
 first epoch); `lr_range_test` loads the config's data and writes the files (`python -m cnn_val.lr_find`).
@@ -31,7 +31,7 @@ import jax
 import numpy as np
 import optax
 
-from cnn_val import models, optim, parallel, rundir, steps
+from cnn_val import models, optim, rundir, steps
 
 MIN_LR, MAX_LR = 1e-7, 10.0
 SMOOTHING = 0.98
@@ -108,10 +108,10 @@ def sweep(config, arrays: dict, num_classes: int, image_shape, *, num_steps: int
   unit = config.copy_and_resolve_references()
   unit.optim.learning_rate, unit.optim.schedule = 1.0, "constant"
   tx = optax.chain(optim.create_optimizer(unit.optim, num_steps, 1), optax.scale_by_schedule(rate))
-  devices = parallel.select_devices(1)
+  devices = jax.local_devices()[:1]  # this process alone: in a multi-process run only process 0 sweeps
   state = steps.create_train_state(models.create_model(config.model, num_classes), tx,
                                    jax.random.key(config.seed), image_shape)
-  p_train = steps.pmapped_steps(config, num_classes, tx, devices).train
+  p_train = steps.pmapped_steps(config, num_classes, tx, devices, across_processes=False).train
   key = jax.random.key(config.seed + 1)
   lrs, losses, best, reason = [], [], math.inf, "end of sweep"
   for batch in itertools.islice(_batches_forever(arrays["train"], config), num_steps):

@@ -269,11 +269,17 @@ def open_run(config, workdir: str, data: RunData, clock: train_loop.WallTime) ->
   if (config.preflight and config.get("lr_range_test", False) and start_step == 0 and jax.process_index() == 0
       and rundir.read_json(workdir, rundir.LR_FIND_FILE) is None):  # one written before training is kept
     with clock("LR range test"):
-      found = lr_range.sweep(config, arrays, num_classes, data.splits.image_shape)
-    rundir.write_json(workdir, rundir.LR_FIND_FILE, found)
-    logging.info("LR range test (%.1f s): the loss fell fastest at %.2g and bottomed out at %.2g; the run's rate is "
-                 "%g (lr_find.json; the doctor compares them).", found["seconds"], found["suggestion"] or math.nan,
-                 found["lr_at_min_loss"] or math.nan, config.optim.learning_rate)
+      try:
+        found = lr_range.sweep(config, arrays, num_classes, data.splits.image_shape)
+      except Exception as e:  # pylint: disable=broad-except  (evidence for the doctor, not the run: e.g. memory)
+        found = None
+        logging.warning("The LR range test failed (%s: %s); training goes on without it (no lr_find.json; "
+                        "`python -m cnn_val.lr_find --run=%s` runs it alone).", type(e).__name__, e, workdir)
+    if found is not None:
+      rundir.write_json(workdir, rundir.LR_FIND_FILE, found)
+      logging.info("LR range test (%.1f s): the loss fell fastest at %.2g and bottomed out at %.2g; the run's rate "
+                   "is %g (lr_find.json; the doctor compares them).", found["seconds"],
+                   found["suggestion"] or math.nan, found["lr_at_min_loss"] or math.nan, config.optim.learning_rate)
 
   run = Run(config, workdir, schedule, tx, dropout_key, state, ckpts, start_step, steps_per_epoch)
   run.writer = rundir.MetricsWriter(workdir)

@@ -162,6 +162,16 @@ def test_lr_too_low_from_the_runs_own_lr_range_test(tmp_path, optimizer, lr, at_
     assert result["verdict"] == ("problems_found" if expected == "high" else "healthy")
 
 
+@pytest.mark.parametrize("optimizer,lr,at_min,suggestion,fires", [
+    ("adam", 2e-2, 0.017, 1.5e-3, True),    # the lr_too_high fault's sweep: beyond its loss minimum
+    ("sgd", 1e-2, 0.02, 9e-4, False)])      # a good SGD rate 11x a low steepest point, at 1/2 of the minimum
+def test_lr_too_high_by_the_range_test_needs_the_rate_near_the_sweeps_minimum(tmp_path, optimizer, lr, at_min,
+                                                                              suggestion, fires):
+  _lr_find(tmp_path, at_min, suggestion)
+  result = _run(tmp_path, _rows(), optim__learning_rate=lr, optim__optimizer=optimizer)
+  assert ("lr_too_high" in _causes(result, "medium")) == fires
+
+
 def test_lr_too_low_from_the_range_test_alone_yields_to_a_model_that_cannot_fit(tmp_path):
   """faults/underfitting.py's ConvNet of 1 and 2 channels, seed 2: its sweep bottoms out 155x above its rate, and
   10x the rate gained +0.10 points; the model's capacity is what binds."""
@@ -179,10 +189,16 @@ def test_lr_too_low_from_the_range_test_alone_yields_to_a_model_that_cannot_fit(
   assert low["severity"] == "high" and low["evidence"]["fired_on"] == ["update_ratio", "lr_range_test"]
 
 
-def test_lr_fix_uses_the_lr_range_test_when_present(tmp_path):
-  rundir.write_json(str(tmp_path), rundir.LR_FIND_FILE, {"suggestion": 0.0015})
-  result = _run(tmp_path, _rows(update_ratio=5e-2))
-  assert result["findings"][0]["fix"]["overrides"] == {"config.optim.learning_rate": 0.0015}
+def test_lr_fix_uses_the_lr_range_test_where_it_moves_the_rate_the_right_way(tmp_path):
+  rundir.write_json(str(tmp_path / "a"), rundir.LR_FIND_FILE, {"suggestion": 0.0006})
+  result = _run(tmp_path / "a", _rows(update_ratio=5e-2))  # too high at 1e-3: the test suggests lower
+  assert result["findings"][0]["fix"]["overrides"] == {"config.optim.learning_rate": 0.0006}
+  assert "the LR range test's suggestion" in result["findings"][0]["fix"]["summary"]
+  # The BatchNorm ConvNet's ratio reads high at a good 2e-3, and its sweep suggests up to 4.2e-3: no fix "lowers"
+  # the rate to that; the finding falls back to a tenth of the rate.
+  rundir.write_json(str(tmp_path / "b"), rundir.LR_FIND_FILE, {"suggestion": 0.0042})
+  result = _run(tmp_path / "b", _rows(update_ratio=5e-2), optim__learning_rate=2e-3)
+  assert result["findings"][0]["fix"]["overrides"] == {"config.optim.learning_rate": 0.0002}
 
 
 def test_underfitting_a_small_model(tmp_path):

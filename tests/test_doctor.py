@@ -148,7 +148,8 @@ def test_lr_suggestion_survives_nan_and_early_spikes():
 
 def test_lr_suggestion_on_a_slow_broad_descent_falls_back_to_a_tenth_of_the_minimum():
   """A BatchNorm network's loss falls slowly over three decades of rate: its steepest point moves from seed to seed
-  far below the minimum (1/65 to 1/214 of it on fashion_mnist_bn.py); outside [min / 30, min / 3] it is not used."""
+  far below the minimum (1/65 and 1/93 of it on two seeds of fashion_mnist_bn.py); outside [min / 30, min / 3] it
+  is not used."""
   lrs = np.logspace(-7, 1, 200)
   x = np.log10(lrs)
   loss = 2.8 - 2.0 * np.clip((x + 5) / 3, 0, 1) + np.where(x > -2, (x + 2) ** 2, 0)  # linear fall 1e-5 .. 1e-2

@@ -619,6 +619,15 @@ def test_budget_minutes_counts_the_menus_lr_range_test(tmp_path, monkeypatch):
   experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, levers=["lr_range_test"],
                      budget_minutes=10, follow_up=False, log=lambda _: None)
   assert len(calls) == 1 and budgets[0] == pytest.approx(6.0)
+  # A budget the test alone spends trains nothing, and says why.
+  os.remove(os.path.join(workdir, "verify", "lr_find", rundir.LR_FIND_FILE))
+  lines = []
+  result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, levers=["lr_range_test"],
+                              budget_minutes=3, follow_up=False, log=lines.append)
+  assert len(calls) == 2 and len(budgets) == 1
+  assert any("--budget_minutes=3 was spent before the first run (the LR range test took 4.0 min)" in line
+             for line in lines)
+  assert result["findings"][0]["cause"] == "lr_too_low"  # judged on what the first call trained
 
 
 def test_a_failed_lr_range_test_leaves_the_menu_without_its_lever(tmp_path, monkeypatch):

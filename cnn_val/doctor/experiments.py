@@ -225,9 +225,18 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   log(f"Verifying {len(fixes)} fix arm(s)" + (f" and {len(menu)} lever(s)" if menu else "") +
       (" with a learning curve (1/4 and 1/2 of the training data)" if curve_arms else "") +
       f" over {seeds} seeds in {out}.")
-  budget_left = max(budget_minutes - (time.monotonic() - start) / 60, 1e-3) if budget_minutes else 0.0
-  table, error = _stage(ablate.Sweep(run.config, arm_list, seed_list, BASELINE_ARM), out, workers, max_runs,
-                        budget_left, log)
+  # The arms skip the LR range test every new run makes (config.lr_range_test): an experiment compares arms, and
+  # the sweep would cost each of them its seconds (a minute a run for a ResNet-20 on a CPU).
+  base_config = {**run.config, "lr_range_test": False}
+  budget_left = budget_minutes - (time.monotonic() - start) / 60 if budget_minutes else 0.0
+  if budget_minutes and budget_left <= 0:
+    error = (f"--budget_minutes={budget_minutes:g} was spent before the first run (the LR range test took "
+             f"{(time.monotonic() - start) / 60:.1f} min): raise it, or give --levers without lr_range_test.")
+    log(f"Verification incomplete: {error}")
+    table = ablate.aggregate(out) if os.path.exists(os.path.join(out, ablate.SWEEP_FILE)) else None
+  else:
+    table, error = _stage(ablate.Sweep(base_config, arm_list, seed_list, BASELINE_ARM), out, workers, max_runs,
+                          budget_left, log)
   arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
   base = arms.get(BASELINE_ARM)
   levers = []
@@ -250,7 +259,7 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
       return None
     log(starting)
     arm_list = arm_list + new_arms
-    return _stage(ablate.Sweep(run.config, arm_list, seed_list, BASELINE_ARM), out, workers,
+    return _stage(ablate.Sweep(base_config, arm_list, seed_list, BASELINE_ARM), out, workers,
                   max_runs and max_runs - spent, budget_left, log)
 
   if explore == "auto" and not menu and tried and error is None and len(refuted) == len(tried):

@@ -149,6 +149,7 @@ def lr_test_yields_to_capacity(findings: list[dict]) -> list[dict]:
   `--verify` trains both fixes."""
   low = next((f for f in findings if f["cause"] == "lr_too_low"), None)
   if (low is None or low["evidence"].get("fired_on") != ["lr_range_test"] or low["severity"] != "high"
+      or "raised_to_high" in low["evidence"]  # a run near chance: every finding is high (near_chance)
       or not any(f["cause"] == "underfitting" and f["severity"] != "low" for f in findings)):
     return findings
   low["severity"] = "medium"
@@ -165,8 +166,8 @@ def diagnose(workdir: str) -> dict:
   """The diagnosis of the run in `workdir`, from its files alone."""
   start = time.perf_counter()
   run = Run(workdir)
-  findings = pixel_reference(run, near_chance(run, lr_test_yields_to_capacity(
-      [f for f in (rule(run) for rule in RULES) if f is not None])))
+  findings = pixel_reference(run, lr_test_yields_to_capacity(
+      near_chance(run, [f for f in (rule(run) for rule in RULES) if f is not None])))
   findings.sort(key=lambda f: (SEVERITIES.index(f["severity"]), _TIER[f["cause"]], -f["confidence"]))
   summary = {}
   if run.rows:
