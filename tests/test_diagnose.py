@@ -242,6 +242,16 @@ def test_the_pixel_lookup_needs_enough_errors_and_no_other_cause(tmp_path):
   assert _causes(mild, "low") == {"class_imbalance"} and _causes(mild, "high") == {"underfitting"}
 
 
+def test_a_rate_too_low_by_the_range_test_alone_does_not_hide_the_pixel_lookups_underfitting(tmp_path):
+  """The digits' ConvNet of 1 and 2 channels, seed 0: its sweep bottoms out 205x above its rate, its best error
+  sits near the lookup's, and 10x the rate did not help (91.10 -> 90.30%): the model is what is too small."""
+  _lr_find(tmp_path, 0.2, 0.018)
+  result = _run(tmp_path, audit_dict=_with_pixel_reference(0.91))
+  assert [(f["cause"], f["severity"]) for f in result["findings"]] == [("underfitting", "high"),
+                                                                       ("lr_too_low", "medium")]
+  assert "pixel_reference" in result["findings"][0]["evidence"] and result["verdict"] == "problems_found"
+
+
 def test_the_pixel_lookup_raises_an_underfitting_finding_from_the_loss(tmp_path):
   rows = _rows(train_loss=(0.9, 0.45), train_acc=(0.7, 0.84), val_acc=(0.71, 0.842))  # 0.20 ln K: medium
   medium = _run(tmp_path / "a", rows, model__name="ConvNet", model__widths=(4, 8))

@@ -110,7 +110,8 @@ def pixel_reference(run: Run, findings: list[dict]) -> list[dict]:
   underfitting rule's fix (narrower augmentation, more epochs while the loss still fell, a wider model)."""
   reference = (run.audit or {}).get("pixel_reference")
   if (not run.rows or not reference or reference.get("errors", 0) < PIXEL_REFERENCE_MIN_ERRORS
-      or any(f["cause"] not in _CAPACITY_CAUSES and f["severity"] != "low" for f in findings)):
+      or any(f["cause"] not in _CAPACITY_CAUSES and f["severity"] != "low" and not _rate_by_test_alone(f)
+             for f in findings)):
     return findings
   lookup_error = 1.0 - reference["accuracy"]
   error = 1.0 - run.best["val_accuracy"]
@@ -141,14 +142,18 @@ def pixel_reference(run: Run, findings: list[dict]) -> list[dict]:
       fix, options=options)]
 
 
+def _rate_by_test_alone(finding: dict) -> bool:
+  return finding["cause"] == "lr_too_low" and finding["evidence"].get("fired_on") == ["lr_range_test"]
+
+
 def lr_test_yields_to_capacity(findings: list[dict]) -> list[dict]:
   """An `lr_too_low` finding that rests on the run's LR range test alone is at most medium where the model does
-  not fit its training data either (an `underfitting` finding from the training loss): a model too small takes far
-  higher rates in the sweep without gaining from them (faults/underfitting.py's ConvNet of 1 and 2 channels, seed
-  2: the sweep's minimum 155x its rate; trained at 10x the rate, +0.10 points), so the capacity ranks first and
-  `--verify` trains both fixes."""
+  not fit its data either (an `underfitting` finding, from the training loss or the pixel reference, which such a
+  finding does not block): a model too small takes far higher rates in the sweep without gaining from them
+  (faults/underfitting.py's ConvNet of 1 and 2 channels, seed 2: the sweep's minimum 155x its rate; trained at 10x
+  the rate, +0.10 points; the digits' at 62-205x), so the capacity ranks first and `--verify` trains both fixes."""
   low = next((f for f in findings if f["cause"] == "lr_too_low"), None)
-  if (low is None or low["evidence"].get("fired_on") != ["lr_range_test"] or low["severity"] != "high"
+  if (low is None or not _rate_by_test_alone(low) or low["severity"] != "high"
       or "raised_to_high" in low["evidence"]  # a run near chance: every finding is high (near_chance)
       or not any(f["cause"] == "underfitting" and f["severity"] != "low" for f in findings)):
     return findings
@@ -166,8 +171,8 @@ def diagnose(workdir: str) -> dict:
   """The diagnosis of the run in `workdir`, from its files alone."""
   start = time.perf_counter()
   run = Run(workdir)
-  findings = pixel_reference(run, lr_test_yields_to_capacity(
-      near_chance(run, [f for f in (rule(run) for rule in RULES) if f is not None])))
+  findings = lr_test_yields_to_capacity(pixel_reference(
+      run, near_chance(run, [f for f in (rule(run) for rule in RULES) if f is not None])))
   findings.sort(key=lambda f: (SEVERITIES.index(f["severity"]), _TIER[f["cause"]], -f["confidence"]))
   summary = {}
   if run.rows:
