@@ -40,7 +40,8 @@ NEAR_CHANCE_SHARE = 0.10
 # the lookup errs on at least PIXEL_REFERENCE_MIN_ERRORS images (a ratio of few errors is noise) and no medium
 # or high finding names another cause (those explain lost accuracy themselves: a long tail, a shift, leaked
 # copies, wrong labels, a label-changing augmentation, the learning rate; a low one, such as a long tail the
-# minority classes' recall does not show, does not).
+# minority classes' recall does not show, does not; nor does an lr_too_low that rests on the run's LR range test
+# alone, which a model too small also reads: lr_test_yields_to_capacity).
 PIXEL_REFERENCE_RATIO = 0.9
 PIXEL_REFERENCE_MIN_ERRORS = 25
 _CAPACITY_CAUSES = ("underfitting", "lr_plateau")
