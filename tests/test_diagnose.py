@@ -252,6 +252,26 @@ def test_a_rate_too_low_by_the_range_test_alone_does_not_hide_the_pixel_lookups_
   assert "pixel_reference" in result["findings"][0]["evidence"] and result["verdict"] == "problems_found"
 
 
+def test_a_rate_too_low_by_the_range_test_keeps_its_rank_where_its_steps_are_small_or_the_run_near_chance(
+    tmp_path):
+  """Only steps that move the weights as a good rate's do (update ratio >= CAPACITY_RATIO) let a small model's
+  evidence come first: a rate 10x too low reads 3.9-7.8e-4, and its lost accuracy may reach the pixel lookup's."""
+  _lr_find(tmp_path / "slow", 0.2, 0.018)
+  slow = _run(tmp_path / "slow", _rows(update_ratio=4.5e-4), audit_dict=_with_pixel_reference(0.91))
+  assert [(f["cause"], f["severity"]) for f in slow["findings"]] == [("lr_too_low", "high")]
+  # Near chance every finding stays high (the pixel reference, which always fires there, does not lower it).
+  _lr_find(tmp_path / "chance", 0.2, 0.018)
+  rows = _rows(update_ratio=3e-3, train_loss=(2.30, 2.0), train_acc=(0.10, 0.15), val_acc=(0.10, 0.16))
+  chance = _run(tmp_path / "chance", rows, audit_dict=_with_pixel_reference(0.91))
+  assert ("lr_too_low", "high") in [(f["cause"], f["severity"]) for f in chance["findings"]]
+  # A medium underfitting (0.17 ln K) does not lower it either: both medium would read healthy.
+  _lr_find(tmp_path / "medium", 0.155, 0.018)
+  rows = _rows(train_loss=(0.9, 0.40), train_acc=(0.7, 0.85), val_acc=(0.71, 0.852), update_ratio=1.8e-3)
+  medium = _run(tmp_path / "medium", rows, model__name="ConvNet", model__widths=(2, 4))
+  assert [(f["cause"], f["severity"]) for f in medium["findings"]][:2] == [("lr_too_low", "high"),
+                                                                          ("underfitting", "medium")]
+
+
 def test_the_pixel_lookup_raises_an_underfitting_finding_from_the_loss(tmp_path):
   rows = _rows(train_loss=(0.9, 0.45), train_acc=(0.7, 0.84), val_acc=(0.71, 0.842))  # 0.20 ln K: medium
   medium = _run(tmp_path / "a", rows, model__name="ConvNet", model__widths=(4, 8))

@@ -41,9 +41,16 @@ NEAR_CHANCE_SHARE = 0.10
 # or high finding names another cause (those explain lost accuracy themselves: a long tail, a shift, leaked
 # copies, wrong labels, a label-changing augmentation, the learning rate; a low one, such as a long tail the
 # minority classes' recall does not show, does not; nor does an lr_too_low that rests on the run's LR range test
-# alone, which a model too small also reads: lr_test_yields_to_capacity).
+# alone in a run whose steps moved the weights as a good rate's do, which a model too small also reads:
+# CAPACITY_RATIO, lr_test_yields_to_capacity).
 PIXEL_REFERENCE_RATIO = 0.9
 PIXEL_REFERENCE_MIN_ERRORS = 25
+# An early update/parameter ratio at or above this, a third of a good rate's (2.1-3.4e-3 at Adam 1e-3 and SGD 1e-2,
+# both datasets), says the steps move the weights as a good rate's do: an lr_too_low from the LR range test alone is
+# then weaker than a small model's evidence (ConvNets of 1 and 2 channels: 1.6-1.8e-3, their sweeps 155-205x above
+# their rates, 10x the rate no help; rates 10x too low: 3.9-7.8e-4; README, "The learning rate against the run's
+# own range test").
+CAPACITY_RATIO = 1e-3
 _CAPACITY_CAUSES = ("underfitting", "lr_plateau")
 
 
@@ -72,18 +79,26 @@ def majority_accuracy(run: Run) -> float | None:
   return 1 / run.num_classes if run.num_classes else None
 
 
+def _at_stake(run: Run) -> dict | None:
+  """Where the run ended near chance (near_chance), the numbers that say so; else None."""
+  majority = majority_accuracy(run)
+  if not run.rows or majority is None or run.diverged:
+    return None
+  margin = max(NEAR_CHANCE_MARGIN, NEAR_CHANCE_SHARE * (1 - majority))
+  if run.val_acc >= majority + margin:
+    return None
+  return {"val_accuracy": run.val_acc, "majority_class_accuracy": majority, "margin": margin}
+
+
 def near_chance(run: Run, findings: list[dict]) -> list[dict]:
   """Severity follows the accuracy at stake: when the run ends within max(NEAR_CHANCE_MARGIN,
   NEAR_CHANCE_SHARE x (1 - majority)) of the majority-class accuracy, every finding is raised to high (the
   evidence records why), and a run no rule explains gets an `underfitting` finding that says it learned
   nothing, so that it is never called healthy."""
-  majority = majority_accuracy(run)
-  if not run.rows or majority is None or run.diverged:
+  stake = _at_stake(run)
+  if stake is None:
     return findings
-  margin = max(NEAR_CHANCE_MARGIN, NEAR_CHANCE_SHARE * (1 - majority))
-  if run.val_acc >= majority + margin:
-    return findings
-  stake = {"val_accuracy": run.val_acc, "majority_class_accuracy": majority, "margin": margin}
+  majority, margin = stake["majority_class_accuracy"], stake["margin"]
   for f in findings:
     if f["severity"] != "high":
       f["severity"] = "high"
@@ -144,19 +159,24 @@ def pixel_reference(run: Run, findings: list[dict]) -> list[dict]:
 
 
 def _rate_by_test_alone(finding: dict) -> bool:
-  return finding["cause"] == "lr_too_low" and finding["evidence"].get("fired_on") == ["lr_range_test"]
+  """An `lr_too_low` finding from the run's LR range test alone, in a run whose early steps moved the weights at a
+  third or more of a good rate's (CAPACITY_RATIO): the sweep's reach may then be a small model's tolerance of high
+  rates rather than a slow rate."""
+  ratio = finding["evidence"].get("update_to_param_ratio_early")
+  return (finding["cause"] == "lr_too_low" and finding["evidence"].get("fired_on") == ["lr_range_test"]
+          and ratio is not None and ratio >= CAPACITY_RATIO)
 
 
-def lr_test_yields_to_capacity(findings: list[dict]) -> list[dict]:
-  """An `lr_too_low` finding that rests on the run's LR range test alone is at most medium where the model does
-  not fit its data either (an `underfitting` finding, from the training loss or the pixel reference, which such a
-  finding does not block): a model too small takes far higher rates in the sweep without gaining from them
-  (faults/underfitting.py's ConvNet of 1 and 2 channels, seed 2: the sweep's minimum 155x its rate; trained at 10x
-  the rate, +0.10 points; the digits' at 62-205x), so the capacity ranks first and `--verify` trains both fixes."""
+def lr_test_yields_to_capacity(run: Run, findings: list[dict]) -> list[dict]:
+  """An `lr_too_low` finding that rests on the run's LR range test alone (`_rate_by_test_alone`) is medium where
+  a high `underfitting` finding stands, from the training loss or the pixel reference (which such a finding does
+  not block): a model too small takes far higher rates in the sweep without gaining from them (faults/underfitting.py's
+  ConvNet of 1 and 2 channels, seed 2: the sweep's minimum 155x its rate; trained at 10x the rate, +0.10 points; the
+  digits' at 62-205x), so the capacity ranks first and `--verify` trains both fixes. Not in a run near chance, where
+  every finding is high (near_chance)."""
   low = next((f for f in findings if f["cause"] == "lr_too_low"), None)
-  if (low is None or not _rate_by_test_alone(low) or low["severity"] != "high"
-      or "raised_to_high" in low["evidence"]  # a run near chance: every finding is high (near_chance)
-      or not any(f["cause"] == "underfitting" and f["severity"] != "low" for f in findings)):
+  if (low is None or not _rate_by_test_alone(low) or low["severity"] != "high" or _at_stake(run) is not None
+      or not any(f["cause"] == "underfitting" and f["severity"] == "high" for f in findings)):
     return findings
   low["severity"] = "medium"
   low["explanation"] += (" Medium: the model does not fit its training data either (underfitting), and a model "
@@ -172,7 +192,7 @@ def diagnose(workdir: str) -> dict:
   """The diagnosis of the run in `workdir`, from its files alone."""
   start = time.perf_counter()
   run = Run(workdir)
-  findings = lr_test_yields_to_capacity(pixel_reference(
+  findings = lr_test_yields_to_capacity(run, pixel_reference(
       run, near_chance(run, [f for f in (rule(run) for rule in RULES) if f is not None])))
   findings.sort(key=lambda f: (SEVERITIES.index(f["severity"]), _TIER[f["cause"]], -f["confidence"]))
   summary = {}
