@@ -210,6 +210,7 @@ def test_a_run_ends_with_the_doctor_and_the_cli_rediagnoses_it(tiny_config, tmp_
   assert diagnosis["findings"][0]["cause"] == "data_leakage"
   report = open(os.path.join(workdir, "report.md")).read()
   assert "data_leakage" in report and "![Learning curves](plots/learning_curves.png)" in report
+  assert f"x this run's rate {tiny_config.optim.learning_rate:g} (`lr_too_low` reads 100x or more with adam" in report
   os.remove(os.path.join(workdir, doctor.DIAGNOSIS_FILE))
   out = subprocess.run([sys.executable, "-m", "cnn_val.doctor", f"--workdir={workdir}"], cwd=REPO,
                        capture_output=True, text=True, check=True).stdout

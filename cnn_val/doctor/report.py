@@ -18,6 +18,7 @@ from cnn_val import ablate, knn, metrics, rundir
 from cnn_val.doctor.finding import verification_result
 from cnn_val.doctor.label_check import label_issues
 from cnn_val.doctor.levers import versus_text
+from cnn_val.doctor import signal_rules
 from cnn_val.doctor.rules import summary as diagnosis_summary
 
 REPORT_FILE = "report.md"
@@ -310,6 +311,22 @@ def _verified_section(workdir: str, diagnosis: dict) -> list[str]:
   return lines
 
 
+def lr_find_text(lr_find: dict, optim: dict) -> str:
+  """The LR range test in a sentence: what it suggests, where the loss bottomed out, and where the run's rate sits
+  against that minimum beside what `lr_too_low` reads (signal_rules.LR_TEST_BELOW_MIN)."""
+  steepest, at_min, lr = lr_find.get("suggestion"), lr_find.get("lr_at_min_loss"), optim.get("learning_rate")
+  if not at_min or not steepest:
+    return "LR range test: no usable sweep (fewer than 10 finite losses)."
+  text = (f"LR range test (the run's model, optimizer and data from a fresh start, rates 1e-7 to 10): it suggests "
+          f"{steepest:.2g} ({lr_find.get('method')}); the loss bottomed out at {at_min:.2g}")
+  if not isinstance(lr, (int, float)) or lr <= 0:
+    return text + "."
+  optimizer = optim.get("optimizer", "adam")
+  threshold = signal_rules.LR_TEST_BELOW_MIN.get(optimizer, signal_rules.LR_TEST_BELOW_MIN["adam"])
+  return (text + f", {at_min / lr:.3g}x this run's rate {lr:g} (`lr_too_low` reads {threshold:g}x or more "
+          f"with {optimizer}; runs without a rate fault: up to 56x with Adam, 19x with SGD).")
+
+
 def write_report(workdir: str, diagnosis: dict) -> str:
   """Writes plots/ and report.md for `workdir`; returns the report's path."""
   rows = rundir.read_metrics(workdir)
@@ -372,6 +389,7 @@ def write_report(workdir: str, diagnosis: dict) -> str:
     lines.append("")
   if lr_find:
     plots.append(("LR range test", plot_lr_find(workdir, lr_find)))
+    lines += [lr_find_text(lr_find, config.get("optim", {})), ""]
   lines += ["## Plots", ""]
   lines += [f"### {title}\n\n![{title}]({path})\n" for title, path in plots if path]
   path = os.path.join(workdir, REPORT_FILE)
