@@ -67,8 +67,7 @@ def main(argv):
       rate, suggestion, at_min = config.optim.learning_rate, found["suggestion"], found["lr_at_min_loss"]
       how = "steepest" if found["method"].startswith("steepest") else found["method"]
       below = at_min / rate if at_min else None
-      threshold = signal_rules.LR_TEST_BELOW_MIN.get(config.optim.optimizer, signal_rules.LR_TEST_BELOW_MIN["adam"])
-      fires = below is not None and below >= threshold
+      fires = below is not None and below >= signal_rules.lr_test_threshold(config.optim.optimizer)
       number = lambda value, spec: "-" if value is None else format(value, spec)  # a sweep too short to judge
       print(f"| {name} | {seed} | {rate:g} | {number(suggestion, '.2g')} ({how}) | {number(at_min, '.2g')} | "
             f"{number(below, '.1f')} | {number(suggestion and suggestion / rate, '.2f')} | {'yes' if fires else 'no'} "

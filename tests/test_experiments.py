@@ -10,7 +10,7 @@ import types
 import pytest
 
 from cnn_val import ablate, doctor, rundir, train
-from cnn_val.doctor import experiments, levers, report, rules, signal_rules
+from cnn_val.doctor import experiments, generalisation_rules, levers, report, rules
 from cnn_val.doctor.finding import verification_result
 from cnn_val.configs import default
 
@@ -189,13 +189,13 @@ def test_an_applied_option_is_measured_by_its_removal_and_the_others_are_not_tri
 
 def test_the_overfitting_rule_offers_its_remedies_one_by_one(tmp_path):
   _write_run(str(tmp_path / "a"), _config(**{"model.name": "SeedCNN"}), 0.9)
-  options = {name: o for name, o in signal_rules._overfit_options(experiments.Run(str(tmp_path / "a")))}
+  options = {name: o for name, o in generalisation_rules._overfit_options(experiments.Run(str(tmp_path / "a")))}
   assert options == {"dropout": {"config.model.name": "SeedCNNDropout"},
                      "weight_decay": {"config.optim.weight_decay": 1e-2, "config.optim.weight_decay_mode": "decoupled"},
                      "augment": {"config.augment.preset": "characters"}}
   _write_run(str(tmp_path / "b"), _config(**{"model.dropout_rate": 0.7, "optim.weight_decay": 1e-4,
                                              "augment.preset": "characters"}), 0.9)
-  assert signal_rules._overfit_options(experiments.Run(str(tmp_path / "b"))) == []  # nothing left to add
+  assert generalisation_rules._overfit_options(experiments.Run(str(tmp_path / "b"))) == []  # nothing left to add
 
 
 def test_leakage_is_judged_on_the_validation_test_gap_and_recovery_uses_the_reference(tmp_path):
@@ -571,13 +571,19 @@ def _fake_lr_find(monkeypatch, suggestion, returncode=0):
   return calls
 
 
-def test_the_menu_runs_the_lr_range_test_where_the_run_has_none(tmp_path, monkeypatch):
-  """A learning rate 30x too low, with no symptom the rules read: the menu's LR lever needs the test's rate."""
+def _slow_rate_run(tmp_path) -> str:
+  """A run at Adam 1e-4, its sweep holding the baseline and the LR range test's rate (0.0031) over 3 seeds."""
   workdir = str(tmp_path)
   config = _config(**{"optim.learning_rate": 1e-4})
   _write_run(workdir, config, 0.86)
   _fake_sweep(workdir, config, {"baseline": ({}, [0.860, 0.862, 0.858]),
                                 "lr_range_test": ({"optim.learning_rate": 0.0031}, [0.905, 0.908, 0.903])})
+  return workdir
+
+
+def test_the_menu_runs_the_lr_range_test_where_the_run_has_none(tmp_path, monkeypatch):
+  """A learning rate 30x too low, with no symptom the rules read: the menu's LR lever needs the test's rate."""
+  workdir = _slow_rate_run(tmp_path)
   calls = _fake_lr_find(monkeypatch, 0.0031)
   lines = []
   result = experiments.verify(workdir, {"verdict": "healthy", "findings": []}, seeds=3, levers=["lr_range_test"],
@@ -598,11 +604,7 @@ def test_the_menu_runs_the_lr_range_test_where_the_run_has_none(tmp_path, monkey
 
 
 def test_budget_minutes_counts_the_menus_lr_range_test(tmp_path, monkeypatch):
-  workdir = str(tmp_path)
-  config = _config(**{"optim.learning_rate": 1e-4})
-  _write_run(workdir, config, 0.86)
-  _fake_sweep(workdir, config, {"baseline": ({}, [0.860, 0.862, 0.858]),
-                                "lr_range_test": ({"optim.learning_rate": 0.0031}, [0.905, 0.908, 0.903])})
+  workdir = _slow_rate_run(tmp_path)
   clock = [1000.0]
   monkeypatch.setattr(experiments.time, "monotonic", lambda: clock[0])
   calls = _fake_lr_find(monkeypatch, 0.0031)

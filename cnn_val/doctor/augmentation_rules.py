@@ -1,7 +1,7 @@
 """The rule on augmentation that changes what the images mean (`harmful_augmentation`): from the data, where the
 augmentation check (`cnn_val/augment_check.py`, augment_check.json) finds a transform that maps one class onto
 another, and from the curves (validation confusing classes both ways under strong transforms, or training
-accuracy below validation's). The thresholds it shares with the other signal rules are in signal_rules.py.
+accuracy below validation's). The thresholds it shares with the label-noise rule are in generalisation_rules.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from cnn_val.augment_check import ERROR_INCREASE
 from cnn_val.doctor.finding import confidence as _confidence
 from cnn_val.doctor.finding import finding as _finding
 from cnn_val.doctor.run_view import Run
-from cnn_val.doctor.signal_rules import NOISE_GAP, PAIR_CONFUSION
+from cnn_val.doctor.generalisation_rules import NOISE_GAP, PAIR_CONFUSION
 
 # A transform the augmentation check (augment_check.py) finds to change the labels makes a high finding where it
 # is a flip or a rotation range of at least this many degrees (it turns shapes over: 6 <-> 9); a smaller

@@ -233,7 +233,7 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
     error = (f"--budget_minutes={budget_minutes:g} was spent before the first run (the LR range test took "
              f"{(time.monotonic() - start) / 60:.1f} min): raise it, or give --levers without lr_range_test.")
     log(f"Verification incomplete: {error}")
-    table = ablate.aggregate(out) if os.path.exists(os.path.join(out, ablate.SWEEP_FILE)) else None
+    table = _aggregate_finished(out)
   else:
     table, error = _stage(ablate.Sweep(base_config, arm_list, seed_list, BASELINE_ARM), out, workers, max_runs,
                           budget_left, log)
@@ -359,7 +359,12 @@ def _stage(sweep: ablate.Sweep, out: str, workers: dict, max_runs: int, budget_m
                             log=log), None
   except ablate.SweepIncomplete as e:  # over budget or failed runs: judge what finished, say what did not
     log(f"Verification incomplete: {e}")
-    return (ablate.aggregate(out) if os.path.exists(os.path.join(out, ablate.SWEEP_FILE)) else None), str(e)
+    return _aggregate_finished(out), str(e)
+
+
+def _aggregate_finished(out: str):
+  """The aggregate table of what a sweep in `out` finished, or None where none was ever started there."""
+  return ablate.aggregate(out) if os.path.exists(os.path.join(out, ablate.SWEEP_FILE)) else None
 
 
 def _read_levers(menu, arms: dict, base: dict | None, reference, levers: list, findings: list,

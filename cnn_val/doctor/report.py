@@ -18,7 +18,7 @@ from cnn_val import ablate, knn, metrics, rundir
 from cnn_val.doctor.finding import verification_result
 from cnn_val.doctor.label_check import label_issues
 from cnn_val.doctor.levers import versus_text
-from cnn_val.doctor import signal_rules
+from cnn_val.doctor.signal_rules import LR_TEST_FAULT_FREE, lr_test_threshold
 from cnn_val.doctor.rules import summary as diagnosis_summary
 
 REPORT_FILE = "report.md"
@@ -313,7 +313,7 @@ def _verified_section(workdir: str, diagnosis: dict) -> list[str]:
 
 def lr_find_text(lr_find: dict, optim: dict) -> str:
   """The LR range test in a sentence: what it suggests, where the loss bottomed out, and where the run's rate sits
-  against that minimum beside what `lr_too_low` reads (signal_rules.LR_TEST_BELOW_MIN)."""
+  against that minimum beside what `lr_too_low` reads (signal_rules.lr_test_threshold)."""
   steepest, at_min, lr = lr_find.get("suggestion"), lr_find.get("lr_at_min_loss"), optim.get("learning_rate")
   if not at_min or not steepest:
     return "LR range test: no usable sweep (fewer than 10 finite losses)."
@@ -322,9 +322,8 @@ def lr_find_text(lr_find: dict, optim: dict) -> str:
   if not isinstance(lr, (int, float)) or lr <= 0:
     return text + "."
   optimizer = optim.get("optimizer", "adam")
-  threshold = signal_rules.LR_TEST_BELOW_MIN.get(optimizer, signal_rules.LR_TEST_BELOW_MIN["adam"])
-  return (text + f", {at_min / lr:.3g}x this run's rate {lr:g} (`lr_too_low` reads {threshold:g}x or more "
-          f"with {optimizer}; runs without a rate fault: up to 56x with Adam, 19x with SGD).")
+  return (text + f", {at_min / lr:.3g}x this run's rate {lr:g} (`lr_too_low` reads {lr_test_threshold(optimizer):g}x "
+          f"or more with {optimizer}; runs without a rate fault: {LR_TEST_FAULT_FREE}).")
 
 
 def write_report(workdir: str, diagnosis: dict) -> str:

@@ -5,7 +5,8 @@ preflight.json, lr_find.json, diverged.json, train_predictions.npz), so it diagn
 version that wrote those files. Each rule looks at one cause and, when its evidence passes its threshold, emits
 a finding: cause, severity, confidence, the evidence numbers, an explanation, and a fix as overrides of existing
 config fields. The rules on training signals are in signal_rules.py (diverged, pipeline_bug, lr_too_high,
-lr_too_low, underfitting, lr_plateau, overfitting, label_noise) and augmentation_rules.py (harmful_augmentation),
+lr_too_low, underfitting, lr_plateau), generalisation_rules.py (overfitting, label_noise) and
+augmentation_rules.py (harmful_augmentation),
 those on the data in data_rules.py (missing_class, data_leakage, distribution_shift, class_imbalance). This
 module holds their registry, the ranking, the severity by the accuracy at stake, the verdict and which finding
 to fix first.
@@ -23,9 +24,9 @@ from cnn_val.doctor.finding import finding as _finding
 from cnn_val.doctor.finding import verification_result
 from cnn_val.doctor.augmentation_rules import rule_harmful_augmentation
 from cnn_val.doctor.run_view import Run
-from cnn_val.doctor.signal_rules import (capacity_fix, rule_diverged, rule_label_noise, rule_lr_plateau,
-                                         rule_lr_too_high, rule_lr_too_low, rule_overfitting, rule_pipeline_bug,
-                                         rule_underfitting)
+from cnn_val.doctor.generalisation_rules import rule_label_noise, rule_overfitting
+from cnn_val.doctor.signal_rules import (capacity_fix, rule_diverged, rule_lr_plateau, rule_lr_too_high,
+                                         rule_lr_too_low, rule_pipeline_bug, rule_underfitting)
 
 DIAGNOSIS_FILE = "diagnosis.json"
 # The accuracy at stake: a run whose validation accuracy ends within NEAR_CHANCE_MARGIN of the majority-class

@@ -1,7 +1,7 @@
 """The rules that read the training signals: did training run at all (diverged, pipeline_bug), is the
-optimisation working (lr_too_high, lr_too_low, underfitting, lr_plateau), does the model generalise
-(overfitting, label_noise; harmful_augmentation in augmentation_rules.py). Each reads a `Run` and returns a
-finding or None.
+optimisation working (lr_too_high, lr_too_low, underfitting, lr_plateau). Whether the model generalises
+(overfitting, label_noise) is read in generalisation_rules.py, harmful_augmentation in augmentation_rules.py.
+Each reads a `Run` and returns a finding or None.
 
 Thresholds are the named constants below, measured on the fault scenarios and healthy runs (README,
 "Diagnosis"); the confidence of a finding grows with how far its evidence passes its threshold. The rules that
@@ -11,17 +11,11 @@ read the audit are in data_rules.py; the ranking, severity and verdict in rules.
 from __future__ import annotations
 
 import math
-import os
-
-import numpy as np
 
 from cnn_val import augment as augment_lib
-from cnn_val import rundir
-from cnn_val.doctor.data_rules import missing_share
 from cnn_val.doctor.finding import confidence as _confidence
-from cnn_val.doctor.finding import WEIGHT_DECAY
 from cnn_val.doctor.finding import finding as _finding
-from cnn_val.doctor.label_check import LABEL_ISSUES_FILE, NOISE_TRANSITION_FILE
+from cnn_val.doctor.generalisation_rules import NOISE_GAP, OVERFIT_GAP, noise_peak
 from cnn_val.doctor.run_view import RATIO_WINDOW_STEPS, Run
 
 # Optimisation. The update/parameter ratio is ||step|| / ||weights||, averaged over the first
@@ -39,6 +33,7 @@ UPDATE_RATIO_LOW = 3e-4  # early ratio below this: steps too small to move the w
 # with momentum 0.9 at 1e-2 at 1/2 to 1/19 (the seed model on both datasets and the BatchNorm ConvNet, 5 seeds each;
 # a ResNet-20 at 0.1, 1/2 to 1/12) and at 1e-3, 3.9 points below 1e-2 on Fashion-MNIST, at 1/20 to 1/187.
 LR_TEST_BELOW_MIN = {"adam": 100.0, "adamw": 100.0, "sgd": 30.0}
+LR_TEST_FAULT_FREE = "up to 56x with Adam, 19x with SGD"  # the farthest runs without a rate fault, as said above
 # ... and a rate too high by the test: above 10x its suggestion and within LR_TEST_NEAR_MIN of the minimum (the
 # suggestion alone, a steepest descent, came within 9.1x of a good SGD 1e-2 on the BatchNorm ConvNet; every run
 # without a rate fault sits at 1/2 of the minimum or below, the lr_too_high fault, Adam at 2e-2, at 1/1.3 to 1.2x).
@@ -49,20 +44,6 @@ TOO_SHORT = 0.10  # ... falling this much: underfitting is training too short, n
 # without augmentation 0.10-0.13, a 2,066-parameter ConvNet 0.16, a 1,020-parameter one 0.19-0.20.
 UNDERFIT_LOSS = 0.16
 PLATEAU_GAIN = 0.003  # best validation accuracy gained in the last third of epochs, below: a plateau
-# Generalisation.
-OVERFIT_VAL_LOSS_RISE = 0.10  # median validation loss of the last third above its minimum by this fraction
-OVERFIT_GAP = 0.04  # training accuracy above validation accuracy by this much
-NOISE_GAP = 0.05  # validation accuracy above training accuracy by this much (without augmentation)
-# ... and by this many standard errors of the difference of the two measured accuracies, where the sizes of
-# the training subset and of validation are known (1,000 validation images and the 2,000-image training
-# subset: 4.7 points, validation at 85% and training at 60%; 100 images: 12 points at 80% and 73%). Read at
-# the evaluation where the gap is largest: a model that later memorises its wrong labels closes it (3,000
-# MNIST digits with 30% of labels swapped to the next class: 22-23 points at epochs 2-4, 0-2 points at epoch
-# 30; 101 clean run directories on both datasets: at most 3.4 points at any epoch). The maximum over a run's
-# ~10-30 evaluations is more often large by chance than one evaluation is; the 5-point floor, not the 3
-# errors, binds on every run measured (validation of 1,000 images or more).
-NOISE_Z = 3.0
-PAIR_CONFUSION = 0.15  # classes a and b mistaken for each other, each way, at this rate
 # Pre-flight: failed checks are a pipeline bug when the run ends within this of the majority-class accuracy.
 PIPELINE_MARGIN = 0.05
 
@@ -70,6 +51,11 @@ PIPELINE_MARGIN = 0.05
 # A learning-rate fix lands in this range per optimizer (lowest, highest, the documented default that replaces
 # a fix outside it): a rate 10x off a rate that was already absurd (Adam at 1e4) is no fix.
 SANE_LR = {"adam": (1e-5, 1e-2, 1e-3), "adamw": (1e-5, 1e-2, 1e-3), "sgd": (1e-4, 1.0, 1e-2)}
+
+
+def lr_test_threshold(optimizer: str) -> float:
+  """LR_TEST_BELOW_MIN for `optimizer` (Adam's for one it does not list)."""
+  return LR_TEST_BELOW_MIN.get(optimizer, LR_TEST_BELOW_MIN["adam"])
 
 
 def _lr_fix(run: Run, factor: float) -> tuple[float, str]:
@@ -186,7 +172,7 @@ def rule_lr_too_low(run: Run):
   by_ratio = ratio is not None and ratio < UPDATE_RATIO_LOW
   at_min = (run.lr_find or {}).get("lr_at_min_loss")
   below = at_min / lr if at_min and isinstance(lr, (int, float)) and lr > 0 else None
-  threshold = LR_TEST_BELOW_MIN.get(run.get("optim.optimizer", "adam"), LR_TEST_BELOW_MIN["adam"])
+  threshold = lr_test_threshold(run.get("optim.optimizer", "adam"))
   by_test = below is not None and below >= threshold
   if not (by_ratio or by_test):
     return None
@@ -201,7 +187,7 @@ def rule_lr_too_low(run: Run):
   if by_test:
     said.append(f"the run's LR range test (the same model, optimizer and data from a fresh start) found the loss "
                 f"still falling up to {at_min:.2g}, {below:.0f}x the rate {lr:g} (runs without a rate fault: "
-                f"up to 56x with Adam, 19x with SGD; threshold {threshold:g}x)")
+                f"{LR_TEST_FAULT_FREE}; threshold {threshold:g}x)")
   ending = (f"and the training loss was still falling ({100 * run.train_loss_fall:.1f}% over the last third of the "
             f"run) when it ended: the model learns, too slowly for this budget." if still else
             f"while the training loss levelled off ({100 * run.train_loss_fall:.1f}% over the last third): weaker "
@@ -274,7 +260,7 @@ def rule_underfitting(run: Run):
   # Validation led the training labels at some evaluation (label_noise; a model that went on to memorise them
   # closes the lead by the end): the training loss counts the wrong labels, high whatever the model's capacity.
   if measured is not None:
-    at, threshold = _noise_peak(run)
+    at, threshold = noise_peak(run)
     if at["val_accuracy"] - at["train_eval_accuracy"] > threshold:
       return None
   ratio = run.early_update_ratio
@@ -311,144 +297,3 @@ def rule_lr_plateau(run: Run):
       f"over the last third of the run: at a constant step size the weights keep bouncing around a minimum "
       f"that a decaying rate would settle into.",
       "Decay the learning rate (cosine to zero over the run).", {"config.optim.schedule": "cosine"})
-
-
-def _overfit_options(run: Run) -> list[tuple[str, dict]]:
-  """The standard regularisers, each alone: more dropout, an augmentation preset when none is on, decoupled
-  weight decay when none is on. Which one a dataset rewards is an experiment's question (on 10,000
-  Fashion-MNIST examples the three together cost 0.5 points, the augmentation alone 1.7, while the dropout
-  model alone gained 1.1), so they are options, tried one by one, not a bundle."""
-  options = []
-  model, rate = run.get("model.name"), run.get("model.dropout_rate", 0.0)
-  if model == "SeedCNN":
-    options.append(("dropout", {"config.model.name": "SeedCNNDropout"}))
-  elif model in ("SeedCNNDropout", "ConvNet") and rate < 0.6:
-    options.append(("dropout", {"config.model.dropout_rate": round(min(0.7, rate + 0.2), 2)}))
-  if run.get("optim.weight_decay", 0.0) == 0.0:
-    options.append(("weight_decay", {"config.optim.weight_decay": WEIGHT_DECAY,
-                                     "config.optim.weight_decay_mode": "decoupled"}))
-  if not run.augmentation_on():  # small shifts, zooms and rotations keep any label; flips only for colour
-    channels = len((run.audit or {}).get("splits", {}).get("train", {}).get("channel_means", [0]))
-    options.append(("augment", {"config.augment.preset": "characters" if channels == 1 else "natural"}))
-  return options
-
-
-def rule_overfitting(run: Run):
-  if not run.learned() or len(run.rows) < 3:
-    return None
-  min_val_loss = min(run.val_losses)
-  late_val_loss = float(np.median([r["val_loss"] for r in run.late]))  # robust to one noisy evaluation
-  rise = (late_val_loss - min_val_loss) / max(min_val_loss, 1e-12)
-  gap = run.train_acc - run.val_acc / (1 - missing_share(run))  # on the classes training holds
-  if rise <= OVERFIT_VAL_LOSS_RISE and gap <= OVERFIT_GAP:
-    return None
-  confidence = max(_confidence(rise, OVERFIT_VAL_LOSS_RISE) if rise > OVERFIT_VAL_LOSS_RISE else 0,
-                   _confidence(gap, OVERFIT_GAP) if gap > OVERFIT_GAP else 0)
-  both = (rise > OVERFIT_VAL_LOSS_RISE and gap > OVERFIT_GAP) or gap > 2 * OVERFIT_GAP
-  n_train = run.split_count("train")
-  return _finding(
-      "overfitting", "high" if both else "medium", confidence,
-      {"val_loss_rise_from_min": rise, "val_loss_rise_threshold": OVERFIT_VAL_LOSS_RISE,
-       "train_minus_val_accuracy": gap, "gap_threshold": OVERFIT_GAP, "best_epoch": run.best["epoch"],
-       "epochs": run.last["epoch"], "train_examples": n_train},
-      f"The model memorises its training set: training accuracy {run.train_acc:.3f} against validation "
-      f"{run.val_acc:.3f}, and the validation loss ended {100 * rise:.0f}% above its minimum (epoch "
-      f"{run.val_losses.index(min_val_loss) + 1} of {run.last['epoch']})"
-      + (f", from only {n_train} training examples" if n_train and n_train < 5000 else "") + ".",
-      "Regularise: more dropout, data augmentation or weight decay (and keep the best checkpoint); "
-      "`--verify` tries each alone.",
-      options=_overfit_options(run))
-
-
-def _gap_threshold(run: Run, row: dict) -> float:
-  """NOISE_GAP, or NOISE_Z standard errors of (validation - training subset) accuracy at `row` if larger."""
-  n_val, n_train = run.split_count("validation"), run.split_count("train")
-  subset = min(n_train, run.get("train_eval_examples") or n_train) if n_train else None
-  if not n_val or not subset:
-    return NOISE_GAP
-  p_val, p_train = row["val_accuracy"], row["train_eval_accuracy"]
-  se = math.sqrt(p_val * (1 - p_val) / n_val + p_train * (1 - p_train) / subset)
-  return max(NOISE_GAP, NOISE_Z * se)
-
-
-def _noise_peak(run: Run) -> tuple[dict, float]:
-  """(the evaluation where validation leads the training accuracy measured like it most, the lead's threshold
-  there); the run must log `train_eval_accuracy`."""
-  rows = [r for r in run.rows if r.get("train_eval_accuracy") is not None]
-  at = max(rows, key=lambda r: (r["val_accuracy"] - r["train_eval_accuracy"], r["epoch"]))
-  return at, _gap_threshold(run, at)
-
-
-def rule_label_noise(run: Run):
-  """Validation beats the training examples' own labels. Read on the training accuracy measured like
-  validation's (`train_eval_accuracy`: eval mode, no augmentation, that evaluation's weights) when the run
-  logged it, at the evaluation where validation leads it most (a model that goes on to memorise the wrong
-  labels closes the gap by the end); otherwise on the last running training accuracy, which dropout,
-  augmentation and an epoch of improving weights bias low, so only without augmentation."""
-  if not run.rows:
-    return None
-  measured = run.last.get("train_eval_accuracy")
-  if measured is None and run.augmentation_on():
-    return None
-  threshold, at = NOISE_GAP, run.last
-  if measured is not None:
-    at, threshold = _noise_peak(run)
-  train_acc = run.train_acc if measured is None else at["train_eval_accuracy"]
-  val_acc = at["val_accuracy"]
-  gap = val_acc - train_acc
-  if gap <= threshold:
-    return None
-  noise = 1.0 - train_acc / max(val_acc, 1e-12)
-  how = ("measured like validation's on a fixed training subset" if measured is not None else
-         "averaged over the epoch, without augmentation")
-  earlier = at["step"] != run.last["step"]
-  last_gap = run.val_acc - measured if measured is not None else gap
-  memorised = earlier and last_gap <= _gap_threshold(run, run.last)
-  when = f" at epoch {at['epoch']}" if earlier else ""
-  issues = run.label_issues
-  listed = bool(issues and not issues.get("skipped") and issues["flagged"])
-  source = issues.get("predictions_from", {}) if listed else {}
-  from_best = source.get("checkpoint") == "best" and source.get("step") != run.last["step"]
-  later = ""
-  if memorised:
-    listing = ("; the listing below reads the best checkpoint's outputs, which had memorised fewer, and still "
-               "undercounts it." if from_best else ", and a listing from the final model's outputs undercounts it.")
-    later = (f" By the last epoch the model had learned many of them and the lead had closed to "
-             f"{100 * last_gap:.1f} points (training {measured:.3f}, validation {run.val_acc:.3f}; best validation "
-             f"{run.best['val_accuracy']:.3f} at epoch {run.best['epoch']}): the last evaluation alone hides the "
-             f"noise{listing}")
-  which = ""
-  if listed:
-    top = issues["pairs"][0]
-    which = (f" Confident learning (cleanlab) on the outputs of {issues.get('weights', 'the final weights')} "
-             f"for {issues['examples']:,} training examples flags "
-             f"{issues['flagged']:,} ({100 * issues['fraction']:.1f}%) as probably mislabelled, most often "
-             f"labelled {run.class_name(top['given'])} where the model sees {run.class_name(top['suggested'])} "
-             f"({top['count']}, {100 * top['share_of_given']:.0f}% of that label's examples); the report lists "
-             f"them by class pair and index in the training split.")
-  return _finding(
-      # Significance gates the finding (threshold); the size of the lead sets its severity.
-      "label_noise", "high" if gap > max(2 * NOISE_GAP, threshold) else "medium", _confidence(gap, threshold),
-      {"val_minus_train_accuracy": gap, "threshold": threshold, "epoch": at["epoch"], "train_accuracy": train_acc,
-       "train_accuracy_measured_like_validation": measured is not None,
-       "val_accuracy": val_acc, "estimated_noisy_fraction": noise, "last_val_minus_train_accuracy": last_gap,
-       "memorised_by_the_end": memorised, "dropout_rate": run.get("model.dropout_rate"),
-       **({"likely_wrong_labels": issues} if listed else {})},
-      f"The model scores {100 * gap:.1f} points better on validation ({val_acc:.3f}) than on the very "
-      f"examples it trains on ({train_acc:.3f}, {how}){when}: about {100 * noise:.0f}% of the "
-      f"training labels disagree with what the model learns from the rest, so they are probably wrong."
-      + later + which,
-      ("Train on every label with the loss corrected for the noise confident learning estimates "
-       "(noise_transition.json, forward correction), or without the likely-wrong labels (the flagged "
-       "examples, label_issues.json; the report lists them), or with them relabelled as the model sees them; "
-       "`--verify` tries all three (forward correction won on Fashion-MNIST's two label faults and on pair "
-       "noise on digits, relabelling on 40% uniform noise on digits: README). "
-       "Then relabel them by hand: confident learning's remedy." if listed else
-       "Clean the training labels (relabel the examples the model most confidently disagrees with); "
-       "meanwhile keep the best checkpoint and regularise."),
-      None if listed else {"config.optim.weight_decay": 1e-4, "config.optim.optimizer": "adamw"},
-      options=[(name, {f"config.data.{field}": rundir.absolute(os.path.join(run.workdir, file))})
-               for name, field, file in (("forward", "noise_transition", NOISE_TRANSITION_FILE),
-                                         ("exclude", "exclude_train_examples", LABEL_ISSUES_FILE),
-                                         ("relabel", "relabel_train_examples", LABEL_ISSUES_FILE))]
-      if listed else None)
