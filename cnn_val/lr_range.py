@@ -102,7 +102,9 @@ def lr_range_test(config, workdir: str, *, num_steps: int = 200) -> dict:
 
 def sweep(config, arrays: dict, num_classes: int, image_shape, *, num_steps: int = 200) -> dict:
   """The sweep for `config` on loaded `arrays` (1 device, a fresh initialisation from config.seed): lr_find.json's
-  contents (the rates, raw and smoothed losses, the suggestion and how it was found, why it stopped)."""
+  contents (the rates, raw and smoothed losses, the suggestion and how it was found, why it stopped, and the
+  config fields the sweep depends on, `rundir.swept_config`, so that a test of another config is not read as this
+  run's: `rundir.lr_find_mismatch`)."""
   start_time = time.perf_counter()
   rate = lambda step: MIN_LR * (MAX_LR / MIN_LR) ** (step / max(num_steps - 1, 1))
   unit = config.copy_and_resolve_references()
@@ -130,6 +132,7 @@ def sweep(config, arrays: dict, num_classes: int, image_shape, *, num_steps: int
       break
   result = {**suggest(lrs, losses), "lrs": lrs, "losses": losses, "smoothed_loss": smooth(losses).tolist(),
             "stopped": reason, "configured_lr": config.optim.learning_rate,
+            "config": rundir.swept_config(rundir.config_to_dict(config)),
             "seconds": round(time.perf_counter() - start_time, 1)}
   logging.info("LR range test: suggestion %s (%s); stopped: %s.", result["suggestion"], result["method"], reason)
   return result

@@ -96,6 +96,43 @@ def exists(p) -> bool:
   return path(p).exists()
 
 
+# Fields that do not change an LR range test (lr_range.sweep), so lr_find.json does not record them: the rate and
+# its schedule (the sweep replaces them), the seed (the test characterises the recipe), the run's length, and
+# how it is evaluated, logged and computed. Every other field is recorded with the sweep (`swept_config`).
+LR_FIND_IGNORES = frozenset({
+    "seed", "num_epochs", "optim.learning_rate", "optim.schedule", "optim.decay_steps", "optim.decay_rate",
+    "optim.staircase", "optim.warmup_epochs", "optim.cosine_alpha", "eval_batch_size", "eval_every_epochs",
+    "early_stopping_patience", "ema_decay", "data.test_split", "data.max_eval_examples", "data.download",
+    "model.conv_impl", "model.pool_impl", "micro_batch_size"}) | RESUMABLE_CHANGES
+
+
+def swept_config(config: dict) -> dict:
+  """The dotted fields of a config dict that an LR range test depends on (all but LR_FIND_IGNORES), as lr_find.json
+  records them beside the sweep."""
+  flat = flatten(with_fields_added_later(config))
+  return {k: flat[k] for k in sorted(flat) if k not in LR_FIND_IGNORES}
+
+
+def lr_find_mismatch(lr_find: dict | None, config: dict) -> dict:
+  """{field: (swept value, run's value)} where lr_find.json was measured for another config than the run's config
+  dict (a test `python -m cnn_val.lr_find --config=OTHER --workdir=W` wrote into W): such a test says nothing about
+  the run's rate. Fields either side lacks count as equal; {} for a file without a recorded config (an older
+  version's), which is trusted."""
+  recorded = (lr_find or {}).get("config")
+  if not isinstance(recorded, dict):
+    return {}
+  ours = swept_config(config)
+  return {k: (v, ours[k]) for k, v in sorted(recorded.items()) if k in ours and ours[k] != v}
+
+
+def read_lr_find(workdir: str, config: dict) -> tuple[dict | None, dict]:
+  """(lr_find.json in `workdir` where it was measured for the recipe of `config` (a config dict), else None;
+  the fields in which it differs, lr_find_mismatch's)."""
+  found = read_json(workdir, LR_FIND_FILE)
+  changed = lr_find_mismatch(found, config)
+  return (None if changed else found), changed
+
+
 def population_group(config: dict) -> str:
   """The key that the runs of one population share (config dicts): every field outside POPULATION_FIELDS,
   whether each rate or decay of POPULATION_ZEROS is 0 (0 leaves its part out of the step), and the resolved

@@ -200,6 +200,20 @@ class Run:
     return range(self.start_step // self.steps_per_epoch, self.config.num_epochs if self.stopped is None else 0)
 
 
+def _lr_find_of_this_config(workdir: str, config) -> bool:
+  """Whether `workdir` holds an LR range test of this config's recipe (rundir.lr_find_mismatch): one measured
+  for another config (`python -m cnn_val.lr_find --config=OTHER --workdir=W` before training W) is measured
+  again, and says so."""
+  found = rundir.read_json(workdir, rundir.LR_FIND_FILE)
+  if found is None:
+    return False
+  changed = rundir.lr_find_mismatch(found, rundir.config_to_dict(config))
+  if changed:
+    logging.warning("%s/%s was measured for another config (%s); this run measures its own.", workdir,
+                    rundir.LR_FIND_FILE, ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in changed.items()))
+  return not changed
+
+
 def open_run(config, workdir: str, data: RunData, clock: train_loop.WallTime) -> Run:
   """Everything a run directory needs before its first step: the audit and, where the augmentation flips,
   rotates, shifts, shears or zooms, the augmentation check (once per run), the state (resumed from
@@ -267,7 +281,7 @@ def open_run(config, workdir: str, data: RunData, clock: train_loop.WallTime) ->
     logging.log(logging.WARNING if failed else logging.INFO, "Pre-flight checks (%.1f s): %s", checks["seconds"],
                 "; ".join(failed) if failed else "all passed")
   if (config.preflight and config.get("lr_range_test", False) and start_step == 0 and jax.process_index() == 0
-      and rundir.read_json(workdir, rundir.LR_FIND_FILE) is None):  # one written before training is kept
+      and not _lr_find_of_this_config(workdir, config)):  # one of this config written before training is kept
     with clock("LR range test"):
       try:
         found = lr_range.sweep(config, arrays, num_classes, data.splits.image_shape)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnn_val import audit, rundir
-from cnn_val.doctor import augmentation_rules, rules, signal_rules
+from cnn_val.doctor import augmentation_rules, report, rules, signal_rules
 from cnn_val.configs import default
 
 K = 10
@@ -558,6 +558,22 @@ def test_lr_too_high_from_the_lr_range_test_alone(tmp_path):
   result = _run(tmp_path, rows)
   assert _top(result) == "lr_too_high" and result["findings"][0]["severity"] == "medium"
   assert "more than 10x the LR range test's suggestion" in result["findings"][0]["explanation"]
+
+
+@pytest.mark.parametrize("recorded,read", [
+    ({"model.name": "ResNet", "batch_size": 32}, False),  # measured for another model: not this run's evidence
+    ({"model.name": "SeedCNNDropout", "batch_size": 32, "optim.learning_rate": 0.5}, True),  # the rate: swept
+    (None, True)])  # an older version's file, without a recorded config: trusted
+def test_an_lr_range_test_of_another_config_is_not_read(tmp_path, recorded, read):
+  found = {"suggestion": 5e-5, "lrs": [1e-7, 1e-6], "losses": [2.3, 2.2], "smoothed_loss": [2.3, 2.2]}
+  rundir.write_json(str(tmp_path), rundir.LR_FIND_FILE, {**found, **({"config": recorded} if recorded else {})})
+  result = _run(tmp_path)
+  assert ("lr_too_high" in _causes(result)) == read
+  report.write_report(str(tmp_path), result)
+  text = open(os.path.join(tmp_path, report.REPORT_FILE)).read()
+  assert ("was measured for another config (`model.name`: 'ResNet' there, 'SeedCNNDropout' in this run)"
+          in text) == (not read)
+  assert ("lr_find.png" in text) == read
 
 
 @pytest.mark.parametrize("lr", [None, math.inf])

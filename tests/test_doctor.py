@@ -198,6 +198,8 @@ def test_a_run_ends_with_the_doctor_and_the_cli_rediagnoses_it(tiny_config, tmp_
   tiny_config.num_epochs = 3
   tiny_config.data.scenario.duplicates = 60  # a fault the doctor must name
   workdir = str(tmp_path / "run")
+  # A test of another recipe written into the directory before training (`lr_find --config=OTHER`) is replaced.
+  rundir.write_json(workdir, rundir.LR_FIND_FILE, {"suggestion": 3.0, "config": {"model.name": "ResNet"}})
   train.train_and_evaluate(tiny_config, workdir)
   for name in ("audit.json", "preflight.json", "lr_find.json", "diagnosis.json", "report.md",
                "plots/learning_curves.png", "plots/confusion.png", "plots/image_stats.png",
@@ -205,6 +207,8 @@ def test_a_run_ends_with_the_doctor_and_the_cli_rediagnoses_it(tiny_config, tmp_
     assert os.path.exists(os.path.join(workdir, name)), name
   found = rundir.read_json(workdir, rundir.LR_FIND_FILE)  # the run's own LR range test, before its first epoch
   assert len(found["lrs"]) == len(found["losses"]) and found["configured_lr"] == tiny_config.optim.learning_rate
+  assert found["config"] == rundir.swept_config(rundir.config_to_dict(tiny_config))
+  assert "model.name" in found["config"] and "optim.learning_rate" not in found["config"]
   assert "LR range test" in rundir.read_json(workdir, rundir.TIMING_FILE)["phases"]
   diagnosis = rundir.read_json(workdir, doctor.DIAGNOSIS_FILE)
   assert diagnosis["findings"][0]["cause"] == "data_leakage"

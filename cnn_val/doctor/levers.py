@@ -88,7 +88,7 @@ def ensure_lr_range_test(run: Run, out: str, log) -> None:
   logged, and the menu goes on without the lever."""
   if run.lr_find is not None or not run.workdir:
     return
-  found, failed = rundir.read_json(out, rundir.LR_FIND_FILE), None  # a test an earlier --verify ran
+  found, failed = rundir.read_lr_find(out, run.config)[0], None  # a test an earlier --verify ran, of this config
   if found is None:
     os.makedirs(out, exist_ok=True)
     command = [sys.executable, "-m", "cnn_val.lr_find", f"--run={run.workdir}", f"--workdir={out}"]

@@ -330,8 +330,8 @@ def write_report(workdir: str, diagnosis: dict) -> str:
   """Writes plots/ and report.md for `workdir`; returns the report's path."""
   rows = rundir.read_metrics(workdir)
   audit = rundir.read_json(workdir, rundir.AUDIT_FILE)
-  lr_find = rundir.read_json(workdir, rundir.LR_FIND_FILE)
   config = rundir.read_json(workdir, rundir.CONFIG_FILE) or {}
+  lr_find, lr_find_changed = rundir.read_lr_find(workdir, config)
   class_names = (audit or {}).get("class_names") or []
   lines = [f"# cnn_val report: `{workdir}`", ""]
   run = diagnosis.get("run") or {}
@@ -389,6 +389,11 @@ def write_report(workdir: str, diagnosis: dict) -> str:
   if lr_find:
     plots.append(("LR range test", plot_lr_find(workdir, lr_find)))
     lines += [lr_find_text(lr_find, config.get("optim", {})), ""]
+  elif lr_find_changed:
+    lines += [f"LR range test: {rundir.LR_FIND_FILE} was measured for another config ("
+              + ", ".join(f"`{k}`: {a!r} there, {b!r} in this run" for k, (a, b) in lr_find_changed.items())
+              + f"), so it is not read as this run's. `python -m cnn_val.lr_find --run={workdir}` measures this "
+              "run's.", ""]
   lines += ["## Plots", ""]
   lines += [f"### {title}\n\n![{title}]({path})\n" for title, path in plots if path]
   path = os.path.join(workdir, REPORT_FILE)

@@ -29,7 +29,8 @@ class Run:
     self.audit = rundir.read_json(workdir, rundir.AUDIT_FILE)
     self.augment_check = rundir.read_json(workdir, rundir.AUGMENT_CHECK_FILE)
     self.preflight = rundir.read_json(workdir, rundir.PREFLIGHT_FILE)
-    self.lr_find = rundir.read_json(workdir, rundir.LR_FIND_FILE)
+    # An LR range test measured for another config is not this run's evidence (the report says which fields).
+    self.lr_find, self.lr_find_mismatch = rundir.read_lr_find(workdir, self.config)
     self.diverged = rundir.read_json(workdir, rundir.DIVERGED_FILE)
     rows = self.rows
     self.num_classes = (self.audit or {}).get("num_classes") or (
