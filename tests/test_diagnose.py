@@ -97,6 +97,23 @@ def test_overfitting_fires_and_borderline_does_not(tmp_path):
   assert "overfitting" not in _causes(result)
 
 
+def test_a_validation_loss_still_falling_at_the_end_is_not_a_rise(tmp_path):
+  """A run of few steps whose validation loss falls to its last evaluation: the median of its last third lies
+  above that minimum by the fall itself (25% in a 50-step run on sklearn's digits), which is no overfitting;
+  one evaluation later, above the minimum, the same curve is read as before."""
+  falling = [2.2 - 0.16 * e for e in range(10)]  # 2.2 ... 0.76, the minimum last
+  rows = _rows(train_acc=(0.4, 0.80), val_acc=(0.45, 0.90), train_loss=(2.0, 0.8), val_loss_curve=falling)
+  assert "overfitting" not in _causes(_run(tmp_path / "a", rows))
+  turned = _rows(train_acc=(0.4, 0.95), val_acc=(0.45, 0.90), train_loss=(2.0, 0.1),
+                 val_loss_curve=falling[:7] + [1.0, 1.2, 1.3])
+  finding = next(f for f in _run(tmp_path / "b", turned)["findings"] if f["cause"] == "overfitting")
+  assert finding["explanation"].startswith("The model memorises its training set")
+  gentle = _rows(train_acc=(0.4, 0.90), val_acc=(0.45, 0.90), train_loss=(2.0, 0.3),
+                 val_loss_curve=falling[:7] + [1.0, 1.2, 1.3])  # the rise alone, no accuracy gap
+  finding = next(f for f in _run(tmp_path / "c", gentle)["findings"] if f["cause"] == "overfitting")
+  assert finding["explanation"].startswith("The model grows confident on the validation images it gets wrong")
+
+
 @pytest.mark.parametrize("ratio,fires", [(8e-3, True), (4.5e-3, False)])
 def test_lr_too_high_from_the_update_ratio(tmp_path, ratio, fires):
   result = _run(tmp_path, _rows(update_ratio=ratio, train_loss=(0.9, 0.6), train_acc=(0.7, 0.78),
