@@ -114,6 +114,52 @@ def test_a_validation_loss_still_falling_at_the_end_is_not_a_rise(tmp_path):
   assert finding["explanation"].startswith("The model grows confident on the validation images it gets wrong")
 
 
+def _cut_short(val_loss_curve=(0.6, 0.45, 0.35), **kw):
+  """Three evaluations of a run stopped while validation still climbed (89% after 86%)."""
+  return _rows(epochs=3, val_acc_curve=[0.80, 0.86, 0.89], val_loss_curve=list(val_loss_curve), **kw)
+
+
+def test_a_run_stopped_while_still_learning_underfits_by_training_too_short(tmp_path):
+  result = _run(tmp_path / "a", _cut_short(), num_epochs=3)
+  finding = next(f for f in result["findings"] if f["cause"] == "underfitting")
+  assert result["verdict"] == "problems_found" and finding["severity"] == "high"
+  assert finding["evidence"]["still_learning"]["fired_on"] == ["val_accuracy"]  # 3 points, 0.33 an error
+  assert finding["fix"]["overrides"] == {"config.num_epochs": 6} and "options" not in finding["fix"]
+  assert finding["explanation"].startswith("The run stopped while it was still learning")
+  # Batches of 512: a quarter of the batch is the second option.
+  finding = next(f for f in _run(tmp_path / "b", _cut_short(), num_epochs=3, batch_size=512)["findings"]
+                 if f["cause"] == "underfitting")
+  assert [o["name"] for o in finding["fix"]["options"]] == ["longer", "smaller_batch"]
+  assert finding["fix"]["options"][1]["overrides"] == {"config.batch_size": 128}
+  # A converged run's last third gains 0.3 points: no finding (the healthy history above).
+  assert not _causes(_run(tmp_path / "c"))
+
+
+def test_still_learning_on_few_validation_images_needs_the_loss(tmp_path):
+  """On 150 validation images 3 points are 4.5 images: no evidence alone (10 needed; on 400 images, 12 are weak
+  evidence, medium: 1.9 standard errors); a validation loss that fell by 0.13 ln K in the last third to its
+  minimum is strong."""
+  few = _audit(val_counts=[15] * K)
+  assert "underfitting" not in _causes(_run(tmp_path / "a", _cut_short(), few, num_epochs=3))
+  result = _run(tmp_path / "c", _cut_short(), _audit(val_counts=[40] * K), num_epochs=3)
+  assert result["verdict"] == "healthy" and _causes(result) == _causes(result, "medium") == {"underfitting"}
+  finding = next(f for f in _run(tmp_path / "b", _cut_short((1.5, 0.9, 0.6)), few, num_epochs=3)["findings"]
+                 if f["cause"] == "underfitting")
+  assert finding["severity"] == "high" and "val_loss" in finding["evidence"]["still_learning"]["fired_on"]
+
+
+def test_still_learning_joins_an_underfitting_finding_and_yields_to_a_slow_rate(tmp_path):
+  # The loss reads 0.22 ln K: underfitting by the loss (medium), now high, twice the epochs first, no duplicate.
+  rows = _cut_short(train_loss=(1.2, 0.5), train_acc=(0.75, 0.88))
+  findings = [f for f in _run(tmp_path / "a", rows, num_epochs=3)["findings"] if f["cause"] == "underfitting"]
+  assert len(findings) == 1 and findings[0]["severity"] == "high"
+  assert "train_loss_over_ln_k" in findings[0]["evidence"] and "still_learning" in findings[0]["evidence"]
+  assert [o["name"] for o in findings[0]["fix"]["options"]] == ["longer", "wider"]
+  # A rate too low explains the slow learning itself: its finding stands alone.
+  result = _run(tmp_path / "b", _cut_short(update_ratio=1e-4), num_epochs=3, optim__learning_rate=1e-5)
+  assert _top(result) == "lr_too_low" and "underfitting" not in _causes(result)
+
+
 @pytest.mark.parametrize("ratio,fires", [(8e-3, True), (4.5e-3, False)])
 def test_lr_too_high_from_the_update_ratio(tmp_path, ratio, fires):
   result = _run(tmp_path, _rows(update_ratio=ratio, train_loss=(0.9, 0.6), train_acc=(0.7, 0.78),
@@ -290,7 +336,7 @@ def test_a_rate_too_low_by_the_range_test_keeps_its_rank_where_its_steps_are_sma
 
 
 def test_the_pixel_lookup_raises_an_underfitting_finding_from_the_loss(tmp_path):
-  rows = _rows(train_loss=(0.9, 0.45), train_acc=(0.7, 0.84), val_acc=(0.71, 0.842))  # 0.20 ln K: medium
+  rows = _rows(train_loss=(0.9, 0.45), train_acc=(0.7, 0.84), val_acc=(0.80, 0.842))  # 0.20 ln K: medium
   medium = _run(tmp_path / "a", rows, model__name="ConvNet", model__widths=(4, 8))
   assert medium["findings"][0]["severity"] == "medium" and medium["verdict"] == "healthy"
   raised = _run(tmp_path / "b", rows, audit_dict=_with_pixel_reference(0.84), model__name="ConvNet",

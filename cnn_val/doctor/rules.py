@@ -21,12 +21,14 @@ from cnn_val.doctor.data_rules import (rule_class_imbalance, rule_data_leakage, 
                                        rule_missing_class)
 from cnn_val.doctor.finding import SEVERITIES
 from cnn_val.doctor.finding import finding as _finding
+from cnn_val.doctor.finding import make_fix
 from cnn_val.doctor.finding import verification_result
 from cnn_val.doctor.augmentation_rules import rule_harmful_augmentation
 from cnn_val.doctor.run_view import Run
 from cnn_val.doctor.generalisation_rules import rule_label_noise, rule_overfitting
-from cnn_val.doctor.signal_rules import (capacity_fix, rule_diverged, rule_lr_plateau, rule_lr_too_high,
+from cnn_val.doctor.signal_rules import (capacity_fix, longer_fix, rule_diverged, rule_lr_plateau, rule_lr_too_high,
                                          rule_lr_too_low, rule_pipeline_bug, rule_underfitting)
+from cnn_val.doctor.signal_rules import still_learning as _still_learning
 
 DIAGNOSIS_FILE = "diagnosis.json"
 # The accuracy at stake: a run whose validation accuracy ends within NEAR_CHANCE_MARGIN of the majority-class
@@ -159,6 +161,50 @@ def pixel_reference(run: Run, findings: list[dict]) -> list[dict]:
       fix, options=options)]
 
 
+# Causes that slow learning themselves: a run they leave still improving at its end is theirs to explain.
+_SLOW_LEARNING_CAUSES = ("diverged", "pipeline_bug", "lr_too_low", "label_noise", "harmful_augmentation")
+
+
+def still_learning(run: Run, findings: list[dict]) -> list[dict]:
+  """A run that stopped while validation was still improving (signal_rules.still_learning) underfits by training
+  too short (high, or medium on weaker evidence): an `underfitting` finding gains the evidence and that severity
+  where it is higher, and twice the epochs among its options (first on high evidence, else after its own
+  recommendation); or one is added, whose options are twice the epochs and, with large batches, smaller ones. Not where a
+  medium or high finding names a cause that slows learning itself (_SLOW_LEARNING_CAUSES: a rate too low, wrong
+  labels, a label-changing augmentation)."""
+  evidence = _still_learning(run)
+  if evidence is None or any(f["cause"] in _SLOW_LEARNING_CAUSES and f["severity"] != "low" for f in findings):
+    return findings
+  options, fix = longer_fix(run)
+  how = " and ".join({"val_accuracy": f"validation accuracy gained {100 * run.late_gain:.2f} points",
+                      "val_loss": f"the validation loss fell by {evidence['val_loss_fall_last_third_over_ln_k']:.2f} "
+                                  f"ln K"}[k] for k in evidence["fired_on"])
+  said = (f"The run stopped while it was still learning: over its last {evidence['evaluations_in_last_third']} "
+          f"evaluation(s) {how}, to its best at the end ({evidence['steps']:,} steps in {evidence['epochs']} "
+          f"epochs); more training is likely to gain more.")
+  severity = evidence.pop("severity")
+  existing = next((f for f in findings if f["cause"] == "underfitting"), None)
+  if existing is None:
+    return findings + [_finding("underfitting", severity, 0.8 if severity == "high" else 0.6,
+                                {"still_learning": evidence, "val_accuracy": run.val_acc}, said, fix, options=options)]
+  existing["evidence"]["still_learning"] = evidence
+  existing["explanation"] += " " + said
+  existing["severity"] = min(existing["severity"], severity, key=SEVERITIES.index)
+  own = [(o["name"], o["overrides"]) for o in existing["fix"].get("options")
+         or [{"name": "", "overrides": existing["fix"]["overrides"]}] if o["overrides"]]
+  summary = existing["fix"]["summary"]
+  if severity == "high":  # strong evidence: training longer is the recommendation, the finding's own remedies next
+    merged = options + own
+    summary = summary if own and own[0][0] == "longer" else fix + " " + summary
+  else:  # weak: the finding's recommendation stands, and --verify trains training longer beside it
+    merged = own + options
+    summary = summary if any(name == "longer" for name, _ in own) else summary + " " + fix
+  seen = set()
+  merged = [(name, o) for name, o in merged if not (name in seen or seen.add(name))]
+  existing["fix"] = make_fix(summary, options=merged)
+  return findings
+
+
 def _rate_by_test_alone(finding: dict) -> bool:
   """An `lr_too_low` finding from the run's LR range test alone, in a run whose early steps moved the weights at a
   third or more of a good rate's (CAPACITY_RATIO): the sweep's reach may then be a small model's tolerance of high
@@ -193,8 +239,8 @@ def diagnose(workdir: str) -> dict:
   """The diagnosis of the run in `workdir`, from its files alone."""
   start = time.perf_counter()
   run = Run(workdir)
-  findings = lr_test_yields_to_capacity(run, pixel_reference(
-      run, near_chance(run, [f for f in (rule(run) for rule in RULES) if f is not None])))
+  findings = lr_test_yields_to_capacity(run, still_learning(run, pixel_reference(
+      run, near_chance(run, [f for f in (rule(run) for rule in RULES) if f is not None]))))
   findings.sort(key=lambda f: (SEVERITIES.index(f["severity"]), _TIER[f["cause"]], -f["confidence"]))
   summary = {}
   if run.rows:

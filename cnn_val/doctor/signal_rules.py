@@ -44,6 +44,19 @@ TOO_SHORT = 0.10  # ... falling this much: underfitting is training too short, n
 # without augmentation 0.10-0.13, a 2,066-parameter ConvNet 0.16, a 1,020-parameter one 0.19-0.20.
 UNDERFIT_LOSS = 0.16
 PLATEAU_GAIN = 0.003  # best validation accuracy gained in the last third of epochs, below: a plateau
+# Still learning when it stopped (underfitting: training too short; `still_learning`), read where the last
+# evaluation is the best and its validation loss within 2% of the minimum. High where, over the last third of the
+# evaluations, validation accuracy gained >= STILL_LEARNING_GAIN, >= STILL_LEARNING_MIN_IMAGES images and >= 2
+# standard errors of one evaluation's accuracy (binomial, Agresti-Coull, on the validation split's size), or the validation loss fell by >= STILL_LEARNING_LOSS_FALL x
+# ln K to its minimum at the end; medium where the accuracy gained half that and 1 standard error. Measured (README,
+# "Still learning when it stopped"): runs that had converged gain -0.2 to 0.27 points (Fashion-MNIST at 10 and 25
+# epochs, 6,000 images; the digits, 1,000) or under 1.2 standard errors (144 and 1,200 images), their validation
+# loss falling by at most 0.05 ln K; runs cut short gain 1.4-1.7 points (Fashion-MNIST and the digits, 2-3 epochs:
+# 1.6-4 standard errors; batches of 512, 0.63: 1.6) or their loss falls by 0.12-0.17 ln K (sklearn's digits, 3
+# epochs, or batches of 512: 50 steps).
+STILL_LEARNING_GAIN = 0.01
+STILL_LEARNING_LOSS_FALL = 0.10
+STILL_LEARNING_MIN_IMAGES = 10  # ... and the accuracy's gain is at least this many validation images
 # Pre-flight: failed checks are a pipeline bug when the run ends within this of the majority-class accuracy.
 PIPELINE_MARGIN = 0.05
 
@@ -282,6 +295,57 @@ def rule_underfitting(run: Run):
       + (f" Before training it also failed the pre-flight check(s) {', '.join(slow)}, which a model with "
          f"enough capacity passes in 100 steps." if slow else ""),
       fix, options=options)
+
+
+def still_learning_measures(run: Run) -> dict | None:
+  """What `still_learning` reads (runs of 2 or more evaluations): validation accuracy's gain over the last third of
+  the evaluations (a fraction, and in images), one evaluation's standard error (binomial, Agresti-Coull: near 100%
+  the plain estimate reads no noise; None without the validation split's size), the validation loss's fall there
+  (x ln K), and whether the run ended at its best (its last evaluation the most accurate, its validation loss
+  within 2% of the minimum; at the minimum itself)."""
+  if len(run.rows) < 2 or not run.num_classes:
+    return None
+  last, lowest = run.last, min(run.val_losses)
+  n_val = run.split_count("validation") or 0
+  p = (last["val_accuracy"] * n_val + 2) / (n_val + 4)
+  return {"gain": run.late_gain, "images": run.late_gain * n_val,
+          "standard_error": math.sqrt(p * (1 - p) / n_val) if n_val else None,
+          "loss_fall": (run.early[-1]["val_loss"] - last["val_loss"]) / math.log(run.num_classes),
+          "ends_at_best": last["val_accuracy"] >= run.best["val_accuracy"] and last["val_loss"] <= 1.02 * lowest,
+          "ends_at_loss_minimum": last["val_loss"] <= lowest}
+
+
+def still_learning(run: Run) -> dict | None:
+  """The evidence that the run stopped while validation was still improving (STILL_LEARNING_*), with the severity
+  it supports; or None."""
+  m = still_learning_measures(run)
+  if m is None or run.diverged or not m["ends_at_best"]:
+    return None
+  gain, se = m["gain"], m["standard_error"]
+  by_loss = m["ends_at_loss_minimum"] and m["loss_fall"] >= STILL_LEARNING_LOSS_FALL and gain > 0
+  by_accuracy = None
+  if se is not None and m["images"] >= STILL_LEARNING_MIN_IMAGES:
+    by_accuracy = ("high" if gain >= max(STILL_LEARNING_GAIN, 2 * se) else
+                   "medium" if gain >= max(STILL_LEARNING_GAIN / 2, se) else None)
+  if not (by_loss or by_accuracy):
+    return None
+  return {"severity": "high" if by_loss or by_accuracy == "high" else "medium",
+          "val_accuracy_gain_last_third": gain, "gain_threshold": STILL_LEARNING_GAIN, "gain_in_images": m["images"],
+          "val_accuracy_standard_error": se, "val_loss_fall_last_third_over_ln_k": m["loss_fall"],
+          "loss_fall_threshold": STILL_LEARNING_LOSS_FALL, "evaluations_in_last_third": len(run.late),
+          "epochs": run.last["epoch"], "steps": run.last["step"],
+          "fired_on": [name for name, on in (("val_accuracy", by_accuracy), ("val_loss", by_loss)) if on]}
+
+
+def longer_fix(run: Run) -> tuple[list[tuple[str, dict]], str]:
+  """The fix for a run cut short, as options: twice the epochs, and, where batches of 128 or more leave few steps,
+  a quarter of the batch (four times the steps an epoch)."""
+  options = [("longer", {"config.num_epochs": 2 * int(run.get("num_epochs") or run.last["epoch"])})]
+  batch = int(run.get("batch_size") or 0)
+  if batch >= 128:
+    options.append(("smaller_batch", {"config.batch_size": max(32, batch // 4)}))
+  return options, ("Train longer (twice the epochs)" + (", or take smaller batches (more steps an epoch)"
+                                                        if len(options) > 1 else "") + ".")
 
 
 def rule_lr_plateau(run: Run):
