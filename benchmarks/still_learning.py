@@ -4,7 +4,7 @@ validation loss fell there, and what the doctor concludes.
 
     .venv/bin/python -m benchmarks.still_learning --runs='runs/still/*/runs/*/seed*'
 
-Reads the run directories the glob(s) match (nothing is written); the diagnosis is this version's
+Reads the finished run directories the glob(s) match (nothing is written); the diagnosis is this version's
 (`rules.diagnose`). Runs are grouped by their parent folder (a sweep's arm); prints a markdown table, one row per
 group, each column the range over its runs.
 """
@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app
 from absl import flags
 
-from cnn_val import rundir
+from cnn_val.ablate import run_status
 from cnn_val.doctor import signal_rules
 from cnn_val.doctor.rules import diagnose
 from cnn_val.doctor.run_view import Run
@@ -43,9 +43,9 @@ def measure(workdir: str) -> dict:
 def main(argv):
   del argv
   workdirs = sorted({w.rstrip("/") for pattern in _RUNS.value for w in glob.glob(pattern)
-                     if os.path.exists(os.path.join(w, rundir.METRICS_FILE))})
+                     if run_status(w) == "finished"})
   if not workdirs:
-    raise app.UsageError(f"--runs={','.join(_RUNS.value)} matches no run directory (none holds metrics.jsonl).")
+    raise app.UsageError(f"--runs={','.join(_RUNS.value)} matches no finished run directory.")
   groups = {}
   for workdir in workdirs:  # a sweep's seeds together (.../<arm>/seed<k>), any other run on its own
     group = os.path.dirname(workdir) if re.fullmatch(r"seed\d+", os.path.basename(workdir)) else workdir

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The calibration of the doctor's `still_learning` evidence (README, The doctor, "Still learning when it stopped"):
-# runs that converged and runs cut short, on three datasets and budgets. Fashion-MNIST: the faults' 10-epoch recipe,
-# with a cosine schedule, at a constant rate for 15 epochs (configs/constant_lr.py), stopped after 2 and 5 epochs,
-# in batches of 512, and configs/default.py's 25 epochs; the 5,000 MNIST digits (configs/mnist5k.py, 30 epochs):
-# as configured, with a cosine schedule, stopped after 3 and 8 epochs, in batches of 512; scikit-learn's 1,797
-# digits at 16x16 (default.py's recipe): as configured, stopped after 3 epochs, in batches of 512. NUM_SEEDS seeds
-# each, trained by the ablation engine (resumable; PARALLEL workers), each run diagnosed as it ends; then the table.
+# The calibration of the doctor's `still_learning` evidence (README, The doctor, "Still learning when it
+# stopped"): runs that converged and runs cut short, on three datasets and budgets. Fashion-MNIST: the faults'
+# 10-epoch recipe, with a cosine schedule, at a constant rate for 15 epochs (configs/constant_lr.py's two fields),
+# stopped after 2 and 5 epochs, in batches of 512, and configs/default.py's 25 epochs; the 5,000 MNIST digits
+# (configs/mnist5k.py, 30 epochs): as configured, with a cosine schedule, stopped after 3 and 8 epochs, in batches
+# of 512; scikit-learn's 1,797 digits at 16x16 (default.py's recipe, 25 epochs): as configured, stopped after 3
+# epochs, in batches of 512. NUM_SEEDS seeds each, trained by the ablation engine (resumable; PARALLEL workers),
+# each run diagnosed as it ends; then the table.
 #
 #   launch/calibrate_still_learning.sh runs/still 2 2
 set -euo pipefail

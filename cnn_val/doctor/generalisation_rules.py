@@ -60,9 +60,11 @@ def rule_overfitting(run: Run):
     return None
   min_val_loss = min(run.val_losses)
   late_val_loss = float(np.median([r["val_loss"] for r in run.late]))  # robust to one noisy evaluation
-  rise = (late_val_loss - min_val_loss) / max(min_val_loss, 1e-12)
-  if run.val_losses[-1] <= min_val_loss:  # still falling at the end: a late median above the minimum is the fall
-    rise = 0.0  # itself (a run of 50 steps read 25% above a minimum its last evaluation set), not a rise
+  measured_rise = (late_val_loss - min_val_loss) / max(min_val_loss, 1e-12)
+  # Still falling at the end: a late median above the minimum is the fall itself (a run of 50 steps read 25% above
+  # the minimum its last evaluation set), not a rise.
+  still_falling = run.val_losses[-1] <= min_val_loss
+  rise = 0.0 if still_falling else measured_rise
   gap = run.train_acc - run.val_acc / (1 - missing_share(run))  # on the classes training holds
   if rise <= OVERFIT_VAL_LOSS_RISE and gap <= OVERFIT_GAP:
     return None
@@ -72,15 +74,16 @@ def rule_overfitting(run: Run):
   n_train = run.split_count("train")
   return _finding(
       "overfitting", "high" if both else "medium", confidence,
-      {"val_loss_rise_from_min": rise, "val_loss_rise_threshold": OVERFIT_VAL_LOSS_RISE,
+      {"val_loss_rise_from_min": measured_rise, "val_loss_still_falling": still_falling,
+       "val_loss_rise_threshold": OVERFIT_VAL_LOSS_RISE,
        "train_minus_val_accuracy": gap, "gap_threshold": OVERFIT_GAP, "best_epoch": run.best["epoch"],
        "epochs": run.last["epoch"], "train_examples": n_train},
       (f"The model memorises its training set: training accuracy {run.train_acc:.3f} against validation "
-       f"{run.val_acc:.3f}, and " if gap > OVERFIT_GAP else
+       f"{run.val_acc:.3f}" + (", and " if rise > OVERFIT_VAL_LOSS_RISE else "") if gap > OVERFIT_GAP else
        f"The model grows confident on the validation images it gets wrong (training accuracy {run.train_acc:.3f}, "
        f"validation {run.val_acc:.3f}): ")
-      + f"the validation loss ended {100 * rise:.0f}% above its minimum (epoch "
-      f"{run.val_losses.index(min_val_loss) + 1} of {run.last['epoch']})"
+      + (f"the validation loss ended {100 * rise:.0f}% above its minimum (epoch "
+         f"{run.val_losses.index(min_val_loss) + 1} of {run.last['epoch']})" if rise > OVERFIT_VAL_LOSS_RISE else "")
       + (f", from only {n_train} training examples" if n_train and n_train < 5000 else "") + ".",
       "Regularise: more dropout, data augmentation or weight decay (and keep the best checkpoint); "
       "`--verify` tries each alone.",

@@ -166,14 +166,18 @@ _SLOW_LEARNING_CAUSES = ("diverged", "pipeline_bug", "lr_too_low", "label_noise"
 
 
 def still_learning(run: Run, findings: list[dict]) -> list[dict]:
-  """A run that stopped while validation was still improving (signal_rules.still_learning) underfits by training
-  too short (high, or medium on weaker evidence): an `underfitting` finding gains the evidence and that severity
-  where it is higher, and twice the epochs among its options (first on high evidence, else after its own
-  recommendation); or one is added, whose options are twice the epochs and, with large batches, smaller ones. Not where a
-  medium or high finding names a cause that slows learning itself (_SLOW_LEARNING_CAUSES: a rate too low, wrong
-  labels, a label-changing augmentation)."""
+  """A finished run that stopped while validation was still improving (signal_rules.still_learning) underfits by
+  training too short (high, or medium on weaker evidence): an `underfitting` finding gains the evidence and that
+  severity where it is higher, and twice the epochs among its options (first on high evidence, else after its own
+  recommendation); or one is added, whose options are twice the epochs and, with large batches, smaller ones. Not
+  where a medium or high finding names a cause that slows learning itself (_SLOW_LEARNING_CAUSES: a failed run, a
+  rate too low, wrong labels, a label-changing augmentation; an `lr_too_low` from the LR range test alone, which a
+  small model also reads, does not count: `_rate_by_test_alone`), nor near chance, where the lever menu looks for
+  the cause (near_chance)."""
   evidence = _still_learning(run)
-  if evidence is None or any(f["cause"] in _SLOW_LEARNING_CAUSES and f["severity"] != "low" for f in findings):
+  if (evidence is None or _at_stake(run) is not None
+      or any(f["cause"] in _SLOW_LEARNING_CAUSES and f["severity"] != "low" and not _rate_by_test_alone(f)
+             for f in findings)):
     return findings
   options, fix = longer_fix(run)
   how = " and ".join({"val_accuracy": f"validation accuracy gained {100 * run.late_gain:.2f} points",
@@ -183,15 +187,16 @@ def still_learning(run: Run, findings: list[dict]) -> list[dict]:
           f"evaluation(s) {how}, to its best at the end ({evidence['steps']:,} steps in {evidence['epochs']} "
           f"epochs); more training is likely to gain more.")
   severity = evidence.pop("severity")
+  confidence = 0.8 if severity == "high" else 0.6
   existing = next((f for f in findings if f["cause"] == "underfitting"), None)
   if existing is None:
-    return findings + [_finding("underfitting", severity, 0.8 if severity == "high" else 0.6,
+    return findings + [_finding("underfitting", severity, confidence,
                                 {"still_learning": evidence, "val_accuracy": run.val_acc}, said, fix, options=options)]
   existing["evidence"]["still_learning"] = evidence
   existing["explanation"] += " " + said
   existing["severity"] = min(existing["severity"], severity, key=SEVERITIES.index)
-  own = [(o["name"], o["overrides"]) for o in existing["fix"].get("options")
-         or [{"name": "", "overrides": existing["fix"]["overrides"]}] if o["overrides"]]
+  existing["confidence"] = max(existing["confidence"], confidence)
+  own = _named_options(run, existing["fix"])
   summary = existing["fix"]["summary"]
   if severity == "high":  # strong evidence: training longer is the recommendation, the finding's own remedies next
     merged = options + own
@@ -201,8 +206,21 @@ def still_learning(run: Run, findings: list[dict]) -> list[dict]:
     summary = summary if any(name == "longer" for name, _ in own) else summary + " " + fix
   seen = set()
   merged = [(name, o) for name, o in merged if not (name in seen or seen.add(name))]
+  if "smaller_batch" in dict(merged) and "smaller batches" not in summary:
+    summary += " Or take smaller batches (more steps an epoch)."
   existing["fix"] = make_fix(summary, options=merged)
   return findings
+
+
+def _named_options(run: Run, fix: dict) -> list[tuple[str, dict]]:
+  """A finding's fix as named options: its `options`, or its one change named as capacity_fix names it (a fix of
+  one option keeps only the overrides); none where it has no overrides."""
+  if fix.get("options"):
+    return [(o["name"], o["overrides"]) for o in fix["options"]]
+  if not fix.get("overrides"):
+    return []
+  names = [name for name, o in capacity_fix(run)[0] if o == fix["overrides"]]
+  return [(names[0] if names else "fix", fix["overrides"])]
 
 
 def _rate_by_test_alone(finding: dict) -> bool:

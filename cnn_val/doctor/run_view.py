@@ -30,7 +30,7 @@ class Run:
     self.augment_check = rundir.read_json(workdir, rundir.AUGMENT_CHECK_FILE)
     self.preflight = rundir.read_json(workdir, rundir.PREFLIGHT_FILE)
     # An LR range test measured for another config is not this run's evidence (the report says which fields).
-    self.lr_find, self.lr_find_mismatch = rundir.read_lr_find(workdir, self.config)
+    self.lr_find = rundir.read_lr_find(workdir, self.config)[0]
     self.diverged = rundir.read_json(workdir, rundir.DIVERGED_FILE)
     rows = self.rows
     self.num_classes = (self.audit or {}).get("num_classes") or (
@@ -92,6 +92,13 @@ class Run:
 
   def augmentation_on(self) -> bool:
     return self.augment.random
+
+  def finished(self) -> bool:
+    """Whether the run trained all its epochs (config.json's num_epochs; a run whose config does not say counts) or
+    stopped early (early_stopped.json): an interrupted run is resumed, not judged on its length."""
+    epochs = self.get("num_epochs")
+    return (not self.rows or not epochs or self.last["epoch"] >= epochs
+            or rundir.read_json(self.workdir, rundir.EARLY_STOP_FILE) is not None)
 
   def learned(self) -> bool:
     """The model fits its training data better than a uniform guess (ln K): generalisation rules apply."""

@@ -308,7 +308,7 @@ def still_learning_measures(run: Run) -> dict | None:
   last, lowest = run.last, min(run.val_losses)
   n_val = run.split_count("validation") or 0
   p = (last["val_accuracy"] * n_val + 2) / (n_val + 4)
-  return {"gain": run.late_gain, "images": run.late_gain * n_val,
+  return {"gain": run.late_gain, "images": run.late_gain * n_val if n_val else None,
           "standard_error": math.sqrt(p * (1 - p) / n_val) if n_val else None,
           "loss_fall": (run.early[-1]["val_loss"] - last["val_loss"]) / math.log(run.num_classes),
           "ends_at_best": last["val_accuracy"] >= run.best["val_accuracy"] and last["val_loss"] <= 1.02 * lowest,
@@ -319,8 +319,8 @@ def still_learning(run: Run) -> dict | None:
   """The evidence that the run stopped while validation was still improving (STILL_LEARNING_*), with the severity
   it supports; or None."""
   m = still_learning_measures(run)
-  if m is None or run.diverged or not m["ends_at_best"]:
-    return None
+  if m is None or run.diverged or not m["ends_at_best"] or not run.finished():
+    return None  # an interrupted run is resumed, not lengthened
   gain, se = m["gain"], m["standard_error"]
   by_loss = m["ends_at_loss_minimum"] and m["loss_fall"] >= STILL_LEARNING_LOSS_FALL and gain > 0
   by_accuracy = None
@@ -329,21 +329,23 @@ def still_learning(run: Run) -> dict | None:
                    "medium" if gain >= max(STILL_LEARNING_GAIN / 2, se) else None)
   if not (by_loss or by_accuracy):
     return None
-  return {"severity": "high" if by_loss or by_accuracy == "high" else "medium",
-          "val_accuracy_gain_last_third": gain, "gain_threshold": STILL_LEARNING_GAIN, "gain_in_images": m["images"],
-          "val_accuracy_standard_error": se, "val_loss_fall_last_third_over_ln_k": m["loss_fall"],
-          "loss_fall_threshold": STILL_LEARNING_LOSS_FALL, "evaluations_in_last_third": len(run.late),
-          "epochs": run.last["epoch"], "steps": run.last["step"],
-          "fired_on": [name for name, on in (("val_accuracy", by_accuracy), ("val_loss", by_loss)) if on]}
+  evidence = {"severity": "high" if by_loss or by_accuracy == "high" else "medium",
+              "val_accuracy_gain_last_third": gain, "gain_threshold": STILL_LEARNING_GAIN,
+              "gain_in_images": m["images"], "val_accuracy_standard_error": se,
+              "val_loss_fall_last_third_over_ln_k": m["loss_fall"], "loss_fall_threshold": STILL_LEARNING_LOSS_FALL,
+              "evaluations_in_last_third": len(run.late), "epochs": run.last["epoch"], "steps": run.last["step"],
+              "fired_on": [name for name, on in (("val_accuracy", by_accuracy), ("val_loss", by_loss)) if on]}
+  return {k: round(v, 5) if isinstance(v, float) else v for k, v in evidence.items()}
 
 
 def longer_fix(run: Run) -> tuple[list[tuple[str, dict]], str]:
   """The fix for a run cut short, as options: twice the epochs, and, where batches of 128 or more leave few steps,
-  a quarter of the batch (four times the steps an epoch)."""
+  about a quarter of the batch (a multiple of 32, which any device count up to 32 and the CPU's micro-batches
+  divide; about four times the steps an epoch, the learning rate as it was)."""
   options = [("longer", {"config.num_epochs": 2 * int(run.get("num_epochs") or run.last["epoch"])})]
   batch = int(run.get("batch_size") or 0)
   if batch >= 128:
-    options.append(("smaller_batch", {"config.batch_size": max(32, batch // 4)}))
+    options.append(("smaller_batch", {"config.batch_size": max(32, batch // 4 // 32 * 32)}))
   return options, ("Train longer (twice the epochs)" + (", or take smaller batches (more steps an epoch)"
                                                         if len(options) > 1 else "") + ".")
 
