@@ -214,6 +214,9 @@ def test_a_high_update_ratio_over_fewer_steps_than_its_window_is_only_medium(tmp
   assert finding["evidence"]["ratio_window_steps"] == min(10 * steps_per_epoch, -(-1500 // steps_per_epoch) * steps_per_epoch)
   if severity == "medium":
     assert f"over only {10 * steps_per_epoch} steps, fewer than the 1500" in finding["explanation"]
+    # The run's own range test puts the rate at 1/5 of its suggestion: the weak ratio is contradicted, no finding.
+    _lr_find(tmp_path / "contradicted", at_min=0.05, suggestion=5e-3)
+    assert "lr_too_high" not in _causes(_run(tmp_path / "contradicted", rows))
 
 
 @pytest.mark.parametrize("ratio,fires", [(1e-4, True), (4e-4, False)])
