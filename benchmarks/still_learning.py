@@ -28,16 +28,17 @@ _RUNS = flags.DEFINE_list("runs", None, "Globs of run directories (comma-separat
 
 def measure(workdir: str) -> dict:
   """The run's gain over its last third (points, images, standard errors), its validation loss's fall there
-  (x ln K), whether the evidence holds (and how strongly), and this version's verdict and findings."""
+  (x ln K), the severity of the finding the doctor bases on it (none where it reads none: rules.still_learning),
+  and this version's verdict and findings."""
   run = Run(workdir)
   m = signal_rules.still_learning_measures(run) or {}
-  evidence = signal_rules.still_learning(run)
   diagnosis = diagnose(workdir)
   findings = " + ".join(f"{f['cause']} ({f['severity']})" for f in diagnosis["findings"]) or "none"
+  read = next((f["severity"] for f in diagnosis["findings"] if "still_learning" in f["evidence"]), "none")
   se = m.get("standard_error")
   return {"evaluations": len(run.rows), "val": 100 * run.val_acc, "gain": 100 * m["gain"] if m else None,
           "images": m.get("images"), "z": m["gain"] / se if se else None, "fall": m.get("loss_fall"),
-          "evidence": (evidence or {}).get("severity", "none"), "verdict": diagnosis["verdict"], "findings": findings}
+          "evidence": read, "verdict": diagnosis["verdict"], "findings": findings}
 
 
 def main(argv):

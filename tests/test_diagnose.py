@@ -189,6 +189,35 @@ def test_a_rate_too_low_by_the_range_test_alone_does_not_hide_a_run_cut_short(tm
   assert {"lr_too_low", "underfitting"} <= _causes(result)
   finding = next(f for f in result["findings"] if f["cause"] == "underfitting")
   assert finding["severity"] == "high" and "still_learning" in finding["evidence"]
+  # A run cut short is no small model: the rate's finding is not lowered for it (lr_test_yields_to_capacity).
+  assert next(f for f in result["findings"] if f["cause"] == "lr_too_low")["severity"] == "high"
+
+
+def test_still_learning_by_the_loss_needs_no_accuracy_peak_and_says_so(tmp_path):
+  rows = _rows(epochs=6, val_acc_curve=[0.70, 0.78, 0.82, 0.84, 0.88, 0.87],  # the best one evaluation before the end
+               val_loss_curve=[1.5, 1.1, 0.9, 0.8, 0.65, 0.5])  # 0.13 ln K over the last third, to its minimum
+  finding = next(f for f in _run(tmp_path, rows, audit_dict=_audit(val_counts=[15] * K), num_epochs=6)["findings"]
+                 if f["cause"] == "underfitting")
+  assert finding["severity"] == "high" and finding["evidence"]["still_learning"]["fired_on"] == ["val_loss"]
+  assert "to its lowest at the last evaluation" in finding["explanation"] and "its best" not in finding["explanation"]
+
+
+def test_a_run_stopped_early_is_not_still_learning(tmp_path):
+  rundir.write_json(str(tmp_path), rundir.EARLY_STOP_FILE, {"epoch": 3, "step": 3000, "patience": 2})
+  assert "underfitting" not in _causes(_run(tmp_path, _cut_short(), num_epochs=10))
+
+
+def test_a_short_ratio_the_range_test_contradicts_leaves_the_underfitting_rule_its_say(tmp_path):
+  """50 steps at a ratio of 9.6e-3 (sklearn's digits in batches of 512): weak evidence of a rate too high, which the
+  run's range test contradicts (the rate 1/40 of the sweep's minimum); the training loss, 0.22 ln K and flat, is
+  then read by the underfitting rule, not explained away by the rate."""
+  rows = _rows(update_ratio=9.6e-3, train_loss=(0.5, 0.5), train_acc=(0.85, 0.86), val_acc=(0.85, 0.86),
+               val_loss=(0.45, 0.45))
+  for row in rows:
+    row["step"] = 5 * row["epoch"]
+  _lr_find(tmp_path, at_min=0.04, suggestion=4e-3)
+  result = _run(tmp_path, rows, num_epochs=10)
+  assert "lr_too_high" not in _causes(result) and "underfitting" in _causes(result)
 
 
 @pytest.mark.parametrize("ratio,fires", [(8e-3, True), (4.5e-3, False)])

@@ -166,7 +166,7 @@ _SLOW_LEARNING_CAUSES = ("diverged", "pipeline_bug", "lr_too_low", "label_noise"
 
 
 def still_learning(run: Run, findings: list[dict]) -> list[dict]:
-  """A finished run that stopped while validation was still improving (signal_rules.still_learning) underfits by
+  """A run that trained all its epochs and stopped while validation was still improving (signal_rules.still_learning) underfits by
   training too short (high, or medium on weaker evidence): an `underfitting` finding gains the evidence and that
   severity where it is higher, and twice the epochs among its options (first on high evidence, else after its own
   recommendation); or one is added, whose options are twice the epochs and, with large batches, smaller ones. Not
@@ -180,12 +180,13 @@ def still_learning(run: Run, findings: list[dict]) -> list[dict]:
              for f in findings)):
     return findings
   options, fix = longer_fix(run)
-  how = " and ".join({"val_accuracy": f"validation accuracy gained {100 * run.late_gain:.2f} points",
+  how = " and ".join({"val_accuracy": f"validation accuracy gained {100 * run.late_gain:.2f} points, to its best at "
+                                      f"the last evaluation",
                       "val_loss": f"the validation loss fell by {evidence['val_loss_fall_last_third_over_ln_k']:.2f} "
-                                  f"ln K"}[k] for k in evidence["fired_on"])
+                                  f"ln K, to its lowest at the last evaluation"}[k] for k in evidence["fired_on"])
   said = (f"The run stopped while it was still learning: over its last {evidence['evaluations_in_last_third']} "
-          f"evaluation(s) {how}, to its best at the end ({evidence['steps']:,} steps in {evidence['epochs']} "
-          f"epochs); more training is likely to gain more.")
+          f"evaluation(s) {how} ({evidence['steps']:,} steps in {evidence['epochs']} epochs); more training is "
+          f"likely to gain more.")
   severity = evidence.pop("severity")
   confidence = 0.8 if severity == "high" else 0.6
   existing = next((f for f in findings if f["cause"] == "underfitting"), None)
@@ -241,7 +242,8 @@ def lr_test_yields_to_capacity(run: Run, findings: list[dict]) -> list[dict]:
   every finding is high (near_chance)."""
   low = next((f for f in findings if f["cause"] == "lr_too_low"), None)
   if (low is None or not _rate_by_test_alone(low) or low["severity"] != "high" or _at_stake(run) is not None
-      or not any(f["cause"] == "underfitting" and f["severity"] == "high" for f in findings)):
+      or not any(f["cause"] == "underfitting" and f["severity"] == "high"
+                 and {"train_loss_over_ln_k", "pixel_reference"} & f["evidence"].keys() for f in findings)):
     return findings
   low["severity"] = "medium"
   low["explanation"] += (" Medium: the model does not fit its training data either (underfitting), and a model "

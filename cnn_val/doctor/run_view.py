@@ -93,12 +93,12 @@ class Run:
   def augmentation_on(self) -> bool:
     return self.augment.random
 
-  def finished(self) -> bool:
-    """Whether the run trained all its epochs (config.json's num_epochs; a run whose config does not say counts) or
-    stopped early (early_stopped.json): an interrupted run is resumed, not judged on its length."""
+  def trained_all_epochs(self) -> bool:
+    """Whether the run trained all its epochs (config.json's num_epochs; a run whose config does not say counts): not
+    interrupted (it would be resumed) nor stopped early (early_stopped.json: it had stopped gaining)."""
     epochs = self.get("num_epochs")
-    return (not self.rows or not epochs or self.last["epoch"] >= epochs
-            or rundir.read_json(self.workdir, rundir.EARLY_STOP_FILE) is not None)
+    return (bool(self.rows) and (not epochs or self.last["epoch"] >= epochs)
+            and rundir.read_json(self.workdir, rundir.EARLY_STOP_FILE) is None)
 
   def learned(self) -> bool:
     """The model fits its training data better than a uniform guess (ln K): generalisation rules apply."""

@@ -136,6 +136,19 @@ def rule_pipeline_bug(run: Run):
       "Fix the data pipeline or the model head first (the evidence names what failed).")
 
 
+def short_ratio_contradicted(run: Run) -> bool:
+  """An early update ratio above UPDATE_RATIO_HIGH averaged over fewer steps than its window (weak evidence: the
+  first, largest steps) that the run's LR range test contradicts: the rate at or below a third of the rate at which
+  the sweep's loss bottomed out (every run without a rate fault sits at 1/2 of it or below, the lr_too_high fault
+  at 1/1.3 to 1.2x; sklearn's digits in 50 and 120 steps at 1/29 to 1/43, the 5,000 digits in batches of 512, 150
+  steps, at 1/62).
+  Neither lr_too_high nor underfitting then reads the rate into that ratio."""
+  ratio, at_min = run.early_update_ratio, (run.lr_find or {}).get("lr_at_min_loss")
+  lr = run.get("optim.learning_rate")
+  return (ratio is not None and ratio > UPDATE_RATIO_HIGH and run.ratio_steps < RATIO_WINDOW_STEPS
+          and bool(at_min) and isinstance(lr, (int, float)) and lr <= at_min / 3)
+
+
 def rule_lr_too_high(run: Run):
   if not run.rows:
     return None
@@ -158,8 +171,8 @@ def rule_lr_too_high(run: Run):
   # (Adam's first steps move every weight by about the learning rate): a healthy 1-epoch run on 2,000
   # examples (62 steps) read 7.3e-3. Medium at most there, unless the LR range test says so too.
   short = high_ratio and run.ratio_steps < RATIO_WINDOW_STEPS and not high_vs_finder
-  if short and finder and lr <= finder:  # ... and none where the range test puts the rate at or below its
-    return None  # suggestion (sklearn's digits, 3 epochs or batches of 512: 120 or 50 steps, the rate 1/5 of it)
+  if short and short_ratio_contradicted(run):  # ... and none where the run's own range test disagrees
+    return None
   return _finding(
       "lr_too_high", "high" if high_ratio and not weak and not short else "medium", confidence,
       {"update_to_param_ratio_early": ratio, "threshold": UPDATE_RATIO_HIGH, "learning_rate": lr,
@@ -280,7 +293,8 @@ def rule_underfitting(run: Run):
     if at["val_accuracy"] - at["train_eval_accuracy"] > threshold:
       return None
   ratio = run.early_update_ratio
-  if ratio is not None and not UPDATE_RATIO_LOW <= ratio <= UPDATE_RATIO_HIGH:
+  if (ratio is not None and not UPDATE_RATIO_LOW <= ratio <= UPDATE_RATIO_HIGH
+      and not short_ratio_contradicted(run)):
     return None  # the learning rate explains it
   slow = [c["name"] for c in (run.preflight or {}).get("checks", [])
           if c["name"] in ("overfit_batch", "inputs_matter") and not c.get("passed", True)]
@@ -306,13 +320,14 @@ def still_learning_measures(run: Run) -> dict | None:
   the plain estimate reads no noise; None without the validation split's size), the validation loss's fall there
   (x ln K), and whether the run ended at its best (its last evaluation the most accurate, its validation loss
   within 2% of the minimum; at the minimum itself)."""
-  if len(run.rows) < 2 or not run.num_classes:
+  if (len(run.rows) < 2 or run.num_classes < 2
+      or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in run.val_losses)):
     return None
   last, lowest = run.last, min(run.val_losses)
   n_val = run.split_count("validation") or 0
   p = (last["val_accuracy"] * n_val + 2) / (n_val + 4)
   return {"gain": run.late_gain, "images": run.late_gain * n_val if n_val else None,
-          "standard_error": math.sqrt(p * (1 - p) / n_val) if n_val else None,
+          "standard_error": math.sqrt(p * (1 - p) / (n_val + 4)) if n_val else None,
           "loss_fall": (run.early[-1]["val_loss"] - last["val_loss"]) / math.log(run.num_classes),
           "ends_at_best": last["val_accuracy"] >= run.best["val_accuracy"] and last["val_loss"] <= 1.02 * lowest,
           "ends_at_loss_minimum": last["val_loss"] <= lowest}
@@ -321,9 +336,11 @@ def still_learning_measures(run: Run) -> dict | None:
 def still_learning(run: Run) -> dict | None:
   """The evidence that the run stopped while validation was still improving (STILL_LEARNING_*), with the severity
   it supports; or None."""
+  if run.diverged or not run.trained_all_epochs():
+    return None  # an interrupted run is resumed, not lengthened; one stopped early stopped gaining
   m = still_learning_measures(run)
-  if m is None or run.diverged or not run.finished():
-    return None  # an interrupted run is resumed, not lengthened
+  if m is None:
+    return None
   gain, se = m["gain"], m["standard_error"]
   by_loss = m["ends_at_loss_minimum"] and m["loss_fall"] >= STILL_LEARNING_LOSS_FALL and gain > 0
   by_accuracy = None
