@@ -138,6 +138,37 @@ def sweep(config, arrays: dict, num_classes: int, image_shape, *, num_steps: int
   return result
 
 
+def measured_for(workdir: str, config) -> bool:
+  """Whether `workdir` holds an LR range test of this config's recipe (rundir.lr_find_mismatch): one measured
+  for another config (`python -m cnn_val.lr_find --config=OTHER --workdir=W` before training W) is measured
+  again, and says so."""
+  found = rundir.read_json(workdir, rundir.LR_FIND_FILE)
+  if found is None:
+    return False
+  changed = rundir.lr_find_mismatch(found, rundir.config_to_dict(config))
+  if changed:
+    logging.warning("%s/%s was measured for another config (%s); this run measures its own.", workdir,
+                    rundir.LR_FIND_FILE, ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in changed.items()))
+  return not changed
+
+
+def sweep_into(workdir: str, config, arrays: dict, num_classes: int, image_shape) -> dict | None:
+  """A training run's own LR range test (config.lr_range_test, before its first epoch): `sweep` on its loaded data,
+  written to `workdir`'s lr_find.json. Evidence for the doctor, not the run: a failure (e.g. memory) is logged and
+  training goes on without it (None)."""
+  try:
+    found = sweep(config, arrays, num_classes, image_shape)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("The LR range test failed (%s: %s); training goes on without it (no lr_find.json; "
+                    "`python -m cnn_val.lr_find --run=%s` runs it alone).", type(e).__name__, e, workdir)
+    return None
+  rundir.write_json(workdir, rundir.LR_FIND_FILE, found)
+  logging.info("LR range test (%.1f s): the loss fell fastest at %.2g and bottomed out at %.2g; the run's rate is %g "
+               "(lr_find.json; the doctor compares them).", found["seconds"], found["suggestion"] or math.nan,
+               found["lr_at_min_loss"] or math.nan, config.optim.learning_rate)
+  return found
+
+
 def _batches_forever(train_arrays, config):
   from cnn_val.data import pipeline  # pylint: disable=import-outside-toplevel
   for epoch in itertools.count():

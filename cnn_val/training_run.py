@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import signal
 import time
 from typing import Any
@@ -200,20 +199,6 @@ class Run:
     return range(self.start_step // self.steps_per_epoch, self.config.num_epochs if self.stopped is None else 0)
 
 
-def _lr_find_of_this_config(workdir: str, config) -> bool:
-  """Whether `workdir` holds an LR range test of this config's recipe (rundir.lr_find_mismatch): one measured
-  for another config (`python -m cnn_val.lr_find --config=OTHER --workdir=W` before training W) is measured
-  again, and says so."""
-  found = rundir.read_json(workdir, rundir.LR_FIND_FILE)
-  if found is None:
-    return False
-  changed = rundir.lr_find_mismatch(found, rundir.config_to_dict(config))
-  if changed:
-    logging.warning("%s/%s was measured for another config (%s); this run measures its own.", workdir,
-                    rundir.LR_FIND_FILE, ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in changed.items()))
-  return not changed
-
-
 def open_run(config, workdir: str, data: RunData, clock: train_loop.WallTime) -> Run:
   """Everything a run directory needs before its first step: the audit and, where the augmentation flips,
   rotates, shifts, shears or zooms, the augmentation check (once per run), the state (resumed from
@@ -281,19 +266,9 @@ def open_run(config, workdir: str, data: RunData, clock: train_loop.WallTime) ->
     logging.log(logging.WARNING if failed else logging.INFO, "Pre-flight checks (%.1f s): %s", checks["seconds"],
                 "; ".join(failed) if failed else "all passed")
   if (config.preflight and config.get("lr_range_test", False) and start_step == 0 and jax.process_index() == 0
-      and not _lr_find_of_this_config(workdir, config)):  # one of this config written before training is kept
+      and not lr_range.measured_for(workdir, config)):  # one of this config written before training is kept
     with clock("LR range test"):
-      try:
-        found = lr_range.sweep(config, arrays, num_classes, data.splits.image_shape)
-      except Exception as e:  # pylint: disable=broad-except  (evidence for the doctor, not the run: e.g. memory)
-        found = None
-        logging.warning("The LR range test failed (%s: %s); training goes on without it (no lr_find.json; "
-                        "`python -m cnn_val.lr_find --run=%s` runs it alone).", type(e).__name__, e, workdir)
-    if found is not None:
-      rundir.write_json(workdir, rundir.LR_FIND_FILE, found)
-      logging.info("LR range test (%.1f s): the loss fell fastest at %.2g and bottomed out at %.2g; the run's rate "
-                   "is %g (lr_find.json; the doctor compares them).", found["seconds"],
-                   found["suggestion"] or math.nan, found["lr_at_min_loss"] or math.nan, config.optim.learning_rate)
+      lr_range.sweep_into(workdir, config, arrays, num_classes, data.splits.image_shape)
 
   run = Run(config, workdir, schedule, tx, dropout_key, state, ckpts, start_step, steps_per_epoch)
   run.writer = rundir.MetricsWriter(workdir)

@@ -192,6 +192,16 @@ def test_preflight_reuses_its_compiled_steps_to_the_same_checks(tiny_config, mon
   assert len(preflight._COMPILED) == 2
 
 
+def test_a_failed_in_run_lr_range_test_is_logged_and_leaves_no_file(tiny_config, tmp_path, monkeypatch, caplog):
+  def out_of_memory(*args, **kwargs):
+    raise MemoryError("no room for the sweep")
+  monkeypatch.setattr(lr_range, "sweep", out_of_memory)
+  assert lr_range.sweep_into(str(tmp_path), tiny_config, {}, 10, (28, 28, 1)) is None
+  assert not os.path.exists(os.path.join(tmp_path, rundir.LR_FIND_FILE))
+  assert "The LR range test failed (MemoryError: no room for the sweep); training goes on" in caplog.text
+  assert not lr_range.measured_for(str(tmp_path), tiny_config)
+
+
 def test_a_run_ends_with_the_doctor_and_the_cli_rediagnoses_it(tiny_config, tmp_path):
   tiny_config.preflight = True
   tiny_config.doctor = True
