@@ -44,16 +44,17 @@ TOO_SHORT = 0.10  # ... falling this much: underfitting is training too short, n
 # without augmentation 0.10-0.13, a 2,066-parameter ConvNet 0.16, a 1,020-parameter one 0.19-0.20.
 UNDERFIT_LOSS = 0.16
 PLATEAU_GAIN = 0.003  # best validation accuracy gained in the last third of epochs, below: a plateau
-# Still learning when it stopped (underfitting: training too short; `still_learning`), on a finished run. By the
-# accuracy, where the last evaluation is the best and its validation loss within 2% of the minimum: over the last
-# third of the evaluations validation accuracy gained >= STILL_LEARNING_GAIN, >= STILL_LEARNING_MIN_IMAGES images and
-# >= STILL_LEARNING_Z standard errors of one evaluation's accuracy (binomial, Agresti-Coull, on the validation split's
-# size; high at 2, medium at 1.5). By the loss (high): the validation loss fell by >= STILL_LEARNING_LOSS_FALL x ln K
-# over that third to its minimum at the last evaluation, the accuracy gaining. Measured (README, "Still learning when
-# it stopped": 3 datasets, 30 runs): runs that converged gain at most 0.35 points (1.39 on 144 images: 2 images) and
-# 1.2 standard errors (1.4 on a 2-core rerun), their loss falling by at most 0.017 ln K; runs cut short gain 1.4-1.7
-# points at 2.3-4.1 standard errors (2-3 epochs), 0.7-0.9 at 1.8-2.3 (batches of 512, Fashion-MNIST), or their loss
-# falls by 0.12-0.20 ln K (sklearn's digits: 3 epochs, or batches of 512, 50 steps).
+# Still learning when it stopped (underfitting: training too short; `still_learning`), on a run that trained all its
+# epochs. By the accuracy, where the last evaluation is the best and its validation loss within 2% of the minimum:
+# over the last third of the evaluations validation accuracy gained >= STILL_LEARNING_GAIN, >=
+# STILL_LEARNING_MIN_IMAGES images and >= STILL_LEARNING_Z standard errors of one evaluation's accuracy (binomial,
+# Agresti-Coull, on the validation split's size; high at 2, medium at 1.5). By the loss (high): the validation loss
+# fell by >= STILL_LEARNING_LOSS_FALL x ln K over that third to its minimum at the last evaluation, the accuracy
+# gaining. Measured (README, "Still learning when it stopped": 3 datasets, 30 runs): runs that converged gain at most
+# 0.35 points (1.39 on 144 images: 2 images) and 1.2 standard errors (1.4 on a 2-core rerun), their loss falling by at
+# most 0.017 ln K; runs cut short gain 1.4-1.7 points at 2.3-4.1 standard errors (2-3 epochs), 0.7-0.9 at 1.8-2.3
+# (batches of 512, Fashion-MNIST), or their loss falls by 0.12-0.20 ln K (sklearn's digits: 3 epochs, or batches of
+# 512, 50 steps).
 STILL_LEARNING_GAIN = 0.005
 STILL_LEARNING_Z = {"high": 2.0, "medium": 1.5}
 STILL_LEARNING_LOSS_FALL = 0.10
@@ -141,8 +142,7 @@ def short_ratio_contradicted(run: Run) -> bool:
   first, largest steps) that the run's LR range test contradicts: the rate at or below a third of the rate at which
   the sweep's loss bottomed out (every run without a rate fault sits at 1/2 of it or below, the lr_too_high fault
   at 1/1.3 to 1.2x; sklearn's digits in 50 and 120 steps at 1/29 to 1/43, the 5,000 digits in batches of 512, 150
-  steps, at 1/62).
-  Neither lr_too_high nor underfitting then reads the rate into that ratio."""
+  steps, at 1/62). Neither lr_too_high nor underfitting then reads the rate into that ratio."""
   ratio, at_min = run.early_update_ratio, (run.lr_find or {}).get("lr_at_min_loss")
   lr = run.get("optim.learning_rate")
   return (ratio is not None and ratio > UPDATE_RATIO_HIGH and run.ratio_steps < RATIO_WINDOW_STEPS
@@ -344,7 +344,8 @@ def still_learning(run: Run) -> dict | None:
   gain, se = m["gain"], m["standard_error"]
   by_loss = m["ends_at_loss_minimum"] and m["loss_fall"] >= STILL_LEARNING_LOSS_FALL and gain > 0
   by_accuracy = None
-  if m["ends_at_best"] and se is not None and gain >= STILL_LEARNING_GAIN and m["images"] >= STILL_LEARNING_MIN_IMAGES:
+  if (m["ends_at_best"] and se is not None and gain >= STILL_LEARNING_GAIN
+      and m["images"] >= STILL_LEARNING_MIN_IMAGES):
     by_accuracy = ("high" if gain >= STILL_LEARNING_Z["high"] * se else
                    "medium" if gain >= STILL_LEARNING_Z["medium"] * se else None)
   if not (by_loss or by_accuracy):
