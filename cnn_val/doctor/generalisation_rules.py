@@ -72,19 +72,23 @@ def rule_overfitting(run: Run):
                    _confidence(gap, OVERFIT_GAP) if gap > OVERFIT_GAP else 0)
   both = (rise > OVERFIT_VAL_LOSS_RISE and gap > OVERFIT_GAP) or gap > 2 * OVERFIT_GAP
   n_train = run.split_count("train")
+  loss_said = ""
+  if rise > OVERFIT_VAL_LOSS_RISE:
+    loss_said = (f"the validation loss ended {100 * rise:.0f}% above its minimum (epoch "
+                 f"{run.val_losses.index(min_val_loss) + 1} of {run.last['epoch']})")
+  if gap > OVERFIT_GAP:
+    said = (f"The model memorises its training set: training accuracy {run.train_acc:.3f} against validation "
+            f"{run.val_acc:.3f}" + (f", and {loss_said}" if loss_said else ""))
+  else:
+    said = (f"The model grows confident on the validation images it gets wrong (training accuracy "
+            f"{run.train_acc:.3f}, validation {run.val_acc:.3f}): {loss_said}")
   return _finding(
       "overfitting", "high" if both else "medium", confidence,
       {"val_loss_rise_from_min": measured_rise, "val_loss_still_falling": still_falling,
        "val_loss_rise_threshold": OVERFIT_VAL_LOSS_RISE,
        "train_minus_val_accuracy": gap, "gap_threshold": OVERFIT_GAP, "best_epoch": run.best["epoch"],
        "epochs": run.last["epoch"], "train_examples": n_train},
-      (f"The model memorises its training set: training accuracy {run.train_acc:.3f} against validation "
-       f"{run.val_acc:.3f}" + (", and " if rise > OVERFIT_VAL_LOSS_RISE else "") if gap > OVERFIT_GAP else
-       f"The model grows confident on the validation images it gets wrong (training accuracy {run.train_acc:.3f}, "
-       f"validation {run.val_acc:.3f}): ")
-      + (f"the validation loss ended {100 * rise:.0f}% above its minimum (epoch "
-         f"{run.val_losses.index(min_val_loss) + 1} of {run.last['epoch']})" if rise > OVERFIT_VAL_LOSS_RISE else "")
-      + (f", from only {n_train} training examples" if n_train and n_train < 5000 else "") + ".",
+      said + (f", from only {n_train} training examples" if n_train and n_train < 5000 else "") + ".",
       "Regularise: more dropout, data augmentation or weight decay (and keep the best checkpoint); "
       "`--verify` tries each alone.",
       options=_overfit_options(run))
