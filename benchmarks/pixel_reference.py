@@ -9,15 +9,14 @@ error, their ratio, and the diagnosis by this version (`rules.diagnose`, nothing
 grouped by their parent folder (a sweep's arm); prints a markdown table, one row per group.
 """
 
-import glob
 import os
-import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app
 from absl import flags
 
+from benchmarks.run_table import grouped_runs, tally, value_range
 from cnn_val import knn, rundir
 from cnn_val.doctor import audit_run
 from cnn_val.doctor.rules import diagnose
@@ -42,25 +41,19 @@ def measure(workdir: str, reaudit: bool = False) -> dict:
 
 def main(argv):
   del argv
-  workdirs = sorted({w for pattern in _RUNS.value for w in glob.glob(pattern)
-                     if os.path.exists(os.path.join(w, rundir.CONFIG_FILE))})
-  if not workdirs:
+  groups = grouped_runs(_RUNS.value, lambda w: os.path.exists(os.path.join(w, rundir.CONFIG_FILE)))
+  if not groups:
     raise app.UsageError(f"--runs={','.join(_RUNS.value)} matches no run directory (none holds config.json).")
-  groups = {}
-  for workdir in workdirs:  # a sweep's seeds together (.../<arm>/seed<k>), any other run on its own
-    workdir = workdir.rstrip("/")
-    group = os.path.dirname(workdir) if re.fullmatch(r"seed\d+", os.path.basename(workdir)) else workdir
-    groups.setdefault(group, []).append(measure(workdir, _REAUDIT.value))
   print("| runs | n | best validation error | the lookup's | ratio | verdicts | findings |")
   print("| --- | --- | --- | --- | --- | --- | --- |")
-  for group, rows in groups.items():
-    ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
+  for group, workdirs in groups.items():
+    rows = [measure(w, _REAUDIT.value) for w in workdirs]
     errors = [100 * r["error"] for r in rows if r["error"] is not None]
-    lookups = sorted({round(100 * r["lookup"], 2) for r in rows if r["lookup"] is not None})
-    span = lambda v, f: "-" if not v else "-".join(dict.fromkeys((f"{min(v):{f}}", f"{max(v):{f}}")))
-    count = lambda values: "; ".join(f"{v} x{values.count(v)}" for v in sorted(set(values)))
-    print(f"| {group} | {len(rows)} | {span(errors, '.2f')}% | {', '.join(f'{v:.2f}%' for v in lookups) or '-'} | "
-          f"{span(ratios, '.2f')} | {count([r['verdict'] for r in rows])} | {count([r['findings'] for r in rows])} |")
+    lookups = ", ".join(f"{v:.2f}%" for v in sorted({round(100 * r["lookup"], 2) for r in rows
+                                                     if r["lookup"] is not None})) or "-"
+    print(f"| {group} | {len(rows)} | {value_range(errors, '.2f')}% | {lookups} | "
+          f"{value_range([r['ratio'] for r in rows], '.2f')} | {tally([r['verdict'] for r in rows])} | "
+          f"{tally([r['findings'] for r in rows])} |")
 
 
 if __name__ == "__main__":

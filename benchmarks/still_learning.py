@@ -9,15 +9,14 @@ Reads the finished run directories the glob(s) match (nothing is written); the d
 group, each column the range over its runs.
 """
 
-import glob
 import os
-import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app
 from absl import flags
 
+from benchmarks.run_table import grouped_runs, tally, value_range
 from cnn_val.ablate import run_status
 from cnn_val.doctor import signal_rules
 from cnn_val.doctor.rules import diagnose
@@ -43,26 +42,19 @@ def measure(workdir: str) -> dict:
 
 def main(argv):
   del argv
-  workdirs = sorted({w.rstrip("/") for pattern in _RUNS.value for w in glob.glob(pattern)
-                     if run_status(w) == "finished"})
-  if not workdirs:
+  groups = grouped_runs(_RUNS.value, lambda w: run_status(w) == "finished")
+  if not groups:
     raise app.UsageError(f"--runs={','.join(_RUNS.value)} matches no finished run directory.")
-  groups = {}
-  for workdir in workdirs:  # a sweep's seeds together (.../<arm>/seed<k>), any other run on its own
-    group = os.path.dirname(workdir) if re.fullmatch(r"seed\d+", os.path.basename(workdir)) else workdir
-    groups.setdefault(group, []).append(measure(workdir))
   print("| runs | n | evaluations | final val accuracy | gain, last third (points) | images | standard errors | "
         "val loss fall (x ln K) | still learning | verdicts | findings |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-  for group, rows in groups.items():
-    def span(key, f):
-      v = [r[key] for r in rows if r[key] is not None]
-      return "-" if not v else " to ".join(dict.fromkeys((f"{min(v):{f}}", f"{max(v):{f}}")))
-    count = lambda values: "; ".join(f"{v} x{values.count(v)}" for v in sorted(set(values)))
+  for group, workdirs in groups.items():
+    rows = [measure(w) for w in workdirs]
+    span = lambda key, f: value_range([r[key] for r in rows], f, " to ")
     print(f"| {group} | {len(rows)} | {span('evaluations', 'd')} | {span('val', '.2f')}% | {span('gain', '.2f')} | "
           f"{span('images', '.0f')} | {span('z', '.1f')} | {span('fall', '.3f')} | "
-          f"{count([r['evidence'] for r in rows])} | {count([r['verdict'] for r in rows])} | "
-          f"{count([r['findings'] for r in rows])} |")
+          f"{tally([r['evidence'] for r in rows])} | {tally([r['verdict'] for r in rows])} | "
+          f"{tally([r['findings'] for r in rows])} |")
 
 
 if __name__ == "__main__":

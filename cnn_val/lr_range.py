@@ -31,7 +31,7 @@ import jax
 import numpy as np
 import optax
 
-from cnn_val import models, optim, rundir, steps
+from cnn_val import config_fields, models, optim, rundir, steps
 
 MIN_LR, MAX_LR = 1e-7, 10.0
 SMOOTHING = 0.98
@@ -103,8 +103,8 @@ def lr_range_test(config, workdir: str, *, num_steps: int = 200) -> dict:
 def sweep(config, arrays: dict, num_classes: int, image_shape, *, num_steps: int = 200) -> dict:
   """The sweep for `config` on loaded `arrays` (1 device, a fresh initialisation from config.seed): lr_find.json's
   contents (the rates, raw and smoothed losses, the suggestion and how it was found, why it stopped, and the
-  config fields the sweep depends on, `rundir.swept_config`, so that a test of another config is not read as this
-  run's: `rundir.lr_find_mismatch`)."""
+  config fields the sweep depends on, `config_fields.swept_config`, so that a test of another config is not read as this
+  run's: `config_fields.lr_find_mismatch`)."""
   start_time = time.perf_counter()
   rate = lambda step: MIN_LR * (MAX_LR / MIN_LR) ** (step / max(num_steps - 1, 1))
   unit = config.copy_and_resolve_references()
@@ -132,20 +132,20 @@ def sweep(config, arrays: dict, num_classes: int, image_shape, *, num_steps: int
       break
   result = {**suggest(lrs, losses), "lrs": lrs, "losses": losses, "smoothed_loss": smooth(losses).tolist(),
             "stopped": reason, "configured_lr": config.optim.learning_rate,
-            "config": rundir.swept_config(rundir.config_to_dict(config)),
+            "config": config_fields.swept_config(rundir.config_to_dict(config)),
             "seconds": round(time.perf_counter() - start_time, 1)}
   logging.info("LR range test: suggestion %s (%s); stopped: %s.", result["suggestion"], result["method"], reason)
   return result
 
 
 def measured_for(workdir: str, config) -> bool:
-  """Whether `workdir` holds an LR range test of this config's recipe (rundir.lr_find_mismatch): one measured
+  """Whether `workdir` holds an LR range test of this config's recipe (config_fields.lr_find_mismatch): one measured
   for another config (`python -m cnn_val.lr_find --config=OTHER --workdir=W` before training W) is measured
   again, and says so."""
   found = rundir.read_json(workdir, rundir.LR_FIND_FILE)
   if found is None:
     return False
-  changed = rundir.lr_find_mismatch(found, rundir.config_to_dict(config))
+  changed = config_fields.lr_find_mismatch(found, rundir.config_to_dict(config))
   if changed:
     logging.warning("%s/%s was measured for another config (%s); this run measures its own.", workdir,
                     rundir.LR_FIND_FILE, ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in changed.items()))

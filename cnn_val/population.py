@@ -33,11 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_val import (audit, augment, augment_check, config_check, optim, parallel, rundir, steps, train, train_loop,
-                     training_run)
+from cnn_val import (audit, augment, augment_check, config_check, config_fields, optim, parallel, rundir, steps,
+                     train, train_loop, training_run)
 from cnn_val.data import balance, pipeline
 
-POPULATION_FIELDS = rundir.POPULATION_FIELDS  # the config fields whose values may differ between members
+POPULATION_FIELDS = config_fields.POPULATION_FIELDS  # the config fields whose values may differ between members
 
 
 class PopulationUnfit(ValueError):
@@ -47,19 +47,19 @@ class PopulationUnfit(ValueError):
 def population_differences(configs) -> list[str]:
   """The fields (flattened, dotted) in which `configs` differ, outside `POPULATION_FIELDS`; [] when they can
   train as one population."""
-  flat = [rundir.flatten(rundir.config_to_dict(c)) for c in configs]
+  flat = [config_fields.flatten(rundir.config_to_dict(c)) for c in configs]
   fields = sorted(set().union(*flat))
   return [f for f in fields if f not in POPULATION_FIELDS and any(d.get(f) != flat[0].get(f) for d in flat[1:])]
 
 
 def _why_apart(configs) -> str:
-  """Why configs of different `rundir.population_group`s cannot train as one population."""
+  """Why configs of different `config_fields.population_group`s cannot train as one population."""
   differ = population_differences(configs)
   if differ:
     return (f"The members of a population may differ only in {', '.join(POPULATION_FIELDS)}; these configs also "
             f"differ in {', '.join(differ[:8])}. Train them as separate runs (launch/ablate.py --population=never).")
-  flat = [rundir.flatten(rundir.config_to_dict(c)) for c in configs]
-  for field in rundir.POPULATION_ZEROS:
+  flat = [config_fields.flatten(rundir.config_to_dict(c)) for c in configs]
+  for field in config_fields.POPULATION_ZEROS:
     if len({bool(d.get(field)) for d in flat}) > 1:
       return (f"A population's members either all set {field} or none does (0 leaves its part out of the step: "
               f"the optimizer's chain and checkpoints, or the dropout layer's random draws, differ otherwise): "
@@ -78,7 +78,7 @@ def check_population(configs, workdirs) -> None:
   if len(set(paths)) != len(paths):
     raise ValueError(f"A population's members need run directories of their own; repeated: "
                      f"{sorted({p for p in paths if paths.count(p) > 1})}.")
-  if len({rundir.population_group(rundir.config_to_dict(c)) for c in configs}) > 1:  # as the engine groups them
+  if len({config_fields.population_group(rundir.config_to_dict(c)) for c in configs}) > 1:  # as the engine groups them
     raise PopulationUnfit(_why_apart(configs))
   if any(c.get("profile_steps", 0) for c in configs):
     raise PopulationUnfit("config.profile_steps traces one run's steps: profile a single run (python -m cnn_val.main), "

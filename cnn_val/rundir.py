@@ -14,7 +14,6 @@ only (`exclusive_lock`).
 from __future__ import annotations
 
 import contextlib
-import copy
 import fcntl
 import hashlib
 import json
@@ -31,7 +30,7 @@ from etils import epath
 import jax
 import numpy as np
 
-from cnn_val import augment
+from cnn_val import config_fields
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -46,31 +45,6 @@ TIMING_FILE = "timing.json"  # where the last training process's wall time went,
 # evaluation is the best (the doctor's label check reads them).
 TRAIN_PREDICTIONS_FILE = "train_predictions.npz"
 RUN_LOCK_FILE = ".run.lock"  # held (flock) by the process training the run
-# Fields that may change when a run is resumed: they do not change what is computed (the device count
-# changes results only to float round-off).
-RESUMABLE_CHANGES = frozenset({"log_every_steps", "data.data_dir", "num_devices", "cpu_devices", "doctor",
-                               "preflight", "signals", "train_eval_examples", "profile_steps", "steps_per_call",
-                               "lr_range_test"})
-
-# Fields added after runs were made, with the value that reproduces the model those runs trained.
-FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "data.scenario.missing_classes": [],
-                      "data.scenario.near_duplicates": 0, "model.kernel_init": "lecun_normal",
-                      "data.scenario.shortcut_classes": [], "data.scenario.shortcut_brightness": 1.0,
-                      "early_stopping_patience": 0, "ema_decay": 0.0, "augment.hue": None,
-                      "augment.saturation": None, "data.exclude_train_examples": "",
-                      "data.scenario.colorize": 0.0, "data.scenario.colour_shortcut_classes": [],
-                      "data.scenario.colour_shortcut_hue": 0.0, "data.train_fraction": 1.0,
-                      "data.relabel_train_examples": "", "imbalance.logit_adjustment": 0.0,
-                      "data.noise_transition": "", "imbalance.deferred_epochs": 0, "lr_range_test": False}
-
-# The config fields in which the runs of one population (cnn_val/population.py) may differ: they enter the
-# train step as numbers, not as its structure (optim.POPULATION_FIELDS, steps.MODEL_POPULATION_FIELDS, the
-# class weights and the augmentation's magnitudes: steps.population_train_chunk), as long as the members agree
-# on which rates are 0 (POPULATION_ZEROS: a rate of 0 leaves its part out) and on the augmentation's structure.
-POPULATION_FIELDS = ("seed", "optim.learning_rate", "optim.weight_decay", "model.dropout_rate",
-                     "model.block_dropout_rate", "imbalance.class_weighting", "imbalance.beta") + tuple(
-                         f"augment.{f}" for f in augment.MAGNITUDES + ("zoom_range",))
-POPULATION_ZEROS = ("optim.weight_decay", "model.dropout_rate", "model.block_dropout_rate")
 
 
 def path(*parts) -> epath.Path:
@@ -96,77 +70,12 @@ def exists(p) -> bool:
   return path(p).exists()
 
 
-# Fields that do not change an LR range test (lr_range.sweep), so lr_find.json does not record them: the rate and
-# its schedule (the sweep replaces them), the seed (the test characterises the recipe), the run's length, and
-# how it is evaluated, logged and computed. Every other field is recorded with the sweep (`swept_config`).
-LR_FIND_IGNORES = frozenset({
-    "seed", "num_epochs", "optim.learning_rate", "optim.schedule", "optim.decay_steps", "optim.decay_rate",
-    "optim.staircase", "optim.warmup_epochs", "optim.cosine_alpha", "eval_batch_size", "eval_every_epochs",
-    "early_stopping_patience", "ema_decay", "data.test_split", "data.max_eval_examples", "data.download",
-    "model.conv_impl", "model.pool_impl", "micro_batch_size"}) | RESUMABLE_CHANGES
-
-
-def swept_config(config: dict) -> dict:
-  """The dotted fields of a config dict that an LR range test depends on (all but LR_FIND_IGNORES), as lr_find.json
-  records them beside the sweep."""
-  flat = flatten(with_fields_added_later(config))
-  return {k: flat[k] for k in sorted(flat) if k not in LR_FIND_IGNORES}
-
-
-def lr_find_mismatch(lr_find: dict | None, config: dict) -> dict:
-  """{field: (swept value, run's value)} where lr_find.json was measured for another config than the run's config
-  dict (a test `python -m cnn_val.lr_find --config=OTHER --workdir=W` wrote into W): such a test says nothing about
-  the run's rate. Fields either side lacks count as equal; {} for a file without a recorded config (an older
-  version's), which is trusted."""
-  recorded = (lr_find or {}).get("config")
-  if not isinstance(recorded, dict):
-    return {}
-  ours = swept_config(config)
-  return {k: (v, ours[k]) for k, v in sorted(recorded.items()) if k in ours and ours[k] != v}
-
-
 def read_lr_find(workdir: str, config: dict) -> tuple[dict | None, dict]:
   """(lr_find.json in `workdir` where it was measured for the recipe of `config` (a config dict), else None;
-  the fields in which it differs, lr_find_mismatch's)."""
+  the fields in which it differs, config_fields.lr_find_mismatch's)."""
   found = read_json(workdir, LR_FIND_FILE)
-  changed = lr_find_mismatch(found, config)
+  changed = config_fields.lr_find_mismatch(found, config)
   return (None if changed else found), changed
-
-
-def population_group(config: dict) -> str:
-  """The key that the runs of one population share (config dicts): every field outside POPULATION_FIELDS,
-  whether each rate or decay of POPULATION_ZEROS is 0 (0 leaves its part out of the step), and the resolved
-  augmentation's `augment.structure` (which transforms run: a magnitude set explicitly and the same one from a
-  preset group alike). The ablation engine groups runs by it; `population.check_population` refuses others."""
-  def role(field, value):
-    return bool(value) if field in POPULATION_ZEROS else None
-  flat = flatten(config)
-  return repr((sorted((k, role(k, v) if k in POPULATION_FIELDS else v) for k, v in flat.items()),
-               augment.structure(augment.from_config(config.get("augment", {})))))
-
-
-def with_fields_added_later(config: dict) -> dict:
-  """A copy of a config dict (an old run's config.json) with every FIELDS_ADDED_LATER field it lacks set to
-  its neutral value, the value under which the run trained: overrides of those fields then apply to it."""
-  out = copy.deepcopy(config)
-  for field, neutral in FIELDS_ADDED_LATER.items():
-    *parents, last = field.split(".")
-    node = out
-    for part in parents:
-      node = node.setdefault(part, {})
-    node.setdefault(last, copy.deepcopy(neutral))
-  return out
-
-
-def flatten(d, prefix=""):
-  """{'a': {'b': 1}} -> {'a.b': 1}: a config dict as dotted fields."""
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
 
 
 def config_to_dict(config) -> dict:
@@ -227,15 +136,6 @@ def never_trained(workdir: str) -> bool:
 _DERIVED_FROM_DATA = (AUDIT_FILE, AUGMENT_CHECK_FILE, PREFLIGHT_FILE, LR_FIND_FILE)
 
 
-def config_changes(old: dict, new: dict) -> dict:
-  """{field: (old value, new value)} for the fields whose change would change what a run computes: a field
-  added since `old` was written counts at its neutral value (FIELDS_ADDED_LATER), RESUMABLE_CHANGES never."""
-  # A run from before a field existed ran without it; both sides may predate it (a sweep of an old run).
-  old_flat, new_flat = flatten(with_fields_added_later(old)), flatten(with_fields_added_later(new))
-  return {k: (old_flat.get(k), new_flat.get(k)) for k in sorted(old_flat.keys() | new_flat.keys())
-          if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES}
-
-
 def write_or_check_config(workdir: str, config) -> None:
   """Writes config.json for a new run; for an existing run, refuses a config that would change its results,
   unless the run never trained (e.g. it stopped at a data error): that one is reconfigured."""
@@ -255,7 +155,7 @@ def write_or_check_config(workdir: str, config) -> None:
         path(workdir, name).unlink()
     old = None
   if old is not None:
-    changed = config_changes(old, new)
+    changed = config_fields.config_changes(old, new)
     if changed:
       details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
       raise ValueError(
@@ -304,7 +204,7 @@ def hparams(config_dict: dict) -> dict:
   """A config as TensorBoard HParams: dotted fields with bool, int, float or str values (tuples and lists as
   their text; empty values left out), so runs of a sweep line up by what differs between them."""
   out = {}
-  for field, value in flatten(config_dict).items():
+  for field, value in config_fields.flatten(config_dict).items():
     if isinstance(value, (list, tuple)):
       value = str(list(value))
     if isinstance(value, (bool, int, float, str)) and value != "" and not (

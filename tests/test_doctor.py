@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from cnn_val import audit, doctor, lr_range, preflight, rundir, train
+from cnn_val import audit, config_fields, doctor, lr_range, preflight, rundir, train
 from cnn_val.data import loading, scenarios
 from cnn_val.doctor import data_rules
 from cnn_val.configs import default
@@ -217,7 +217,7 @@ def test_a_run_ends_with_the_doctor_and_the_cli_rediagnoses_it(tiny_config, tmp_
     assert os.path.exists(os.path.join(workdir, name)), name
   found = rundir.read_json(workdir, rundir.LR_FIND_FILE)  # the run's own LR range test, before its first epoch
   assert len(found["lrs"]) == len(found["losses"]) and found["configured_lr"] == tiny_config.optim.learning_rate
-  assert found["config"] == rundir.swept_config(rundir.config_to_dict(tiny_config))
+  assert found["config"] == config_fields.swept_config(rundir.config_to_dict(tiny_config))
   assert "model.name" in found["config"] and "optim.learning_rate" not in found["config"]
   assert "LR range test" in rundir.read_json(workdir, rundir.TIMING_FILE)["phases"]
   diagnosis = rundir.read_json(workdir, doctor.DIAGNOSIS_FILE)

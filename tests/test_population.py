@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_val import ablate, augment, population, rundir, train, train_loop
+from cnn_val import ablate, augment, config_fields, population, rundir, train, train_loop
 from cnn_val.ablate import runner
 
 
@@ -207,7 +207,7 @@ def test_traced_augmentation_magnitudes_draw_what_constants_draw(fields, changed
     constants = jax.jit(lambda p=alone: augment.augment_batch(p, images, ids, key))()
     np.testing.assert_allclose(members[i], constants, atol=2e-5)
   assert float(jnp.abs(members[0] - members[1]).max()) > 0.1  # the magnitudes do change the draw
-  assert {f"augment.{f}" for f in augment.MAGNITUDES + ("zoom_range",)} <= set(rundir.POPULATION_FIELDS)
+  assert {f"augment.{f}" for f in augment.MAGNITUDES + ("zoom_range",)} <= set(config_fields.POPULATION_FIELDS)
 
 
 def test_arms_of_another_augmentation_magnitude_train_as_one_population_when_the_program_is_the_same(tiny_config):

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnn_val import models, optim, rundir, steps, train
+from cnn_val import config_fields, models, optim, rundir, steps, train
 from cnn_val.configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -169,24 +169,24 @@ def test_resuming_with_a_different_config_is_refused(tiny_config, tmp_path):
 
 def test_every_field_added_since_a_dated_snapshot_has_its_neutral_value():
   """A run made before a config field existed must stay resumable: each field of configs/default.py is either
-  in the snapshot of an earlier default's fields or listed in rundir.FIELDS_ADDED_LATER (with the value that
+  in the snapshot of an earlier default's fields or listed in config_fields.FIELDS_ADDED_LATER (with the value that
   reproduces what those runs trained)."""
   snapshot = os.path.join(os.path.dirname(__file__), "data", "config_fields_before_colorize.txt")
   with open(snapshot) as f:
     earlier = {line.strip() for line in f if line.strip() and not line.startswith("#")}
-  current = rundir.flatten(rundir.config_to_dict(default.get_config()))
-  missing = sorted(set(current) - earlier - set(rundir.FIELDS_ADDED_LATER))
-  assert not missing, f"add these to rundir.FIELDS_ADDED_LATER with their neutral values: {missing}"
-  for field, neutral in rundir.FIELDS_ADDED_LATER.items():
+  current = config_fields.flatten(rundir.config_to_dict(default.get_config()))
+  missing = sorted(set(current) - earlier - set(config_fields.FIELDS_ADDED_LATER))
+  assert not missing, f"add these to config_fields.FIELDS_ADDED_LATER with their neutral values: {missing}"
+  for field, neutral in config_fields.FIELDS_ADDED_LATER.items():
     # The default must compute what runs without the field computed; a field that changes nothing a run
     # computes (RESUMABLE_CHANGES: lr_range_test) may default otherwise.
-    if field not in earlier and field not in rundir.RESUMABLE_CHANGES:
+    if field not in earlier and field not in config_fields.RESUMABLE_CHANGES:
       assert current[field] == neutral or (current[field] is None and neutral is None), field
   # Two configs that both predate a field (a sweep of an old run, checked again by a second stage) agree.
   old = rundir.config_to_dict(default.get_config())
   del old["data"]["scenario"]["colorize"], old["ema_decay"]
-  assert rundir.config_changes(old, old) == {}
-  assert rundir.config_changes(old, rundir.config_to_dict(default.get_config())) == {}
+  assert config_fields.config_changes(old, old) == {}
+  assert config_fields.config_changes(old, rundir.config_to_dict(default.get_config())) == {}
 
 
 def test_batch_that_does_not_split_over_devices_is_refused(tiny_config, tmp_path):

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from cnn_val import ablate_worker, audit, rundir
+from cnn_val import ablate_worker, audit, config_fields, rundir
 from cnn_val.ablate.cluster import EXECUTORS, SlurmOptions, execute as execute_on_cluster
 from cnn_val.ablate.results import write_results
 from cnn_val.ablate.sweep import (CACHE_DIR, LOCK_FILE, RESULTS_MD, RUN_RESULT_FILE, RUN_SPEC_FILE, SWEEP_FILE,
@@ -142,7 +142,7 @@ def prepare(sweep: Sweep, out: str) -> None:
   old = rundir.read_json(out, SWEEP_FILE)
   new = sweep.to_json()
   if old is not None:
-    changed = list(rundir.config_changes(old["base"], new["base"]))  # as a run directory's resume counts them
+    changed = list(config_fields.config_changes(old["base"], new["base"]))  # as a run directory's resume counts them
     if changed:
       raise SweepError(f"{out} holds a sweep of a different base config (fields {', '.join(changed[:8])}); use a "
                        f"new --out, or the same config and overrides as before.")
@@ -264,9 +264,9 @@ def have_gpus() -> bool:
 def population_units(jobs: list[_Job], configs: dict, population: str, size: int = 0, parallel: int = 1,
                      gpus: bool | None = None) -> list[list[_Job]]:
   """The jobs as worker units: each its own (`population='never'`, or 'auto' without a GPU), or, with
-  populations, the jobs whose configs differ only in `rundir.POPULATION_FIELDS` together (seeds of one arm,
+  populations, the jobs whose configs differ only in `config_fields.POPULATION_FIELDS` together (seeds of one arm,
   arms of another learning rate, weight decay, dropout rate, class weighting or augmentation magnitude, of the
-  same program: `rundir.population_group`), at most `size` per unit (0 = no limit), and split further until
+  same program: `config_fields.population_group`), at most `size` per unit (0 = no limit), and split further until
   there are `parallel` units where there are enough runs (a population never leaves a worker idle).
   `configs`: the jobs' run configs (dicts) by workdir.
 
@@ -280,7 +280,7 @@ def population_units(jobs: list[_Job], configs: dict, population: str, size: int
     return [[job] for job in jobs]
   groups: dict[str, list[_Job]] = {}
   for job in jobs:
-    groups.setdefault(rundir.population_group(configs[job.workdir]), []).append(job)
+    groups.setdefault(config_fields.population_group(configs[job.workdir]), []).append(job)
   units = []
   for group in groups.values():
     step = size if size > 0 else len(group)

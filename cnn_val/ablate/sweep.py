@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any, Mapping, Sequence
 
-from cnn_val import rundir
+from cnn_val import config_fields, rundir
 
 SWEEP_FILE = "sweep.json"
 RUN_SPEC_FILE = "run_spec.json"  # the resolved config a worker trains
@@ -175,8 +175,8 @@ def sweep_file_arms(path: str) -> list[Arm]:
 
 def run_config(base: dict, overrides: Mapping[str, Any], seed: int) -> dict:
   """The config dict of one run: `base` with `overrides` applied and `seed` set. Every field must exist (a
-  base from before a field existed has it at its neutral value: rundir.with_fields_added_later)."""
-  config = rundir.with_fields_added_later(base)
+  base from before a field existed has it at its neutral value: config_fields.with_fields_added_later)."""
+  config = config_fields.with_fields_added_later(base)
   for field, value in {**overrides, "seed": seed}.items():
     node, parts = config, field.split(".")
     for i, part in enumerate(parts):
@@ -197,7 +197,7 @@ def check_arm(base: dict, arm: Arm, seed: int) -> None:
   """An arm's overrides name existing fields, keep their types (an int where a float is expected is fine),
   and give a config that config_check accepts: a bad arm fails before any run starts."""
   config = run_config(base, arm.overrides, seed)
-  base = rundir.with_fields_added_later(base)
+  base = config_fields.with_fields_added_later(base)
   for field, value in arm.overrides.items():
     current = base
     for part in field.split("."):
