@@ -210,7 +210,7 @@ def versus_text(versus: dict | None) -> str:
   """A sentence on a follow-up arm against the confirmed arm it extends (experiments' `vs_parent`), or ''."""
   if not versus:
     return ""
-  ci = versus["ci95"]  # experiments._versus makes one only from two seeds on, where the interval exists
+  ci = versus["ci95"]  # judging.versus makes one only from two seeds on, where the interval exists
   cost = f", at about {versus['seconds_ratio']:.1f}x its wall time a run" if versus.get("seconds_ratio") else ""
   verdict = ("the step beyond it is confirmed too" if versus["confirmed"] else
              f"below it: `{versus['arm']}` alone is the better change" if ci[1] < 0 else
