@@ -54,7 +54,7 @@ import time
 from typing import Callable, Sequence
 
 from cnn_val import ablate, rundir
-from cnn_val.doctor import judging
+from cnn_val.doctor.judging import HIGH_GAIN, VERIFY_DIR, rank, read_fixes, read_levers, state
 from cnn_val.doctor.learning_curve import arms as curve_arms_of
 from cnn_val.doctor.learning_curve import finding as curve_finding
 from cnn_val.doctor.learning_curve import read as read_curve
@@ -62,7 +62,6 @@ from cnn_val.doctor.levers import (FOLLOW_UP_LEVERS, LEVERS, ensure_lr_range_tes
                                    unbuildable)
 from cnn_val.doctor.run_view import Run
 
-VERIFY_DIR = judging.VERIFY_DIR
 BASELINE_ARM = "baseline"
 
 
@@ -196,13 +195,13 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
   base = arms.get(BASELINE_ARM)
   levers = []
-  judging.read_fixes(fixes, arms, base, reference)
-  confirmed = judging.read_levers(menu, arms, base, reference, levers, findings)
+  read_fixes(fixes, arms, base, reference)
+  confirmed = read_levers(menu, arms, base, reference, levers, findings)
   curve = read_curve(run, arms, base, seed_list) if curve_arms else None
   if curve and curve["confirmed"]:
-    findings.append(curve_finding(curve, VERIFY_DIR, judging.HIGH_GAIN))
+    findings.append(curve_finding(curve, VERIFY_DIR, HIGH_GAIN))
   tried = list({id(f): f for _, f, applied, _ in fixes if not applied}.values())
-  refuted = [f for f in tried if judging.state(f) == "refuted"]
+  refuted = [f for f in tried if state(f) == "refuted"]
 
   def extend(new_arms: list, skipped: str, starting: str):
     """Trains `new_arms` beside the sweep's arms, within what --max_runs and --budget_minutes leave: the new
@@ -228,11 +227,11 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
     if staged:
       table, error = staged
       arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
-      confirmed = judging.read_levers(menu, arms, arms.get(BASELINE_ARM), reference, levers, findings)
+      confirmed = read_levers(menu, arms, arms.get(BASELINE_ARM), reference, levers, findings)
   # Fixes confirmed on validation accuracy join the combination: two causes fixed together (the compound
   # fault's lighting and long tail) show what fixing both buys.
   fixed = [(ablate.Arm(f["verified"]["arm"], f["verified"]["overrides"]), f["cause"], f["verified"]) for f in tried
-           if judging.state(f) == "confirmed" and f["verified"]["metric"] == "final_val_accuracy"]
+           if state(f) == "confirmed" and f["verified"]["metric"] == "final_val_accuracy"]
   stage2 = follow_up_arms(confirmed + fixed) if follow_up and error is None else []
   if lever_names is not None:  # --levers bounds the follow-up too: only the follow-up arms it names
     stage2 = [f for f in stage2 if f.arm.name in set(lever_names)]
@@ -243,9 +242,9 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   if staged:
     table, error = staged
     arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
-    judging.read_levers([(f.arm, f.cause) for f in stage2], arms, arms.get(BASELINE_ARM), reference, levers, findings,
+    read_levers([(f.arm, f.cause) for f in stage2], arms, arms.get(BASELINE_ARM), reference, levers, findings,
                  follow_ups={f.arm.name: f for f in stage2})
-  out = judging.rank(diagnosis, findings, levers, error, (table or {}).get("incomplete", []))
+  out = rank(diagnosis, findings, levers, error, (table or {}).get("incomplete", []))
   if curve_arms:
     out["verification"]["learning_curve"] = curve
   return out
