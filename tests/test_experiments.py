@@ -404,6 +404,13 @@ def test_follow_up_arms_of_convnet_widths_and_of_a_single_lever():
           for a, _, _, parent in experiments.follow_up_arms([(wider, "underfitting", {"delta": 0.01})])] == [
       ("wider_x2", {"model.widths": [128, 256]}, "wider")]
   assert experiments.follow_up_arms([(cosine, "lr_plateau", {"delta": 0.01})]) == []
+  # A longer training follows up only where most of its runs were still learning (runs still learning, finished).
+  longer = experiments.ablate.Arm("underfitting_longer", {"num_epochs": 20})
+  assert experiments.follow_up_arms([(longer, "underfitting", {"delta": 0.01})]) == []
+  assert experiments.follow_up_arms([(longer, "underfitting", {"delta": 0.01})], {"underfitting_longer": (1, 2)}) == []
+  assert [(a.name, dict(a.overrides), parent) for a, _, _, parent in experiments.follow_up_arms(
+      [(longer, "underfitting", {"delta": 0.01})], {"underfitting_longer": (2, 3)})] == [
+          ("longer_x2", {"num_epochs": 40}, "underfitting_longer")]
   # Deeper blocks that paid get one more conv in each block; with a wider model confirmed too, both together.
   deeper = experiments.ablate.Arm("deeper_blocks", {"model.convs_per_block": 2})
   seed_wider = experiments.ablate.Arm("wider", {"model.width_multiplier": 2.0})
@@ -415,6 +422,57 @@ def test_follow_up_arms_of_convnet_widths_and_of_a_single_lever():
        "deeper_blocks"),
       ("combined", {"model.convs_per_block": 2, "model.width_multiplier": 2.0},
        "the confirmed changes together: deeper_blocks + wider", "deeper_blocks")]  # built on the best part
+
+
+def _write_curve(workdir, config, final_accuracy, *, still_learning):
+  """A finished run of config's epochs with 6,000 validation images whose validation accuracy rises 1 point an
+  epoch to the end (`still_learning`) or has been flat at `final_accuracy` all along."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config, f)
+  rundir.write_json(workdir, rundir.AUDIT_FILE, {"num_classes": 10, "splits": {"validation": {"count": 6000}}})
+  last = int(config["num_epochs"])
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    for epoch in range(1, last + 1):
+      acc = final_accuracy - (0.01 * (last - epoch) if still_learning else 0.0)
+      row = {"step": 10 * epoch, "epoch": epoch, "lr": 1e-3, "train_loss": 0.3, "train_accuracy": acc,
+             "val_loss": 0.3, "val_accuracy": acc, "val_per_class_recall": [acc] * 10}
+      f.write(json.dumps({**row, **({"test_accuracy": acc} if epoch == last else {})}) + "\n")
+
+
+def test_a_confirmed_longer_training_still_learning_is_lengthened_again(tmp_path):
+  # A run cut short (3 epochs): its fix, twice the epochs, is confirmed. Where most of the fix's runs had stopped
+  # gaining, nothing follows; where most were still learning, the follow-up trains twice as long again
+  # (longer_x2), a finding judged against the baseline and against the fix it extends.
+  workdir = str(tmp_path)
+  config = _config()
+  _write_run(workdir, config, 0.85)
+  diagnosis = {"verdict": "problems_found", "findings": [_finding("underfitting", {"config.num_epochs": 6})]}
+  _fake_sweep(workdir, config, {"baseline": ({}, [0.850, 0.852, 0.848])})
+  out = os.path.join(workdir, experiments.VERIFY_DIR)
+  fixed = ablate.run_config(config, {"num_epochs": 6}, 0)
+  for seed, acc in zip((0, 1, 2), [0.870, 0.873, 0.868]):
+    _write_curve(ablate.run_dir(out, "underfitting", seed), {**fixed, "seed": seed}, acc, still_learning=seed == 0)
+  lines = []
+  result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", log=lines.append)
+  assert not any(line.startswith("Follow-up") for line in lines)
+  assert [f["cause"] for f in result["findings"]] == ["underfitting"] and result["findings"][0]["verified"]["confirmed"]
+  for seed, acc in zip((0, 1, 2), [0.870, 0.873, 0.868]):
+    _write_curve(ablate.run_dir(out, "underfitting", seed), {**fixed, "seed": seed}, acc, still_learning=seed < 2)
+  _fake_sweep(workdir, config, {"longer_x2": ({"num_epochs": 12}, [0.880, 0.884, 0.879])})
+  lines = []
+  result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", log=lines.append)
+  why = "the confirmed longer training, twice as long again: 2 of its 3 runs were still learning when they stopped"
+  assert f"Follow-up: longer_x2 ({why}) over 3 seeds." in lines
+  top = result["findings"][0]
+  assert top["cause"] == "underfitting" and top["evidence"]["lever"] == "longer_x2"
+  assert top["fix"]["overrides"] == {"config.num_epochs": 12} and top["evidence"]["follow_up"] == why
+  assert top["verified"]["delta"] == pytest.approx(0.031) and "the run was cut short" in top["explanation"]
+  assert top["verified"]["vs_parent"]["arm"] == "underfitting" and top["verified"]["vs_parent"]["confirmed"]
+  assert result["findings"][1]["fix"]["overrides"] == {"config.num_epochs": 6}
+  # --levers bounds it like every follow-up arm.
+  result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", levers=["combined"], log=lambda _: None)
+  assert [f["fix"]["overrides"] for f in result["findings"]] == [{"config.num_epochs": 6}]
 
 
 def test_levers_whose_model_would_not_fit_the_images_are_left_out_and_said_so(tmp_path):

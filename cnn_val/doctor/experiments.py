@@ -25,8 +25,9 @@ What it decides, and by which rule:
 - When every fix tried is refuted (`explore='auto'`), the menu runs as a stage of its own after them: the
   findings explained nothing that an experiment could win back, so the levers get their turn.
 - A second stage follows the menu (`follow_up_arms`, within what --max_runs and --budget_minutes leave): a
-  confirmed wider model widened once more, confirmed deeper blocks deepened once more, and all confirmed levers
-  and fixes together (an arm whose model the run's images cannot hold is left out, and the log says so); a
+  confirmed wider model widened once more, confirmed deeper blocks deepened once more, a confirmed longer training
+  (a fix that changes the epochs alone, e.g. a run cut short) twice as long again where most of its runs were still
+  learning when they stopped (`signal_rules.still_learning` on each), and all confirmed levers and fixes together (an arm whose model the run's images cannot hold is left out, and the log says so); a
   confirmed one is a finding like any lever, so the largest verified gain, single lever or combination, ranks
   first; each is also judged against the confirmed arm it builds on (`verified.vs_parent`, the paired
   difference on the same seeds, and the ratio of wall time a run), which its explanation and the report state:
@@ -61,6 +62,7 @@ from cnn_val.doctor.learning_curve import read as read_curve
 from cnn_val.doctor.levers import (FOLLOW_UP_LEVERS, LEVERS, ensure_lr_range_test, follow_up_arms, menu_arms,
                                    unbuildable)
 from cnn_val.doctor.run_view import Run
+from cnn_val.doctor.signal_rules import still_learning
 
 BASELINE_ARM = "baseline"
 
@@ -133,10 +135,11 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
     stage, when every fix tried was refuted: the findings then explain nothing), 'always', 'never'.
   reference: run directories (a glob) of a healthy reference, for the share of the loss a fix recovers.
   levers: when exploring, only these menu arms (names as menu_arms gives them, e.g. ['wider', 'cosine']), and
-    of the follow-up only the arms it names ('wider_x2', 'deeper_blocks_x2', 'combined'), to bound the cost;
+    of the follow-up only the arms it names ('wider_x2', 'deeper_blocks_x2', 'longer_x2', 'combined'), to bound the cost;
     None = everything.
   follow_up: after the menu, a second stage on what was confirmed (`follow_up_arms`: the wider model widened
-    again, the deeper blocks deepened again, the confirmed levers combined), within what --max_runs and
+    again, the deeper blocks deepened again, a longer training still learning lengthened again, the confirmed
+    levers combined), within what --max_runs and
     --budget_minutes leave.
   learning_curve: 'auto' (when an `overfitting` finding is among the findings), 'always' or 'never': the run's
     config on 1/4 and 1/2 of its training data, for the predicted gain of twice as much (learning_curve.py).
@@ -232,7 +235,9 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   # fault's lighting and long tail) show what fixing both buys.
   fixed = [(ablate.Arm(f["verified"]["arm"], f["verified"]["overrides"]), f["cause"], f["verified"]) for f in tried
            if state(f) == "confirmed" and f["verified"]["metric"] == "final_val_accuracy"]
-  stage2 = follow_up_arms(confirmed + fixed) if follow_up and error is None else []
+  stage2 = (follow_up_arms(confirmed + fixed, {arm.name: _still_learning(out, arm.name, seed_list)
+                                                for arm, _, _ in confirmed + fixed})
+            if follow_up and error is None else [])
   if lever_names is not None:  # --levers bounds the follow-up too: only the follow-up arms it names
     stage2 = [f for f in stage2 if f.arm.name in set(lever_names)]
   stage2 = [f for f in stage2 if _buildable(run, f.arm, log)]
@@ -263,6 +268,13 @@ def _menu(run: Run, fixes, levers: Sequence[str] | None, log) -> list[tuple[abla
       log(f"Levers that do not apply to this run (or are a fix already): {', '.join(absent)}.")
     menu = [(a, cause) for a, cause in menu if a.name in set(levers)]
   return [(a, cause) for a, cause in menu if _buildable(run, a, log)]  # only what was asked for is judged
+
+
+def _still_learning(out: str, arm: str, seeds: Sequence[int]) -> tuple[int, int]:
+  """(runs still learning when they stopped, by the single-run rule; runs finished) of one arm of the sweep."""
+  dirs = [ablate.run_dir(out, arm, seed) for seed in seeds]
+  finished = [d for d in dirs if ablate.run_status(d) == "finished"]
+  return sum(still_learning(Run(d)) is not None for d in finished), len(finished)
 
 
 def _buildable(run: Run, arm: ablate.Arm, log) -> bool:
