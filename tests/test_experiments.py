@@ -411,6 +411,10 @@ def test_follow_up_arms_of_convnet_widths_and_of_a_single_lever():
   assert [(a.name, dict(a.overrides), parent) for a, _, _, parent in experiments.follow_up_arms(
       [(longer, "underfitting", {"delta": 0.01})], {"underfitting_longer": (2, 3)})] == [
           ("longer_x2", {"num_epochs": 40}, "underfitting_longer")]
+  finding = {"evidence": {}, "explanation": "Twice as long again won."}
+  experiments._say_if_still_learning(finding, 2, 3)
+  assert finding["evidence"]["runs_still_learning"] == [2, 3] and finding["explanation"].endswith(
+      "2 of its 3 runs were still learning when they stopped: longer still may gain more.")
   # Deeper blocks that paid get one more conv in each block; with a wider model confirmed too, both together.
   deeper = experiments.ablate.Arm("deeper_blocks", {"model.convs_per_block": 2})
   seed_wider = experiments.ablate.Arm("wider", {"model.width_multiplier": 2.0})
@@ -470,6 +474,8 @@ def test_a_confirmed_longer_training_still_learning_is_lengthened_again(tmp_path
   assert top["verified"]["delta"] == pytest.approx(0.031) and "the run was cut short" in top["explanation"]
   assert top["verified"]["vs_parent"]["arm"] == "underfitting" and top["verified"]["vs_parent"]["confirmed"]
   assert result["findings"][1]["fix"]["overrides"] == {"config.num_epochs": 6}
+  # The fake longer_x2 runs (no validation split size, a flat loss: no evidence of learning) say this was enough.
+  assert top["evidence"]["runs_still_learning"] == [0, 3] and "Its runs had stopped gaining" in top["explanation"]
   # --levers bounds it like every follow-up arm.
   result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", levers=["combined"], log=lambda _: None)
   assert [f["fix"]["overrides"] for f in result["findings"]] == [{"config.num_epochs": 6}]

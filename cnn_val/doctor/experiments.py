@@ -249,6 +249,9 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
     arms = {a["arm"]: a for a in (table or {}).get("arms", [])}
     read_levers([(f.arm, f.cause) for f in stage2], arms, arms.get(BASELINE_ARM), reference, levers, findings,
                  follow_ups={f.arm.name: f for f in stage2})
+    for finding in findings:  # whether twice as long again was itself enough
+      if finding.get("source") == "experiment" and finding["evidence"].get("lever") == "longer_x2":
+        _say_if_still_learning(finding, *_still_learning(out, "longer_x2", seed_list))
   out = rank(diagnosis, findings, levers, error, (table or {}).get("incomplete", []))
   if curve_arms:
     out["verification"]["learning_curve"] = curve
@@ -275,6 +278,16 @@ def _still_learning(out: str, arm: str, seeds: Sequence[int]) -> tuple[int, int]
   dirs = [ablate.run_dir(out, arm, seed) for seed in seeds]
   finished = [d for d in dirs if ablate.run_status(d) == "finished"]
   return sum(still_learning(Run(d)) is not None for d in finished), len(finished)
+
+
+def _say_if_still_learning(finding: dict, learning: int, finished: int) -> None:
+  """Adds to a confirmed longer_x2 finding whether its own runs were still learning when they stopped."""
+  finding["evidence"]["runs_still_learning"] = [learning, finished]
+  finding["explanation"] += (
+      f" {learning} of its {finished} runs were still learning when they stopped: longer still may gain more."
+      if 2 * learning > finished else
+      f" Its runs had stopped gaining by their last evaluation ({learning} of {finished} still learning): about "
+      f"this many epochs is what the recipe needs.")
 
 
 def _buildable(run: Run, arm: ablate.Arm, log) -> bool:
