@@ -423,6 +423,67 @@ def test_an_underfitting_model_whose_loss_still_falls_is_offered_more_epochs_and
   assert finding["fix"]["overrides"] == {"config.num_epochs": 50}  # the first option, before any experiment
 
 
+@pytest.mark.parametrize("weight_decay,mode,top", [
+    (5.0, "decoupled", "underfitting"),  # 5e-3 of the 7.8e-3 ratio can be the decay's: no rate too high
+    (1e-2, "decoupled", "lr_too_high"),  # AdamW's usual decay: 1e-5 of it, the steps are the rate's
+    (0.0, "decoupled", "lr_too_high"),
+    (1e-2, "l2", "lr_too_high"),  # L2 decay goes through Adam's scaling: no bound to take off (but see below)
+])
+def test_a_strong_decoupled_weight_decay_is_not_read_as_a_rate_too_high(tmp_path, weight_decay, mode, top):
+  """Fashion-MNIST's recipe at AdamW weight decay 5 read an early ratio of 7.8e-3 and `lr_too_high` (high): each
+  step's decay, -lr * wd * w, is up to lr * wd = 5e-3 of the weights by itself. Without it the ratio's lower bound
+  is inside the healthy band, and the loss that did not fall is underfitting, weaker regularisation first."""
+  rows = _rows(update_ratio=7.8e-3, train_loss=(0.9, 0.63), train_acc=(0.7, 0.76), val_acc=(0.7, 0.765))
+  for row in rows:
+    row["update_ratio"] = 7.8e-3
+  result = _run(tmp_path, rows, optim__weight_decay=weight_decay, optim__weight_decay_mode=mode)
+  assert _top(result) == top
+  if top == "underfitting":
+    finding = result["findings"][0]
+    assert [o["name"] for o in finding["fix"]["options"]] == ["weaker_regularization", "wider"]
+    assert finding["fix"]["overrides"] == {"config.optim.weight_decay": 0.5}
+    assert finding["fix"]["summary"].startswith("Weaken the regularisation (weight decay 5 -> 0.5); or use a wider")
+    assert "weight decay 5 (decoupled, up to 64% of each early step)" in finding["explanation"]
+  elif weight_decay:
+    finding = result["findings"][0]
+    assert finding["evidence"].get("decoupled_weight_decay_share_bound") == (1e-5 if mode == "decoupled" else None)
+  # An L2 decay shrinks the weights through the gradient, which raises the ratio too: the rate is still suspected,
+  # and the model that cannot fit is underfitting beside it, weakening the decay among its options (last: how much
+  # of the ratio is the decay's is not known).
+  if mode == "l2":
+    finding = next(f for f in result["findings"] if f["cause"] == "underfitting")
+    assert [o["name"] for o in finding["fix"]["options"]] == ["wider", "weaker_regularization"]
+    assert finding["fix"]["summary"] == "Use a wider model. Or weaken the regularisation (weight decay 0.01 -> 0.001)."
+
+
+def test_regularisation_beyond_the_seeds_recipe_is_weakened_first_for_a_model_that_cannot_fit(tmp_path):
+  rows = _rows(train_loss=(0.9, 0.62), train_acc=(0.7, 0.78), val_acc=(0.71, 0.785))
+  finding = _run(tmp_path / "drop", rows, model__dropout_rate=0.9, model__block_dropout_rate=0.5)["findings"][0]
+  assert finding["cause"] == "underfitting" and finding["fix"]["options"][0] == {
+      "name": "weaker_regularization",
+      "overrides": {"config.model.dropout_rate": 0.5, "config.model.block_dropout_rate": 0.25}}
+  assert "dropout before the head 0.9, dropout after each block 0.5" in finding["explanation"]
+  # The seed's own dropout (0.5 before the head) is its recipe, not regularisation to weaken.
+  finding = _run(tmp_path / "seed", rows)["findings"][0]
+  assert [o["name"] for o in finding["fix"].get("options", [])] == [] and "regularis" not in finding["explanation"]
+  assert signal_rules.weaker_regularization(signal_rules.Run(str(tmp_path / "seed"))) == ({}, "", "", False)
+  # A decoupled weight decay that makes under a tenth of the early steps (AdamW's usual sizes) is tried last.
+  finding = _run(tmp_path / "light", rows, optim__weight_decay=1e-4)["findings"][0]
+  assert [o["name"] for o in finding["fix"]["options"]] == ["wider", "weaker_regularization"]
+  assert "weight decay 0.0001 (decoupled, under 1% of each early step), whose weakening --verify tries too" in (
+      finding["explanation"])
+
+
+def test_material_regularisation_stays_first_beside_a_run_still_learning(tmp_path):
+  rows = _rows(train_loss=(0.9, 0.62), train_acc=(0.7, 0.78), val_acc_curve=[
+      0.70, 0.72, 0.74, 0.75, 0.76, 0.77, 0.775, 0.78, 0.79, 0.80])
+  finding = _run(tmp_path, rows, num_epochs=10, model__dropout_rate=0.9)["findings"][0]
+  assert "still_learning" in finding["evidence"] and finding["severity"] == "high"
+  assert [o["name"] for o in finding["fix"]["options"]] == ["weaker_regularization", "longer", "wider"]
+  assert finding["fix"]["summary"] == ("Weaken the regularisation (dropout before the head 0.9 -> 0.5); or use a "
+                                       "wider model. Or train longer (twice the epochs).")
+
+
 def test_an_underfitting_resnet_is_offered_its_own_stages_wider_not_a_plain_convnet(tmp_path):
   rows = _rows(train_loss=(0.9, 0.62), train_acc=(0.7, 0.78), val_acc=(0.71, 0.785))
   finding = _run(tmp_path, rows, model__name="ResNet", model__widths=(16, 32, 64))["findings"][0]

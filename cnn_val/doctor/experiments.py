@@ -27,7 +27,8 @@ What it decides, and by which rule:
 - A second stage follows the menu (`follow_up_arms`, within what --max_runs and --budget_minutes leave): a
   confirmed wider model widened once more, confirmed deeper blocks deepened once more, a confirmed longer training
   (a fix that changes the epochs alone, e.g. a run cut short) twice as long again where most of its runs were still
-  learning when they stopped (`signal_rules.still_learning` on each), and all confirmed levers and fixes together (an arm whose model the run's images cannot hold is left out, and the log says so); a
+  learning when they stopped (`signal_rules.still_learning` on each), and all confirmed levers and fixes
+  together (an arm whose model the run's images cannot hold is left out, and the log says so); a
   confirmed one is a finding like any lever, so the largest verified gain, single lever or combination, ranks
   first; each is also judged against the confirmed arm it builds on (`verified.vs_parent`, the paired
   difference on the same seeds, and the ratio of wall time a run), which its explanation and the report state:
@@ -135,8 +136,8 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
     stage, when every fix tried was refuted: the findings then explain nothing), 'always', 'never'.
   reference: run directories (a glob) of a healthy reference, for the share of the loss a fix recovers.
   levers: when exploring, only these menu arms (names as menu_arms gives them, e.g. ['wider', 'cosine']), and
-    of the follow-up only the arms it names ('wider_x2', 'deeper_blocks_x2', 'longer_x2', 'combined'), to bound the cost;
-    None = everything.
+    of the follow-up only the arms it names ('wider_x2', 'deeper_blocks_x2', 'longer_x2', 'combined'), to bound
+    the cost; None = everything.
   follow_up: after the menu, a second stage on what was confirmed (`follow_up_arms`: the wider model widened
     again, the deeper blocks deepened again, a longer training still learning lengthened again, the confirmed
     levers combined), within what --max_runs and
@@ -286,8 +287,8 @@ def _say_if_still_learning(finding: dict, learning: int, finished: int) -> None:
   finding["explanation"] += (
       f" {learning} of its {finished} runs were still learning when they stopped: longer still may gain more."
       if 2 * learning > finished else
-      f" Its runs had stopped gaining by their last evaluation ({learning} of {finished} still learning): about "
-      f"this many epochs is what the recipe needs.")
+      f" Its runs were not clearly still learning by their last evaluation ({learning} of {finished} by the "
+      f"single-run rule): more epochs than this are unlikely to add much.")
 
 
 def _buildable(run: Run, arm: ablate.Arm, log) -> bool:

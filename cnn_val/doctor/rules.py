@@ -199,12 +199,15 @@ def still_learning(run: Run, findings: list[dict]) -> list[dict]:
   existing["confidence"] = max(existing["confidence"], confidence)
   own = _named_options(run, existing["fix"])
   summary = existing["fix"]["summary"]
+  said_longer = any(name == "longer" for name, _ in own)
+  lead = [o for o in own[:1] if o[0] == "weaker_regularization"]  # material regularisation (capacity_fix) stays first
   if severity == "high":  # strong evidence: training longer is the recommendation, the finding's own remedies next
-    merged = options + own
-    summary = summary if own and own[0][0] == "longer" else fix + " " + summary
+    merged = lead + options + own[len(lead):]
+    summary = (summary if said_longer else f"{summary} Or {fix[0].lower()}{fix[1:]}" if lead else
+               fix + " " + summary)
   else:  # weak: the finding's recommendation stands, and --verify trains training longer beside it
     merged = own + options
-    summary = summary if any(name == "longer" for name, _ in own) else summary + " " + fix
+    summary = summary if said_longer else summary + " " + fix
   seen = set()
   merged = [(name, o) for name, o in merged if not (name in seen or seen.add(name))]
   if "smaller_batch" in dict(merged) and "smaller batches" not in summary:
@@ -228,7 +231,8 @@ def _rate_by_test_alone(finding: dict) -> bool:
   """An `lr_too_low` finding from the run's LR range test alone, in a run whose early steps moved the weights at a
   third or more of a good rate's (CAPACITY_RATIO): the sweep's reach may then be a small model's tolerance of high
   rates rather than a slow rate."""
-  ratio = finding["evidence"].get("update_to_param_ratio_early")
+  evidence = finding["evidence"]  # the ratio less what a decoupled weight decay alone makes, where it has one
+  ratio = evidence.get("update_ratio_less_decay", evidence.get("update_to_param_ratio_early"))
   return (finding["cause"] == "lr_too_low" and finding["evidence"].get("fired_on") == ["lr_range_test"]
           and ratio is not None and ratio >= CAPACITY_RATIO)
 

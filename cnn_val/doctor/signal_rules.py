@@ -16,6 +16,8 @@ from cnn_val import augment as augment_lib
 from cnn_val.doctor.finding import confidence as _confidence
 from cnn_val.doctor.finding import finding as _finding
 from cnn_val.doctor.generalisation_rules import NOISE_GAP, OVERFIT_GAP, noise_peak
+from cnn_val.doctor.regularisation import (decay_ratio_bound, gradient_ratio, l2_decay_blurs_ratio,
+                                           weaker_regularization)
 from cnn_val.doctor.run_view import RATIO_WINDOW_STEPS, Run
 
 # Optimisation. The update/parameter ratio is ||step|| / ||weights||, averaged over the first
@@ -143,7 +145,7 @@ def short_ratio_contradicted(run: Run) -> bool:
   the sweep's loss bottomed out (every run without a rate fault sits at 1/2 of it or below, the lr_too_high fault
   at 1/1.3 to 1.2x; sklearn's digits in 50 and 120 steps at 1/29 to 1/43, the 5,000 digits in batches of 512, 150
   steps, at 1/62). Neither lr_too_high nor underfitting then reads the rate into that ratio."""
-  ratio, at_min = run.early_update_ratio, (run.lr_find or {}).get("lr_at_min_loss")
+  ratio, at_min = gradient_ratio(run), (run.lr_find or {}).get("lr_at_min_loss")
   lr = run.get("optim.learning_rate")
   return (ratio is not None and ratio > UPDATE_RATIO_HIGH and run.ratio_steps < RATIO_WINDOW_STEPS
           and bool(at_min) and isinstance(lr, (int, float)) and lr <= at_min / 3)
@@ -155,11 +157,11 @@ def rule_lr_too_high(run: Run):
   ratio = run.early_update_ratio
   lr = run.get("optim.learning_rate", 0)
   finder, at_min = ((run.lr_find or {}).get(k) for k in ("suggestion", "lr_at_min_loss"))
-  high_ratio = ratio is not None and ratio > UPDATE_RATIO_HIGH
+  high_ratio = ratio is not None and gradient_ratio(run) > UPDATE_RATIO_HIGH  # not a strong decay's share of it
   high_vs_finder = bool(finder) and lr > 10 * finder and (not at_min or lr > at_min / LR_TEST_NEAR_MIN)
   if not (high_ratio or high_vs_finder):
     return None
-  confidence = _confidence(ratio, UPDATE_RATIO_HIGH, log=True) if high_ratio else 0.6
+  confidence = _confidence(gradient_ratio(run), UPDATE_RATIO_HIGH, log=True) if high_ratio else 0.6
   new_lr, how = _lr_fix(run, 0.1)
   # The ratio's threshold was measured on the seed models. BatchNorm networks (and their larger fan-ins) run
   # higher ratios at a healthy rate (fashion_mnist_bn.py, 94% test: just above it), so there the ratio alone is
@@ -177,7 +179,8 @@ def rule_lr_too_high(run: Run):
       "lr_too_high", "high" if high_ratio and not weak and not short else "medium", confidence,
       {"update_to_param_ratio_early": ratio, "threshold": UPDATE_RATIO_HIGH, "learning_rate": lr,
        "lr_find_suggestion": finder, "train_loss_final": run.last["train_loss"],
-       "ratio_window_steps": run.ratio_steps},
+       "ratio_window_steps": run.ratio_steps,
+       **({"decoupled_weight_decay_share_bound": decay_ratio_bound(run)} if decay_ratio_bound(run) else {})},
       (f"Early in training each step changed the weights by {ratio:.2g} of their norm on average (healthy "
        f"training here: about 3e-3; above {UPDATE_RATIO_HIGH:g} the optimiser overshoots)" if high_ratio else
        f"The learning rate {lr:g} is more than 10x the LR range test's suggestion {finder:.2g}")
@@ -225,6 +228,7 @@ def rule_lr_too_low(run: Run):
       "lr_too_low", "high" if still else "medium", confidence,
       {"fired_on": [name for name, on in (("update_ratio", by_ratio), ("lr_range_test", by_test)) if on],
        "update_to_param_ratio_early": ratio, "threshold": UPDATE_RATIO_LOW, "learning_rate": lr,
+       **({"update_ratio_less_decay": gradient_ratio(run)} if ratio is not None and decay_ratio_bound(run) else {}),
        "lr_find_loss_minimum_at": at_min, "lr_find_minimum_over_rate": below,
        "lr_find_threshold": threshold, "train_loss_fall_last_third": run.train_loss_fall,
        "train_accuracy": run.train_acc},
@@ -261,16 +265,28 @@ def capacity_fix(run: Run) -> tuple[list[tuple[str, dict]], str, str]:
                        "config.model.hidden_units": 128})
   milder = (_milder_augmentation(run) if run.last.get("train_eval_loss") is not None and run.augmentation_on()
             else {})
+  weaker, has, changes, material = weaker_regularization(run)
+  option = [("weaker_regularization", weaker)] if weaker else []
+  first, after = (option, []) if material else ([], option)
+  # What to do: weakening the regularisation first where it is material (else last), then the rest.
+  do = lambda rest: (f"Weaken the regularisation ({changes}); or {rest[0].lower()}{rest[1:]}" if first else
+                     rest + (f" Or weaken the regularisation ({changes})." if after else ""))
+  held = (f" The run regularises beyond the seed's recipe ({has}): a model that cannot fit its training data may "
+          f"be held back by it, and weakening it is the first thing to try." if first else
+          f" The run also has {has}, whose weakening --verify tries too." if after else "")
   if milder:  # the clean training images are not fitted while the augmented ones are trained on
-    return ([("milder_augmentation", milder), wider],
-            "Narrow the augmentation to what the model can fit (the `characters` preset's strength: rotation 10°, "
-            "shifts and zoom 0.1, no flips), or widen the model.",
+    return (first + [("milder_augmentation", milder), wider] + after,
+            do("Narrow the augmentation to what the model can fit (the `characters` preset's strength: rotation "
+               "10°, shifts and zoom 0.1, no flips), or widen the model."),
             "With augmentation this strong the model spends its capacity on transformed images and fits neither "
-            "them nor the originals.")
+            "them nor the originals." + held)
   if run.train_loss_fall > TOO_SHORT:
-    return ([("longer", {"config.num_epochs": 2 * run.get("num_epochs", len(run.rows))}), wider],
-            "Train longer, or use a wider model.", "The loss was still falling: training may be too short.")
-  return [wider], "Use a wider model.", "The loss has levelled off: the model is too small for the task."
+    return (first + [("longer", {"config.num_epochs": 2 * int(run.get("num_epochs") or run.last["epoch"])}), wider]
+            + after,
+            do("Train longer, or use a wider model."), "The loss was still falling: training may be too short." + held)
+  return (first + [wider] + after, do("Use a wider model."),
+          ("The loss has levelled off." if first else "The loss has levelled off: the model is too small for the task.")
+          + held)
 
 
 def rule_underfitting(run: Run):
@@ -293,7 +309,8 @@ def rule_underfitting(run: Run):
     if at["val_accuracy"] - at["train_eval_accuracy"] > threshold:
       return None
   ratio = run.early_update_ratio
-  if (ratio is not None and not UPDATE_RATIO_LOW <= ratio <= UPDATE_RATIO_HIGH
+  if (ratio is not None and (ratio < UPDATE_RATIO_LOW or (gradient_ratio(run) > UPDATE_RATIO_HIGH
+                                                           and not l2_decay_blurs_ratio(run)))
       and not short_ratio_contradicted(run)):
     return None  # the learning rate explains it
   slow = [c["name"] for c in (run.preflight or {}).get("checks", [])

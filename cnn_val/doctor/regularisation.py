@@ -1,0 +1,75 @@
+"""Regularisation in the doctor's signal rules: how much of the early update ratio decoupled weight decay alone can
+make (so that a strong decay is not read as a rate too high), and the regularisation a run adds beyond the seed's
+recipe, which an underfitting model's fix weakens (README, "Regularisation too strong")."""
+
+from __future__ import annotations
+
+from cnn_val.doctor.run_view import Run
+
+# The seed's dropout before the head (its example 3, SeedCNNDropout): more than this, like any weight decay or dropout
+# after each block, is regularisation beyond the seed's recipe, which an underfitting model first loses
+# (`weaker_regularization`; README, "Regularisation too strong").
+SEED_DROPOUT = 0.5
+# ... first among the options where it is material: dropout beyond the seed's, or a decoupled weight decay that can
+# make this share of the early step's size or more (Fashion-MNIST's recipe at weight decay 1: up to 24%, -5.4 points;
+# at AdamW's usual 1e-2: 0.3%); a smaller or L2 decay is tried after the other options.
+DECAY_SHARE_FIRST = 0.1
+
+
+def decay_ratio_bound(run: Run) -> float:
+  """How much of the update/parameter ratio decoupled weight decay alone can make: it adds -lr * weight_decay * w
+  (kernels only) to every step, so at most lr * weight_decay of ||step|| / ||weights|| (the peak rate: no step's is
+  higher). 0 for L2 decay, which goes through the optimizer's own scaling with the gradient (Adam's normalisation,
+  SGD's momentum): no bound is taken off there. Fashion-MNIST's recipe at decoupled weight decay 5 read a ratio of
+  7.8e-3, up to 5e-3 of it the decay's (README, "Regularisation too strong")."""
+  wd, lr = run.get("optim.weight_decay") or 0.0, run.get("optim.learning_rate") or 0.0
+  if run.get("optim.weight_decay_mode", "decoupled") != "decoupled" or not all(
+      isinstance(v, (int, float)) for v in (wd, lr)):
+    return 0.0
+  return float(lr) * float(wd)
+
+
+def gradient_ratio(run: Run) -> float | None:
+  """The early update ratio less what decoupled weight decay can make of it (decay_ratio_bound): the least the
+  optimizer's own steps moved the weights by. A rate too high is read on this; one too low on the ratio itself."""
+  ratio = run.early_update_ratio
+  return None if ratio is None else max(0.0, ratio - decay_ratio_bound(run))
+
+
+def weaker_regularization(run: Run) -> tuple[dict, str, str, bool]:
+  """Overrides that weaken the regularisation a run adds beyond the seed's recipe (any weight decay: a tenth of it;
+  dropout before the head above the seed's SEED_DROPOUT: back to it; dropout after each block: halved), what the run
+  has, what they change, and whether it is material enough to try first (DECAY_SHARE_FIRST); ({}, '', '', False)
+  where it has none."""
+  out, has, changes, first = {}, [], [], False
+
+  def weaken(field, what, old, new, note=""):
+    out[f"config.{field}"] = new
+    has.append(f"{what} {old:g}{note}")
+    changes.append(f"{what} {old:g} -> {new:g}")
+
+  wd = run.get("optim.weight_decay") or 0.0
+  if isinstance(wd, (int, float)) and wd > 0:
+    bound, ratio = decay_ratio_bound(run), run.early_update_ratio
+    share = min(1.0, bound / ratio) if bound and ratio else None
+    first = share is not None and share >= DECAY_SHARE_FIRST
+    said = "" if share is None else f", {'under 1%' if share < 0.01 else f'up to {share:.0%}'} of each early step"
+    weaken("optim.weight_decay", "weight decay", wd, wd / 10,
+           f" ({run.get('optim.weight_decay_mode', 'decoupled')}{said})")
+  model = run.get("model.name")
+  rate, block = run.get("model.dropout_rate") or 0.0, run.get("model.block_dropout_rate") or 0.0
+  if model in ("SeedCNNDropout", "ConvNet") and isinstance(rate, (int, float)) and rate > SEED_DROPOUT:
+    weaken("model.dropout_rate", "dropout before the head", rate, SEED_DROPOUT)
+    first = True
+  if model in ("SeedCNN", "SeedCNNDropout", "ConvNet") and isinstance(block, (int, float)) and block > 0:
+    weaken("model.block_dropout_rate", "dropout after each block", block, round(block / 2, 4))
+    first = True
+  return out, ", ".join(has), ", ".join(changes), first
+
+
+def l2_decay_blurs_ratio(run: Run) -> bool:
+  """L2 weight decay shrinks the weights through the gradient, which raises the update ratio with no bound to take
+  off (decay_ratio_bound): a ratio above UPDATE_RATIO_HIGH then does not stop the underfitting rule, whose options
+  weaken the decay (Adam at 1e-3 with L2 0.01 on Fashion-MNIST's recipe: 5.1e-3, -5.4 points, like AdamW at 1)."""
+  wd = run.get("optim.weight_decay") or 0.0
+  return run.get("optim.weight_decay_mode") == "l2" and isinstance(wd, (int, float)) and wd > 0
