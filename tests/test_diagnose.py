@@ -443,7 +443,7 @@ def test_a_strong_decoupled_weight_decay_is_not_read_as_a_rate_too_high(tmp_path
     assert [o["name"] for o in finding["fix"]["options"]] == ["weaker_regularization", "wider"]
     assert finding["fix"]["overrides"] == {"config.optim.weight_decay": 0.5}
     assert finding["fix"]["summary"].startswith("Weaken the regularisation (weight decay 5 -> 0.5); or use a wider")
-    assert "weight decay 5 (decoupled, up to 64% of each early step)" in finding["explanation"]
+    assert "recipe (weight decay 5, decoupled, up to 64% of each early step): a model" in finding["explanation"]
   elif weight_decay:
     finding = result["findings"][0]
     assert finding["evidence"].get("decoupled_weight_decay_share_bound") == (1e-5 if mode == "decoupled" else None)
@@ -462,7 +462,7 @@ def test_regularisation_beyond_the_seeds_recipe_is_weakened_first_for_a_model_th
   assert finding["cause"] == "underfitting" and finding["fix"]["options"][0] == {
       "name": "weaker_regularization",
       "overrides": {"config.model.dropout_rate": 0.5, "config.model.block_dropout_rate": 0.25}}
-  assert "dropout before the head 0.9, dropout after each block 0.5" in finding["explanation"]
+  assert "(dropout before the head 0.9; dropout after each block 0.5)" in finding["explanation"]
   # The seed's own dropout (0.5 before the head) is its recipe, not regularisation to weaken.
   finding = _run(tmp_path / "seed", rows)["findings"][0]
   assert [o["name"] for o in finding["fix"].get("options", [])] == [] and "regularis" not in finding["explanation"]
@@ -470,7 +470,7 @@ def test_regularisation_beyond_the_seeds_recipe_is_weakened_first_for_a_model_th
   # A decoupled weight decay that makes under a tenth of the early steps (AdamW's usual sizes) is tried last.
   finding = _run(tmp_path / "light", rows, optim__weight_decay=1e-4)["findings"][0]
   assert [o["name"] for o in finding["fix"]["options"]] == ["wider", "weaker_regularization"]
-  assert "weight decay 0.0001 (decoupled, under 1% of each early step), whose weakening --verify tries too" in (
+  assert "has weight decay 0.0001, decoupled, under 1% of each early step, whose weakening --verify tries too" in (
       finding["explanation"])
 
 

@@ -54,8 +54,8 @@ def weaker_regularization(run: Run) -> tuple[dict, str, str, bool]:
     share = min(1.0, bound / ratio) if bound and ratio else None
     first = share is not None and share >= DECAY_SHARE_FIRST
     said = "" if share is None else f", {'under 1%' if share < 0.01 else f'up to {share:.0%}'} of each early step"
-    weaken("optim.weight_decay", "weight decay", wd, wd / 10,
-           f" ({run.get('optim.weight_decay_mode', 'decoupled')}{said})")
+    mode = run.get("optim.weight_decay_mode", "decoupled")
+    weaken("optim.weight_decay", "weight decay", wd, wd / 10, f", {mode}{said}")
   model = run.get("model.name")
   rate, block = run.get("model.dropout_rate") or 0.0, run.get("model.block_dropout_rate") or 0.0
   if model in ("SeedCNNDropout", "ConvNet") and isinstance(rate, (int, float)) and rate > SEED_DROPOUT:
@@ -64,7 +64,7 @@ def weaker_regularization(run: Run) -> tuple[dict, str, str, bool]:
   if model in ("SeedCNN", "SeedCNNDropout", "ConvNet") and isinstance(block, (int, float)) and block > 0:
     weaken("model.block_dropout_rate", "dropout after each block", block, round(block / 2, 4))
     first = True
-  return out, ", ".join(has), ", ".join(changes), first
+  return out, "; ".join(has), ", ".join(changes), first
 
 
 def l2_decay_blurs_ratio(run: Run) -> bool:
