@@ -140,8 +140,7 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
     the cost; None = everything.
   follow_up: after the menu, a second stage on what was confirmed (`follow_up_arms`: the wider model widened
     again, the deeper blocks deepened again, a longer training still learning lengthened again, the confirmed
-    levers combined), within what --max_runs and
-    --budget_minutes leave.
+    levers combined), within what --max_runs and --budget_minutes leave.
   learning_curve: 'auto' (when an `overfitting` finding is among the findings), 'always' or 'never': the run's
     config on 1/4 and 1/2 of its training data, for the predicted gain of twice as much (learning_curve.py).
   parallel, population: the ablation engine's workers, and whether an arm's seeds (and arms that differ only in

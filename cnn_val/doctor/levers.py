@@ -1,9 +1,8 @@
 """The doctor's lever menu: the seed's levers, each one change to the run's own model and recipe, with the
 cause each tests (`menu_arms`); the second stage on what was confirmed (`follow_up_arms`: the wider model
 widened again, deeper blocks deepened again, a longer training still learning lengthened again, the confirmed
-changes together); which arms the run's images can
-build (`unbuildable`); and a confirmed lever as a finding (`lever_finding`). experiments.verify trains and
-judges them."""
+changes together); which arms the run's images can build (`unbuildable`); and a confirmed lever as a finding
+(`lever_finding`). experiments.verify trains and judges them."""
 
 from __future__ import annotations
 
