@@ -1,6 +1,8 @@
 """The seed's three examples, field by field as the article wrote them (../shared/seed/, read when present),
-and the Keras initialisers they use."""
+and the Keras initialisers they use; and every public fault config loads and validates."""
 
+import glob
+import importlib
 import os
 import re
 
@@ -8,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnn_val import augment, models, optim
+from cnn_val import augment, config_check, models, optim
 from cnn_val.configs import seed_ex1, seed_ex2, seed_ex3
 
 ARTICLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared",
@@ -79,3 +81,12 @@ def test_keras_initialisers_keep_shapes_and_give_glorot_uniform_kernels():
   assert not np.asarray(keras["Conv_1"]["bias"]).any() and not np.asarray(keras["Dense_0"]["bias"]).any()
   default = models.SeedCNNDropout(kernel_init="lecun_normal").init(jax.random.key(0), x, train=False)["params"]
   assert all(jax.tree.leaves(jax.tree.map(np.array_equal, flax_params, default)))  # lecun_normal is Flax's own
+
+
+@pytest.mark.parametrize("name", sorted(
+    os.path.basename(p)[:-3] for p in glob.glob(os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "configs", "faults", "*.py")) if not p.endswith("__init__.py")))
+def test_every_fault_config_loads_and_validates(name):
+  """Each public fault config builds a config the training run accepts (config_check.validate)."""
+  config = importlib.import_module(f"cnn_val.configs.faults.{name}").get_config()
+  config_check.validate(config)
