@@ -407,9 +407,10 @@ def test_follow_up_arms_of_convnet_widths_and_of_a_single_lever():
   # A longer training follows up only where most of its runs were still learning (runs still learning, finished).
   longer = experiments.ablate.Arm("underfitting_longer", {"num_epochs": 20})
   assert experiments.follow_up_arms([(longer, "underfitting", {"delta": 0.01})]) == []
-  assert experiments.follow_up_arms([(longer, "underfitting", {"delta": 0.01})], {"underfitting_longer": (1, 2)}) == []
+  counts = {"underfitting_longer": (1, 2)}.get
+  assert experiments.follow_up_arms([(longer, "underfitting", {"delta": 0.01})], counts) == []
   assert [(a.name, dict(a.overrides), parent) for a, _, _, parent in experiments.follow_up_arms(
-      [(longer, "underfitting", {"delta": 0.01})], {"underfitting_longer": (2, 3)})] == [
+      [(longer, "underfitting", {"delta": 0.01})], {"underfitting_longer": (2, 3)}.get)] == [
           ("longer_x2", {"num_epochs": 40}, "underfitting_longer")]
   finding = {"evidence": {}, "explanation": "Twice as long again won."}
   experiments._say_if_still_learning(finding, 2, 3)

@@ -235,8 +235,7 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   # fault's lighting and long tail) show what fixing both buys.
   fixed = [(ablate.Arm(f["verified"]["arm"], f["verified"]["overrides"]), f["cause"], f["verified"]) for f in tried
            if state(f) == "confirmed" and f["verified"]["metric"] == "final_val_accuracy"]
-  stage2 = (follow_up_arms(confirmed + fixed, {arm.name: _still_learning(out, arm.name, seed_list)
-                                                for arm, _, _ in confirmed + fixed})
+  stage2 = (follow_up_arms(confirmed + fixed, lambda arm: _still_learning(out, arm, seed_list))
             if follow_up and error is None else [])
   if lever_names is not None:  # --levers bounds the follow-up too: only the follow-up arms it names
     stage2 = [f for f in stage2 if f.arm.name in set(lever_names)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from absl import logging
 
@@ -153,18 +153,18 @@ class FollowUp(NamedTuple):
 
 
 def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]],
-                   still_learning: dict[str, tuple[int, int]] | None = None) -> list[FollowUp]:
+                   still_learning: Callable[[str], tuple[int, int] | None] | None = None) -> list[FollowUp]:
   """The second stage, more of what worked (FollowUp). A confirmed `wider` lever once more (twice its width
   again), a confirmed `deeper_blocks` once more (another conv in each block), a confirmed longer training (an arm
   that changes `num_epochs` alone) twice as long again where most of its runs were still learning when they
-  stopped (`still_learning`: arm name -> (runs still learning, runs finished), by the single-run rule), and, when
+  stopped (`still_learning(arm name)`: (runs still learning, runs finished), by the single-run rule), and, when
   two or more changes (levers, or findings' fixes) were confirmed, all of them together (the best first, skipping
   one whose fields an earlier one already sets). `parent` names the confirmed arm each extends (for `combined`,
   the best of its parts): the doctor judges the follow-up against it too, on the same seeds."""
   out = []
   for arm, _, _ in confirmed:
     if set(arm.overrides) == {"num_epochs"}:
-      learning, finished = (still_learning or {}).get(arm.name, (0, 0))
+      learning, finished = (still_learning and still_learning(arm.name)) or (0, 0)
       if 2 * learning > finished:
         out.append(FollowUp(ablate.Arm("longer_x2", {"num_epochs": 2 * int(arm.overrides["num_epochs"])}),
                             "underfitting", f"the confirmed longer training, twice as long again: {learning} of "
