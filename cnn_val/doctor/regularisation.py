@@ -16,17 +16,21 @@ SEED_DROPOUT = 0.5
 DECAY_SHARE_FIRST = 0.1
 
 
+def _number(run: Run, field: str) -> float:
+  """A numeric config field as a float; 0 where it is absent, None or not a number (a config from before it)."""
+  value = run.get(field)
+  return float(value) if isinstance(value, (int, float)) else 0.0
+
+
 def decay_ratio_bound(run: Run) -> float:
   """How much of the update/parameter ratio decoupled weight decay alone can make: it adds -lr * weight_decay * w
   (kernels only) to every step, so at most lr * weight_decay of ||step|| / ||weights|| (the peak rate: no step's is
   higher). 0 for L2 decay, which goes through the optimizer's own scaling with the gradient (Adam's normalisation,
   SGD's momentum): no bound is taken off there. Fashion-MNIST's recipe at decoupled weight decay 5 read a ratio of
   7.8e-3, up to 5e-3 of it the decay's (README, "Regularisation too strong")."""
-  wd, lr = run.get("optim.weight_decay") or 0.0, run.get("optim.learning_rate") or 0.0
-  if run.get("optim.weight_decay_mode", "decoupled") != "decoupled" or not all(
-      isinstance(v, (int, float)) for v in (wd, lr)):
+  if run.get("optim.weight_decay_mode", "decoupled") != "decoupled":
     return 0.0
-  return float(lr) * float(wd)
+  return _number(run, "optim.learning_rate") * _number(run, "optim.weight_decay")
 
 
 def gradient_ratio(run: Run) -> float | None:
@@ -48,8 +52,8 @@ def weaker_regularization(run: Run) -> tuple[dict, str, str, bool]:
     has.append(f"{what} {old:g}{note}")
     changes.append(f"{what} {old:g} -> {new:g}")
 
-  wd = run.get("optim.weight_decay") or 0.0
-  if isinstance(wd, (int, float)) and wd > 0:
+  wd = _number(run, "optim.weight_decay")
+  if wd > 0:
     bound, ratio = decay_ratio_bound(run), run.early_update_ratio
     share = min(1.0, bound / ratio) if bound and ratio else None
     first = share is not None and share >= DECAY_SHARE_FIRST
@@ -57,11 +61,11 @@ def weaker_regularization(run: Run) -> tuple[dict, str, str, bool]:
     mode = run.get("optim.weight_decay_mode", "decoupled")
     weaken("optim.weight_decay", "weight decay", wd, wd / 10, f", {mode}{said}")
   model = run.get("model.name")
-  rate, block = run.get("model.dropout_rate") or 0.0, run.get("model.block_dropout_rate") or 0.0
-  if model in ("SeedCNNDropout", "ConvNet") and isinstance(rate, (int, float)) and rate > SEED_DROPOUT:
+  rate, block = _number(run, "model.dropout_rate"), _number(run, "model.block_dropout_rate")
+  if model in ("SeedCNNDropout", "ConvNet") and rate > SEED_DROPOUT:
     weaken("model.dropout_rate", "dropout before the head", rate, SEED_DROPOUT)
     first = True
-  if model in ("SeedCNN", "SeedCNNDropout", "ConvNet") and isinstance(block, (int, float)) and block > 0:
+  if model in ("SeedCNN", "SeedCNNDropout", "ConvNet") and block > 0:
     weaken("model.block_dropout_rate", "dropout after each block", block, round(block / 2, 4))
     first = True
   return out, "; ".join(has), ", ".join(changes), first
@@ -71,5 +75,4 @@ def l2_decay_blurs_ratio(run: Run) -> bool:
   """L2 weight decay shrinks the weights through the gradient, which raises the update ratio with no bound to take
   off (decay_ratio_bound): a ratio above UPDATE_RATIO_HIGH then does not stop the underfitting rule, whose options
   weaken the decay (Adam at 1e-3 with L2 0.01 on Fashion-MNIST's recipe: 5.1e-3, -5.4 points, like AdamW at 1)."""
-  wd = run.get("optim.weight_decay") or 0.0
-  return run.get("optim.weight_decay_mode") == "l2" and isinstance(wd, (int, float)) and wd > 0
+  return run.get("optim.weight_decay_mode") == "l2" and _number(run, "optim.weight_decay") > 0

@@ -203,8 +203,10 @@ def still_learning(run: Run, findings: list[dict]) -> list[dict]:
   lead = [o for o in own[:1] if o[0] == "weaker_regularization"]  # material regularisation (capacity_fix) stays first
   if severity == "high":  # strong evidence: training longer is the recommendation, the finding's own remedies next
     merged = lead + options + own[len(lead):]
-    summary = (summary if said_longer else f"{summary} Or {fix[0].lower()}{fix[1:]}" if lead else
-               fix + " " + summary)
+    if lead and not said_longer:  # weakening the regularisation stays the first thing said, training longer next
+      summary = f"{summary} Or {fix[0].lower()}{fix[1:]}"
+    elif not said_longer:
+      summary = fix + " " + summary
   else:  # weak: the finding's recommendation stands, and --verify trains training longer beside it
     merged = own + options
     summary = summary if said_longer else summary + " " + fix

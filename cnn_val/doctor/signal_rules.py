@@ -157,11 +157,12 @@ def rule_lr_too_high(run: Run):
   ratio = run.early_update_ratio
   lr = run.get("optim.learning_rate", 0)
   finder, at_min = ((run.lr_find or {}).get(k) for k in ("suggestion", "lr_at_min_loss"))
-  high_ratio = ratio is not None and gradient_ratio(run) > UPDATE_RATIO_HIGH  # not a strong decay's share of it
+  steps, bound = gradient_ratio(run), decay_ratio_bound(run)  # the ratio less what the decay alone can make
+  high_ratio = steps is not None and steps > UPDATE_RATIO_HIGH
   high_vs_finder = bool(finder) and lr > 10 * finder and (not at_min or lr > at_min / LR_TEST_NEAR_MIN)
   if not (high_ratio or high_vs_finder):
     return None
-  confidence = _confidence(gradient_ratio(run), UPDATE_RATIO_HIGH, log=True) if high_ratio else 0.6
+  confidence = _confidence(steps, UPDATE_RATIO_HIGH, log=True) if high_ratio else 0.6
   new_lr, how = _lr_fix(run, 0.1)
   # The ratio's threshold was measured on the seed models. BatchNorm networks (and their larger fan-ins) run
   # higher ratios at a healthy rate (fashion_mnist_bn.py, 94% test: just above it), so there the ratio alone is
@@ -180,7 +181,7 @@ def rule_lr_too_high(run: Run):
       {"update_to_param_ratio_early": ratio, "threshold": UPDATE_RATIO_HIGH, "learning_rate": lr,
        "lr_find_suggestion": finder, "train_loss_final": run.last["train_loss"],
        "ratio_window_steps": run.ratio_steps,
-       **({"decoupled_weight_decay_share_bound": decay_ratio_bound(run)} if decay_ratio_bound(run) else {})},
+       **({"decoupled_weight_decay_share_bound": bound} if bound else {})},
       (f"Early in training each step changed the weights by {ratio:.2g} of their norm on average (healthy "
        f"training here: about 3e-3; above {UPDATE_RATIO_HIGH:g} the optimiser overshoots)" if high_ratio else
        f"The learning rate {lr:g} is more than 10x the LR range test's suggestion {finder:.2g}")
