@@ -482,6 +482,50 @@ def test_a_confirmed_longer_training_still_learning_is_lengthened_again(tmp_path
   assert [f["fix"]["overrides"] for f in result["findings"]] == [{"config.num_epochs": 6}]
 
 
+def test_a_confirmed_weaker_regularisation_is_weakened_again(tmp_path):
+  # An over-regularised run (AdamW weight decay 5): the underfitting finding's first option, weight decay / 10, is
+  # confirmed; the follow-up weakens it once more (weaker_x2), judged against the baseline and against that option.
+  workdir = str(tmp_path)
+  config = _config(**{"optim.weight_decay": 5.0})
+  _write_run(workdir, config, 0.76)
+  options = [("weaker_regularization", {"config.optim.weight_decay": 0.5}),
+             ("wider", {"config.model.width_multiplier": 2.0})]
+  diagnosis = {"verdict": "problems_found", "findings": [_options_finding("underfitting", options)]}
+  _fake_sweep(workdir, config, {"baseline": ({}, [0.760, 0.765, 0.758]),
+                                "underfitting_weaker_regularization": ({"optim.weight_decay": 0.5},
+                                                                       [0.880, 0.884, 0.879]),
+                                "underfitting_wider": ({"model.width_multiplier": 2.0}, [0.790, 0.792, 0.787]),
+                                "weaker_x2": ({"optim.weight_decay": 0.05}, [0.905, 0.910, 0.903])})
+  lines = []
+  result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", log=lines.append)
+  assert "Follow-up: weaker_x2 (the confirmed weaker regularisation, weaker again) over 3 seeds." in lines
+  top = result["findings"][0]
+  assert top["cause"] == "underfitting" and top["evidence"]["lever"] == "weaker_x2"
+  assert top["fix"]["overrides"] == {"config.optim.weight_decay": 0.05}
+  assert "regularises more than the model can afford" in top["explanation"]
+  assert top["verified"]["vs_parent"]["arm"] == "underfitting_weaker_regularization"
+  assert top["verified"]["vs_parent"]["confirmed"] and top["verified"]["delta"] == pytest.approx(0.145)
+  assert result["findings"][1]["fix"]["overrides"] == {"config.optim.weight_decay": 0.5}
+  # Not named by --levers: not trained.
+  result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", levers=["longer_x2"], log=lambda _: None)
+  assert [f["fix"]["overrides"] for f in result["findings"]] == [{"config.optim.weight_decay": 0.5}]
+
+
+def test_weaker_again_takes_the_same_steps_once_more():
+  from cnn_val.doctor import regularisation
+  assert regularisation.weaker_again({"optim.weight_decay": 0.1}) == {"optim.weight_decay": 0.01}
+  assert regularisation.weaker_again({"model.dropout_rate": 0.5, "model.block_dropout_rate": 0.25}) == {
+      "model.dropout_rate": 0.5, "model.block_dropout_rate": 0.125}
+  # Dropout before the head is back at the seed's already: nothing to weaken again, no follow-up.
+  assert regularisation.weaker_again({"model.dropout_rate": 0.5}) == {}
+  weaker = experiments.ablate.Arm("underfitting_weaker_regularization", {"model.dropout_rate": 0.5})
+  assert experiments.follow_up_arms([(weaker, "underfitting",
+                                      {"delta": 0.05, "option": "weaker_regularization"})]) == []
+  # Only the weaker_regularization option is weakened again: the menu's weight decay lever is not.
+  decay = experiments.ablate.Arm("weight_decay", {"optim.weight_decay": 0.01})
+  assert experiments.follow_up_arms([(decay, "overfitting", {"delta": 0.01})]) == []
+
+
 def test_levers_whose_model_would_not_fit_the_images_are_left_out_and_said_so(tmp_path):
   # The doctor's own deeper-blocks fix applied (two convs a block): SeedCNNDropout's 28x28 map now has no room
   # for the `deeper` lever's extra block, which would fail on every seed; a third conv a block still fits.

@@ -1,8 +1,8 @@
 """The doctor's lever menu: the seed's levers, each one change to the run's own model and recipe, with the
 cause each tests (`menu_arms`); the second stage on what was confirmed (`follow_up_arms`: the wider model
-widened again, deeper blocks deepened again, a longer training still learning lengthened again, the confirmed
-changes together); which arms the run's images can build (`unbuildable`); and a confirmed lever as a finding
-(`lever_finding`). experiments.verify trains and judges them."""
+widened again, deeper blocks deepened again, a longer training still learning lengthened again, a weaker
+regularisation weakened again, the confirmed changes together); which arms the run's images can build
+(`unbuildable`); and a confirmed lever as a finding (`lever_finding`). experiments.verify trains and judges them."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from absl import logging
 
 from cnn_val import ablate, rundir
 from cnn_val.doctor.finding import WEIGHT_DECAY
+from cnn_val.doctor.regularisation import weaker_again
 from cnn_val.doctor.run_view import Run
 
 MENU_WEIGHT_DECAY = WEIGHT_DECAY  # the lever menu's, the overfitting fix's: finding.WEIGHT_DECAY
@@ -24,7 +25,8 @@ LR_TEST_TIMEOUT_S = 900  # the LR range test the menu runs where a run has none 
 _AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_range": 0.0, "width_shift_range": 0.0,
                 "height_shift_range": 0.0, "shear_range": 0.0, "zoom_range": 0.0, "brightness": 0.0,
                 "contrast": 0.0, "gamma": 0.0, "hue": 0.0, "saturation": 0.0}
-FOLLOW_UP_LEVERS = ("wider_x2", "deeper_blocks_x2", "longer_x2", "combined")  # the names follow_up_arms gives
+# The names follow_up_arms gives.
+FOLLOW_UP_LEVERS = ("wider_x2", "deeper_blocks_x2", "longer_x2", "weaker_x2", "combined")
 LEVERS = ("wider", "deeper", "deeper_blocks", "batchnorm", "block_dropout", "weight_decay", "cosine",
           "lr_range_test", "augment", *(f"no_{field}" for field in _AUGMENT_OFF),  # every name menu_arms can give
           *FOLLOW_UP_LEVERS)
@@ -157,12 +159,19 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]],
   """The second stage, more of what worked (FollowUp). A confirmed `wider` lever once more (twice its width
   again), a confirmed `deeper_blocks` once more (another conv in each block), a confirmed longer training (an arm
   that changes `num_epochs` alone) twice as long again where most of its runs were still learning when they
-  stopped (`still_learning(arm name)`: (runs still learning, runs finished), by the single-run rule), and, when
+  stopped (`still_learning(arm name)`: (runs still learning, runs finished), by the single-run rule), a confirmed
+  weaker regularisation (the underfitting finding's `weaker_regularization` option) weaker again, and, when
   two or more changes (levers, or findings' fixes) were confirmed, all of them together (the best first, skipping
   one whose fields an earlier one already sets). `parent` names the confirmed arm each extends (for `combined`,
   the best of its parts): the doctor judges the follow-up against it too, on the same seeds."""
   out = []
-  for arm, _, _ in confirmed:
+  for arm, cause, verified in confirmed:
+    if verified.get("option") == "weaker_regularization":  # a finding's fix: regularisation beyond the recipe
+      again = weaker_again(arm.overrides)
+      if again:
+        out.append(FollowUp(ablate.Arm("weaker_x2", again), cause,
+                            "the confirmed weaker regularisation, weaker again", arm.name))
+      continue
     if set(arm.overrides) == {"num_epochs"}:
       learning, finished = (still_learning and still_learning(arm.name)) or (0, 0)
       if 2 * learning > finished:
@@ -211,6 +220,9 @@ _BATCHNORM_TEXT = ("the same model fits better with each conv layer's activation
 _LONGER_TEXT = ("the run was cut short; validation accuracy was still rising when it stopped, and more epochs win "
                 "it.")
 
+_WEAKER_TEXT = ("the run regularises more than the model can afford: with weaker regularisation it fits what the "
+                "data allows.")
+
 _DEEPER_BLOCKS_TEXT = ("the model is too shallow where its maps are largest: another conv before each pool adds "
                        "depth without another halving of the map (as VGG deepens).")
 
@@ -240,9 +252,9 @@ def lever_finding(arm: ablate.Arm, cause: str, verified: dict, note: str | None,
   what = (f"Changing {'these together' if len(arm.overrides) > 1 else 'one thing'}, {_describe(arm.overrides)}"
           + (f" ({note})" if note else ""))
   alone = next(iter(arm.overrides)) if len(arm.overrides) == 1 else None
-  why = {"model.batchnorm": _BATCHNORM_TEXT, "model.convs_per_block": _DEEPER_BLOCKS_TEXT,
-         "num_epochs": _LONGER_TEXT}.get(
-      alone, _CAUSE_TEXT.get(cause, "the change addresses this cause."))
+  why = _WEAKER_TEXT if arm.name == "weaker_x2" else {
+      "model.batchnorm": _BATCHNORM_TEXT, "model.convs_per_block": _DEEPER_BLOCKS_TEXT, "num_epochs": _LONGER_TEXT}.get(
+          alone, _CAUSE_TEXT.get(cause, "the change addresses this cause."))
   return {
       "cause": cause, "severity": "high" if gain >= high_gain else "medium",
       "confidence": round(min(0.95, 1 - (verified["p_value"] or 0.05)), 3),
