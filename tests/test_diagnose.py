@@ -258,6 +258,62 @@ def test_lr_too_low_from_the_update_ratio(tmp_path, ratio, fires):
     assert result["findings"][0]["fix"]["overrides"] == {"config.optim.learning_rate": 1e-4}
 
 
+def _decaying(rows, lr_at_epoch):
+  """rows with the logged rate (and the update ratio with it) at each epoch's end set by lr_at_epoch(epoch)."""
+  for row in rows:
+    row["lr"] = lr_at_epoch(row["epoch"])
+    row["update_ratio"] = 3e-3 * row["lr"] / 1e-3
+  return rows
+
+
+@pytest.mark.parametrize("decay_steps,expected", [
+    (300, "high"),     # under 1% of the peak from epoch 4 of 10: 60% of the steps
+    (400, "medium"),   # ... from epoch 6 of 10: 40% of the steps
+    (500, "medium"),   # ... from epoch 7 of 10: 30%
+    (600, None),       # ... from epoch 8: 20%, under the quarter the rule asks for
+    (5000, None)])     # the recipe's own decay: 0.70 ** 2 = 0.49x at the end
+def test_lr_too_low_from_a_schedule_that_decays_too_fast(tmp_path, decay_steps, expected):
+  """An exponential decay (1000 steps an epoch here) that takes the rate under 1% of its peak for a quarter of the run
+  or more: lr_too_low from the schedule alone, its fix a slower decay or a cosine schedule (README, "A schedule that
+  decays too fast")."""
+  rows = _decaying(_rows(), lambda epoch: 1e-3 * 0.7 ** (1000 * epoch / decay_steps))
+  result = _run(tmp_path, rows, optim__decay_steps=decay_steps, num_epochs=10)
+  finding = next((f for f in result["findings"] if f["cause"] == "lr_too_low"), None)
+  assert (finding and finding["severity"]) == expected
+  if expected:
+    assert finding["evidence"]["fired_on"] == ["schedule"]
+    share = finding["evidence"]["schedule"]["share_of_steps_under_floor"]
+    assert share == pytest.approx({300: 0.6, 400: 0.4, 500: 0.3}[decay_steps])
+    steps = math.ceil(10_000 * math.log(0.7) / math.log(0.1))  # the rate ends the run at 10% of its peak
+    assert [(o["name"], o["overrides"]) for o in finding["fix"]["options"]] == [
+        ("slower_decay", {"config.optim.decay_steps": steps}), ("cosine", {"config.optim.schedule": "cosine"})]
+    assert "decays too fast" in finding["explanation"] and f"last {share:.0%} of the run" in finding["explanation"]
+    assert result["verdict"] == ("problems_found" if expected == "high" else "healthy")
+
+
+def test_a_cosine_schedule_a_warm_up_and_a_step_schedule_are_not_a_decay_too_fast(tmp_path):
+  # A cosine to zero: under 1% only at its last evaluation. A warm-up starts under 1% of the peak: not "kept there".
+  cosine = _decaying(_rows(), lambda epoch: 1e-3 * 0.5 * (1 + math.cos(math.pi * epoch / 10)))
+  assert "lr_too_low" not in _causes(_run(tmp_path / "cosine", cosine, optim__schedule="cosine"))
+  warm = _decaying(_rows(), lambda epoch: 1e-3 * min(1.0, epoch / 3) * (1e-3 if epoch == 1 else 1.0))
+  assert "lr_too_low" not in _causes(_run(tmp_path / "warm", warm, optim__schedule="warmup_cosine"))
+  # A step schedule, 0.2x at 30%, 60% and 80% of the run (as wide ResNets train): under 1% for its last 20%.
+  steps = _decaying(_rows(), lambda epoch: 1e-3 * 0.2 ** sum(epoch > e for e in (3, 6, 8)))
+  assert "lr_too_low" not in _causes(_run(tmp_path / "steps", steps, optim__schedule="constant"))
+  # ... and one whose last step comes at 60% of the run: under 1% for its last 40%.
+  early = _decaying(_rows(), lambda epoch: 1e-3 * 0.2 ** sum(epoch > e for e in (2, 4, 6)))
+  assert "lr_too_low" in _causes(_run(tmp_path / "early", early, optim__schedule="constant"))
+
+
+def test_a_decay_too_fast_beside_a_low_rate_by_the_range_test_offers_both(tmp_path):
+  _lr_find(tmp_path, at_min=0.2, suggestion=0.02)  # 200x the rate
+  rows = _decaying(_rows(), lambda epoch: 1e-3 * 0.7 ** (1000 * epoch / 300))
+  finding = next(f for f in _run(tmp_path, rows, optim__decay_steps=300)["findings"] if f["cause"] == "lr_too_low")
+  assert finding["evidence"]["fired_on"] == ["lr_range_test", "schedule"] and finding["severity"] == "high"
+  assert [o["name"] for o in finding["fix"]["options"]] == ["slower_decay", "cosine", "higher_rate"]
+  assert finding["fix"]["summary"].startswith("Decay the rate more slowly") and "Or raise the" in finding["fix"]["summary"]
+
+
 def _lr_find(workdir, at_min, suggestion):
   rundir.write_json(str(workdir), rundir.LR_FIND_FILE, {"suggestion": suggestion, "lr_at_min_loss": at_min,
                                                         "method": "steepest descent before the minimum"})
@@ -774,6 +830,8 @@ def test_a_diverged_run_whose_rate_became_infinite_is_diagnosed(tmp_path, lr):
 def test_a_learning_rate_fix_lands_in_the_optimizers_sane_range(tmp_path):
   """Adam at 1e4 ends at chance without NaN: 'lower it to 1000' is no fix; Adam's usual 1e-3 is."""
   rows = _rows(update_ratio=0.5, train_loss=(19.0, 18.5), train_acc=(0.1, 0.1), val_acc=(0.1, 0.1))
+  for row in rows:
+    row["lr"] = 1e4  # as the run logs it (the schedule's rate, which the decay rule reads against the config's)
   result = _run(tmp_path, rows, optim__learning_rate=1e4)
   top = result["findings"][0]
   assert top["cause"] == "lr_too_high" and top["fix"]["overrides"] == {"config.optim.learning_rate": 1e-3}

@@ -16,6 +16,7 @@ from cnn_val import augment as augment_lib
 from cnn_val.doctor.finding import confidence as _confidence
 from cnn_val.doctor.finding import finding as _finding
 from cnn_val.doctor.generalisation_rules import NOISE_GAP, OVERFIT_GAP, noise_peak
+from cnn_val.doctor import schedule
 from cnn_val.doctor.regularisation import (decay_ratio_bound, gradient_ratio, l2_decay_blurs_ratio,
                                            weaker_regularization)
 from cnn_val.doctor.run_view import RATIO_WINDOW_STEPS, Run
@@ -207,6 +208,9 @@ def rule_lr_too_low(run: Run):
   below = at_min / lr if at_min and isinstance(lr, (int, float)) and lr > 0 else None
   threshold = lr_test_threshold(run.get("optim.optimizer", "adam"))
   by_test = below is not None and below >= threshold
+  decayed = schedule.decayed_too_fast(run)
+  if decayed and not (by_ratio or by_test):
+    return _rule_decayed_too_fast(run, decayed)
   if not (by_ratio or by_test):
     return None
   new_lr, how = _lr_fix(run, 10.0)
@@ -225,16 +229,39 @@ def rule_lr_too_low(run: Run):
             f"run) when it ended: the model learns, too slowly for this budget." if still else
             f"while the training loss levelled off ({100 * run.train_loss_fall:.1f}% over the last third): weaker "
             f"evidence (--verify trains the higher rate).")
+  raise_rate = f"Raise the learning rate to {new_lr:g} ({how})."
+  options = None
+  if decayed:  # the schedule too: its remedies first, the higher rate after them
+    said.append(schedule.describe(decayed))
+    options, slower = schedule.slower_decay_options(run, decayed)
+    options.append(("higher_rate", {"config.optim.learning_rate": new_lr}))
+    raise_rate = f"{slower} Or {raise_rate[0].lower()}{raise_rate[1:]}"
+    still = still or decayed["share_of_steps_under_floor"] >= schedule.DECAYED_HIGH
   return _finding(
       "lr_too_low", "high" if still else "medium", confidence,
-      {"fired_on": [name for name, on in (("update_ratio", by_ratio), ("lr_range_test", by_test)) if on],
+      {"fired_on": [name for name, on in (("update_ratio", by_ratio), ("lr_range_test", by_test),
+                                          ("schedule", decayed)) if on],
        "update_to_param_ratio_early": ratio, "threshold": UPDATE_RATIO_LOW, "learning_rate": lr,
        **({"update_ratio_less_decay": gradient_ratio(run)} if ratio is not None and decay_ratio_bound(run) else {}),
        "lr_find_loss_minimum_at": at_min, "lr_find_minimum_over_rate": below,
        "lr_find_threshold": threshold, "train_loss_fall_last_third": run.train_loss_fall,
-       "train_accuracy": run.train_acc},
+       "train_accuracy": run.train_acc, **({"schedule": decayed} if decayed else {})},
       f"The learning rate is too low: {'; '.join(said)}, {ending}",
-      f"Raise the learning rate to {new_lr:g} ({how}).", {"config.optim.learning_rate": new_lr})
+      raise_rate, {"config.optim.learning_rate": new_lr}, options=options)
+
+
+def _rule_decayed_too_fast(run: Run, decayed: dict):
+  """lr_too_low from the schedule alone (schedule.decayed_too_fast): high where the rate spent DECAYED_HIGH of the
+  run's steps or more under the floor, else medium; the fix a slower decay or a cosine schedule."""
+  share = decayed["share_of_steps_under_floor"]
+  options, summary = schedule.slower_decay_options(run, decayed)
+  return _finding(
+      "lr_too_low", "high" if share >= schedule.DECAYED_HIGH else "medium",
+      _confidence(share, schedule.DECAYED_SHARE),
+      {"fired_on": ["schedule"], "schedule": decayed, "learning_rate": run.get("optim.learning_rate"),
+       "train_loss_fall_last_third": run.train_loss_fall},
+      f"The learning rate decays too fast: {schedule.describe(decayed)}. The model stopped learning when its rate "
+      f"did: what it reached is the schedule's limit, not necessarily the model's.", summary, options=options)
 
 
 def _milder_augmentation(run: Run) -> dict:
