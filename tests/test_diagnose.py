@@ -258,11 +258,16 @@ def test_lr_too_low_from_the_update_ratio(tmp_path, ratio, fires):
     assert result["findings"][0]["fix"]["overrides"] == {"config.optim.learning_rate": 1e-4}
 
 
-def _decaying(rows, lr_at_epoch):
-  """rows with the logged rate (and the update ratio with it) at each epoch's end set by lr_at_epoch(epoch)."""
+def _decaying(rows, lr_at_epoch, *, freeze=True):
+  """rows with the logged rate (and the update ratio with it) at each epoch's end set by lr_at_epoch(epoch), and
+  (`freeze`) validation accuracy flat from the first evaluation whose rate is under 1% of 1e-3, as a run's is."""
+  frozen = None
   for row in rows:
     row["lr"] = lr_at_epoch(row["epoch"])
     row["update_ratio"] = 3e-3 * row["lr"] / 1e-3
+    if freeze and row["lr"] < 1e-5:
+      frozen = row["val_accuracy"] if frozen is None else frozen
+      row["val_accuracy"] = frozen
   return rows
 
 
@@ -289,6 +294,11 @@ def test_lr_too_low_from_a_schedule_that_decays_too_fast(tmp_path, decay_steps, 
         ("slower_decay", {"config.optim.decay_steps": steps}), ("cosine", {"config.optim.schedule": "cosine"})]
     assert "decays too fast" in finding["explanation"] and f"last {share:.0%} of the run" in finding["explanation"]
     assert result["verdict"] == ("problems_found" if expected == "high" else "healthy")
+  if decay_steps == 300:  # validation still gaining a point under the floor: the small rate did some work, medium
+    rows = _decaying(_rows(), lambda epoch: 1e-3 * 0.7 ** (1000 * epoch / decay_steps), freeze=False)
+    finding = next(f for f in _run(tmp_path / "gaining", rows, optim__decay_steps=300)["findings"]
+                   if f["cause"] == "lr_too_low")
+    assert finding["severity"] == "medium" and "still gained" in finding["explanation"]
 
 
 def test_a_cosine_schedule_a_warm_up_and_a_step_schedule_are_not_a_decay_too_fast(tmp_path):
@@ -305,13 +315,41 @@ def test_a_cosine_schedule_a_warm_up_and_a_step_schedule_are_not_a_decay_too_fas
   assert "lr_too_low" in _causes(_run(tmp_path / "early", early, optim__schedule="constant"))
 
 
+def test_the_slower_decay_for_a_staircase_and_for_a_run_stopped_early(tmp_path):
+  def options(name, **fields):
+    rows = _decaying(_rows(), lambda epoch: 1e-3 * 0.7 ** (1000 * epoch / 300))
+    finding = next(f for f in _run(tmp_path / name, rows, optim__decay_steps=300, **fields)["findings"]
+                   if f["cause"] == "lr_too_low")
+    fix = finding["fix"]
+    return {o["name"]: o["overrides"] for o in fix.get("options", [{"name": "one", "overrides": fix["overrides"]}])}, \
+        fix["summary"]
+  # A staircase drops by decay_rate at whole periods: 6 drops of 0.7 (to 12%) over the run's 10,000 steps.
+  found, summary = options("staircase", optim__staircase=True, num_epochs=10)
+  assert found["slower_decay"] == {"config.optim.decay_steps": 10_000 // 6} and "ends the run at 12%" in summary
+  # ... one drop of 0.05 is already more than 10x: no slower staircase, the cosine schedule alone.
+  found, _ = options("one_drop", optim__staircase=True, optim__decay_rate=0.05, num_epochs=10)
+  assert found == {"one": {"config.optim.schedule": "cosine"}}
+  # A run stopped after 10 of its 20 epochs had 20,000 steps to go through: the slower decay spans them all.
+  found, _ = options("stopped", num_epochs=20)
+  assert found["slower_decay"] == {"config.optim.decay_steps": math.ceil(20_000 * math.log(0.7) / math.log(0.1))}
+
+
 def test_a_decay_too_fast_beside_a_low_rate_by_the_range_test_offers_both(tmp_path):
   _lr_find(tmp_path, at_min=0.2, suggestion=0.02)  # 200x the rate
   rows = _decaying(_rows(), lambda epoch: 1e-3 * 0.7 ** (1000 * epoch / 300))
   finding = next(f for f in _run(tmp_path, rows, optim__decay_steps=300)["findings"] if f["cause"] == "lr_too_low")
   assert finding["evidence"]["fired_on"] == ["lr_range_test", "schedule"] and finding["severity"] == "high"
   assert [o["name"] for o in finding["fix"]["options"]] == ["slower_decay", "cosine", "higher_rate"]
-  assert finding["fix"]["summary"].startswith("Decay the rate more slowly") and "Or raise the" in finding["fix"]["summary"]
+  summary = finding["fix"]["summary"]
+  assert summary.startswith("Decay the rate more slowly") and "Or raise the" in summary
+  # With the training loss levelled off, the schedule alone makes it high, and the text says what --verify trains.
+  os.makedirs(tmp_path / "flat")
+  _lr_find(tmp_path / "flat", at_min=0.2, suggestion=0.02)
+  flat = _decaying(_rows(train_loss=(0.3, 0.3)), lambda epoch: 1e-3 * 0.7 ** (1000 * epoch / 300))
+  finding = next(f for f in _run(tmp_path / "flat", flat, optim__decay_steps=300)["findings"]
+                 if f["cause"] == "lr_too_low")
+  assert finding["severity"] == "high" and "weaker evidence" not in finding["explanation"]
+  assert "trains the slower decay and the higher rate" in finding["explanation"]
 
 
 def _lr_find(workdir, at_min, suggestion):

@@ -225,10 +225,11 @@ def rule_lr_too_low(run: Run):
     said.append(f"the run's LR range test (the same model, optimizer and data from a fresh start) found the loss "
                 f"still falling up to {at_min:.2g}, {below:.0f}x the rate {lr:g} (runs without a rate fault: "
                 f"{LR_TEST_FAULT_FREE}; threshold {threshold:g}x)")
+  levelled = f"the training loss levelled off ({100 * run.train_loss_fall:.1f}% over the last third)"
   ending = (f"and the training loss was still falling ({100 * run.train_loss_fall:.1f}% over the last third of the "
             f"run) when it ended: the model learns, too slowly for this budget." if still else
-            f"while the training loss levelled off ({100 * run.train_loss_fall:.1f}% over the last third): weaker "
-            f"evidence (--verify trains the higher rate).")
+            f"while {levelled} under the decayed rate (--verify trains the slower decay and the higher rate)."
+            if decayed else f"while {levelled}: weaker evidence (--verify trains the higher rate).")
   raise_rate = f"Raise the learning rate to {new_lr:g} ({how})."
   options = None
   if decayed:  # the schedule too: its remedies first, the higher rate after them
@@ -236,9 +237,9 @@ def rule_lr_too_low(run: Run):
     options, slower = schedule.slower_decay_options(run, decayed)
     options.append(("higher_rate", {"config.optim.learning_rate": new_lr}))
     raise_rate = f"{slower} Or {raise_rate[0].lower()}{raise_rate[1:]}"
-    still = still or decayed["share_of_steps_under_floor"] >= schedule.DECAYED_HIGH
+  high = still or (decayed is not None and decayed["severity"] == "high")
   return _finding(
-      "lr_too_low", "high" if still else "medium", confidence,
+      "lr_too_low", "high" if high else "medium", confidence,
       {"fired_on": [name for name, on in (("update_ratio", by_ratio), ("lr_range_test", by_test),
                                           ("schedule", decayed)) if on],
        "update_to_param_ratio_early": ratio, "threshold": UPDATE_RATIO_LOW, "learning_rate": lr,
@@ -252,16 +253,16 @@ def rule_lr_too_low(run: Run):
 
 def _rule_decayed_too_fast(run: Run, decayed: dict):
   """lr_too_low from the schedule alone (schedule.decayed_too_fast): high where the rate spent DECAYED_HIGH of the
-  run's steps or more under the floor, else medium; the fix a slower decay or a cosine schedule."""
-  share = decayed["share_of_steps_under_floor"]
+  run's steps or more under the floor and validation gained less than GAIN_UNDER_FLOOR there, else medium; the fix
+  a slower decay or a cosine schedule."""
   options, summary = schedule.slower_decay_options(run, decayed)
+  stopped = (" The model stopped learning when its rate did: what it reached is the schedule's limit, not "
+             "necessarily the model's." if decayed["severity"] == "high" else "")
   return _finding(
-      "lr_too_low", "high" if share >= schedule.DECAYED_HIGH else "medium",
-      _confidence(share, schedule.DECAYED_SHARE),
+      "lr_too_low", decayed["severity"], _confidence(decayed["share_of_steps_under_floor"], schedule.DECAYED_SHARE),
       {"fired_on": ["schedule"], "schedule": decayed, "learning_rate": run.get("optim.learning_rate"),
        "train_loss_fall_last_third": run.train_loss_fall},
-      f"The learning rate decays too fast: {schedule.describe(decayed)}. The model stopped learning when its rate "
-      f"did: what it reached is the schedule's limit, not necessarily the model's.", summary, options=options)
+      f"The learning rate decays too fast: {schedule.describe(decayed)}.{stopped}", summary, options=options)
 
 
 def _milder_augmentation(run: Run) -> dict:
