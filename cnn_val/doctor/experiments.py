@@ -29,10 +29,10 @@ What it decides, and by which rule:
   (a fix that changes the epochs alone, e.g. a run cut short) twice as long again where most of its runs were still
   learning when they stopped (`signal_rules.still_learning` on each), a confirmed weaker regularisation weaker
   again (`regularisation.weaker_again`), and all confirmed levers and fixes together (an arm whose model the run's
-  images cannot hold is left out, and the log says so); a confirmed one is a finding like any lever, so the largest verified gain, single lever or combination, ranks
-  first; each is also judged against the confirmed arm it builds on (`verified.vs_parent`, the paired
-  difference on the same seeds, and the ratio of wall time a run), which its explanation and the report state:
-  whether the step beyond that arm is itself confirmed, within the seeds' noise of it, or below it.
+  images cannot hold is left out, and the log says so); a confirmed one is a finding like any lever, so the
+  largest verified gain, single lever or combination, ranks first; each is also judged against the confirmed arm
+  it builds on (`verified.vs_parent`, the paired difference on the same seeds, and the ratio of wall time a run),
+  which its explanation and the report state: whether the step beyond that arm is itself confirmed, within the seeds' noise of it, or below it.
 - The verdict is `problems_found` when a confirmed change gains more than the noise of the seeds (its mean
   gain exceeds the baseline's standard deviation of the same metric over the same seeds), or when a
   high finding was not refuted (an inconclusive fix leaves its cause standing); otherwise `healthy`. Findings

@@ -16,7 +16,7 @@ LR_FLOOR = 0.01
 # schedule decays too fast (medium; high from DECAYED_HIGH). Schedules that end where they should spend far less
 # there: a cosine to zero its last 6% of steps (read at evaluations, none: only its last one is under), a step
 # schedule of 0.2x at 30%, 60% and 80% of the run 20%, the seed's exponential decay none at 10 or 25 epochs (0.30x
-# and 0.05x at the end), a constant rate none; the 209 runs of three datasets here none at all. Decays too fast by
+# and 0.05x at the end), a constant rate none; of the 204 other runs of three datasets here, none. Decays too fast by
 # a decade or more: sklearn's digits at decay_steps 50 (-4.2 points) 32% of their steps, at 20 (-13.2) 72%;
 # Fashion-MNIST's recipe at 500 (-3.5) 60% (README, "A schedule that decays too fast").
 DECAYED_SHARE = 1 / 4
