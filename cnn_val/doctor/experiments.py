@@ -32,7 +32,8 @@ What it decides, and by which rule:
   images cannot hold is left out, and the log says so); a confirmed one is a finding like any lever, so the
   largest verified gain, single lever or combination, ranks first; each is also judged against the confirmed arm
   it builds on (`verified.vs_parent`, the paired difference on the same seeds, and the ratio of wall time a run),
-  which its explanation and the report state: whether the step beyond that arm is itself confirmed, within the seeds' noise of it, or below it.
+  which its explanation and the report state: whether the step beyond that arm is itself confirmed, within the
+  seeds' noise of it, or below it.
 - The verdict is `problems_found` when a confirmed change gains more than the noise of the seeds (its mean
   gain exceeds the baseline's standard deviation of the same metric over the same seeds), or when a
   high finding was not refuted (an inconclusive fix leaves its cause standing); otherwise `healthy`. Findings
