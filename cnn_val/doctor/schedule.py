@@ -18,7 +18,7 @@ LR_FLOOR = 0.01
 # schedule of 0.2x at 30%, 60% and 80% of the run 20%, the seed's exponential decay none at 10 or 25 epochs (0.30x
 # and 0.05x at the end), a constant rate none; of the 204 other runs of three datasets here, none. Decays too fast by
 # a decade or more: sklearn's digits at decay_steps 50 (-4.2 points) 32% of their steps, at 20 (-13.2) 72%;
-# Fashion-MNIST's recipe at 500 (-3.5) 60% (README, "A schedule that decays too fast").
+# Fashion-MNIST's recipe at 500 (-3.4) 60% (README, "A schedule that decays too fast").
 DECAYED_SHARE = 1 / 4
 DECAYED_HIGH = 1 / 2
 # Validation accuracy that still gained this much from the evaluation under the floor to the end (the still-learning
