@@ -4,7 +4,7 @@ recipe, which an underfitting model's fix weakens (README, "Regularisation too s
 
 from __future__ import annotations
 
-from cnn_val.doctor.run_view import Run
+from cnn_val.doctor.run_view import Run, finite
 
 # The seed's dropout before the head (its example 3, SeedCNNDropout): more than this, like any weight decay or dropout
 # after each block, is regularisation beyond the seed's recipe, which an underfitting model first loses
@@ -79,7 +79,7 @@ def weaker_again(overrides: dict) -> dict:
   runs no longer read underfitting; the experiment decides. {} where nothing can be weakened again."""
   again = dict(overrides)
   for field, value in overrides.items():
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+    if not finite(value) or value <= 0:
       continue
     if field == "optim.weight_decay":
       again[field] = float(f"{value / 10:.3g}")

@@ -19,6 +19,11 @@ from cnn_val.doctor.label_check import label_issues
 RATIO_WINDOW_STEPS = 1500  # steps over which the update/parameter ratio is compared between runs
 
 
+def finite(value) -> bool:
+  """Whether a value read from a run file is a finite number (JSON holds null for Inf/NaN; not a bool)."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class Run:
   """A run directory as the rules read it, with derived quantities computed once."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from cnn_val.doctor.run_view import Run
+from cnn_val.doctor.run_view import finite as _numeric
 
 # The rate under this share of its peak moves the weights by almost nothing: Fashion-MNIST's recipe at Adam 1e-3
 # read an update/parameter ratio of 2e-3 an epoch, and 5e-5 once its rate fell to 0.8% (decay_steps 500).
@@ -30,10 +31,6 @@ _MARGIN = 1e-6
 # The slower decay a finding recommends ends the run at this share of the peak rate (the seed's recipe ends at
 # 0.30x over 10 epochs and 0.05x over 25).
 SLOWER_DECAY_END = 0.1
-
-
-def _numeric(value) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def decayed_too_fast(run: Run) -> dict | None:
