@@ -236,6 +236,25 @@ def test_budget_and_max_runs_refuse_with_the_estimate(tiny_config, tmp_path):
       ablate.run_sweep(sweep, str(tmp_path / "b"), log=lambda _: None)
 
 
+def test_a_run_stopped_early_is_finished_and_counted(tmp_path):
+  """early_stopping_patience ends a run before num_epochs: an outcome, counted at its last evaluation, not a failed
+  run to train again (before this, a sweep retried it and left it out of the table)."""
+  out = str(tmp_path)
+  sweep = ablate.Sweep({"seed": 0, "num_epochs": 5}, [ablate.Arm("base")], [0, 1], check=False)
+  ablate.prepare(sweep, out)
+  _fake_run(ablate.run_dir(out, "base", 0), [0.80, 0.84, 0.83], epochs=5)
+  _fake_run(ablate.run_dir(out, "base", 1), [0.81, 0.85, 0.86, 0.86, 0.87], test=0.85)
+  assert ablate.run_status(ablate.run_dir(out, "base", 0)) == "partial"  # killed at epoch 3 of 5
+  with open(os.path.join(ablate.run_dir(out, "base", 0), rundir.EARLY_STOP_FILE), "w") as f:
+    json.dump({"epoch": 3, "step": 30, "patience": 1, "best_epoch": 2}, f)
+  assert ablate.run_status(ablate.run_dir(out, "base", 0)) == "finished"
+  arm = ablate.aggregate(out)["arms"][0]
+  assert arm["finished"] == 2 and arm["final_val_accuracy"]["mean"] == pytest.approx((0.83 + 0.87) / 2)
+  with open(os.path.join(ablate.run_dir(out, "base", 0), rundir.EARLY_STOP_FILE), "w") as f:
+    json.dump({"epoch": 4, "step": 40, "patience": 1, "best_epoch": 3}, f)  # its last row is not the stop's
+  assert ablate.run_status(ablate.run_dir(out, "base", 0)) == "partial"
+
+
 def test_a_torn_metrics_line_is_dropped_and_a_corrupt_one_is_named(tmp_path):
   _fake_run(str(tmp_path / "run"), [0.5, 0.6, 0.7])
   path = tmp_path / "run" / "metrics.jsonl"

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnn_val import config_fields, models, optim, rundir, steps, train
+from cnn_val import ablate, config_fields, models, optim, rundir, steps, train
 from cnn_val.configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -220,5 +220,6 @@ def test_early_stopping_ends_the_run_and_a_rerun_keeps_it_finished(tiny_config, 
   assert rundir.read_json(str(tmp_path), rundir.EARLY_STOP_FILE) == {"epoch": 2, "step": rows[1]["step"],
                                                                      "patience": 1, "best_epoch": 1}
   assert rundir.read_json(str(tmp_path), "diagnosis.json")["run"]["stopped_early"]["epoch"] == 2
+  assert ablate.run_status(str(tmp_path)) == "finished"  # a sweep counts it and does not train it again
   again, rows_again = _run(tiny_config, tmp_path)  # the same command: finished, nothing trained
   assert rows_again == rows and again == row

@@ -251,7 +251,8 @@ def run_dir(out: str, arm: str, seed: int) -> str:
 
 
 def run_status(workdir: str) -> str:
-  """'finished', 'diverged' (stopped on NaN/Inf: an outcome, not a failure), 'partial' or 'missing'."""
+  """'finished' (every epoch, or stopped early by `early_stopping_patience`: an outcome too), 'diverged' (stopped on
+  NaN/Inf: an outcome, not a failure), 'partial' or 'missing'."""
   if os.path.exists(os.path.join(workdir, rundir.DIVERGED_FILE)):
     return "diverged"
   if not os.path.isdir(workdir):
@@ -260,7 +261,11 @@ def run_status(workdir: str) -> str:
   rows = rundir.read_metrics(workdir)
   if config is None or not rows:
     return "partial"
-  return "finished" if rows[-1].get("epoch") == config.get("num_epochs") else "partial"
+  last = rows[-1].get("epoch")
+  stopped = rundir.read_json(workdir, rundir.EARLY_STOP_FILE)  # written after its last evaluation's row
+  if last == config.get("num_epochs") or (isinstance(stopped, dict) and last == stopped.get("epoch")):
+    return "finished"
+  return "partial"
 
 
 def _majority_accuracy(workdir: str):
