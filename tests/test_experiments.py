@@ -617,6 +617,18 @@ def test_verify_end_to_end_on_a_tiny_leaky_run(tiny_config, tmp_path):
   assert "data_leakage" in result.stdout.splitlines()[-2]
 
 
+def test_a_run_stopped_early_is_the_baseline_of_its_own_seed_and_not_trained_again(tmp_path):
+  workdir, out = str(tmp_path / "run"), str(tmp_path / "run" / experiments.VERIFY_DIR)
+  _write_run(workdir, _config(num_epochs=3), 0.85)  # evaluations 1-3 ...
+  config = _config(num_epochs=10, early_stopping_patience=1)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config, f)  # ... of 10, where early stopping ended it
+  rundir.write_json(workdir, rundir.EARLY_STOP_FILE, {"epoch": 3, "step": 30, "patience": 1, "best_epoch": 2})
+  assert ablate.run_status(workdir) == "finished"
+  experiments._reuse_run(workdir, out, 0)
+  assert ablate.run_status(ablate.run_dir(out, experiments.BASELINE_ARM, 0)) == "finished"
+
+
 def test_a_diverged_run_is_verified_against_the_majority_class(tmp_path):
   workdir = str(tmp_path)
   config = _config()

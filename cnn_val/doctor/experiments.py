@@ -120,7 +120,8 @@ def _reuse_run(workdir: str, out: str, seed: int) -> None:
   if ablate.run_status(target) != "missing" or ablate.run_status(workdir) != "finished":
     return
   os.makedirs(target)
-  for name in (rundir.CONFIG_FILE, rundir.METRICS_FILE, rundir.AUDIT_FILE, rundir.PREFLIGHT_FILE):
+  for name in (rundir.CONFIG_FILE, rundir.METRICS_FILE, rundir.AUDIT_FILE, rundir.PREFLIGHT_FILE,
+               rundir.EARLY_STOP_FILE):  # a run that early stopping ended is finished by that file
     if os.path.exists(os.path.join(workdir, name)):
       shutil.copy2(os.path.join(workdir, name), target)
 
