@@ -204,7 +204,58 @@ def test_still_learning_by_the_loss_needs_no_accuracy_peak_and_says_so(tmp_path)
 
 def test_a_run_stopped_early_is_not_still_learning(tmp_path):
   rundir.write_json(str(tmp_path), rundir.EARLY_STOP_FILE, {"epoch": 3, "step": 3000, "patience": 2})
-  assert "underfitting" not in _causes(_run(tmp_path, _cut_short(), num_epochs=10))
+  result = _run(tmp_path, _cut_short(), num_epochs=10)  # (its stop is read by the early-stopping rule, below)
+  assert not any("still_learning" in f["evidence"] for f in result["findings"])
+
+
+def _stopped(tmp_path, val_acc, val_loss, *, epochs=30, patience=1, **config_fields):
+  """A run that early stopping ended at its last evaluation (len(val_acc) of `epochs`)."""
+  rows = _rows(epochs=len(val_acc), val_acc_curve=list(val_acc), val_loss_curve=list(val_loss))
+  best = val_acc.index(max(val_acc))
+  rundir.write_json(str(tmp_path), rundir.EARLY_STOP_FILE, {"epoch": len(val_acc), "step": rows[-1]["step"],
+                                                            "patience": patience, "best_epoch": best + 1})
+  return _run(tmp_path, rows, num_epochs=epochs, early_stopping_patience=patience, **config_fields)
+
+
+# mnist5k's recipe at patience 1 (runs/probe5k/runs/es1): a tie at epoch 6 of 30 while the loss was at its lowest.
+_CLIMBING = ([0.901, 0.948, 0.962, 0.963, 0.970, 0.970], [0.310, 0.194, 0.145, 0.126, 0.113, 0.114])
+
+
+def test_a_patience_shorter_than_the_noise_stopped_a_run_still_learning(tmp_path):
+  result = _stopped(tmp_path, *_CLIMBING)
+  finding = next(f for f in result["findings"] if f["cause"] == "underfitting")
+  assert result["verdict"] == "problems_found" and finding["severity"] == "high"
+  evidence = finding["evidence"]["early_stop"]
+  assert (evidence["stopped_at_epoch"], evidence["unused_share"], evidence["best_epoch"]) == (6, 0.8, 5)
+  assert evidence["dip_after_best"] == 0.0 and evidence["val_loss_lowest_epoch"] == 5
+  assert [o["overrides"] for o in finding["fix"]["options"]] == [{"config.early_stopping_patience": 5},
+                                                                 {"config.early_stopping_patience": 0}]
+  assert finding["explanation"].startswith("Early stopping ended the run at epoch 6 of 30 (patience 1)")
+  assert "early_stopping_patience 1 -> 5" in finding["fix"]["summary"]
+
+
+def test_a_stop_after_a_third_of_the_budget_is_medium_and_a_late_one_is_none(tmp_path):
+  acc, loss = _CLIMBING
+  medium = _stopped(tmp_path / "a", acc, loss, epochs=10, patience=2)  # 40% of the epochs untrained
+  finding = next(f for f in medium["findings"] if f["cause"] == "underfitting")
+  assert finding["severity"] == "medium" and medium["verdict"] == "healthy"
+  assert finding["fix"]["options"][0]["overrides"] == {"config.early_stopping_patience": 8}  # 4x, above 5
+  late = _stopped(tmp_path / "b", acc, loss, epochs=7)  # 1 of 7 untrained: little left to gain
+  assert not any("early_stop" in f["evidence"] for f in late["findings"])
+
+
+def test_a_stop_where_the_model_began_to_overfit_is_what_early_stopping_is_for(tmp_path):
+  # The loss lowest at epoch 4, rising for 6 evaluations by the stop; accuracy's best at epoch 7, patience 3.
+  acc = [0.85, 0.88, 0.895, 0.90, 0.903, 0.905, 0.907, 0.905, 0.904, 0.906]
+  loss = [0.40, 0.33, 0.30, 0.29, 0.295, 0.30, 0.31, 0.32, 0.33, 0.345]
+  result = _stopped(tmp_path / "a", acc, loss, patience=3)
+  assert not any("early_stop" in f["evidence"] for f in result["findings"])
+  # A real drop after the best (3 points, against 0.8 points of noise on 6,000 images) is not noise either.
+  dropped = _stopped(tmp_path / "b", [0.85, 0.88, 0.90, 0.87], [0.40, 0.33, 0.30, 0.30], patience=1)
+  assert not any("early_stop" in f["evidence"] for f in dropped["findings"])
+  # Nor does a run that trained every epoch or stopped at an evaluation other than its last say anything.
+  rundir.write_json(str(tmp_path / "a"), rundir.EARLY_STOP_FILE, {"epoch": 9, "step": 9000, "patience": 3})
+  assert not any("early_stop" in f["evidence"] for f in rules.diagnose(str(tmp_path / "a"))["findings"])
 
 
 def test_a_short_ratio_the_range_test_contradicts_leaves_the_underfitting_rule_its_say(tmp_path):

@@ -1,15 +1,14 @@
 """The doctor's diagnosis: a run directory in, ranked findings out (`diagnosis.json`; vocabulary in DESIGN.md).
 
 Reads only the run directory (config.json, metrics.jsonl, audit.json, and where present augment_check.json,
-preflight.json, lr_find.json, diverged.json, train_predictions.npz), so it diagnoses runs made anywhere, by any
-version that wrote those files. Each rule looks at one cause and, when its evidence passes its threshold, emits
-a finding: cause, severity, confidence, the evidence numbers, an explanation, and a fix as overrides of existing
-config fields. The rules on training signals are in signal_rules.py (diverged, pipeline_bug, lr_too_high,
-lr_too_low, underfitting, lr_plateau), generalisation_rules.py (overfitting, label_noise) and
-augmentation_rules.py (harmful_augmentation),
-those on the data in data_rules.py (missing_class, data_leakage, distribution_shift, class_imbalance). This
-module holds their registry, the ranking, the severity by the accuracy at stake, the verdict and which finding
-to fix first.
+preflight.json, lr_find.json, diverged.json, early_stopped.json, train_predictions.npz), so it diagnoses runs made
+anywhere, by any version that wrote those files. Each rule looks at one cause and, when its evidence passes its
+threshold, emits a finding: cause, severity, confidence, the evidence numbers, an explanation, and a fix as
+overrides of existing config fields. The rules on training signals are in signal_rules.py (diverged, pipeline_bug,
+lr_too_high, lr_too_low, underfitting, lr_plateau), generalisation_rules.py (overfitting, label_noise) and
+augmentation_rules.py (harmful_augmentation), a stop that came too soon in stopping.py (underfitting), those on the
+data in data_rules.py (missing_class, data_leakage, distribution_shift, class_imbalance). This module holds their
+registry, the ranking, the severity by the accuracy at stake, the verdict and which finding to fix first.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from cnn_val.doctor.finding import SEVERITIES
 from cnn_val.doctor.finding import finding as _finding
 from cnn_val.doctor.finding import make_fix
 from cnn_val.doctor.finding import verification_result
+from cnn_val.doctor import stopping
 from cnn_val.doctor.augmentation_rules import rule_harmful_augmentation
 from cnn_val.doctor.run_view import Run
 from cnn_val.doctor.generalisation_rules import rule_label_noise, rule_overfitting
@@ -218,6 +218,36 @@ def still_learning(run: Run, findings: list[dict]) -> list[dict]:
   return findings
 
 
+def stopped_too_soon(run: Run, findings: list[dict]) -> list[dict]:
+  """A run that early stopping ended while it was still learning (stopping.stopped_too_soon) underfits by training too
+  short: an `underfitting` finding (high from half the epochs untrained, or where the run ended near chance; else
+  medium), whose options are more patience and none; merged into an `underfitting` finding already there (the
+  patience options first on high evidence, else after its own)."""
+  evidence = stopping.stopped_too_soon(run)
+  if evidence is None:
+    return findings
+  options, fix = stopping.patience_options(evidence)
+  said = stopping.describe(evidence)
+  severity = "high" if _at_stake(run) is not None else evidence["severity"]
+  evidence = {k: v for k, v in evidence.items() if k != "severity"}
+  confidence = 0.8 if severity == "high" else 0.6
+  existing = next((f for f in findings if f["cause"] == "underfitting"), None)
+  if existing is None:
+    return findings + [_finding("underfitting", severity, confidence,
+                                {"early_stop": evidence, "val_accuracy": run.val_acc}, said, fix, options=options)]
+  existing["evidence"]["early_stop"] = evidence
+  existing["explanation"] += " " + said
+  stronger = SEVERITIES.index(severity) < SEVERITIES.index(existing["severity"])
+  existing["severity"] = min(existing["severity"], severity, key=SEVERITIES.index)
+  existing["confidence"] = max(existing["confidence"], confidence)
+  own = _named_options(run, existing["fix"])
+  merged = options + own if stronger or severity == "high" else own + options
+  first = merged[0] == options[0]
+  summary = f"{fix} {existing['fix']['summary']}" if first else f"{existing['fix']['summary']} {fix}"
+  existing["fix"] = make_fix(summary, options=merged)
+  return findings
+
+
 def _named_options(run: Run, fix: dict) -> list[tuple[str, dict]]:
   """A finding's fix as named options: its `options`, or its one change named as capacity_fix names it (a fix of
   one option keeps only the overrides); none where it has no overrides."""
@@ -265,8 +295,8 @@ def diagnose(workdir: str) -> dict:
   """The diagnosis of the run in `workdir`, from its files alone."""
   start = time.perf_counter()
   run = Run(workdir)
-  findings = lr_test_yields_to_capacity(run, still_learning(run, pixel_reference(
-      run, near_chance(run, [f for f in (rule(run) for rule in RULES) if f is not None]))))
+  findings = lr_test_yields_to_capacity(run, stopped_too_soon(run, still_learning(run, pixel_reference(
+      run, near_chance(run, [f for f in (rule(run) for rule in RULES) if f is not None])))))
   findings.sort(key=lambda f: (SEVERITIES.index(f["severity"]), _TIER[f["cause"]], -f["confidence"]))
   summary = {}
   if run.rows:

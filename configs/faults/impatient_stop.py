@@ -1,0 +1,16 @@
+"""Fault: early stopping with too little patience: the faults' healthy recipe with a budget of 20 epochs and
+`early_stopping_patience=1`, every other field the same. Validation accuracy fails to improve for one evaluation
+while the validation loss is still at its lowest, a dip within the noise of one evaluation, and the run stops with
+most of its budget untrained (Fashion-MNIST: at epochs 5 and 8 of 10 over two seeds). Before the early-stopping
+rule the doctor assumed a run that stopped early had stopped gaining and read it as `healthy`; it now reads
+`underfitting` from the stop and tries more patience and none (README, "A patience too short").
+"""
+
+from cnn_val.configs.faults import healthy
+
+
+def get_config():
+  config = healthy.get_config()
+  config.num_epochs = 20
+  config.early_stopping_patience = 1
+  return config
