@@ -345,6 +345,12 @@ def write_json(workdir: str, name: str, obj) -> str:
   return file
 
 
+def remove(workdir: str, name: str) -> None:
+  """Removes `workdir/name` (process 0 only); nothing where it does not exist."""
+  if jax.process_index() == 0:
+    path(workdir, name).unlink(missing_ok=True)
+
+
 def read_json(workdir: str, name: str):
   """`workdir/name` parsed, or None when the file does not exist."""
   file = os.path.join(workdir, name)

@@ -277,7 +277,10 @@ def open_run(config, workdir: str, data: RunData, clock: train_loop.WallTime) ->
   run.patience = int(config.get("early_stopping_patience", 0))
   run.stopped = rundir.read_json(workdir, rundir.EARLY_STOP_FILE)  # a run that stopped early is finished
   if run.stopped is not None and run.stopped.get("step") != start_step:
-    run.stopped = None  # its checkpoint was lost (a fallback to an earlier one): the epochs after are redone
+    # Its checkpoint was lost (a fallback to an earlier one): the epochs after are redone, and the stop's file goes,
+    # so that neither a sweep nor the doctor reads the redone run as stopped there.
+    run.stopped = None
+    rundir.remove(workdir, rundir.EARLY_STOP_FILE)
   run.row = history[-1] if (start_step == total_steps or run.stopped) and start_step else {}
   run.val_history = [r["val_accuracy"] for r in history]
   return run

@@ -223,3 +223,15 @@ def test_early_stopping_ends_the_run_and_a_rerun_keeps_it_finished(tiny_config, 
   assert ablate.run_status(str(tmp_path)) == "finished"  # a sweep counts it and does not train it again
   again, rows_again = _run(tiny_config, tmp_path)  # the same command: finished, nothing trained
   assert rows_again == rows and again == row
+
+
+def test_a_stop_whose_checkpoint_is_gone_is_forgotten(tiny_config, tmp_path):
+  """early_stopped.json names the step the run stopped at; where the run resumes from another step (the stop's
+  checkpoint lost), the epochs after are redone and the file goes, so that nothing reads the run as stopped there."""
+  tiny_config.num_epochs = 2
+  tiny_config.early_stopping_patience = 1
+  _, rows = _run(tiny_config, tmp_path)
+  rundir.write_json(str(tmp_path), rundir.EARLY_STOP_FILE, {"epoch": 1, "step": rows[0]["step"], "patience": 1,
+                                                            "best_epoch": 1})  # not the step it resumes from
+  _, again = _run(tiny_config, tmp_path)
+  assert again == rows and rundir.read_json(str(tmp_path), rundir.EARLY_STOP_FILE) is None
