@@ -236,12 +236,43 @@ def test_a_patience_shorter_than_the_noise_stopped_a_run_still_learning(tmp_path
 
 def test_a_stop_after_a_third_of_the_budget_is_medium_and_a_late_one_is_none(tmp_path):
   acc, loss = _CLIMBING
-  medium = _stopped(tmp_path / "a", acc, loss, epochs=10, patience=2)  # 40% of the epochs untrained
+  # Patience 2: no better accuracy for two evaluations after epoch 4's (a tie counts as none), 40% of 10 untrained.
+  medium = _stopped(tmp_path / "a", [0.901, 0.948, 0.962, 0.970, 0.969, 0.970],
+                    [0.310, 0.194, 0.145, 0.113, 0.112, 0.114], epochs=10, patience=2)
   finding = next(f for f in medium["findings"] if f["cause"] == "underfitting")
   assert finding["severity"] == "medium" and medium["verdict"] == "healthy"
   assert finding["fix"]["options"][0]["overrides"] == {"config.early_stopping_patience": 8}  # 4x, above 5
   late = _stopped(tmp_path / "b", acc, loss, epochs=7)  # 1 of 7 untrained: little left to gain
   assert not any("early_stop" in f["evidence"] for f in late["findings"])
+
+
+def _stop_at_last(tmp_path, rows, patience=1):
+  rundir.write_json(str(tmp_path), rundir.EARLY_STOP_FILE, {"epoch": rows[-1]["epoch"], "step": rows[-1]["step"],
+                                                            "patience": patience, "best_epoch": rows[-1]["epoch"]})
+
+
+def test_a_stop_too_soon_joins_an_underfitting_finding_and_replaces_its_longer_training(tmp_path):
+  rows = _rows(epochs=6, train_loss=(0.9, 0.6), train_acc=(0.7, 0.78), val_acc=(0.71, 0.785))
+  for e, row in enumerate(rows):
+    row["train_loss"] = 0.85 - 0.05 * e  # still falling by 14% over the last third: `longer` among its options
+  _stop_at_last(tmp_path / "a", rows)
+  finding = _run(tmp_path / "a", rows, num_epochs=30, early_stopping_patience=1,
+                 model__name="ConvNet", model__widths=(2, 4))["findings"][0]
+  assert finding["cause"] == "underfitting" and finding["severity"] == "high"
+  assert "train_loss_over_ln_k" in finding["evidence"] and "early_stop" in finding["evidence"]
+  # Trained longer with the same patience it would stop where it did: more patience, none, or a wider model.
+  assert [o["name"] for o in finding["fix"]["options"]] == ["more_patience", "no_early_stopping", "wider"]
+  assert finding["fix"]["summary"].startswith("Give early stopping more patience")
+  assert "Use a wider model." in finding["fix"]["summary"] and "longer" not in finding["fix"]["summary"]
+  assert "Early stopping ended the run at epoch 6 of 30" in finding["explanation"]
+  # Near chance the finding keeps no fix, so that --verify's lever menu looks for the cause; the stop is said.
+  rows = _rows(epochs=6, train_loss=(0.52, 0.26), train_acc=(0.12, 0.12), val_acc=(0.12, 0.12))
+  _stop_at_last(tmp_path / "b", rows)
+  result = _run(tmp_path / "b", rows, num_epochs=30, early_stopping_patience=1)
+  assert [f["cause"] for f in result["findings"]] == ["underfitting"]
+  finding = result["findings"][0]
+  assert finding["fix"]["overrides"] == {} and "--verify" in finding["fix"]["summary"]
+  assert "early_stop" in finding["evidence"] and "early_stopping_patience 1 -> 5" in finding["explanation"]
 
 
 def test_a_stop_where_the_model_began_to_overfit_is_what_early_stopping_is_for(tmp_path):
@@ -253,9 +284,13 @@ def test_a_stop_where_the_model_began_to_overfit_is_what_early_stopping_is_for(t
   # A real drop after the best (3 points, against 0.8 points of noise on 6,000 images) is not noise either.
   dropped = _stopped(tmp_path / "b", [0.85, 0.88, 0.90, 0.87], [0.40, 0.33, 0.30, 0.30], patience=1)
   assert not any("early_stop" in f["evidence"] for f in dropped["findings"])
-  # Nor does a run that trained every epoch or stopped at an evaluation other than its last say anything.
-  rundir.write_json(str(tmp_path / "a"), rundir.EARLY_STOP_FILE, {"epoch": 9, "step": 9000, "patience": 3})
-  assert not any("early_stop" in f["evidence"] for f in rules.diagnose(str(tmp_path / "a"))["findings"])
+  # Nor does a stop file that names another evaluation than the last (a stale one), nor a run without one.
+  fires = _stopped(tmp_path / "c", *_CLIMBING)
+  assert any("early_stop" in f["evidence"] for f in fires["findings"])
+  rundir.write_json(str(tmp_path / "c"), rundir.EARLY_STOP_FILE, {"epoch": 5, "step": 5000, "patience": 1})
+  assert not any("early_stop" in f["evidence"] for f in rules.diagnose(str(tmp_path / "c"))["findings"])
+  os.remove(tmp_path / "c" / rundir.EARLY_STOP_FILE)
+  assert not any("early_stop" in f["evidence"] for f in rules.diagnose(str(tmp_path / "c"))["findings"])
 
 
 def test_a_short_ratio_the_range_test_contradicts_leaves_the_underfitting_rule_its_say(tmp_path):

@@ -221,8 +221,12 @@ def still_learning(run: Run, findings: list[dict]) -> list[dict]:
 def stopped_too_soon(run: Run, findings: list[dict]) -> list[dict]:
   """A run that early stopping ended while it was still learning (stopping.stopped_too_soon) underfits by training too
   short: an `underfitting` finding (high from half the epochs untrained, or where the run ended near chance; else
-  medium), whose options are more patience and none; merged into an `underfitting` finding already there (the
-  patience options first on high evidence, else after its own)."""
+  medium) whose options are more patience and none. Merged into an `underfitting` finding already there: its
+  evidence and severity where higher; the patience options first on high evidence (after a material weakening of
+  the regularisation, which stays first), else after the finding's own; its `longer` option goes, since a run
+  trained longer with the same patience stops where this one did. Near chance, where that finding carries no fix so
+  that `--verify` looks for the cause with the lever menu, the stop is said and the fix left to the menu. Applied
+  after lr_test_yields_to_capacity, which reads the underfitting finding's severity from the loss alone."""
   evidence = stopping.stopped_too_soon(run)
   if evidence is None:
     return findings
@@ -236,14 +240,20 @@ def stopped_too_soon(run: Run, findings: list[dict]) -> list[dict]:
     return findings + [_finding("underfitting", severity, confidence,
                                 {"early_stop": evidence, "val_accuracy": run.val_acc}, said, fix, options=options)]
   existing["evidence"]["early_stop"] = evidence
-  existing["explanation"] += " " + said
-  stronger = SEVERITIES.index(severity) < SEVERITIES.index(existing["severity"])
   existing["severity"] = min(existing["severity"], severity, key=SEVERITIES.index)
   existing["confidence"] = max(existing["confidence"], confidence)
-  own = _named_options(run, existing["fix"])
-  merged = options + own if stronger or severity == "high" else own + options
-  first = merged[0] == options[0]
-  summary = f"{fix} {existing['fix']['summary']}" if first else f"{existing['fix']['summary']} {fix}"
+  if not existing["fix"].get("overrides"):
+    existing["explanation"] += f" {said} {fix}"
+    return findings
+  existing["explanation"] += " " + said
+  own = [(name, o) for name, o in _named_options(run, existing["fix"]) if set(o) != {"config.num_epochs"}]
+  summary = existing["fix"]["summary"]
+  for longer, without in (("Train longer, or use a wider model.", "Use a wider model."),
+                          ("train longer, or use a wider model.", "use a wider model.")):
+    summary = summary.replace(longer, without)
+  lead = [o for o in own[:1] if o[0] == "weaker_regularization"]
+  merged = lead + options + own[len(lead):] if severity == "high" else own + options
+  summary = f"{summary} {fix}" if lead or merged[0] != options[0] else f"{fix} {summary}"
   existing["fix"] = make_fix(summary, options=merged)
   return findings
 
@@ -295,7 +305,7 @@ def diagnose(workdir: str) -> dict:
   """The diagnosis of the run in `workdir`, from its files alone."""
   start = time.perf_counter()
   run = Run(workdir)
-  findings = lr_test_yields_to_capacity(run, stopped_too_soon(run, still_learning(run, pixel_reference(
+  findings = stopped_too_soon(run, lr_test_yields_to_capacity(run, still_learning(run, pixel_reference(
       run, near_chance(run, [f for f in (rule(run) for rule in RULES) if f is not None])))))
   findings.sort(key=lambda f: (SEVERITIES.index(f["severity"]), _TIER[f["cause"]], -f["confidence"]))
   summary = {}

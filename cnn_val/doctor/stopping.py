@@ -84,11 +84,15 @@ def patience_options(evidence: dict) -> tuple[list[tuple[str, dict]], str]:
 
 def describe(evidence: dict) -> str:
   """The evidence in words, for the finding's explanation."""
+  if evidence["val_loss_lowest_epoch"] == evidence["stopped_at_epoch"]:
+    loss = "the validation loss was at its lowest at the stop"
+  else:
+    loss = (f"the validation loss was at its lowest at epoch {evidence['val_loss_lowest_epoch']} and "
+            f"{evidence['val_loss_at_stop_over_lowest'] or 1.0:.3g}x that lowest at the stop")
   return (f"Early stopping ended the run at epoch {evidence['stopped_at_epoch']} of {evidence['num_epochs']} "
           f"(patience {evidence['patience']}), leaving {evidence['unused_share']:.0%} of its epochs untrained, while "
-          f"it was still learning: the validation loss was at its lowest at epoch {evidence['val_loss_lowest_epoch']}"
-          f" and {evidence['val_loss_at_stop_over_lowest'] or 1.0:.3g}x that lowest at the stop (not yet rising, as "
-          f"it does once a model overfits), and validation accuracy dipped {100 * evidence['dip_after_best']:.2f} "
-          f"points after its best at epoch {evidence['best_epoch']}, within the noise of one evaluation "
-          f"({100 * evidence['noise']:.2f} points: {NOISE_Z:g} standard errors of a difference). A patience shorter "
-          f"than that noise stops a run on a dip that is only noise.")
+          f"it was still learning: {loss} (not yet rising, as it does once a model overfits), and validation "
+          f"accuracy dipped {100 * evidence['dip_after_best']:.2f} points after its best at epoch "
+          f"{evidence['best_epoch']}, within the noise of one evaluation ({100 * evidence['noise']:.2f} points: "
+          f"{NOISE_Z:g} standard errors of a difference). A patience shorter than that noise stops a run on a dip "
+          f"that is only noise.")
