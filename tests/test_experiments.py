@@ -629,6 +629,22 @@ def test_a_run_stopped_early_is_the_baseline_of_its_own_seed_and_not_trained_aga
   assert ablate.run_status(ablate.run_dir(out, experiments.BASELINE_ARM, 0)) == "finished"
 
 
+def test_the_menu_trains_a_run_that_early_stopping_ended_to_the_end_of_its_budget(tmp_path):
+  workdir = str(tmp_path)
+  _write_run(workdir, _config(num_epochs=3, early_stopping_patience=1), 0.91)
+  menu = {a.name: (dict(a.overrides), cause) for a, cause in experiments.menu_arms(experiments.Run(workdir))}
+  assert "no_early_stopping" not in menu  # it trained every epoch: its patience cut nothing short
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(_config(num_epochs=10, early_stopping_patience=1), f)
+  rundir.write_json(workdir, rundir.EARLY_STOP_FILE, {"epoch": 3, "step": 30, "patience": 1, "best_epoch": 2})
+  menu = {a.name: (dict(a.overrides), cause) for a, cause in experiments.menu_arms(experiments.Run(workdir))}
+  assert menu["no_early_stopping"] == ({"early_stopping_patience": 0}, "underfitting")
+  verified = {"delta": 0.012, "ci95": [0.004, 0.02], "seeds": 3, "p_value": 0.01}
+  finding = levers.lever_finding(ablate.Arm("no_early_stopping", {"early_stopping_patience": 0}), "underfitting",
+                                 verified, None, 0.01)
+  assert "early stopping ended the run before it had stopped gaining" in finding["explanation"]
+
+
 def test_a_diverged_run_is_verified_against_the_majority_class(tmp_path):
   workdir = str(tmp_path)
   config = _config()

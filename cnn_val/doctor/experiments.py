@@ -17,7 +17,8 @@ What it decides, and by which rule:
   except `data_leakage`, whose fix makes validation honest rather than higher: validation minus test
   accuracy, lower is better.
 - A lever from the menu that is confirmed becomes a finding of the cause it tests (a wider or deeper model:
-  `underfitting`, and so is BatchNorm after each conv, which makes the same model fit better; dropout, weight
+  `underfitting`, and so is BatchNorm after each conv, which makes the same model fit better, and the whole budget
+  for a run that early stopping ended; dropout, weight
   decay, an augmentation preset: `overfitting`; a cosine schedule:
   `lr_plateau`; the LR range test's rate: `lr_too_high`/`lr_too_low`; an augmentation turned off:
   `harmful_augmentation`), with severity `high` when it gains >= 1 point, else `medium`. Every lever tried

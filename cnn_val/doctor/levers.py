@@ -27,8 +27,9 @@ _AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_rang
                 "contrast": 0.0, "gamma": 0.0, "hue": 0.0, "saturation": 0.0}
 # The names follow_up_arms gives.
 FOLLOW_UP_LEVERS = ("wider_x2", "deeper_blocks_x2", "longer_x2", "weaker_x2", "combined")
+# Every name menu_arms can give.
 LEVERS = ("wider", "deeper", "deeper_blocks", "batchnorm", "block_dropout", "weight_decay", "cosine",
-          "lr_range_test", "augment", *(f"no_{field}" for field in _AUGMENT_OFF),  # every name menu_arms can give
+          "lr_range_test", "no_early_stopping", "augment", *(f"no_{field}" for field in _AUGMENT_OFF),
           *FOLLOW_UP_LEVERS)
 
 
@@ -66,6 +67,9 @@ def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
   if suggestion and lr and not 1 / 1.5 < suggestion / lr < 1.5:
     arms.append((ablate.Arm("lr_range_test", {"optim.learning_rate": float(f"{suggestion:.2g}")}),
                  "lr_too_low" if suggestion > lr else "lr_too_high"))
+  if get("early_stopping_patience") and run.workdir and rundir.read_json(run.workdir, rundir.EARLY_STOP_FILE):
+    # The run stopped before its budget: every other arm keeps its patience, this one trains the whole budget.
+    arms.append((ablate.Arm("no_early_stopping", {"early_stopping_patience": 0}), "underfitting"))
   augment = run.augment
   if not augment.random:
     channels = len((run.audit or {}).get("splits", {}).get("train", {}).get("channel_means", [0]))
@@ -220,6 +224,9 @@ _BATCHNORM_TEXT = ("the same model fits better with each conv layer's activation
 _LONGER_TEXT = ("the run was cut short; validation accuracy was still rising when it stopped, and more epochs win "
                 "it.")
 
+_NO_STOP_TEXT = ("early stopping ended the run before it had stopped gaining: trained to the end of its budget (the "
+                 "best checkpoint kept either way) it wins more.")
+
 _WEAKER_TEXT = ("the run regularises more than the model can afford: with weaker regularisation it fits what the "
                 "data allows.")
 
@@ -253,7 +260,8 @@ def lever_finding(arm: ablate.Arm, cause: str, verified: dict, note: str | None,
           + (f" ({note})" if note else ""))
   alone = next(iter(arm.overrides)) if len(arm.overrides) == 1 else None
   why = _WEAKER_TEXT if arm.name == "weaker_x2" else {
-      "model.batchnorm": _BATCHNORM_TEXT, "model.convs_per_block": _DEEPER_BLOCKS_TEXT, "num_epochs": _LONGER_TEXT}.get(
+      "model.batchnorm": _BATCHNORM_TEXT, "model.convs_per_block": _DEEPER_BLOCKS_TEXT, "num_epochs": _LONGER_TEXT,
+      "early_stopping_patience": _NO_STOP_TEXT}.get(
           alone, _CAUSE_TEXT.get(cause, "the change addresses this cause."))
   return {
       "cause": cause, "severity": "high" if gain >= high_gain else "medium",
