@@ -188,15 +188,10 @@ def still_learning(run: Run, findings: list[dict]) -> list[dict]:
           f"evaluation(s) {how} ({evidence['steps']:,} steps in {evidence['epochs']} epochs); more training is "
           f"likely to gain more.")
   severity = evidence.pop("severity")
-  confidence = 0.8 if severity == "high" else 0.6
-  existing = next((f for f in findings if f["cause"] == "underfitting"), None)
+  existing = _underfitting_with(run, findings, "still_learning", evidence, severity, said, fix, options)
   if existing is None:
-    return findings + [_finding("underfitting", severity, confidence,
-                                {"still_learning": evidence, "val_accuracy": run.val_acc}, said, fix, options=options)]
-  existing["evidence"]["still_learning"] = evidence
+    return findings
   existing["explanation"] += " " + said
-  existing["severity"] = min(existing["severity"], severity, key=SEVERITIES.index)
-  existing["confidence"] = max(existing["confidence"], confidence)
   own = _named_options(run, existing["fix"])
   summary = existing["fix"]["summary"]
   said_longer = any(name == "longer" for name, _ in own)
@@ -218,6 +213,23 @@ def still_learning(run: Run, findings: list[dict]) -> list[dict]:
   return findings
 
 
+def _underfitting_with(run: Run, findings: list[dict], key: str, evidence: dict, severity: str, said: str, fix: str,
+                       options: list) -> dict | None:
+  """Evidence that the run trained too short (`key`: still_learning, early_stop) as an `underfitting` finding: a new
+  one appended to `findings` (None returned), or the one already there given the evidence, the severity where it is
+  higher and the confidence that goes with it, and returned for its caller to merge the fix into."""
+  confidence = 0.8 if severity == "high" else 0.6
+  existing = next((f for f in findings if f["cause"] == "underfitting"), None)
+  if existing is None:
+    findings.append(_finding("underfitting", severity, confidence, {key: evidence, "val_accuracy": run.val_acc},
+                             said, fix, options=options))
+    return None
+  existing["evidence"][key] = evidence
+  existing["severity"] = min(existing["severity"], severity, key=SEVERITIES.index)
+  existing["confidence"] = max(existing["confidence"], confidence)
+  return existing
+
+
 def stopped_too_soon(run: Run, findings: list[dict]) -> list[dict]:
   """A run that early stopping ended while it was still learning (stopping.stopped_too_soon) underfits by training too
   short: an `underfitting` finding (high from half the epochs untrained, or where the run ended near chance; else
@@ -234,14 +246,9 @@ def stopped_too_soon(run: Run, findings: list[dict]) -> list[dict]:
   said = stopping.describe(evidence)
   severity = "high" if _at_stake(run) is not None else evidence["severity"]
   evidence = {k: v for k, v in evidence.items() if k != "severity"}
-  confidence = 0.8 if severity == "high" else 0.6
-  existing = next((f for f in findings if f["cause"] == "underfitting"), None)
+  existing = _underfitting_with(run, findings, "early_stop", evidence, severity, said, fix, options)
   if existing is None:
-    return findings + [_finding("underfitting", severity, confidence,
-                                {"early_stop": evidence, "val_accuracy": run.val_acc}, said, fix, options=options)]
-  existing["evidence"]["early_stop"] = evidence
-  existing["severity"] = min(existing["severity"], severity, key=SEVERITIES.index)
-  existing["confidence"] = max(existing["confidence"], confidence)
+    return findings
   if not existing["fix"].get("overrides"):
     existing["explanation"] += f" {said} {fix}"
     return findings
