@@ -22,9 +22,11 @@ from cnn_val.doctor.finding import SEVERITIES
 from cnn_val.doctor.finding import finding as _finding
 from cnn_val.doctor.finding import make_fix
 from cnn_val.doctor.finding import verification_result
-from cnn_val.doctor import stopping
 from cnn_val.doctor.augmentation_rules import rule_harmful_augmentation
 from cnn_val.doctor.run_view import Run
+from cnn_val.doctor.stopping import describe as _describe_stop
+from cnn_val.doctor.stopping import patience_options
+from cnn_val.doctor.stopping import stopped_too_soon as _stop_evidence
 from cnn_val.doctor.generalisation_rules import rule_label_noise, rule_overfitting
 from cnn_val.doctor.signal_rules import (capacity_fix, longer_fix, rule_diverged, rule_lr_plateau, rule_lr_too_high,
                                          rule_lr_too_low, rule_pipeline_bug, rule_underfitting)
@@ -239,11 +241,11 @@ def stopped_too_soon(run: Run, findings: list[dict]) -> list[dict]:
   trained longer with the same patience stops where this one did. Near chance, where that finding carries no fix so
   that `--verify` looks for the cause with the lever menu, the stop is said and the fix left to the menu. Applied
   after lr_test_yields_to_capacity, which reads the underfitting finding's severity from the loss alone."""
-  evidence = stopping.stopped_too_soon(run)
+  evidence = _stop_evidence(run)
   if evidence is None:
     return findings
-  options, fix = stopping.patience_options(evidence)
-  said = stopping.describe(evidence)
+  options, fix = patience_options(evidence)
+  said = _describe_stop(evidence)
   severity = "high" if _at_stake(run) is not None else evidence["severity"]
   evidence = {k: v for k, v in evidence.items() if k != "severity"}
   existing = _underfitting_with(run, findings, "early_stop", evidence, severity, said, fix, options)
