@@ -24,6 +24,13 @@ def finite(value) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def accuracy_standard_error(accuracy: float, n: int) -> float:
+  """One evaluation's standard error of an accuracy measured on n examples (binomial, Agresti-Coull: near 100% the
+  plain estimate reads no noise)."""
+  p = (accuracy * n + 2) / (n + 4)
+  return math.sqrt(p * (1 - p) / (n + 4))
+
+
 class Run:
   """A run directory as the rules read it, with derived quantities computed once."""
 

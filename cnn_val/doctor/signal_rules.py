@@ -19,7 +19,7 @@ from cnn_val.doctor.generalisation_rules import NOISE_GAP, OVERFIT_GAP, noise_pe
 from cnn_val.doctor import schedule
 from cnn_val.doctor.regularisation import (decay_ratio_bound, gradient_ratio, l2_decay_blurs_ratio,
                                            weaker_regularization)
-from cnn_val.doctor.run_view import RATIO_WINDOW_STEPS, Run
+from cnn_val.doctor.run_view import RATIO_WINDOW_STEPS, Run, accuracy_standard_error
 
 # Optimisation. The update/parameter ratio is ||step|| / ||weights||, averaged over the first
 # run_view.RATIO_WINDOW_STEPS (1,500) steps in whole epochs. Measured on the seed models: Adam at 1e-3 gives
@@ -371,9 +371,8 @@ def still_learning_measures(run: Run) -> dict | None:
     return None
   last, lowest = run.last, min(run.val_losses)
   n_val = run.split_count("validation") or 0
-  p = (last["val_accuracy"] * n_val + 2) / (n_val + 4)
   return {"gain": run.late_gain, "images": run.late_gain * n_val if n_val else None,
-          "standard_error": math.sqrt(p * (1 - p) / (n_val + 4)) if n_val else None,
+          "standard_error": accuracy_standard_error(last["val_accuracy"], n_val) if n_val else None,
           "loss_fall": (run.early[-1]["val_loss"] - last["val_loss"]) / math.log(run.num_classes),
           "ends_at_best": last["val_accuracy"] >= run.best["val_accuracy"] and last["val_loss"] <= 1.02 * lowest,
           "ends_at_loss_minimum": last["val_loss"] <= lowest}

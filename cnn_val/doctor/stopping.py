@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from cnn_val import rundir
-from cnn_val.doctor.run_view import Run
+from cnn_val.doctor.run_view import Run, accuracy_standard_error
 from cnn_val.doctor.run_view import finite as _numeric
 
 # Calibrated on 32 early-stopped runs of three datasets and budgets, each against the same seed trained to the end
@@ -32,11 +32,6 @@ NOISE_Z = 2.0
 # The patience a finding recommends: at least this many evaluations, and at least PATIENCE_FACTOR x the run's.
 PATIENCE_MIN = 5
 PATIENCE_FACTOR = 4
-
-
-def _standard_error(accuracy: float, n: int) -> float:
-  p = (accuracy * n + 2) / (n + 4)
-  return math.sqrt(p * (1 - p) / (n + 4))
 
 
 def stopped_too_soon(run: Run) -> dict | None:
@@ -60,7 +55,7 @@ def stopped_too_soon(run: Run) -> dict | None:
   after = accuracies[best + 1:] or accuracies[-1:]
   dip = accuracies[best] - sum(after) / len(after)
   n_val = run.split_count("validation")
-  noise = NOISE_Z * math.sqrt(2) * _standard_error(accuracies[best], n_val) if n_val else None
+  noise = NOISE_Z * math.sqrt(2) * accuracy_standard_error(accuracies[best], n_val) if n_val else None
   lowest = min(losses)
   lowest_at = losses.index(lowest)
   recent = lowest_at >= len(losses) - 1 - int(patience)
