@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from cnn_val import ablate, rundir, train
+from cnn_val.ablate import results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -250,9 +251,32 @@ def test_a_run_stopped_early_is_finished_and_counted(tmp_path):
   assert ablate.run_status(ablate.run_dir(out, "base", 0)) == "finished"
   arm = ablate.aggregate(out)["arms"][0]
   assert arm["finished"] == 2 and arm["final_val_accuracy"]["mean"] == pytest.approx((0.83 + 0.87) / 2)
+  # Its curve: both seeds to epoch 3, then seed 1 alone (a plot draws that part dashed, not as the same mean).
+  assert [c[3] for c in arm["curve"]] == [2, 2, 2, 1, 1] and results.curve_cut(arm["curve"]) == 3
+  assert ablate.write_results(out) and os.path.exists(os.path.join(out, "plots", "curves.png"))
   with open(os.path.join(ablate.run_dir(out, "base", 0), rundir.EARLY_STOP_FILE), "w") as f:
     json.dump({"epoch": 4, "step": 40, "patience": 1, "best_epoch": 3}, f)  # its last row is not the stop's
   assert ablate.run_status(ablate.run_dir(out, "base", 0)) == "partial"
+
+
+def test_a_budget_estimate_counts_a_stopped_run_at_its_full_length(tmp_path):
+  """A run early stopping ended at epoch 2 of 8 took a quarter of what the runs still to train will: the estimate
+  scales its time to all its epochs (before, 10 s stood for a 40 s run, and a sweep over budget was let through)."""
+  out = str(tmp_path)
+  base = {"seed": 0, "num_epochs": 8}
+  ablate.prepare(ablate.Sweep(base, [ablate.Arm("base")], [0], check=False), out)
+  stopped = ablate.run_dir(out, "base", 0)
+  _fake_run(stopped, [0.80, 0.79], epochs=8, seconds=10.0)
+  with open(os.path.join(stopped, rundir.EARLY_STOP_FILE), "w") as f:
+    json.dump({"epoch": 2, "step": 20, "patience": 1, "best_epoch": 1}, f)
+  assert ablate.full_length_seconds(stopped, 10.0) == pytest.approx(40.0)
+  _fake_run(ablate.run_dir(out, "whole", 0), [0.8] * 4, seconds=10.0)
+  assert ablate.full_length_seconds(ablate.run_dir(out, "whole", 0), 10.0) == 10.0  # every epoch: as it took
+  sweep = ablate.Sweep(base, [ablate.Arm("base"), ablate.Arm("b", {"num_epochs": 8})], [0, 1], check=False)
+  messages = []
+  with pytest.raises(ablate.SweepIncomplete, match=r"Over budget: 3 more runs need about 2.0 min"):
+    ablate.run_sweep(sweep, out, budget_minutes=1.5, log=messages.append)
+  assert any(m.startswith("Estimate: 3 runs left at 40 s each (finished runs' mean)") for m in messages)
 
 
 def test_a_torn_metrics_line_is_dropped_and_a_corrupt_one_is_named(tmp_path):

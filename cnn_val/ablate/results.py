@@ -87,6 +87,14 @@ def _mean_curve(curves):
           for e, v in sorted(by_epoch.items())]
 
 
+def curve_cut(curve) -> int:
+  """How many of a mean curve's points (`_mean_curve`'s) average every seed the arm has there: after them some of
+  its runs had stopped (early stopping, divergence), and the mean over the rest is another sample, not the same one
+  continued; plots draw it dashed."""
+  full = max(c[3] for c in curve)
+  return max(i for i, c in enumerate(curve) if c[3] == full) + 1
+
+
 def format_percent(stat: dict | None, *, signed=False) -> str:
   """A mean_ci summary of fractions as '91.00 ± 1.00' (percent), or '-'."""
   if not stat or stat.get("mean") is None:
@@ -193,6 +201,7 @@ def plot_results(out: str, table: dict) -> dict:
   fig.savefig(os.path.join(out, paths["arms"]), dpi=90)
   plt.close(fig)
   fig, ax = plt.subplots(figsize=(6, 3.6))
+  fewer = False
   for a in entries:
     curve = a["curve"]
     if not curve:
@@ -200,9 +209,17 @@ def plot_results(out: str, table: dict) -> dict:
     epochs = [c[0] for c in curve]
     mean = np.array([100 * c[1] for c in curve])
     std = np.array([100 * c[2] for c in curve])
-    line, = ax.plot(epochs, mean, "o-", markersize=3, label=a["arm"], color="0.4" if a["baseline"] else None)
-    ax.fill_between(epochs, mean - std, mean + std, alpha=0.2, color=line.get_color())
-  ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy: mean ± 1 std over seeds")
+    cut = curve_cut(curve)
+    line, = ax.plot(epochs[:cut], mean[:cut], "o-", markersize=3, label=a["arm"],
+                    color="0.4" if a["baseline"] else None)
+    if cut < len(curve):
+      fewer = True
+      ax.plot(epochs[cut - 1:], mean[cut - 1:], "o--", markersize=3, mfc="none",
+              color=line.get_color())
+    ax.fill_between(epochs[:cut], (mean - std)[:cut], (mean + std)[:cut], alpha=0.2, color=line.get_color())
+  ax.set(xlabel="epoch", ylabel="validation accuracy (%)",
+         title="Validation accuracy: mean ± 1 std over seeds" + ("\n(dashed: fewer seeds, the others stopped)"
+                                                                  if fewer else ""))
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()

@@ -19,7 +19,8 @@ from cnn_val import ablate_worker, audit, config_fields, rundir
 from cnn_val.ablate.cluster import EXECUTORS, SlurmOptions, execute as execute_on_cluster
 from cnn_val.ablate.results import write_results
 from cnn_val.ablate.sweep import (CACHE_DIR, LOCK_FILE, RESULTS_MD, RUN_RESULT_FILE, RUN_SPEC_FILE, SWEEP_FILE,
-                                  Sweep, SweepError, SweepIncomplete, run_config, run_dir, run_status)
+                                  Sweep, SweepError, SweepIncomplete, full_length_seconds, run_config, run_dir,
+                                  run_status)
 
 
 def _core_groups(parallel: int) -> list[list[int] | None]:
@@ -193,7 +194,7 @@ def run_sweep(sweep: Sweep, out: str, *, parallel: int = 1, max_runs: int = 0, b
         record = rundir.read_json(workdir, RUN_RESULT_FILE) or {}
         if run_status(workdir) in ("finished", "diverged"):
           if record.get("seconds"):
-            finished_s.append(record["seconds"])
+            finished_s.append(full_length_seconds(workdir, record["seconds"]))
         else:
           jobs.append(_Job(arm.name, seed, workdir, record.get("attempts", 0), record.get("seconds", 0.0)))
     total = len(sweep.arms) * len(sweep.seeds)
@@ -314,7 +315,7 @@ def _execute(units: list[list[_Job]], parallel: int, budget_minutes: float, esti
         if len(unfinished) < len(worker.jobs) and budget_minutes and not estimated:
           estimated = True
           done = next(job for job in worker.jobs if job not in unfinished)
-          _check_budget(done.seconds, sum(len(u) for u in pending) + sum(len(w.jobs) for w in running.values())
+          _check_budget(full_length_seconds(done.workdir, done.seconds), sum(len(u) for u in pending) + sum(len(w.jobs) for w in running.values())
                         + len(unfinished), parallel, budget_minutes, log, "the first run",
                         spent_s=time.monotonic() - start)
         if not unfinished:

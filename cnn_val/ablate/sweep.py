@@ -268,6 +268,18 @@ def run_status(workdir: str) -> str:
   return "partial"
 
 
+def full_length_seconds(workdir: str, seconds: float) -> float:
+  """A finished run's wall time as a run of all its `num_epochs` would take: scaled by the epochs it trained where
+  early stopping or divergence ended it sooner (a sweep's budget estimate must not take a run stopped at epoch 3 of
+  20 for what the others cost). Start-up is scaled too: the estimate errs long."""
+  config = rundir.read_json(workdir, rundir.CONFIG_FILE) or {}
+  rows = rundir.read_metrics(workdir)
+  last, planned = (rows[-1].get("epoch") if rows else None), config.get("num_epochs")
+  if isinstance(last, int) and isinstance(planned, int) and 0 < last < planned:
+    return seconds * planned / last
+  return seconds
+
+
 def _majority_accuracy(workdir: str):
   """The majority-class accuracy on validation: from the pre-flight checks, else from the audit's counts."""
   checks = (rundir.read_json(workdir, rundir.PREFLIGHT_FILE) or {}).get("checks", [])
