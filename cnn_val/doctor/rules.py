@@ -28,8 +28,9 @@ from cnn_val.doctor.stopping import describe as _describe_stop
 from cnn_val.doctor.stopping import patience_options
 from cnn_val.doctor.stopping import stopped_too_soon as _stop_evidence
 from cnn_val.doctor.generalisation_rules import rule_label_noise, rule_overfitting
-from cnn_val.doctor.signal_rules import (capacity_fix, longer_fix, rule_diverged, rule_lr_plateau, rule_lr_too_high,
-                                         rule_lr_too_low, rule_pipeline_bug, rule_underfitting)
+from cnn_val.doctor.signal_rules import (LONGER_OR_WIDER_TEXT, WIDER_TEXT, capacity_fix, longer_fix, rule_diverged,
+                                         rule_lr_plateau, rule_lr_too_high, rule_lr_too_low, rule_pipeline_bug,
+                                         rule_underfitting)
 from cnn_val.doctor.signal_rules import still_learning as _still_learning
 
 DIAGNOSIS_FILE = "diagnosis.json"
@@ -257,8 +258,8 @@ def stopped_too_soon(run: Run, findings: list[dict]) -> list[dict]:
   existing["explanation"] += " " + said
   own = [(name, o) for name, o in _named_options(run, existing["fix"]) if set(o) != {"config.num_epochs"}]
   summary = existing["fix"]["summary"]
-  for longer, without in (("Train longer, or use a wider model.", "Use a wider model."),
-                          ("train longer, or use a wider model.", "use a wider model.")):
+  lower = lambda text: text[0].lower() + text[1:]  # as capacity_fix's `do` writes it after another option
+  for longer, without in ((LONGER_OR_WIDER_TEXT, WIDER_TEXT), (lower(LONGER_OR_WIDER_TEXT), lower(WIDER_TEXT))):
     summary = summary.replace(longer, without)
   lead = [o for o in own[:1] if o[0] == "weaker_regularization"]
   merged = lead + options + own[len(lead):] if severity == "high" else own + options

@@ -64,6 +64,10 @@ STILL_LEARNING_LOSS_FALL = 0.10
 STILL_LEARNING_MIN_IMAGES = 10
 # Pre-flight: failed checks are a pipeline bug when the run ends within this of the majority-class accuracy.
 PIPELINE_MARGIN = 0.05
+# capacity_fix's two summaries; rules.stopped_too_soon drops the first's `longer` (a run that early stopping ended
+# stops there again with the same patience), leaving the second.
+LONGER_OR_WIDER_TEXT = "Train longer, or use a wider model."
+WIDER_TEXT = "Use a wider model."
 
 
 # A learning-rate fix lands in this range per optimizer (lowest, highest, the documented default that replaces
@@ -312,8 +316,8 @@ def capacity_fix(run: Run) -> tuple[list[tuple[str, dict]], str, str]:
   if run.train_loss_fall > TOO_SHORT:
     return (first + [("longer", {"config.num_epochs": 2 * int(run.get("num_epochs") or run.last["epoch"])}), wider]
             + after,
-            do("Train longer, or use a wider model."), "The loss was still falling: training may be too short." + held)
-  return (first + [wider] + after, do("Use a wider model."),
+            do(LONGER_OR_WIDER_TEXT), "The loss was still falling: training may be too short." + held)
+  return (first + [wider] + after, do(WIDER_TEXT),
           ("The loss has levelled off." if first else "The loss has levelled off: the model is too small for the task.")
           + held)
 
