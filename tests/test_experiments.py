@@ -151,8 +151,12 @@ def test_a_fix_with_options_trains_each_and_keeps_the_one_the_experiment_favours
   _fake_sweep(workdir, config, {"baseline": ({}, base),
                                 "overfitting_dropout": ({"model.dropout_rate": 0.7}, [0.801, 0.812, 0.789]),
                                 "overfitting_weight_decay": ({"optim.weight_decay": 1e-2}, [0.81, 0.82, 0.80]),
-                                "overfitting_augment": ({"augment.preset": "characters"}, [0.78, 0.79, 0.77])})
+                                "overfitting_augment": ({"augment.preset": "characters"}, [0.78, 0.79, 0.77]),
+                                # the follow-up on the confirmed regulariser, within the noise: no finding of its own
+                                "regularised_deeper": ({"optim.weight_decay": 1e-2, "model.convs_per_block": 2},
+                                                       [0.80, 0.812, 0.79])})
   result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", log=lambda _: None)
+  assert [f["cause"] for f in result["findings"]] == ["overfitting"]
   finding = result["findings"][0]
   v = finding["verified"]
   # The one confirmed option is kept even though the bundle's first option was dropout; the fix now says so.
@@ -174,6 +178,52 @@ def test_a_fix_with_options_trains_each_and_keeps_the_one_the_experiment_favours
   result = experiments.verify(workdir, diagnosis, seeds=3, levers=["cosine"], log=lines.append, max_runs=12)
   assert verification_result(result["findings"][-1]["verified"]) == "refuted"
   assert any("skipped: --max_runs/--budget_minutes spent" in line for line in lines)
+
+
+def test_a_confirmed_regularisation_is_tried_again_with_deeper_blocks(tmp_path):
+  # The overfitting fault's shape: the seed model without dropout; the dropout model wins, and the same model with
+  # another conv in each block wins more (on Fashion-MNIST's 10,000 examples: +1.74 against +1.12, README).
+  workdir = str(tmp_path)
+  config = _config(**{"model.name": "SeedCNN"})
+  _write_run(workdir, config, 0.889)
+  options = [("dropout", {"config.model.name": "SeedCNNDropout"}),
+             ("weight_decay", {"config.optim.weight_decay": 1e-2})]
+  diagnosis = {"verdict": "problems_found", "findings": [_options_finding("overfitting", options)]}
+  base = [0.889, 0.888, 0.890]
+  arms = {"baseline": ({}, base),
+          "overfitting_dropout": ({"model.name": "SeedCNNDropout"}, [0.900, 0.898, 0.901]),
+          "overfitting_weight_decay": ({"optim.weight_decay": 1e-2}, [0.889, 0.889, 0.890]),
+          "regularised_deeper": ({"model.name": "SeedCNNDropout", "model.convs_per_block": 2},
+                                 [0.907, 0.904, 0.907])}
+  _fake_sweep(workdir, config, arms)
+  lines = []
+  result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", log=lines.append)
+  assert any("regularised_deeper (the confirmed regularisation, with another conv in each block)" in line
+             for line in lines)
+  top, rule = result["findings"]
+  assert top["evidence"]["lever"] == "regularised_deeper" and top["cause"] == "overfitting"
+  assert top["fix"]["overrides"] == {"config.model.name": "SeedCNNDropout", "config.model.convs_per_block": 2}
+  assert top["verified"]["delta"] == pytest.approx(0.017) and top["verified"]["vs_parent"]["confirmed"]
+  assert top["verified"]["vs_parent"]["arm"] == "overfitting_dropout"
+  assert "affords capacity it could not use before" in top["explanation"]
+  assert rule["verified"]["option"] == "dropout" and rule["verified"]["confirmed"]
+  # --levers bounds it like any follow-up; only a finding's regulariser is deepened, and only a model with blocks.
+  result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", levers=["combined"], log=lambda _: None)
+  assert [f["verified"].get("option") for f in result["findings"]] == ["dropout"]
+  get = experiments.Run(workdir).get
+  dropout = experiments.ablate.Arm("overfitting_dropout", {"model.name": "SeedCNNDropout"})
+  lever = experiments.ablate.Arm("block_dropout", {"model.block_dropout_rate": 0.2})
+  assert [a.name for a, *_ in experiments.follow_up_arms([(dropout, "overfitting", {"delta": 0.01})], None, get)] == [
+      "regularised_deeper"]
+  assert experiments.follow_up_arms([(dropout, "overfitting", {"delta": 0.01})]) == []  # without the run's fields
+  assert experiments.follow_up_arms([(lever, "overfitting", {"delta": 0.01})], None, get) == []  # the menu deepens
+  resnet = experiments.ablate.Arm("overfitting_weight_decay", {"model.name": "ResNet", "optim.weight_decay": 0.01})
+  assert experiments.follow_up_arms([(resnet, "overfitting", {"delta": 0.01})], None, get) == []
+  _write_run(str(tmp_path / "c"), _config(**{"model.name": "ConvNet", "model.convs_per_block": 2}), 0.9)
+  arm = experiments.ablate.Arm("overfitting_dropout", {"model.dropout_rate": 0.7})
+  assert [dict(a.overrides) for a, *_ in experiments.follow_up_arms(
+      [(arm, "overfitting", {"delta": 0.01})], None, experiments.Run(str(tmp_path / "c")).get)] == [
+          {"model.dropout_rate": 0.7, "model.convs_per_block": 3}]
 
 
 def test_an_applied_option_is_measured_by_its_removal_and_the_others_are_not_tried(tmp_path):

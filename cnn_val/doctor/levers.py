@@ -26,7 +26,7 @@ _AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_rang
                 "height_shift_range": 0.0, "shear_range": 0.0, "zoom_range": 0.0, "brightness": 0.0,
                 "contrast": 0.0, "gamma": 0.0, "hue": 0.0, "saturation": 0.0}
 # The names follow_up_arms gives.
-FOLLOW_UP_LEVERS = ("wider_x2", "deeper_blocks_x2", "longer_x2", "weaker_x2", "combined")
+FOLLOW_UP_LEVERS = ("wider_x2", "deeper_blocks_x2", "longer_x2", "weaker_x2", "regularised_deeper", "combined")
 # Every name menu_arms can give.
 LEVERS = ("wider", "deeper", "deeper_blocks", "batchnorm", "block_dropout", "weight_decay", "cosine",
           "lr_range_test", "no_early_stopping", "augment", *(f"no_{field}" for field in _AUGMENT_OFF),
@@ -159,17 +159,25 @@ class FollowUp(NamedTuple):
 
 
 def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]],
-                   still_learning: Callable[[str], tuple[int, int] | None] | None = None) -> list[FollowUp]:
+                   still_learning: Callable[[str], tuple[int, int] | None] | None = None,
+                   get: Callable[[str], object] | None = None) -> list[FollowUp]:
   """The second stage, more of what worked (FollowUp). A confirmed `wider` lever once more (twice its width
   again), a confirmed `deeper_blocks` once more (another conv in each block), a confirmed longer training (an arm
   that changes `num_epochs` alone) twice as long again where most of its runs were still learning when they
   stopped (`still_learning(arm name)`: (runs still learning, runs finished), by the single-run rule), a confirmed
-  weaker regularisation (the underfitting finding's `weaker_regularization` option) weaker again, and, when
-  two or more changes (levers, or findings' fixes) were confirmed, all of them together (the best first, skipping
-  one whose fields an earlier one already sets). `parent` names the confirmed arm each extends (for `combined`,
-  the best of its parts): the doctor judges the follow-up against it too, on the same seeds."""
+  weaker regularisation (the underfitting finding's `weaker_regularization` option) weaker again, a confirmed
+  regularisation (the overfitting finding's fix) with another conv in each block (`regularised_deeper`, where the
+  run's model has conv blocks; `get` reads the run's config fields), and, when two or more changes (levers, or
+  findings' fixes) were confirmed, all of them together (the best first, skipping one whose fields an earlier one
+  already sets). `parent` names the confirmed arm each extends (for `combined`, the best of its parts): the doctor
+  judges the follow-up against it too, on the same seeds."""
   out = []
   for arm, cause, verified in confirmed:
+    deeper = get and cause == "overfitting" and arm.name not in LEVERS and _deeper_blocks_of(arm.overrides, get)
+    if deeper:  # a regularised model may afford the capacity an overfitting one could not use (README)
+      out.append(FollowUp(ablate.Arm("regularised_deeper", deeper), cause,
+                          "the confirmed regularisation, with another conv in each block", arm.name))
+      continue
     if verified.get("option") == "weaker_regularization":  # a finding's fix: regularisation beyond the recipe
       again = weaker_again(arm.overrides)
       if again:
@@ -205,6 +213,15 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]],
   return out
 
 
+def _deeper_blocks_of(overrides: dict, get: Callable[[str], object]) -> dict:
+  """`overrides` with one more conv in each block of the model they build, or {} where that model has no conv
+  blocks to deepen (ResNet) or the overrides set the blocks already."""
+  model = overrides.get("model.name", get("model.name"))
+  if model not in ("SeedCNN", "SeedCNNDropout", "ConvNet") or "model.convs_per_block" in overrides:
+    return {}
+  return {**overrides, "model.convs_per_block": int(get("model.convs_per_block") or 1) + 1}
+
+
 _CAUSE_TEXT = {
     "underfitting": "the model is too small for what the data allows.",
     "overfitting": "the model fits its training data more closely than it generalises; regularising helps.",
@@ -226,6 +243,9 @@ _LONGER_TEXT = ("the run was cut short; validation accuracy was still rising whe
 
 _NO_STOP_TEXT = ("early stopping ended the run before it had stopped gaining: trained to the end of its budget (the "
                  "best checkpoint kept either way) it wins more.")
+
+_REGULARISED_DEEPER_TEXT = ("regularised, the model affords capacity it could not use before: with another conv "
+                            "before each pool it fits more of what the data allows.")
 
 _WEAKER_TEXT = ("the run regularises more than the model can afford: with weaker regularisation it fits what the "
                 "data allows.")
@@ -259,7 +279,7 @@ def lever_finding(arm: ablate.Arm, cause: str, verified: dict, note: str | None,
   what = (f"Changing {'these together' if len(arm.overrides) > 1 else 'one thing'}, {_describe(arm.overrides)}"
           + (f" ({note})" if note else ""))
   alone = next(iter(arm.overrides)) if len(arm.overrides) == 1 else None
-  why = _WEAKER_TEXT if arm.name == "weaker_x2" else {
+  why = _WEAKER_TEXT if arm.name == "weaker_x2" else _REGULARISED_DEEPER_TEXT if arm.name == "regularised_deeper" else {
       "model.batchnorm": _BATCHNORM_TEXT, "model.convs_per_block": _DEEPER_BLOCKS_TEXT, "num_epochs": _LONGER_TEXT,
       "early_stopping_patience": _NO_STOP_TEXT}.get(
           alone, _CAUSE_TEXT.get(cause, "the change addresses this cause."))
