@@ -259,19 +259,33 @@ def test_a_run_stopped_early_is_finished_and_counted(tmp_path):
   assert ablate.run_status(ablate.run_dir(out, "base", 0)) == "partial"
 
 
-def test_a_budget_estimate_counts_a_stopped_run_at_its_full_length(tmp_path):
-  """A run early stopping ended at epoch 2 of 8 took a quarter of what the runs still to train will: the estimate
-  scales its time to all its epochs (before, 10 s stood for a 40 s run, and a sweep over budget was let through)."""
+def test_a_budget_estimate_reads_time_an_epoch_and_the_epochs_runs_are_expected_to_train(tmp_path):
+  """A run early stopping ended at epoch 2 of 8 took a quarter of what a run of all 8 epochs takes: the estimate is
+  its time an epoch times the epochs each run still to train is expected to train (before, its 10 s stood for a
+  40 s run and let a sweep over budget through). Runs that early stopping may end too are expected to stop where
+  the finished ones did, at the same share of their budget (before the fix they were estimated at all of it)."""
   out = str(tmp_path)
   base = {"seed": 0, "num_epochs": 8}
   ablate.prepare(ablate.Sweep(base, [ablate.Arm("base")], [0], check=False), out)
   stopped = ablate.run_dir(out, "base", 0)
   _fake_run(stopped, [0.80, 0.79], epochs=8, seconds=10.0)
+  with open(os.path.join(stopped, "config.json"), "w") as f:
+    json.dump({"num_epochs": 8, "early_stopping_patience": 1}, f)
   with open(os.path.join(stopped, rundir.EARLY_STOP_FILE), "w") as f:
     json.dump({"epoch": 2, "step": 20, "patience": 1, "best_epoch": 1}, f)
-  assert ablate.full_length_seconds(stopped, 10.0) == pytest.approx(40.0)
-  _fake_run(ablate.run_dir(out, "whole", 0), [0.8] * 4, seconds=10.0)
-  assert ablate.full_length_seconds(ablate.run_dir(out, "whole", 0), 10.0) == 10.0  # every epoch: as it took
+  assert ablate.epochs_trained(stopped) == 2 and ablate.seconds_per_epoch(stopped) == pytest.approx(5.0)
+  assert ablate.expected_epochs({"num_epochs": 8}, [stopped]) == 8.0  # no early stopping: the whole budget
+  assert ablate.expected_epochs({"num_epochs": 20, "early_stopping_patience": 3}, [stopped]) == pytest.approx(5.0)
+  assert ablate.expected_epochs({"num_epochs": 20, "early_stopping_patience": 3}, []) == 20.0  # nothing to go by
+  # A population's members share the time of its longest: ablate.json says how many epochs that paid for.
+  member = ablate.run_dir(out, "pop", 0)
+  _fake_run(member, [0.8] * 3, epochs=8, seconds=12.0)
+  with open(os.path.join(member, ablate.RUN_RESULT_FILE), "w") as f:
+    json.dump({"seconds": 12.0, "epochs": 6}, f)
+  assert ablate.seconds_per_epoch(member) == pytest.approx(2.0)
+  # A run that diverged before its first evaluation says nothing of what a whole run costs.
+  _fake_run(ablate.run_dir(out, "nan", 0), [], epochs=8, diverged=True)
+  assert ablate.seconds_per_epoch(ablate.run_dir(out, "nan", 0)) is None
   sweep = ablate.Sweep(base, [ablate.Arm("base"), ablate.Arm("b", {"num_epochs": 8})], [0, 1], check=False)
   messages = []
   with pytest.raises(ablate.SweepIncomplete, match=r"Over budget: 3 more runs need about 2.0 min"):

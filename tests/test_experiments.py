@@ -205,8 +205,16 @@ def test_a_confirmed_regularisation_is_tried_again_with_deeper_blocks(tmp_path):
   assert top["fix"]["overrides"] == {"config.model.name": "SeedCNNDropout", "config.model.convs_per_block": 2}
   assert top["verified"]["delta"] == pytest.approx(0.017) and top["verified"]["vs_parent"]["confirmed"]
   assert top["verified"]["vs_parent"]["arm"] == "overfitting_dropout"
-  assert "affords capacity it could not use before" in top["explanation"]
+  assert "with its overfitting held in check, the model gains from more capacity" in top["explanation"]
   assert rule["verified"]["option"] == "dropout" and rule["verified"]["confirmed"]
+  # With the menu's deeper blocks confirmed too, their combination with the fix is the same arm: trained once.
+  _fake_sweep(workdir, config, {"deeper_blocks": ({"model.convs_per_block": 2}, [0.895, 0.894, 0.896])})
+  lines = []
+  result = experiments.verify(workdir, diagnosis, seeds=3, explore="always", log=lines.append,
+                              levers=["deeper_blocks", "regularised_deeper", "combined"])
+  assert [line for line in lines if line.startswith("Follow-up:")] == [
+      "Follow-up: regularised_deeper (the confirmed regularisation, with another conv in each block) over 3 seeds."]
+  assert [f["evidence"].get("lever") for f in result["findings"]] == ["regularised_deeper", None, "deeper_blocks"]
   # --levers bounds it like any follow-up; only a finding's regulariser is deepened, and only a model with blocks.
   result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", levers=["combined"], log=lambda _: None)
   assert [f["verified"].get("option") for f in result["findings"]] == ["dropout"]

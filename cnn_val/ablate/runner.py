@@ -19,8 +19,8 @@ from cnn_val import ablate_worker, audit, config_fields, rundir
 from cnn_val.ablate.cluster import EXECUTORS, SlurmOptions, execute as execute_on_cluster
 from cnn_val.ablate.results import write_results
 from cnn_val.ablate.sweep import (CACHE_DIR, LOCK_FILE, RESULTS_MD, RUN_RESULT_FILE, RUN_SPEC_FILE, SWEEP_FILE,
-                                  Sweep, SweepError, SweepIncomplete, full_length_seconds, run_config, run_dir,
-                                  run_status)
+                                  Sweep, SweepError, SweepIncomplete, epochs_trained, expected_epochs, run_config,
+                                  run_dir, run_status, seconds_per_epoch)
 
 
 def _core_groups(parallel: int) -> list[list[int] | None]:
@@ -187,14 +187,13 @@ def run_sweep(sweep: Sweep, out: str, *, parallel: int = 1, max_runs: int = 0, b
                      f"disk, as a SLURM cluster mounts): its workers log, lock and hand over run specs there. "
                      f"Single runs train into URLs (--workdir=gs://...); copy the sweep there afterwards.")
   with sweep_lock(out):
-    jobs, finished_s = [], []
+    jobs, finished = [], []
     for arm in sweep.arms:
       for seed in sweep.seeds:
         workdir = run_dir(out, arm.name, seed)
         record = rundir.read_json(workdir, RUN_RESULT_FILE) or {}
         if run_status(workdir) in ("finished", "diverged"):
-          if record.get("seconds"):
-            finished_s.append(full_length_seconds(workdir, record["seconds"]))
+          finished.append(workdir)
         else:
           jobs.append(_Job(arm.name, seed, workdir, record.get("attempts", 0), record.get("seconds", 0.0)))
     total = len(sweep.arms) * len(sweep.seeds)
@@ -209,12 +208,20 @@ def run_sweep(sweep: Sweep, out: str, *, parallel: int = 1, max_runs: int = 0, b
       arm = next(a for a in sweep.arms if a.name == job.arm)
       configs[job.workdir] = run_config(sweep.base, arm.overrides, job.seed)
       rundir.write_json(job.workdir, RUN_SPEC_FILE, {"arm": job.arm, "seed": job.seed, "config": configs[job.workdir]})
-    if jobs and budget_minutes and finished_s:
-      _check_budget(np.mean(finished_s), len(jobs), parallel, budget_minutes, log, "finished runs' mean")
+    def per_run_s(done: list[str]) -> float | None:
+      """What a run still to train is expected to take: the `done` runs' mean time an epoch times the mean epochs
+      the runs to train are expected to train (sweep.expected_epochs); None where no done run trained an epoch."""
+      rates = [r for r in map(seconds_per_epoch, done) if r]
+      return (float(np.mean(rates)) * float(np.mean([expected_epochs(configs[j.workdir], done) for j in jobs]))
+              if rates and jobs else None)
+    per_run = per_run_s(finished) if jobs and budget_minutes else None
+    if per_run:
+      _check_budget(per_run, len(jobs), parallel, budget_minutes, log, "finished runs' mean")
     cache_dir = os.path.abspath(os.path.join(out, CACHE_DIR))
     if executor == "local":
       units = population_units(jobs, configs, population, population_size, parallel)
-      failures = _execute(units, parallel, budget_minutes, bool(finished_s), retries, log, cache_dir)
+      failures = _execute(units, parallel, budget_minutes, bool(per_run), retries, log, cache_dir,
+                          lambda done: per_run_s(finished + done))
     else:
       if population == "always":
         log(f"--population applies to the local executor: each {executor} task trains one run.")
@@ -244,11 +251,13 @@ def _check_budget(per_run_s, remaining, parallel, budget_minutes, log, source, s
 INTERRUPTED_EXIT_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)  # a worker that stopped on a signal
 
 
-def _record(job: _Job, rc: int, log) -> str:
-  """Files a run's outcome (ablate.json: wall time, attempts, exit code, status) and returns its status."""
+def _record(job: _Job, rc: int, log, epochs: int | None = None) -> str:
+  """Files a run's outcome (ablate.json: wall time, attempts, exit code, status, and the epochs its time paid for:
+  a population's members share the time of its longest, `epochs`; else the run's own) and returns its status."""
   status = run_status(job.workdir)
   rundir.write_json(job.workdir, RUN_RESULT_FILE,
-                    {"seconds": round(job.seconds, 2), "attempts": job.attempts, "returncode": rc, "status": status})
+                    {"seconds": round(job.seconds, 2), "attempts": job.attempts, "returncode": rc, "status": status,
+                     "epochs": epochs or epochs_trained(job.workdir)})
   if status in ("finished", "diverged"):
     log(f"done  {job.arm}/seed{job.seed}: {status} in {job.seconds:.0f} s")
   return status
@@ -294,7 +303,7 @@ def population_units(jobs: list[_Job], configs: dict, population: str, size: int
 
 
 def _execute(units: list[list[_Job]], parallel: int, budget_minutes: float, estimated: bool, retries: int, log,
-             cache_dir: str):
+             cache_dir: str, per_run_s: Callable[[list[str]], float | None] = lambda done: None):
   cores, gpus = _core_groups(parallel), _gpu_groups(parallel)
   free, pending, running, failures = list(range(parallel)), list(units), {}, []
   start = time.monotonic()
@@ -310,12 +319,14 @@ def _execute(units: list[list[_Job]], parallel: int, budget_minutes: float, esti
           continue
         del running[slot]
         free.append(slot)
-        statuses = {id(job): _record(job, rc, log) for job in worker.jobs}
+        epochs = max((epochs_trained(job.workdir) or 0 for job in worker.jobs), default=0)
+        statuses = {id(job): _record(job, rc, log, epochs if len(worker.jobs) > 1 else None) for job in worker.jobs}
         unfinished = [job for job in worker.jobs if statuses[id(job)] not in ("finished", "diverged")]
-        if len(unfinished) < len(worker.jobs) and budget_minutes and not estimated:
+        per_run = (per_run_s([job.workdir for job in worker.jobs if job not in unfinished])
+                   if len(unfinished) < len(worker.jobs) and budget_minutes and not estimated else None)
+        if per_run:
           estimated = True
-          done = next(job for job in worker.jobs if job not in unfinished)
-          _check_budget(full_length_seconds(done.workdir, done.seconds), sum(len(u) for u in pending) + sum(len(w.jobs) for w in running.values())
+          _check_budget(per_run, sum(len(u) for u in pending) + sum(len(w.jobs) for w in running.values())
                         + len(unfinished), parallel, budget_minutes, log, "the first run",
                         spent_s=time.monotonic() - start)
         if not unfinished:

@@ -268,16 +268,36 @@ def run_status(workdir: str) -> str:
   return "partial"
 
 
-def full_length_seconds(workdir: str, seconds: float) -> float:
-  """A finished run's wall time as a run of all its `num_epochs` would take: scaled by the epochs it trained where
-  early stopping or divergence ended it sooner (a sweep's budget estimate must not take a run stopped at epoch 3 of
-  20 for what the others cost). Start-up is scaled too: the estimate errs long."""
-  config = rundir.read_json(workdir, rundir.CONFIG_FILE) or {}
+def epochs_trained(workdir: str) -> int | None:
+  """The epoch of a run's last evaluation (every run evaluates its last epoch), or None before its first."""
   rows = rundir.read_metrics(workdir)
-  last, planned = (rows[-1].get("epoch") if rows else None), config.get("num_epochs")
-  if isinstance(last, int) and isinstance(planned, int) and 0 < last < planned:
-    return seconds * planned / last
-  return seconds
+  last = rows[-1].get("epoch") if rows else None
+  return last if isinstance(last, int) and last > 0 else None
+
+
+def seconds_per_epoch(workdir: str) -> float | None:
+  """A finished run's wall time an epoch, from ablate.json: its seconds over the epochs they paid for (`epochs`
+  there: a population's members share the time its longest member set), else over its own epochs; None where it
+  trained none (a run that diverged before its first evaluation says nothing of what a whole one costs)."""
+  record = rundir.read_json(workdir, RUN_RESULT_FILE) or {}
+  epochs = record.get("epochs") or epochs_trained(workdir)
+  return record["seconds"] / epochs if record.get("seconds") and epochs else None
+
+
+def expected_epochs(config: dict, finished: list[str]) -> float:
+  """The epochs a run of `config` is expected to train: its num_epochs, or, where early stopping may end it, that
+  times the mean share of their budgets the `finished` runs with early stopping trained (one patience stops a
+  sweep's runs alike more often than not; a sweep whose runs stop at epoch 8 of 100 must not be estimated at 100)."""
+  epochs = float(config.get("num_epochs") or 1)
+  if not config.get("early_stopping_patience"):
+    return epochs
+  shares = []
+  for workdir in finished:
+    run = rundir.read_json(workdir, rundir.CONFIG_FILE) or {}
+    trained = epochs_trained(workdir)
+    if run.get("early_stopping_patience") and run.get("num_epochs") and trained:
+      shares.append(min(1.0, trained / run["num_epochs"]))
+  return epochs * (sum(shares) / len(shares) if shares else 1.0)
 
 
 def _majority_accuracy(workdir: str):

@@ -245,6 +245,9 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   if lever_names is not None:  # --levers bounds the follow-up too: only the follow-up arms it names
     stage2 = [f for f in stage2 if f.arm.name in set(lever_names)]
   stage2 = [f for f in stage2 if _buildable(run, f.arm, log)]
+  trained = [dict(a.overrides) for a in arm_list]  # e.g. `combined` of a regulariser and deeper blocks is
+  stage2 = [f for i, f in enumerate(stage2)  # `regularised_deeper`: the same runs once, under the first name
+            if dict(f.arm.overrides) not in trained + [dict(g.arm.overrides) for g in stage2[:i]]]
   staged = stage2 and extend(
       [f.arm for f in stage2], f"Follow-up ({', '.join(f.arm.name for f in stage2)})",
       f"Follow-up: {', '.join(f'{f.arm.name} ({f.why})' for f in stage2)} over {seeds} seeds.")

@@ -1,8 +1,9 @@
 """The doctor's lever menu: the seed's levers, each one change to the run's own model and recipe, with the
 cause each tests (`menu_arms`); the second stage on what was confirmed (`follow_up_arms`: the wider model
 widened again, deeper blocks deepened again, a longer training still learning lengthened again, a weaker
-regularisation weakened again, the confirmed changes together); which arms the run's images can build
-(`unbuildable`); and a confirmed lever as a finding (`lever_finding`). experiments.verify trains and judges them."""
+regularisation weakened again, a confirmed regularisation deepened, the confirmed changes together); which arms
+the run's images can build (`unbuildable`); and a confirmed lever as a finding (`lever_finding`). experiments.verify
+trains and judges them."""
 
 from __future__ import annotations
 
@@ -244,8 +245,8 @@ _LONGER_TEXT = ("the run was cut short; validation accuracy was still rising whe
 _NO_STOP_TEXT = ("early stopping ended the run before it had stopped gaining: trained to the end of its budget (the "
                  "best checkpoint kept either way) it wins more.")
 
-_REGULARISED_DEEPER_TEXT = ("regularised, the model affords capacity it could not use before: with another conv "
-                            "before each pool it fits more of what the data allows.")
+_REGULARISED_DEEPER_TEXT = ("with its overfitting held in check, the model gains from more capacity: another conv "
+                            "before each pool fits more of what the data allows.")
 
 _WEAKER_TEXT = ("the run regularises more than the model can afford: with weaker regularisation it fits what the "
                 "data allows.")
