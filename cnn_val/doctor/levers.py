@@ -1,9 +1,9 @@
 """The doctor's lever menu: the seed's levers, each one change to the run's own model and recipe, with the
 cause each tests (`menu_arms`); the second stage on what was confirmed (`follow_up_arms`: the wider model
 widened again, deeper blocks deepened again, a longer training still learning lengthened again, a weaker
-regularisation weakened again, a confirmed regularisation deepened, the confirmed changes together); which arms
-the run's images can build (`unbuildable`); and a confirmed lever as a finding (`lever_finding`). experiments.verify
-trains and judges them."""
+regularisation weakened again, a confirmed regularisation deepened (with and without BatchNorm), the confirmed
+changes together); which arms the run's images can build (`unbuildable`); and a confirmed lever as a finding
+(`lever_finding`). experiments.verify trains and judges them."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ _AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_rang
                 "height_shift_range": 0.0, "shear_range": 0.0, "zoom_range": 0.0, "brightness": 0.0,
                 "contrast": 0.0, "gamma": 0.0, "hue": 0.0, "saturation": 0.0}
 # The names follow_up_arms gives.
-FOLLOW_UP_LEVERS = ("wider_x2", "deeper_blocks_x2", "longer_x2", "weaker_x2", "regularised_deeper", "combined")
+FOLLOW_UP_LEVERS = ("wider_x2", "deeper_blocks_x2", "longer_x2", "weaker_x2", "regularised_deeper",
+                    "regularised_deeper_bn", "combined")
 # Every name menu_arms can give.
 LEVERS = ("wider", "deeper", "deeper_blocks", "batchnorm", "block_dropout", "weight_decay", "cosine",
           "lr_range_test", "no_early_stopping", "augment", *(f"no_{field}" for field in _AUGMENT_OFF),
@@ -168,16 +169,21 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]],
   stopped (`still_learning(arm name)`: (runs still learning, runs finished), by the single-run rule), a confirmed
   weaker regularisation (the underfitting finding's `weaker_regularization` option) weaker again, a confirmed
   regularisation (the overfitting finding's fix) with another conv in each block (`regularised_deeper`, where the
-  run's model has conv blocks; `get` reads the run's config fields), and, when two or more changes (levers, or
+  run's model has conv blocks; `get` reads the run's config fields) and the same with BatchNorm after each conv
+  (`regularised_deeper_bn`, where the run has none), and, when two or more changes (levers, or
   findings' fixes) were confirmed, all of them together (the best first, skipping one whose fields an earlier one
   already sets). `parent` names the confirmed arm each extends (for `combined`, the best of its parts): the doctor
   judges the follow-up against it too, on the same seeds."""
   out = []
   for arm, cause, verified in confirmed:
     deeper = get and cause == "overfitting" and arm.name not in LEVERS and _deeper_blocks_of(arm.overrides, get)
-    if deeper:  # a regularised model may afford the capacity an overfitting one could not use (README)
+    if deeper:  # a regularised model may gain from capacity; deeper plain nets train better normalised (README)
       out.append(FollowUp(ablate.Arm("regularised_deeper", deeper), cause,
                           "the confirmed regularisation, with another conv in each block", arm.name))
+      if not deeper.get("model.batchnorm", get("model.batchnorm")):
+        out.append(FollowUp(ablate.Arm("regularised_deeper_bn", {**deeper, "model.batchnorm": True}), cause,
+                            "the confirmed regularisation, with another conv in each block and BatchNorm after "
+                            "each conv", arm.name))
       continue
     if verified.get("option") == "weaker_regularization":  # a finding's fix: regularisation beyond the recipe
       again = weaker_again(arm.overrides)
@@ -280,7 +286,8 @@ def lever_finding(arm: ablate.Arm, cause: str, verified: dict, note: str | None,
   what = (f"Changing {'these together' if len(arm.overrides) > 1 else 'one thing'}, {_describe(arm.overrides)}"
           + (f" ({note})" if note else ""))
   alone = next(iter(arm.overrides)) if len(arm.overrides) == 1 else None
-  why = _WEAKER_TEXT if arm.name == "weaker_x2" else _REGULARISED_DEEPER_TEXT if arm.name == "regularised_deeper" else {
+  why = _WEAKER_TEXT if arm.name == "weaker_x2" else _REGULARISED_DEEPER_TEXT if arm.name.startswith(
+      "regularised_deeper") else {
       "model.batchnorm": _BATCHNORM_TEXT, "model.convs_per_block": _DEEPER_BLOCKS_TEXT, "num_epochs": _LONGER_TEXT,
       "early_stopping_patience": _NO_STOP_TEXT}.get(
           alone, _CAUSE_TEXT.get(cause, "the change addresses this cause."))
