@@ -319,8 +319,8 @@ def _execute(units: list[list[_Job]], parallel: int, budget_minutes: float, esti
           continue
         del running[slot]
         free.append(slot)
-        epochs = max((epochs_trained(job.workdir) or 0 for job in worker.jobs), default=0)
-        statuses = {id(job): _record(job, rc, log, epochs if len(worker.jobs) > 1 else None) for job in worker.jobs}
+        epochs = max((epochs_trained(job.workdir) or 0 for job in worker.jobs), default=0)  # the longest member's
+        statuses = {id(job): _record(job, rc, log, epochs) for job in worker.jobs}
         unfinished = [job for job in worker.jobs if statuses[id(job)] not in ("finished", "diverged")]
         per_run = (per_run_s([job.workdir for job in worker.jobs if job not in unfinished])
                    if len(unfinished) < len(worker.jobs) and budget_minutes and not estimated else None)
