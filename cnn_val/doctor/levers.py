@@ -261,6 +261,14 @@ _DEEPER_BLOCKS_TEXT = ("the model is too shallow where its maps are largest: ano
                        "depth without another halving of the map (as VGG deepens).")
 
 
+# Why a confirmed arm helped: by the arm (follow-ups of several fields), else by the one field it changes, else by
+# its cause.
+_ARM_TEXT = {"weaker_x2": _WEAKER_TEXT, "regularised_deeper": _REGULARISED_DEEPER_TEXT,
+             "regularised_deeper_bn": _REGULARISED_DEEPER_TEXT}
+_FIELD_TEXT = {"model.batchnorm": _BATCHNORM_TEXT, "model.convs_per_block": _DEEPER_BLOCKS_TEXT,
+               "num_epochs": _LONGER_TEXT, "early_stopping_patience": _NO_STOP_TEXT}
+
+
 def _describe(overrides) -> str:
   return ", ".join(f"config.{k}={v}" for k, v in overrides.items())
 
@@ -286,11 +294,7 @@ def lever_finding(arm: ablate.Arm, cause: str, verified: dict, note: str | None,
   what = (f"Changing {'these together' if len(arm.overrides) > 1 else 'one thing'}, {_describe(arm.overrides)}"
           + (f" ({note})" if note else ""))
   alone = next(iter(arm.overrides)) if len(arm.overrides) == 1 else None
-  why = _WEAKER_TEXT if arm.name == "weaker_x2" else _REGULARISED_DEEPER_TEXT if arm.name.startswith(
-      "regularised_deeper") else {
-      "model.batchnorm": _BATCHNORM_TEXT, "model.convs_per_block": _DEEPER_BLOCKS_TEXT, "num_epochs": _LONGER_TEXT,
-      "early_stopping_patience": _NO_STOP_TEXT}.get(
-          alone, _CAUSE_TEXT.get(cause, "the change addresses this cause."))
+  why = _ARM_TEXT.get(arm.name) or _FIELD_TEXT.get(alone) or _CAUSE_TEXT.get(cause, "the change addresses this cause.")
   return {
       "cause": cause, "severity": "high" if gain >= high_gain else "medium",
       "confidence": round(min(0.95, 1 - (verified["p_value"] or 0.05)), 3),
