@@ -33,9 +33,10 @@ from cnn_val.ablate.sweep import (CACHE_DIR, METRICS, PLOTS_DIR, RESULTS_CSV, RE
                                   parse_overrides, parse_value, read_run, run_config, run_dir, run_status,
                                   seconds_per_epoch, stored_config, strip_prefix, sweep_file_arms)
 
-__all__ = ["CACHE_DIR", "METRICS", "PLOTS_DIR", "RESULTS_CSV", "RESULTS_MD", "RUN_RESULT_FILE", "RUN_SPEC_FILE",
-           "SWEEP_FILE", "Arm", "Sweep", "SweepError", "SweepIncomplete", "aggregate", "check_arm", "config_from_dict",
-           "estimate_minutes", "format_p", "format_percent", "epochs_trained", "expected_epochs", "grid_arms",
-           "mean_ci", "paired_difference", "parse_arm", "parse_overrides", "parse_value", "plot_results", "prepare",
-           "read_run", "results_markdown", "run_config", "run_dir", "run_status", "run_sweep", "seconds_per_epoch",
-           "stored_config", "strip_prefix", "sweep_file_arms", "sweep_lock", "write_results"]
+__all__ = ["CACHE_DIR", "EXECUTORS", "METRICS", "PLOTS_DIR", "RESULTS_CSV", "RESULTS_MD", "RUN_RESULT_FILE",
+           "RUN_SPEC_FILE", "SWEEP_FILE", "Arm", "SlurmOptions", "Sweep", "SweepError", "SweepIncomplete", "aggregate",
+           "check_arm", "config_from_dict", "estimate_minutes", "format_p", "format_percent", "epochs_trained",
+           "expected_epochs", "grid_arms", "mean_ci", "paired_difference", "parse_arm", "parse_overrides",
+           "parse_value", "plot_results", "prepare", "read_run", "results_markdown", "run_config", "run_dir",
+           "run_status", "run_sweep", "seconds_per_epoch", "stored_config", "strip_prefix", "sweep_file_arms",
+           "sweep_lock", "write_results"]
