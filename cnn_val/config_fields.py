@@ -25,7 +25,8 @@ FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "d
                       "data.scenario.colorize": 0.0, "data.scenario.colour_shortcut_classes": [],
                       "data.scenario.colour_shortcut_hue": 0.0, "data.train_fraction": 1.0,
                       "data.relabel_train_examples": "", "imbalance.logit_adjustment": 0.0,
-                      "data.noise_transition": "", "imbalance.deferred_epochs": 0, "lr_range_test": False}
+                      "data.noise_transition": "", "imbalance.deferred_epochs": 0, "lr_range_test": False,
+                      "optim.gce_q": 0.0}
 
 # The config fields in which the runs of one population (cnn_val/population.py) may differ: they enter the
 # train step as numbers, not as its structure (optim.POPULATION_FIELDS, steps.MODEL_POPULATION_FIELDS, the

@@ -99,10 +99,18 @@ def forward_corrected_losses(logits, labels, noise_transition):
   return -jnp.take_along_axis(log_given, labels[:, None], axis=1)[:, 0]
 
 
+def generalized_cross_entropy(cross_entropy, q: float):
+  """The generalized cross-entropy (1 - p^q) / q of the label's probability p (Zhang and Sabuncu, NeurIPS 2018,
+  the L_q loss), from the per-example cross-entropy -log p: (1 - exp(-q * CE)) / q. q -> 0 gives the
+  cross-entropy, q = 1 the mean absolute error; in between, each example's gradient is the cross-entropy's
+  times p^q, so examples the model finds implausible (most wrong labels, once it has learned) pull less."""
+  return -jnp.expm1(-q * cross_entropy) / q
+
+
 def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model, class_weights,
-           logit_offsets=None, noise_transition=None):
-  """Mean (class-weighted, logit-adjusted, forward-corrected) loss, its gradient, the correct count (of the
-  model's own logits) and the new batch statistics for one (micro-)batch of float images."""
+           logit_offsets=None, noise_transition=None, gce_q=0.0):
+  """Mean (class-weighted, logit-adjusted, forward-corrected, generalized) loss, its gradient, the correct count
+  (of the model's own logits) and the new batch statistics for one (micro-)batch of float images."""
 
   def loss_fn(params):
     logits, updates = model.apply(_variables(params, batch_stats), images, train=True,
@@ -113,6 +121,8 @@ def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model,
       losses = optax.softmax_cross_entropy_with_integer_labels(adjusted, labels)
     else:  # the labels are noisy with known rates: the loss of the label through the noise
       losses = forward_corrected_losses(adjusted, labels, noise_transition)
+    if gce_q:  # of the label's probability as the loss sees it (through the noise, where it is modelled)
+      losses = generalized_cross_entropy(losses, gce_q)
     if class_weights is not None:  # Keras' class_weight: each example's loss times its class's weight
       losses = losses * jnp.asarray(class_weights, jnp.float32)[labels]
     loss = losses.mean()
@@ -125,7 +135,7 @@ def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model,
 def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: int = 0,
                augmentation: augment.Augment = augment.Augment(), class_weights: tuple | None = None,
                reweight_from_step: int = 0, logit_offsets: tuple | None = None,
-               noise_transition: tuple | None = None, signals: bool = True,
+               noise_transition: tuple | None = None, gce_q: float = 0.0, signals: bool = True,
                ema_decay: float = 0.0, axis_name: str | None = parallel.AXIS,
                augment_magnitudes: dict | None = None):
   """One optimizer step on this device's part of the global batch; returns (new_state, metric sums).
@@ -139,7 +149,8 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
   weighs 1: deferred re-weighting); `logit_offsets` (balance.logit_offsets) are added to the
   logits inside the loss only (logit adjustment: predictions and accuracies use the model's own logits);
   `noise_transition` (T[true, given], rows of K floats) corrects the loss for noisy labels
-  (`forward_corrected_losses`).
+  (`forward_corrected_losses`); `gce_q` > 0 trains on the generalized cross-entropy of the same probability
+  (`generalized_cross_entropy`).
   `signals` adds the doctor's update/parameter ratio. A state with `ema` (create_train_state(..., ema=True))
   updates its moving average with `ema_decay` (`ema_update`).
 
@@ -162,7 +173,7 @@ def train_step(state: TrainState, batch, key, *, model, tx, micro_batch_size: in
   if class_weights is not None and reweight_from_step:  # deferred re-weighting (Cao et al., NeurIPS 2019)
     class_weights = jnp.where(state.step >= reweight_from_step, jnp.asarray(class_weights, jnp.float32), 1.0)
   grads_of = functools.partial(_grads, step_key=step_key, model=model, class_weights=class_weights,
-                               logit_offsets=logit_offsets, noise_transition=noise_transition)
+                               logit_offsets=logit_offsets, noise_transition=noise_transition, gce_q=gce_q)
 
   num_micro = local // micro_batch_size if micro_batch_size and micro_batch_size < local else 1
   if num_micro == 1:
@@ -300,7 +311,7 @@ def _bound_steps(config, num_classes: int, tx, devices, processes: int | None = 
                  model_values: dict | None = None, augment_magnitudes: dict | None = None, **loss_terms):
   """The train and eval steps of `config` bound to its model and `tx`; `model_values`: the model's fields
   (MODEL_POPULATION_FIELDS) set to these numbers, which may be traced (a population's member); `loss_terms`:
-  `train_step`'s class_weights, reweight_from_step, logit_offsets and noise_transition (a run's are
+  `train_step`'s class_weights, reweight_from_step, logit_offsets, noise_transition and gce_q (a run's are
   `training_run.RunData.loss_terms`; none: the plain cross-entropy)."""
   augmentation = augment.from_config(config.augment)
   model = models.create_model(config.model, num_classes, axis_name=parallel.AXIS, dtype=config.dtype)

@@ -119,6 +119,7 @@ class RunData:
   total_steps: int
   noise_transition: np.ndarray | None = None  # [K, K] (config.data.noise_transition)
   reweight_from_step: int = 0  # the class weights apply from this step on (config.imbalance.deferred_epochs)
+  gce_q: float = 0.0  # the generalized cross-entropy's q, 0 for the cross-entropy (config.optim.gce_q)
 
   @property
   def train_arrays(self) -> dict:
@@ -130,13 +131,13 @@ class RunData:
 
   @property
   def loss_terms(self) -> dict:
-    """The class weights (and the step they apply from), logit offsets and noise transition matrix as the
-    step builders take them (`steps.pmapped_steps(..., **loss_terms)`): tuples of floats (rows of them for
-    the matrix), or None."""
+    """The class weights (and the step they apply from), logit offsets, noise transition matrix and the
+    generalized cross-entropy's q as the step builders take them (`steps.pmapped_steps(..., **loss_terms)`):
+    tuples of floats (rows of them for the matrix), or None, and q a float (0: the cross-entropy)."""
     as_tuple = lambda a: None if a is None else tuple(float(x) for x in a)
     matrix = None if self.noise_transition is None else tuple(as_tuple(row) for row in self.noise_transition)
     return {"class_weights": as_tuple(self.class_weights), "logit_offsets": as_tuple(self.logit_offsets),
-            "noise_transition": matrix, "reweight_from_step": self.reweight_from_step}
+            "noise_transition": matrix, "reweight_from_step": self.reweight_from_step, "gce_q": float(self.gce_q)}
 
 
 def load(config, devices, cpu_devices, clock: train_loop.WallTime) -> RunData:
@@ -169,8 +170,11 @@ def load(config, devices, cpu_devices, clock: train_loop.WallTime) -> RunData:
   if transition is not None:
     logging.info("Forward loss correction for noisy labels with %s (P(given label | true class) on the "
                  "diagonal: %s).", config.data.noise_transition, np.round(np.diag(transition), 3).tolist())
+  gce_q = config.optim.get("gce_q", 0.0)
+  if gce_q:
+    logging.info("Generalized cross-entropy, q %s (the loss (1 - p^q) / q of the label's probability p).", gce_q)
   return RunData(splits, arrays, counts, class_weights, offsets, epoch_examples, steps_per_epoch,
-               steps_per_epoch * config.num_epochs, transition, deferred * steps_per_epoch)
+                 steps_per_epoch * config.num_epochs, transition, deferred * steps_per_epoch, gce_q)
 
 
 @dataclasses.dataclass

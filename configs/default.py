@@ -168,4 +168,6 @@ def get_config():
   config.optim.weight_decay = 0.0
   config.optim.weight_decay_mode = "decoupled"  # decoupled (masked) or l2
   config.optim.grad_clip_norm = 0.0  # 0 = no clipping
+  # 0 = cross-entropy; q in (0, 1]: the generalized cross-entropy (1 - p^q) / q, robust to noisy labels (q = 1: MAE)
+  config.optim.gce_q = 0.0
   return config

@@ -6,8 +6,9 @@
 # miss (no finding with a fix, or a healthy verdict), or whose fixes are all refuted, gets the lever menu,
 # bounded to $LEVERS (default wider,batchnorm,block_dropout,weight_decay,cosine,lr_range_test and the follow-up's
 # combined, longer_x2, a confirmed longer training still learning twice as long again, weaker_x2, a confirmed
-# weaker regularisation weaker again, and regularised_deeper(_bn), a confirmed regularisation with another conv
-# in each block, without and with BatchNorm; not wider_x2: the levers whose causes such faults have, capacity
+# weaker regularisation weaker again, regularised_deeper(_bn), a confirmed regularisation with another conv
+# in each block, without and with BatchNorm, and robust_loss, a confirmed label fix on the generalized
+# cross-entropy; not wider_x2: the levers whose causes such faults have, capacity
 # and regularisation, not deeper_blocks, which trains about 3x as long as the fault's run on this CPU, unless a
 # regularisation was confirmed first; LEVERS= for the whole menu).
 #
@@ -19,7 +20,7 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] && python=${PYTHON:-.venv/bin/python}
 faults=("$@")
 default_levers=wider,batchnorm,block_dropout,weight_decay,cosine,lr_range_test,combined,longer_x2,weaker_x2
-levers=${LEVERS-$default_levers,regularised_deeper,regularised_deeper_bn}
+levers=${LEVERS-$default_levers,regularised_deeper,regularised_deeper_bn,robust_loss}
 if [ ${#faults[@]} -eq 0 ]; then
   for config in configs/faults/*.py; do
     name=$(basename "$config" .py)

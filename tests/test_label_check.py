@@ -215,3 +215,65 @@ def test_a_memorised_run_says_whose_outputs_the_listing_read(tmp_path):
   for name in ("final", "best_is_last"):  # the final weights, however the file names them
     assert "a listing from the final model's outputs undercounts it" in explanation[name]
     assert "which had memorised fewer" not in explanation[name]
+
+
+def test_the_generalized_cross_entropy(tiny_config):
+  """(1 - p^q) / q of the label's probability, by hand, on its own and through the noise (forward correction);
+  q -> 0 is the cross-entropy (loss and gradients), and each example's gradient is the cross-entropy's times p^q."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from cnn_val import models, steps  # pylint: disable=import-outside-toplevel
+  model = models.create_model(tiny_config.model, 4)
+  state = steps.create_train_state(model, optax.adam(1e-3), jax.random.key(0), (28, 28, 1))
+  rng = np.random.default_rng(1)
+  images = rng.uniform(size=(16, 28, 28, 1)).astype(np.float32)
+  labels = rng.integers(0, 4, 16).astype(np.int32)
+  transition = ((0.7, 0.3, 0.0, 0.0), (0.0, 0.8, 0.2, 0.0), (0.1, 0.1, 0.7, 0.1), (0.0, 0.0, 0.0, 1.0))
+
+  def grads(q, matrix=None):
+    return steps._grads(state.params, state.batch_stats, images, labels, np.arange(16), jax.random.key(1),
+                        model=model, class_weights=None, noise_transition=matrix, gce_q=q)
+
+  logits = np.asarray(model.apply({"params": state.params}, images, train=True, example_ids=np.arange(16),
+                                  rngs={"dropout": jax.random.key(1)}), np.float64)
+  p = np.exp(logits - logits.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  for q, matrix in ((0.7, None), (1.0, None), (0.7, transition)):
+    given = (p if matrix is None else p @ np.asarray(matrix))[np.arange(16), labels]
+    loss, _, _, _ = grads(q, matrix)
+    np.testing.assert_allclose(loss, np.mean((1 - given ** q) / q), rtol=1e-5)
+  ce_loss, ce_grads, _, _ = grads(0.0)
+  small_loss, small_grads, _, _ = grads(1e-4)
+  np.testing.assert_allclose(small_loss, ce_loss, rtol=1e-3)
+  for a, b in zip(jax.tree.leaves(small_grads), jax.tree.leaves(ce_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-3 * np.abs(b).max())
+  # The gradient: the cross-entropy's, each example weighted by its p^q (held constant).
+  weights = jnp.asarray(p[np.arange(16), labels] ** 0.7, jnp.float32)
+
+  def weighted_ce(params):
+    out = model.apply({"params": params}, images, train=True, example_ids=np.arange(16),
+                      rngs={"dropout": jax.random.key(1)})
+    return jnp.mean(weights * optax.softmax_cross_entropy_with_integer_labels(out.astype(jnp.float32), labels))
+
+  _, gce_grads, _, _ = grads(0.7)
+  for a, b in zip(jax.tree.leaves(gce_grads), jax.tree.leaves(jax.grad(weighted_ce)(state.params))):
+    np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-4 * np.abs(b).max())
+
+
+def test_a_run_trains_on_the_generalized_cross_entropy(tiny_config, tmp_path):
+  """optim.gce_q reaches the train step: the logged training loss is the bounded (1 - p^q) / q (under 1/q), below
+  the cross-entropy's (the same seed and batches: the cross-entropy bounds it from above), and a q outside [0, 1]
+  is refused by name."""
+  from cnn_val import config_check, rundir, train  # pylint: disable=import-outside-toplevel
+  tiny_config.num_epochs = 1
+  tiny_config.optim.gce_q = 0.7
+  train.train_and_evaluate(tiny_config, str(tmp_path / "gce"))
+  gce = rundir.read_metrics(str(tmp_path / "gce"))[0]["train_loss"]
+  tiny_config.optim.gce_q = 0.0
+  train.train_and_evaluate(tiny_config, str(tmp_path / "ce"))
+  assert 0 < gce < min(1 / 0.7, 0.9 * rundir.read_metrics(str(tmp_path / "ce"))[0]["train_loss"])
+  for bad in (1.5, -0.1, float("nan")):
+    tiny_config.optim.gce_q = bad
+    with pytest.raises(ValueError, match="optim.gce_q"):
+      config_check.validate(tiny_config)

@@ -32,13 +32,13 @@ _EXPLORE = flags.DEFINE_enum("explore", "auto", ["auto", "always", "never"],
                              "--verify: the lever menu: auto = when no finding carries a fix or the run looks healthy.")
 _LEVERS = flags.DEFINE_list("levers", None, "--verify: explore only these levers of the menu (e.g. "
                             "wider,cosine), and of the follow-up only wider_x2, deeper_blocks_x2, longer_x2, "
-                            "weaker_x2, regularised_deeper, regularised_deeper_bn and combined when named, to bound "
-                            "the cost; default: the whole menu and follow-up.")
+                            "weaker_x2, regularised_deeper, regularised_deeper_bn, robust_loss and combined when "
+                            "named, to bound the cost; default: the whole menu and follow-up.")
 _FOLLOW_UP = flags.DEFINE_bool("follow_up", True, "--verify: after the menu, a second stage on what was confirmed "
                                 "(the wider model widened again, the deeper blocks deepened again, a longer training "
                                 "still learning lengthened again, a weaker regularisation weakened again, a "
-                                "confirmed regularisation deepened, with and without BatchNorm; the confirmed levers "
-                                "combined).")
+                                "confirmed regularisation deepened, with and without BatchNorm; a confirmed label "
+                                "fix on the generalized cross-entropy; the confirmed levers combined).")
 _LEARNING_CURVE = flags.DEFINE_enum(
     "learning_curve", "auto", ["auto", "always", "never"],
     "--verify: train the config on 1/4 and 1/2 of its training data too, for the gain twice the data would "

@@ -31,6 +31,7 @@ What it decides, and by which rule:
   learning when they stopped (`signal_rules.still_learning` on each), a confirmed weaker regularisation weaker
   again (`regularisation.weaker_again`), a confirmed regularisation (the overfitting finding's fix) with another
   conv in each block, with and without BatchNorm after each conv (`regularised_deeper`, `regularised_deeper_bn`),
+  a confirmed label fix trained on the generalized cross-entropy (`robust_loss`, config.optim.gce_q),
   and all confirmed levers and fixes together (an arm whose model the run's
   images cannot hold is left out, and the log says so); a confirmed one is a finding like any lever, so the
   largest verified gain, single lever or combination, ranks first; each is also judged against the confirmed arm
@@ -142,11 +143,13 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
   reference: run directories (a glob) of a healthy reference, for the share of the loss a fix recovers.
   levers: when exploring, only these menu arms (names as menu_arms gives them, e.g. ['wider', 'cosine']), and
     of the follow-up only the arms it names ('wider_x2', 'deeper_blocks_x2', 'longer_x2', 'weaker_x2',
-    'regularised_deeper', 'regularised_deeper_bn', 'combined'), to bound the cost; None = everything.
+    'regularised_deeper', 'regularised_deeper_bn', 'robust_loss', 'combined'), to bound the cost; None =
+    everything.
   follow_up: after the menu, a second stage on what was confirmed (`follow_up_arms`: the wider model widened
     again, the deeper blocks deepened again, a longer training still learning lengthened again, a weaker
-    regularisation weakened again, a confirmed regularisation deepened, with and without BatchNorm, the confirmed
-    levers combined), within what --max_runs and --budget_minutes leave.
+    regularisation weakened again, a confirmed regularisation deepened, with and without BatchNorm, a confirmed
+    label fix on the generalized cross-entropy, the confirmed levers combined), within what --max_runs and
+    --budget_minutes leave.
   learning_curve: 'auto' (when an `overfitting` finding is among the findings), 'always' or 'never': the run's
     config on 1/4 and 1/2 of its training data, for the predicted gain of twice as much (learning_curve.py).
   parallel, population: the ablation engine's workers, and whether an arm's seeds (and arms that differ only in

@@ -28,7 +28,10 @@ _AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_rang
                 "contrast": 0.0, "gamma": 0.0, "hue": 0.0, "saturation": 0.0}
 # The names follow_up_arms gives.
 FOLLOW_UP_LEVERS = ("wider_x2", "deeper_blocks_x2", "longer_x2", "weaker_x2", "regularised_deeper",
-                    "regularised_deeper_bn", "combined")
+                    "regularised_deeper_bn", "robust_loss", "combined")
+# The generalized cross-entropy's q of the `robust_loss` follow-up (config.optim.gce_q): Zhang and Sabuncu's
+# choice for uniform and class-dependent noise alike.
+ROBUST_GCE_Q = 0.7
 # Every name menu_arms can give.
 LEVERS = ("wider", "deeper", "deeper_blocks", "batchnorm", "block_dropout", "weight_decay", "cosine",
           "lr_range_test", "no_early_stopping", "augment", *(f"no_{field}" for field in _AUGMENT_OFF),
@@ -170,7 +173,9 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]],
   weaker regularisation (the underfitting finding's `weaker_regularization` option) weaker again, a confirmed
   regularisation (the overfitting finding's fix) with another conv in each block (`regularised_deeper`, where the
   run's model has conv blocks; `get` reads the run's config fields) and the same with BatchNorm after each conv
-  (`regularised_deeper_bn`, where the run has none), and, when two or more changes (levers, or
+  (`regularised_deeper_bn`, where the run has none), a confirmed label fix (the label_noise finding's: training
+  without, or with relabelled, or through the noise of, the likely-wrong labels) trained on the generalized
+  cross-entropy (`robust_loss`, where neither run nor fix sets it), and, when two or more changes (levers, or
   findings' fixes) were confirmed, all of them together (the best first, skipping one whose fields an earlier one
   already sets). `parent` names the confirmed arm each extends (for `combined`, the best of its parts): the doctor
   judges the follow-up against it too, on the same seeds."""
@@ -184,6 +189,12 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]],
         out.append(FollowUp(ablate.Arm("regularised_deeper_bn", {**deeper, "model.batchnorm": True}), cause,
                             "the confirmed regularisation, with another conv in each block and BatchNorm after "
                             "each conv", arm.name))
+      continue
+    if (cause == "label_noise" and arm.name not in LEVERS and not arm.overrides.get("optim.gce_q")
+        and not (get and get("optim.gce_q"))):  # what the fix leaves wrong, weighted by how plausible it is
+      out.append(FollowUp(ablate.Arm("robust_loss", {**arm.overrides, "optim.gce_q": ROBUST_GCE_Q}), cause,
+                          f"the confirmed label fix, trained on the generalized cross-entropy (q {ROBUST_GCE_Q})",
+                          arm.name))
       continue
     if verified.get("option") == "weaker_regularization":  # a finding's fix: regularisation beyond the recipe
       again = weaker_again(arm.overrides)
@@ -254,6 +265,11 @@ _NO_STOP_TEXT = ("early stopping ended the run before it had stopped gaining: tr
 _REGULARISED_DEEPER_TEXT = ("with its overfitting held in check, the model gains from more capacity: another conv "
                             "before each pool fits more of what the data allows.")
 
+_ROBUST_LOSS_TEXT = ("the labels the fix leaves wrong still pull on the model: the generalized cross-entropy weighs "
+                     "each example's gradient by the probability the model gives its label (p^q of the "
+                     "cross-entropy's), so the labels it finds implausible, most of the wrong ones, pull less "
+                     "(Zhang and Sabuncu, NeurIPS 2018).")
+
 _WEAKER_TEXT = ("the run regularises more than the model can afford: with weaker regularisation it fits what the "
                 "data allows.")
 
@@ -264,7 +280,7 @@ _DEEPER_BLOCKS_TEXT = ("the model is too shallow where its maps are largest: ano
 # Why a confirmed arm helped: by the arm (follow-ups of several fields), else by the one field it changes, else by
 # its cause.
 _ARM_TEXT = {"weaker_x2": _WEAKER_TEXT, "regularised_deeper": _REGULARISED_DEEPER_TEXT,
-             "regularised_deeper_bn": _REGULARISED_DEEPER_TEXT}
+             "regularised_deeper_bn": _REGULARISED_DEEPER_TEXT, "robust_loss": _ROBUST_LOSS_TEXT}
 _FIELD_TEXT = {"model.batchnorm": _BATCHNORM_TEXT, "model.convs_per_block": _DEEPER_BLOCKS_TEXT,
                "num_epochs": _LONGER_TEXT, "early_stopping_patience": _NO_STOP_TEXT}
 
