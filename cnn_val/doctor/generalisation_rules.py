@@ -176,7 +176,8 @@ def rule_label_noise(run: Run):
        "(noise_transition.json, forward correction), or without the likely-wrong labels (the flagged "
        "examples, label_issues.json; the report lists them), or with them relabelled as the model sees them; "
        "`--verify` tries all three (forward correction won on Fashion-MNIST's two label faults and on pair "
-       "noise on digits, relabelling on 40% uniform noise on digits: README). "
+       "noise on digits, relabelling on 40% uniform noise on digits: README), then the best on the generalized "
+       "cross-entropy (config.optim.gce_q=0.7), which gains where the run memorises its wrong labels. "
        "Then relabel them by hand: confident learning's remedy." if listed else
        "Clean the training labels (relabel the examples the model most confidently disagrees with); "
        "meanwhile keep the best checkpoint and regularise."),
