@@ -87,9 +87,11 @@ def class_drift(train_stats: dict, train_labels, other_stats: dict, other_labels
   for colour images, each channel's share of the image's channel means (`chroma_k`: the colour without the
   lighting, whose spread would otherwise hide a hue that one class has in training only).
   A shortcut (one class lit, coloured or set apart in training only) shows here even when the splits'
-  overall distributions match. Returns the per-class values and the largest |SMD| with its class and statistic."""
+  overall distributions match. Returns the per-class values, each class's mean of each statistic in either split
+  (`per_class_mean`: 'train' and 'other'), and the largest |SMD| with its class and statistic."""
   train_labels, other_labels = np.asarray(train_labels), np.asarray(other_labels)
   per_class, worst = {}, {"class": None, "statistic": None, "smd": 0.0}
+  means = {"train": {}, "other": {}}  # per class and statistic: what a label-noise estimate predicts is mixed in
   channels = train_stats["channel_means"].shape[1]
   named = {"brightness": lambda st: st["brightness"], "contrast": lambda st: st["contrast"]}
   if channels > 1:
@@ -100,16 +102,17 @@ def class_drift(train_stats: dict, train_labels, other_stats: dict, other_labels
     a, b = train_labels == c, other_labels == c
     if a.sum() < 2 or b.sum() < 2:
       continue
-    per_class[c] = {}
+    per_class[c], means["train"][str(c)], means["other"][str(c)] = {}, {}, {}
     for stat, get in named.items():
       x, y = get(train_stats)[a], get(other_stats)[b]
       pooled = np.sqrt((x.var() + y.var()) / 2)
       smd = float((y.mean() - x.mean()) / pooled) if pooled > 0 else 0.0
       per_class[c][stat] = round(smd, 4)
+      means["train"][str(c)][stat], means["other"][str(c)][stat] = float(x.mean()), float(y.mean())
       if abs(smd) > abs(worst["smd"]):
         worst = {"class": c, "statistic": stat, "smd": round(smd, 4), "train_mean": float(x.mean()),
                  "other_mean": float(y.mean())}
-  return {"per_class_smd": {str(c): v for c, v in per_class.items()}, "worst": worst}
+  return {"per_class_smd": {str(c): v for c, v in per_class.items()}, "per_class_mean": means, "worst": worst}
 
 
 def exact_hashes(images: np.ndarray) -> list[bytes]:

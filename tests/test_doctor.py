@@ -83,6 +83,9 @@ def test_a_lighting_shortcut_on_one_class_shows_in_the_class_drift():
   worst = report["class_drift"]["validation"]["worst"]
   assert worst["class"] == 3 and abs(worst["smd"]) > 1.0  # (the split-level KS moves far less: 0.06-0.08 on
   # full Fashion-MNIST, below its threshold; this 3,000-image sample with random classes is noisier)
+  means = report["class_drift"]["validation"]["per_class_mean"]  # what a label-noise estimate mixes (data_rules)
+  assert means["train"]["3"]["brightness"] < 0.7 * means["other"]["3"]["brightness"]  # the class relit by 0.6
+  assert means["train"]["4"]["brightness"] == pytest.approx(means["other"]["4"]["brightness"], rel=0.15)
 
 
 def test_a_colour_shortcut_on_the_coloured_variant_shows_in_a_channel_of_one_class():

@@ -10,7 +10,7 @@ import pytest
 
 from cnn_val import rundir
 from cnn_val.doctor import label_check, report, rules
-from tests.test_diagnose import _rows, _run
+from tests.test_diagnose import _audit, _rows, _run
 
 K = 10
 
@@ -277,3 +277,43 @@ def test_a_run_trains_on_the_generalized_cross_entropy(tiny_config, tmp_path):
     tiny_config.optim.gce_q = bad
     with pytest.raises(ValueError, match="optim.gce_q"):
       config_check.validate(tiny_config)
+
+
+def _drift(train_means: dict, sd: float = 0.05) -> dict:
+  """audit.json's class_drift for brightness alone: every class at 0.20 in validation but class 3 (0.25) and 5
+  (0.10), its training means as given (else the validation mean), one pooled standard deviation `sd`."""
+  other = {str(c): {"brightness": {3: 0.25, 5: 0.10}.get(c, 0.20)} for c in range(K)}
+  train = {str(c): {"brightness": train_means.get(c, other[str(c)]["brightness"])} for c in range(K)}
+  per_class = {str(c): {"brightness": round((other[str(c)]["brightness"] - train[str(c)]["brightness"]) / sd, 4)}
+               for c in range(K)}
+  c, smd = max(((c, v["brightness"]) for c, v in per_class.items()), key=lambda cv: abs(cv[1]))
+  return {"validation": {"per_class_smd": per_class, "per_class_mean": {"train": train, "other": other},
+                         "worst": {"class": int(c), "statistic": "brightness", "smd": smd,
+                                   "train_mean": train[c]["brightness"], "other_mean": other[c]["brightness"]}}}
+
+
+def test_a_class_mean_that_wrong_labels_move_is_not_a_shortcut(tmp_path):
+  """30% of class 3's labels given as 5 put bright 3s among the dark 5s: class 5's training images are brighter
+  than its validation images (0.7 standard deviations, as pair noise on the digits moves the 1s) with no lighting
+  changed. With the training predictions, confident learning's estimate of where class 5's labels come from
+  accounts for it (conservatively: 10% threes where 23% are, which leaves 0.4), and no shortcut is named; a class
+  whose own images differ (class 7, darker in training) still is, by what the noise leaves of it."""
+  mixed = (200 * 0.10 + 60 * 0.25) / 260  # class 5's training images: 200 fives and 60 threes
+  for name, train_means, predictions in (("noise", {5: mixed}, True), ("no_predictions", {5: mixed}, False),
+                                         ("both", {5: mixed, 7: 0.155}, True)):
+    audit_dict = _audit(drift_ks=0.01)
+    audit_dict["class_drift"] = _drift(train_means)
+    if predictions:
+      _predictions(str(tmp_path / name), swapped=0.3)
+    result = _run(tmp_path / name, None, audit_dict)
+    shift = next((f for f in result["findings"] if f["cause"] == "distribution_shift"), None)
+    if name == "noise":
+      assert shift is None
+    elif name == "no_predictions":  # nothing to estimate the noise from: the difference alone, as before
+      assert shift["evidence"]["class"] == 5 and shift["evidence"]["smd"] == pytest.approx(-0.6923, abs=1e-3)
+      assert "smd_after_label_noise" not in shift["evidence"]
+    else:
+      evidence = shift["evidence"]
+      assert evidence["class"] == 7 and evidence["smd"] == pytest.approx(0.9) and shift["severity"] == "medium"
+      assert evidence["smd_after_label_noise"] == pytest.approx(0.9, abs=0.05)  # its labels are its own
+      assert "training images of class c7 differ from its validation images in brightness" in shift["explanation"]

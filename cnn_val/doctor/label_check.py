@@ -100,6 +100,17 @@ def noise_transition(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
   return np.where(sums > 0, matrix / np.where(sums > 0, sums, 1.0), eye)
 
 
+def true_class_given_label(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+  """Confident learning's estimate of where each label's examples come from, [K, K] with row j = P(true class i |
+  given label j) (cleanlab's inverse noise matrix, transposed); a label no example is confidently counted in keeps
+  its class (a row of the identity)."""
+  from cleanlab import count  # pylint: disable=import-outside-toplevel  (pandas, sklearn)
+  _, _, inverse, _ = count.estimate_py_and_noise_matrices_from_probabilities(labels, probs)
+  matrix = np.asarray(inverse, np.float64).T
+  sums = matrix.sum(axis=1, keepdims=True)
+  return np.where(sums > 0, matrix / np.where(sums > 0, sums, 1.0), np.eye(len(matrix)))
+
+
 def write_flagged(workdir: str) -> str | None:
   """Writes every flagged example's training index, and the class the model sees for it, to
   `label_issues.json` (for config.data.exclude_train_examples and config.data.relabel_train_examples), and the

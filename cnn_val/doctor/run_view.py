@@ -14,7 +14,7 @@ import numpy as np
 
 from cnn_val import augment as augment_lib
 from cnn_val import metrics, rundir
-from cnn_val.doctor.label_check import label_issues
+from cnn_val.doctor.label_check import flagged_in, label_issues, true_class_given_label
 
 RATIO_WINDOW_STEPS = 1500  # steps over which the update/parameter ratio is compared between runs
 
@@ -81,6 +81,17 @@ class Run:
   def label_issues(self) -> dict | None:
     """The likely-wrong training labels (cleanlab on train_predictions.npz; label_check.py), or None."""
     return label_issues(self.workdir) if self.workdir else None
+
+  @functools.cached_property
+  def label_sources(self) -> np.ndarray | None:
+    """Where each training label's examples come from, [K, K] with row j = P(true class i | given label j),
+    confident learning's estimate from the run's training predictions (`label_check.true_class_given_label`), or
+    None without them."""
+    result = flagged_in(self.workdir) if self.workdir else None
+    if result is None or isinstance(result, str):
+      return None
+    probs, labels = result[0], result[1]
+    return true_class_given_label(labels, probs)
 
   @classmethod
   def from_config(cls, config: dict) -> "Run":
