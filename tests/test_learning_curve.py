@@ -10,7 +10,9 @@ import pytest
 
 from cnn_val import config_check, rundir
 from cnn_val.doctor import experiments, learning_curve, report
-from tests.test_experiments import _config, _fake_sweep, _options_finding, _write_run
+from tests.test_experiments import _config, _fake_sweep, _fake_sweeps_train_nothing, _options_finding, _write_run
+
+assert _fake_sweeps_train_nothing  # autouse here too: a fake sweep that lacks an arm fails instead of training it
 
 
 def _with_audit(workdir, train_count, num_classes=10):
