@@ -90,7 +90,8 @@ LR_FIND_IGNORES = frozenset({
     "seed", "num_epochs", "optim.learning_rate", "optim.schedule", "optim.decay_steps", "optim.decay_rate",
     "optim.staircase", "optim.warmup_epochs", "optim.cosine_alpha", "eval_batch_size", "eval_every_epochs",
     "early_stopping_patience", "ema_decay", "data.test_split", "data.max_eval_examples", "data.download",
-    "model.conv_impl", "model.pool_impl", "micro_batch_size"}) | RESUMABLE_CHANGES
+    "model.conv_impl", "model.pool_impl", "micro_batch_size",
+    "optim.gce_q"}) | RESUMABLE_CHANGES  # (the range test sweeps the cross-entropy: lr_range.py)
 
 
 def swept_config(config: dict) -> dict:

@@ -109,8 +109,11 @@ def generalized_cross_entropy(cross_entropy, q: float):
 
 def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model, class_weights,
            logit_offsets=None, noise_transition=None, gce_q=0.0):
-  """Mean (class-weighted, logit-adjusted, forward-corrected, generalized) loss, its gradient, the correct count
-  (of the model's own logits) and the new batch statistics for one (micro-)batch of float images."""
+  """Mean (class-weighted, logit-adjusted, forward-corrected) loss, the gradient of the loss trained on (the same,
+  or its generalized cross-entropy for `gce_q` > 0), the correct count (of the model's own logits) and the new
+  batch statistics for one (micro-)batch of float images. The loss returned, which runs log as `train_loss`, is
+  the cross-entropy even where the generalized one is trained on: its scale (ln K at chance) is what the doctor's
+  rules read."""
 
   def loss_fn(params):
     logits, updates = model.apply(_variables(params, batch_stats), images, train=True,
@@ -121,14 +124,15 @@ def _grads(params, batch_stats, images, labels, example_ids, step_key, *, model,
       losses = optax.softmax_cross_entropy_with_integer_labels(adjusted, labels)
     else:  # the labels are noisy with known rates: the loss of the label through the noise
       losses = forward_corrected_losses(adjusted, labels, noise_transition)
-    if gce_q:  # of the label's probability as the loss sees it (through the noise, where it is modelled)
-      losses = generalized_cross_entropy(losses, gce_q)
+    # Of the label's probability as the loss sees it (through the noise, where it is modelled).
+    trained = generalized_cross_entropy(losses, gce_q) if gce_q else losses
     if class_weights is not None:  # Keras' class_weight: each example's loss times its class's weight
-      losses = losses * jnp.asarray(class_weights, jnp.float32)[labels]
-    loss = losses.mean()
-    return loss, (jnp.sum(jnp.argmax(logits, -1) == labels), updates.get("batch_stats", {}))
+      weights = jnp.asarray(class_weights, jnp.float32)[labels]
+      losses, trained = losses * weights, trained * weights
+    return trained.mean(), (losses.mean(), jnp.sum(jnp.argmax(logits, -1) == labels),
+                            updates.get("batch_stats", {}))
 
-  (loss, (correct, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  (_, (loss, correct, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
   return loss, grads, correct, new_stats
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 
+from absl import logging
 import ml_collections
 import numpy as np
 
@@ -91,7 +92,12 @@ class Run:
     if result is None or isinstance(result, str):
       return None
     probs, labels = result[0], result[1]
-    return true_class_given_label(labels, probs)
+    try:
+      return true_class_given_label(labels, probs)
+    except (ValueError, IndexError, ZeroDivisionError, FloatingPointError) as e:  # an estimate cleanlab cannot make
+      logging.warning("Confident learning could not estimate the label noise from %s's training predictions (%s); "
+                      "the shortcut rule reads the class differences as they are.", self.workdir, e)
+      return None
 
   @classmethod
   def from_config(cls, config: dict) -> "Run":
