@@ -242,7 +242,8 @@ def test_a_confirmed_regularisation_is_tried_again_with_deeper_blocks(tmp_path):
   assert [line for line in lines if line.startswith("Follow-up:")] == [
       "Follow-up: regularised_deeper (the confirmed regularisation, with another conv in each block) over 3 seeds."]
   assert [f["evidence"].get("lever") for f in result["findings"]] == ["regularised_deeper", None, "deeper_blocks"]
-  # --levers bounds it like any follow-up; only a finding's regulariser is deepened, and only a model with blocks.
+  # --levers bounds it like any follow-up; the regulariser that gained most is deepened (a finding's fix or the
+  # menu's), once, and only a model with blocks.
   result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", levers=["combined"], log=lambda _: None)
   assert [f["verified"].get("option") for f in result["findings"]] == ["dropout"]
   get = experiments.Run(workdir).get
@@ -251,7 +252,12 @@ def test_a_confirmed_regularisation_is_tried_again_with_deeper_blocks(tmp_path):
   assert [a.name for a, *_ in experiments.follow_up_arms([(dropout, "overfitting", {"delta": 0.01})], None, get)] == [
       "regularised_deeper", "regularised_deeper_bn"]
   assert experiments.follow_up_arms([(dropout, "overfitting", {"delta": 0.01})]) == []  # without the run's fields
-  assert experiments.follow_up_arms([(lever, "overfitting", {"delta": 0.01})], None, get) == []  # the menu deepens
+  both = experiments.follow_up_arms([(dropout, "overfitting", {"delta": 0.01}),
+                                     (lever, "overfitting", {"delta": 0.02})], None, get)
+  assert [(f.arm.name, dict(f.arm.overrides), f.parent) for f in both if f.arm.name != "combined"] == [
+      ("regularised_deeper", {"model.block_dropout_rate": 0.2, "model.convs_per_block": 2}, "block_dropout"),
+      ("regularised_deeper_bn", {"model.block_dropout_rate": 0.2, "model.convs_per_block": 2,
+                                 "model.batchnorm": True}, "block_dropout")]
   resnet = experiments.ablate.Arm("overfitting_weight_decay", {"model.name": "ResNet", "optim.weight_decay": 0.01})
   assert experiments.follow_up_arms([(resnet, "overfitting", {"delta": 0.01})], None, get) == []
   # A ConvNet with BatchNorm already: one more conv a block, and no second arm.

@@ -171,7 +171,8 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]],
   that changes `num_epochs` alone) twice as long again where most of its runs were still learning when they
   stopped (`still_learning(arm name)`: (runs still learning, runs finished), by the single-run rule), a confirmed
   weaker regularisation (the underfitting finding's `weaker_regularization` option) weaker again, a confirmed
-  regularisation (the overfitting finding's fix) with another conv in each block (`regularised_deeper`, where the
+  regularisation (the overfitting finding's fix, or a menu regulariser: the one that gained most) with another
+  conv in each block (`regularised_deeper`, where the
   run's model has conv blocks; `get` reads the run's config fields) and the same with BatchNorm after each conv
   (`regularised_deeper_bn`, where the run has none), a confirmed label fix (the label_noise finding's: training
   without, or with relabelled, or through the noise of, the likely-wrong labels) trained on the generalized
@@ -180,8 +181,13 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]],
   already sets). `parent` names the confirmed arm each extends (for `combined`, the best of its parts): the doctor
   judges the follow-up against it too, on the same seeds."""
   out = []
+  regularisers = [(verified["delta"], arm.name) for arm, cause, verified in confirmed
+                  if get and cause == "overfitting" and _deeper_blocks_of(arm.overrides, get)]
+  deepened = max(regularisers)[1] if regularisers else None  # the best regulariser: one arm of each name
   for arm, cause, verified in confirmed:
-    deeper = get and cause == "overfitting" and arm.name not in LEVERS and _deeper_blocks_of(arm.overrides, get)
+    deeper = arm.name == deepened and _deeper_blocks_of(arm.overrides, get)
+    if cause == "overfitting" and regularisers and not deeper:
+      continue
     if deeper:  # a regularised model may gain from capacity; deeper plain nets train better normalised (README)
       out.append(FollowUp(ablate.Arm("regularised_deeper", deeper), cause,
                           "the confirmed regularisation, with another conv in each block", arm.name))
