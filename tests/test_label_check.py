@@ -4,6 +4,7 @@ never stops the doctor (an unreadable file or a missing package skip it with the
 
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -141,35 +142,47 @@ def test_training_relabels_the_listed_examples_and_a_bad_list_is_named(tiny_conf
       loading.load_data(tiny_config)
 
 
-def test_the_forward_corrected_loss(tiny_config):
-  """-log (softmax(z) @ T)[given label], checked by hand; the identity is plain cross-entropy (loss and
-  gradients); accuracy counts the model's own logits."""
+_TRANSITION = ((0.7, 0.3, 0.0, 0.0), (0.0, 0.8, 0.2, 0.0), (0.1, 0.1, 0.7, 0.1), (0.0, 0.0, 0.0, 1.0))
+
+
+def _one_batch(tiny_config, seed):
+  """A 4-class model's first state and 16 random images with labels: `grads(**loss_terms)` is `steps._grads` on
+  them (dropout key 1), `probs` the train-mode softmax computed apart, in float64 (dropout draws the same masks
+  for the same key), `loss_of(params, weights)` the mean cross-entropy with each example's weight."""
   import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   from cnn_val import models, steps  # pylint: disable=import-outside-toplevel
   model = models.create_model(tiny_config.model, 4)
   state = steps.create_train_state(model, optax.adam(1e-3), jax.random.key(0), (28, 28, 1))
-  rng = np.random.default_rng(0)
+  rng = np.random.default_rng(seed)
   images = rng.uniform(size=(16, 28, 28, 1)).astype(np.float32)
   labels = rng.integers(0, 4, 16).astype(np.int32)
-  transition = ((0.7, 0.3, 0.0, 0.0), (0.0, 0.8, 0.2, 0.0), (0.1, 0.1, 0.7, 0.1), (0.0, 0.0, 0.0, 1.0))
+  apply = lambda params: model.apply({"params": params}, images, train=True, example_ids=np.arange(16),
+                                     rngs={"dropout": jax.random.key(1)})
+  logits = np.asarray(apply(state.params), np.float64)
+  probs = np.exp(logits - logits.max(1, keepdims=True))
+  return types.SimpleNamespace(
+      state=state, labels=labels, probs=probs / probs.sum(1, keepdims=True),
+      grads=lambda **terms: steps._grads(state.params, state.batch_stats, images, labels, np.arange(16),
+                                         jax.random.key(1), model=model, class_weights=None, **terms),
+      loss_of=lambda params, weights: jnp.mean(weights * optax.softmax_cross_entropy_with_integer_labels(
+          apply(params).astype(jnp.float32), labels)))
 
-  def grads(matrix):
-    return steps._grads(state.params, state.batch_stats, images, labels, np.arange(16), jax.random.key(1),
-                        model=model, class_weights=None, noise_transition=matrix)
 
-  plain_loss, plain_grads, plain_correct, _ = grads(None)
-  eye_loss, eye_grads, _, _ = grads(tuple(tuple(float(i == j) for j in range(4)) for i in range(4)))
+def test_the_forward_corrected_loss(tiny_config):
+  """-log (softmax(z) @ T)[given label], checked by hand; the identity is plain cross-entropy (loss and
+  gradients); accuracy counts the model's own logits."""
+  import jax  # pylint: disable=import-outside-toplevel
+  batch = _one_batch(tiny_config, 0)
+  plain_loss, plain_grads, plain_correct, _ = batch.grads(noise_transition=None)
+  eye_loss, eye_grads, _, _ = batch.grads(noise_transition=tuple(tuple(float(i == j) for j in range(4))
+                                                                 for i in range(4)))
   np.testing.assert_allclose(eye_loss, plain_loss, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(eye_grads), jax.tree.leaves(plain_grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
-  # Dropout draws the same masks for the same key: train-mode logits, by hand.
-  logits = np.asarray(model.apply({"params": state.params}, images, train=True, example_ids=np.arange(16),
-                                  rngs={"dropout": jax.random.key(1)}), np.float64)
-  p = np.exp(logits - logits.max(1, keepdims=True))
-  p /= p.sum(1, keepdims=True)
-  expected = -np.mean(np.log((p @ np.asarray(transition))[np.arange(16), labels]))
-  loss, _, correct, _ = grads(transition)
+  expected = -np.mean(np.log((batch.probs @ np.asarray(_TRANSITION))[np.arange(16), batch.labels]))
+  loss, _, correct, _ = batch.grads(noise_transition=_TRANSITION)
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
   assert abs(float(loss) - float(plain_loss)) > 1e-3 and int(correct) == int(plain_correct)
 
@@ -223,44 +236,24 @@ def test_the_generalized_cross_entropy(tiny_config):
   cross-entropy (what `train_loss` logs and the doctor reads on its ln K scale)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  import optax  # pylint: disable=import-outside-toplevel
-  from cnn_val import models, steps  # pylint: disable=import-outside-toplevel
-  model = models.create_model(tiny_config.model, 4)
-  state = steps.create_train_state(model, optax.adam(1e-3), jax.random.key(0), (28, 28, 1))
-  rng = np.random.default_rng(1)
-  images = rng.uniform(size=(16, 28, 28, 1)).astype(np.float32)
-  labels = rng.integers(0, 4, 16).astype(np.int32)
-  transition = ((0.7, 0.3, 0.0, 0.0), (0.0, 0.8, 0.2, 0.0), (0.1, 0.1, 0.7, 0.1), (0.0, 0.0, 0.0, 1.0))
-
-  def grads(q, matrix=None):
-    return steps._grads(state.params, state.batch_stats, images, labels, np.arange(16), jax.random.key(1),
-                        model=model, class_weights=None, noise_transition=matrix, gce_q=q)
-
-  logits = np.asarray(model.apply({"params": state.params}, images, train=True, example_ids=np.arange(16),
-                                  rngs={"dropout": jax.random.key(1)}), np.float64)
-  p = np.exp(logits - logits.max(1, keepdims=True))
-  p /= p.sum(1, keepdims=True)
-  for q, matrix in ((0.7, None), (1.0, None), (0.7, transition)):
-    given = (p if matrix is None else p @ np.asarray(matrix))[np.arange(16), labels]
-    loss, _, _, _ = grads(q, matrix)
+  from cnn_val import steps  # pylint: disable=import-outside-toplevel
+  batch = _one_batch(tiny_config, 1)
+  for q, matrix in ((0.7, None), (1.0, None), (0.7, _TRANSITION)):
+    given = (batch.probs if matrix is None else batch.probs @ np.asarray(matrix))[np.arange(16), batch.labels]
+    loss, _, _, _ = batch.grads(gce_q=q, noise_transition=matrix)
     np.testing.assert_allclose(loss, np.mean(-np.log(given)), rtol=1e-5)
   np.testing.assert_allclose(steps.generalized_cross_entropy(jnp.asarray([0.0, 0.5, 3.0]), 0.7),
                              (1 - np.exp(-0.7 * np.array([0.0, 0.5, 3.0]))) / 0.7, rtol=1e-6)
-  ce_loss, ce_grads, _, _ = grads(0.0)
-  small_loss, small_grads, _, _ = grads(1e-4)
+  ce_loss, ce_grads, _, _ = batch.grads(gce_q=0.0)
+  small_loss, small_grads, _, _ = batch.grads(gce_q=1e-4)
   np.testing.assert_allclose(small_loss, ce_loss, rtol=1e-3)
   for a, b in zip(jax.tree.leaves(small_grads), jax.tree.leaves(ce_grads)):
     np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-3 * np.abs(b).max())
   # The gradient: the cross-entropy's, each example weighted by its p^q (held constant).
-  weights = jnp.asarray(p[np.arange(16), labels] ** 0.7, jnp.float32)
-
-  def weighted_ce(params):
-    out = model.apply({"params": params}, images, train=True, example_ids=np.arange(16),
-                      rngs={"dropout": jax.random.key(1)})
-    return jnp.mean(weights * optax.softmax_cross_entropy_with_integer_labels(out.astype(jnp.float32), labels))
-
-  _, gce_grads, _, _ = grads(0.7)
-  for a, b in zip(jax.tree.leaves(gce_grads), jax.tree.leaves(jax.grad(weighted_ce)(state.params))):
+  weights = jnp.asarray(batch.probs[np.arange(16), batch.labels] ** 0.7, jnp.float32)
+  _, gce_grads, _, _ = batch.grads(gce_q=0.7)
+  weighted = jax.grad(batch.loss_of)(batch.state.params, weights)
+  for a, b in zip(jax.tree.leaves(gce_grads), jax.tree.leaves(weighted)):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-4 * np.abs(b).max())
   assert max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(gce_grads), jax.tree.leaves(ce_grads))) > 0
 
