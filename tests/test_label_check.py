@@ -69,7 +69,8 @@ def test_the_label_noise_finding_and_the_report_list_them(tmp_path):
       {"name": "exclude", "overrides": {
           "config.data.exclude_train_examples": os.path.join(os.path.abspath(workdir), "label_issues.json")}},
       {"name": "relabel", "overrides": {
-          "config.data.relabel_train_examples": os.path.join(os.path.abspath(workdir), "label_issues.json")}}]
+          "config.data.relabel_train_examples": os.path.join(os.path.abspath(workdir), "label_issues.json")}},
+      {"name": "robust", "overrides": {"config.optim.gce_q": 0.7}}]
   label_check.write_flagged(workdir)  # as the doctor's examine() writes it: every flagged training index
   listing = rundir.read_json(workdir, label_check.LABEL_ISSUES_FILE)
   listed = listing["indices"]
@@ -86,6 +87,8 @@ def test_the_label_noise_finding_and_the_report_list_them(tmp_path):
   os.remove(os.path.join(workdir, rundir.TRAIN_PREDICTIONS_FILE))
   plain = next(f for f in rules.diagnose(workdir)["findings"] if f["cause"] == "label_noise")
   assert "likely_wrong_labels" not in plain["evidence"] and quiet["verdict"] == result["verdict"]
+  # Without a listing, the fix is the loss robust to what is wrong (weight decay, before it, was refuted: README).
+  assert plain["fix"]["overrides"] == {"config.optim.gce_q": 0.7} and "options" not in plain["fix"]
 
 
 def test_an_unreadable_file_or_a_missing_package_skips_the_check(tmp_path, monkeypatch):

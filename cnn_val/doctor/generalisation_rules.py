@@ -14,7 +14,7 @@ import numpy as np
 
 from cnn_val import rundir
 from cnn_val.doctor.data_rules import missing_share
-from cnn_val.doctor.finding import WEIGHT_DECAY
+from cnn_val.doctor.finding import ROBUST_GCE_Q, WEIGHT_DECAY
 from cnn_val.doctor.finding import confidence as _confidence
 from cnn_val.doctor.finding import finding as _finding
 from cnn_val.doctor.label_check import LABEL_ISSUES_FILE, NOISE_TRANSITION_FILE
@@ -174,16 +174,19 @@ def rule_label_noise(run: Run):
       + later + which,
       ("Train on every label with the loss corrected for the noise confident learning estimates "
        "(noise_transition.json, forward correction), or without the likely-wrong labels (the flagged "
-       "examples, label_issues.json; the report lists them), or with them relabelled as the model sees them; "
-       "`--verify` tries all three (forward correction won on Fashion-MNIST's two label faults and on pair "
-       "noise on digits, relabelling on 40% uniform noise on digits: README), then the best on the generalized "
-       "cross-entropy (config.optim.gce_q=0.7), which gains where the run memorises its wrong labels. "
-       "Then relabel them by hand: confident learning's remedy." if listed else
-       "Clean the training labels (relabel the examples the model most confidently disagrees with); "
-       "meanwhile keep the best checkpoint and regularise."),
-      None if listed else {"config.optim.weight_decay": 1e-4, "config.optim.optimizer": "adamw"},
+       "examples, label_issues.json; the report lists them), or with them relabelled as the model sees them, or "
+       f"on the generalized cross-entropy (config.optim.gce_q={ROBUST_GCE_Q}: the labels the model finds "
+       "implausible pull less); `--verify` tries all four (forward correction won on Fashion-MNIST's two label "
+       "faults and on pair noise on digits, relabelling on 40% uniform noise on 3,000 digits, the generalized "
+       "cross-entropy on 1,797: README), then the best of the first three on the generalized cross-entropy, which "
+       "gains where the run memorises its wrong labels. Then relabel them by hand: confident learning's remedy."
+       if listed else
+       "Clean the training labels (relabel the examples the model most confidently disagrees with); meanwhile "
+       f"train on the generalized cross-entropy (config.optim.gce_q={ROBUST_GCE_Q}), on which the labels the "
+       "model finds implausible, most of the wrong ones, pull less, and keep the best checkpoint."),
+      None if listed else {"config.optim.gce_q": ROBUST_GCE_Q},
       options=[(name, {f"config.data.{field}": rundir.absolute(os.path.join(run.workdir, file))})
                for name, field, file in (("forward", "noise_transition", NOISE_TRANSITION_FILE),
                                          ("exclude", "exclude_train_examples", LABEL_ISSUES_FILE),
                                          ("relabel", "relabel_train_examples", LABEL_ISSUES_FILE))]
-      if listed else None)
+      + [("robust", {"config.optim.gce_q": ROBUST_GCE_Q})] if listed else None)

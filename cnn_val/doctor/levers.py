@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 from absl import logging
 
 from cnn_val import ablate, rundir
-from cnn_val.doctor.finding import WEIGHT_DECAY
+from cnn_val.doctor.finding import ROBUST_GCE_Q, WEIGHT_DECAY
 from cnn_val.doctor.regularisation import weaker_again
 from cnn_val.doctor.run_view import Run
 
@@ -29,9 +29,6 @@ _AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_rang
 # The names follow_up_arms gives.
 FOLLOW_UP_LEVERS = ("wider_x2", "deeper_blocks_x2", "longer_x2", "weaker_x2", "regularised_deeper",
                     "regularised_deeper_bn", "robust_loss", "combined")
-# The generalized cross-entropy's q of the `robust_loss` follow-up (config.optim.gce_q): Zhang and Sabuncu's
-# choice for uniform and class-dependent noise alike.
-ROBUST_GCE_Q = 0.7
 # Every name menu_arms can give.
 LEVERS = ("wider", "deeper", "deeper_blocks", "batchnorm", "block_dropout", "weight_decay", "cosine",
           "lr_range_test", "no_early_stopping", "augment", *(f"no_{field}" for field in _AUGMENT_OFF),
