@@ -267,6 +267,22 @@ def test_a_confirmed_regularisation_is_tried_again_with_deeper_blocks(tmp_path):
   assert [dict(a.overrides) for a, *_ in experiments.follow_up_arms(
       [(arm, "overfitting", {"delta": 0.01})], None, experiments.Run(str(tmp_path / "c")).get)] == [
           {"model.dropout_rate": 0.7, "model.convs_per_block": 3}]
+  # Confirmed deeper blocks: another conv again, and BatchNorm after each conv where the run has none (on the
+  # default recipe's 25 epochs +0.3 beyond the deeper blocks: README); with BatchNorm already, or without the run's
+  # fields, only the conv.
+  blocks = experiments.ablate.Arm("deeper_blocks", {"model.convs_per_block": 2})
+  assert [(a.name, dict(a.overrides), parent) for a, _, _, parent in experiments.follow_up_arms(
+      [(blocks, "underfitting", {"delta": 0.012})], None, get)] == [
+          ("deeper_blocks_x2", {"model.convs_per_block": 3}, "deeper_blocks"),
+          ("deeper_blocks_bn", {"model.convs_per_block": 2, "model.batchnorm": True}, "deeper_blocks")]
+  for getter in (experiments.Run(str(tmp_path / "c")).get, None):
+    assert [a.name for a, *_ in experiments.follow_up_arms([(blocks, "underfitting", {"delta": 0.012})], None,
+                                                           getter)] == ["deeper_blocks_x2"]
+  normalised = levers.lever_finding(experiments.ablate.Arm("deeper_blocks_bn", {"model.convs_per_block": 2,
+                                                                               "model.batchnorm": True}),
+                                     "underfitting", {"delta": 0.015, "p_value": 0.01, "ci95": [0.01, 0.02], "seeds": 3},
+                                     None, 0.01)
+  assert "the deeper model trains better with each conv's activations normalised" in normalised["explanation"]
 
 
 def test_a_confirmed_label_fix_is_tried_again_on_the_generalized_cross_entropy(tmp_path):

@@ -31,11 +31,13 @@ _MAX_FIXES = flags.DEFINE_integer("max_fixes", 2, "--verify: how many of the top
 _EXPLORE = flags.DEFINE_enum("explore", "auto", ["auto", "always", "never"],
                              "--verify: the lever menu: auto = when no finding carries a fix or the run looks healthy.")
 _LEVERS = flags.DEFINE_list("levers", None, "--verify: explore only these levers of the menu (e.g. "
-                            "wider,cosine), and of the follow-up only wider_x2, deeper_blocks_x2, longer_x2, "
+                            "wider,cosine), and of the follow-up only wider_x2, deeper_blocks_x2, "
+                            "deeper_blocks_bn, longer_x2, "
                             "weaker_x2, regularised_deeper, regularised_deeper_bn, robust_loss and combined when "
                             "named, to bound the cost; default: the whole menu and follow-up.")
 _FOLLOW_UP = flags.DEFINE_bool("follow_up", True, "--verify: after the menu, a second stage on what was confirmed "
-                                "(the wider model widened again, the deeper blocks deepened again, a longer training "
+                                "(the wider model widened again, the deeper blocks deepened again and normalised, a "
+                                "longer training "
                                 "still learning lengthened again, a weaker regularisation weakened again, a "
                                 "confirmed regularisation deepened, with and without BatchNorm; a confirmed label "
                                 "fix on the generalized cross-entropy; the confirmed levers combined).")

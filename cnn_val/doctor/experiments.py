@@ -26,7 +26,8 @@ What it decides, and by which rule:
 - When every fix tried is refuted (`explore='auto'`), the menu runs as a stage of its own after them: the
   findings explained nothing that an experiment could win back, so the levers get their turn.
 - A second stage follows the menu (`follow_up_arms`, within what --max_runs and --budget_minutes leave): a
-  confirmed wider model widened once more, confirmed deeper blocks deepened once more, a confirmed longer training
+  confirmed wider model widened once more, confirmed deeper blocks deepened once more and given BatchNorm after
+  each conv (`deeper_blocks_bn`, where the run has none), a confirmed longer training
   (a fix that changes the epochs alone, e.g. a run cut short) twice as long again where most of its runs were still
   learning when they stopped (`signal_rules.still_learning` on each), a confirmed weaker regularisation weaker
   again (`regularisation.weaker_again`), a confirmed regularisation (the overfitting finding's fix, or the menu
@@ -142,11 +143,11 @@ def verify(workdir: str, diagnosis: dict, *, seeds: int = 3, parallel: int = 1, 
     stage, when every fix tried was refuted: the findings then explain nothing), 'always', 'never'.
   reference: run directories (a glob) of a healthy reference, for the share of the loss a fix recovers.
   levers: when exploring, only these menu arms (names as menu_arms gives them, e.g. ['wider', 'cosine']), and
-    of the follow-up only the arms it names ('wider_x2', 'deeper_blocks_x2', 'longer_x2', 'weaker_x2',
-    'regularised_deeper', 'regularised_deeper_bn', 'robust_loss', 'combined'), to bound the cost; None =
-    everything.
+    of the follow-up only the arms it names ('wider_x2', 'deeper_blocks_x2', 'deeper_blocks_bn', 'longer_x2',
+    'weaker_x2', 'regularised_deeper', 'regularised_deeper_bn', 'robust_loss', 'combined'), to bound the cost;
+    None = everything.
   follow_up: after the menu, a second stage on what was confirmed (`follow_up_arms`: the wider model widened
-    again, the deeper blocks deepened again, a longer training still learning lengthened again, a weaker
+    again, the deeper blocks deepened again and normalised, a longer training still learning lengthened again, a weaker
     regularisation weakened again, a confirmed regularisation deepened, with and without BatchNorm, a confirmed
     label fix on the generalized cross-entropy, the confirmed levers combined), within what --max_runs and
     --budget_minutes leave.

@@ -27,8 +27,8 @@ _AUGMENT_OFF = {"horizontal_flip": False, "vertical_flip": False, "rotation_rang
                 "height_shift_range": 0.0, "shear_range": 0.0, "zoom_range": 0.0, "brightness": 0.0,
                 "contrast": 0.0, "gamma": 0.0, "hue": 0.0, "saturation": 0.0}
 # The names follow_up_arms gives.
-FOLLOW_UP_LEVERS = ("wider_x2", "deeper_blocks_x2", "longer_x2", "weaker_x2", "regularised_deeper",
-                    "regularised_deeper_bn", "robust_loss", "combined")
+FOLLOW_UP_LEVERS = ("wider_x2", "deeper_blocks_x2", "deeper_blocks_bn", "longer_x2", "weaker_x2",
+                    "regularised_deeper", "regularised_deeper_bn", "robust_loss", "combined")
 # Every name menu_arms can give.
 LEVERS = ("wider", "deeper", "deeper_blocks", "batchnorm", "block_dropout", "weight_decay", "cosine",
           "lr_range_test", "no_early_stopping", "augment", *(f"no_{field}" for field in _AUGMENT_OFF),
@@ -164,7 +164,8 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]],
                    still_learning: Callable[[str], tuple[int, int] | None] | None = None,
                    get: Callable[[str], object] | None = None) -> list[FollowUp]:
   """The second stage, more of what worked (FollowUp). A confirmed `wider` lever once more (twice its width
-  again), a confirmed `deeper_blocks` once more (another conv in each block), a confirmed longer training (an arm
+  again), a confirmed `deeper_blocks` once more (another conv in each block) and with BatchNorm after each conv
+  (`deeper_blocks_bn`, where the run has none and `get` says its model), a confirmed longer training (an arm
   that changes `num_epochs` alone) twice as long again where most of its runs were still learning when they
   stopped (`still_learning(arm name)`: (runs still learning, runs finished), by the single-run rule), a confirmed
   weaker regularisation (the underfitting finding's `weaker_regularization` option) weaker again, a confirmed
@@ -221,6 +222,9 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]],
       again = {"model.convs_per_block": int(arm.overrides["model.convs_per_block"]) + 1}
       out.append(FollowUp(ablate.Arm("deeper_blocks_x2", again), "underfitting",
                           "the confirmed deeper blocks, one more conv in each again", arm.name))
+      if get and not get("model.batchnorm") and get("model.name") in ("SeedCNN", "SeedCNNDropout", "ConvNet"):
+        out.append(FollowUp(ablate.Arm("deeper_blocks_bn", {**arm.overrides, "model.batchnorm": True}),
+                            "underfitting", "the confirmed deeper blocks, with BatchNorm after each conv", arm.name))
   ranked = sorted(confirmed, key=lambda c: -c[2]["delta"])
   combined, names, cause = {}, [], None
   for arm, arm_cause, _ in ranked:
@@ -265,6 +269,9 @@ _LONGER_TEXT = ("the run was cut short; validation accuracy was still rising whe
 _NO_STOP_TEXT = ("early stopping ended the run before it had stopped gaining: trained to the end of its budget (the "
                  "best checkpoint kept either way) it wins more.")
 
+_DEEPER_BN_TEXT = ("the deeper model trains better with each conv's activations normalised (BatchNorm): a deeper "
+                   "plain network is harder to optimise, and the depth pays more once it trains well.")
+
 _REGULARISED_DEEPER_TEXT = ("with its overfitting held in check, the model gains from more capacity: another conv "
                             "before each pool fits more of what the data allows.")
 
@@ -283,7 +290,8 @@ _DEEPER_BLOCKS_TEXT = ("the model is too shallow where its maps are largest: ano
 # Why a confirmed arm helped: by the arm (follow-ups of several fields), else by the one field it changes, else by
 # its cause.
 _ARM_TEXT = {"weaker_x2": _WEAKER_TEXT, "regularised_deeper": _REGULARISED_DEEPER_TEXT,
-             "regularised_deeper_bn": _REGULARISED_DEEPER_TEXT, "robust_loss": _ROBUST_LOSS_TEXT}
+             "regularised_deeper_bn": _REGULARISED_DEEPER_TEXT, "robust_loss": _ROBUST_LOSS_TEXT,
+             "deeper_blocks_bn": _DEEPER_BN_TEXT}
 _FIELD_TEXT = {"model.batchnorm": _BATCHNORM_TEXT, "model.convs_per_block": _DEEPER_BLOCKS_TEXT,
                "num_epochs": _LONGER_TEXT, "early_stopping_patience": _NO_STOP_TEXT}
 

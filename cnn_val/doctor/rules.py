@@ -171,12 +171,12 @@ _SLOW_LEARNING_CAUSES = ("diverged", "pipeline_bug", "lr_too_low", "label_noise"
 def still_learning(run: Run, findings: list[dict]) -> list[dict]:
   """A run that trained all its epochs and stopped while validation was still improving (signal_rules.still_learning)
   underfits by training too short (high, or medium on weaker evidence): an `underfitting` finding gains the evidence
-  and that severity where it is higher, and twice the epochs among its options (first on high evidence, else after its own
-  recommendation); or one is added, whose options are twice the epochs and, with large batches, smaller ones. Not
-  where a medium or high finding names a cause that slows learning itself (_SLOW_LEARNING_CAUSES: a failed run, a
-  rate too low, wrong labels, a label-changing augmentation; an `lr_too_low` from the LR range test alone, which a
-  small model also reads, does not count: `_rate_by_test_alone`), nor near chance, where the lever menu looks for
-  the cause (near_chance)."""
+  and that severity where it is higher, and twice the epochs among its options (first on high evidence, else after
+  its own recommendation); or one is added, whose options are twice the epochs and, with large batches, smaller
+  ones. Not where a medium or high finding names a cause that slows learning itself (_SLOW_LEARNING_CAUSES: a failed
+  run, a rate too low, wrong labels, a label-changing augmentation; an `lr_too_low` from the LR range test alone,
+  which a small model also reads, does not count: `_rate_by_test_alone`), nor near chance, where the lever menu
+  looks for the cause (near_chance)."""
   evidence = _still_learning(run)
   if (evidence is None or _at_stake(run) is not None
       or any(f["cause"] in _SLOW_LEARNING_CAUSES and f["severity"] != "low" and not _rate_by_test_alone(f)
