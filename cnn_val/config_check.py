@@ -67,9 +67,9 @@ def validate(config) -> None:
             "bound); e.g. 0.7, or optim.schedule='constant'")
   if not (_finite(config.optim.weight_decay) and config.optim.weight_decay >= 0):
     _fail("optim.weight_decay", config.optim.weight_decay, "a finite number >= 0, e.g. 1e-4, or 0 for none")
-  gce_q = config.optim.get("gce_q", 0.0)
+  gce_q = config.get("gce_q", 0.0)
   if isinstance(gce_q, bool) or not (_finite(gce_q) and 0.0 <= gce_q <= 1.0):
-    _fail("optim.gce_q", gce_q, "a number in [0, 1]: 0 trains on the cross-entropy, 0.7 the generalized "
+    _fail("gce_q", gce_q, "a number in [0, 1]: 0 trains on the cross-entropy, 0.7 the generalized "
           "cross-entropy of Zhang and Sabuncu (robust to noisy labels), 1 the mean absolute error")
   for field in ("dropout_rate", "block_dropout_rate"):
     rate = config.model[field]

@@ -26,7 +26,7 @@ FIELDS_ADDED_LATER = {"model.width_multiplier": 1.0, "model.extra_blocks": 0, "d
                       "data.scenario.colour_shortcut_hue": 0.0, "data.train_fraction": 1.0,
                       "data.relabel_train_examples": "", "imbalance.logit_adjustment": 0.0,
                       "data.noise_transition": "", "imbalance.deferred_epochs": 0, "lr_range_test": False,
-                      "optim.gce_q": 0.0}
+                      "gce_q": 0.0}
 
 # The config fields in which the runs of one population (cnn_val/population.py) may differ: they enter the
 # train step as numbers, not as its structure (optim.POPULATION_FIELDS, steps.MODEL_POPULATION_FIELDS, the
@@ -91,7 +91,7 @@ LR_FIND_IGNORES = frozenset({
     "optim.staircase", "optim.warmup_epochs", "optim.cosine_alpha", "eval_batch_size", "eval_every_epochs",
     "early_stopping_patience", "ema_decay", "data.test_split", "data.max_eval_examples", "data.download",
     "model.conv_impl", "model.pool_impl", "micro_batch_size",
-    "optim.gce_q"}) | RESUMABLE_CHANGES  # (the range test sweeps the cross-entropy: lr_range.py)
+    "gce_q"}) | RESUMABLE_CHANGES  # (the range test sweeps the cross-entropy: lr_range.py)
 
 
 def swept_config(config: dict) -> dict:

@@ -119,7 +119,7 @@ class RunData:
   total_steps: int
   noise_transition: np.ndarray | None = None  # [K, K] (config.data.noise_transition)
   reweight_from_step: int = 0  # the class weights apply from this step on (config.imbalance.deferred_epochs)
-  gce_q: float = 0.0  # the generalized cross-entropy's q, 0 for the cross-entropy (config.optim.gce_q)
+  gce_q: float = 0.0  # the generalized cross-entropy's q, 0 for the cross-entropy (config.gce_q)
 
   @property
   def train_arrays(self) -> dict:
@@ -170,7 +170,7 @@ def load(config, devices, cpu_devices, clock: train_loop.WallTime) -> RunData:
   if transition is not None:
     logging.info("Forward loss correction for noisy labels with %s (P(given label | true class) on the "
                  "diagonal: %s).", config.data.noise_transition, np.round(np.diag(transition), 3).tolist())
-  gce_q = config.optim.get("gce_q", 0.0)
+  gce_q = config.get("gce_q", 0.0)
   if gce_q:
     logging.info("Generalized cross-entropy, q %s (the loss (1 - p^q) / q of the label's probability p).", gce_q)
   return RunData(splits, arrays, counts, class_weights, offsets, epoch_examples, steps_per_epoch,

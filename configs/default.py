@@ -49,6 +49,9 @@ def get_config():
   # > 0 (e.g. 0.999): keep an exponential moving average of the weights (BatchNorm statistics too; TensorFlow's
   # warm-up min(decay, (1 + step) / (10 + step))), evaluated beside them: metrics.jsonl ema_val_* and ema_test_*.
   config.ema_decay = 0.0
+  # The loss: 0 = cross-entropy; q in (0, 1]: the generalized cross-entropy (1 - p^q) / q, robust to noisy labels
+  # (q = 1: MAE; `train_loss` still logs the cross-entropy).
+  config.gce_q = 0.0
   config.profile_steps = 0  # > 0: a JAX profiler trace of this many train steps in workdir/profile (TensorBoard)
   config.eval_every_epochs = 1  # evaluate on validation and checkpoint every N epochs (and after the last)
 
@@ -168,6 +171,4 @@ def get_config():
   config.optim.weight_decay = 0.0
   config.optim.weight_decay_mode = "decoupled"  # decoupled (masked) or l2
   config.optim.grad_clip_norm = 0.0  # 0 = no clipping
-  # 0 = cross-entropy; q in (0, 1]: the generalized cross-entropy (1 - p^q) / q, robust to noisy labels (q = 1: MAE)
-  config.optim.gce_q = 0.0
   return config

@@ -298,7 +298,7 @@ def test_a_confirmed_label_fix_is_tried_again_on_the_generalized_cross_entropy(t
   arms = {"baseline": ({}, [0.928, 0.930, 0.926]),
           "label_noise_forward": ({"data.noise_transition": matrix}, [0.939, 0.937, 0.941]),
           "label_noise_relabel": ({"data.relabel_train_examples": listing}, [0.955, 0.951, 0.958]),
-          "robust_loss": ({"data.relabel_train_examples": listing, "optim.gce_q": 0.7}, [0.961, 0.958, 0.964])}
+          "robust_loss": ({"data.relabel_train_examples": listing, "gce_q": 0.7}, [0.961, 0.958, 0.964])}
   _fake_sweep(workdir, config, arms)
   lines = []
   result = experiments.verify(workdir, diagnosis, seeds=3, explore="never", log=lines.append)
@@ -307,7 +307,7 @@ def test_a_confirmed_label_fix_is_tried_again_on_the_generalized_cross_entropy(t
       "seeds."]
   top, rule = result["findings"]
   assert top["evidence"]["lever"] == "robust_loss" and top["cause"] == "label_noise"
-  assert top["fix"]["overrides"] == {"config.data.relabel_train_examples": listing, "config.optim.gce_q": 0.7}
+  assert top["fix"]["overrides"] == {"config.data.relabel_train_examples": listing, "config.gce_q": 0.7}
   assert top["verified"]["delta"] == pytest.approx(0.033) and top["verified"]["vs_parent"]["confirmed"]
   assert top["verified"]["vs_parent"]["arm"] == "label_noise_relabel"
   assert "the generalized cross-entropy weighs each example's gradient" in top["explanation"]
@@ -320,13 +320,13 @@ def test_a_confirmed_label_fix_is_tried_again_on_the_generalized_cross_entropy(t
   get = experiments.Run(workdir).get
   assert [dict(a.overrides) for a, *_ in experiments.follow_up_arms([(relabel, "label_noise", {"delta": 0.01})],
                                                                     None, get)] == [
-      {"data.relabel_train_examples": listing, "optim.gce_q": 0.7}]
-  on_gce = experiments.ablate.Arm("label_noise_forward", {"data.noise_transition": matrix, "optim.gce_q": 0.4})
+      {"data.relabel_train_examples": listing, "gce_q": 0.7}]
+  on_gce = experiments.ablate.Arm("label_noise_forward", {"data.noise_transition": matrix, "gce_q": 0.4})
   lever = experiments.ablate.Arm("weight_decay", {"optim.weight_decay": 1e-2})
   other = experiments.ablate.Arm("class_imbalance", {"imbalance.class_weighting": "inverse"})
   for arm, cause in ((on_gce, "label_noise"), (lever, "label_noise"), (other, "class_imbalance")):
     assert experiments.follow_up_arms([(arm, cause, {"delta": 0.01})], None, get) == []
-  _write_run(str(tmp_path / "q"), _config(**{"optim.gce_q": 0.7}), 0.93)
+  _write_run(str(tmp_path / "q"), _config(**{"gce_q": 0.7}), 0.93)
   assert experiments.follow_up_arms([(relabel, "label_noise", {"delta": 0.01})], None,
                                     experiments.Run(str(tmp_path / "q")).get) == []
 

@@ -70,7 +70,7 @@ def test_the_label_noise_finding_and_the_report_list_them(tmp_path):
           "config.data.exclude_train_examples": os.path.join(os.path.abspath(workdir), "label_issues.json")}},
       {"name": "relabel", "overrides": {
           "config.data.relabel_train_examples": os.path.join(os.path.abspath(workdir), "label_issues.json")}},
-      {"name": "robust", "overrides": {"config.optim.gce_q": 0.7}}]
+      {"name": "robust", "overrides": {"config.gce_q": 0.7}}]
   label_check.write_flagged(workdir)  # as the doctor's examine() writes it: every flagged training index
   listing = rundir.read_json(workdir, label_check.LABEL_ISSUES_FILE)
   listed = listing["indices"]
@@ -88,7 +88,7 @@ def test_the_label_noise_finding_and_the_report_list_them(tmp_path):
   plain = next(f for f in rules.diagnose(workdir)["findings"] if f["cause"] == "label_noise")
   assert "likely_wrong_labels" not in plain["evidence"] and quiet["verdict"] == result["verdict"]
   # Without a listing, the fix is the loss robust to what is wrong (weight decay, before it, was refuted: README).
-  assert plain["fix"]["overrides"] == {"config.optim.gce_q": 0.7} and "options" not in plain["fix"]
+  assert plain["fix"]["overrides"] == {"config.gce_q": 0.7} and "options" not in plain["fix"]
 
 
 def test_an_unreadable_file_or_a_missing_package_skips_the_check(tmp_path, monkeypatch):
@@ -262,20 +262,20 @@ def test_the_generalized_cross_entropy(tiny_config):
 
 
 def test_a_run_trains_on_the_generalized_cross_entropy(tiny_config, tmp_path):
-  """optim.gce_q reaches the train step: the same seed and batches train other weights than on the cross-entropy
+  """gce_q reaches the train step: the same seed and batches train other weights than on the cross-entropy
   (what the step logs as the loss, the cross-entropy either way, is `test_the_generalized_cross_entropy`'s); a q
   outside [0, 1] is refused by name."""
   from cnn_val import config_check, rundir, train  # pylint: disable=import-outside-toplevel
   tiny_config.num_epochs = 1
   rows = {}
   for q in (0.7, 0.0):
-    tiny_config.optim.gce_q = q
+    tiny_config.gce_q = q
     train.train_and_evaluate(tiny_config, str(tmp_path / f"q{q}"))
     rows[q] = rundir.read_metrics(str(tmp_path / f"q{q}"))[0]
   assert rows[0.7]["val_loss"] != rows[0.0]["val_loss"] and rows[0.7]["train_loss"] != rows[0.0]["train_loss"]
   for bad in (1.5, -0.1, float("nan")):
-    tiny_config.optim.gce_q = bad
-    with pytest.raises(ValueError, match="optim.gce_q"):
+    tiny_config.gce_q = bad
+    with pytest.raises(ValueError, match="gce_q"):
       config_check.validate(tiny_config)
 
 

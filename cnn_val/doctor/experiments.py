@@ -33,7 +33,7 @@ What it decides, and by which rule:
   again (`regularisation.weaker_again`), a confirmed regularisation (the overfitting finding's fix, or the menu
   regulariser that gained most) with another conv in each block, with and without BatchNorm after each conv
   (`regularised_deeper`, `regularised_deeper_bn`), a confirmed label fix trained on the generalized cross-entropy
-  (`robust_loss`, config.optim.gce_q), and all confirmed levers and fixes together (an arm whose model the run's
+  (`robust_loss`, config.gce_q), and all confirmed levers and fixes together (an arm whose model the run's
   images cannot hold is left out, and the log says so); a confirmed one is a finding like any lever, so the
   largest verified gain, single lever or combination, ranks first; each is also judged against the confirmed arm
   it builds on (`verified.vs_parent`, the paired difference on the same seeds, and the ratio of wall time a run),

@@ -23,7 +23,7 @@ def confidence(value: float, threshold: float, *, above: bool = True, log: bool 
 # Weight decay a fix or a lever adds: decoupled, multiplied by the learning rate like AdamW's; 1e-2 is
 # PyTorch's AdamW default (at Adam 1e-3 it shrinks the weights by ~1e-5 per step).
 WEIGHT_DECAY = 1e-2
-# The generalized cross-entropy's q (config.optim.gce_q) where the doctor trains on it for noisy labels: the
+# The generalized cross-entropy's q (config.gce_q) where the doctor trains on it for noisy labels: the
 # label_noise finding's `robust` option and the follow-up `robust_loss`; Zhang and Sabuncu's choice for uniform and
 # class-dependent noise alike.
 ROBUST_GCE_Q = 0.7

@@ -175,18 +175,18 @@ def rule_label_noise(run: Run):
       ("Train on every label with the loss corrected for the noise confident learning estimates "
        "(noise_transition.json, forward correction), or without the likely-wrong labels (the flagged "
        "examples, label_issues.json; the report lists them), or with them relabelled as the model sees them, or "
-       f"on the generalized cross-entropy (config.optim.gce_q={ROBUST_GCE_Q}: the labels the model finds "
+       f"on the generalized cross-entropy (config.gce_q={ROBUST_GCE_Q}: the labels the model finds "
        "implausible pull less); `--verify` tries all four (forward correction won on Fashion-MNIST's two label "
        "faults and on pair noise on digits, relabelling on 40% uniform noise on 3,000 digits, the generalized "
        "cross-entropy on 1,797: README), then the best of the first three on the generalized cross-entropy, which "
        "gains where the run memorises its wrong labels. Then relabel them by hand: confident learning's remedy."
        if listed else
        "Clean the training labels (relabel the examples the model most confidently disagrees with); meanwhile "
-       f"train on the generalized cross-entropy (config.optim.gce_q={ROBUST_GCE_Q}), on which the labels the "
+       f"train on the generalized cross-entropy (config.gce_q={ROBUST_GCE_Q}), on which the labels the "
        "model finds implausible, most of the wrong ones, pull less, and keep the best checkpoint."),
-      None if listed else {"config.optim.gce_q": ROBUST_GCE_Q},
+      None if listed else {"config.gce_q": ROBUST_GCE_Q},
       options=[(name, {f"config.data.{field}": rundir.absolute(os.path.join(run.workdir, file))})
                for name, field, file in (("forward", "noise_transition", NOISE_TRANSITION_FILE),
                                          ("exclude", "exclude_train_examples", LABEL_ISSUES_FILE),
                                          ("relabel", "relabel_train_examples", LABEL_ISSUES_FILE))]
-      + [("robust", {"config.optim.gce_q": ROBUST_GCE_Q})] if listed else None)
+      + [("robust", {"config.gce_q": ROBUST_GCE_Q})] if listed else None)

@@ -194,9 +194,9 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]],
                             "the confirmed regularisation, with another conv in each block and BatchNorm after "
                             "each conv", arm.name))
       continue
-    if (cause == "label_noise" and arm.name not in LEVERS and not arm.overrides.get("optim.gce_q")
-        and not (get and get("optim.gce_q"))):  # what the fix leaves wrong, weighted by how plausible it is
-      out.append(FollowUp(ablate.Arm("robust_loss", {**arm.overrides, "optim.gce_q": ROBUST_GCE_Q}), cause,
+    if (cause == "label_noise" and arm.name not in LEVERS and not arm.overrides.get("gce_q")
+        and not (get and get("gce_q"))):  # what the fix leaves wrong, weighted by how plausible it is
+      out.append(FollowUp(ablate.Arm("robust_loss", {**arm.overrides, "gce_q": ROBUST_GCE_Q}), cause,
                           f"the confirmed label fix, trained on the generalized cross-entropy (q {ROBUST_GCE_Q})",
                           arm.name))
       continue
