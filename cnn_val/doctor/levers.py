@@ -16,7 +16,7 @@ from absl import logging
 
 from cnn_val import ablate, rundir
 from cnn_val.doctor.finding import ROBUST_GCE_Q, WEIGHT_DECAY
-from cnn_val.doctor.regularisation import weaker_again
+from cnn_val.doctor.regularisation import BLOCK_MODELS, weaker_again
 from cnn_val.doctor.run_view import Run
 
 MENU_WEIGHT_DECAY = WEIGHT_DECAY  # the lever menu's, the overfitting fix's: finding.WEIGHT_DECAY
@@ -55,7 +55,7 @@ def menu_arms(run: Run) -> list[tuple[ablate.Arm, str]]:
       arms.append((deeper_blocks, "underfitting"))
     else:
       arms.append((ablate.Arm("deeper", {"model.depth": int(get("model.depth")) + 6}), "underfitting"))
-  if model in ("SeedCNN", "SeedCNNDropout", "ConvNet") and not get("model.batchnorm"):
+  if model in BLOCK_MODELS and not get("model.batchnorm"):
     arms.append((ablate.Arm("batchnorm", {"model.batchnorm": True}), "underfitting"))
   if (get("model.block_dropout_rate") == 0.0 and
       (model == "ConvNet" or get("model.width_multiplier") is not None)):
@@ -179,14 +179,15 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]],
   already sets). `parent` names the confirmed arm each extends (for `combined`, the best of its parts): the doctor
   judges the follow-up against it too, on the same seeds."""
   out = []
-  regularisers = [(verified["delta"], arm.name) for arm, cause, verified in confirmed
-                  if get and cause == "overfitting" and _deeper_blocks_of(arm.overrides, get)]
-  deepened = max(regularisers)[1] if regularisers else None  # the best regulariser: one arm of each name
+  # The regulariser that gained most among those whose model takes another conv in each block: one arm a name.
+  regularisers = sorted(((verified["delta"], arm.name, _deeper_blocks_of(arm.overrides, get))
+                         for arm, cause, verified in confirmed if get and cause == "overfitting"), reverse=True)
+  deepened, deeper = next(((name, blocks) for _, name, blocks in regularisers if blocks), (None, {}))
   for arm, cause, verified in confirmed:
-    deeper = arm.name == deepened and _deeper_blocks_of(arm.overrides, get)
-    if cause == "overfitting" and regularisers and not deeper:
-      continue
-    if deeper:  # a regularised model may gain from capacity; deeper plain nets train better normalised (README)
+    if cause == "overfitting" and deepened:
+      if arm.name != deepened:
+        continue
+      # A regularised model may gain from capacity; deeper plain nets train better normalised (README).
       out.append(FollowUp(ablate.Arm("regularised_deeper", deeper), cause,
                           "the confirmed regularisation, with another conv in each block", arm.name))
       if not deeper.get("model.batchnorm", get("model.batchnorm")):
@@ -222,7 +223,7 @@ def follow_up_arms(confirmed: list[tuple[ablate.Arm, str, dict]],
       again = {"model.convs_per_block": int(arm.overrides["model.convs_per_block"]) + 1}
       out.append(FollowUp(ablate.Arm("deeper_blocks_x2", again), "underfitting",
                           "the confirmed deeper blocks, one more conv in each again", arm.name))
-      if get and not get("model.batchnorm") and get("model.name") in ("SeedCNN", "SeedCNNDropout", "ConvNet"):
+      if get and not get("model.batchnorm") and get("model.name") in BLOCK_MODELS:
         out.append(FollowUp(ablate.Arm("deeper_blocks_bn", {**arm.overrides, "model.batchnorm": True}),
                             "underfitting", "the confirmed deeper blocks, with BatchNorm after each conv", arm.name))
   ranked = sorted(confirmed, key=lambda c: -c[2]["delta"])
@@ -242,7 +243,7 @@ def _deeper_blocks_of(overrides: dict, get: Callable[[str], object]) -> dict:
   """`overrides` with one more conv in each block of the model they build, or {} where that model has no conv
   blocks to deepen (ResNet) or the overrides set the blocks already."""
   model = overrides.get("model.name", get("model.name"))
-  if model not in ("SeedCNN", "SeedCNNDropout", "ConvNet") or "model.convs_per_block" in overrides:
+  if model not in BLOCK_MODELS or "model.convs_per_block" in overrides:
     return {}
   return {**overrides, "model.convs_per_block": int(get("model.convs_per_block") or 1) + 1}
 

@@ -10,6 +10,9 @@ from cnn_val.doctor.run_view import Run, finite
 # after each block, is regularisation beyond the seed's recipe, which an underfitting model first loses
 # (`weaker_regularization`; README, "Regularisation too strong").
 SEED_DROPOUT = 0.5
+# The models built of conv blocks (a conv, or several, then a pool): block dropout, another conv in each block and
+# BatchNorm after each conv apply to them (not to ResNet's stages).
+BLOCK_MODELS = ("SeedCNN", "SeedCNNDropout", "ConvNet")
 # ... first among the options where it is material: dropout beyond the seed's, or a decoupled weight decay that can
 # make this share of the early step's size or more (Fashion-MNIST's recipe at weight decay 1: up to 24%, -5.4 points;
 # at AdamW's usual 1e-2: 0.3%); a smaller or L2 decay is tried after the other options.
@@ -65,7 +68,7 @@ def weaker_regularization(run: Run) -> tuple[dict, str, str, bool]:
   if model in ("SeedCNNDropout", "ConvNet") and rate > SEED_DROPOUT:
     weaken("model.dropout_rate", "dropout before the head", rate, SEED_DROPOUT)
     first = True
-  if model in ("SeedCNN", "SeedCNNDropout", "ConvNet") and block > 0:
+  if model in BLOCK_MODELS and block > 0:
     weaken("model.block_dropout_rate", "dropout after each block", block, round(block / 2, 4))
     first = True
   return out, "; ".join(has), ", ".join(changes), first
